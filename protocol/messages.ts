@@ -1,0 +1,280 @@
+/**
+ * The signaling wire protocol, version 1: JSON text frames typed by direction.
+ *
+ * Two sockets, both authenticated with an access token carried in
+ * `Sec-WebSocket-Protocol` (see `wsProtocols`), never in the URL:
+ *
+ *   GET /v1/presence            one per endpoint; connection requests and answers
+ *   GET /v1/rooms/:sessionId    one per side of an accepted session; SDP, candidates,
+ *                               identity proofs and bye, relayed in order to the peer
+ *
+ * Flow: initiator `dial{reqId,to}` on presence -> target gets `request{reqId,from,sessionId}`
+ * -> target `answer{reqId,accept}` -> both get `session{...iceServers}` (or the initiator
+ * gets `rejected` / `dial_failed{code:'peer_offline'|'timeout'}`) -> both open the room
+ * socket and exchange `signal{data}` frames.
+ *
+ * Every parser returns a typed value or a typed error (`Parsed<T>`); it never throws.
+ */
+import { fail, ok, type Parsed } from './errors.js';
+import { ENDPOINT_ID_RE } from './turn-credentials.js';
+
+export const PROTOCOL_VERSION = 1;
+/** The subprotocol the server selects; the client offers it first. */
+export const WS_PROTOCOL = 'homelink.v1';
+/** Prefix of the second offered subprotocol, which carries the access token. */
+export const WS_AUTH_PREFIX = 'homelink.auth.';
+
+/** The subprotocol list a client offers: the token rides in the handshake, not the URL. */
+export function wsProtocols(token: string): string[] {
+  return [WS_PROTOCOL, WS_AUTH_PREFIX + token];
+}
+
+/** Extracts the token from a `Sec-WebSocket-Protocol` header value; null if absent or malformed. */
+export function tokenFromProtocolHeader(header: string | null | undefined): string | null {
+  if (!header || header.length > 8192) return null;
+  const parts = header.split(',').map((p) => p.trim());
+  if (!parts.includes(WS_PROTOCOL)) return null;
+  const auth = parts.filter((p) => p.startsWith(WS_AUTH_PREFIX));
+  if (auth.length !== 1) return null;
+  const token = auth[0]!.slice(WS_AUTH_PREFIX.length);
+  return token.length > 0 ? token : null;
+}
+
+// ---- Limits (named, with reasons) -------------------------------------------------------
+
+/** Largest frame accepted on any socket. An SDP with a few media sections is < 8 KiB; 64 KiB leaves room. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+export const MAX_SDP_BYTES = 32 * 1024;
+/** An ICE candidate line is < 256 bytes; 1 KiB leaves room for extensions. */
+export const MAX_CANDIDATE_BYTES = 1024;
+/** Identity certificate (a JWT) and proof (a JWS) together stay well under this. */
+export const MAX_IDENTITY_BYTES = 8 * 1024;
+export const MAX_REASON_LENGTH = 200;
+export const REQ_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+export const SESSION_ID_RE = /^[A-Za-z0-9_-]{16,64}$/;
+/** Per-socket message rate: bursts of trickled candidates fit; floods do not. */
+export const RATE_LIMIT = { burst: 200, perSecond: 50 } as const;
+
+// ---- Shared shapes -----------------------------------------------------------------------
+
+export interface IceServer {
+  readonly urls: string[];
+  readonly username?: string;
+  readonly credential?: string;
+}
+
+export type Role = 'initiator' | 'responder';
+
+export type DialFailure = 'peer_offline' | 'timeout';
+
+/** Error codes carried in `error` frames. */
+export type ErrorCode =
+  | 'malformed'
+  | 'oversized'
+  | 'unknown_type'
+  | 'bad_version'
+  | 'invalid_field'
+  | 'out_of_state'
+  | 'rate_limited'
+  | 'internal';
+
+// ---- Presence socket ----------------------------------------------------------------------
+
+export type PresenceClientMessage =
+  | { readonly type: 'dial'; readonly reqId: string; readonly to: string }
+  | { readonly type: 'answer'; readonly reqId: string; readonly accept: boolean; readonly reason?: string }
+  | { readonly type: 'cancel'; readonly reqId: string };
+
+export interface SessionInfo {
+  readonly reqId: string;
+  readonly sessionId: string;
+  readonly peer: string;
+  readonly role: Role;
+  readonly iceServers: IceServer[];
+  /** Unix ms after which the room closes. */
+  readonly deadline: number;
+}
+
+export type PresenceServerMessage =
+  | { readonly type: 'hello'; readonly endpointId: string }
+  | { readonly type: 'request'; readonly reqId: string; readonly from: string; readonly sessionId: string }
+  | ({ readonly type: 'session' } & SessionInfo)
+  | { readonly type: 'rejected'; readonly reqId: string; readonly reason: string }
+  | { readonly type: 'dial_failed'; readonly reqId: string; readonly code: DialFailure }
+  | { readonly type: 'cancelled'; readonly reqId: string }
+  | { readonly type: 'replaced' }
+  | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string; readonly reqId?: string };
+
+// ---- Room socket --------------------------------------------------------------------------
+
+/** What one side sends the other through the room, opaque to the service beyond its shape. */
+export type SignalData =
+  | { readonly kind: 'offer'; readonly sdp: string; readonly restart?: boolean }
+  | { readonly kind: 'answer'; readonly sdp: string }
+  | {
+      readonly kind: 'candidate';
+      /** '' marks end of candidates. */
+      readonly candidate: string;
+      readonly sdpMid?: string | null;
+      readonly sdpMLineIndex?: number | null;
+      readonly usernameFragment?: string | null;
+    }
+  | { readonly kind: 'identity'; readonly cert: string; readonly proof: string }
+  | { readonly kind: 'bye'; readonly reason?: string };
+
+export type RoomClientMessage =
+  | { readonly type: 'signal'; readonly data: SignalData }
+  | { readonly type: 'ice_servers' };
+
+export type RoomServerMessage =
+  | {
+      readonly type: 'joined';
+      readonly sessionId: string;
+      readonly role: Role;
+      readonly peer: string;
+      readonly peerPresent: boolean;
+      readonly iceServers: IceServer[];
+      readonly deadline: number;
+    }
+  | { readonly type: 'peer_joined' }
+  | { readonly type: 'peer_left' }
+  | { readonly type: 'signal'; readonly seq: number; readonly data: SignalData }
+  | { readonly type: 'ice_servers'; readonly iceServers: IceServer[] }
+  | { readonly type: 'closed'; readonly reason: 'deadline' | 'bye' | 'ended' }
+  | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string };
+
+// ---- Parsing ------------------------------------------------------------------------------
+
+type Obj = Record<string, unknown>;
+
+const utf8Length = (s: string): number => new TextEncoder().encode(s).length;
+
+/** Parses a text frame into a JSON object, enforcing the frame size limit. */
+export function parseFrame(frame: unknown): Parsed<Obj> {
+  if (typeof frame !== 'string') return fail('malformed', 'binary frames are not accepted');
+  // Cheap pre-check on UTF-16 length (each unit is at least one UTF-8 byte).
+  if (frame.length > MAX_FRAME_BYTES || utf8Length(frame) > MAX_FRAME_BYTES) {
+    return fail('oversized', `frame larger than ${MAX_FRAME_BYTES} bytes`);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(frame);
+  } catch {
+    return fail('malformed', 'frame is not valid JSON');
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail('malformed', 'frame is not a JSON object');
+  return ok(v as Obj);
+}
+
+const str = (o: Obj, k: string, re?: RegExp, max = 256): string | undefined => {
+  const v = o[k];
+  if (typeof v !== 'string' || v.length > max) return undefined;
+  if (re && !re.test(v)) return undefined;
+  return v;
+};
+
+const optReason = (o: Obj): Parsed<string | undefined> => {
+  if (o['reason'] === undefined) return ok(undefined);
+  const r = str(o, 'reason', undefined, MAX_REASON_LENGTH);
+  return r === undefined ? fail('invalid_field', 'reason must be a short string') : ok(r);
+};
+
+export function parsePresenceClientMessage(frame: unknown): Parsed<PresenceClientMessage> {
+  const f = parseFrame(frame);
+  if (!f.ok) return f;
+  const o = f.value;
+  const reqId = str(o, 'reqId', REQ_ID_RE, 64);
+  switch (o['type']) {
+    case 'dial': {
+      const to = str(o, 'to', ENDPOINT_ID_RE, 128);
+      if (!reqId || !to) return fail('invalid_field', 'dial needs reqId and to');
+      return ok({ type: 'dial', reqId, to });
+    }
+    case 'answer': {
+      if (!reqId || typeof o['accept'] !== 'boolean') return fail('invalid_field', 'answer needs reqId and accept');
+      const r = optReason(o);
+      if (!r.ok) return r;
+      return ok(r.value === undefined ? { type: 'answer', reqId, accept: o['accept'] } : { type: 'answer', reqId, accept: o['accept'], reason: r.value });
+    }
+    case 'cancel':
+      if (!reqId) return fail('invalid_field', 'cancel needs reqId');
+      return ok({ type: 'cancel', reqId });
+    default:
+      return fail('unknown_type', 'unknown message type');
+  }
+}
+
+export function parseSignalData(v: unknown): Parsed<SignalData> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail('invalid_field', 'data must be an object');
+  const o = v as Obj;
+  switch (o['kind']) {
+    case 'offer':
+    case 'answer': {
+      const sdp = str(o, 'sdp', undefined, MAX_SDP_BYTES);
+      if (sdp === undefined || sdp.length === 0) return fail('invalid_field', 'sdp missing or too long');
+      if (o['kind'] === 'answer') return ok({ kind: 'answer', sdp });
+      if (o['restart'] !== undefined && typeof o['restart'] !== 'boolean') return fail('invalid_field', 'restart must be boolean');
+      return ok(o['restart'] ? { kind: 'offer', sdp, restart: true } : { kind: 'offer', sdp });
+    }
+    case 'candidate': {
+      const candidate = str(o, 'candidate', undefined, MAX_CANDIDATE_BYTES);
+      if (candidate === undefined) return fail('invalid_field', 'candidate missing or too long');
+      const mid = o['sdpMid'];
+      const idx = o['sdpMLineIndex'];
+      const uf = o['usernameFragment'];
+      if (mid !== undefined && mid !== null && (typeof mid !== 'string' || mid.length > 64)) return fail('invalid_field', 'bad sdpMid');
+      if (idx !== undefined && idx !== null && !(Number.isInteger(idx) && (idx as number) >= 0 && (idx as number) < 256)) {
+        return fail('invalid_field', 'bad sdpMLineIndex');
+      }
+      if (uf !== undefined && uf !== null && (typeof uf !== 'string' || uf.length > 256)) return fail('invalid_field', 'bad usernameFragment');
+      return ok({
+        kind: 'candidate',
+        candidate,
+        ...(mid !== undefined ? { sdpMid: mid as string | null } : {}),
+        ...(idx !== undefined ? { sdpMLineIndex: idx as number | null } : {}),
+        ...(uf !== undefined ? { usernameFragment: uf as string | null } : {}),
+      });
+    }
+    case 'identity': {
+      const cert = str(o, 'cert', undefined, MAX_IDENTITY_BYTES);
+      const proof = str(o, 'proof', undefined, MAX_IDENTITY_BYTES);
+      if (!cert || !proof) return fail('invalid_field', 'identity needs cert and proof');
+      return ok({ kind: 'identity', cert, proof });
+    }
+    case 'bye': {
+      const r = optReason(o);
+      if (!r.ok) return r;
+      return ok(r.value === undefined ? { kind: 'bye' } : { kind: 'bye', reason: r.value });
+    }
+    default:
+      return fail('unknown_type', 'unknown signal kind');
+  }
+}
+
+export function parseRoomClientMessage(frame: unknown): Parsed<RoomClientMessage> {
+  const f = parseFrame(frame);
+  if (!f.ok) return f;
+  const o = f.value;
+  switch (o['type']) {
+    case 'signal': {
+      const d = parseSignalData(o['data']);
+      if (!d.ok) return d;
+      return ok({ type: 'signal', data: d.value });
+    }
+    case 'ice_servers':
+      return ok({ type: 'ice_servers' });
+    default:
+      return fail('unknown_type', 'unknown message type');
+  }
+}
+
+/** Server-to-client frames are parsed by clients too: a compromised server must not crash them. */
+export function parseServerFrame(frame: unknown): Parsed<{ type: string } & Obj> {
+  const f = parseFrame(frame);
+  if (!f.ok) return f;
+  if (typeof f.value['type'] !== 'string') return fail('malformed', 'frame has no type');
+  return ok(f.value as { type: string } & Obj);
+}
+
+export const encode = (m: PresenceServerMessage | RoomServerMessage | PresenceClientMessage | RoomClientMessage): string =>
+  JSON.stringify(m);

@@ -1,0 +1,106 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  MAX_FRAME_BYTES,
+  parsePresenceClientMessage,
+  parseRoomClientMessage,
+  parseServerFrame,
+  tokenFromProtocolHeader,
+  wsProtocols,
+} from '../../protocol/index.js';
+
+describe('presence client messages', () => {
+  it('parses dial, answer and cancel into typed values', () => {
+    expect(parsePresenceClientMessage('{"type":"dial","reqId":"r1","to":"hub-1"}')).toEqual({
+      ok: true,
+      value: { type: 'dial', reqId: 'r1', to: 'hub-1' },
+    });
+    expect(parsePresenceClientMessage('{"type":"answer","reqId":"r1","accept":false,"reason":"busy"}')).toEqual({
+      ok: true,
+      value: { type: 'answer', reqId: 'r1', accept: false, reason: 'busy' },
+    });
+    expect(parsePresenceClientMessage('{"type":"cancel","reqId":"r1"}')).toMatchObject({ ok: true });
+  });
+
+  it.each([
+    ['not json', '{', 'malformed'],
+    ['array', '[]', 'malformed'],
+    ['null', 'null', 'malformed'],
+    ['binary', new Uint8Array([123, 125]), 'malformed'],
+    ['unknown type', '{"type":"hack"}', 'unknown_type'],
+    ['missing to', '{"type":"dial","reqId":"r1"}', 'invalid_field'],
+    ['bad target id', '{"type":"dial","reqId":"r1","to":"../x"}', 'invalid_field'],
+    ['bad reqId', '{"type":"dial","reqId":"r 1","to":"a"}', 'invalid_field'],
+    ['accept not boolean', '{"type":"answer","reqId":"r1","accept":"yes"}', 'invalid_field'],
+    ['long reason', `{"type":"answer","reqId":"r1","accept":false,"reason":"${'x'.repeat(201)}"}`, 'invalid_field'],
+    ['oversized', `{"type":"dial","pad":"${'x'.repeat(MAX_FRAME_BYTES)}"}`, 'oversized'],
+  ])('rejects %s with a typed error', (_name, frame, code) => {
+    const r = parsePresenceClientMessage(frame);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.error.code).toBe(code);
+  });
+
+  it('counts the size limit in UTF-8 bytes, not UTF-16 units', () => {
+    const r = parsePresenceClientMessage(`{"type":"dial","pad":"${'é'.repeat(MAX_FRAME_BYTES / 2)}"}`);
+    expect(r.ok === false && r.error.code).toBe('oversized');
+  });
+});
+
+describe('room client messages', () => {
+  it('parses each signal kind', () => {
+    const kinds = [
+      { kind: 'offer', sdp: 'v=0' },
+      { kind: 'offer', sdp: 'v=0', restart: true },
+      { kind: 'answer', sdp: 'v=0' },
+      { kind: 'candidate', candidate: 'candidate:1 1 udp 1 127.0.0.1 5000 typ host', sdpMid: '0', sdpMLineIndex: 0 },
+      { kind: 'candidate', candidate: '' },
+      { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f' },
+      { kind: 'bye' },
+    ];
+    for (const data of kinds) {
+      expect(parseRoomClientMessage(JSON.stringify({ type: 'signal', data }))).toEqual({ ok: true, value: { type: 'signal', data } });
+    }
+    expect(parseRoomClientMessage('{"type":"ice_servers"}')).toEqual({ ok: true, value: { type: 'ice_servers' } });
+  });
+
+  it('drops unknown fields instead of forwarding them', () => {
+    const r = parseRoomClientMessage('{"type":"signal","data":{"kind":"bye","evil":"x"}}');
+    expect(r).toEqual({ ok: true, value: { type: 'signal', data: { kind: 'bye' } } });
+  });
+
+  it.each([
+    ['no data', '{"type":"signal"}'],
+    ['unknown kind', '{"type":"signal","data":{"kind":"x"}}'],
+    ['empty sdp', '{"type":"signal","data":{"kind":"offer","sdp":""}}'],
+    ['restart not boolean', '{"type":"signal","data":{"kind":"offer","sdp":"v=0","restart":1}}'],
+    ['bad mline', '{"type":"signal","data":{"kind":"candidate","candidate":"","sdpMLineIndex":-1}}'],
+    ['identity without proof', '{"type":"signal","data":{"kind":"identity","cert":"a"}}'],
+  ])('rejects %s', (_name, frame) => {
+    expect(parseRoomClientMessage(frame).ok).toBe(false);
+  });
+
+  it('never throws on arbitrary input', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.json(), fc.anything()), (input) => {
+        parseRoomClientMessage(input);
+        parsePresenceClientMessage(input);
+        parseServerFrame(input);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('token in Sec-WebSocket-Protocol', () => {
+  it('round-trips through the header a browser sends', () => {
+    const token = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln';
+    expect(tokenFromProtocolHeader(wsProtocols(token).join(', '))).toBe(token);
+  });
+
+  it.each([null, '', 'homelink.v1', 'homelink.auth.x', 'homelink.v1, homelink.auth.', 'homelink.v1, homelink.auth.a, homelink.auth.b'])(
+    'refuses %j',
+    (h) => {
+      expect(tokenFromProtocolHeader(h)).toBeNull();
+    },
+  );
+});

@@ -1,0 +1,155 @@
+/**
+ * Splits a TCP/TLS byte stream into STUN messages and ChannelData frames
+ * (RFC 8656 §12.5, RFC 8489 §6.2.2): the first two bits say which; a STUN
+ * message is 20 + Length bytes, a ChannelData frame 4 + Length rounded up to 4.
+ *
+ * Frames that arrive whole inside one chunk are returned as views of that chunk
+ * (no copy). A frame split across chunks is collected in a fresh buffer that is
+ * never reused after it is returned, so a returned frame stays valid while a
+ * driver's asynchronous send still holds it. Buffered bytes are bounded.
+ */
+import { CHANNEL_DATA_HEADER } from './channel-data.js';
+import { HEADER_LENGTH } from './constants.js';
+import { decoded, refused, type Decoded } from './result.js';
+
+/** A frame from the stream: its kind and bytes (the whole message, including any padding). */
+export interface StreamFrame {
+  readonly kind: 'stun' | 'channel-data';
+  readonly bytes: Uint8Array;
+}
+
+/** Longest possible frame: a ChannelData with 65535 bytes of data, padded (65,540 bytes). */
+export const MAX_STREAM_FRAME = CHANNEL_DATA_HEADER + 65536;
+
+/**
+ * Stream framer with a bound on buffered bytes.
+ * @example
+ * const f = new StreamFramer(70_000);
+ * f.push(chunk);
+ * for (let r = f.next(); r.ok && r.value; r = f.next()) handle(r.value);
+ */
+export class StreamFramer {
+  private chunk: Uint8Array | null = null;
+  private pos = 0;
+  private partial: Uint8Array | null = null;
+  private partialLen = 0;
+  private failed = false;
+
+  /**
+   * @param maxBuffered the largest frame accepted, and so the most bytes held for an
+   *   incomplete frame; a frame announcing more fails the stream (`oversized`).
+   */
+  constructor(private readonly maxBuffered: number) {}
+
+  /** Bytes held for an incomplete frame. */
+  get buffered(): number {
+    return this.partialLen + (this.chunk ? this.chunk.length - this.pos : 0);
+  }
+
+  /** Queues a chunk. Call {@link next} until it returns null before the next push. */
+  push(chunk: Uint8Array): Decoded<null> {
+    if (this.failed) return refused('bad_length', 'stream already failed');
+    if (this.chunk && this.pos < this.chunk.length) this.absorbRest();
+    this.chunk = chunk;
+    this.pos = 0;
+    return decoded(null);
+  }
+
+  private absorbRest(): void {
+    const rest = this.chunk!.subarray(this.pos);
+    this.appendPartial(rest);
+    this.chunk = null;
+    this.pos = 0;
+  }
+
+  private appendPartial(bytes: Uint8Array): void {
+    const need = this.partialLen + bytes.length;
+    if (!this.partial || this.partial.length < need) {
+      const next = new Uint8Array(Math.max(need, 64));
+      if (this.partial) next.set(this.partial.subarray(0, this.partialLen));
+      this.partial = next;
+    }
+    this.partial.set(bytes, this.partialLen);
+    this.partialLen = need;
+  }
+
+  private fail(kind: 'oversized' | 'not_stun' | 'bad_length', detail: string): Decoded<never> {
+    this.failed = true;
+    this.chunk = null;
+    this.partial = null;
+    this.partialLen = 0;
+    return refused(kind, detail);
+  }
+
+  /** Length of the frame starting with `b0 b1 b2 b3`, or an error. */
+  private frameLength(b0: number, b2: number, b3: number): Decoded<number> {
+    const len = (b2 << 8) | b3;
+    const top = b0 & 0xc0;
+    let total: number;
+    if (top === 0) {
+      if (len % 4 !== 0) return this.fail('bad_length', 'STUN length not a multiple of 4');
+      total = HEADER_LENGTH + len;
+    } else if (top === 0x40) {
+      total = CHANNEL_DATA_HEADER + ((len + 3) & ~3);
+    } else {
+      return this.fail('not_stun', 'neither STUN nor ChannelData');
+    }
+    if (total > this.maxBuffered) return this.fail('oversized', 'frame larger than the buffer bound');
+    return decoded(total);
+  }
+
+  /** The next complete frame, null when more bytes are needed, or an error (the stream is then dead). */
+  next(): Decoded<StreamFrame | null> {
+    if (this.failed) return refused('bad_length', 'stream already failed');
+    // Complete a frame that started in an earlier chunk.
+    if (this.partialLen > 0) {
+      const c = this.chunk;
+      const avail = c ? c.length - this.pos : 0;
+      if (this.partialLen < 4) {
+        const take = Math.min(4 - this.partialLen, avail);
+        if (take > 0) {
+          this.appendPartial(c!.subarray(this.pos, this.pos + take));
+          this.pos += take;
+        }
+        if (this.partialLen < 4) return decoded(null);
+      }
+      const p = this.partial!;
+      const total = this.frameLength(p[0]!, p[2]!, p[3]!);
+      if (!total.ok) return total;
+      const missing = total.value - this.partialLen;
+      const remaining = c ? c.length - this.pos : 0;
+      if (missing > remaining) {
+        if (remaining > 0) {
+          this.appendPartial(c!.subarray(this.pos));
+          this.pos = c!.length;
+        }
+        return decoded(null);
+      }
+      const frame = new Uint8Array(total.value);
+      frame.set(p.subarray(0, this.partialLen));
+      if (missing > 0) frame.set(c!.subarray(this.pos, this.pos + missing), this.partialLen);
+      this.pos += missing;
+      this.partial = null;
+      this.partialLen = 0;
+      return decoded({ kind: (frame[0]! & 0xc0) === 0 ? 'stun' : 'channel-data', bytes: frame });
+    }
+    const c = this.chunk;
+    if (!c || this.pos >= c.length) {
+      this.chunk = null;
+      return decoded(null);
+    }
+    if (c.length - this.pos < 4) {
+      this.absorbRest();
+      return decoded(null);
+    }
+    const total = this.frameLength(c[this.pos]!, c[this.pos + 2]!, c[this.pos + 3]!);
+    if (!total.ok) return total;
+    if (c.length - this.pos < total.value) {
+      this.absorbRest();
+      return decoded(null);
+    }
+    const bytes = c.subarray(this.pos, this.pos + total.value);
+    this.pos += total.value;
+    return decoded({ kind: (bytes[0]! & 0xc0) === 0 ? 'stun' : 'channel-data', bytes });
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * What the NAT lab suites share: whether the lab can run here, and bounded waits on the
+ * output of lab processes.
+ */
+import { execFileSync } from 'node:child_process';
+import type { LabProcess } from './lab.js';
+
+/** The one line printed when the lab cannot run (issue 5). */
+export const SKIP_LINE = 'skipped: NAT lab needs root and iptables/nft';
+
+function has(cmd: string, args: string[]): boolean {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore', timeout: 5_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let cached: boolean | undefined;
+let printed = false;
+
+/**
+ * True when we are root and `ip` and `nft` work (the rule sets are nftables; `iptables`
+ * 1.8 here is itself the nf_tables backend). Prints SKIP_LINE once otherwise.
+ */
+export function labAvailable(): boolean {
+  if (cached === undefined) {
+    cached = process.getuid?.() === 0 && has('ip', ['-V']) && has('nft', ['--version']);
+  }
+  if (!cached && !printed) {
+    printed = true;
+    process.stdout.write(SKIP_LINE + '\n');
+  }
+  return cached;
+}
+
+export class WaitTimeout extends Error {
+  override readonly name = 'WaitTimeout';
+}
+
+/** Resolves with the first stdout line matching `re`, or rejects after `timeoutMs` or on exit. */
+export function waitForLine(proc: LabProcess, re: RegExp, timeoutMs: number, what: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const check = (): boolean => {
+      const line = proc.stdout().split('\n').find((l) => re.test(l));
+      if (line !== undefined) {
+        finish();
+        resolve(line);
+        return true;
+      }
+      return false;
+    };
+    const onData = (): void => void check();
+    const onExit = (): void => {
+      if (!check()) {
+        finish();
+        reject(new WaitTimeout(`${what}: exited before ready; stderr: ${proc.stderr().slice(-2000)}`));
+      }
+    };
+    const timer = setTimeout(() => {
+      finish();
+      reject(new WaitTimeout(`${what}: not ready within ${timeoutMs} ms; stderr: ${proc.stderr().slice(-2000)}`));
+    }, timeoutMs);
+    const finish = (): void => {
+      clearTimeout(timer);
+      proc.child.stdout?.off('data', onData);
+      proc.child.off('exit', onExit);
+    };
+    proc.child.stdout?.on('data', onData);
+    proc.child.once('exit', onExit);
+    check();
+  });
+}
+
+/** `node --import tsx <script>` arguments, resolved from the repository root. */
+export function tsxArgs(script: string, ...args: string[]): string[] {
+  return ['--import', 'tsx', script, ...args];
+}

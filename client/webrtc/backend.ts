@@ -1,0 +1,159 @@
+/**
+ * The one small interface the rest of the library sees of a WebRTC stack.
+ *
+ * Two implementations: `werift.ts` (Node; the only file that imports werift) and `native.ts`
+ * (browsers' `RTCPeerConnection`). A faster native backend (node-datachannel) can be added as a
+ * third file without touching the session, identity or endpoint code.
+ *
+ * The interface is deliberately narrower than `RTCPeerConnection`: SDP travels as strings,
+ * `createOffer`/`acceptOffer` hand the description back as soon as it exists (before gathering
+ * ends, so it can be signalled early), candidates trickle through `onCandidate`, and the
+ * fingerprints are exposed as normalised strings so identity binding can compare them.
+ * Portable: no Node-only import may be reachable from this file.
+ */
+
+/** An ICE server as the signaling service hands it out (TURN REST credentials included). */
+export interface IceServerConfig {
+  readonly urls: readonly string[];
+  readonly username?: string;
+  readonly credential?: string;
+}
+
+/** Construction options common to every backend. */
+export interface PeerOptions {
+  readonly iceServers: readonly IceServerConfig[];
+  /** `'relay'` forces TURN (tests and privacy-sensitive deployments). */
+  readonly iceTransportPolicy?: 'all' | 'relay';
+  /**
+   * Node only: the local addresses to gather host candidates on, replacing interface discovery.
+   * Tests pass `['127.0.0.1']` so nothing probes the machine's other interfaces.
+   */
+  readonly hostAddresses?: readonly string[];
+  /** Node only: TLS options for `turns:` (for example a test CA). */
+  readonly turnTlsOptions?: { readonly ca?: string | Uint8Array; readonly rejectUnauthorized?: boolean; readonly servername?: string };
+}
+
+export interface CandidateInit {
+  readonly candidate: string;
+  readonly sdpMid?: string | null;
+  readonly sdpMLineIndex?: number | null;
+  readonly usernameFragment?: string | null;
+}
+
+export type CandidateType = 'host' | 'srflx' | 'prflx' | 'relay';
+
+export interface CandidateInfo {
+  readonly type: CandidateType;
+  readonly address: string;
+  readonly port: number;
+  /** Transport between this candidate and its peer (`udp` for relayed candidates, RFC 8656). */
+  readonly protocol: 'udp' | 'tcp';
+}
+
+export interface SelectedPair {
+  readonly local: CandidateInfo;
+  readonly remote: CandidateInfo;
+  /** Client-to-relay transport when the local candidate is relayed. */
+  readonly relayProtocol?: 'udp' | 'tcp' | 'tls';
+  /** Latest STUN round-trip time on the pair, when measured. */
+  readonly rttMs?: number;
+}
+
+/** Aggregate transport state: what the session reacts to. */
+export type TransportState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed';
+
+export interface ChannelOptions {
+  /** Deliver in order (default true). */
+  readonly ordered?: boolean;
+  /** Give up on a message after this many retransmissions (unreliable when set). */
+  readonly maxRetransmits?: number;
+  /** Pre-agreed stream id: both sides create the channel, no in-band open. */
+  readonly negotiatedId?: number;
+}
+
+export type ChannelState = 'connecting' | 'open' | 'closing' | 'closed';
+
+/** A data channel as the backend exposes it; `client/channel.ts` adds backpressure on top. */
+export interface RawChannel {
+  readonly label: string;
+  readonly ordered: boolean;
+  readonly maxRetransmits: number | null;
+  readonly state: ChannelState;
+  readonly bufferedAmount: number;
+  bufferedAmountLowThreshold: number;
+  send(data: Uint8Array | string): void;
+  close(): void;
+  onOpen: (() => void) | null;
+  onClose: (() => void) | null;
+  onMessage: ((data: Uint8Array | string) => void) | null;
+  onBufferedAmountLow: (() => void) | null;
+  onError: ((err: Error) => void) | null;
+}
+
+export interface TransportStats {
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly rttMs?: number;
+}
+
+/** One peer connection. Every method may be called once the previous promise settled. */
+export interface PeerBackend {
+  /** Creates an offer, applies it locally and returns its SDP before gathering completes. */
+  createOffer(opts?: { iceRestart?: boolean }): Promise<string>;
+  /** Applies a remote offer, creates and applies the answer, returns its SDP. */
+  acceptOffer(sdp: string): Promise<string>;
+  acceptAnswer(sdp: string): Promise<void>;
+  /** `null` marks the end of the peer's candidates. */
+  addCandidate(c: CandidateInit | null): Promise<void>;
+  /** Local candidates as gathered; `null` when gathering ended. */
+  onCandidate: ((c: CandidateInit | null) => void) | null;
+  onState: ((s: TransportState) => void) | null;
+  /** A channel the peer opened. */
+  onChannel: ((c: RawChannel) => void) | null;
+  createChannel(label: string, opts?: ChannelOptions): RawChannel;
+  /** `sha-256` fingerprint of our DTLS certificate, upper-case hex pairs joined by ':'. */
+  localFingerprint(): Promise<string>;
+  /**
+   * Fingerprint of the certificate the peer actually presented in the DTLS handshake, computed
+   * from the certificate bytes (not copied from SDP); null before the handshake completed.
+   */
+  remoteCertificateFingerprint(): Promise<string | null>;
+  selectedPair(): Promise<SelectedPair | null>;
+  /** Replaces the ICE servers (renewed TURN credentials) for the next gathering. */
+  setIceServers(servers: readonly IceServerConfig[], policy?: 'all' | 'relay'): void;
+  stats(): Promise<TransportStats>;
+  close(): Promise<void>;
+}
+
+/** Creates backends; the endpoint receives one so it never imports a WebRTC stack itself. */
+export type BackendFactory = (opts: PeerOptions) => Promise<PeerBackend>;
+
+/** Normalises a fingerprint to upper-case hex pairs joined by ':' (RFC 8122 §5 form). */
+export function normaliseFingerprint(v: string): string {
+  const hex = v.replace(/[^0-9a-fA-F]/g, '').toUpperCase();
+  return (hex.match(/.{2}/g) ?? []).join(':');
+}
+
+/**
+ * The `sha-256` fingerprints in an SDP (session and media level), normalised.
+ * RFC 8122 §5: `a=fingerprint:<hash-func> <fingerprint>`. Bounded: at most 8 are read.
+ */
+export function sdpFingerprints(sdp: string): string[] {
+  const out: string[] = [];
+  const re = /^a=fingerprint:(\S+) ([0-9A-Fa-f:]{2,200})\s*$/gm;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(sdp)) !== null && out.length < 8) {
+    if (m[1]!.toLowerCase() === 'sha-256') {
+      const fp = normaliseFingerprint(m[2]!);
+      if (!out.includes(fp)) out.push(fp);
+    }
+  }
+  return out;
+}
+
+/** Parses the type/address/port/protocol of an `a=candidate` line (RFC 8839 §5.1); null if malformed. */
+export function parseCandidate(line: string): CandidateInfo | null {
+  const m = /^(?:a=)?candidate:\S+ \d+ (udp|tcp) \d+ (\S+) (\d{1,5}) typ (host|srflx|prflx|relay)/i.exec(line);
+  if (!m) return null;
+  return { protocol: m[1]!.toLowerCase() as 'udp' | 'tcp', address: m[2]!, port: Number(m[3]), type: m[4]!.toLowerCase() as CandidateType };
+}

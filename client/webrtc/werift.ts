@@ -1,0 +1,317 @@
+/**
+ * The werift backend (Node). The only file in the project that imports werift.
+ *
+ * werift 0.24.4 is driven rather than trusted (see NATLAB.md):
+ * - it uses only the first `stun:` and first `turn:` URL, so the Happy Eyeballs probe in
+ *   `turn-probe.ts` picks which relay transport (UDP, TCP, TLS) goes first, and drops a STUN URL
+ *   that does not answer (werift would wait 5 s for it before checks start);
+ * - with no `stun:` URL it falls back to `stun.l.google.com`, so we clear that default;
+ * - its ICE never reports `failed`, so deadlines live in the session, not here;
+ * - `setLocalDescription` waits for gathering, so the SDP is returned from `createOffer` /
+ *   `createAnswer` before it, and gathering runs in the background while candidates trickle.
+ *
+ * DTLS: every connection gets its own certificate (`newDtlsKeys`). werift itself refuses a peer whose certificate does not match the SDP fingerprint
+ * (`RTCDtlsTransport.verifyRemoteCertificateFingerprint`, checked in test/client/dtls.test.ts);
+ * we still compute the presented certificate's fingerprint ourselves from its DER bytes so the
+ * identity check compares against what the handshake carried, not what SDP claimed.
+ */
+import { createHash } from 'node:crypto';
+import {
+  CipherContext,
+  HashAlgorithm,
+  NamedCurveAlgorithm,
+  RTCPeerConnection,
+  SignatureAlgorithm,
+  type DtlsKeys,
+  type RTCDataChannel,
+} from 'werift';
+import {
+  normaliseFingerprint,
+
+  sdpFingerprints,
+  type CandidateInfo,
+  type CandidateInit,
+  type ChannelOptions,
+  type ChannelState,
+  type IceServerConfig,
+  type PeerBackend,
+  type PeerOptions,
+  type RawChannel,
+  type SelectedPair,
+  type TransportState,
+  type TransportStats,
+} from './backend.js';
+import { orderIceServers } from './turn-probe.js';
+
+/** Minimal view of werift internals we read (typed loosely: they are not public API). */
+interface IceConnectionInternals {
+  stunServer?: [string, number] | undefined;
+  nominated?: {
+    localCandidate: { type: string; host: string; port: number; transport: string };
+    remoteCandidate: { type: string; host: string; port: number; transport: string };
+    rtt?: number;
+  };
+  options: { turnUsername?: string; turnPassword?: string };
+}
+
+function toChannelState(s: string): ChannelState {
+  return s === 'open' || s === 'closing' || s === 'closed' ? s : 'connecting';
+}
+
+class WeriftChannel implements RawChannel {
+  onOpen: (() => void) | null = null;
+  onClose: (() => void) | null = null;
+  onMessage: ((data: Uint8Array | string) => void) | null = null;
+  onBufferedAmountLow: (() => void) | null = null;
+  onError: ((err: Error) => void) | null = null;
+
+  constructor(private readonly dc: RTCDataChannel) {
+    dc.stateChanged.subscribe((s) => {
+      if (s === 'open') this.onOpen?.();
+      else if (s === 'closed') this.onClose?.();
+    });
+    dc.onMessage.subscribe((m) => {
+      this.onMessage?.(typeof m === 'string' ? m : new Uint8Array(m.buffer, m.byteOffset, m.byteLength));
+    });
+    dc.bufferedAmountLow.subscribe(() => this.onBufferedAmountLow?.());
+    dc.error.subscribe((e) => this.onError?.(e));
+  }
+  get label(): string {
+    return this.dc.label;
+  }
+  get ordered(): boolean {
+    return this.dc.ordered;
+  }
+  get maxRetransmits(): number | null {
+    return this.dc.maxRetransmits;
+  }
+  get state(): ChannelState {
+    return toChannelState(this.dc.readyState);
+  }
+  get bufferedAmount(): number {
+    return this.dc.bufferedAmount;
+  }
+  get bufferedAmountLowThreshold(): number {
+    return this.dc.bufferedAmountLowThreshold;
+  }
+  set bufferedAmountLowThreshold(v: number) {
+    this.dc.bufferedAmountLowThreshold = v;
+  }
+  send(data: Uint8Array | string): void {
+    this.dc.send(typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  }
+  close(): void {
+    this.dc.close();
+  }
+}
+
+function toInfo(c: { type: string; host: string; port: number; transport: string }): CandidateInfo {
+  const type = c.type === 'srflx' || c.type === 'prflx' || c.type === 'relay' ? c.type : 'host';
+  return { type, address: c.host, port: c.port, protocol: c.transport.toLowerCase() === 'tcp' ? 'tcp' : 'udp' };
+}
+
+function relayTransportOf(servers: readonly IceServerConfig[]): 'udp' | 'tcp' | 'tls' | undefined {
+  for (const s of servers) {
+    for (const u of s.urls) {
+      if (/^turns:/i.test(u)) return 'tls';
+      if (/^turn:/i.test(u)) return /[?&]transport=tcp/i.test(u) ? 'tcp' : 'udp';
+    }
+  }
+  return undefined;
+}
+
+function hasStun(servers: readonly IceServerConfig[]): boolean {
+  return servers.some((s) => s.urls.some((u) => /^stuns?:/i.test(u)));
+}
+
+/** A `PeerBackend` on werift. Construct with `createWeriftBackend`. */
+export class WeriftBackend implements PeerBackend {
+  onCandidate: ((c: CandidateInit | null) => void) | null = null;
+  onState: ((s: TransportState) => void) | null = null;
+  onChannel: ((c: RawChannel) => void) | null = null;
+
+  private readonly pc: RTCPeerConnection;
+  private servers: readonly IceServerConfig[];
+  private localFp: string | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly opts: PeerOptions,
+    servers: readonly IceServerConfig[],
+    keys: DtlsKeys,
+  ) {
+    this.servers = servers;
+    const host = opts.hostAddresses;
+    this.pc = new RTCPeerConnection({
+      iceServers: servers.map((s) => ({ urls: [...s.urls], username: s.username, credential: s.credential })),
+      iceTransportPolicy: opts.iceTransportPolicy ?? 'all',
+      dtls: { keys },
+      // With an explicit host list, interface discovery is off (deterministic tests, no eth0 probe).
+      ...(host ? { iceUseIpv4: false, iceUseIpv6: false, iceAdditionalHostAddresses: [...host] } : { iceUseIpv6: false }),
+      ...(opts.turnTlsOptions ? { turnTlsOptions: { ...opts.turnTlsOptions } as never } : {}),
+    });
+    this.pc.onIceCandidate.subscribe((c) => {
+      if (this.closed) return;
+      if (!c) return this.onCandidate?.(null);
+      const j = c.toJSON();
+      this.onCandidate?.({ candidate: j.candidate, sdpMid: j.sdpMid ?? null, sdpMLineIndex: j.sdpMLineIndex ?? null });
+    });
+    this.pc.iceGatheringStateChange.subscribe((s) => {
+      if (s === 'complete' && !this.closed) this.onCandidate?.(null);
+    });
+    this.pc.connectionStateChange.subscribe((s) => {
+      if (!this.closed) this.onState?.(s);
+    });
+    this.pc.onDataChannel.subscribe((dc) => this.onChannel?.(new WeriftChannel(dc)));
+  }
+
+  /** Clears werift's built-in public STUN default when we configured none (no internet here, and no leak there). */
+  private patchTransports(): void {
+    if (hasStun(this.servers)) return;
+    for (const t of this.pc.iceTransports) {
+      (t.connection as unknown as IceConnectionInternals).stunServer = undefined;
+    }
+  }
+
+  private startGathering(desc: Parameters<RTCPeerConnection['setLocalDescription']>[0]): void {
+    this.patchTransports();
+    // Gathering runs inside setLocalDescription; candidates trickle meanwhile.
+    this.pc.setLocalDescription(desc).catch((e: unknown) => {
+      if (!this.closed) this.onState?.('failed');
+      void e;
+    });
+  }
+
+  async createOffer(opts?: { iceRestart?: boolean }): Promise<string> {
+    if (this.pc.sctpTransport === undefined) {
+      // An application m-section needs a channel before the first offer; id 0 is reserved for it.
+      this.pc.createDataChannel('homelink', { negotiated: true, id: 0 });
+    }
+    const offer = await this.pc.createOffer(opts?.iceRestart ? { iceRestart: true } : {});
+    this.localFp ??= sdpFingerprints(offer.sdp)[0] ?? null;
+    this.startGathering(offer);
+    return offer.sdp;
+  }
+
+  async acceptOffer(sdp: string): Promise<string> {
+    await this.pc.setRemoteDescription({ type: 'offer', sdp });
+    this.patchTransports();
+    const answer = await this.pc.createAnswer();
+    this.localFp ??= sdpFingerprints(answer.sdp)[0] ?? null;
+    this.startGathering(answer);
+    return answer.sdp;
+  }
+
+  async acceptAnswer(sdp: string): Promise<void> {
+    await this.pc.setRemoteDescription({ type: 'answer', sdp });
+  }
+
+  async addCandidate(c: CandidateInit | null): Promise<void> {
+    if (c === null || c.candidate === '') return; // werift ends checks on its own; we own the deadline
+    await this.pc.addIceCandidate({
+      candidate: c.candidate,
+      sdpMid: c.sdpMid ?? undefined,
+      sdpMLineIndex: c.sdpMLineIndex ?? undefined,
+    } as never);
+  }
+
+  createChannel(label: string, opts?: ChannelOptions): RawChannel {
+    const dc = this.pc.createDataChannel(label, {
+      ordered: opts?.ordered ?? true,
+      ...(opts?.maxRetransmits !== undefined ? { maxRetransmits: opts.maxRetransmits } : {}),
+      ...(opts?.negotiatedId !== undefined ? { negotiated: true, id: opts.negotiatedId } : {}),
+    });
+    return new WeriftChannel(dc);
+  }
+
+  async localFingerprint(): Promise<string> {
+    if (this.localFp) return this.localFp;
+    const cert = this.pc.dtlsTransports[0]?.localCertificate;
+    const fp = cert?.getFingerprints().find((f) => f.algorithm === 'sha-256');
+    if (!fp) throw new Error('local DTLS certificate not ready');
+    return (this.localFp = normaliseFingerprint(fp.value));
+  }
+
+  async remoteCertificateFingerprint(): Promise<string | null> {
+    const dtls = this.pc.dtlsTransports[0];
+    if (!dtls || dtls.state !== 'connected') return null;
+    const der = dtls.dtls?.remoteCertificate;
+    if (!der || der.length === 0) return null;
+    return normaliseFingerprint(createHash('sha256').update(der).digest('hex'));
+  }
+
+  async selectedPair(): Promise<SelectedPair | null> {
+    const conn = this.pc.iceTransports[0]?.connection as unknown as IceConnectionInternals | undefined;
+    const pair = conn?.nominated;
+    if (!pair) return null;
+    const local = toInfo(pair.localCandidate);
+    const relayProtocol = local.type === 'relay' ? relayTransportOf(this.servers) : undefined;
+    return {
+      local,
+      remote: toInfo(pair.remoteCandidate),
+      ...(relayProtocol ? { relayProtocol } : {}),
+      ...(pair.rtt !== undefined ? { rttMs: pair.rtt * 1000 } : {}),
+    };
+  }
+
+  setIceServers(servers: readonly IceServerConfig[], policy?: 'all' | 'relay'): void {
+    this.servers = servers;
+    this.pc.setConfiguration({
+      iceServers: servers.map((s) => ({ urls: [...s.urls], username: s.username, credential: s.credential })),
+      ...(policy ? { iceTransportPolicy: policy } : {}),
+    });
+    // Existing ICE agents keep their options object: renew the TURN credential there too.
+    const turn = servers.find((s) => s.urls.some((u) => /^turns?:/i.test(u)));
+    for (const t of this.pc.iceTransports) {
+      const c = t.connection as unknown as IceConnectionInternals;
+      if (turn?.username && turn.credential) {
+        c.options.turnUsername = turn.username;
+        c.options.turnPassword = turn.credential;
+      }
+    }
+  }
+
+  async stats(): Promise<TransportStats> {
+    const d = this.pc.dtlsTransports[0];
+    const pair = (this.pc.iceTransports[0]?.connection as unknown as IceConnectionInternals | undefined)?.nominated;
+    return {
+      bytesSent: d?.bytesSent ?? 0,
+      bytesReceived: d?.bytesReceived ?? 0,
+      ...(pair?.rtt !== undefined ? { rttMs: pair.rtt * 1000 } : {}),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pc.close().catch(() => undefined);
+  }
+}
+
+/**
+ * A fresh ECDSA P-256 DTLS certificate per connection. werift otherwise shares one certificate
+ * across every connection of the process (a static on RTCDtlsTransport), which makes sessions
+ * linkable by fingerprint and makes two endpoints in one process indistinguishable to the
+ * identity check.
+ */
+async function newDtlsKeys(): Promise<DtlsKeys> {
+  return CipherContext.createSelfSignedCertificateWithKey(
+    { signature: SignatureAlgorithm.ecdsa_3, hash: HashAlgorithm.sha256_4 },
+    NamedCurveAlgorithm.secp256r1_23,
+  );
+}
+
+/**
+ * Creates a werift backend after ordering the ICE servers Happy Eyeballs style (see
+ * `turn-probe.ts`): the relay transport that answers first goes first, a silent STUN URL is dropped.
+ *
+ * @example
+ * ```ts
+ * const pc = await createWeriftBackend({ iceServers, hostAddresses: ['127.0.0.1'] });
+ * ```
+ */
+export async function createWeriftBackend(opts: PeerOptions): Promise<PeerBackend> {
+  const [servers, keys] = await Promise.all([orderIceServers(opts.iceServers, opts.turnTlsOptions), newDtlsKeys()]);
+  return new WeriftBackend(opts, servers, keys);
+}
+

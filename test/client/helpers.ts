@@ -1,0 +1,84 @@
+/**
+ * Test helpers for the client suite: a local identity issuer (the real signing code path of jose,
+ * the same token shape as the service's issuer) and two werift backends wired back to back for
+ * tests that do not need the signaling service.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { IDENTITY_CERT_TYP } from '../../protocol/tokens.js';
+import { IDENTITY_AUDIENCE, generateDeviceKey, type DeviceIdentity, type Trust } from '../../client/identity.js';
+import type { Channel } from '../../client/channel.js';
+
+export interface TestIssuer {
+  readonly trust: Trust;
+  identityCertificate(opts: { sub: string; publicJwk: JWK; expSeconds?: number }): Promise<string>;
+  device(sub: string): Promise<DeviceIdentity>;
+}
+
+export async function testIssuer(issuer = 'https://issuer.test.homelink'): Promise<TestIssuer> {
+  const { privateKey, publicKey } = await generateKeyPair('ES256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'test-1', alg: 'ES256', use: 'sig' };
+  const identityCertificate = (o: { sub: string; publicJwk: JWK; expSeconds?: number }): Promise<string> =>
+    new SignJWT({ cnf: { jwk: o.publicJwk } })
+      .setProtectedHeader({ alg: 'ES256', typ: IDENTITY_CERT_TYP, kid: 'test-1' })
+      .setIssuer(issuer)
+      .setAudience(IDENTITY_AUDIENCE)
+      .setSubject(o.sub)
+      .setIssuedAt()
+      .setNotBefore('0s')
+      .setExpirationTime(`${o.expSeconds ?? 3600}s`)
+      .sign(privateKey as CryptoKey);
+  return {
+    trust: { issuer, jwks: { keys: [jwk] } },
+    identityCertificate,
+    async device(sub) {
+      const k = await generateDeviceKey();
+      return { certificate: await identityCertificate({ sub, publicJwk: k.publicJwk }), privateKey: k.privateKey };
+    },
+  };
+}
+
+/** Deterministic pseudo-random payload source: `total` bytes in `chunk`-sized pieces. */
+export function* payload(total: number, chunk = 16 * 1024, seed = 1): Generator<Uint8Array> {
+  let x = seed >>> 0 || 1;
+  for (let off = 0; off < total; off += chunk) {
+    const n = Math.min(chunk, total - off);
+    const b = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      b[i] = x & 0xff;
+    }
+    yield b;
+  }
+}
+
+export function sha256Of(total: number, seed = 1): string {
+  const h = createHash('sha256');
+  for (const b of payload(total, 16 * 1024, seed)) h.update(b);
+  return h.digest('hex');
+}
+
+/** Sends `total` bytes and resolves when the receiver saw them all; returns the receiver's SHA-256. */
+export async function transfer(tx: Channel, rx: Channel, total: number, seed = 1): Promise<string> {
+  const h = createHash('sha256');
+  let got = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    const off = rx.on('message', (m) => {
+      if (typeof m === 'string') return;
+      h.update(m);
+      got += m.byteLength;
+      if (got >= total) {
+        off();
+        resolve();
+      }
+    });
+    rx.once('close', () => reject(new Error(`receiver closed after ${got} bytes`)));
+  });
+  for (const b of payload(total, 16 * 1024, seed)) await tx.send(b);
+  await done;
+  return h.digest('hex');
+}
+
+export const randomId = (p: string): string => `${p}-${randomBytes(4).toString('hex')}`;

@@ -39,6 +39,7 @@ export interface WorkerVars {
   readonly OFFLINE_WAIT_MS?: string;
   readonly REQUEST_TIMEOUT_MS?: string;
   readonly SESSION_TTL_SECONDS?: string;
+  readonly ROOM_GRACE_MS?: string;
 }
 
 // ---- Defaults (named, with reasons) ------------------------------------------------------
@@ -51,14 +52,17 @@ export const DEFAULT_OFFLINE_WAIT_MS = 3000;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 /** Signaling for one session (set-up, renegotiation, ICE restarts) fits in 10 minutes; the link itself is P2P. */
 export const DEFAULT_SESSION_TTL_SECONDS = 600;
+/** An empty or ended room waits this long before it is deleted: a side that dropped rejoins within seconds. */
+export const DEFAULT_ROOM_GRACE_MS = 15_000;
 /** An endpoint is handed at most this many relays, nearest first. */
 export const MAX_RELAYS_PER_SESSION = 2;
 
 const LIMITS = {
   turnTtl: [60, 86_400],
   offlineWait: [0, 60_000],
-  requestTimeout: [1000, 300_000],
-  sessionTtl: [30, 86_400],
+  requestTimeout: [100, 300_000],
+  sessionTtl: [2, 86_400],
+  roomGrace: [0, 600_000],
   relays: 32,
   secrets: 8,
 } as const;
@@ -79,6 +83,7 @@ export interface Config {
   readonly offlineWaitMs: number;
   readonly requestTimeoutMs: number;
   readonly sessionTtlSeconds: number;
+  readonly roomGraceMs: number;
 }
 
 /** A configuration error; `field` names the offending var. The message never contains its value. */
@@ -228,5 +233,6 @@ export function loadConfig(vars: WorkerVars): Config {
     offlineWaitMs: intField(vars, 'OFFLINE_WAIT_MS', DEFAULT_OFFLINE_WAIT_MS, LIMITS.offlineWait),
     requestTimeoutMs: intField(vars, 'REQUEST_TIMEOUT_MS', DEFAULT_REQUEST_TIMEOUT_MS, LIMITS.requestTimeout),
     sessionTtlSeconds: intField(vars, 'SESSION_TTL_SECONDS', DEFAULT_SESSION_TTL_SECONDS, LIMITS.sessionTtl),
+    roomGraceMs: intField(vars, 'ROOM_GRACE_MS', DEFAULT_ROOM_GRACE_MS, LIMITS.roomGrace),
   };
 }

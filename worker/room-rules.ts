@@ -1,0 +1,231 @@
+/**
+ * The rules of a per-pair room, sans-IO: `step(state, event)` returns the next state and the
+ * actions the Durable Object driver (worker/room.ts) carries out. No sockets, storage or clocks here.
+ *
+ * Lifecycle:
+ *   init (by the service on accept: the two endpoint ids and a deadline)
+ *   -> join (either side, any order; a second socket of the same side replaces the first)
+ *   -> signal frames relayed to the other side in order, each with a per-recipient `seq`;
+ *      while the other side is absent they are buffered (bounded) and delivered on its join
+ *   -> `bye` from either side, or the deadline, ends the room (`closed` to both)
+ *   -> when both sides have left, or it ended, the room is deleted after a short grace.
+ *
+ * Who is present is not part of the state: the driver derives it from the object's open
+ * WebSockets and passes it in, so the rules work unchanged after hibernation.
+ */
+import type { ErrorCode, RoomClientMessage, RoomServerMessage, Role, SignalData } from '../protocol/messages.js';
+
+/** An offer, an answer and ~100 trickled candidates fit; more means the peer is not coming. */
+export const MAX_BUFFERED_SIGNALS = 256;
+/** Bytes of buffered signal JSON per recipient: several SDPs plus candidates, far below DO value limits. */
+export const MAX_BUFFERED_BYTES = 256 * 1024;
+
+export type EndReason = 'deadline' | 'bye' | 'ended';
+
+/** What the room was created with. */
+export interface RoomMeta {
+  readonly sessionId: string;
+  readonly initiator: string;
+  readonly responder: string;
+  /** Unix ms. */
+  readonly deadline: number;
+}
+
+export interface BufferedSignal {
+  readonly seq: number;
+  readonly data: SignalData;
+  readonly bytes: number;
+}
+
+export interface RoomState {
+  readonly meta: RoomMeta | null;
+  readonly ended: EndReason | null;
+  /** Next seq to hand out per recipient. */
+  readonly nextSeq: Readonly<Record<string, number>>;
+  /** Signals waiting for their recipient, per recipient, in order. */
+  readonly buffer: Readonly<Record<string, readonly BufferedSignal[]>>;
+}
+
+export const emptyRoom = (): RoomState => ({ meta: null, ended: null, nextSeq: {}, buffer: {} });
+
+export type RoomEvent =
+  | { readonly type: 'init'; readonly meta: RoomMeta; readonly now: number }
+  | { readonly type: 'join'; readonly endpoint: string; readonly present: readonly string[]; readonly now: number }
+  | { readonly type: 'leave'; readonly endpoint: string; readonly present: readonly string[]; readonly now: number }
+  | {
+      readonly type: 'message';
+      readonly endpoint: string;
+      readonly message: RoomClientMessage;
+      readonly present: readonly string[];
+      readonly now: number;
+    }
+  | { readonly type: 'alarm'; readonly present: readonly string[]; readonly now: number };
+
+export type RoomAction =
+  /** Send a frame to every open socket of `to`. */
+  | { readonly type: 'send'; readonly to: string; readonly message: RoomServerMessage }
+  /** Send `joined` with freshly minted ICE servers for `to`. */
+  | {
+      readonly type: 'send_joined';
+      readonly to: string;
+      readonly role: Role;
+      readonly peer: string;
+      readonly peerPresent: boolean;
+      readonly deadline: number;
+    }
+  /** Send `ice_servers` with freshly minted ICE servers for `to`. */
+  | { readonly type: 'send_ice_servers'; readonly to: string }
+  /** Send an `error` frame to the socket the event came from. */
+  | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string }
+  /** Close every socket of `to` (or the joining socket, when `to` is null). */
+  | { readonly type: 'close'; readonly to: string | null; readonly code: number; readonly reason: string }
+  /** Persist the state (meta, ended, nextSeq and the buffer changes). */
+  | { readonly type: 'persist' }
+  | { readonly type: 'set_alarm'; readonly at: number }
+  /** Delete everything: the room is over. */
+  | { readonly type: 'delete' };
+
+export interface Step {
+  readonly state: RoomState;
+  readonly actions: RoomAction[];
+}
+
+/** WebSocket close codes (RFC 6455 §7.4.1). */
+export const CLOSE_NORMAL = 1000;
+export const CLOSE_POLICY = 1008;
+
+const other = (m: RoomMeta, e: string): string => (e === m.initiator ? m.responder : m.initiator);
+const roleOf = (m: RoomMeta, e: string): Role => (e === m.initiator ? 'initiator' : 'responder');
+const isMember = (m: RoomMeta, e: string): boolean => e === m.initiator || e === m.responder;
+
+/** When to wake next: the deadline, or sooner when nobody is present (to delete after `graceMs`). */
+function alarmAt(s: RoomState, present: readonly string[], now: number, graceMs: number): number {
+  const deadline = s.meta?.deadline ?? now;
+  if (s.ended !== null || present.length === 0) return Math.min(deadline, now + graceMs);
+  return deadline;
+}
+
+/**
+ * Applies one event. Invalid events (a stranger joining, a message out of state) leave the
+ * state as it was and yield an `error` or `close` action only.
+ *
+ * @param graceMs how long an empty or ended room waits before it is deleted.
+ * @example
+ * const { state, actions } = step(emptyRoom(), { type: 'init', meta, now: Date.now() }, 15_000);
+ */
+export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
+  switch (ev.type) {
+    case 'init': {
+      if (s.meta !== null) {
+        // Idempotent for the same session (a retried init); anything else is refused.
+        const same = s.meta.sessionId === ev.meta.sessionId && s.meta.initiator === ev.meta.initiator && s.meta.responder === ev.meta.responder;
+        return { state: s, actions: same ? [] : [{ type: 'error', code: 'out_of_state', message: 'room already initialised' }] };
+      }
+      const state: RoomState = {
+        meta: ev.meta,
+        ended: null,
+        nextSeq: { [ev.meta.initiator]: 1, [ev.meta.responder]: 1 },
+        buffer: { [ev.meta.initiator]: [], [ev.meta.responder]: [] },
+      };
+      return { state, actions: [{ type: 'persist' }, { type: 'set_alarm', at: Math.min(ev.meta.deadline, ev.now + graceMs) }] };
+    }
+    case 'join': {
+      const m = s.meta;
+      if (m === null || !isMember(m, ev.endpoint)) {
+        // A stranger, or a session that never existed or is gone: indistinguishable on purpose.
+        return { state: s, actions: [{ type: 'close', to: null, code: CLOSE_POLICY, reason: 'not a member of this session' }] };
+      }
+      if (s.ended !== null || ev.now >= m.deadline) {
+        const reason: EndReason = s.ended ?? 'deadline';
+        return {
+          state: s,
+          actions: [
+            { type: 'send', to: ev.endpoint, message: { type: 'closed', reason } },
+            { type: 'close', to: ev.endpoint, code: CLOSE_NORMAL, reason: 'room closed' },
+          ],
+        };
+      }
+      const peer = other(m, ev.endpoint);
+      const peerPresent = ev.present.includes(peer);
+      const actions: RoomAction[] = [
+        { type: 'send_joined', to: ev.endpoint, role: roleOf(m, ev.endpoint), peer, peerPresent, deadline: m.deadline },
+      ];
+      const waiting = s.buffer[ev.endpoint] ?? [];
+      for (const b of waiting) actions.push({ type: 'send', to: ev.endpoint, message: { type: 'signal', seq: b.seq, data: b.data } });
+      if (peerPresent) actions.push({ type: 'send', to: peer, message: { type: 'peer_joined' } });
+      const state: RoomState = waiting.length > 0 ? { ...s, buffer: { ...s.buffer, [ev.endpoint]: [] } } : s;
+      if (waiting.length > 0) actions.push({ type: 'persist' });
+      actions.push({ type: 'set_alarm', at: alarmAt(state, ev.present, ev.now, graceMs) });
+      return { state, actions };
+    }
+    case 'leave': {
+      const m = s.meta;
+      if (m === null || !isMember(m, ev.endpoint)) return { state: s, actions: [] };
+      const actions: RoomAction[] = [];
+      // `present` is who is still there after this socket went away.
+      if (s.ended === null && !ev.present.includes(ev.endpoint) && ev.present.includes(other(m, ev.endpoint))) {
+        actions.push({ type: 'send', to: other(m, ev.endpoint), message: { type: 'peer_left' } });
+      }
+      actions.push({ type: 'set_alarm', at: alarmAt(s, ev.present, ev.now, graceMs) });
+      return { state: s, actions };
+    }
+    case 'message': {
+      const m = s.meta;
+      if (m === null || !isMember(m, ev.endpoint)) {
+        return { state: s, actions: [{ type: 'close', to: null, code: CLOSE_POLICY, reason: 'not a member of this session' }] };
+      }
+      if (s.ended !== null) return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'room has closed' }] };
+      if (ev.message.type === 'ice_servers') return { state: s, actions: [{ type: 'send_ice_servers', to: ev.endpoint }] };
+      const peer = other(m, ev.endpoint);
+      const data = ev.message.data;
+      const seq = s.nextSeq[peer] ?? 1;
+      const actions: RoomAction[] = [];
+      let buffer = s.buffer;
+      if (ev.present.includes(peer)) {
+        actions.push({ type: 'send', to: peer, message: { type: 'signal', seq, data } });
+      } else {
+        const queued = s.buffer[peer] ?? [];
+        const bytes = JSON.stringify(data).length;
+        const used = queued.reduce((n, b) => n + b.bytes, 0);
+        if (queued.length >= MAX_BUFFERED_SIGNALS || used + bytes > MAX_BUFFERED_BYTES) {
+          return { state: s, actions: [{ type: 'error', code: 'rate_limited', message: 'peer has not joined and its buffer is full' }] };
+        }
+        buffer = { ...s.buffer, [peer]: [...queued, { seq, data, bytes }] };
+      }
+      let state: RoomState = { ...s, nextSeq: { ...s.nextSeq, [peer]: seq + 1 }, buffer };
+      if (data.kind === 'bye') {
+        state = { ...state, ended: 'bye' };
+        for (const e of [m.initiator, m.responder]) {
+          if (!ev.present.includes(e)) continue;
+          actions.push({ type: 'send', to: e, message: { type: 'closed', reason: 'bye' } });
+          actions.push({ type: 'close', to: e, code: CLOSE_NORMAL, reason: 'bye' });
+        }
+        actions.push({ type: 'persist' }, { type: 'set_alarm', at: ev.now + graceMs });
+        return { state, actions };
+      }
+      actions.push({ type: 'persist' });
+      return { state, actions };
+    }
+    case 'alarm': {
+      const m = s.meta;
+      if (m === null) return { state: s, actions: [{ type: 'delete' }] };
+      if (ev.now >= m.deadline) {
+        const actions: RoomAction[] = [];
+        for (const e of ev.present) {
+          if (!isMember(m, e)) continue;
+          actions.push({ type: 'send', to: e, message: { type: 'closed', reason: s.ended ?? 'deadline' } });
+          actions.push({ type: 'close', to: e, code: CLOSE_NORMAL, reason: 'deadline' });
+        }
+        actions.push({ type: 'delete' });
+        return { state: emptyRoom(), actions };
+      }
+      if (s.ended !== null || ev.present.length === 0) {
+        const actions: RoomAction[] = [];
+        for (const e of ev.present) actions.push({ type: 'close', to: e, code: CLOSE_NORMAL, reason: 'room closed' });
+        actions.push({ type: 'delete' });
+        return { state: emptyRoom(), actions };
+      }
+      return { state: s, actions: [{ type: 'set_alarm', at: m.deadline }] };
+    }
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * CLI entry: `tsx relay/main.ts [--config file.json] [--flag value ...]`.
+ * Configuration errors print one line naming the field and exit 2. SIGTERM and
+ * SIGINT start a graceful shutdown (no new allocations, bounded drain, close);
+ * a second signal exits at once.
+ */
+import { configHelp, relayConfigFromArgs, ConfigError, type RelayConfig } from './config.js';
+import { startRelay } from './index.js';
+import { startWorkers } from './node/workers.js';
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(configHelp() + '\n');
+    return;
+  }
+  let config: RelayConfig;
+  try {
+    config = relayConfigFromArgs(argv, process.env);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`relay: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const relay = config.workers > 1 ? await startWorkers(config) : await startRelay(config);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    process.stdout.write(JSON.stringify({ t: new Date().toISOString(), level: 'info', event: 'signal', signal }) + '\n');
+    relay.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`relay: failed to start: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

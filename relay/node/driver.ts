@@ -1,0 +1,389 @@
+/**
+ * The Node driver of the sans-IO TURN core: it owns the client listeners
+ * (node:dgram, node:net, node:tls), the relay sockets and their port pool, and
+ * one timer set from the core's next deadline, and carries out the core's
+ * actions with an exhaustive switch.
+ *
+ * Hot path: a UDP ChannelData datagram is handed to the core, which answers
+ * FAST_TO_PEER with the target in `server.fast`; the driver sends the payload
+ * slice from the received buffer. A peer datagram on a channel comes back as
+ * FAST_TO_CLIENT and the driver writes one buffer (4-byte header + payload).
+ * No promise, closure or action object is made per packet.
+ *
+ * A failed send to a peer costs that packet only (counted), never the
+ * allocation.
+ */
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { RelayConfig } from '../config.js';
+import { checkPeer, createPeerPolicy } from '../policy.js';
+import { assertNever, FAST_TO_CLIENT, FAST_TO_PEER, TurnServer, type ClientAddr, type RelayAction } from '../turn/server.js';
+import type { TurnCrypto } from '../turn/auth.js';
+import type { LogFn } from './log.js';
+import { RelayPortPool } from './pool.js';
+
+/** Test hook: sees every relayed payload (to prove only ciphertext crosses the relay). */
+export type RelayedHook = (dir: 'to-peer' | 'to-client', payload: Uint8Array) => void;
+
+/** An address a listener is bound to. */
+export interface BoundAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Node's synchronous hashes for the core. */
+export const nodeTurnCrypto: TurnCrypto = {
+  hmacSha1: (key, data) => {
+    const d = createHmac('sha1', key).update(data).digest();
+    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  },
+  md5: (data) => {
+    const d = createHash('md5').update(data).digest();
+    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  },
+};
+
+/** Options of one relay process. */
+export interface NodeRelayOptions {
+  readonly config: RelayConfig;
+  /** This process's relay port range (a worker's share of the configured one). */
+  readonly relayPortMin: number;
+  readonly relayPortMax: number;
+  /** Port overrides for this process (workers listen on their own UDP ports). */
+  readonly udpPort: number;
+  readonly log: LogFn;
+  readonly onRelayed?: RelayedHook;
+  /** An already-listening TCP server to accept from (shared between workers), instead of listening. */
+  readonly sharedTcp?: net.Server;
+  readonly sharedTls?: net.Server;
+}
+
+/** How many ports to try when a bind fails because another program holds the port. */
+const BIND_ATTEMPTS = 8;
+
+/** One relay process: listeners, relay sockets, timers, and the TURN core. */
+export class NodeRelay {
+  readonly server: TurnServer;
+  private readonly cfg: RelayConfig;
+  private readonly udp: dgram.Socket[] = [];
+  private tcpServer: net.Server | null = null;
+  private tlsServer: tls.Server | null = null;
+  private readonly conns = new Map<number, net.Socket>();
+  private nextConnId = 1;
+  private readonly relays = new Map<number, { socket: dgram.Socket; port: number }>();
+  private readonly pool: RelayPortPool;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = -1;
+  private closed = false;
+  private readonly log: LogFn;
+  private readonly onRelayed: RelayedHook | undefined;
+  private readonly relayHost4: string;
+  private readonly relayHost6: string;
+
+  constructor(private readonly opts: NodeRelayOptions) {
+    const c = opts.config;
+    this.cfg = c;
+    this.log = opts.log;
+    this.onRelayed = opts.onRelayed;
+    this.pool = new RelayPortPool(opts.relayPortMin, opts.relayPortMax);
+    const v4 = c.advertisedAddresses.find((a) => isIP(a) === 4);
+    const v6 = c.advertisedAddresses.find((a) => isIP(a) === 6);
+    const relayIsV6 = isIP(c.relayHost) === 6;
+    this.relayHost4 = relayIsV6 ? '0.0.0.0' : c.relayHost;
+    this.relayHost6 = relayIsV6 ? c.relayHost : '::';
+    const policy = createPeerPolicy({
+      allow: [...c.allow],
+      allowLoopback: c.allowLoopback,
+      relayAddresses: [...c.advertisedAddresses, ...(c.relayHost === '0.0.0.0' || c.relayHost === '::' ? [] : [c.relayHost])],
+    });
+    this.server = new TurnServer({
+      realm: c.realm,
+      secrets: c.secrets,
+      software: c.software,
+      ...(v4 !== undefined ? { relayAddressV4: v4 } : {}),
+      ...(v6 !== undefined ? { relayAddressV6: v6 } : {}),
+      defaultLifetimeS: c.defaultLifetimeS,
+      maxLifetimeS: c.maxLifetimeS,
+      nonceLifetimeS: c.nonceLifetimeS,
+      maxAllocationsPerUsername: c.maxAllocationsPerUsername,
+      maxAllocations: c.maxAllocations,
+      maxPermissionsPerAllocation: c.maxPermissionsPerAllocation,
+      maxChannelsPerAllocation: c.maxChannelsPerAllocation,
+      bandwidthBytesPerSecond: c.bandwidthBytesPerSecond,
+      bandwidthBurstBytes: c.bandwidthBurstBytes,
+      maxStreamBufferBytes: c.maxStreamBufferBytes,
+      crypto: nodeTurnCrypto,
+      checkPeer: (ip) => checkPeer(policy, ip),
+      randomBytes: (n) => new Uint8Array(randomBytes(n)),
+    });
+  }
+
+  /** Binds the listeners; resolves with their addresses. */
+  async listen(): Promise<{ udp: BoundAddress; tcp: BoundAddress | null; tls: BoundAddress | null }> {
+    const c = this.cfg;
+    const sock = dgram.createSocket({ type: isIP(c.listenHost) === 6 ? 'udp6' : 'udp4' });
+    const listener = this.udp.length;
+    this.udp.push(sock);
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(this.opts.udpPort, c.listenHost, () => {
+        sock.off('error', reject);
+        resolve();
+      });
+    });
+    sock.on('error', (err) => this.log('warn', 'udp_listener_error', { code: (err as NodeJS.ErrnoException).code ?? 'unknown' }));
+    sock.on('message', (msg, rinfo) => this.onClientDatagram(listener, msg, rinfo.address, rinfo.port));
+    const udpAddr = sock.address();
+
+    let tcp: BoundAddress | null = null;
+    if (this.opts.sharedTcp) {
+      this.opts.sharedTcp.on('connection', (s) => this.onStream(s, 'tcp'));
+    } else if (c.tcpPort !== null) {
+      const srv = net.createServer({ noDelay: true }, (s) => this.onStream(s, 'tcp'));
+      this.tcpServer = srv;
+      tcp = await listenServer(srv, c.tcpPort, c.listenHost);
+    }
+    let tlsAddr: BoundAddress | null = null;
+    if (this.opts.sharedTls) {
+      this.opts.sharedTls.on('secureConnection', (s: tls.TLSSocket) => this.onStream(s, 'tls'));
+    } else if (c.tlsCert && c.tlsKey) {
+      const srv = tls.createServer({ cert: readFileSync(c.tlsCert), key: readFileSync(c.tlsKey) }, (s) => this.onStream(s, 'tls'));
+      srv.on('tlsClientError', () => {});
+      this.tlsServer = srv;
+      tlsAddr = await listenServer(srv, c.tlsPort, c.listenHost);
+    }
+    this.log('info', 'relay_listening', {
+      udp: `${udpAddr.address}:${udpAddr.port}`,
+      tcp: tcp ? `${tcp.host}:${tcp.port}` : 'off',
+      tls: tlsAddr ? `${tlsAddr.host}:${tlsAddr.port}` : 'off',
+      relayPorts: `${this.opts.relayPortMin}-${this.opts.relayPortMax}`,
+    });
+    return { udp: { host: udpAddr.address, port: udpAddr.port }, tcp, tls: tlsAddr };
+  }
+
+  // ---------------------------------------------------------------- inputs
+
+  private onClientDatagram(listener: number, msg: Buffer, ip: string, port: number): void {
+    const server = this.server;
+    const r = server.handleUdp(listener, ip, port, msg, Date.now());
+    if (r === FAST_TO_PEER) {
+      const f = server.fast;
+      const relay = this.relays.get(f.relayId);
+      if (relay) {
+        relay.socket.send(msg, f.offset, f.length, f.peerPort, f.peerIp);
+        if (this.onRelayed) this.onRelayed('to-peer', msg.subarray(f.offset, f.offset + f.length));
+      }
+    }
+    if (server.hasActions) this.flush();
+    this.arm();
+  }
+
+  private onPeerDatagram(relayId: number, msg: Buffer, ip: string, port: number): void {
+    const server = this.server;
+    const r = server.handlePeer(relayId, ip, port, msg, Date.now());
+    if (r === FAST_TO_CLIENT) this.sendChannelData(server.fast.client!, server.fast.channel, msg);
+    if (server.hasActions) this.flush();
+  }
+
+  private onStream(s: net.Socket, transport: 'tcp' | 'tls'): void {
+    if (this.closed || s.remoteAddress === undefined || s.remotePort === undefined) {
+      s.destroy();
+      return;
+    }
+    const id = this.nextConnId++;
+    this.conns.set(id, s);
+    s.setNoDelay(true);
+    this.server.openStream(id, transport, s.remoteAddress, s.remotePort);
+    s.on('data', (chunk: Buffer) => {
+      this.server.handleStream(id, chunk, Date.now());
+      if (this.server.hasActions) this.flush();
+      this.arm();
+    });
+    s.on('error', () => {});
+    s.on('close', () => {
+      this.conns.delete(id);
+      this.server.closeStream(id);
+      if (this.server.hasActions) this.flush();
+      this.arm();
+    });
+  }
+
+  // --------------------------------------------------------------- outputs
+
+  private sendChannelData(to: ClientAddr, channel: number, payload: Buffer): void {
+    const len = payload.length;
+    if (to.kind === 'udp') {
+      const out = Buffer.allocUnsafe(4 + len);
+      out[0] = channel >> 8;
+      out[1] = channel & 0xff;
+      out[2] = len >> 8;
+      out[3] = len & 0xff;
+      payload.copy(out, 4);
+      this.udp[to.listener]?.send(out, to.port, to.ip);
+    } else {
+      // RFC 8656 §12.5: over streams ChannelData is padded to a multiple of 4.
+      const total = (4 + len + 3) & ~3;
+      const out = Buffer.alloc(total);
+      out[0] = channel >> 8;
+      out[1] = channel & 0xff;
+      out[2] = len >> 8;
+      out[3] = len & 0xff;
+      payload.copy(out, 4);
+      this.writeStream(to.connId, out);
+    }
+    if (this.onRelayed) this.onRelayed('to-client', payload);
+  }
+
+  private writeStream(connId: number, data: Uint8Array): void {
+    const s = this.conns.get(connId);
+    if (!s || s.destroyed) return;
+    // Bound what one slow TCP/TLS client can make us hold: drop past the quota.
+    if (s.writableLength > this.cfg.maxStreamBufferBytes) {
+      this.server.counters.dropBackpressure++;
+      return;
+    }
+    s.write(data);
+  }
+
+  /** Carries out the core's actions, in order. */
+  private flush(): void {
+    const actions = this.server.takeActions();
+    for (const a of actions) this.execute(a);
+  }
+
+  private execute(a: RelayAction): void {
+    switch (a.type) {
+      case 'send-client':
+        if (a.to.kind === 'udp') this.udp[a.to.listener]?.send(a.data, a.to.port, a.to.ip);
+        else this.writeStream(a.to.connId, a.data);
+        if (a.relayed && this.onRelayed) this.onRelayed('to-client', a.relayed);
+        return;
+      case 'send-peer': {
+        const relay = this.relays.get(a.relayId);
+        if (relay) relay.socket.send(a.data, a.port, a.ip);
+        if (this.onRelayed) this.onRelayed('to-peer', a.data);
+        return;
+      }
+      case 'bind-relay':
+        return this.bindRelay(a.relayId, a.family, BIND_ATTEMPTS);
+      case 'release-relay': {
+        const relay = this.relays.get(a.relayId);
+        if (relay) {
+          this.relays.delete(a.relayId);
+          relay.socket.close();
+          this.pool.give(relay.port);
+        }
+        return;
+      }
+      case 'close-client':
+        this.conns.get(a.connId)?.destroy();
+        return;
+      case 'log':
+        this.log(a.level, a.event, a.fields);
+        return;
+      default:
+        assertNever(a);
+    }
+  }
+
+  private bindRelay(relayId: number, family: 4 | 6, attempts: number): void {
+    const port = this.pool.take();
+    if (port === undefined || this.closed) {
+      this.server.relayFailed(relayId, 'no relay port available');
+      if (this.server.hasActions) this.flush();
+      return;
+    }
+    const socket = dgram.createSocket(family === 4 ? { type: 'udp4' } : { type: 'udp6', ipv6Only: true });
+    const onBindError = (err: Error) => {
+      socket.close();
+      this.pool.give(port);
+      if (attempts > 1 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') return this.bindRelay(relayId, family, attempts - 1);
+      this.server.relayFailed(relayId, (err as NodeJS.ErrnoException).code ?? 'bind error');
+      if (this.server.hasActions) this.flush();
+    };
+    socket.once('error', onBindError);
+    socket.bind(port, family === 4 ? this.relayHost4 : this.relayHost6, () => {
+      socket.off('error', onBindError);
+      // After bind, errors are failed sends to peers (ICMP unreachable and the like): count, keep going.
+      socket.on('error', () => this.server.peerSendFailed());
+      socket.on('message', (msg, rinfo) => this.onPeerDatagram(relayId, msg, rinfo.address, rinfo.port));
+      this.relays.set(relayId, { socket, port });
+      this.server.relayBound(relayId, port, Date.now());
+      if (this.server.hasActions) this.flush();
+      this.arm();
+    });
+  }
+
+  // ----------------------------------------------------------------- timers
+
+  /** Keeps one timer at the core's next deadline. */
+  private arm(): void {
+    const at = this.server.pollTimeout();
+    if (at === undefined || this.closed) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = null;
+      this.timerAt = -1;
+      return;
+    }
+    if (this.timer && at === this.timerAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    // Clamp: setTimeout takes at most 2^31-1 ms.
+    this.timer = setTimeout(this.onTimer, Math.min(Math.max(0, at - Date.now()), 0x7fffffff));
+    this.timer.unref();
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = null;
+    this.timerAt = -1;
+    this.server.handleTimeout(Date.now());
+    if (this.server.hasActions) this.flush();
+    this.arm();
+  };
+
+  // --------------------------------------------------------------- shutdown
+
+  /**
+   * Graceful close: refuse new allocations, wait up to `drainMs` for the existing ones to
+   * end (bounded), then delete the rest, close every socket and connection.
+   */
+  async close(drainMs: number = this.cfg.shutdownDrainMs): Promise<void> {
+    if (this.closed) return;
+    this.server.startDrain();
+    this.log('info', 'relay_draining', { allocations: this.server.allocationCount, drainMs });
+    const deadline = Date.now() + drainMs;
+    while (this.server.allocationCount > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - Date.now()))));
+    }
+    this.closed = true;
+    this.server.closeAll();
+    this.flush();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const s of this.conns.values()) s.destroy();
+    this.conns.clear();
+    await Promise.all([
+      ...this.udp.map((s) => new Promise<void>((r) => s.close(() => r()))),
+      this.tcpServer ? new Promise<void>((r) => this.tcpServer!.close(() => r())) : undefined,
+      this.tlsServer ? new Promise<void>((r) => this.tlsServer!.close(() => r())) : undefined,
+    ]);
+    for (const { socket } of this.relays.values()) socket.close();
+    this.relays.clear();
+    this.log('info', 'relay_closed', {});
+  }
+}
+
+function listenServer(srv: net.Server, port: number, host: string): Promise<BoundAddress> {
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, host, () => {
+      srv.off('error', reject);
+      const a = srv.address() as net.AddressInfo;
+      resolve({ host: a.address, port: a.port });
+    });
+  });
+}

@@ -1,0 +1,1020 @@
+/**
+ * A sans-IO STUN/TURN server (RFC 8489, RFC 8656).
+ *
+ * The driver feeds it client datagrams, client stream bytes, peer datagrams on
+ * an allocation's relayed port, the results of binding relay ports, and the
+ * time; the server answers with {@link RelayAction}s to carry out (send to a
+ * client, send to a peer, bind or release a relay port, close a connection,
+ * log). It owns no socket, no timer and no randomness: the driver asks
+ * {@link TurnServer.pollTimeout} when to call {@link TurnServer.handleTimeout}.
+ *
+ * Flow of an allocation (RFC 8656 §7): Allocate without credentials -> 401 with
+ * REALM and NONCE; Allocate with MESSAGE-INTEGRITY -> the server asks the driver
+ * to bind a relay port (`bind-relay`) and answers when the driver reports the
+ * port (`relayBound`) or failure (`relayFailed`, 508). CreatePermission and
+ * ChannelBind install permissions (300 s) and channels (600 s); Send
+ * indications and ChannelData go to peers, peer datagrams come back as Data
+ * indications or ChannelData. Refresh extends or (lifetime 0) deletes.
+ *
+ * Hot path: ChannelData from a UDP client and peer datagrams on a bound channel
+ * parse only the 4-byte header, look up by number, and return a code with the
+ * details in the reusable {@link FastPath} object instead of allocating actions.
+ */
+import {
+  Attr,
+  CHANNEL_MAX,
+  CHANNEL_MIN,
+  ERROR_REASONS,
+  ErrorCode,
+  StunClass,
+  StunMethod,
+  TRANSPORT_UDP,
+} from '../stun/constants.js';
+import {
+  decodeChannelNumber,
+  decodeLifetime,
+  decodeNonce,
+  decodeRealm,
+  decodeRequestedAddressFamily,
+  decodeRequestedTransport,
+  decodeUsername,
+  decodeXorAddress,
+  encodeChannelNumber,
+  encodeErrorCode,
+  encodeLifetime,
+  encodeText,
+  encodeUnknownAttributes,
+  encodeXorAddress,
+  type TransportAddress,
+} from '../stun/attributes.js';
+import { decodeStun, findAttr, StunWriter, verifyMessageIntegrity, type StunMessage } from '../stun/message.js';
+import { StreamFramer } from '../stun/stream.js';
+import { checkRestUsername, longTermKeys, NonceBook, type TurnCrypto } from './auth.js';
+import { createTurnCounters, type TurnCounters } from './counters.js';
+import { CHANNEL_LIFETIME_S, PERMISSION_LIFETIME_S } from './defaults.js';
+import { DeadlineHeap, type Expiring } from './timers.js';
+
+/** Where a client is: a UDP 5-tuple (listener index + remote address) or a stream connection. */
+export type ClientAddr =
+  | { readonly kind: 'udp'; readonly listener: number; readonly ip: string; readonly port: number }
+  | { readonly kind: 'stream'; readonly connId: number; readonly transport: 'tcp' | 'tls'; readonly ip: string; readonly port: number };
+
+/** What the driver must do. Carried out in order, with an exhaustive switch. */
+export type RelayAction =
+  /** Send `data` to the client. `relayed` is the peer payload inside it, when it carries one (for test hooks). */
+  | { readonly type: 'send-client'; readonly to: ClientAddr; readonly data: Uint8Array; readonly relayed?: Uint8Array }
+  /** Send a datagram from allocation `relayId`'s relayed port to a peer. */
+  | { readonly type: 'send-peer'; readonly relayId: number; readonly ip: string; readonly port: number; readonly data: Uint8Array }
+  /** Bind a UDP relay port of `family` for `relayId`; answer with relayBound or relayFailed. */
+  | { readonly type: 'bind-relay'; readonly relayId: number; readonly family: 4 | 6 }
+  /** Close and return `relayId`'s relay port. */
+  | { readonly type: 'release-relay'; readonly relayId: number }
+  /** Close a stream connection (framing error or buffer quota). */
+  | { readonly type: 'close-client'; readonly connId: number; readonly reason: string }
+  /** A structured log line (never contains secrets). */
+  | { readonly type: 'log'; readonly level: 'info' | 'warn'; readonly event: string; readonly fields: Readonly<Record<string, string | number>> };
+
+/** Outcome of a peer policy check (the shape of relay/policy.ts `checkPeer`). */
+export type PeerCheck = { allowed: true; canonical: string } | { allowed: false; reason: string; canonical: string | null };
+
+/** Configuration of the core; see relay/config.ts for defaults and validation. */
+export interface TurnServerOptions {
+  readonly realm: string;
+  /** Shared secrets for REST credentials; any may match (rotation). The first also keys nonces. */
+  readonly secrets: readonly string[];
+  /** SOFTWARE attribute in responses, or empty for none. */
+  readonly software: string;
+  /** Relay addresses advertised in XOR-RELAYED-ADDRESS, per family; a family without one is refused with 440. */
+  readonly relayAddressV4?: string;
+  readonly relayAddressV6?: string;
+  readonly defaultLifetimeS: number;
+  readonly maxLifetimeS: number;
+  readonly nonceLifetimeS: number;
+  readonly maxAllocationsPerUsername: number;
+  readonly maxAllocations: number;
+  readonly maxPermissionsPerAllocation: number;
+  readonly maxChannelsPerAllocation: number;
+  /** Per-allocation cap in bytes per second, both directions; 0 for none. */
+  readonly bandwidthBytesPerSecond: number;
+  readonly bandwidthBurstBytes: number;
+  /** Largest frame / bytes buffered per TCP/TLS connection. */
+  readonly maxStreamBufferBytes: number;
+  readonly crypto: TurnCrypto;
+  /** Peer address policy, called before every permission, channel and Send. */
+  readonly checkPeer: (ip: string) => PeerCheck;
+  /** 12 random bytes for transaction ids of Data indications (seeded once). */
+  readonly randomBytes: (n: number) => Uint8Array;
+}
+
+/** Hot-path results of {@link TurnServer.handleUdp} and {@link TurnServer.handlePeer}. */
+export const FAST_NONE = 0;
+/** Send `fast.length` bytes at `fast.offset` of the input from `fast.relayId` to `fast.peerIp:peerPort`. */
+export const FAST_TO_PEER = 1;
+/** Send the whole input to `fast.client` as ChannelData on `fast.channel`. */
+export const FAST_TO_CLIENT = 2;
+
+/** The reusable hot-path result; valid until the next call into the server. */
+export interface FastPath {
+  relayId: number;
+  peerIp: string;
+  peerPort: number;
+  offset: number;
+  length: number;
+  client: ClientAddr | null;
+  channel: number;
+}
+
+interface Permission extends Expiring {
+  readonly kind: 'permission';
+  readonly alloc: Allocation;
+  readonly ip: string;
+}
+
+interface Channel extends Expiring {
+  readonly kind: 'channel';
+  readonly alloc: Allocation;
+  readonly number: number;
+  readonly peerIp: string;
+  readonly peerPort: number;
+  permission: Permission;
+}
+
+interface PendingAllocate {
+  readonly tid: Uint8Array;
+  readonly lifetimeS: number;
+  readonly fingerprint: boolean;
+}
+
+interface Allocation extends Expiring {
+  readonly kind: 'allocation';
+  readonly id: number;
+  readonly client: ClientAddr;
+  readonly username: string;
+  readonly key: Uint8Array;
+  readonly family: 4 | 6;
+  relayPort: number;
+  active: boolean;
+  pending: PendingAllocate | null;
+  /** Transaction id and bytes of the Allocate success, for retransmitted requests (RFC 8656 §7.2). */
+  allocateTid: Uint8Array;
+  allocateResponse: Uint8Array | null;
+  readonly permissions: Map<string, Permission>;
+  readonly channels: Map<number, Channel>;
+  readonly channelsByPeer: Map<string, Map<number, Channel>>;
+  tokens: number;
+  tokensAt: number;
+}
+
+interface StreamConn {
+  readonly client: ClientAddr & { kind: 'stream' };
+  readonly framer: StreamFramer;
+  alloc: Allocation | null;
+}
+
+interface AuthOk {
+  readonly username: string;
+  readonly key: Uint8Array;
+}
+
+/** Comprehension-required attributes this server understands (RFC 8489 §15: others get 420). */
+const KNOWN_REQUIRED = new Set<number>([
+  Attr.MappedAddress,
+  Attr.Username,
+  Attr.MessageIntegrity,
+  Attr.ErrorCode,
+  Attr.UnknownAttributes,
+  Attr.ChannelNumber,
+  Attr.Lifetime,
+  Attr.XorPeerAddress,
+  Attr.Data,
+  Attr.Realm,
+  Attr.Nonce,
+  Attr.XorRelayedAddress,
+  Attr.RequestedAddressFamily,
+  Attr.RequestedTransport,
+  Attr.MessageIntegritySha256,
+  Attr.XorMappedAddress,
+]);
+
+function unknownRequired(msg: StunMessage): number[] {
+  let out: number[] | null = null;
+  for (const a of msg.attributes) {
+    if (a.type < 0x8000 && !KNOWN_REQUIRED.has(a.type)) (out ??= []).push(a.type);
+  }
+  return out ?? [];
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * The TURN server state machine. All methods take `now` in milliseconds and never throw
+ * on wire input; actions accumulate until {@link takeActions}.
+ * @example
+ * const server = new TurnServer(options);
+ * const code = server.handleUdp(0, '198.51.100.7', 50000, datagram, Date.now());
+ * if (code === FAST_TO_PEER) relaySocket(server.fast.relayId).send(datagram, server.fast.offset, ...);
+ * for (const action of server.takeActions()) execute(action);
+ */
+export class TurnServer {
+  /** Counters read by the metrics module. */
+  readonly counters: TurnCounters = createTurnCounters();
+  /** Hot-path result, overwritten by each call. */
+  readonly fast: FastPath = { relayId: 0, peerIp: '', peerPort: 0, offset: 0, length: 0, client: null, channel: 0 };
+
+  private actions: RelayAction[] = [];
+  private readonly secretKeys: Uint8Array[];
+  private readonly nonces: NonceBook;
+  private readonly allocations = new Map<number, Allocation>();
+  /** UDP allocations by remote ip, then listener * 65536 + remote port. */
+  private readonly udpClients = new Map<string, Map<number, Allocation>>();
+  private readonly conns = new Map<number, StreamConn>();
+  private readonly perUsername = new Map<string, number>();
+  private readonly heap = new DeadlineHeap<Allocation | Permission | Channel>();
+  private nextRelayId = 1;
+  private draining = false;
+  private readonly tidPrefix: Uint8Array;
+  private tidCounter = 0;
+
+  constructor(private readonly opts: TurnServerOptions) {
+    const enc = new TextEncoder();
+    this.secretKeys = opts.secrets.map((s) => enc.encode(s));
+    this.nonces = new NonceBook(opts.crypto, this.secretKeys, opts.nonceLifetimeS);
+    this.tidPrefix = opts.randomBytes(8);
+  }
+
+  /** Actions produced since the last call, in order. */
+  takeActions(): RelayAction[] {
+    const a = this.actions;
+    this.actions = [];
+    return a;
+  }
+
+  /** True when actions are waiting. */
+  get hasActions(): boolean {
+    return this.actions.length > 0;
+  }
+
+  /** Number of allocations (pending ones included). */
+  get allocationCount(): number {
+    return this.allocations.size;
+  }
+
+  /** Stop accepting new allocations (graceful shutdown); existing ones keep working. */
+  startDrain(): void {
+    this.draining = true;
+  }
+
+  // ------------------------------------------------------------------ inputs
+
+  /**
+   * A datagram from a UDP client at `ip:port` on listener `listener`.
+   * Returns FAST_TO_PEER when the driver should forward `fast` (ChannelData), else FAST_NONE.
+   */
+  handleUdp(listener: number, ip: string, port: number, data: Uint8Array, now: number): number {
+    if (data.length >= 4 && (data[0]! & 0xc0) === 0x40) {
+      const alloc = this.udpClients.get(ip)?.get(listener * 65536 + port);
+      if (!alloc || !alloc.active) {
+        this.counters.dropNoAllocation++;
+        return FAST_NONE;
+      }
+      return this.channelDataFromClient(alloc, data, false, now) ? FAST_TO_PEER : FAST_NONE;
+    }
+    if (data.length < 20 || (data[0]! & 0xc0) !== 0) {
+      this.counters.dropMalformed++;
+      return FAST_NONE;
+    }
+    const alloc = this.udpClients.get(ip)?.get(listener * 65536 + port);
+    const client: ClientAddr = alloc ? alloc.client : { kind: 'udp', listener, ip, port };
+    this.handleStun(client, data, now, alloc ?? null);
+    return FAST_NONE;
+  }
+
+  /** A new TCP or TLS client connection. */
+  openStream(connId: number, transport: 'tcp' | 'tls', ip: string, port: number): void {
+    this.conns.set(connId, {
+      client: { kind: 'stream', connId, transport, ip, port },
+      framer: new StreamFramer(this.opts.maxStreamBufferBytes),
+      alloc: null,
+    });
+  }
+
+  /** Bytes from a stream connection. Relayed data comes out as `send-peer` actions. */
+  handleStream(connId: number, chunk: Uint8Array, now: number): void {
+    const conn = this.conns.get(connId);
+    if (!conn) return;
+    const pushed = conn.framer.push(chunk);
+    if (!pushed.ok) return this.failStream(conn, pushed.error.detail, now);
+    for (;;) {
+      const r = conn.framer.next();
+      if (!r.ok) {
+        if (r.error.kind === 'oversized') this.counters.quotaStreamBuffer++;
+        else this.counters.dropMalformed++;
+        return this.failStream(conn, r.error.detail, now);
+      }
+      const frame = r.value;
+      if (!frame) return;
+      if (frame.kind === 'channel-data') {
+        const alloc = conn.alloc;
+        if (!alloc || !alloc.active) {
+          this.counters.dropNoAllocation++;
+          continue;
+        }
+        if (this.channelDataFromClient(alloc, frame.bytes, true, now)) {
+          const f = this.fast;
+          this.actions.push({ type: 'send-peer', relayId: f.relayId, ip: f.peerIp, port: f.peerPort, data: frame.bytes.subarray(f.offset, f.offset + f.length) });
+        }
+      } else {
+        this.handleStun(conn.client, frame.bytes, now, conn.alloc);
+      }
+    }
+  }
+
+  /** A stream connection closed: its allocation goes with it (RFC 8656 §3.1). */
+  closeStream(connId: number): void {
+    const conn = this.conns.get(connId);
+    if (!conn) return;
+    this.conns.delete(connId);
+    if (conn.alloc) this.removeAllocation(conn.alloc, 'connection closed');
+  }
+
+  /**
+   * A datagram from peer `ip:port` arriving on allocation `relayId`'s relayed port.
+   * Returns FAST_TO_CLIENT when the driver should send it as ChannelData (`fast.client`, `fast.channel`).
+   */
+  handlePeer(relayId: number, ip: string, port: number, data: Uint8Array, now: number): number {
+    const alloc = this.allocations.get(relayId);
+    if (!alloc || !alloc.active) {
+      this.counters.dropNoAllocation++;
+      return FAST_NONE;
+    }
+    // RFC 8656 §11.3 / §12.7: only from peers with a permission.
+    const perm = alloc.permissions.get(ip);
+    if (perm === undefined || perm.expiresAt <= now) {
+      this.counters.dropNoPermission++;
+      return FAST_NONE;
+    }
+    if (!this.takeTokens(alloc, data.length, now)) return FAST_NONE;
+    const ch = alloc.channelsByPeer.get(ip)?.get(port);
+    if (ch !== undefined && ch.expiresAt > now) {
+      const f = this.fast;
+      f.client = alloc.client;
+      f.channel = ch.number;
+      f.offset = 0;
+      f.length = data.length;
+      this.counters.packetsToClient++;
+      this.counters.bytesToClient += data.length;
+      return FAST_TO_CLIENT;
+    }
+    // RFC 8656 §11.3: no channel -> Data indication with XOR-PEER-ADDRESS and DATA.
+    if (data.length > 0xffff - 64) {
+      this.counters.dropMalformed++;
+      return FAST_NONE;
+    }
+    const tid = this.indicationTid();
+    const bytes = new StunWriter(StunMethod.Data, StunClass.Indication, tid, { capacity: data.length + 64 })
+      .add(Attr.XorPeerAddress, encodeXorAddress({ family: alloc.family, ip, port }, tid))
+      .add(Attr.Data, data)
+      .finish();
+    this.counters.packetsToClient++;
+    this.counters.bytesToClient += data.length;
+    this.actions.push({ type: 'send-client', to: alloc.client, data: bytes, relayed: data });
+    return FAST_NONE;
+  }
+
+  /** The driver bound `relayId`'s relay port. */
+  relayBound(relayId: number, port: number, now: number): void {
+    const alloc = this.allocations.get(relayId);
+    if (!alloc || alloc.active || !alloc.pending) {
+      this.actions.push({ type: 'release-relay', relayId });
+      return;
+    }
+    const p = alloc.pending;
+    alloc.pending = null;
+    alloc.active = true;
+    alloc.relayPort = port;
+    alloc.expiresAt = now + p.lifetimeS * 1000;
+    this.heap.schedule(alloc);
+    const relayIp = alloc.family === 4 ? this.opts.relayAddressV4! : this.opts.relayAddressV6!;
+    const tid = p.tid;
+    const w = this.writer(StunMethod.Allocate, StunClass.SuccessResponse, tid)
+      .add(Attr.XorRelayedAddress, encodeXorAddress({ family: alloc.family, ip: relayIp, port }, tid))
+      .add(Attr.Lifetime, encodeLifetime(p.lifetimeS))
+      .add(Attr.XorMappedAddress, encodeXorAddress(this.mapped(alloc.client), tid));
+    const bytes = this.seal(w, alloc.key, p.fingerprint);
+    alloc.allocateResponse = bytes;
+    this.actions.push({ type: 'send-client', to: alloc.client, data: bytes });
+    this.log('info', 'allocation_created', { relayId, transport: this.transportOf(alloc.client), client: alloc.client.ip, relayPort: port, lifetime: p.lifetimeS });
+  }
+
+  /** The driver could not bind a relay port for `relayId` (pool exhausted or bind error): 508. */
+  relayFailed(relayId: number, reason: string): void {
+    const alloc = this.allocations.get(relayId);
+    if (!alloc || !alloc.pending) return;
+    const p = alloc.pending;
+    alloc.pending = null;
+    this.counters.quotaRelayPorts++;
+    this.queueError(alloc.client, StunMethod.Allocate, p.tid, ErrorCode.InsufficientCapacity, alloc.key, p.fingerprint);
+    this.log('warn', 'relay_bind_failed', { relayId, reason });
+    this.removeAllocation(alloc, 'bind failed', false);
+  }
+
+  /** A send from `relayId` to a peer failed: the packet is lost, the allocation stays (unlike coturn). */
+  peerSendFailed(): void {
+    this.counters.dropSendFailed++;
+  }
+
+  /** Earliest time (ms) at which {@link handleTimeout} has work, or undefined. */
+  pollTimeout(): number | undefined {
+    return this.heap.peek();
+  }
+
+  /** Expires allocations, permissions and channels due at `now`. */
+  handleTimeout(now: number): void {
+    for (let item = this.heap.popDue(now); item; item = this.heap.popDue(now)) {
+      if (item.dead) continue;
+      if (item.expiresAt > now) {
+        this.heap.schedule(item);
+        continue;
+      }
+      switch (item.kind) {
+        case 'allocation':
+          this.counters.allocationsExpired++;
+          this.removeAllocation(item, 'expired');
+          break;
+        case 'permission':
+          this.removePermission(item);
+          break;
+        case 'channel':
+          this.removeChannel(item);
+          break;
+        default:
+          assertNever(item);
+      }
+    }
+  }
+
+  /** Deletes every allocation (shutdown), releasing relay ports. */
+  closeAll(): void {
+    for (const alloc of [...this.allocations.values()]) this.removeAllocation(alloc, 'shutdown');
+  }
+
+  // --------------------------------------------------------------- hot path
+
+  private channelDataFromClient(alloc: Allocation, data: Uint8Array, stream: boolean, now: number): boolean {
+    const number = (data[0]! << 8) | data[1]!;
+    const length = (data[2]! << 8) | data[3]!;
+    // RFC 8656 §12.5: drop when shorter than its length (UDP may carry padding past it).
+    if (4 + length > data.length || (stream && ((4 + length + 3) & ~3) !== data.length)) {
+      this.counters.dropMalformed++;
+      return false;
+    }
+    const ch = alloc.channels.get(number);
+    if (ch === undefined || ch.expiresAt <= now) {
+      this.counters.dropNoChannel++;
+      return false;
+    }
+    if (ch.permission.expiresAt <= now) {
+      this.counters.dropNoPermission++;
+      return false;
+    }
+    if (!this.takeTokens(alloc, length, now)) return false;
+    const f = this.fast;
+    f.relayId = alloc.id;
+    f.peerIp = ch.peerIp;
+    f.peerPort = ch.peerPort;
+    f.offset = 4;
+    f.length = length;
+    this.counters.packetsToPeer++;
+    this.counters.bytesToPeer += length;
+    return true;
+  }
+
+  /** Token bucket per allocation (both directions); drops what exceeds the cap. */
+  private takeTokens(alloc: Allocation, bytes: number, now: number): boolean {
+    const rate = this.opts.bandwidthBytesPerSecond;
+    if (rate === 0) return true;
+    if (now > alloc.tokensAt) {
+      alloc.tokens = Math.min(this.opts.bandwidthBurstBytes, alloc.tokens + ((now - alloc.tokensAt) * rate) / 1000);
+      alloc.tokensAt = now;
+    }
+    if (alloc.tokens < bytes) {
+      this.counters.dropBandwidth++;
+      return false;
+    }
+    alloc.tokens -= bytes;
+    return true;
+  }
+
+  // ------------------------------------------------------------ STUN dispatch
+
+  private handleStun(client: ClientAddr, bytes: Uint8Array, now: number, alloc: Allocation | null): void {
+    const r = decodeStun(bytes);
+    if (!r.ok) {
+      this.counters.dropMalformed++;
+      return;
+    }
+    const msg = r.value;
+    if (msg.cls === StunClass.Indication) {
+      if (msg.method === StunMethod.Send) this.onSend(alloc, msg, now);
+      return;
+    }
+    if (msg.cls !== StunClass.Request) return; // responses are not for a server
+    this.counters.requests++;
+    switch (msg.method) {
+      case StunMethod.Binding:
+        return this.onBinding(client, msg);
+      case StunMethod.Allocate:
+        return this.onAllocate(client, msg, now, alloc);
+      case StunMethod.Refresh:
+        return this.onRefresh(client, msg, now, alloc);
+      case StunMethod.CreatePermission:
+        return this.onCreatePermission(client, msg, now, alloc);
+      case StunMethod.ChannelBind:
+        return this.onChannelBind(client, msg, now, alloc);
+      default:
+        // RFC 8489 §6.3.1: a request of an unknown method gets 400.
+        return this.replyError(client, msg, ErrorCode.BadRequest, null);
+    }
+  }
+
+  /** RFC 8489 §9.2.4 steps, for TURN requests. Queues the error itself and returns null on failure. */
+  private authenticate(client: ClientAddr, msg: StunMessage, now: number, alloc: Allocation | null): AuthOk | null {
+    const nowS = Math.floor(now / 1000);
+    const mi = findAttr(msg, Attr.MessageIntegrity);
+    // 1. No MESSAGE-INTEGRITY: challenge with 401, REALM and a fresh NONCE.
+    if (!mi) {
+      this.counters.authChallenges++;
+      this.replyChallenge(client, msg, ErrorCode.Unauthorized, nowS);
+      return null;
+    }
+    // 2. MESSAGE-INTEGRITY without USERNAME, REALM or NONCE: 400.
+    const userA = findAttr(msg, Attr.Username);
+    const realmA = findAttr(msg, Attr.Realm);
+    const nonceA = findAttr(msg, Attr.Nonce);
+    const user = userA && decodeUsername(userA.value);
+    const realm = realmA && decodeRealm(realmA.value);
+    const nonce = nonceA && decodeNonce(nonceA.value);
+    if (!user?.ok || !realm?.ok || !nonce?.ok) {
+      this.counters.authMissingFields++;
+      this.replyError(client, msg, ErrorCode.BadRequest, null);
+      return null;
+    }
+    // 3. A NONCE that is not ours, is for another address, or expired: 438 with a fresh one.
+    if (!this.nonces.check(nonce.value, nowS, client.ip)) {
+      this.counters.authStaleNonce++;
+      this.replyChallenge(client, msg, ErrorCode.StaleNonce, nowS);
+      return null;
+    }
+    // RFC 8656 §5: requests on an allocation must use the username that created it: 441.
+    if (alloc && alloc.username !== user.value) {
+      this.counters.authWrongCredentials++;
+      this.replyError(client, msg, ErrorCode.WrongCredentials, null);
+      return null;
+    }
+    // 4. REST username: well-formed and not expired, else 401.
+    const u = checkRestUsername(user.value, nowS);
+    if (!u.ok) {
+      if (u.reason === 'expired') this.counters.authExpired++;
+      else this.counters.authBadUsername++;
+      this.replyChallenge(client, msg, ErrorCode.Unauthorized, nowS);
+      return null;
+    }
+    // 5. MESSAGE-INTEGRITY with the key of any configured secret (rotation).
+    if (realm.value === this.opts.realm) {
+      if (alloc && verifyMessageIntegrity(msg, alloc.key, this.opts.crypto.hmacSha1)) return { username: user.value, key: alloc.key };
+      if (!alloc) {
+        for (const key of longTermKeys(this.opts.crypto, this.secretKeys, user.value, this.opts.realm)) {
+          if (verifyMessageIntegrity(msg, key, this.opts.crypto.hmacSha1)) return { username: user.value, key };
+        }
+      }
+    }
+    this.counters.authBadIntegrity++;
+    this.replyChallenge(client, msg, ErrorCode.Unauthorized, nowS);
+    return null;
+  }
+
+  /** Binding (RFC 8489 §6.3.1): no authentication; XOR-MAPPED-ADDRESS of the source. */
+  private onBinding(client: ClientAddr, msg: StunMessage): void {
+    const unknown = unknownRequired(msg);
+    if (unknown.length > 0) return this.replyUnknown(client, msg, unknown, null);
+    const w = this.writer(msg.method, StunClass.SuccessResponse, msg.transactionId).add(
+      Attr.XorMappedAddress,
+      encodeXorAddress(this.mapped(client), msg.transactionId),
+    );
+    this.actions.push({ type: 'send-client', to: client, data: this.seal(w, null, this.hasFingerprint(msg)) });
+  }
+
+  /** Allocate (RFC 8656 §7.2). */
+  private onAllocate(client: ClientAddr, msg: StunMessage, now: number, existing: Allocation | null): void {
+    // 1. Authentication (the username of an existing allocation is checked in step 2 instead).
+    const auth = this.authenticate(client, msg, now, null);
+    if (!auth) return;
+    // 2. An allocation on this 5-tuple: a retransmission gets the same answer, anything else 437.
+    if (existing) {
+      if (sameBytes(existing.allocateTid, msg.transactionId)) {
+        if (existing.allocateResponse) this.actions.push({ type: 'send-client', to: client, data: existing.allocateResponse });
+        return; // still binding: the answer will come
+      }
+      return this.replyError(client, msg, ErrorCode.AllocationMismatch, auth.key);
+    }
+    const unknown = unknownRequired(msg);
+    if (unknown.length > 0) return this.replyUnknown(client, msg, unknown, auth.key);
+    // 3. REQUESTED-TRANSPORT: required, UDP only (442 otherwise).
+    const rtA = findAttr(msg, Attr.RequestedTransport);
+    const rt = rtA && decodeRequestedTransport(rtA.value);
+    if (!rt?.ok) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+    if (rt.value !== TRANSPORT_UDP) return this.replyError(client, msg, ErrorCode.UnsupportedTransportProtocol, auth.key);
+    // (DONT-FRAGMENT, EVEN-PORT and RESERVATION-TOKEN are unsupported: 420 above, as §7.2 allows.)
+    // 4. REQUESTED-ADDRESS-FAMILY: IPv4 by default; a family we do not relay gets 440.
+    let family: 4 | 6 = 4;
+    const rafA = findAttr(msg, Attr.RequestedAddressFamily);
+    if (rafA) {
+      const raf = decodeRequestedAddressFamily(rafA.value);
+      if (!raf.ok) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+      family = raf.value;
+    }
+    if ((family === 4 ? this.opts.relayAddressV4 : this.opts.relayAddressV6) === undefined) {
+      return this.replyError(client, msg, ErrorCode.AddressFamilyNotSupported, auth.key);
+    }
+    const lifetime = this.lifetimeOf(msg);
+    if (lifetime === null) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+    // 5. Quotas: per username 486, in total (or while draining) 508.
+    if ((this.perUsername.get(auth.username) ?? 0) >= this.opts.maxAllocationsPerUsername) {
+      this.counters.quotaAllocationsPerUser++;
+      return this.replyError(client, msg, ErrorCode.AllocationQuotaReached, auth.key);
+    }
+    if (this.draining || this.allocations.size >= this.opts.maxAllocations) {
+      this.counters.quotaAllocationsTotal++;
+      return this.replyError(client, msg, ErrorCode.InsufficientCapacity, auth.key);
+    }
+    // 6. Create the allocation; the relay port comes from the driver.
+    const id = this.nextRelayId++;
+    const alloc: Allocation = {
+      kind: 'allocation',
+      id,
+      client,
+      username: auth.username,
+      key: auth.key,
+      family,
+      relayPort: 0,
+      active: false,
+      pending: { tid: msg.transactionId.slice(), lifetimeS: lifetime === 0 ? this.opts.defaultLifetimeS : lifetime, fingerprint: this.hasFingerprint(msg) },
+      allocateTid: msg.transactionId.slice(),
+      allocateResponse: null,
+      permissions: new Map(),
+      channels: new Map(),
+      channelsByPeer: new Map(),
+      tokens: this.opts.bandwidthBurstBytes,
+      tokensAt: now,
+      expiresAt: Number.POSITIVE_INFINITY,
+      scheduled: false,
+      dead: false,
+    };
+    this.allocations.set(id, alloc);
+    this.perUsername.set(auth.username, (this.perUsername.get(auth.username) ?? 0) + 1);
+    if (client.kind === 'udp') {
+      let byPort = this.udpClients.get(client.ip);
+      if (!byPort) this.udpClients.set(client.ip, (byPort = new Map()));
+      byPort.set(client.listener * 65536 + client.port, alloc);
+    } else {
+      const conn = this.conns.get(client.connId);
+      if (conn) conn.alloc = alloc;
+    }
+    this.counters.allocations++;
+    this.counters.allocationsCreated++;
+    this.actions.push({ type: 'bind-relay', relayId: id, family });
+  }
+
+  /** LIFETIME of a request (RFC 8656 §7.2, §7.3): absent -> default; else at least the default, at most the max; 0 stays 0. */
+  private lifetimeOf(msg: StunMessage): number | null {
+    const a = findAttr(msg, Attr.Lifetime);
+    if (!a) return this.opts.defaultLifetimeS;
+    const l = decodeLifetime(a.value);
+    if (!l.ok) return null;
+    if (l.value === 0) return 0;
+    return Math.min(Math.max(l.value, this.opts.defaultLifetimeS), this.opts.maxLifetimeS);
+  }
+
+  /** Refresh (RFC 8656 §7.3): extend, or delete with LIFETIME 0. */
+  private onRefresh(client: ClientAddr, msg: StunMessage, now: number, alloc: Allocation | null): void {
+    const auth = this.authenticate(client, msg, now, alloc && alloc.active ? alloc : null);
+    if (!auth) return;
+    if (!alloc || !alloc.active) return this.replyError(client, msg, ErrorCode.AllocationMismatch, auth.key);
+    const unknown = unknownRequired(msg);
+    if (unknown.length > 0) return this.replyUnknown(client, msg, unknown, auth.key);
+    const rafA = findAttr(msg, Attr.RequestedAddressFamily);
+    if (rafA) {
+      const raf = decodeRequestedAddressFamily(rafA.value);
+      if (!raf.ok) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+      if (raf.value !== alloc.family) return this.replyError(client, msg, ErrorCode.PeerAddressFamilyMismatch, auth.key);
+    }
+    const lifetime = this.lifetimeOf(msg);
+    if (lifetime === null) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+    const w = this.writer(msg.method, StunClass.SuccessResponse, msg.transactionId).add(Attr.Lifetime, encodeLifetime(lifetime));
+    this.actions.push({ type: 'send-client', to: client, data: this.seal(w, auth.key, this.hasFingerprint(msg)) });
+    if (lifetime === 0) {
+      this.removeAllocation(alloc, 'refreshed to 0');
+    } else {
+      alloc.expiresAt = now + lifetime * 1000;
+      this.heap.schedule(alloc);
+    }
+  }
+
+  /** Decodes every XOR-PEER-ADDRESS and runs the peer policy; queues the error itself on failure. */
+  private peersOf(client: ClientAddr, msg: StunMessage, alloc: Allocation, key: Uint8Array, max: number): TransportAddress[] | null {
+    const peers: TransportAddress[] = [];
+    for (const a of msg.attributes) {
+      if (a.type !== Attr.XorPeerAddress) continue;
+      if (peers.length >= max) break;
+      const p = decodeXorAddress(a.value, msg.transactionId);
+      if (!p.ok) {
+        this.replyError(client, msg, ErrorCode.BadRequest, key);
+        return null;
+      }
+      peers.push(p.value);
+    }
+    if (peers.length === 0) {
+      this.replyError(client, msg, ErrorCode.BadRequest, key);
+      return null;
+    }
+    for (const p of peers) {
+      if (p.family !== alloc.family) {
+        this.replyError(client, msg, ErrorCode.PeerAddressFamilyMismatch, key);
+        return null;
+      }
+      if (!this.peerAllowed(p.ip)) {
+        this.replyError(client, msg, ErrorCode.Forbidden, key);
+        return null;
+      }
+    }
+    return peers;
+  }
+
+  private peerAllowed(ip: string): boolean {
+    let verdict: PeerCheck;
+    try {
+      verdict = this.opts.checkPeer(ip);
+    } catch {
+      verdict = { allowed: false, reason: 'malformed', canonical: null };
+    }
+    if (verdict.allowed) return true;
+    this.counters.peersDenied++;
+    const by = this.counters.peersDeniedByReason;
+    by[verdict.reason] = (by[verdict.reason] ?? 0) + 1;
+    return false;
+  }
+
+  /** CreatePermission (RFC 8656 §9.2). */
+  private onCreatePermission(client: ClientAddr, msg: StunMessage, now: number, alloc: Allocation | null): void {
+    const auth = this.authenticate(client, msg, now, alloc && alloc.active ? alloc : null);
+    if (!auth) return;
+    if (!alloc || !alloc.active) return this.replyError(client, msg, ErrorCode.AllocationMismatch, auth.key);
+    const unknown = unknownRequired(msg);
+    if (unknown.length > 0) return this.replyUnknown(client, msg, unknown, auth.key);
+    const peers = this.peersOf(client, msg, alloc, auth.key, this.opts.maxPermissionsPerAllocation + 1);
+    if (!peers) return;
+    const fresh = new Set<string>();
+    for (const p of peers) if (!alloc.permissions.has(p.ip)) fresh.add(p.ip);
+    if (alloc.permissions.size + fresh.size > this.opts.maxPermissionsPerAllocation) {
+      this.counters.quotaPermissions++;
+      return this.replyError(client, msg, ErrorCode.InsufficientCapacity, auth.key);
+    }
+    for (const p of peers) this.installPermission(alloc, p.ip, now);
+    const w = this.writer(msg.method, StunClass.SuccessResponse, msg.transactionId);
+    this.actions.push({ type: 'send-client', to: client, data: this.seal(w, auth.key, this.hasFingerprint(msg)) });
+  }
+
+  /** ChannelBind (RFC 8656 §11.2). */
+  private onChannelBind(client: ClientAddr, msg: StunMessage, now: number, alloc: Allocation | null): void {
+    const auth = this.authenticate(client, msg, now, alloc && alloc.active ? alloc : null);
+    if (!auth) return;
+    if (!alloc || !alloc.active) return this.replyError(client, msg, ErrorCode.AllocationMismatch, auth.key);
+    const unknown = unknownRequired(msg);
+    if (unknown.length > 0) return this.replyUnknown(client, msg, unknown, auth.key);
+    // 1. CHANNEL-NUMBER present and in 0x4000-0x4FFF, else 400.
+    const cnA = findAttr(msg, Attr.ChannelNumber);
+    const cn = cnA && decodeChannelNumber(cnA.value);
+    if (!cn?.ok || cn.value < CHANNEL_MIN || cn.value > CHANNEL_MAX) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+    // 2. Exactly one XOR-PEER-ADDRESS, of the allocation's family (443) and allowed by policy (403).
+    const peers = this.peersOf(client, msg, alloc, auth.key, 1);
+    if (!peers) return;
+    const peer = peers[0]!;
+    // 3. The channel is bound to another peer, or the peer to another channel: 400.
+    const byNumber = alloc.channels.get(cn.value);
+    if (byNumber && (byNumber.peerIp !== peer.ip || byNumber.peerPort !== peer.port)) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+    const byPeer = alloc.channelsByPeer.get(peer.ip)?.get(peer.port);
+    if (byPeer && byPeer.number !== cn.value) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+    if (!byNumber && alloc.channels.size >= this.opts.maxChannelsPerAllocation) {
+      this.counters.quotaPermissions++;
+      return this.replyError(client, msg, ErrorCode.InsufficientCapacity, auth.key);
+    }
+    if (!alloc.permissions.has(peer.ip) && alloc.permissions.size >= this.opts.maxPermissionsPerAllocation) {
+      this.counters.quotaPermissions++;
+      return this.replyError(client, msg, ErrorCode.InsufficientCapacity, auth.key);
+    }
+    // 4. Install or refresh the binding (600 s) and the peer's permission (300 s).
+    const perm = this.installPermission(alloc, peer.ip, now);
+    if (byNumber) {
+      byNumber.expiresAt = now + CHANNEL_LIFETIME_S * 1000;
+      byNumber.permission = perm;
+      this.heap.schedule(byNumber);
+    } else {
+      const ch: Channel = {
+        kind: 'channel',
+        alloc,
+        number: cn.value,
+        peerIp: peer.ip,
+        peerPort: peer.port,
+        permission: perm,
+        expiresAt: now + CHANNEL_LIFETIME_S * 1000,
+        scheduled: false,
+        dead: false,
+      };
+      alloc.channels.set(ch.number, ch);
+      let ports = alloc.channelsByPeer.get(peer.ip);
+      if (!ports) alloc.channelsByPeer.set(peer.ip, (ports = new Map()));
+      ports.set(peer.port, ch);
+      this.counters.channels++;
+      this.heap.schedule(ch);
+    }
+    const w = this.writer(msg.method, StunClass.SuccessResponse, msg.transactionId);
+    this.actions.push({ type: 'send-client', to: client, data: this.seal(w, auth.key, this.hasFingerprint(msg)) });
+  }
+
+  /** Send indication (RFC 8656 §10.2): no authentication; silently dropped unless everything checks out. */
+  private onSend(alloc: Allocation | null, msg: StunMessage, now: number): void {
+    if (!alloc || !alloc.active) {
+      this.counters.dropNoAllocation++;
+      return;
+    }
+    // Unknown comprehension-required attributes (DONT-FRAGMENT included: unsupported) discard it.
+    if (unknownRequired(msg).length > 0) {
+      this.counters.dropMalformed++;
+      return;
+    }
+    const peerA = findAttr(msg, Attr.XorPeerAddress);
+    const dataA = findAttr(msg, Attr.Data);
+    const peer = peerA && decodeXorAddress(peerA.value, msg.transactionId);
+    if (!peer?.ok || !dataA || peer.value.family !== alloc.family) {
+      this.counters.dropMalformed++;
+      return;
+    }
+    if (!this.peerAllowed(peer.value.ip)) return;
+    const perm = alloc.permissions.get(peer.value.ip);
+    if (!perm || perm.expiresAt <= now) {
+      this.counters.dropNoPermission++;
+      return;
+    }
+    if (!this.takeTokens(alloc, dataA.value.length, now)) return;
+    this.counters.packetsToPeer++;
+    this.counters.bytesToPeer += dataA.value.length;
+    this.actions.push({ type: 'send-peer', relayId: alloc.id, ip: peer.value.ip, port: peer.value.port, data: dataA.value });
+  }
+
+  // -------------------------------------------------------------- state upkeep
+
+  private installPermission(alloc: Allocation, ip: string, now: number): Permission {
+    let perm = alloc.permissions.get(ip);
+    if (!perm) {
+      perm = { kind: 'permission', alloc, ip, expiresAt: 0, scheduled: false, dead: false };
+      alloc.permissions.set(ip, perm);
+      this.counters.permissions++;
+      // Channels to this peer follow the new permission object.
+      const ports = alloc.channelsByPeer.get(ip);
+      if (ports) for (const ch of ports.values()) ch.permission = perm;
+    }
+    perm.expiresAt = now + PERMISSION_LIFETIME_S * 1000;
+    this.heap.schedule(perm);
+    return perm;
+  }
+
+  private removePermission(perm: Permission): void {
+    if (perm.dead) return;
+    perm.dead = true;
+    if (perm.alloc.permissions.get(perm.ip) === perm) {
+      perm.alloc.permissions.delete(perm.ip);
+      this.counters.permissions--;
+    }
+  }
+
+  private removeChannel(ch: Channel): void {
+    if (ch.dead) return;
+    ch.dead = true;
+    const a = ch.alloc;
+    if (a.channels.get(ch.number) === ch) {
+      a.channels.delete(ch.number);
+      this.counters.channels--;
+    }
+    const ports = a.channelsByPeer.get(ch.peerIp);
+    if (ports?.get(ch.peerPort) === ch) {
+      ports.delete(ch.peerPort);
+      if (ports.size === 0) a.channelsByPeer.delete(ch.peerIp);
+    }
+  }
+
+  private removeAllocation(alloc: Allocation, why: string, release = true): void {
+    if (alloc.dead) return;
+    alloc.dead = true;
+    for (const p of alloc.permissions.values()) this.removePermission(p);
+    for (const c of [...alloc.channels.values()]) this.removeChannel(c);
+    this.allocations.delete(alloc.id);
+    const n = (this.perUsername.get(alloc.username) ?? 1) - 1;
+    if (n <= 0) this.perUsername.delete(alloc.username);
+    else this.perUsername.set(alloc.username, n);
+    const c = alloc.client;
+    if (c.kind === 'udp') {
+      const byPort = this.udpClients.get(c.ip);
+      const k = c.listener * 65536 + c.port;
+      if (byPort?.get(k) === alloc) {
+        byPort.delete(k);
+        if (byPort.size === 0) this.udpClients.delete(c.ip);
+      }
+    } else {
+      const conn = this.conns.get(c.connId);
+      if (conn?.alloc === alloc) conn.alloc = null;
+    }
+    this.counters.allocations--;
+    // A pending allocation's port is released when (if) its bind result arrives.
+    if (release && (alloc.active || alloc.relayPort !== 0)) this.actions.push({ type: 'release-relay', relayId: alloc.id });
+    alloc.active = false;
+    this.log('info', 'allocation_deleted', { relayId: alloc.id, reason: why });
+  }
+
+  private failStream(conn: StreamConn, reason: string, _now: number): void {
+    this.actions.push({ type: 'close-client', connId: conn.client.connId, reason });
+    this.closeStream(conn.client.connId);
+  }
+
+  // ------------------------------------------------------------------ replies
+
+  private writer(method: number, cls: StunClass, tid: Uint8Array): StunWriter {
+    const w = new StunWriter(method, cls, tid);
+    if (this.opts.software) w.add(Attr.Software, encodeText(this.opts.software));
+    return w;
+  }
+
+  private seal(w: StunWriter, key: Uint8Array | null, fingerprint: boolean): Uint8Array {
+    if (key) w.addMessageIntegrity(key, this.opts.crypto.hmacSha1);
+    if (fingerprint) w.addFingerprint();
+    return w.finish();
+  }
+
+  private hasFingerprint(msg: StunMessage): boolean {
+    return findAttr(msg, Attr.Fingerprint) !== undefined;
+  }
+
+  private mapped(client: ClientAddr): TransportAddress {
+    return { family: client.ip.includes(':') ? 6 : 4, ip: client.ip, port: client.port };
+  }
+
+  private transportOf(client: ClientAddr): string {
+    return client.kind === 'udp' ? 'udp' : client.transport;
+  }
+
+  private queueError(client: ClientAddr, method: number, tid: Uint8Array, code: ErrorCode, key: Uint8Array | null, fingerprint: boolean, extra?: (w: StunWriter) => void): void {
+    const w = this.writer(method, StunClass.ErrorResponse, tid).add(Attr.ErrorCode, encodeErrorCode({ code, reason: ERROR_REASONS[code] }));
+    extra?.(w);
+    this.actions.push({ type: 'send-client', to: client, data: this.seal(w, key, fingerprint) });
+  }
+
+  private replyError(client: ClientAddr, msg: StunMessage, code: ErrorCode, key: Uint8Array | null): void {
+    this.queueError(client, msg.method, msg.transactionId, code, key, this.hasFingerprint(msg));
+  }
+
+  private replyUnknown(client: ClientAddr, msg: StunMessage, types: number[], key: Uint8Array | null): void {
+    this.queueError(client, msg.method, msg.transactionId, ErrorCode.UnknownAttribute, key, this.hasFingerprint(msg), (w) =>
+      w.add(Attr.UnknownAttributes, encodeUnknownAttributes(types.slice(0, 16))),
+    );
+  }
+
+  /** 401 or 438 with REALM and a fresh NONCE, without MESSAGE-INTEGRITY (RFC 8489 §9.2.4). */
+  private replyChallenge(client: ClientAddr, msg: StunMessage, code: ErrorCode, nowS: number): void {
+    this.queueError(client, msg.method, msg.transactionId, code, null, this.hasFingerprint(msg), (w) =>
+      w.add(Attr.Realm, encodeText(this.opts.realm)).add(Attr.Nonce, encodeText(this.nonces.mint(nowS, client.ip))),
+    );
+  }
+
+  private indicationTid(): Uint8Array {
+    const t = new Uint8Array(12);
+    t.set(this.tidPrefix);
+    const n = ++this.tidCounter >>> 0;
+    t[8] = n >>> 24;
+    t[9] = (n >>> 16) & 0xff;
+    t[10] = (n >>> 8) & 0xff;
+    t[11] = n & 0xff;
+    return t;
+  }
+
+  private log(level: 'info' | 'warn', event: string, fields: Record<string, string | number>): void {
+    this.actions.push({ type: 'log', level, event, fields });
+  }
+}
+
+/** Exhaustiveness check for switches over unions. */
+export function assertNever(x: never): never {
+  throw new Error(`unexpected value: ${JSON.stringify(x)}`);
+}

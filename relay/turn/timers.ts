@@ -1,0 +1,79 @@
+/**
+ * A min-heap of deadlines with at most one entry per entity: refreshing an
+ * entity moves its `expiresAt` but never pushes a second entry, so a client
+ * refreshing in a loop cannot grow the heap. When an entry comes due and its
+ * entity was refreshed meanwhile, it is pushed again at the new deadline.
+ */
+
+/** Something that expires: allocations, permissions, channel bindings. */
+export interface Expiring {
+  expiresAt: number;
+  /** True while this entity has an entry in the heap. */
+  scheduled: boolean;
+  /** True once removed; its heap entry is then skipped. */
+  dead: boolean;
+}
+
+/** Binary min-heap on `expiresAt` at insertion time. */
+export class DeadlineHeap<T extends Expiring> {
+  private readonly at: number[] = [];
+  private readonly items: T[] = [];
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  /** Adds `item` unless it already has an entry. */
+  schedule(item: T): void {
+    if (item.scheduled) return;
+    item.scheduled = true;
+    this.at.push(item.expiresAt);
+    this.items.push(item);
+    let i = this.items.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (this.at[p]! <= this.at[i]!) break;
+      this.swap(i, p);
+      i = p;
+    }
+  }
+
+  /** Earliest scheduled deadline, or undefined when empty. */
+  peek(): number | undefined {
+    return this.at[0];
+  }
+
+  /** Removes and returns the earliest entry if it is due at `now`. */
+  popDue(now: number): T | undefined {
+    if (this.items.length === 0 || this.at[0]! > now) return undefined;
+    const top = this.items[0]!;
+    const lastAt = this.at.pop()!;
+    const last = this.items.pop()!;
+    if (this.items.length > 0) {
+      this.at[0] = lastAt;
+      this.items[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = i * 2 + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < this.items.length && this.at[l]! < this.at[m]!) m = l;
+        if (r < this.items.length && this.at[r]! < this.at[m]!) m = r;
+        if (m === i) break;
+        this.swap(i, m);
+        i = m;
+      }
+    }
+    top.scheduled = false;
+    return top;
+  }
+
+  private swap(a: number, b: number): void {
+    const t = this.at[a]!;
+    this.at[a] = this.at[b]!;
+    this.at[b] = t;
+    const u = this.items[a]!;
+    this.items[a] = this.items[b]!;
+    this.items[b] = u;
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * A small TURN client for tests, built on our codec: it mints requests, learns
+ * REALM/NONCE from 401/438 answers and signs with the long-term key. Transport
+ * is the caller's business (virtual server calls or real sockets).
+ */
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import {
+  Attr,
+  StunClass,
+  StunMethod,
+  StunWriter,
+  decodeErrorCode,
+  decodeNonce,
+  decodeRealm,
+  decodeStun,
+  decodeXorAddress,
+  encodeChannelNumber,
+  encodeLifetime,
+  encodeRequestedTransport,
+  encodeText,
+  encodeXorAddress,
+  findAttr,
+  verifyMessageIntegrity,
+  type StunMessage,
+  type TransportAddress,
+} from '../../../relay/stun/index.js';
+
+export const hmacSha1 = (k: Uint8Array, d: Uint8Array) => new Uint8Array(createHmac('sha1', k).update(d).digest());
+export const md5 = (d: Uint8Array) => new Uint8Array(createHash('md5').update(d).digest());
+
+/** REST credentials as protocol/turn-credentials.ts mints them (sync version for tests). */
+export function restCredential(secret: string, endpointId: string, expiresAt: number): { username: string; password: string } {
+  const username = `${expiresAt}:${endpointId}`;
+  const password = createHmac('sha1', secret).update(username).digest('base64');
+  return { username, password };
+}
+
+export type AttrList = Array<[number, Uint8Array]>;
+
+export class TestTurnClient {
+  realm: string | null = null;
+  nonce: string | null = null;
+  fingerprint = true;
+
+  constructor(
+    public username: string,
+    public password: string,
+  ) {}
+
+  get key(): Uint8Array {
+    return md5(new TextEncoder().encode(`${this.username}:${this.realm}:${this.password}`));
+  }
+
+  /** A request; signed when REALM and NONCE are known (or `sign` forces a choice). */
+  request(method: number, attrs: AttrList = [], sign?: boolean): { tid: Uint8Array; bytes: Uint8Array } {
+    const tid = new Uint8Array(randomBytes(12));
+    const w = new StunWriter(method, StunClass.Request, tid);
+    for (const [t, v] of attrs) w.add(t, typeof v === 'function' ? (v as (tid: Uint8Array) => Uint8Array)(tid) : v);
+    const doSign = sign ?? (this.realm !== null && this.nonce !== null);
+    if (doSign) {
+      w.add(Attr.Username, encodeText(this.username));
+      w.add(Attr.Realm, encodeText(this.realm ?? 'x'));
+      w.add(Attr.Nonce, encodeText(this.nonce ?? 'x'));
+      w.addMessageIntegrity(this.key, hmacSha1);
+    }
+    if (this.fingerprint) w.addFingerprint();
+    return { tid, bytes: w.finish() };
+  }
+
+  indication(method: number, attrs: AttrList): Uint8Array {
+    const tid = new Uint8Array(randomBytes(12));
+    const w = new StunWriter(method, StunClass.Indication, tid);
+    for (const [t, v] of attrs) w.add(t, typeof v === 'function' ? (v as (tid: Uint8Array) => Uint8Array)(tid) : v);
+    return w.finish();
+  }
+
+  /** Parses a response; learns REALM/NONCE from errors. */
+  read(bytes: Uint8Array): Response {
+    const r = decodeStun(bytes);
+    if (!r.ok) throw new Error(`bad response: ${r.error.detail}`);
+    const m = r.value;
+    const realm = findAttr(m, Attr.Realm);
+    const nonce = findAttr(m, Attr.Nonce);
+    if (realm) {
+      const v = decodeRealm(realm.value);
+      if (v.ok) this.realm = v.value;
+    }
+    if (nonce) {
+      const v = decodeNonce(nonce.value);
+      if (v.ok) this.nonce = v.value;
+    }
+    let code: number | null = null;
+    const ec = findAttr(m, Attr.ErrorCode);
+    if (ec) {
+      const v = decodeErrorCode(ec.value);
+      if (v.ok) code = v.value.code;
+    }
+    const integrityOk = findAttr(m, Attr.MessageIntegrity) ? verifyMessageIntegrity(m, this.key, hmacSha1) : null;
+    const addr = (t: number): TransportAddress | null => {
+      const a = findAttr(m, t);
+      if (!a) return null;
+      const d = decodeXorAddress(a.value, m.transactionId);
+      return d.ok ? d.value : null;
+    };
+    const lifetimeA = findAttr(m, Attr.Lifetime);
+    return {
+      msg: m,
+      cls: m.cls,
+      method: m.method,
+      code,
+      integrityOk,
+      relayed: addr(Attr.XorRelayedAddress),
+      mapped: addr(Attr.XorMappedAddress),
+      peer: addr(Attr.XorPeerAddress),
+      data: findAttr(m, Attr.Data)?.value ?? null,
+      lifetime: lifetimeA ? new DataView(lifetimeA.value.buffer, lifetimeA.value.byteOffset).getUint32(0) : null,
+    };
+  }
+}
+
+export interface Response {
+  msg: StunMessage;
+  cls: number;
+  method: number;
+  code: number | null;
+  integrityOk: boolean | null;
+  relayed: TransportAddress | null;
+  mapped: TransportAddress | null;
+  peer: TransportAddress | null;
+  data: Uint8Array | null;
+  lifetime: number | null;
+}
+
+export const A = {
+  transportUdp: (): [number, Uint8Array] => [Attr.RequestedTransport, encodeRequestedTransport(17)],
+  lifetime: (s: number): [number, Uint8Array] => [Attr.Lifetime, encodeLifetime(s)],
+  channel: (n: number): [number, Uint8Array] => [Attr.ChannelNumber, encodeChannelNumber(n)],
+  /** XOR-PEER-ADDRESS depends on the transaction id: passed as a function the client resolves. */
+  peer: (ip: string, port: number): [number, Uint8Array] => [
+    Attr.XorPeerAddress,
+    ((tid: Uint8Array) => encodeXorAddress({ family: ip.includes(':') ? 6 : 4, ip, port }, tid)) as unknown as Uint8Array,
+  ],
+  data: (d: Uint8Array): [number, Uint8Array] => [Attr.Data, d],
+};
+
+export { StunMethod, StunClass, Attr };

@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
+import { decodeChannelData, encodeChannelData } from '../../relay/stun/index.js';
+import { A, StunClass, StunMethod, TestTurnClient, restCredential } from './helpers/turn-client.js';
+import { StreamEndpoint, UdpEndpoint, udpEcho } from './helpers/sockets.js';
+
+const SECRET = 'loopback-test-secret';
+
+let relay: StartedRelay;
+let echo: Awaited<ReturnType<typeof udpEcho>>;
+const relayed: Array<{ dir: string; payload: Uint8Array }> = [];
+
+beforeAll(async () => {
+  relay = await startRelay(
+    relayConfig({
+      secrets: [SECRET],
+      listenHost: '127.0.0.1',
+      relayHost: '127.0.0.1',
+      udpPort: 0,
+      tcpPort: 0,
+      metricsPort: null,
+      allowLoopback: true,
+      relayPortMin: 40000,
+      relayPortMax: 40999,
+      shutdownDrainMs: 0,
+      logLevel: 'silent',
+    }),
+    { onRelayed: (dir, payload) => relayed.push({ dir, payload: payload.slice() }) },
+  );
+  echo = await udpEcho();
+});
+
+afterAll(async () => {
+  await relay?.close();
+  await echo?.close();
+});
+
+function client(id = 'endpoint-1'): TestTurnClient {
+  const c = restCredential(SECRET, id, Math.floor(Date.now() / 1000) + 3600);
+  return new TestTurnClient(c.username, c.password);
+}
+
+describe('relay on loopback sockets', () => {
+  it('answers a Binding request over UDP with the source address', async () => {
+    const ep = await UdpEndpoint.open();
+    try {
+      const c = client();
+      ep.send(c.request(StunMethod.Binding, [], false).bytes, relay.udp.port);
+      const r = c.read(await ep.next());
+      expect(r.cls).toBe(StunClass.SuccessResponse);
+      expect(r.mapped).toEqual({ family: 4, ip: '127.0.0.1', port: ep.port });
+    } finally {
+      await ep.close();
+    }
+  });
+
+  it('allocates over UDP, binds a channel to an echo peer, relays both ways', async () => {
+    const ep = await UdpEndpoint.open();
+    try {
+      const c = client();
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).code).toBe(401);
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
+      const alloc = c.read(await ep.next());
+      expect(alloc.cls).toBe(StunClass.SuccessResponse);
+      expect(alloc.integrityOk).toBe(true);
+      expect(alloc.relayed?.ip).toBe('127.0.0.1');
+      expect(alloc.relayed!.port).toBeGreaterThanOrEqual(40000);
+      expect(alloc.lifetime).toBe(600);
+
+      // Send indication before a permission: dropped. Then CreatePermission, Send, Data indication back.
+      ep.send(c.indication(StunMethod.Send, [A.peer('127.0.0.1', echo.port), A.data(new Uint8Array([1, 2, 3]))]), relay.udp.port);
+      expect(await ep.silent(200)).toBe(true);
+      ep.send(c.request(StunMethod.CreatePermission, [A.peer('127.0.0.1', echo.port)]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).cls).toBe(StunClass.SuccessResponse);
+      ep.send(c.indication(StunMethod.Send, [A.peer('127.0.0.1', echo.port), A.data(new Uint8Array([4, 5, 6]))]), relay.udp.port);
+      const data = c.read(await ep.next());
+      expect(data.method).toBe(StunMethod.Data);
+      expect(data.peer).toEqual({ family: 4, ip: '127.0.0.1', port: echo.port });
+      expect([...data.data!]).toEqual([4, 5, 6]);
+
+      ep.send(c.request(StunMethod.ChannelBind, [A.channel(0x4001), A.peer('127.0.0.1', echo.port)]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).cls).toBe(StunClass.SuccessResponse);
+      const payload = new TextEncoder().encode('hello through the relay');
+      ep.send(encodeChannelData(0x4001, payload, false), relay.udp.port);
+      const back = decodeChannelData(await ep.next(), false);
+      expect(back.ok && back.value.channel).toBe(0x4001);
+      expect(back.ok && Buffer.from(back.value.data).toString()).toBe('hello through the relay');
+      expect(relayed.some((r) => r.dir === 'to-peer' && Buffer.from(r.payload).toString() === 'hello through the relay')).toBe(true);
+      expect(relayed.some((r) => r.dir === 'to-client' && Buffer.from(r.payload).toString() === 'hello through the relay')).toBe(true);
+
+      ep.send(c.request(StunMethod.Refresh, [A.lifetime(0)]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).lifetime).toBe(0);
+    } finally {
+      await ep.close();
+    }
+  });
+
+  it('refuses a loopback peer that is not allowed: the relay host itself via its own address', async () => {
+    const ep = await UdpEndpoint.open();
+    try {
+      const c = client('endpoint-2');
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, relay.udp.port);
+      c.read(await ep.next());
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).cls).toBe(StunClass.SuccessResponse);
+      ep.send(c.request(StunMethod.CreatePermission, [A.peer('10.0.0.1', 9)]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).code).toBe(403);
+      ep.send(c.request(StunMethod.CreatePermission, [A.peer('169.254.169.254', 80)]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).code).toBe(403);
+    } finally {
+      await ep.close();
+    }
+  });
+
+  it('allocates over TCP and relays padded ChannelData', async () => {
+    const s = await StreamEndpoint.connect(relay.tcp.port);
+    try {
+      const c = client('endpoint-3');
+      s.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes);
+      expect(c.read(await s.next()).code).toBe(401);
+      s.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes);
+      expect(c.read(await s.next()).cls).toBe(StunClass.SuccessResponse);
+      s.send(c.request(StunMethod.ChannelBind, [A.channel(0x4abc), A.peer('127.0.0.1', echo.port)]).bytes);
+      expect(c.read(await s.next()).cls).toBe(StunClass.SuccessResponse);
+      const payload = new Uint8Array([9, 8, 7, 6, 5]); // 5 bytes: padded to 8 on the stream
+      // Two frames in one write, and one split across writes.
+      const f = encodeChannelData(0x4abc, payload, true);
+      s.send(Buffer.concat([f, f.subarray(0, 3)]));
+      s.send(f.subarray(3));
+      for (let i = 0; i < 2; i++) {
+        const frame = await s.next();
+        expect(frame.length).toBe(12);
+        const d = decodeChannelData(frame, true);
+        expect(d.ok && [...d.value.data]).toEqual([9, 8, 7, 6, 5]);
+      }
+    } finally {
+      s.close();
+    }
+  });
+});

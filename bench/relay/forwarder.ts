@@ -1,0 +1,49 @@
+/**
+ * The ceiling: a bare Node `dgram` ChannelData forwarder with no TURN state,
+ * no auth and no policy. Per client address it opens one "relayed" socket on
+ * first sight; ChannelData from the client loses its 4-byte header and goes
+ * to the one peer; anything from the peer goes back to the client behind a
+ * 4-byte ChannelData header (sent as two buffers, so no copy). Any relay
+ * written on `dgram` does at least this much work per packet.
+ *
+ *   node --import tsx bench/relay/forwarder.ts <peer-port> [listen-port]
+ */
+import { createSocket, type Socket } from 'node:dgram';
+
+const peerPort = Number(process.argv[2]);
+const HOST = '127.0.0.1';
+/** Same socket buffer sizes as every relay in the run gets from the kernel defaults' point of view: generous, to avoid drops. */
+const BUF = 4 << 20;
+const server = createSocket({ type: 'udp4', recvBufferSize: BUF, sendBufferSize: BUF });
+const relays = new Map<string, Socket>();
+
+server.on('message', (msg, rinfo) => {
+  if (msg.length < 4 || (msg[0]! & 0xc0) !== 0x40) return;
+  const len = msg.readUInt16BE(2);
+  if (len + 4 > msg.length) return;
+  const key = `${rinfo.address}:${rinfo.port}`;
+  let relay = relays.get(key);
+  if (!relay) {
+    const r = createSocket({ type: 'udp4', recvBufferSize: BUF, sendBufferSize: BUF });
+    const header = Buffer.from([msg[0]!, msg[1]!, 0, 0]);
+    const clientPort = rinfo.port;
+    const clientAddr = rinfo.address;
+    r.on('message', (data) => {
+      const h = Buffer.allocUnsafe(4);
+      h[0] = header[0]!;
+      h[1] = header[1]!;
+      h.writeUInt16BE(data.length, 2);
+      server.send([h, data], clientPort, clientAddr);
+    });
+    r.on('error', () => {});
+    r.bind(0, HOST);
+    relays.set(key, r);
+    relay = r;
+  }
+  relay.send(msg.subarray(4, 4 + len), peerPort, HOST);
+});
+server.on('error', () => {});
+server.bind(Number(process.argv[3] ?? 0), HOST, () => {
+  process.stdout.write(`port=${server.address().port}\n`);
+});
+process.on('SIGTERM', () => process.exit(0));

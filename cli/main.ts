@@ -1,0 +1,151 @@
+/**
+ * `homelink`: the command line (the package's `bin`).
+ *
+ *   homelink token     --sub <id> [--home <home>]...     dev access token and identity certificate
+ *   homelink listen    [--as <id>]                       accept one link; stdin -> peer, peer -> stdout
+ *   homelink dial      <peer> [--as <id>]                dial a peer; stdin -> peer, peer -> stdout
+ *   homelink send      <peer> <file> [--as <id>]         send a file (progress, SHA-256 check)
+ *   homelink receive   [--as <id>] [--out <dir>]         receive one file
+ *   homelink netcheck  [--json]                          NAT, relays, signaling: what works from here
+ *
+ * Every failure is one line on stderr saying what to do, with exit code 1 (2 for bad usage).
+ * Node only.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { devDir } from './stack.js';
+import { UsageError } from './credentials.js';
+import { StackError } from './stack.js';
+
+/** A command: its help text, its flags and what it does. */
+export interface Command {
+  readonly summary: string;
+  readonly usage: string;
+  readonly options: NonNullable<ParseArgsConfig['options']>;
+  readonly run: (values: Record<string, unknown>, positionals: string[]) => Promise<number>;
+}
+
+/** Flags every endpoint command shares (see cli/credentials.ts). */
+export const ENDPOINT_OPTIONS = {
+  as: { type: 'string' },
+  home: { type: 'string', multiple: true },
+  dir: { type: 'string' },
+  signaling: { type: 'string' },
+  token: { type: 'string' },
+  'identity-cert': { type: 'string' },
+  'identity-key': { type: 'string' },
+  'trust-jwks': { type: 'string' },
+  'trust-issuer': { type: 'string' },
+  relay: { type: 'boolean' },
+  timeout: { type: 'string' },
+} as const;
+
+export const ENDPOINT_HELP = `Identity (development, the default): the running \`npm start\` stack mints a token and
+identity certificate for --as <id> (home ${'`home-1`'} unless --home).
+  --as ID              this endpoint's id
+  --home ID            home id(s) in the dev token (repeatable; default home-1)
+  --dir PATH           the local stack's folder (default .dev, or HOMELINK_DEV_DIR)
+Identity (explicit, for a real deployment):
+  --signaling URL      ws(s)://host of the signaling service
+  --token T|@FILE      access token, or a file holding it
+  --identity-cert FILE identity certificate (JWT)
+  --identity-key FILE  the device's private key (JWK)
+  --trust-jwks FILE    issuer public keys peers' certificates are checked with
+  --trust-issuer ISS   their issuer
+Link:
+  --relay              force the path through the relay (iceTransportPolicy relay)
+  --timeout SECONDS    give up dialing after this long (default 30)`;
+
+const commands: Record<string, () => Promise<Command>> = {
+  token: async () => (await import('./token.js')).tokenCommand,
+  netcheck: async () => (await import('./netcheck-command.js')).netcheckCommand,
+  listen: async () => (await import('./link-commands.js')).listenCommand,
+  dial: async () => (await import('./link-commands.js')).dialCommand,
+  send: async () => (await import('./file-commands.js')).sendCommand,
+  receive: async () => (await import('./file-commands.js')).receiveCommand,
+};
+
+const SUMMARIES: Record<string, string> = {
+  token: 'print a development access token and identity certificate',
+  listen: 'wait for a peer to dial; stdin goes to the peer, the peer to stdout',
+  dial: 'dial a peer; stdin goes to the peer, the peer to stdout',
+  send: 'send a file to a peer (progress bar, SHA-256 check)',
+  receive: 'receive one file from a peer',
+  netcheck: 'check NAT type, relays and signaling from this network',
+};
+
+const MAIN_HELP = `homelink: direct, encrypted links between smart-home endpoints
+
+usage: homelink <command> [options]      (homelink <command> --help for its options)
+
+commands:
+${Object.entries(SUMMARIES)
+  .map(([k, v]) => `  ${k.padEnd(9)} ${v}`)
+  .join('\n')}
+
+Start the local stack first with \`npm start\`; then, in two terminals:
+  homelink listen --as hub-1
+  homelink dial hub-1 --as app-1`;
+
+/** Runs the CLI with `argv` (without node and script); returns the exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    const topic = name === 'help' ? rest[0] : undefined;
+    if (topic && commands[topic]) return runCli([topic, '--help']);
+    process.stdout.write(`${MAIN_HELP}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const load = commands[name];
+  if (!load) {
+    process.stderr.write(`homelink: unknown command '${name}': run homelink --help for the list\n`);
+    return 2;
+  }
+  const cmd = await load();
+  let values: Record<string, unknown>;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: rest,
+      options: { ...cmd.options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    }) as { values: Record<string, unknown>; positionals: string[] });
+  } catch (e) {
+    process.stderr.write(`homelink ${name}: ${(e as Error).message.split('\n')[0]}: run homelink ${name} --help\n`);
+    return 2;
+  }
+  if (values['help']) {
+    process.stdout.write(`${cmd.summary}\n\nusage: ${cmd.usage}\n`);
+    return 0;
+  }
+  try {
+    return await cmd.run(values, positionals);
+  } catch (e) {
+    process.stderr.write(`homelink ${name}: ${describeError(e)}\n`);
+    return e instanceof UsageError ? 2 : 1;
+  }
+}
+
+/** One line for any error: typed errors carry advice; anything else its name and message. */
+export function describeError(e: unknown): string {
+  if (e instanceof UsageError || e instanceof StackError) return e.message;
+  const err = e as { name?: string; code?: string; message?: string; reason?: string };
+  if (err?.name === 'LinkError') {
+    const advice: Record<string, string> = {
+      PeerOffline: 'the peer is offline, unknown, or not in one of your homes: check its id and that it is listening',
+      Rejected: `the peer refused${err.reason ? ` (${err.reason})` : ''}`,
+      Unauthorized: 'the signaling service or the peer refused the credentials: get a fresh token (homelink token) from a trusted issuer',
+      Timeout: 'no answer in time: check the peer is listening, or raise --timeout; homelink netcheck shows what works from here',
+      IdentityMismatch: 'the peer could not prove its identity (possible interception): do not trust this path',
+      NoPath: 'no network path (direct or relay) worked: run homelink netcheck',
+      Aborted: 'cancelled',
+      Closed: 'the link closed',
+      Protocol: 'the service or peer broke the protocol: check both run the same version',
+    };
+    return `${advice[err.code ?? ''] ?? err.message ?? 'link error'} [${err.code}]`;
+  }
+  if (err?.code === 'ECONNREFUSED') return `connection refused (${err.message}): is \`npm start\` running?`;
+  return `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`;
+}
+
+export { devDir };

@@ -1,0 +1,316 @@
+/**
+ * `EndpointCore`: an endpoint's presence at the signaling service, dialing and accepting.
+ * Portable: the WebRTC stack and the WebSocket come in as factories (`client/index.ts` wires
+ * werift and `ws` for Node; `client/browser.ts` the browser's own).
+ *
+ * Dial: `dial{reqId,to}` on presence -> `session` (or `rejected` / `dial_failed` / timeout) ->
+ * a `Link` joins the pair room and runs the session until the link is open and verified.
+ * Accept: `request{reqId,from,sessionId}` -> the app's `request` listener calls `accept()` ->
+ * `answer{accept:true}` -> `session` -> a responder `Link`.
+ */
+import type { PresenceServerMessage } from '../protocol/messages.js';
+import { ENDPOINT_ID_RE } from '../protocol/turn-credentials.js';
+import { Emitter } from './emitter.js';
+import { LinkError } from './errors.js';
+import type { DeviceIdentity, Trust } from './identity.js';
+import { Link, type LinkInit } from './link.js';
+import type { SessionOptions } from './session.js';
+import { PresenceSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
+import type { BackendFactory } from './webrtc/backend.js';
+
+/** Default for `dial({ timeoutMs })`: the service's offline wait plus a relayed connect, with room to spare. */
+export const DEFAULT_DIAL_TIMEOUT_MS = 20_000;
+/** How long an incoming request waits for `accept()` before the service times it out anyway. */
+export const DEFAULT_ACCEPT_TIMEOUT_MS = 20_000;
+/** Requests we keep waiting for an answer at once; bounds a flood from the service. */
+const MAX_PENDING_REQUESTS = 64;
+
+/** Options of `Endpoint.connect`. */
+export interface EndpointOptions {
+  /** Base URL of the signaling service, e.g. `wss://signal.example.com`. */
+  readonly signalingUrl: string;
+  /** Access token (`typ: homelink-access+jwt`), or a function returning a fresh one per (re)connect. */
+  readonly token: TokenSource;
+  /** This device's identity certificate and private key. */
+  readonly identity: DeviceIdentity;
+  /** Issuer keys trusted for peers' identity certificates. */
+  readonly trust: Trust;
+  /** `'relay'` forces TURN for every link (tests; privacy). */
+  readonly iceTransportPolicy?: 'all' | 'relay';
+  /** Node: restrict host candidates to these addresses (tests use `['127.0.0.1']`). */
+  readonly hostAddresses?: readonly string[];
+  /** Node: TLS options for `turns:` relays (e.g. a private CA). */
+  readonly turnTlsOptions?: LinkInit['turnTlsOptions'];
+  /** Overrides of the session's deadlines (see `SESSION_DEFAULTS`). */
+  readonly session?: Partial<Omit<SessionOptions, 'sessionId' | 'role' | 'peer'>>;
+}
+
+/** Everything `EndpointCore.open` needs beyond the public options. */
+export interface EndpointRuntime {
+  readonly webSocket: WebSocketFactory;
+  readonly backend: BackendFactory;
+}
+
+export interface DialOptions {
+  /** Aborts the dial; the promise rejects with `Aborted`. */
+  readonly signal?: AbortSignal;
+  /** Deadline for the whole dial, link verified (default 20 s). */
+  readonly timeoutMs?: number;
+}
+
+/** An incoming connection request, with the peer id the service authenticated. */
+export interface IncomingRequest {
+  /** The endpoint asking; its identity is proven again, cryptographically, before the link opens. */
+  readonly peer: string;
+  readonly sessionId: string;
+  /** Accepts: resolves with the open, verified link (it is also emitted as `link`). */
+  accept(): Promise<Link>;
+  /** Refuses with a short reason the peer sees. */
+  reject(reason?: string): void;
+}
+
+export interface EndpointEvents {
+  request: [req: IncomingRequest];
+  /** A link we accepted is open. */
+  link: [link: Link];
+  /** The presence socket is up (again). */
+  online: [];
+  /** The presence socket dropped; it reconnects by itself. */
+  offline: [];
+  /** Another connection with our id took over presence; this endpoint stops reconnecting. */
+  replaced: [];
+}
+
+type Pending = { resolve: (m: PresenceServerMessage) => void };
+
+let counter = 0;
+const newReqId = (): string => {
+  const r = new Uint8Array(9);
+  crypto.getRandomValues(r);
+  return `r${(counter++).toString(36)}${Array.from(r, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+};
+
+/**
+ * An endpoint: present at the signaling service, able to dial and to accept.
+ * Use `Endpoint.connect` from `client/index.ts` (Node) or `client/browser.ts`.
+ */
+export class EndpointCore extends Emitter<EndpointEvents> {
+  /** Our endpoint id, as the service read it from the token. */
+  id = '';
+  private readonly presence: PresenceSocket;
+  private readonly pending = new Map<string, Pending>();
+  private readonly links = new Set<Link>();
+  private closed = false;
+  private online = false;
+
+  protected constructor(
+    private readonly opts: EndpointOptions,
+    private readonly rt: EndpointRuntime,
+  ) {
+    super();
+    this.presence = new PresenceSocket(opts.signalingUrl, opts.token, rt.webSocket);
+    this.presence.on('message', (m) => this.onPresence(m));
+    this.presence.on('down', () => {
+      if (this.online) {
+        this.online = false;
+        this.emit('offline');
+      }
+    });
+  }
+
+  /** @internal Connects presence; resolves after the service's `hello`. */
+  protected static async openWith<T extends EndpointCore>(ep: T): Promise<T> {
+    const hello = new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new LinkError('Timeout', 'no hello from the signaling service')), DEFAULT_DIAL_TIMEOUT_MS);
+      ep.once('online', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    try {
+      await ep.presence.connect();
+      await hello;
+    } catch (e) {
+      ep.close();
+      throw e;
+    }
+    return ep;
+  }
+
+  get isOnline(): boolean {
+    return this.online;
+  }
+
+  /**
+   * Dials `peerId` and resolves with an open link whose peer proved it is `peerId`.
+   * Rejects with a `LinkError`: `PeerOffline`, `Rejected`, `Unauthorized`, `Timeout`,
+   * `IdentityMismatch`, `NoPath`, `Aborted` or `Closed`.
+   */
+  async dial(peerId: string, opts: DialOptions = {}): Promise<Link> {
+    if (this.closed) throw new LinkError('Closed', 'endpoint is closed');
+    if (!ENDPOINT_ID_RE.test(peerId)) throw new LinkError('PeerOffline', 'not a valid endpoint id');
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const reqId = newReqId();
+    let link: Link | null = null;
+    let cleanup = (): void => undefined;
+    const stop = new Promise<never>((_, reject) => {
+      const t = setTimeout(() => reject(new LinkError('Timeout', `dial did not complete within ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = (): void => reject(new LinkError('Aborted', 'dial aborted'));
+      opts.signal?.addEventListener('abort', onAbort);
+      if (opts.signal?.aborted) onAbort();
+      cleanup = () => {
+        clearTimeout(t);
+        opts.signal?.removeEventListener('abort', onAbort);
+      };
+    });
+    stop.catch(() => undefined);
+    try {
+      await Promise.race([this.waitOnline(), stop]);
+      const answer = new Promise<PresenceServerMessage>((resolve) => this.pending.set(reqId, { resolve }));
+      this.presence.post({ type: 'dial', reqId, to: peerId });
+      const m = await Promise.race([answer, stop]);
+      switch (m.type) {
+        case 'session':
+          break;
+        case 'rejected':
+          throw new LinkError('Rejected', 'the peer rejected the request', { reason: m.reason });
+        case 'dial_failed':
+          throw m.code === 'peer_offline' ? new LinkError('PeerOffline', 'the peer is offline or not reachable') : new LinkError('Timeout', 'the peer did not answer in time');
+        case 'cancelled':
+          throw new LinkError('Closed', 'the request was cancelled');
+        default:
+          throw new LinkError('Protocol', `the service answered the dial with ${m.type}`);
+      }
+      if (m.peer !== peerId || m.role !== 'initiator') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
+      link = this.newLink(m.sessionId, 'initiator', peerId, deadline);
+      await Promise.race([link.opened(), stop]);
+      return link;
+    } catch (e) {
+      if (this.pending.delete(reqId)) this.presence.post({ type: 'cancel', reqId });
+      link?.close(e instanceof LinkError ? e.code : 'error');
+      throw e;
+    } finally {
+      this.pending.delete(reqId);
+      cleanup();
+    }
+  }
+
+  /** Leaves presence and closes every link. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const l of this.links) l.close('endpoint closed');
+    this.links.clear();
+    for (const [, p] of this.pending) p.resolve({ type: 'cancelled', reqId: '' });
+    this.pending.clear();
+    this.presence.close();
+    this.online = false;
+  }
+
+  /** Test and fault hook: drops the presence socket as a network failure would. */
+  dropSignaling(): void {
+    this.presence.drop();
+  }
+
+  private waitOnline(): Promise<void> {
+    if (this.online) return Promise.resolve();
+    return new Promise((resolve) => this.once('online', resolve));
+  }
+
+  private newLink(sessionId: string, role: 'initiator' | 'responder', peer: string, deadline: number): Link {
+    const connectTimeoutMs = Math.max(1, deadline - Date.now());
+    const link = new Link({
+      signalingUrl: this.opts.signalingUrl,
+      token: this.opts.token,
+      webSocket: this.rt.webSocket,
+      backend: this.rt.backend,
+      identity: this.opts.identity,
+      trust: this.opts.trust,
+      sessionId,
+      role,
+      peer,
+      forceRelay: this.opts.iceTransportPolicy === 'relay',
+      ...(this.opts.hostAddresses ? { hostAddresses: this.opts.hostAddresses } : {}),
+      ...(this.opts.turnTlsOptions ? { turnTlsOptions: this.opts.turnTlsOptions } : {}),
+      session: { connectTimeoutMs, ...this.opts.session },
+    });
+    this.links.add(link);
+    link.on('close', () => this.links.delete(link));
+    link.start();
+    return link;
+  }
+
+  private onPresence(m: PresenceServerMessage): void {
+    switch (m.type) {
+      case 'hello':
+        this.id = m.endpointId;
+        if (!this.online) {
+          this.online = true;
+          this.emit('online');
+        }
+        return;
+      case 'request':
+        return this.onRequest(m.reqId, m.from, m.sessionId);
+      case 'session':
+      case 'rejected':
+      case 'dial_failed':
+      case 'cancelled': {
+        const p = this.pending.get(m.reqId);
+        if (p) {
+          this.pending.delete(m.reqId);
+          p.resolve(m);
+        }
+        return;
+      }
+      case 'error':
+        if (m.reqId) {
+          const p = this.pending.get(m.reqId);
+          this.pending.delete(m.reqId);
+          p?.resolve(m);
+        }
+        return;
+      case 'replaced':
+        this.emit('replaced');
+        this.close();
+        return;
+    }
+  }
+
+  private onRequest(reqId: string, from: string, sessionId: string): void {
+    if (this.listenerCount('request') === 0 || this.pending.size >= MAX_PENDING_REQUESTS) {
+      this.presence.post({ type: 'answer', reqId, accept: false, reason: 'not accepting connections' });
+      return;
+    }
+    let answered = false;
+    const req: IncomingRequest = {
+      peer: from,
+      sessionId,
+      accept: async () => {
+        if (answered) throw new LinkError('Closed', 'request already answered');
+        answered = true;
+        const answer = new Promise<PresenceServerMessage>((resolve) => this.pending.set(reqId, { resolve }));
+        const deadline = Date.now() + DEFAULT_ACCEPT_TIMEOUT_MS;
+        const t = setTimeout(() => {
+          const p = this.pending.get(reqId);
+          this.pending.delete(reqId);
+          p?.resolve({ type: 'cancelled', reqId });
+        }, DEFAULT_ACCEPT_TIMEOUT_MS);
+        this.presence.post({ type: 'answer', reqId, accept: true });
+        const m = await answer.finally(() => clearTimeout(t));
+        if (m.type !== 'session') throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
+        if (m.peer !== from || m.sessionId !== sessionId || m.role !== 'responder') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
+        const link = this.newLink(sessionId, 'responder', from, deadline);
+        await link.opened();
+        this.emit('link', link);
+        return link;
+      },
+      reject: (reason?: string) => {
+        if (answered) return;
+        answered = true;
+        this.presence.post({ type: 'answer', reqId, accept: false, ...(reason ? { reason: reason.slice(0, 200) } : {}) });
+      },
+    };
+    this.emit('request', req);
+  }
+}

@@ -1,0 +1,404 @@
+/**
+ * `Link`: the driver of one `Session` (client/session.ts). It owns the room socket, the WebRTC
+ * backend, the timers and the liveness probe, carries out the session's actions, and turns its
+ * outcome into the public API: `opened()`, channels, `path`, `stats()`, `close()`.
+ */
+import type { Role, RoomServerMessage } from '../protocol/messages.js';
+import { Channel, type ChannelInit } from './channel.js';
+import { Emitter } from './emitter.js';
+import { LinkError } from './errors.js';
+import { checkPresentedFingerprint, signProof, verifyPeer, type DeviceIdentity, type Trust } from './identity.js';
+import { Session, type SessionAction, type SessionEvent, type SessionOptions, type TimerName } from './session.js';
+import { RoomSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
+import type { BackendFactory, PeerBackend, RawChannel, SelectedPair } from './webrtc/backend.js';
+
+/** How often the liveness probe pings over the control channel when the link is idle. */
+export const LIVENESS_INTERVAL_MS = 1_000;
+/** No byte received for this long means the path is gone (werift's own consent check takes 30 s). */
+export const LIVENESS_TIMEOUT_MS = 4_000;
+/** Stream id of the pre-negotiated control channel; user channels get ids from the stack. */
+const CONTROL_CHANNEL_ID = 0;
+const CONTROL_LABEL = 'homelink-control';
+/** Channels the peer may open before we verified it; they are held, not handed out. */
+const MAX_HELD_CHANNELS = 64;
+
+/** Where a link's packets go. */
+export interface LinkPath {
+  /** `relay` when either candidate of the selected pair is a TURN relay. */
+  readonly kind: 'direct' | 'relay';
+  /** Local candidate `address:port`. */
+  readonly local: string;
+  /** Remote candidate `address:port`. */
+  readonly remote: string;
+  /** `udp`, `tcp`, or for relayed paths the transport to the relay (`udp`/`tcp`/`tls`). */
+  readonly protocol: 'udp' | 'tcp' | 'tls';
+  readonly rttMs?: number;
+}
+
+export interface LinkStats {
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly rttMs?: number;
+  readonly path: LinkPath | null;
+  /** ICE restarts done since the link opened. */
+  readonly restarts: number;
+  /** Server frames that failed to parse (a hostile or buggy signaling service). */
+  readonly badFrames: number;
+}
+
+export interface LinkEvents {
+  /** A channel the peer opened (only after the link is verified). */
+  channel: [ch: Channel];
+  /** The selected path changed (first selection, ICE restart, relay to direct). */
+  path: [p: LinkPath];
+  /** Connectivity was lost; an ICE restart is under way. Channels stay open. */
+  interrupted: [];
+  /** Connectivity came back after an interruption. */
+  resumed: [];
+  close: [reason: string];
+}
+
+/** @internal Everything a link needs from its endpoint. */
+export interface LinkInit {
+  readonly signalingUrl: string;
+  readonly token: TokenSource;
+  readonly webSocket: WebSocketFactory;
+  readonly backend: BackendFactory;
+  readonly identity: DeviceIdentity;
+  readonly trust: Trust;
+  readonly sessionId: string;
+  readonly role: Role;
+  readonly peer: string;
+  readonly forceRelay?: boolean;
+  readonly hostAddresses?: readonly string[];
+  readonly turnTlsOptions?: { readonly ca?: string | Uint8Array; readonly rejectUnauthorized?: boolean; readonly servername?: string };
+  readonly session?: Partial<SessionOptions>;
+}
+
+/**
+ * An encrypted, identity-verified link to one peer. Get one from `ep.dial()` or `req.accept()`.
+ *
+ * @example
+ * ```ts
+ * const link = await ep.dial('hub-1');
+ * console.log(link.peer, link.path?.kind); // 'hub-1' 'direct'
+ * const ch = await link.channel('control');
+ * await ch.send('hello');
+ * link.on('channel', (c) => c.on('message', console.log));
+ * link.close();
+ * ```
+ */
+export class Link extends Emitter<LinkEvents> {
+  /** The verified endpoint id of the peer. */
+  readonly peer: string;
+  readonly sessionId: string;
+  private readonly session: Session;
+  private readonly room: RoomSocket;
+  private backend: PeerBackend | null = null;
+  private control: RawChannel | null = null;
+  private readonly timers = new Map<TimerName, ReturnType<typeof setTimeout>>();
+  private liveness: ReturnType<typeof setInterval> | null = null;
+  private lastBytes = -1;
+  private lastProgress = 0;
+  private alive = true;
+  private held: RawChannel[] = [];
+  private currentPath: LinkPath | null = null;
+  private restarts = 0;
+  private state: 'connecting' | 'open' | 'closed' = 'connecting';
+  private readonly openWaiters: Array<{ resolve: () => void; reject: (e: LinkError) => void }> = [];
+  private failure: LinkError | null = null;
+  private chain: Promise<void> = Promise.resolve();
+
+  /** @internal */
+  constructor(private readonly init: LinkInit) {
+    super();
+    this.peer = init.peer;
+    this.sessionId = init.sessionId;
+    this.session = new Session({ ...init.session, sessionId: init.sessionId, role: init.role, peer: init.peer, forceRelay: init.forceRelay ?? false });
+    this.room = new RoomSocket(init.signalingUrl, init.sessionId, init.token, init.webSocket);
+    this.room.on('message', (m) => this.onRoom(m));
+  }
+
+  /** @internal Joins the room and runs the session; resolves via `opened()`. */
+  start(): void {
+    this.apply(this.session.start(Date.now()));
+    this.room.connect().catch((e: unknown) => this.feed({ type: 'backend-error', message: e instanceof Error ? e.message : 'room unreachable' }));
+  }
+
+  /** Resolves once the link is open and verified; rejects with the typed reason otherwise. */
+  opened(): Promise<void> {
+    if (this.state === 'open') return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.openWaiters.push({ resolve, reject }));
+  }
+
+  /** The selected path, once the link is open. */
+  get path(): LinkPath | null {
+    return this.currentPath;
+  }
+
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  /**
+   * Opens a data channel. Reliable and ordered by default; `{ ordered: false, maxRetransmits: 0 }`
+   * gives fire-and-forget datagrams. Resolves when the channel is open.
+   */
+  async channel(label: string, opts?: ChannelInit): Promise<Channel> {
+    if (this.state !== 'open' || !this.backend) throw new LinkError('Closed', 'link is not open');
+    const raw = this.backend.createChannel(label, {
+      ...(opts?.ordered !== undefined ? { ordered: opts.ordered } : {}),
+      ...(opts?.maxRetransmits !== undefined ? { maxRetransmits: opts.maxRetransmits } : {}),
+    });
+    const ch = new Channel(raw, opts);
+    await ch.opened();
+    return ch;
+  }
+
+  async stats(): Promise<LinkStats> {
+    const s = this.backend ? await this.backend.stats() : { bytesSent: 0, bytesReceived: 0 };
+    return { ...s, path: this.currentPath, restarts: this.restarts, badFrames: this.room.badFrames };
+  }
+
+  /** Closes the link, tells the peer, and releases sockets and timers. Idempotent. */
+  close(reason?: string): void {
+    this.feed({ type: 'close', ...(reason ? { reason } : {}) });
+  }
+
+  /** Test and fault hook: drops the room socket as a network failure would (it reconnects). */
+  dropSignaling(): void {
+    this.room.drop();
+  }
+
+  // ---- driver ------------------------------------------------------------------------------
+
+  private onRoom(m: RoomServerMessage): void {
+    switch (m.type) {
+      case 'joined':
+        if (m.peer !== this.peer || m.sessionId !== this.sessionId) {
+          this.feed({ type: 'backend-error', message: 'room names another peer or session' });
+          return;
+        }
+        return this.feed({ type: 'joined', peerPresent: m.peerPresent, iceServers: m.iceServers });
+      case 'peer_joined':
+        return this.feed({ type: 'peer-joined' });
+      case 'signal':
+        return this.feed({ type: 'signal', data: m.data });
+      case 'ice_servers':
+        return this.feed({ type: 'ice-servers', iceServers: m.iceServers });
+      case 'closed':
+        return this.feed({ type: 'room-closed', reason: m.reason });
+      case 'peer_left':
+      case 'error':
+        return;
+    }
+  }
+
+  private feed(ev: SessionEvent): void {
+    this.apply(this.session.handle(ev, Date.now()));
+  }
+
+  private apply(actions: SessionAction[]): void {
+    for (const a of actions) this.act(a);
+  }
+
+  /** Backend calls run one at a time, in the order the session issued them. */
+  private serial(fn: (b: PeerBackend) => Promise<void>): void {
+    this.chain = this.chain.then(async () => {
+      if (!this.backend || this.state === 'closed') return;
+      try {
+        await fn(this.backend);
+      } catch (e) {
+        this.feed({ type: 'backend-error', message: e instanceof Error ? e.message : 'backend error' });
+      }
+    });
+  }
+
+  private act(a: SessionAction): void {
+    switch (a.type) {
+      case 'create-backend':
+        this.chain = this.chain.then(async () => {
+          try {
+            const b = await this.init.backend({
+              iceServers: a.iceServers,
+              iceTransportPolicy: a.policy,
+              ...(this.init.hostAddresses ? { hostAddresses: this.init.hostAddresses } : {}),
+              ...(this.init.turnTlsOptions ? { turnTlsOptions: this.init.turnTlsOptions } : {}),
+            });
+            if (this.state === 'closed') return void b.close();
+            this.backend = b;
+            b.onCandidate = (candidate) => this.feed({ type: 'local-candidate', candidate });
+            b.onState = (state) => this.feed({ type: 'transport', state });
+            b.onChannel = (ch) => this.onRemoteChannel(ch);
+            this.control = b.createChannel(CONTROL_LABEL, { negotiatedId: CONTROL_CHANNEL_ID });
+            this.control.onMessage = () => undefined; // pings only keep bytes flowing
+            this.feed({ type: 'backend-ready' });
+          } catch (e) {
+            this.feed({ type: 'backend-error', message: e instanceof Error ? e.message : 'backend failed' });
+          }
+        });
+        return;
+      case 'create-offer':
+        if (a.restart) this.restarts++;
+        return this.serial(async (b) => {
+          const sdp = await b.createOffer(a.restart ? { iceRestart: true } : undefined);
+          this.feed({ type: 'local-description', kind: 'offer', sdp, fingerprint: await b.localFingerprint(), restart: a.restart });
+        });
+      case 'accept-offer':
+        return this.serial(async (b) => {
+          const sdp = await b.acceptOffer(a.sdp);
+          this.feed({ type: 'local-description', kind: 'answer', sdp, fingerprint: await b.localFingerprint(), restart: false });
+        });
+      case 'accept-answer':
+        return this.serial(async (b) => {
+          await b.acceptAnswer(a.sdp);
+          this.feed({ type: 'answer-applied' });
+        });
+      case 'add-candidate':
+        return this.serial(async (b) => {
+          // A bad candidate from the peer is its problem, not a reason to drop the link.
+          await b.addCandidate(a.candidate).catch(() => undefined);
+        });
+      case 'send':
+        this.room.post({ type: 'signal', data: a.data });
+        return;
+      case 'sign-proof':
+        void signProof(this.init.identity, { sid: this.sessionId, role: this.init.role, fp: [a.fp[0], a.fp[1]] }).then(
+          (proof) => this.feed({ type: 'proof-signed', cert: this.init.identity.certificate, proof }),
+          () => this.feed({ type: 'backend-error', message: 'could not sign the identity proof' }),
+        );
+        return;
+      case 'verify-peer':
+        void verifyPeer({
+          cert: a.cert,
+          proof: a.proof,
+          trust: this.init.trust,
+          expectedSub: this.peer,
+          sessionId: this.sessionId,
+          peerRole: this.init.role === 'initiator' ? 'responder' : 'initiator',
+          localFingerprint: a.localFingerprint,
+          remoteSdpFingerprint: a.remoteSdpFingerprint,
+        }).then((verdict) => this.feed({ type: 'peer-verdict', verdict }));
+        return;
+      case 'check-presented':
+        return this.serial(async (b) => {
+          const presented = await b.remoteCertificateFingerprint();
+          this.feed({ type: 'presented', verdict: checkPresentedFingerprint(a.signed, presented) });
+        });
+      case 'set-ice-servers':
+        this.backend?.setIceServers(a.iceServers, this.init.forceRelay ? 'relay' : 'all');
+        return;
+      case 'request-ice-servers':
+        this.room.post({ type: 'ice_servers' });
+        return;
+      case 'set-timer': {
+        clearTimeout(this.timers.get(a.name));
+        const name = a.name;
+        this.timers.set(name, setTimeout(() => {
+          this.timers.delete(name);
+          this.feed({ type: 'timer', name });
+        }, Math.max(0, a.at - Date.now())));
+        return;
+      }
+      case 'clear-timer':
+        clearTimeout(this.timers.get(a.name));
+        this.timers.delete(a.name);
+        return;
+      case 'read-path':
+        return this.serial(async (b) => this.readPath(await b.selectedPair()));
+      case 'opened':
+        this.state = 'open';
+        this.startLiveness();
+        for (const w of this.openWaiters.splice(0)) w.resolve();
+        for (const ch of this.held.splice(0)) this.emit('channel', new Channel(ch));
+        return;
+      case 'path-lost':
+        this.emit('interrupted');
+        return;
+      case 'path-restored':
+        this.emit('resumed');
+        return;
+      case 'failed':
+        this.failure = new LinkError(a.code, a.message);
+        for (const w of this.openWaiters.splice(0)) w.reject(this.failure);
+        this.teardown(`${a.code}: ${a.message}`);
+        return;
+      case 'closed':
+        this.teardown(a.reason);
+        return;
+    }
+  }
+
+  private readPath(p: SelectedPair | null): void {
+    if (!p) return;
+    const kind = p.local.type === 'relay' || p.remote.type === 'relay' ? 'relay' : 'direct';
+    const path: LinkPath = {
+      kind,
+      local: `${p.local.address}:${p.local.port}`,
+      remote: `${p.remote.address}:${p.remote.port}`,
+      protocol: p.relayProtocol ?? p.local.protocol,
+      ...(p.rttMs !== undefined ? { rttMs: p.rttMs } : {}),
+    };
+    const changed = !this.currentPath || this.currentPath.local !== path.local || this.currentPath.remote !== path.remote;
+    this.currentPath = path;
+    if (changed) {
+      this.emit('path', path);
+      this.feed({ type: 'path', kind });
+    }
+  }
+
+  private onRemoteChannel(ch: RawChannel): void {
+    if (this.state === 'open') return this.emit('channel', new Channel(ch));
+    if (this.held.length < MAX_HELD_CHANNELS) this.held.push(ch);
+    else ch.close();
+  }
+
+  /** Bytes received are the heartbeat: idle links ping over the control channel to keep some flowing. */
+  private startLiveness(): void {
+    this.lastProgress = Date.now();
+    this.liveness = setInterval(() => {
+      const b = this.backend;
+      if (!b) return;
+      if (this.control?.state === 'open') {
+        try {
+          this.control.send('p');
+        } catch {
+          // the transport is down; the probe below notices
+        }
+      }
+      void b.stats().then((s) => {
+        const now = Date.now();
+        if (s.bytesReceived !== this.lastBytes) {
+          this.lastBytes = s.bytesReceived;
+          this.lastProgress = now;
+          if (!this.alive) {
+            this.alive = true;
+            this.feed({ type: 'liveness', alive: true });
+            this.apply([{ type: 'read-path' }]);
+          }
+        } else if (this.alive && now - this.lastProgress > LIVENESS_TIMEOUT_MS) {
+          this.alive = false;
+          this.feed({ type: 'liveness', alive: false });
+        }
+      });
+    }, LIVENESS_INTERVAL_MS);
+  }
+
+  private teardown(reason: string): void {
+    if (this.state === 'closed') return;
+    const wasOpen = this.state === 'open';
+    this.state = 'closed';
+    if (this.liveness) clearInterval(this.liveness);
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    for (const ch of this.held.splice(0)) ch.close();
+    // Let a final bye leave before the room socket closes.
+    setTimeout(() => this.room.close(), 50);
+    const b = this.backend;
+    this.backend = null;
+    void this.chain.then(() => b?.close());
+    void wasOpen;
+    this.emit('close', reason);
+  }
+}

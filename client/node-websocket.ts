@@ -1,0 +1,45 @@
+/**
+ * The Node WebSocket factory, on the `ws` package (Node 20 has no global WebSocket). An HTTP
+ * 401/403 answer to the upgrade is reported as close code 4401/4403, so the presence socket can
+ * tell "token refused" from "network down" and stop retrying.
+ */
+import WebSocket from 'ws';
+import type { WebSocketFactory, WebSocketLike } from './signaling.js';
+
+/** Largest frame we accept from the service (protocol MAX_FRAME_BYTES is 64 KiB; ws enforces this before parsing). */
+const MAX_PAYLOAD = 64 * 1024;
+
+export const nodeWebSocket: WebSocketFactory = (url, protocols) => {
+  const ws = new WebSocket(url, protocols, { maxPayload: MAX_PAYLOAD, handshakeTimeout: 10_000 });
+  let status = 0;
+  ws.on('unexpected-response', (_req, res) => {
+    status = res.statusCode ?? 0;
+    res.resume();
+    ws.terminate();
+  });
+  const like: WebSocketLike = {
+    get readyState() {
+      return ws.readyState;
+    },
+    send: (d) => ws.send(d),
+    close: (code, reason) => {
+      try {
+        ws.close(code, reason);
+      } catch {
+        ws.terminate();
+      }
+    },
+    onopen: null,
+    onmessage: null,
+    onclose: null,
+    onerror: null,
+  };
+  ws.on('open', () => like.onopen?.(undefined));
+  ws.on('message', (data, isBinary) => like.onmessage?.({ data: isBinary ? data : data.toString() }));
+  ws.on('error', (e) => like.onerror?.(e));
+  ws.on('close', (code, reason) => {
+    const c = status === 401 ? 4401 : status === 403 ? 4403 : code;
+    like.onclose?.({ code: c, reason: reason.toString() });
+  });
+  return like;
+};

@@ -1,0 +1,388 @@
+/**
+ * The client side of one session, as a sans-IO state machine: it takes events (room frames,
+ * backend results, timers) with the current time and returns actions for the driver
+ * (`client/link.ts`) to carry out. It owns every deadline, because werift's ICE never fails.
+ *
+ * Flow (both sides joined the pair room):
+ *   initiator: create-offer -> send offer -> (answer) accept-answer
+ *   responder: (offer) accept-offer -> send answer
+ *   both:      trickle candidates (remote ones buffered until the remote description is applied),
+ *              sign-proof over both fingerprints -> send identity; verify the peer's identity;
+ *              once the transport is connected, check the fingerprint DTLS presented -> opened.
+ * While open:  a lost path (transport disconnected/failed, or the liveness probe silent) starts an
+ *              ICE restart through the room after a short grace, retried with a bound, then NoPath;
+ *              a relayed path retries direct every `directRetryMs`; TURN credentials are renewed
+ *              through the room `ice_servers` message before they expire.
+ */
+import type { IceServer, Role, SignalData } from '../protocol/messages.js';
+import { parseTurnUsername } from '../protocol/turn-credentials.js';
+import type { LinkErrorCode } from './errors.js';
+import type { PeerVerdict } from './identity.js';
+import { sdpFingerprints, type CandidateInit, type TransportState } from './webrtc/backend.js';
+
+/** Named defaults, with the reason beside each. */
+export const SESSION_DEFAULTS = {
+  /** From joining the room to an open, verified link: a relayed connect over TCP/TLS takes well under 2 s; 15 s covers slow networks. */
+  connectTimeoutMs: 15_000,
+  /** A disconnected path may come back by itself (a Wi-Fi hiccup); wait this long before restarting ICE. */
+  disconnectGraceMs: 1_500,
+  /** One ICE restart attempt gets this long to reconnect before the next one. */
+  restartTimeoutMs: 8_000,
+  /** Restarts before the link is declared dead (NoPath): about 40 s of trying in total. */
+  maxRestarts: 5,
+  /** While relayed, try for a direct path this often (a restart costs a few packets and no data). */
+  directRetryMs: 60_000,
+  /** Renew TURN credentials this long before they expire (a restart needs a valid credential). */
+  credentialLeadMs: 60_000,
+  /** Remote candidates buffered per negotiation before the remote description is applied; bounds a hostile room. */
+  maxBufferedCandidates: 256,
+} as const;
+
+export type SessionOptions = {
+  readonly sessionId: string;
+  readonly role: Role;
+  /** The endpoint id we expect on the other side. */
+  readonly peer: string;
+  /** Test hook and privacy option: relay only, no direct retry. */
+  readonly forceRelay?: boolean;
+} & Partial<{ -readonly [K in keyof typeof SESSION_DEFAULTS]: number }>;
+
+export type TimerName = 'connect' | 'grace' | 'restart' | 'direct-retry' | 'renew';
+
+export type SessionEvent =
+  | { readonly type: 'joined'; readonly peerPresent: boolean; readonly iceServers: readonly IceServer[] }
+  | { readonly type: 'peer-joined' }
+  | { readonly type: 'signal'; readonly data: SignalData }
+  | { readonly type: 'backend-ready' }
+  | { readonly type: 'local-description'; readonly kind: 'offer' | 'answer'; readonly sdp: string; readonly fingerprint: string; readonly restart: boolean }
+  | { readonly type: 'answer-applied' }
+  | { readonly type: 'local-candidate'; readonly candidate: CandidateInit | null }
+  | { readonly type: 'proof-signed'; readonly cert: string; readonly proof: string }
+  | { readonly type: 'peer-verdict'; readonly verdict: PeerVerdict }
+  | { readonly type: 'transport'; readonly state: TransportState }
+  | { readonly type: 'liveness'; readonly alive: boolean }
+  | { readonly type: 'presented'; readonly verdict: PeerVerdict | null }
+  | { readonly type: 'path'; readonly kind: 'direct' | 'relay' }
+  | { readonly type: 'ice-servers'; readonly iceServers: readonly IceServer[] }
+  | { readonly type: 'room-closed'; readonly reason: string }
+  | { readonly type: 'backend-error'; readonly message: string }
+  | { readonly type: 'timer'; readonly name: TimerName }
+  | { readonly type: 'close'; readonly reason?: string };
+
+export type SessionAction =
+  | { readonly type: 'create-backend'; readonly iceServers: readonly IceServer[]; readonly policy: 'all' | 'relay' }
+  | { readonly type: 'create-offer'; readonly restart: boolean }
+  | { readonly type: 'accept-offer'; readonly sdp: string }
+  | { readonly type: 'accept-answer'; readonly sdp: string }
+  | { readonly type: 'add-candidate'; readonly candidate: CandidateInit | null }
+  | { readonly type: 'send'; readonly data: SignalData }
+  | { readonly type: 'sign-proof'; readonly fp: readonly [string, string] }
+  | { readonly type: 'verify-peer'; readonly cert: string; readonly proof: string; readonly localFingerprint: string; readonly remoteSdpFingerprint: string }
+  | { readonly type: 'check-presented'; readonly signed: string }
+  | { readonly type: 'set-ice-servers'; readonly iceServers: readonly IceServer[] }
+  | { readonly type: 'request-ice-servers' }
+  | { readonly type: 'set-timer'; readonly name: TimerName; readonly at: number }
+  | { readonly type: 'clear-timer'; readonly name: TimerName }
+  | { readonly type: 'read-path' }
+  | { readonly type: 'opened' }
+  | { readonly type: 'path-lost' }
+  | { readonly type: 'path-restored' }
+  | { readonly type: 'failed'; readonly code: LinkErrorCode; readonly message: string }
+  | { readonly type: 'closed'; readonly reason: string };
+
+export type SessionPhase = 'joining' | 'negotiating' | 'open' | 'done';
+
+/** Earliest expiry (unix ms) among the TURN REST usernames in a server list, or null. */
+export function credentialExpiry(servers: readonly IceServer[]): number | null {
+  let min: number | null = null;
+  for (const s of servers) {
+    const u = s.username ? parseTurnUsername(s.username) : null;
+    if (u) min = min === null ? u.expiresAt * 1000 : Math.min(min, u.expiresAt * 1000);
+  }
+  return min;
+}
+
+export class Session {
+  phase: SessionPhase = 'joining';
+  private readonly o: Required<Omit<SessionOptions, 'forceRelay'>> & { forceRelay: boolean };
+  private backendReady = false;
+  private offerSent = false;
+  private remoteApplied = false;
+  private negotiating = false;
+  private pendingCandidates: (CandidateInit | null)[] = [];
+  private localFp: string | null = null;
+  private remoteFp: string | null = null;
+  private peerIdentity: { cert: string; proof: string } | null = null;
+  private proofSent = false;
+  private verified: string | null = null; // the peer's signed fingerprint, once its proof checked out
+  private connected = false;
+  private presentedOk = false;
+  private restarts = 0;
+  private pathLost = false;
+  private lastPath: 'direct' | 'relay' | null = null;
+  private peerPresent = false;
+
+  constructor(opts: SessionOptions) {
+    this.o = { ...SESSION_DEFAULTS, forceRelay: false, ...opts } as typeof this.o;
+  }
+
+  /** Starts the connect deadline. */
+  start(now: number): SessionAction[] {
+    return [{ type: 'set-timer', name: 'connect', at: now + this.o.connectTimeoutMs }];
+  }
+
+  handle(ev: SessionEvent, now: number): SessionAction[] {
+    if (this.phase === 'done') return [];
+    const out: SessionAction[] = [];
+    switch (ev.type) {
+      case 'joined': {
+        if (this.backendReady || this.phase !== 'joining') {
+          // A re-join after the room socket dropped: nothing to renegotiate.
+          if (ev.peerPresent) this.peerPresent = true;
+          if (this.pathLost && this.o.role === 'initiator') out.push(...this.restart(now));
+          break;
+        }
+        this.peerPresent = ev.peerPresent;
+        this.phase = 'negotiating';
+        out.push({ type: 'create-backend', iceServers: ev.iceServers, policy: this.o.forceRelay ? 'relay' : 'all' });
+        out.push(...this.scheduleRenew(ev.iceServers, now));
+        break;
+      }
+      case 'peer-joined':
+        this.peerPresent = true;
+        out.push(...this.maybeOffer());
+        if (this.pathLost && this.o.role === 'initiator' && this.phase === 'open') out.push(...this.restart(now));
+        break;
+      case 'backend-ready':
+        this.backendReady = true;
+        out.push(...this.maybeOffer());
+        break;
+      case 'signal':
+        out.push(...this.onSignal(ev.data, now));
+        break;
+      case 'local-description': {
+        if (this.localFp === null) this.localFp = ev.fingerprint;
+        this.negotiating = ev.kind === 'offer';
+        out.push({ type: 'send', data: ev.kind === 'offer' && ev.restart ? { kind: 'offer', sdp: ev.sdp, restart: true } : { kind: ev.kind, sdp: ev.sdp } });
+        if (ev.kind === 'answer') out.push(...this.remoteDescriptionApplied());
+        out.push(...this.maybeProve());
+        break;
+      }
+      case 'answer-applied':
+        this.negotiating = false;
+        out.push(...this.remoteDescriptionApplied());
+        out.push(...this.maybeProve());
+        break;
+      case 'local-candidate':
+        out.push({
+          type: 'send',
+          data: ev.candidate
+            ? { kind: 'candidate', candidate: ev.candidate.candidate, sdpMid: ev.candidate.sdpMid ?? null, sdpMLineIndex: ev.candidate.sdpMLineIndex ?? null }
+            : { kind: 'candidate', candidate: '' },
+        });
+        break;
+      case 'proof-signed':
+        out.push({ type: 'send', data: { kind: 'identity', cert: ev.cert, proof: ev.proof } });
+        break;
+      case 'peer-verdict':
+        if (!ev.verdict.ok) return this.fail(ev.verdict.code, ev.verdict.message);
+        this.verified = ev.verdict.peerFingerprint;
+        out.push(...this.maybeCheckPresented(), ...this.maybeOpen());
+        break;
+      case 'presented':
+        if (ev.verdict) return this.fail(ev.verdict.ok ? 'IdentityMismatch' : ev.verdict.code, ev.verdict.ok ? 'presented certificate check failed' : ev.verdict.message);
+        this.presentedOk = true;
+        out.push(...this.maybeOpen());
+        break;
+      case 'transport':
+        out.push(...this.onTransport(ev.state, now));
+        break;
+      case 'liveness':
+        if (this.phase !== 'open') break;
+        out.push(...this.onTransport(ev.alive ? 'connected' : 'disconnected', now));
+        break;
+      case 'path':
+        if (ev.kind !== this.lastPath) {
+          this.lastPath = ev.kind;
+          if (ev.kind === 'relay' && !this.o.forceRelay && this.o.role === 'initiator') {
+            out.push({ type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs });
+          } else out.push({ type: 'clear-timer', name: 'direct-retry' });
+        }
+        break;
+      case 'ice-servers':
+        out.push({ type: 'set-ice-servers', iceServers: ev.iceServers }, ...this.scheduleRenew(ev.iceServers, now));
+        break;
+      case 'room-closed':
+        // The room ends at its deadline; an open link lives on without it (no more restarts).
+        if (this.phase !== 'open') return this.fail('Closed', `room closed (${ev.reason})`);
+        if (ev.reason === 'bye') return this.finish('peer closed the link');
+        break;
+      case 'backend-error':
+        return this.fail(this.phase === 'open' ? 'NoPath' : 'Protocol', ev.message);
+      case 'timer':
+        out.push(...this.onTimer(ev.name, now));
+        break;
+      case 'close':
+        out.push({ type: 'send', data: ev.reason ? { kind: 'bye', reason: ev.reason } : { kind: 'bye' } });
+        out.push(...this.finish(ev.reason ?? 'closed locally'));
+        break;
+    }
+    return out;
+  }
+
+  private maybeOffer(): SessionAction[] {
+    if (this.o.role !== 'initiator' || !this.backendReady || !this.peerPresent || this.offerSent) return [];
+    this.offerSent = true;
+    return [{ type: 'create-offer', restart: false }];
+  }
+
+  private onSignal(d: SignalData, now: number): SessionAction[] {
+    switch (d.kind) {
+      case 'offer': {
+        if (this.o.role !== 'responder' || !this.backendReady) return this.fail('Protocol', 'unexpected offer');
+        const fp = sdpFingerprints(d.sdp);
+        if (fp.length !== 1) return this.fail('IdentityMismatch', 'offer must carry exactly one sha-256 fingerprint');
+        if (this.remoteFp !== null && fp[0] !== this.remoteFp) return this.fail('IdentityMismatch', 'peer fingerprint changed mid-session');
+        this.remoteFp = fp[0]!;
+        this.remoteApplied = false;
+        return [{ type: 'accept-offer', sdp: d.sdp }];
+      }
+      case 'answer': {
+        if (this.o.role !== 'initiator' || !this.negotiating) return this.fail('Protocol', 'unexpected answer');
+        const fp = sdpFingerprints(d.sdp);
+        if (fp.length !== 1) return this.fail('IdentityMismatch', 'answer must carry exactly one sha-256 fingerprint');
+        if (this.remoteFp !== null && fp[0] !== this.remoteFp) return this.fail('IdentityMismatch', 'peer fingerprint changed mid-session');
+        this.remoteFp = fp[0]!;
+        return [{ type: 'accept-answer', sdp: d.sdp }];
+      }
+      case 'candidate': {
+        const c: CandidateInit | null = d.candidate === '' ? null : { candidate: d.candidate, sdpMid: d.sdpMid ?? null, sdpMLineIndex: d.sdpMLineIndex ?? null };
+        if (this.remoteApplied && !this.negotiating) return [{ type: 'add-candidate', candidate: c }];
+        // Trickled candidates can overtake the description they belong to: buffer per negotiation.
+        if (this.pendingCandidates.length < this.o.maxBufferedCandidates) this.pendingCandidates.push(c);
+        return [];
+      }
+      case 'identity': {
+        if (this.peerIdentity !== null) {
+          // Re-sent after a room reconnect: identical is fine, different is an attack.
+          return d.cert === this.peerIdentity.cert && d.proof === this.peerIdentity.proof ? [] : this.fail('IdentityMismatch', 'peer identity changed mid-session');
+        }
+        this.peerIdentity = { cert: d.cert, proof: d.proof };
+        return this.maybeVerify();
+      }
+      case 'bye':
+        if (this.phase === 'open') return this.finish(d.reason ? `peer closed: ${d.reason}` : 'peer closed the link');
+        return this.fail(d.reason === 'identity' ? 'IdentityMismatch' : 'Closed', d.reason ? `peer ended the session (${d.reason})` : 'peer ended the session');
+    }
+  }
+
+  private remoteDescriptionApplied(): SessionAction[] {
+    this.remoteApplied = true;
+    const buffered = this.pendingCandidates;
+    this.pendingCandidates = [];
+    return buffered.map((candidate) => ({ type: 'add-candidate', candidate }) as const);
+  }
+
+  private maybeProve(): SessionAction[] {
+    if (this.proofSent || !this.localFp || !this.remoteFp || !this.remoteApplied) return [];
+    this.proofSent = true;
+    return [{ type: 'sign-proof', fp: [this.localFp, this.remoteFp] }, ...this.maybeVerify()];
+  }
+
+  private maybeVerify(): SessionAction[] {
+    if (!this.peerIdentity || !this.localFp || !this.remoteFp || !this.proofSent || this.verified) return [];
+    return [{ type: 'verify-peer', cert: this.peerIdentity.cert, proof: this.peerIdentity.proof, localFingerprint: this.localFp, remoteSdpFingerprint: this.remoteFp }];
+  }
+
+  private maybeCheckPresented(): SessionAction[] {
+    if (!this.verified || !this.connected || this.presentedOk) return [];
+    return [{ type: 'check-presented', signed: this.verified }];
+  }
+
+  private maybeOpen(): SessionAction[] {
+    if (this.phase !== 'negotiating' || !this.verified || !this.connected || !this.presentedOk) return [];
+    this.phase = 'open';
+    return [{ type: 'clear-timer', name: 'connect' }, { type: 'opened' }, { type: 'read-path' }];
+  }
+
+  private onTransport(s: TransportState, now: number): SessionAction[] {
+    const out: SessionAction[] = [];
+    if (s === 'connected') {
+      const first = !this.connected;
+      this.connected = true;
+      if (first) out.push(...this.maybeCheckPresented(), ...this.maybeOpen());
+      if (this.pathLost) {
+        this.pathLost = false;
+        this.restarts = 0;
+        out.push({ type: 'clear-timer', name: 'grace' }, { type: 'clear-timer', name: 'restart' }, { type: 'path-restored' }, { type: 'read-path' });
+      }
+      return out;
+    }
+    if ((s === 'disconnected' || s === 'failed') && this.phase === 'open' && !this.pathLost) {
+      this.pathLost = true;
+      out.push({ type: 'path-lost' }, { type: 'set-timer', name: 'grace', at: now + this.o.disconnectGraceMs });
+    }
+    if (s === 'closed' && this.phase === 'open') return this.fail('NoPath', 'transport closed');
+    return out;
+  }
+
+  private restart(now: number): SessionAction[] {
+    if (this.o.role !== 'initiator') return [{ type: 'set-timer', name: 'restart', at: now + this.o.restartTimeoutMs }];
+    if (this.restarts >= this.o.maxRestarts) return this.fail('NoPath', 'no path after ICE restarts');
+    this.restarts++;
+    this.remoteApplied = false;
+    return [{ type: 'create-offer', restart: true }, { type: 'set-timer', name: 'restart', at: now + this.o.restartTimeoutMs }];
+  }
+
+  private onTimer(name: TimerName, now: number): SessionAction[] {
+    switch (name) {
+      case 'connect':
+        if (this.phase === 'open') return [];
+        return this.fail(this.verified && this.remoteApplied && !this.connected ? 'NoPath' : 'Timeout', 'link not established before the deadline');
+      case 'grace':
+        return this.pathLost ? this.restart(now) : [];
+      case 'restart':
+        if (!this.pathLost) return [];
+        if (this.o.role === 'responder') {
+          // The initiator drives restarts; a responder that hears nothing for long gives up.
+          if (++this.restarts > this.o.maxRestarts) return this.fail('NoPath', 'no path after ICE restarts');
+          return [{ type: 'set-timer', name: 'restart', at: now + this.o.restartTimeoutMs }];
+        }
+        return this.restart(now);
+      case 'direct-retry':
+        if (this.phase !== 'open' || this.pathLost || this.lastPath !== 'relay' || this.o.forceRelay) return [];
+        this.remoteApplied = false;
+        return [{ type: 'create-offer', restart: true }, { type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs }];
+      case 'renew':
+        return [{ type: 'request-ice-servers' }];
+    }
+  }
+
+  private scheduleRenew(servers: readonly IceServer[], now: number): SessionAction[] {
+    const exp = credentialExpiry(servers);
+    if (exp === null) return [];
+    // Renew at the lead time before expiry, but never sooner than half the remaining life.
+    const at = Math.max(exp - this.o.credentialLeadMs, now + (exp - now) / 2);
+    return [{ type: 'set-timer', name: 'renew', at }];
+  }
+
+  private fail(code: LinkErrorCode, message: string): SessionAction[] {
+    const wasOpen = this.phase === 'open';
+    this.phase = 'done';
+    const out: SessionAction[] = [...this.clearAll()];
+    if (code === 'IdentityMismatch' || code === 'Unauthorized') out.push({ type: 'send', data: { kind: 'bye', reason: 'identity' } });
+    else if (code !== 'Closed') out.push({ type: 'send', data: { kind: 'bye', reason: code } });
+    out.push(wasOpen ? { type: 'closed', reason: `${code}: ${message}` } : { type: 'failed', code, message });
+    return out;
+  }
+
+  private finish(reason: string): SessionAction[] {
+    const wasOpen = this.phase === 'open';
+    this.phase = 'done';
+    return [...this.clearAll(), wasOpen ? { type: 'closed', reason } : { type: 'failed', code: 'Closed', message: reason }];
+  }
+
+  private clearAll(): SessionAction[] {
+    return (['connect', 'grace', 'restart', 'direct-retry', 'renew'] as const).map((name) => ({ type: 'clear-timer', name }) as const);
+  }
+}

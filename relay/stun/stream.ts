@@ -131,7 +131,7 @@ export class StreamFramer {
       this.pos += missing;
       this.partial = null;
       this.partialLen = 0;
-      return decoded({ kind: (frame[0]! & 0xc0) === 0 ? 'stun' : 'channel-data', bytes: frame });
+      return this.emit(frame);
     }
     const c = this.chunk;
     if (!c || this.pos >= c.length) {
@@ -150,6 +150,15 @@ export class StreamFramer {
     }
     const bytes = c.subarray(this.pos, this.pos + total.value);
     this.pos += total.value;
-    return decoded({ kind: (bytes[0]! & 0xc0) === 0 ? 'stun' : 'channel-data', bytes });
+    return this.emit(bytes);
+  }
+
+  /** A STUN frame without the magic cookie means the stream is out of step (or is not TURN): fail it. */
+  private emit(bytes: Uint8Array): Decoded<StreamFrame | null> {
+    if ((bytes[0]! & 0xc0) !== 0) return decoded({ kind: 'channel-data', bytes });
+    if (bytes[4] !== 0x21 || bytes[5] !== 0x12 || bytes[6] !== 0xa4 || bytes[7] !== 0x42) {
+      return this.fail('not_stun', 'STUN frame without the magic cookie');
+    }
+    return decoded({ kind: 'stun', bytes });
   }
 }

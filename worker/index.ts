@@ -10,7 +10,7 @@
  *   GET /healthz               -> 200
  */
 import { Hono, type Context } from 'hono';
-import { SESSION_ID_RE } from '../protocol/messages.js';
+import { SESSION_ID_RE, WS_PROTOCOL } from '../protocol/messages.js';
 import { makeVerifier, tokenFromRequest, type Verifier } from './auth.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { IDENTITY_HEADER, type Env, type Identity } from './env.js';
@@ -70,7 +70,7 @@ function refuseSocket(reason: string): Response {
   const pair = new WebSocketPair();
   pair[1].accept();
   pair[1].close(CLOSE_POLICY, reason);
-  return new Response(null, { status: 101, webSocket: pair[0], headers: { 'Sec-WebSocket-Protocol': 'homelink.v1' } });
+  return new Response(null, { status: 101, webSocket: pair[0], headers: { 'Sec-WebSocket-Protocol': WS_PROTOCOL } });
 }
 
 export const app = new Hono<{ Bindings: Env }>();

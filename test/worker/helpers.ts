@@ -28,9 +28,25 @@ export class TestSocket {
       this.wake();
     });
     ws.on('close', (code, reason) => {
+      if (this.closeCode !== null) return this.wake();
       this.closeCode = code;
       this.closeReason = reason.toString();
       this.wake();
+    });
+  }
+
+  /**
+   * Counts the socket as closed once the server's close frame arrives. workerd keeps the TCP
+   * connection of a hibernatable socket it closed open until the object hibernates (about 10 s),
+   * so `ws` would report the close only then; RFC 6455 §7.1.1 lets a client stop there.
+   */
+  watchCloseFrame(): void {
+    const receiver = (this.ws as unknown as { _receiver?: { on(ev: 'conclude', f: (code: number, reason: Buffer) => void): void } })._receiver;
+    receiver?.on('conclude', (code, reason) => {
+      this.closeCode ??= code;
+      this.closeReason = reason.toString();
+      this.wake();
+      this.ws.terminate();
     });
   }
 
@@ -106,6 +122,7 @@ export function connectRaw(url: string, protocols: string[] | undefined, ms = WA
     ws.once('open', () => {
       clearTimeout(t);
       socket.protocol = ws.protocol;
+      socket.watchCloseFrame();
       resolve({ ok: true, socket });
     });
     ws.once('unexpected-response', (_req, res) => {

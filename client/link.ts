@@ -308,11 +308,14 @@ export class Link extends Emitter<LinkEvents> {
       case 'read-path':
         return this.serial(async (b) => this.readPath(await b.selectedPair()));
       case 'opened':
-        this.state = 'open';
-        this.startLiveness();
-        for (const w of this.openWaiters.splice(0)) w.resolve();
-        for (const ch of this.held.splice(0)) this.emit('channel', new Channel(ch));
-        return;
+        // The path is read before callers hear of the open link, so `link.path` is set for them.
+        return this.serial(async (b) => {
+          this.readPath(await b.selectedPair());
+          this.state = 'open';
+          this.startLiveness();
+          for (const w of this.openWaiters.splice(0)) w.resolve();
+          for (const ch of this.held.splice(0)) this.emit('channel', new Channel(ch));
+        });
       case 'path-lost':
         this.emit('interrupted');
         return;

@@ -302,7 +302,7 @@ export class Session {
   private maybeOpen(): SessionAction[] {
     if (this.phase !== 'negotiating' || !this.verified || !this.connected || !this.presentedOk) return [];
     this.phase = 'open';
-    return [{ type: 'clear-timer', name: 'connect' }, { type: 'opened' }, { type: 'read-path' }];
+    return [{ type: 'clear-timer', name: 'connect' }, { type: 'opened' }];
   }
 
   private onTransport(s: TransportState, now: number): SessionAction[] {

@@ -52,6 +52,7 @@ interface IceConnectionInternals {
     rtt?: number;
   };
   options: { turnUsername?: string; turnPassword?: string };
+  candidatePairs: Array<{ id: string; bytesSent: number; bytesReceived: number }>;
 }
 
 function toChannelState(s: string): ChannelState {
@@ -271,14 +272,20 @@ export class WeriftBackend implements PeerBackend {
     }
   }
 
+  /** Last seen byte counters per candidate pair: werift counts per pair, and an ICE restart replaces pairs. */
+  private readonly pairBytes = new Map<string, { sent: number; received: number }>();
+
   async stats(): Promise<TransportStats> {
-    const d = this.pc.dtlsTransports[0];
-    const pair = (this.pc.iceTransports[0]?.connection as unknown as IceConnectionInternals | undefined)?.nominated;
-    return {
-      bytesSent: d?.bytesSent ?? 0,
-      bytesReceived: d?.bytesReceived ?? 0,
-      ...(pair?.rtt !== undefined ? { rttMs: pair.rtt * 1000 } : {}),
-    };
+    const conn = this.pc.iceTransports[0]?.connection as unknown as IceConnectionInternals | undefined;
+    for (const p of conn?.candidatePairs ?? []) this.pairBytes.set(p.id, { sent: p.bytesSent, received: p.bytesReceived });
+    let bytesSent = 0;
+    let bytesReceived = 0;
+    for (const v of this.pairBytes.values()) {
+      bytesSent += v.sent;
+      bytesReceived += v.received;
+    }
+    const pair = conn?.nominated;
+    return { bytesSent, bytesReceived, ...(pair?.rtt !== undefined ? { rttMs: pair.rtt * 1000 } : {}) };
   }
 
   async close(): Promise<void> {

@@ -82,3 +82,50 @@ export async function transfer(tx: Channel, rx: Channel, total: number, seed = 1
 }
 
 export const randomId = (p: string): string => `${p}-${randomBytes(4).toString('hex')}`;
+
+// ---- endpoints against the real worker ------------------------------------------------------
+
+import type { SignalingHandle } from '../support/signaling.js';
+import { Endpoint } from '../../client/index.js';
+import type { EndpointOptions } from '../../client/endpoint.js';
+
+/** Connects an endpoint `sub` in `homes` to the worker, with an identity certified by its issuer. */
+export async function endpointFor(
+  sig: SignalingHandle,
+  sub: string,
+  homes: string[],
+  extra: Partial<EndpointOptions> = {},
+): Promise<Endpoint> {
+  const k = await generateDeviceKey();
+  const certificate = await sig.issuer.identityCertificate({ sub, publicJwk: k.publicJwk });
+  return Endpoint.connect({
+    signalingUrl: sig.url,
+    token: await sig.issuer.accessToken({ sub, homes }),
+    identity: { certificate, privateKey: k.privateKey },
+    trust: { issuer: sig.issuer.issuer, jwks: sig.issuer.publicJwks },
+    hostAddresses: ['127.0.0.1'],
+    ...extra,
+  });
+}
+
+/** Accepts every request on `ep` and collects the links. */
+export function acceptAll(ep: Endpoint): { links: import('../../client/link.js').Link[]; errors: unknown[] } {
+  const out = { links: [] as import('../../client/link.js').Link[], errors: [] as unknown[] };
+  ep.on('request', (req) => {
+    req.accept().then(
+      (l) => out.links.push(l),
+      (e: unknown) => out.errors.push(e),
+    );
+  });
+  return out;
+}
+
+/** Waits for `ep`'s next accepted link. */
+export function nextLink(ep: Endpoint): Promise<import('../../client/link.js').Link> {
+  return new Promise((resolve) => ep.once('link', resolve));
+}
+
+/** Waits for the next channel the peer opens on `link`. */
+export function nextChannel(link: import('../../client/link.js').Link): Promise<Channel> {
+  return new Promise((resolve) => link.once('channel', resolve));
+}

@@ -1,0 +1,96 @@
+/**
+ * Endpoints against the real signaling worker in workerd (test/support/signaling.ts), real werift
+ * peers on loopback: dial/accept on a direct path with 20 MiB each way, and every typed failure.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startSignaling, type SignalingHandle } from '../support/signaling.js';
+import { Endpoint, LinkError } from '../../client/index.js';
+import { acceptAll, endpointFor, nextChannel, nextLink, randomId, sha256Of, transfer } from './helpers.js';
+
+let sig: SignalingHandle;
+const endpoints: Endpoint[] = [];
+const track = <T extends Endpoint>(e: T): T => (endpoints.push(e), e);
+
+beforeAll(async () => {
+  sig = await startSignaling({ offlineWaitMs: 500 });
+});
+afterAll(async () => {
+  await sig?.close();
+});
+afterEach(() => {
+  for (const e of endpoints.splice(0)) e.close();
+});
+
+describe('endpoint over the real worker', () => {
+  it('dials and accepts on a direct path; 20 MiB each way with SHA-256 intact', async () => {
+    const home = randomId('home');
+    const hub = track(await endpointFor(sig, randomId('hub'), [home]));
+    const app = track(await endpointFor(sig, randomId('app'), [home]));
+    const accepted = nextLink(hub);
+    hub.on('request', (req) => {
+      expect(req.peer).toBe(app.id);
+      void req.accept();
+    });
+    const link = await app.dial(hub.id, { timeoutMs: 20_000 });
+    const peerLink = await accepted;
+    expect(link.peer).toBe(hub.id);
+    expect(peerLink.peer).toBe(app.id);
+    expect(link.path?.kind).toBe('direct');
+    expect(link.path?.local).toMatch(/^127\.0\.0\.1:/);
+
+    const incoming = nextChannel(peerLink);
+    const ch = await link.channel('bulk');
+    const rx = await incoming;
+    const total = 20 * 1024 * 1024;
+    expect(await transfer(ch, rx, total, 3)).toBe(sha256Of(total, 3));
+    expect(await transfer(rx, ch, total, 4)).toBe(sha256Of(total, 4));
+    const st = await link.stats();
+    expect(st.bytesSent).toBeGreaterThan(total);
+    expect(st.bytesReceived).toBeGreaterThan(total);
+
+    const closed = new Promise<string>((r) => peerLink.once('close', r));
+    link.close();
+    expect(await closed).toMatch(/closed/);
+  });
+
+  it('reject -> Rejected with the reason; nothing left open', async () => {
+    const home = randomId('home');
+    const hub = track(await endpointFor(sig, randomId('hub'), [home]));
+    const app = track(await endpointFor(sig, randomId('app'), [home]));
+    hub.on('request', (req) => req.reject('busy'));
+    const err = await app.dial(hub.id).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LinkError);
+    expect((err as LinkError).code).toBe('Rejected');
+    expect((err as LinkError).reason).toBe('busy');
+  });
+
+  it('offline and out-of-home peers both -> PeerOffline (the service makes them indistinguishable)', async () => {
+    const app = track(await endpointFor(sig, randomId('app'), [randomId('home')]));
+    const other = track(await endpointFor(sig, randomId('hub'), [randomId('home')]));
+    acceptAll(other);
+    expect(await app.dial('nobody-here').catch((e: LinkError) => e.code)).toBe('PeerOffline');
+    expect(await app.dial(other.id).catch((e: LinkError) => e.code)).toBe('PeerOffline');
+  });
+
+  it('a token the service refuses -> Unauthorized at connect', async () => {
+    const err = await Endpoint.connect({
+      signalingUrl: sig.url,
+      token: 'not-a-token',
+      identity: { certificate: 'x', privateKey: (await import('../../client/identity.js').then((m) => m.generateDeviceKey())).privateKey },
+      trust: { issuer: sig.issuer.issuer, jwks: sig.issuer.publicJwks },
+    }).catch((e: unknown) => e);
+    expect((err as LinkError).code).toBe('Unauthorized');
+  });
+
+  it('a peer that never answers -> Timeout; an abort signal -> Aborted', async () => {
+    const home = randomId('home');
+    const hub = track(await endpointFor(sig, randomId('hub'), [home]));
+    const app = track(await endpointFor(sig, randomId('app'), [home]));
+    hub.on('request', () => undefined); // listens, never answers
+    expect(await app.dial(hub.id, { timeoutMs: 800 }).catch((e: LinkError) => e.code)).toBe('Timeout');
+    const ac = new AbortController();
+    const p = app.dial(hub.id, { signal: ac.signal });
+    setTimeout(() => ac.abort(), 200);
+    expect(await p.catch((e: LinkError) => e.code)).toBe('Aborted');
+  });
+});

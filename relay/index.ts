@@ -11,6 +11,7 @@
 import { relayConfig, relayConfigFromArgs, configHelp, ConfigError, type RelayConfig } from './config.js';
 import { NodeRelay, type BoundAddress, type RelayedHook } from './node/driver.js';
 import { jsonLogger, type LogFn } from './node/log.js';
+import { RelayMetrics, startMetricsServer, type MetricsServer } from './metrics.js';
 
 export { relayConfig, relayConfigFromArgs, configHelp, ConfigError, type RelayConfig, type BoundAddress, type RelayedHook };
 
@@ -39,7 +40,9 @@ export interface StartedRelay {
  */
 export async function startRelay(config: RelayConfig, hooks: RelayHooks = {}): Promise<StartedRelay> {
   const log = hooks.log ?? jsonLogger(config.logLevel);
+  const metrics = new RelayMetrics();
   const relay = new NodeRelay({
+    metrics,
     config,
     relayPortMin: config.relayPortMin,
     relayPortMax: config.relayPortMax,
@@ -58,10 +61,26 @@ export async function startRelay(config: RelayConfig, hooks: RelayHooks = {}): P
     await relay.close(0);
     throw new ConfigError('tcpPort', 'tcpPort: startRelay needs a TCP listener');
   }
+  let metricsServer: MetricsServer | null = null;
+  if (config.metricsPort !== null) {
+    try {
+      metricsServer = await startMetricsServer(metrics, { host: config.metricsHost, port: config.metricsPort, health: () => relay.health() });
+    } catch (e) {
+      await relay.close(0);
+      throw e;
+    }
+  }
+  const metricsHost = config.metricsHost.includes(':') ? `[${config.metricsHost}]` : config.metricsHost;
+  let closing: Promise<void> | null = null;
   return {
     udp: bound.udp,
     tcp: bound.tcp,
     ...(bound.tls ? { tls: bound.tls } : {}),
-    close: () => relay.close(),
+    ...(metricsServer ? { metricsUrl: `http://${metricsHost}:${metricsServer.port}` } : {}),
+    close: () =>
+      (closing ??= (async () => {
+        await relay.close();
+        await metricsServer?.close();
+      })()),
   };
 }

@@ -23,6 +23,7 @@ import type { RelayConfig } from '../config.js';
 import { checkPeer, createPeerPolicy } from '../policy.js';
 import { assertNever, FAST_TO_CLIENT, FAST_TO_PEER, TurnServer, type ClientAddr, type RelayAction } from '../turn/server.js';
 import type { TurnCrypto } from '../turn/auth.js';
+import type { RelayMetrics } from '../metrics.js';
 import type { LogFn } from './log.js';
 import { RelayPortPool } from './pool.js';
 
@@ -60,6 +61,8 @@ export interface NodeRelayOptions {
   /** An already-listening TCP server to accept from (shared between workers), instead of listening. */
   readonly sharedTcp?: net.Server;
   readonly sharedTls?: net.Server;
+  /** Counters shared with the metrics server (incremented in place by the core). */
+  readonly metrics?: RelayMetrics;
 }
 
 /** How many ports to try when a bind fails because another program holds the port. */
@@ -79,6 +82,8 @@ export class NodeRelay {
   private timer: NodeJS.Timeout | null = null;
   private timerAt = -1;
   private closed = false;
+  private draining = false;
+  private closing: Promise<void> | null = null;
   private readonly log: LogFn;
   private readonly onRelayed: RelayedHook | undefined;
   private readonly relayHost4: string;
@@ -119,6 +124,7 @@ export class NodeRelay {
       crypto: nodeTurnCrypto,
       checkPeer: (ip) => checkPeer(policy, ip),
       randomBytes: (n) => new Uint8Array(randomBytes(n)),
+      ...(opts.metrics ? { counters: opts.metrics } : {}),
     });
   }
 
@@ -196,6 +202,7 @@ export class NodeRelay {
     }
     const id = this.nextConnId++;
     this.conns.set(id, s);
+    if (this.opts.metrics) this.opts.metrics.streamConnections++;
     s.setNoDelay(true);
     this.server.openStream(id, transport, s.remoteAddress, s.remotePort);
     s.on('data', (chunk: Buffer) => {
@@ -205,6 +212,7 @@ export class NodeRelay {
     });
     s.on('error', () => {});
     s.on('close', () => {
+      if (this.opts.metrics) this.opts.metrics.streamConnections--;
       this.conns.delete(id);
       this.server.closeStream(id);
       if (this.server.hasActions) this.flush();
@@ -318,6 +326,11 @@ export class NodeRelay {
     });
   }
 
+  /** Health: false while draining or closed, so a load balancer moves new clients elsewhere. */
+  health(): { ok: boolean; draining: boolean; allocations: number; relayPortsFree: number } {
+    return { ok: !this.draining && !this.closed, draining: this.draining, allocations: this.server.allocationCount, relayPortsFree: this.pool.available };
+  }
+
   // ----------------------------------------------------------------- timers
 
   /** Keeps one timer at the core's next deadline. */
@@ -351,8 +364,13 @@ export class NodeRelay {
    * Graceful close: refuse new allocations, wait up to `drainMs` for the existing ones to
    * end (bounded), then delete the rest, close every socket and connection.
    */
-  async close(drainMs: number = this.cfg.shutdownDrainMs): Promise<void> {
-    if (this.closed) return;
+  close(drainMs: number = this.cfg.shutdownDrainMs): Promise<void> {
+    this.closing ??= this.shutdown(drainMs);
+    return this.closing;
+  }
+
+  private async shutdown(drainMs: number): Promise<void> {
+    this.draining = true;
     this.server.startDrain();
     this.log('info', 'relay_draining', { allocations: this.server.allocationCount, drainMs });
     const deadline = Date.now() + drainMs;

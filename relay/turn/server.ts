@@ -104,6 +104,8 @@ export interface TurnServerOptions {
   readonly checkPeer: (ip: string) => PeerCheck;
   /** 12 random bytes for transaction ids of Data indications (seeded once). */
   readonly randomBytes: (n: number) => Uint8Array;
+  /** Counters to increment (e.g. relay/metrics.ts `RelayMetrics`, which has the same fields); fresh ones if absent. */
+  readonly counters?: TurnCounters;
 }
 
 /** Hot-path results of {@link TurnServer.handleUdp} and {@link TurnServer.handlePeer}. */
@@ -221,7 +223,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  */
 export class TurnServer {
   /** Counters read by the metrics module. */
-  readonly counters: TurnCounters = createTurnCounters();
+  readonly counters: TurnCounters;
   /** Hot-path result, overwritten by each call. */
   readonly fast: FastPath = { relayId: 0, peerIp: '', peerPort: 0, offset: 0, length: 0, client: null, channel: 0 };
 
@@ -240,6 +242,7 @@ export class TurnServer {
   private tidCounter = 0;
 
   constructor(private readonly opts: TurnServerOptions) {
+    this.counters = opts.counters ?? createTurnCounters();
     const enc = new TextEncoder();
     this.secretKeys = opts.secrets.map((s) => enc.encode(s));
     this.nonces = new NonceBook(opts.crypto, this.secretKeys, opts.nonceLifetimeS);

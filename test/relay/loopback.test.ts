@@ -18,10 +18,10 @@ beforeAll(async () => {
       relayHost: '127.0.0.1',
       udpPort: 0,
       tcpPort: 0,
-      metricsPort: null,
       allowLoopback: true,
       relayPortMin: 40000,
       relayPortMax: 40999,
+      metricsPort: 0,
       shutdownDrainMs: 0,
       logLevel: 'silent',
     }),
@@ -137,5 +137,19 @@ describe('relay on loopback sockets', () => {
     } finally {
       s.close();
     }
+  });
+});
+
+describe('metrics and health', () => {
+  it('serves Prometheus text with the core counters and a health report', async () => {
+    expect(relay.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const text = await (await fetch(`${relay.metricsUrl}/metrics`)).text();
+    expect(text).toMatch(/homelink_relay_allocations_created_total [1-9]/);
+    expect(text).toMatch(/homelink_relay_packets_total\{direction="to_peer"\} [1-9]/);
+    expect(text).toMatch(/homelink_relay_peers_denied_total\{reason="private"\} [1-9]/);
+    expect(text).not.toContain(SECRET);
+    const health = await fetch(`${relay.metricsUrl}/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ ok: true, draining: false });
   });
 });

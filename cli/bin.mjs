@@ -5,4 +5,8 @@ import { register } from 'tsx/esm/api';
 
 register();
 const { runCli } = await import('./main.ts');
-process.exitCode = await runCli(process.argv.slice(2));
+const code = await runCli(process.argv.slice(2));
+// Exit now: a closed link's WebRTC stack may keep timers alive for a while, and a command is done
+// once it returned. Writes to stdout/stderr on pipes and files are synchronous on Linux; on a
+// TTY, wait for them to flush first.
+process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

@@ -128,7 +128,7 @@ export async function runCli(argv: string[]): Promise<number> {
 
 /** One line for any error: typed errors carry advice; anything else its name and message. */
 export function describeError(e: unknown): string {
-  if (e instanceof UsageError || e instanceof StackError) return e.message;
+  if (e instanceof UsageError || e instanceof StackError || (e as Error)?.name === 'TransferError') return (e as Error).message;
   const err = e as { name?: string; code?: string; message?: string; reason?: string };
   if (err?.name === 'LinkError') {
     const advice: Record<string, string> = {

@@ -87,6 +87,32 @@ describe('request and answer', () => {
     close(p.app, p.hub);
   });
 
+  it('relays are chosen by the location in request.cf, nearest first', async () => {
+    const asia = await startSignaling({ relays: RELAYS, turnSecret: TURN_SECRET, issuer: sig.issuer, cf: { latitude: '-33.87', longitude: '151.21' } });
+    try {
+      const i = ids();
+      const at = await token(i.app, [i.home]);
+      const app = await online(asia.url, at);
+      const hub = await online(asia.url, await token(i.hub, [i.home]));
+      app.send({ type: 'dial', reqId: 'geo', to: i.hub });
+      const req = await hub.next('request');
+      hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+      const s = await app.next('session');
+      // Sydney: Singapore first, then Washington (15,700 km) before Frankfurt (16,500 km).
+      expect((s.iceServers as Array<{ urls: string[] }>).map((x) => x.urls[0])).toEqual([
+        'stun:127.0.0.2:3480',
+        'turn:127.0.0.2:3480?transport=udp',
+        'stun:[::1]:3479',
+        'turn:[::1]:3479?transport=udp',
+      ]);
+      const room = await connect(asia.url, `/v1/rooms/${s.sessionId}`, at);
+      expect(((await room.next('joined')).iceServers as Array<{ urls: string[] }>)[0]!.urls[0]).toBe('stun:127.0.0.2:3480');
+      close(app, hub, room);
+    } finally {
+      await asia.close();
+    }
+  });
+
   it('reject: the initiator gets rejected with the reason', async () => {
     const p = await pair();
     p.app.send({ type: 'dial', reqId: 'r', to: p.ids.hub });

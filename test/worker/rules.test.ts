@@ -1,0 +1,295 @@
+/**
+ * The pure parts of the service on virtual time, no sockets: room rules, presence expiry,
+ * the rate limiter, relay choice and the configuration schema.
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { RATE_LIMIT, type SignalData } from '../../protocol/messages.js';
+import { ConfigError, loadConfig, parseRelays, type RelayEntry, type WorkerVars } from '../../worker/config.js';
+import { chooseRelays, iceServersFor, locationFromCf } from '../../worker/ice.js';
+import { dialOutcome, incomingExpired, mayConnect, nextWake, randomId, type Dial, type Incoming } from '../../worker/presence-rules.js';
+import { fullBucket, take } from '../../worker/rate-limit.js';
+import { emptyRoom, MAX_BUFFERED_SIGNALS, step, type RoomMeta, type RoomState } from '../../worker/room-rules.js';
+
+const GRACE = 15_000;
+const META: RoomMeta = { sessionId: 'S'.repeat(22), initiator: 'app', responder: 'hub', deadline: 600_000 };
+const offer: SignalData = { kind: 'offer', sdp: 'v=0' };
+const cand = (i: number): SignalData => ({ kind: 'candidate', candidate: `candidate:${i}` });
+
+const init = (): RoomState => step(emptyRoom(), { type: 'init', meta: META, now: 0 }, GRACE).state;
+
+describe('room rules', () => {
+  it('init arms the alarm for the join grace, and is idempotent', () => {
+    const r = step(emptyRoom(), { type: 'init', meta: META, now: 1000 }, GRACE);
+    expect(r.actions).toEqual([{ type: 'persist' }, { type: 'set_alarm', at: 1000 + GRACE }]);
+    expect(step(r.state, { type: 'init', meta: META, now: 2000 }, GRACE).actions).toEqual([]);
+    const other = step(r.state, { type: 'init', meta: { ...META, responder: 'evil' }, now: 2000 }, GRACE);
+    expect(other.state).toBe(r.state);
+    expect(other.actions[0]).toMatchObject({ type: 'error', code: 'out_of_state' });
+  });
+
+  it('a stranger is closed with 1008 and changes nothing', () => {
+    const s = init();
+    for (const type of ['join', 'message'] as const) {
+      const ev =
+        type === 'join'
+          ? { type, endpoint: 'eve', present: ['app'], now: 1 }
+          : { type, endpoint: 'eve', message: { type: 'signal' as const, data: offer }, present: ['app'], now: 1 };
+      const r = step(s, ev, GRACE);
+      expect(r.state).toBe(s);
+      expect(r.actions).toEqual([{ type: 'close', to: null, code: 1008, reason: 'not a member of this session' }]);
+    }
+  });
+
+  it('relays in order with per-recipient seq, buffers while the peer is away, flushes on join', () => {
+    let s = init();
+    s = step(s, { type: 'join', endpoint: 'app', present: ['app'], now: 1 }, GRACE).state;
+    const sent: unknown[] = [];
+    for (const data of [offer, cand(1), cand(2)]) {
+      const r = step(s, { type: 'message', endpoint: 'app', message: { type: 'signal', data }, present: ['app'], now: 2 }, GRACE);
+      expect(r.actions.filter((a) => a.type === 'send')).toEqual([]);
+      s = r.state;
+    }
+    expect(s.buffer['hub']!.map((b) => b.seq)).toEqual([1, 2, 3]);
+    const j = step(s, { type: 'join', endpoint: 'hub', present: ['app', 'hub'], now: 3 }, GRACE);
+    for (const a of j.actions) if (a.type === 'send' || a.type === 'send_joined') sent.push(a.type === 'send' ? a.message : 'joined');
+    expect(sent).toEqual([
+      'joined',
+      { type: 'signal', seq: 1, data: offer },
+      { type: 'signal', seq: 2, data: cand(1) },
+      { type: 'signal', seq: 3, data: cand(2) },
+      { type: 'peer_joined' },
+    ]);
+    expect(j.state.buffer['hub']).toEqual([]);
+    const live = step(j.state, { type: 'message', endpoint: 'app', message: { type: 'signal', data: cand(3) }, present: ['app', 'hub'], now: 4 }, GRACE);
+    expect(live.actions[0]).toEqual({ type: 'send', to: 'hub', message: { type: 'signal', seq: 4, data: cand(3) } });
+    const back = step(live.state, { type: 'message', endpoint: 'hub', message: { type: 'signal', data: offer }, present: ['app', 'hub'], now: 5 }, GRACE);
+    expect(back.actions[0]).toEqual({ type: 'send', to: 'app', message: { type: 'signal', seq: 1, data: offer } });
+  });
+
+  it('the buffer is bounded: beyond it the sender gets rate_limited and the state is unchanged', () => {
+    let s = init();
+    for (let i = 0; i < MAX_BUFFERED_SIGNALS; i++) {
+      s = step(s, { type: 'message', endpoint: 'app', message: { type: 'signal', data: cand(i) }, present: ['app'], now: 1 }, GRACE).state;
+    }
+    const r = step(s, { type: 'message', endpoint: 'app', message: { type: 'signal', data: cand(-1) }, present: ['app'], now: 1 }, GRACE);
+    expect(r.state).toBe(s);
+    expect(r.actions).toEqual([{ type: 'error', code: 'rate_limited', message: 'peer has not joined and its buffer is full' }]);
+  });
+
+  it('bye ends the room for both; later joins only hear why', () => {
+    let s = init();
+    const present = ['app', 'hub'];
+    const r = step(s, { type: 'message', endpoint: 'hub', message: { type: 'signal', data: { kind: 'bye' } }, present, now: 10 }, GRACE);
+    s = r.state;
+    expect(s.ended).toBe('bye');
+    expect(r.actions.filter((a) => a.type === 'close').map((a) => a.type === 'close' && a.to)).toEqual(['app', 'hub']);
+    const again = step(s, { type: 'join', endpoint: 'app', present: ['app'], now: 11 }, GRACE);
+    expect(again.actions[0]).toEqual({ type: 'send', to: 'app', message: { type: 'closed', reason: 'bye' } });
+    const late = step(s, { type: 'message', endpoint: 'app', message: { type: 'ice_servers' }, present: ['app'], now: 11 }, GRACE);
+    expect(late.actions[0]).toMatchObject({ type: 'error', code: 'out_of_state' });
+  });
+
+  it('alarms: deletes an empty room after the grace, closes at the deadline, otherwise waits for the deadline', () => {
+    const s = init();
+    expect(step(s, { type: 'alarm', present: [], now: GRACE }, GRACE).actions).toEqual([{ type: 'delete' }]);
+    expect(step(s, { type: 'alarm', present: ['app'], now: GRACE }, GRACE).actions).toEqual([{ type: 'set_alarm', at: META.deadline }]);
+    const end = step(s, { type: 'alarm', present: ['app'], now: META.deadline }, GRACE);
+    expect(end.actions).toEqual([
+      { type: 'send', to: 'app', message: { type: 'closed', reason: 'deadline' } },
+      { type: 'close', to: 'app', code: 1000, reason: 'deadline' },
+      { type: 'delete' },
+    ]);
+    const left = step(s, { type: 'leave', endpoint: 'hub', present: ['app'], now: 50 }, GRACE);
+    expect(left.actions).toEqual([{ type: 'send', to: 'app', message: { type: 'peer_left' } }, { type: 'set_alarm', at: META.deadline }]);
+    const empty = step(s, { type: 'leave', endpoint: 'hub', present: [], now: 50 }, GRACE);
+    expect(empty.actions).toEqual([{ type: 'set_alarm', at: 50 + GRACE }]);
+  });
+
+  it('property: whatever the interleaving, each side receives its signals once, in order, numbered 1..n', () => {
+    type Op = { kind: 'send'; from: 'app' | 'hub' } | { kind: 'toggle'; who: 'app' | 'hub' };
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('send' as const), from: fc.constantFrom('app' as const, 'hub' as const) }),
+      fc.record({ kind: fc.constant('toggle' as const), who: fc.constantFrom('app' as const, 'hub' as const) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 80 }), (ops: Op[]) => {
+        let s = init();
+        const present = new Set<string>();
+        const got: Record<string, number[]> = { app: [], hub: [] };
+        const sentCount: Record<string, number> = { app: 0, hub: 0 };
+        const collect = (actions: ReturnType<typeof step>['actions']): void => {
+          for (const a of actions) if (a.type === 'send' && a.message.type === 'signal') got[a.to]!.push(a.message.seq);
+        };
+        for (const o of ops) {
+          if (o.kind === 'toggle') {
+            if (present.has(o.who)) {
+              present.delete(o.who);
+              const r = step(s, { type: 'leave', endpoint: o.who, present: [...present], now: 1 }, GRACE);
+              s = r.state;
+            } else {
+              present.add(o.who);
+              const r = step(s, { type: 'join', endpoint: o.who, present: [...present], now: 1 }, GRACE);
+              s = r.state;
+              collect(r.actions);
+            }
+          } else if (present.has(o.from)) {
+            const r = step(s, { type: 'message', endpoint: o.from, message: { type: 'signal', data: cand(1) }, present: [...present], now: 1 }, GRACE);
+            s = r.state;
+            sentCount[o.from === 'app' ? 'hub' : 'app']!++;
+            collect(r.actions);
+          }
+        }
+        for (const who of ['app', 'hub']) {
+          if (!present.has(who)) {
+            const r = step(s, { type: 'join', endpoint: who, present: [...present, who], now: 1 }, GRACE);
+            s = r.state;
+            collect(r.actions);
+            present.add(who);
+          }
+          expect(got[who]).toEqual(Array.from({ length: sentCount[who]! }, (_, i) => i + 1));
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe('presence rules', () => {
+  const dial: Dial = { reqId: 'r', to: 'hub', sessionId: 's', ringing: false, offlineAt: 1000, timeoutAt: 5000 };
+  it('a dial fails peer_offline at offlineAt unless ringing, timeout at timeoutAt', () => {
+    expect(dialOutcome(dial, 999)).toBeNull();
+    expect(dialOutcome(dial, 1000)).toBe('peer_offline');
+    expect(dialOutcome({ ...dial, ringing: true }, 1000)).toBeNull();
+    expect(dialOutcome({ ...dial, ringing: true }, 5000)).toBe('timeout');
+  });
+  it('incoming records expire with their dial; the next wake is the earliest deadline', () => {
+    const inc: Incoming = { reqId: 'i', from: 'app', fromHomes: ['h'], initiatorReqId: 'r', sessionId: 's', delivered: false, offlineAt: 1000, timeoutAt: 5000 };
+    expect(incomingExpired(inc, 1000)).toBe(true);
+    expect(incomingExpired({ ...inc, delivered: true }, 1000)).toBe(false);
+    expect(nextWake([dial], [], [])).toBe(1000);
+    expect(nextWake([{ ...dial, ringing: true }], [{ ...inc, delivered: true }], [{ sessionId: 's', peer: 'p', role: 'initiator', deadline: 3000 }])).toBe(3000);
+    expect(nextWake([], [], [])).toBeNull();
+  });
+  it('homes must intersect', () => {
+    expect(mayConnect(['a', 'b'], ['b'])).toBe(true);
+    expect(mayConnect(['a'], ['b'])).toBe(false);
+    expect(mayConnect([], [])).toBe(false);
+  });
+  it('random ids are session ids', () => {
+    const id = randomId((n) => crypto.getRandomValues(new Uint8Array(n)));
+    expect(id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+  });
+});
+
+describe('rate limiter', () => {
+  it('allows a burst, then refills at the configured rate', () => {
+    const b = fullBucket(0);
+    let ok = 0;
+    for (let i = 0; i < RATE_LIMIT.burst + 50; i++) if (take(b, 0)) ok++;
+    expect(ok).toBe(RATE_LIMIT.burst);
+    expect(take(b, 1000 / RATE_LIMIT.perSecond - 1)).toBe(false);
+    expect(take(b, 1000 / RATE_LIMIT.perSecond + 1)).toBe(true);
+    // A clock going backwards never mints tokens.
+    expect(take(b, -10_000)).toBe(false);
+  });
+});
+
+const relay = (id: string, lat: number, lon: number): RelayEntry => ({ id, region: id, lat, lon, host: `${id}.example`, udpPort: 3478, tcpPort: 3478, tlsPort: 5349 });
+
+describe('relay choice and ICE servers', () => {
+  const relays = [relay('fra', 50.1, 8.7), relay('iad', 39.0, -77.5), relay('sin', 1.35, 103.8)];
+  it('nearest first, at most two; config order without a location', () => {
+    expect(chooseRelays(relays, { lat: 52.5, lon: 13.4 }).map((r) => r.id)).toEqual(['fra', 'iad']);
+    expect(chooseRelays(relays, { lat: -33.9, lon: 151.2 }).map((r) => r.id)).toEqual(['sin', 'iad']);
+    expect(chooseRelays(relays, { lat: 40.7, lon: -74 }).map((r) => r.id)).toEqual(['iad', 'fra']);
+    expect(chooseRelays(relays, null).map((r) => r.id)).toEqual(['fra', 'iad']);
+  });
+  it('reads request.cf leniently', () => {
+    expect(locationFromCf({ latitude: '52.5', longitude: '13.4' })).toEqual({ lat: 52.5, lon: 13.4 });
+    expect(locationFromCf({})).toBeNull();
+    expect(locationFromCf(undefined)).toBeNull();
+    expect(locationFromCf({ latitude: 'x', longitude: '1' })).toBeNull();
+    expect(locationFromCf({ latitude: '91', longitude: '1' })).toBeNull();
+  });
+  it('no relays configured: no ICE servers', async () => {
+    const config = loadConfig({ ...baseVars(), RELAYS: '[]' });
+    expect(await iceServersFor(config, 'app', null, 0)).toEqual([]);
+  });
+});
+
+function baseVars(): WorkerVars {
+  return {
+    JWT_ISSUER: 'iss',
+    JWT_AUDIENCE: 'aud',
+    JWKS: JSON.stringify({ keys: [{ kty: 'EC', crv: 'P-256', x: 'x', y: 'y' }] }),
+    TURN_SECRETS: 'a-secret-of-some-length,an-older-secret-value',
+    RELAYS: JSON.stringify([relay('fra', 50.1, 8.7)]),
+  };
+}
+
+describe('configuration', () => {
+  it('applies named defaults and keeps every TURN secret, the first minting', () => {
+    const c = loadConfig(baseVars());
+    expect(c.turnSecrets).toEqual(['a-secret-of-some-length', 'an-older-secret-value']);
+    expect(c.offlineWaitMs).toBe(3000);
+    expect(c.requestTimeoutMs).toBe(30_000);
+    expect(c.sessionTtlSeconds).toBe(600);
+    expect(c.devHs256Secret).toBeNull();
+  });
+
+  const bad: Array<[keyof WorkerVars, WorkerVars]> = [
+    ['JWT_ISSUER', { JWT_ISSUER: '' }],
+    ['JWT_AUDIENCE', { JWT_AUDIENCE: undefined }],
+    ['JWKS', { JWKS: '{not json' }],
+    ['JWKS', { JWKS: '{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}' }],
+    ['JWKS', { JWKS: '{"keys":[{"kty":"EC","d":"private"}]}' }],
+    ['JWKS', { JWKS: '' }],
+    ['JWKS_URL', { JWKS_URL: 'http://insecure.example/jwks' }],
+    ['DEV_HS256_SECRET', { DEV_HS256_SECRET: 'short' }],
+    ['TURN_SECRETS', { TURN_SECRETS: ' , ' }],
+    ['TURN_SECRETS', { TURN_SECRETS: 'tiny' }],
+    ['TURN_TTL_SECONDS', { TURN_TTL_SECONDS: '-5' }],
+    ['OFFLINE_WAIT_MS', { OFFLINE_WAIT_MS: '1e3' }],
+    ['REQUEST_TIMEOUT_MS', { REQUEST_TIMEOUT_MS: '10' }],
+    ['SESSION_TTL_SECONDS', { SESSION_TTL_SECONDS: '999999999' }],
+    ['RELAYS', { RELAYS: '{}' }],
+    ['RELAYS', { RELAYS: '[{"id":"a"}]' }],
+    ['RELAYS', { RELAYS: JSON.stringify([relay('a', 0, 0), relay('a', 1, 1)]) }],
+    ['RELAYS', { RELAYS: JSON.stringify([{ ...relay('a', 0, 0), udpPort: 70000 }]) }],
+    ['RELAYS', { RELAYS: JSON.stringify([{ ...relay('a', 0, 0), host: 'evil host/x' }]) }],
+  ];
+  for (const [field, override] of bad) {
+    it(`refuses a bad ${field} naming the field, never the value (${JSON.stringify(Object.values(override)[0] ?? null).slice(0, 30)})`, () => {
+      const vars = { ...baseVars(), ...override };
+      let err: unknown;
+      try {
+        loadConfig(vars);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).field).toBe(field);
+      expect((err as Error).message).toContain(field);
+      const value = Object.values(override)[0];
+      if (typeof value === 'string' && value.length >= 5) expect((err as Error).message).not.toContain(value);
+    });
+  }
+
+  it('parseRelays: property: any entry it accepts round-trips through JSON unchanged', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          id: fc.stringMatching(/^[a-z0-9]{1,10}$/),
+          lat: fc.double({ min: -90, max: 90, noNaN: true }),
+          lon: fc.double({ min: -180, max: 180, noNaN: true }),
+          udpPort: fc.integer({ min: 1, max: 65535 }),
+        }),
+        (r) => {
+          const entry = { ...relay(r.id, r.lat, r.lon), udpPort: r.udpPort };
+          expect(parseRelays(JSON.stringify([entry]))).toEqual([JSON.parse(JSON.stringify(entry))]);
+        },
+      ),
+    );
+  });
+});

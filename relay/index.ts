@@ -12,6 +12,7 @@ import { relayConfig, relayConfigFromArgs, configHelp, ConfigError, type RelayCo
 import { NodeRelay, type BoundAddress, type RelayedHook } from './node/driver.js';
 import { jsonLogger, type LogFn } from './node/log.js';
 import { RelayMetrics, startMetricsServer, type MetricsServer } from './metrics.js';
+import { startWorkers } from './node/workers.js';
 
 export { relayConfig, relayConfigFromArgs, configHelp, ConfigError, type RelayConfig, type BoundAddress, type RelayedHook };
 
@@ -30,15 +31,23 @@ export interface StartedRelay {
   readonly tls?: BoundAddress;
   /** `http://host:port` of the metrics/health server, when enabled. */
   readonly metricsUrl?: string;
+  /** With `workers` > 1: every worker's UDP listener (worker i on its own port). */
+  readonly udpAll?: readonly BoundAddress[];
   /** Graceful stop: no new allocations, bounded drain (config.shutdownDrainMs), then close. */
   close(): Promise<void>;
 }
 
 /**
- * Starts a relay in this process. `config.tcpPort` null is not supported here (the
- * returned shape always has TCP); TLS runs when `tlsCert`/`tlsKey` are set.
+ * Starts a relay: in this process, or with `config.workers` > 1 in that many worker
+ * processes (see relay/node/workers.ts; the hooks then do not apply, since functions
+ * cannot cross processes). `config.tcpPort` null is not supported here (the returned
+ * shape always has TCP); TLS runs when `tlsCert`/`tlsKey` are set.
  */
 export async function startRelay(config: RelayConfig, hooks: RelayHooks = {}): Promise<StartedRelay> {
+  if (config.workers > 1) {
+    if (hooks.onRelayed || hooks.log) throw new ConfigError('workers', 'workers: hooks need a single-process relay (workers: 1)');
+    return startWorkers(config);
+  }
   const log = hooks.log ?? jsonLogger(config.logLevel);
   const metrics = new RelayMetrics();
   const relay = new NodeRelay({

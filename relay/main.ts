@@ -6,7 +6,6 @@
  */
 import { configHelp, relayConfigFromArgs, ConfigError, type RelayConfig } from './config.js';
 import { startRelay } from './index.js';
-import { startWorkers } from './node/workers.js';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
@@ -24,7 +23,7 @@ async function main(): Promise<void> {
     }
     throw e;
   }
-  const relay = config.workers > 1 ? await startWorkers(config) : await startRelay(config);
+  const relay = await startRelay(config);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) process.exit(1);

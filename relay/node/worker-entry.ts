@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import tls from 'node:tls';
+import { RelayMetrics } from '../metrics.js';
 import { NodeRelay } from './driver.js';
 import { jsonLogger } from './log.js';
 import type { WorkerMessage } from './workers.js';
@@ -14,6 +15,9 @@ let relay: NodeRelay | null = null;
 let start: Extract<WorkerMessage, { type: 'start' }> | null = null;
 let tcpHandle: net.Server | null = null;
 let tlsHandle: net.Server | null = null;
+const metrics = new RelayMetrics();
+/** How often a worker sends its counters to the primary, which serves their sum. */
+const METRICS_PUSH_MS = 1_000;
 
 function send(m: WorkerMessage): void {
   process.send?.(m);
@@ -43,6 +47,7 @@ async function maybeStart(): Promise<void> {
     udpPort: s.udpPort,
     log: (level, event, fields) => log(level, event, { worker: s.index, ...fields }),
     sharedTcp: tcp,
+    metrics,
     ...(sharedTls ? { sharedTls } : {}),
   });
   // Sockets arrive paused (pauseOnConnect in the primary): resume once the relay listens to them.
@@ -50,6 +55,7 @@ async function maybeStart(): Promise<void> {
   try {
     const bound = await relay.listen();
     send({ type: 'started', udp: bound.udp });
+    setInterval(() => send({ type: 'metrics', snapshot: metrics.snapshot() }), METRICS_PUSH_MS).unref();
   } catch (e) {
     send({ type: 'failed', message: e instanceof Error ? e.message : String(e) });
     process.exit(1);

@@ -17,6 +17,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { RelayConfig } from '../config.js';
+import { RelayMetrics, startMetricsServer, type MetricsServer, type RelayMetricsSnapshot } from '../metrics.js';
 import type { BoundAddress } from './driver.js';
 
 /** Messages between the primary and a worker. */
@@ -24,6 +25,7 @@ export type WorkerMessage =
   | { type: 'start'; index: number; config: RelayConfig; udpPort: number; relayPortMin: number; relayPortMax: number; sharedTls: boolean }
   | { type: 'started'; udp: BoundAddress }
   | { type: 'failed'; message: string }
+  | { type: 'metrics'; snapshot: RelayMetricsSnapshot }
   | { type: 'close' }
   | { type: 'closed' };
 
@@ -35,6 +37,8 @@ export interface StartedWorkers {
   readonly tcp: BoundAddress;
   readonly tls?: BoundAddress;
   readonly pids: readonly number[];
+  /** `http://host:port` of the primary's metrics server (counters summed over workers), when enabled. */
+  readonly metricsUrl?: string;
   close(): Promise<void>;
 }
 
@@ -75,6 +79,8 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
   const entry = fileURLToPath(new URL('./worker-entry.ts', import.meta.url));
   const children: ChildProcess[] = [];
   const udpAll: BoundAddress[] = [];
+  const snapshots: Array<RelayMetricsSnapshot | null> = [];
+  let draining = false;
   const kill = () => {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   };
@@ -86,7 +92,8 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
       const started = new Promise<BoundAddress>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`worker ${i} did not start in time`)), WORKER_START_TIMEOUT_MS);
         child.on('message', (m: WorkerMessage) => {
-          if (m.type === 'started') {
+          if (m.type === 'metrics') snapshots[i] = m.snapshot;
+          else if (m.type === 'started') {
             clearTimeout(t);
             resolve(m.udp);
           } else if (m.type === 'failed') {
@@ -122,34 +129,62 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
   // The workers hold the listening handles now; the primary stops accepting.
   tcpSrv.close();
   tlsSrv?.close();
+  let metricsServer: MetricsServer | null = null;
+  if (config.metricsPort !== null) {
+    const sum = {
+      render: () => {
+        const total = new RelayMetrics();
+        for (const snap of snapshots) if (snap) total.add(snap);
+        return total.render();
+      },
+    };
+    try {
+      metricsServer = await startMetricsServer(sum, {
+        host: config.metricsHost,
+        port: config.metricsPort,
+        health: () => {
+          const alive = children.filter((c) => c.exitCode === null && c.signalCode === null).length;
+          return { ok: !draining && alive === n, draining, workers: n, alive };
+        },
+      });
+    } catch (e) {
+      kill();
+      throw e;
+    }
+  }
+  const metricsHost = config.metricsHost.includes(':') ? `[${config.metricsHost}]` : config.metricsHost;
+  let closing: Promise<void> | null = null;
   return {
+    ...(metricsServer ? { metricsUrl: `http://${metricsHost}:${metricsServer.port}` } : {}),
     udp: udpAll[0]!,
     udpAll,
     tcp,
     ...(tls ? { tls } : {}),
     pids: children.map((c) => c.pid!),
-    close: async () => {
-      const limit = config.shutdownDrainMs + WORKER_EXIT_GRACE_MS;
-      await Promise.all(
-        children.map(
-          (c) =>
-            new Promise<void>((resolve) => {
-              if (c.exitCode !== null || c.signalCode !== null) return resolve();
-              const t = setTimeout(() => {
-                c.kill('SIGKILL');
-              }, limit);
-              c.once('exit', () => {
-                clearTimeout(t);
-                resolve();
-              });
-              try {
-                c.send({ type: 'close' } satisfies WorkerMessage);
-              } catch {
-                c.kill('SIGKILL');
-              }
-            }),
-        ),
-      );
-    },
+    close: () => (closing ??= stopAll()),
   };
+
+  async function stopAll(): Promise<void> {
+    draining = true;
+    const limit = config.shutdownDrainMs + WORKER_EXIT_GRACE_MS;
+    await Promise.all(children.map((c) => stopChild(c, limit)));
+    await metricsServer?.close();
+  }
+}
+
+/** Asks a worker to close gracefully; kills it if it has not exited within `limitMs`. */
+function stopChild(c: ChildProcess, limitMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (c.exitCode !== null || c.signalCode !== null) return resolve();
+    const t = setTimeout(() => c.kill('SIGKILL'), limitMs);
+    c.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    try {
+      c.send({ type: 'close' } satisfies WorkerMessage);
+    } catch {
+      c.kill('SIGKILL');
+    }
+  });
 }

@@ -1,0 +1,102 @@
+/**
+ * Multi-process mode: two worker processes, each with its own UDP port and a
+ * disjoint relay port slice, sharing one TCP listener; the primary serves the
+ * sum of their counters.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
+import { portSlice } from '../../relay/node/workers.js';
+import { A, StunClass, StunMethod, TestTurnClient, restCredential } from './helpers/turn-client.js';
+import { StreamEndpoint, UdpEndpoint } from './helpers/sockets.js';
+
+const SECRET = 'workers-test-secret';
+let relay: StartedRelay;
+
+beforeAll(async () => {
+  relay = await startRelay(
+    relayConfig({
+      secrets: [SECRET],
+      listenHost: '127.0.0.1',
+      relayHost: '127.0.0.1',
+      udpPort: 0,
+      tcpPort: 0,
+      metricsPort: 0,
+      allowLoopback: true,
+      relayPortMin: 43000,
+      relayPortMax: 43099,
+      shutdownDrainMs: 0,
+      logLevel: 'silent',
+      workers: 2,
+    }),
+  );
+}, 60_000);
+
+afterAll(async () => {
+  await relay?.close();
+});
+
+function client(id: string): TestTurnClient {
+  const c = restCredential(SECRET, id, Math.floor(Date.now() / 1000) + 600);
+  return new TestTurnClient(c.username, c.password);
+}
+
+describe('workers: 2', () => {
+  it('splits relay ports into disjoint slices', () => {
+    expect(portSlice(43000, 43099, 0, 2)).toEqual({ min: 43000, max: 43049 });
+    expect(portSlice(43000, 43099, 1, 2)).toEqual({ min: 43050, max: 43099 });
+    expect(portSlice(1000, 1010, 2, 3)).toEqual({ min: 1006, max: 1010 });
+  });
+
+  it('each worker allocates on its own UDP port from its own slice', async () => {
+    expect(relay.udpAll).toHaveLength(2);
+    expect(new Set(relay.udpAll!.map((u) => u.port)).size).toBe(2);
+    const relayed: number[] = [];
+    for (const [i, udp] of relay.udpAll!.entries()) {
+      const ep = await UdpEndpoint.open();
+      try {
+        const c = client(`worker-client-${i}`);
+        ep.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, udp.port);
+        expect(c.read(await ep.next()).code).toBe(401);
+        ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, udp.port);
+        const r = c.read(await ep.next());
+        expect(r.cls).toBe(StunClass.SuccessResponse);
+        relayed.push(r.relayed!.port);
+      } finally {
+        await ep.close();
+      }
+    }
+    expect(relayed[0]).toBeGreaterThanOrEqual(43000);
+    expect(relayed[0]).toBeLessThanOrEqual(43049);
+    expect(relayed[1]).toBeGreaterThanOrEqual(43050);
+    expect(relayed[1]).toBeLessThanOrEqual(43099);
+  });
+
+  it('serves TURN over the shared TCP listener', async () => {
+    for (let i = 0; i < 4; i++) {
+      const s = await StreamEndpoint.connect(relay.tcp.port);
+      try {
+        const c = client(`tcp-client-${i}`);
+        s.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes);
+        expect(c.read(await s.next()).code).toBe(401);
+        s.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes);
+        expect(c.read(await s.next()).cls).toBe(StunClass.SuccessResponse);
+      } finally {
+        s.close();
+      }
+    }
+  });
+
+  it('the primary serves the counters summed over workers, and health', async () => {
+    expect(relay.metricsUrl).toBeDefined();
+    // Workers push counters every second: poll, bounded.
+    let created = 0;
+    for (let i = 0; i < 50 && created < 6; i++) {
+      const text = await (await fetch(`${relay.metricsUrl}/metrics`)).text();
+      created = Number(/homelink_relay_allocations_created_total (\d+)/.exec(text)?.[1] ?? 0);
+      if (created < 6) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(created).toBe(6);
+    const health = await (await fetch(`${relay.metricsUrl}/health`)).json();
+    expect(health).toMatchObject({ ok: true, workers: 2, alive: 2 });
+  });
+});

@@ -49,7 +49,7 @@ async function craft(s: Shape = {}): Promise<string> {
 
 const b64json = (v: unknown): string => base64url.encode(new TextEncoder().encode(JSON.stringify(v)));
 
-async function hmac(secret: Uint8Array, input: string): Promise<string> {
+async function hmac(secret: Uint8Array<ArrayBuffer>, input: string): Promise<string> {
   const k = await crypto.subtle.importKey('raw', secret, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
   return base64url.encode(new Uint8Array(await crypto.subtle.sign('HMAC', k, new TextEncoder().encode(input))));
 }

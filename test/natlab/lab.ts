@@ -315,10 +315,12 @@ export class Lab {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });
+    // Writes to a peer that already exited must not crash the test process (EPIPE).
+    child.stdin!.on('error', () => undefined);
     let out = '';
     let err = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d.length + err.length > 1_000_000 ? '' : d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d.length + err.length > 20_000_000 ? '' : d));
     const exited = new Promise<number | null>((resolve) => {
       child.once('exit', (code) => resolve(code));
       child.once('error', () => resolve(-1));

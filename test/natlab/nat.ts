@@ -9,7 +9,8 @@
  *    host's own outbound flow, and masquerade would then silently pick another port
  *    (NATLAB.md, "pitfalls"), so unsolicited WAN packets are dropped before they can;
  *  - FORWARD from `wan0` accepts replies (ESTABLISHED/RELATED) and packets our own DNAT
- *    rules created (`ct status dnat`), nothing else.
+ *    rules created (`ct status dnat`), nothing else; LAN-to-LAN frames (bridged, but seen
+ *    here because br_netfilter is loaded) always pass.
  *
  * Mapping (RFC 4787 section 4.1):
  *  - endpoint-independent: `masquerade` keeps the source port when it is free, and one
@@ -151,6 +152,9 @@ export function routerRuleset(behaviour: NatBehaviour): string {
     '  chain forward {',
     '    type filter hook forward priority filter; policy drop;',
     '    iifname "wan0" ct state established,related accept',
+    // br_netfilter is loaded on this kernel, so frames between two hosts on lan0 pass
+    // through this chain too: a home switch forwards them, whatever the router's policy.
+    '    iifname "lan0" oifname "lan0" accept',
     ...(dnatFiltering ? ['    iifname "wan0" ct status dnat accept'] : []),
   );
   if (behaviour === 'udp-blocked') {

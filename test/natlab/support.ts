@@ -39,11 +39,18 @@ export class WaitTimeout extends Error {
   override readonly name = 'WaitTimeout';
 }
 
-/** Resolves with the first stdout line matching `re`, or rejects after `timeoutMs` or on exit. */
-export function waitForLine(proc: LabProcess, re: RegExp, timeoutMs: number, what: string): Promise<string> {
+/** Resolves with the first output line matching `re`, or rejects after `timeoutMs` or on exit. */
+export function waitForLine(
+  proc: LabProcess,
+  re: RegExp,
+  timeoutMs: number,
+  what: string,
+  stream: 'stdout' | 'stderr' = 'stdout',
+): Promise<string> {
+  const source = stream === 'stdout' ? proc.child.stdout : proc.child.stderr;
   return new Promise((resolve, reject) => {
     const check = (): boolean => {
-      const line = proc.stdout().split('\n').find((l) => re.test(l));
+      const line = proc[stream]().split('\n').find((l) => re.test(l));
       if (line !== undefined) {
         finish();
         resolve(line);
@@ -64,10 +71,10 @@ export function waitForLine(proc: LabProcess, re: RegExp, timeoutMs: number, wha
     }, timeoutMs);
     const finish = (): void => {
       clearTimeout(timer);
-      proc.child.stdout?.off('data', onData);
+      source?.off('data', onData);
       proc.child.off('exit', onExit);
     };
-    proc.child.stdout?.on('data', onData);
+    source?.on('data', onData);
     proc.child.once('exit', onExit);
     check();
   });
@@ -76,4 +83,18 @@ export function waitForLine(proc: LabProcess, re: RegExp, timeoutMs: number, wha
 /** `node --import tsx <script>` arguments, resolved from the repository root. */
 export function tsxArgs(script: string, ...args: string[]): string[] {
   return ['--import', 'tsx', script, ...args];
+}
+
+/** Calls `cb` for every complete stdout line the process writes from now on. */
+export function onLines(proc: LabProcess, cb: (line: string) => void): void {
+  let buf = '';
+  proc.child.stdout?.on('data', (d: string | Buffer) => {
+    buf += d.toString();
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      cb(line);
+    }
+  });
 }

@@ -1,0 +1,74 @@
+/**
+ * The connectivity matrix (issue 5): every ordered pair of NAT behaviours plus the public
+ * side, and two hosts of one home for each behaviour, run through real NAT rule sets in the
+ * namespace lab. Asserts that every cell connects with a checked transfer, that the path is
+ * direct exactly when theory allows, and that the relay only ever saw ciphertext; writes the
+ * table into docs/NATLAB.md.
+ *
+ * Stack: NATLAB_STACK=werift runs bare werift peers with coturn (the reference that proves
+ * the lab and harness); the default runs the product (see stack-homelink.ts).
+ */
+import { writeFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { matrixCells, renderReport, runCells, type CellResult, type Stack } from './cells.js';
+import { makeLabTls, startCoturn, type LabTls } from './coturn.js';
+import { Lab } from './lab.js';
+import { startRelayCapture, type RelayCapture } from './capture.js';
+import { labAvailable } from './support.js';
+import { weriftStack } from './stack-werift.js';
+
+/** Cells run at once: each is two endpoint processes; three pairs keep 2 cores busy without starving werift's timers. */
+const CELL_CONCURRENCY = 3;
+const REPORT = 'docs/NATLAB.md';
+
+describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
+  let lab: Lab;
+  let tls: LabTls;
+  let stack: Stack;
+  let capture: RelayCapture;
+  let results: CellResult[] = [];
+  let durationS = 0;
+
+  beforeAll(async () => {
+    lab = await Lab.create();
+    tls = makeLabTls();
+    capture = await startRelayCapture(lab);
+    const coturn = await startCoturn(lab, tls, `lab-secret-${lab.runId}`);
+    stack = weriftStack(coturn, tls.cert);
+  });
+
+  afterAll(async () => {
+    await capture?.stop().catch(() => undefined);
+    await lab?.destroy();
+    tls?.dispose();
+    capture?.dispose();
+  });
+
+  it('every cell connects, direct when theory allows, relay only sees ciphertext', async () => {
+    // NATLAB_CELLS=<regex> runs a subset while developing; only a full run rewrites the report.
+    const only = process.env['NATLAB_CELLS'];
+    const cells = matrixCells().filter((c) => !only || new RegExp(only).test(c.id));
+    const t0 = performance.now();
+    results = await runCells(lab, stack, cells, CELL_CONCURRENCY);
+    durationS = (performance.now() - t0) / 1000;
+    await capture.sendControl();
+    await capture.stop();
+    const scan = capture.scan(results.map((r) => r.marker));
+    if (!only) writeFileSync(
+      REPORT,
+      renderReport({
+        stack: stack.name,
+        results,
+        durationS,
+        captureBytes: scan.bytes,
+        controlMarkerFound: scan.controlFound,
+        markersFound: scan.found,
+      }),
+    );
+    const table = results.map((r) => ({ cell: r.spec.id, expected: r.spec.expected, observed: r.kind, transfer: r.transferOk, error: r.error }));
+    expect(table.filter((c) => c.observed === 'none' || !c.transfer), 'cells that failed').toEqual([]);
+    expect(table.filter((c) => c.observed !== c.expected), 'cells whose path differs from theory').toEqual([]);
+    expect(scan.controlFound, 'control marker visible in the relay capture').toBe(true);
+    expect(scan.found, 'plaintext markers seen by the relay').toEqual([]);
+  });
+});

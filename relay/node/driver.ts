@@ -277,7 +277,7 @@ export class NodeRelay {
         return;
       }
       case 'bind-relay':
-        return this.bindRelay(a.relayId, a.family, BIND_ATTEMPTS);
+        return this.bindRelay(a.relayId, a.family, a.even, BIND_ATTEMPTS);
       case 'release-relay': {
         const relay = this.relays.get(a.relayId);
         if (relay) {
@@ -298,8 +298,8 @@ export class NodeRelay {
     }
   }
 
-  private bindRelay(relayId: number, family: 4 | 6, attempts: number): void {
-    const port = this.pool.take();
+  private bindRelay(relayId: number, family: 4 | 6, even: boolean, attempts: number): void {
+    const port = this.pool.take(even);
     if (port === undefined || this.closed) {
       this.server.relayFailed(relayId, 'no relay port available');
       if (this.server.hasActions) this.flush();
@@ -309,7 +309,7 @@ export class NodeRelay {
     const onBindError = (err: Error) => {
       socket.close();
       this.pool.give(port);
-      if (attempts > 1 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') return this.bindRelay(relayId, family, attempts - 1);
+      if (attempts > 1 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') return this.bindRelay(relayId, family, even, attempts - 1);
       this.server.relayFailed(relayId, (err as NodeJS.ErrnoException).code ?? 'bind error');
       if (this.server.hasActions) this.flush();
     };

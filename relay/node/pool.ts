@@ -20,11 +20,17 @@ export class RelayPortPool {
     return this.free.length;
   }
 
-  /** A random free port, or undefined when exhausted. */
-  take(): number | undefined {
+  /** A random free port (an even one if `even`, RFC 8656 EVEN-PORT), or undefined when none is left. */
+  take(even = false): number | undefined {
     const n = this.free.length;
     if (n === 0) return undefined;
-    const i = randomInt(n);
+    let i = randomInt(n);
+    if (even) {
+      let k = 0;
+      while (k < n && this.free[(i + k) % n]! % 2 !== 0) k++;
+      if (k === n) return undefined;
+      i = (i + k) % n;
+    }
     const port = this.free[i]!;
     this.free[i] = this.free[n - 1]!;
     this.free.pop();

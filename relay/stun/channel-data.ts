@@ -8,7 +8,7 @@
  * Over UDP the datagram may carry padding past `Length`, which the receiver
  * ignores; over TCP/TLS the message is padded to a multiple of 4 (§12.5).
  */
-import { CHANNEL_MAX, CHANNEL_MIN } from './constants.js';
+import { CHANNEL_MAX_LEGACY, CHANNEL_MIN } from './constants.js';
 import { decoded, refused, type Decoded } from './result.js';
 
 /** A decoded ChannelData message; `data` is a view into the input. */
@@ -28,12 +28,12 @@ export function looksLikeChannelData(bytes: Uint8Array): boolean {
 /**
  * Decodes one ChannelData message. With `stream` the message must fill `bytes`
  * exactly including padding to 4; without, `bytes` may be longer (UDP padding).
- * The channel must be in 0x4000-0x4FFF.
+ * The channel must be in 0x4000-0x7FFF (RFC 5766's range, a superset of RFC 8656's 0x4000-0x4FFF).
  */
 export function decodeChannelData(bytes: Uint8Array, stream: boolean): Decoded<ChannelData> {
   if (bytes.length < CHANNEL_DATA_HEADER) return refused('truncated', 'shorter than a ChannelData header');
   const channel = (bytes[0]! << 8) | bytes[1]!;
-  if (channel < CHANNEL_MIN || channel > CHANNEL_MAX) return refused('bad_value', 'channel number out of range');
+  if (channel < CHANNEL_MIN || channel > CHANNEL_MAX_LEGACY) return refused('bad_value', 'channel number out of range');
   const length = (bytes[2]! << 8) | bytes[3]!;
   const total = CHANNEL_DATA_HEADER + (stream ? (length + 3) & ~3 : length);
   if (bytes.length < total) return refused('truncated', 'ChannelData shorter than its length');
@@ -43,11 +43,11 @@ export function decodeChannelData(bytes: Uint8Array, stream: boolean): Decoded<C
 
 /**
  * Encodes a ChannelData message, padded to 4 when `stream`. Throws RangeError for a
- * channel outside 0x4000-0x4FFF or data over 65535 bytes (programming errors).
+ * channel outside 0x4000-0x7FFF or data over 65535 bytes (programming errors).
  * @example encodeChannelData(0x4000, payload, false)
  */
 export function encodeChannelData(channel: number, data: Uint8Array, stream: boolean): Uint8Array {
-  if (channel < CHANNEL_MIN || channel > CHANNEL_MAX) throw new RangeError('channel number out of range');
+  if (channel < CHANNEL_MIN || channel > CHANNEL_MAX_LEGACY) throw new RangeError('channel number out of range');
   if (data.length > 0xffff) throw new RangeError('ChannelData payload too long');
   const total = CHANNEL_DATA_HEADER + (stream ? (data.length + 3) & ~3 : data.length);
   const out = new Uint8Array(total);

@@ -107,6 +107,12 @@ export const TRANSPORT_UDP = 17;
 /** RFC 8656 §12: channel numbers 0x4000 through 0x4FFF are valid for ChannelBind. */
 export const CHANNEL_MIN = 0x4000;
 export const CHANNEL_MAX = 0x4fff;
+/**
+ * RFC 5766 §11 allowed 0x4000-0x7FFF, and clients written to it still pick numbers up to
+ * 0x7FFF (coturn's turnutils_uclient does). Every such number still starts with the bits 01,
+ * so demultiplexing is unaffected; the relay accepts the old range for interoperability.
+ */
+export const CHANNEL_MAX_LEGACY = 0x7fff;
 /** RFC 8656 §14.1 / RFC 8489 §14.1: address family octets. */
 export const FAMILY_IPV4 = 0x01;
 export const FAMILY_IPV6 = 0x02;

@@ -22,7 +22,7 @@
  */
 import {
   Attr,
-  CHANNEL_MAX,
+  CHANNEL_MAX_LEGACY,
   CHANNEL_MIN,
   ERROR_REASONS,
   ErrorCode,
@@ -65,8 +65,8 @@ export type RelayAction =
   | { readonly type: 'send-client'; readonly to: ClientAddr; readonly data: Uint8Array; readonly relayed?: Uint8Array }
   /** Send a datagram from allocation `relayId`'s relayed port to a peer. */
   | { readonly type: 'send-peer'; readonly relayId: number; readonly ip: string; readonly port: number; readonly data: Uint8Array }
-  /** Bind a UDP relay port of `family` for `relayId`; answer with relayBound or relayFailed. */
-  | { readonly type: 'bind-relay'; readonly relayId: number; readonly family: 4 | 6 }
+  /** Bind a UDP relay port of `family` (an even one if `even`) for `relayId`; answer with relayBound or relayFailed. */
+  | { readonly type: 'bind-relay'; readonly relayId: number; readonly family: 4 | 6; readonly even: boolean }
   /** Close and return `relayId`'s relay port. */
   | { readonly type: 'release-relay'; readonly relayId: number }
   /** Close a stream connection (framing error or buffer quota). */
@@ -196,6 +196,7 @@ const KNOWN_REQUIRED = new Set<number>([
   Attr.RequestedTransport,
   Attr.MessageIntegritySha256,
   Attr.XorMappedAddress,
+  Attr.EvenPort,
 ]);
 
 function unknownRequired(msg: StunMessage): number[] {
@@ -631,7 +632,13 @@ export class TurnServer {
     const rt = rtA && decodeRequestedTransport(rtA.value);
     if (!rt?.ok) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
     if (rt.value !== TRANSPORT_UDP) return this.replyError(client, msg, ErrorCode.UnsupportedTransportProtocol, auth.key);
-    // (DONT-FRAGMENT, EVEN-PORT and RESERVATION-TOKEN are unsupported: 420 above, as §7.2 allows.)
+    // (DONT-FRAGMENT and RESERVATION-TOKEN are unsupported: 420 above, as §7.2 allows.)
+    // EVEN-PORT (§7.2, §14.6): an even relay port; with the R bit the next port would have to be
+    // reserved, which this relay does not do, so that request "cannot be satisfied": 508.
+    const evenA = findAttr(msg, Attr.EvenPort);
+    if (evenA && evenA.value.length !== 1) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+    if (evenA && (evenA.value[0]! & 0x80) !== 0) return this.replyError(client, msg, ErrorCode.InsufficientCapacity, auth.key);
+    const even = evenA !== undefined;
     // 4. REQUESTED-ADDRESS-FAMILY: IPv4 by default; a family we do not relay gets 440.
     let family: 4 | 6 = 4;
     const rafA = findAttr(msg, Attr.RequestedAddressFamily);
@@ -689,7 +696,7 @@ export class TurnServer {
     }
     this.counters.allocations++;
     this.counters.allocationsCreated++;
-    this.actions.push({ type: 'bind-relay', relayId: id, family });
+    this.actions.push({ type: 'bind-relay', relayId: id, family, even });
   }
 
   /** LIFETIME of a request (RFC 8656 §7.2, §7.3): absent -> default; else at least the default, at most the max; 0 stays 0. */
@@ -798,10 +805,10 @@ export class TurnServer {
     if (!alloc || !alloc.active) return this.replyError(client, msg, ErrorCode.AllocationMismatch, auth.key);
     const unknown = unknownRequired(msg);
     if (unknown.length > 0) return this.replyUnknown(client, msg, unknown, auth.key);
-    // 1. CHANNEL-NUMBER present and in 0x4000-0x4FFF, else 400.
+    // 1. CHANNEL-NUMBER present and in 0x4000-0x4FFF (RFC 8656), or up to 0x7FFF for RFC 5766 clients; else 400.
     const cnA = findAttr(msg, Attr.ChannelNumber);
     const cn = cnA && decodeChannelNumber(cnA.value);
-    if (!cn?.ok || cn.value < CHANNEL_MIN || cn.value > CHANNEL_MAX) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
+    if (!cn?.ok || cn.value < CHANNEL_MIN || cn.value > CHANNEL_MAX_LEGACY) return this.replyError(client, msg, ErrorCode.BadRequest, auth.key);
     // 2. Exactly one XOR-PEER-ADDRESS, of the allocation's family (443) and allowed by policy (403).
     const peers = this.peersOf(client, msg, alloc, auth.key, 1);
     if (!peers) return;

@@ -200,7 +200,8 @@ describe('decoder refusals', () => {
     expect(decodeRequestedAddressFamily(new Uint8Array([3, 0, 0, 0])).ok).toBe(false);
     expect(decodeDontFragment(new Uint8Array(1)).ok).toBe(false);
     expect(decodeMessageIntegritySha256(new Uint8Array(12)).ok).toBe(false);
-    expect(decodeChannelData(new Uint8Array([0x50, 0, 0, 0]), false).ok).toBe(false); // 0x5000 out of range
+    expect(decodeChannelData(new Uint8Array([0x80, 0, 0, 0]), false).ok).toBe(false); // 0x8000 out of range
+    expect(decodeChannelData(new Uint8Array([0x3f, 0xff, 0, 0]), false).ok).toBe(false); // 0x3FFF out of range
     expect(decodeChannelData(new Uint8Array([0x40, 0, 0, 8, 1, 2]), false).ok).toBe(false);
     expect(decodeChannelData(new Uint8Array([0x40, 0, 0, 1, 1]), true).ok).toBe(false); // unpadded on a stream
   });

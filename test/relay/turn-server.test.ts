@@ -172,6 +172,15 @@ describe('Allocate and authentication', () => {
     expect(h.server.allocationCount).toBe(0);
   });
 
+  it('EVEN-PORT gets an even relay port; with the R bit (a reservation) 508', () => {
+    const h = new Harness();
+    const c = new VClient(h, '198.51.100.7', 40000);
+    expect(c.allocate([A.transportUdp(), [Attr.EvenPort, new Uint8Array([0x80])]]).code).toBe(508);
+    const r = c.allocate([A.transportUdp(), [Attr.EvenPort, new Uint8Array([0x00])]]);
+    ok(r);
+    expect(r.relayed!.port % 2).toBe(0);
+  });
+
   it('allocates IPv6 relayed addresses when asked and configured', () => {
     const h = new Harness();
     const c = new VClient(h, '198.51.100.7', 40000);
@@ -283,7 +292,8 @@ describe('permissions, channels and data', () => {
     const c = new VClient(h, '198.51.100.7', 40000);
     ok(c.allocate());
     expect(c.call(StunMethod.ChannelBind, [A.channel(0x3fff), A.peer('198.18.1.2', 5000)]).code).toBe(400);
-    expect(c.call(StunMethod.ChannelBind, [A.channel(0x5000), A.peer('198.18.1.2', 5000)]).code).toBe(400);
+    expect(c.call(StunMethod.ChannelBind, [A.channel(0x8000), A.peer('198.18.1.2', 5000)]).code).toBe(400);
+    ok(c.call(StunMethod.ChannelBind, [A.channel(0x7fff), A.peer('198.18.1.9', 5000)])); // RFC 5766 range, for old clients
     expect(c.call(StunMethod.ChannelBind, [A.channel(0x4000)]).code).toBe(400);
     ok(c.call(StunMethod.ChannelBind, [A.channel(0x4000), A.peer('198.18.1.2', 5000)]));
     ok(c.call(StunMethod.ChannelBind, [A.channel(0x4000), A.peer('198.18.1.2', 5000)])); // refresh

@@ -120,6 +120,7 @@ export class Harness {
       case 'bind-relay':
         if (this.failBinds) this.server.relayFailed(a.relayId, 'test');
         else {
+          if (a.even && this.nextPort % 2 !== 0) this.nextPort++;
           const port = this.nextPort++;
           this.bound.set(a.relayId, port);
           this.server.relayBound(a.relayId, port, this.now);

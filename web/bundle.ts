@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 /** Entry of the demo page's script. */
 export const APP_ENTRY = fileURLToPath(new URL('./app.ts', import.meta.url));
 /** Entry of the library-only bundle (for app developers who bring their own page). */
-export const LIBRARY_ENTRY = fileURLToPath(new URL('./homelink.ts', import.meta.url));
+export const LIBRARY_ENTRY = fileURLToPath(new URL('../client/browser.ts', import.meta.url));
 
 /** Refuses `node:*` and Node built-ins (and werift) so they can never reach the browser bundle. */
 const noNode: Plugin = {

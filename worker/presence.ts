@@ -107,17 +107,33 @@ export class Presence extends DurableObject<Env> {
     return this.env.PRESENCE.get(this.env.PRESENCE.idFromName(endpointId));
   }
 
-  private async list<T>(prefix: string): Promise<T[]> {
-    return [...(await this.ctx.storage.list<T>({ prefix })).values()];
+  // Records live in the SQLite-backed synchronous KV: a handful per endpoint, read and written
+  // in the same turn, so no awaits (and no interleaving) between a read and its write.
+  private list<T>(prefix: string): T[] {
+    return [...this.ctx.storage.kv.list<T>({ prefix })].map(([, v]) => v);
   }
 
+  private get<T>(key: string): T | undefined {
+    return this.ctx.storage.kv.get<T>(key);
+  }
+
+  private put(key: string, value: unknown): void {
+    this.ctx.storage.kv.put(key, value);
+  }
+
+  private del(key: string): void {
+    this.ctx.storage.kv.delete(key);
+  }
+
+  /** The alarm as last set by this instance; undefined until read back after a wake-up. */
+  private alarmAt: number | null | undefined;
+
+  /** Points the alarm at the next record that needs attention; touches it only when that moved. */
   private async rearm(): Promise<void> {
-    const [dials, incoming, sessions] = await Promise.all([
-      this.list<Dial>('out:'),
-      this.list<Incoming>('in:'),
-      this.list<SessionRecord>('sess:'),
-    ]);
-    const at = nextWake(dials, incoming, sessions);
+    const at = nextWake(this.list<Dial>('out:'), this.list<Incoming>('in:'), this.list<SessionRecord>('sess:'));
+    if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
+    if (at === this.alarmAt) return;
+    this.alarmAt = at;
     if (at === null) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(at);
   }
@@ -153,17 +169,17 @@ export class Presence extends DurableObject<Env> {
   /** Hands requests that arrived while the endpoint was away (or on its old socket) to the new socket. */
   private async redeliver(ws: WebSocket, me: PresenceAttachment): Promise<void> {
     const now = Date.now();
-    for (const r of await this.list<Incoming>('in:')) {
+    for (const r of this.list<Incoming>('in:')) {
       if (incomingExpired(r, now) || !mayConnect(me.homes, r.fromHomes)) {
-        if (r.delivered || incomingExpired(r, now)) await this.ctx.storage.delete(`in:${r.reqId}`);
+        if (r.delivered || incomingExpired(r, now)) this.del(`in:${r.reqId}`);
         continue;
       }
       safeSend(ws, { type: 'request', reqId: r.reqId, from: r.from, sessionId: r.sessionId });
       if (r.delivered) continue;
-      await this.ctx.storage.put(`in:${r.reqId}`, { ...r, delivered: true });
+      this.put(`in:${r.reqId}`, { ...r, delivered: true });
       const { live } = await this.peer(r.from).delivered(r.initiatorReqId, r.sessionId);
       if (!live) {
-        await this.ctx.storage.delete(`in:${r.reqId}`);
+        this.del(`in:${r.reqId}`);
         safeSend(ws, { type: 'cancelled', reqId: r.reqId });
       }
     }
@@ -207,7 +223,7 @@ export class Presence extends DurableObject<Env> {
   private async dial(ws: WebSocket, me: PresenceAttachment, reqId: string, to: string): Promise<void> {
     if (to === me.sub) return safeSend(ws, { type: 'error', code: 'invalid_field', message: 'cannot dial yourself', reqId });
     const key = `out:${reqId}`;
-    const dials = await this.list<Dial>('out:');
+    const dials = this.list<Dial>('out:');
     if (dials.some((d) => d.reqId === reqId)) return safeSend(ws, { type: 'error', code: 'out_of_state', message: 'reqId already pending', reqId });
     if (dials.length >= MAX_PENDING_DIALS) return safeSend(ws, { type: 'error', code: 'rate_limited', message: 'too many pending requests', reqId });
     const now = Date.now();
@@ -219,7 +235,7 @@ export class Presence extends DurableObject<Env> {
       offlineAt: now + this.config.offlineWaitMs,
       timeoutAt: now + this.config.requestTimeoutMs,
     };
-    await this.ctx.storage.put(key, dial);
+    this.put(key, dial);
     await this.rearm();
     let delivered = false;
     try {
@@ -239,10 +255,10 @@ export class Presence extends DurableObject<Env> {
   }
 
   private async markRinging(reqId: string, sessionId: string): Promise<boolean> {
-    const d = await this.ctx.storage.get<Dial>(`out:${reqId}`);
+    const d = this.get<Dial>(`out:${reqId}`);
     if (!d || d.sessionId !== sessionId) return false;
     if (!d.ringing) {
-      await this.ctx.storage.put(`out:${reqId}`, { ...d, ringing: true });
+      this.put(`out:${reqId}`, { ...d, ringing: true });
       await this.rearm();
     }
     return true;
@@ -250,11 +266,11 @@ export class Presence extends DurableObject<Env> {
 
   private async answer(ws: WebSocket, me: PresenceAttachment, reqId: string, accept: boolean, reason: string | undefined): Promise<void> {
     const key = `in:${reqId}`;
-    const r = await this.ctx.storage.get<Incoming>(key);
+    const r = this.get<Incoming>(key);
     if (!r || !r.delivered || incomingExpired(r, Date.now())) {
       return safeSend(ws, { type: 'error', code: 'out_of_state', message: 'no such pending request', reqId });
     }
-    await this.ctx.storage.delete(key);
+    this.del(key);
     const res = await this.peer(r.from).answered({
       reqId: r.initiatorReqId,
       sessionId: r.sessionId,
@@ -266,7 +282,7 @@ export class Presence extends DurableObject<Env> {
       safeSend(ws, { type: 'cancelled', reqId });
     } else if (accept && res.deadline !== undefined) {
       const rec: SessionRecord = { sessionId: r.sessionId, peer: r.from, role: 'responder', deadline: res.deadline };
-      await this.ctx.storage.put(`sess:${r.sessionId}`, rec);
+      this.put(`sess:${r.sessionId}`, rec);
       const iceServers = await iceServersFor(this.config, me.sub, me.loc, Date.now());
       safeSend(ws, { type: 'session', reqId, sessionId: r.sessionId, peer: r.from, role: 'responder', iceServers, deadline: res.deadline });
     }
@@ -274,9 +290,9 @@ export class Presence extends DurableObject<Env> {
   }
 
   private async cancel(ws: WebSocket, reqId: string): Promise<void> {
-    const d = await this.ctx.storage.get<Dial>(`out:${reqId}`);
+    const d = this.get<Dial>(`out:${reqId}`);
     if (!d) return safeSend(ws, { type: 'error', code: 'out_of_state', message: 'no such pending request', reqId });
-    await this.ctx.storage.delete(`out:${reqId}`);
+    this.del(`out:${reqId}`);
     safeSend(ws, { type: 'cancelled', reqId });
     await this.rearm();
     await this.peer(d.to).cancelIncoming(d.sessionId).catch(() => undefined);
@@ -294,29 +310,31 @@ export class Presence extends DurableObject<Env> {
   /** The endpoint went away (not replaced): its outgoing requests are withdrawn. */
   private async gone(ws: WebSocket): Promise<void> {
     if (this.current(ws) !== null) return;
-    for (const d of await this.list<Dial>('out:')) {
-      await this.ctx.storage.delete(`out:${d.reqId}`);
+    for (const d of this.list<Dial>('out:')) {
+      this.del(`out:${d.reqId}`);
       await this.peer(d.to).cancelIncoming(d.sessionId).catch(() => undefined);
     }
     await this.rearm();
   }
 
   override async alarm(): Promise<void> {
+    // The alarm that fired is spent.
+    this.alarmAt = null;
     const now = Date.now();
-    for (const d of await this.list<Dial>('out:')) {
+    for (const d of this.list<Dial>('out:')) {
       const outcome = dialOutcome(d, now);
       if (outcome === null) continue;
-      await this.ctx.storage.delete(`out:${d.reqId}`);
+      this.del(`out:${d.reqId}`);
       this.send({ type: 'dial_failed', reqId: d.reqId, code: outcome });
       await this.peer(d.to).cancelIncoming(d.sessionId).catch(() => undefined);
     }
-    for (const r of await this.list<Incoming>('in:')) {
+    for (const r of this.list<Incoming>('in:')) {
       if (!incomingExpired(r, now)) continue;
-      await this.ctx.storage.delete(`in:${r.reqId}`);
+      this.del(`in:${r.reqId}`);
       if (r.delivered) this.send({ type: 'cancelled', reqId: r.reqId });
     }
-    for (const s of await this.list<SessionRecord>('sess:')) {
-      if (now >= s.deadline) await this.ctx.storage.delete(`sess:${s.sessionId}`);
+    for (const s of this.list<SessionRecord>('sess:')) {
+      if (now >= s.deadline) this.del(`sess:${s.sessionId}`);
     }
     await this.rearm();
   }
@@ -327,11 +345,11 @@ export class Presence extends DurableObject<Env> {
   async incoming(call: IncomingCall): Promise<{ delivered: boolean }> {
     const c = this.current();
     if (c !== null && !mayConnect(c.id.homes, call.fromHomes)) return { delivered: false };
-    const held = await this.list<Incoming>('in:');
+    const held = this.list<Incoming>('in:');
     if (held.some((r) => r.sessionId === call.sessionId)) return { delivered: false };
     if (c === null && held.length >= MAX_HELD_REQUESTS) return { delivered: false };
     const r: Incoming = { reqId: randomId(random), ...call, delivered: c !== null };
-    await this.ctx.storage.put(`in:${r.reqId}`, r);
+    this.put(`in:${r.reqId}`, r);
     await this.rearm();
     if (c !== null) safeSend(c.ws, { type: 'request', reqId: r.reqId, from: r.from, sessionId: r.sessionId });
     return { delivered: c !== null };
@@ -351,9 +369,9 @@ export class Presence extends DurableObject<Env> {
     reason?: string;
   }): Promise<{ ok: boolean; deadline?: number }> {
     const key = `out:${a.reqId}`;
-    const d = await this.ctx.storage.get<Dial>(key);
+    const d = this.get<Dial>(key);
     if (!d || d.sessionId !== a.sessionId || d.to !== a.responder || Date.now() >= d.timeoutAt) return { ok: false };
-    await this.ctx.storage.delete(key);
+    this.del(key);
     const me = this.current();
     if (!a.accept) {
       this.send({ type: 'rejected', reqId: a.reqId, reason: a.reason ?? 'declined' });
@@ -369,7 +387,7 @@ export class Presence extends DurableObject<Env> {
     const room = this.env.ROOM.get(this.env.ROOM.idFromName(roomName(self, a.responder, a.sessionId)));
     await room.init({ sessionId: a.sessionId, initiator: self, responder: a.responder, deadline });
     const rec: SessionRecord = { sessionId: a.sessionId, peer: a.responder, role: 'initiator', deadline };
-    await this.ctx.storage.put(`sess:${a.sessionId}`, rec);
+    this.put(`sess:${a.sessionId}`, rec);
     await this.rearm();
     const iceServers = await iceServersFor(this.config, self, me?.id.loc ?? null, Date.now());
     this.send({ type: 'session', reqId: a.reqId, sessionId: a.sessionId, peer: a.responder, role: 'initiator', iceServers, deadline });
@@ -378,9 +396,9 @@ export class Presence extends DurableObject<Env> {
 
   /** Target side: the initiator withdrew (cancel, timeout, offline verdict, or it left). */
   async cancelIncoming(sessionId: string): Promise<void> {
-    for (const r of await this.list<Incoming>('in:')) {
+    for (const r of this.list<Incoming>('in:')) {
       if (r.sessionId !== sessionId) continue;
-      await this.ctx.storage.delete(`in:${r.reqId}`);
+      this.del(`in:${r.reqId}`);
       if (r.delivered) this.send({ type: 'cancelled', reqId: r.reqId });
     }
     await this.rearm();
@@ -388,7 +406,7 @@ export class Presence extends DurableObject<Env> {
 
   /** Used by the Worker to route a room socket: the caller's session with that id, if any. */
   async sessionPeer(sessionId: string): Promise<SessionRecord | null> {
-    const s = await this.ctx.storage.get<SessionRecord>(`sess:${sessionId}`);
+    const s = this.get<SessionRecord>(`sess:${sessionId}`);
     return s && Date.now() < s.deadline ? s : null;
   }
 }

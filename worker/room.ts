@@ -59,21 +59,30 @@ export class Room extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.config = loadConfig(env);
-    void ctx.blockConcurrencyWhile(async () => {
-      const got = await ctx.storage.get<unknown>(['meta', 'ended', 'seq']);
-      const meta = (got.get('meta') as RoomMeta | undefined) ?? null;
-      if (meta === null) return;
+    // Rebuild from storage (synchronous SQLite-backed KV): after hibernation or eviction the
+    // constructor runs again and nothing needed lives only in memory.
+    const kv = ctx.storage.kv;
+    const meta = kv.get<RoomMeta>('meta') ?? null;
+    if (meta !== null) {
       const buffer: Record<string, BufferedSignal[]> = {};
-      for (const e of [meta.initiator, meta.responder]) {
-        buffer[e] = ((await ctx.storage.get<BufferedSignal[]>(`buf:${e}`)) ?? []) as BufferedSignal[];
-      }
+      for (const e of [meta.initiator, meta.responder]) buffer[e] = kv.get<BufferedSignal[]>(`buf:${e}`) ?? [];
       this.state = {
         meta,
-        ended: (got.get('ended') as RoomState['ended'] | undefined) ?? null,
-        nextSeq: (got.get('seq') as Record<string, number> | undefined) ?? {},
+        ended: kv.get<RoomState['ended']>('ended') ?? null,
+        nextSeq: kv.get<Record<string, number>>('seq') ?? {},
         buffer,
       };
-    });
+    }
+  }
+
+  /** The alarm as last set by this instance; undefined until read back after a wake-up. */
+  private alarmAt: number | null | undefined;
+
+  private async setAlarm(at: number): Promise<void> {
+    if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
+    if (this.alarmAt === at) return;
+    this.alarmAt = at;
+    await this.ctx.storage.setAlarm(at);
   }
 
   private graceMs(): number {
@@ -174,6 +183,8 @@ export class Room extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
+    // The alarm that fired is spent.
+    this.alarmAt = null;
     await this.enqueue(() => this.apply({ type: 'alarm', present: this.present(), now: Date.now() }, null));
   }
 
@@ -229,8 +240,9 @@ export class Room extends DurableObject<Env> {
       case 'persist':
         return this.persist(before);
       case 'set_alarm':
-        return this.ctx.storage.setAlarm(act.at);
+        return this.setAlarm(act.at);
       case 'delete':
+        this.alarmAt = null;
         await this.ctx.storage.deleteAlarm();
         await this.ctx.storage.deleteAll();
         return;
@@ -240,16 +252,15 @@ export class Room extends DurableObject<Env> {
   }
 
   /** Writes only what changed since `before`. */
-  private async persist(before: RoomState): Promise<void> {
+  private persist(before: RoomState): void {
     const s = this.state;
-    const writes: Record<string, unknown> = {};
-    if (s.meta !== before.meta && s.meta !== null) writes['meta'] = s.meta;
-    if (s.ended !== before.ended) writes['ended'] = s.ended;
-    if (s.nextSeq !== before.nextSeq) writes['seq'] = s.nextSeq;
+    const kv = this.ctx.storage.kv;
+    if (s.meta !== before.meta && s.meta !== null) kv.put('meta', s.meta);
+    if (s.ended !== before.ended) kv.put('ended', s.ended);
+    if (s.nextSeq !== before.nextSeq) kv.put('seq', s.nextSeq);
     for (const [e, buf] of Object.entries(s.buffer)) {
-      if (buf !== before.buffer[e]) writes[`buf:${e}`] = buf;
+      if (buf !== before.buffer[e]) kv.put(`buf:${e}`, buf);
     }
-    if (Object.keys(writes).length > 0) await this.ctx.storage.put(writes);
   }
 }
 

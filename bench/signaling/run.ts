@@ -1,0 +1,207 @@
+/**
+ * Signaling benchmark (run by hand, not by `npm test`):
+ *
+ *   npx tsx bench/signaling/run.ts [--n 10,100,500] [--rounds 1]
+ *
+ * For each N, N endpoint pairs concurrently complete a whole exchange through the real Worker in
+ * local workerd (Miniflare, test/support/signaling.ts): dial, request, accept, both `session`s,
+ * both room joins, offer, answer and 10 trickled candidates plus end-of-candidates each way.
+ * Latency is per pair, from `dial` sent to the last signal received by either side.
+ *
+ * Baseline, same run and same workerd: one presence-socket round trip per endpoint (a frame the
+ * presence object answers with an error), N pairs at once. The ratio exchange/baseline says how
+ * many round trips' worth an exchange costs, which transfers across machines better than ms.
+ */
+import { parseArgs } from 'node:util';
+import WebSocket from 'ws';
+import { wsProtocols } from '../../protocol/messages.js';
+import { startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
+
+/** Candidates each side trickles, as the issue asks. */
+const CANDIDATES = 10;
+/** Every wait is bounded; an exchange that takes longer than this is a failure, not a data point. */
+const EXCHANGE_TIMEOUT_MS = 60_000;
+
+type Frame = { type: string } & Record<string, unknown>;
+
+/** A lean client: frames are dispatched to waiters by type, with no per-frame scanning. */
+class Sock {
+  private readonly queues = new Map<string, Frame[]>();
+  private readonly waiters = new Map<string, Array<(f: Frame) => void>>();
+  constructor(readonly ws: WebSocket) {
+    ws.on('message', (d) => {
+      const f = JSON.parse(d.toString()) as Frame;
+      const w = this.waiters.get(f.type);
+      const first = w?.shift();
+      if (first) return first(f);
+      let q = this.queues.get(f.type);
+      if (!q) this.queues.set(f.type, (q = []));
+      q.push(f);
+    });
+  }
+  static open(url: string, token: string): Promise<Sock> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, wsProtocols(token));
+      const s = new Sock(ws);
+      ws.once('open', () => resolve(s));
+      ws.once('error', reject);
+      ws.once('unexpected-response', (_q, r) => reject(new Error(`upgrade refused: ${r.statusCode}`)));
+    });
+  }
+  next(type: string): Promise<Frame> {
+    const q = this.queues.get(type);
+    const f = q?.shift();
+    if (f) return Promise.resolve(f);
+    return new Promise((resolve) => {
+      let w = this.waiters.get(type);
+      if (!w) this.waiters.set(type, (w = []));
+      w.push(resolve);
+    });
+  }
+  send(v: unknown): void {
+    this.ws.send(JSON.stringify(v));
+  }
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
+const withTimeout = <T>(p: Promise<T>, what: string): Promise<T> =>
+  new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${what} timed out`)), EXCHANGE_TIMEOUT_MS);
+    p.then(
+      (v) => (clearTimeout(t), resolve(v)),
+      (e: unknown) => (clearTimeout(t), reject(e)),
+    );
+  });
+
+interface Pair {
+  app: string;
+  hub: string;
+  appToken: string;
+  hubToken: string;
+  appSock: Sock;
+  hubSock: Sock;
+}
+
+async function makePairs(sig: SignalingHandle, n: number, tag: string): Promise<Pair[]> {
+  const ws = sig.url.replace(/^http/, 'ws');
+  const pairs: Pair[] = [];
+  // Connect in slices so the setup itself does not flood the machine.
+  for (let i = 0; i < n; i += 50) {
+    const slice = await Promise.all(
+      Array.from({ length: Math.min(50, n - i) }, async (_, k) => {
+        const j = i + k;
+        const app = `bench-${tag}-app-${j}`;
+        const hub = `bench-${tag}-hub-${j}`;
+        const home = `home-${tag}-${j}`;
+        const appToken = await sig.issuer.accessToken({ sub: app, homes: [home] });
+        const hubToken = await sig.issuer.accessToken({ sub: hub, homes: [home] });
+        const [appSock, hubSock] = await Promise.all([Sock.open(`${ws}/v1/presence`, appToken), Sock.open(`${ws}/v1/presence`, hubToken)]);
+        await Promise.all([appSock.next('hello'), hubSock.next('hello')]);
+        return { app, hub, appToken, hubToken, appSock, hubSock };
+      }),
+    );
+    pairs.push(...slice);
+  }
+  return pairs;
+}
+
+const candidate = (i: number): { type: 'signal'; data: { kind: 'candidate'; candidate: string; sdpMid: string; sdpMLineIndex: number } } => ({
+  type: 'signal',
+  data: { kind: 'candidate', candidate: `candidate:${i} 1 udp 2122260223 198.51.100.${i + 1} ${50000 + i} typ host`, sdpMid: '0', sdpMLineIndex: 0 },
+});
+
+const SDP = 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n'.repeat(4);
+
+/** One whole exchange; returns its latency in ms and closes the room sockets. */
+async function exchange(sig: SignalingHandle, p: Pair, reqId: string): Promise<number> {
+  const ws = sig.url.replace(/^http/, 'ws');
+  const t0 = performance.now();
+  p.appSock.send({ type: 'dial', reqId, to: p.hub });
+  const req = await p.hubSock.next('request');
+  p.hubSock.send({ type: 'answer', reqId: req.reqId, accept: true });
+  const [sa, sb] = await Promise.all([p.appSock.next('session'), p.hubSock.next('session')]);
+  const side = async (token: string, sessionId: string, initiator: boolean): Promise<Sock> => {
+    const r = await Sock.open(`${ws}/v1/rooms/${sessionId}`, token);
+    await r.next('joined');
+    if (initiator) r.send({ type: 'signal', data: { kind: 'offer', sdp: SDP } });
+    for (let i = 0; i < CANDIDATES; i++) r.send(candidate(i));
+    r.send({ type: 'signal', data: { kind: 'candidate', candidate: '' } });
+    // offer or answer, then the peer's candidates and end-of-candidates
+    let got = 0;
+    for (;;) {
+      const f = await r.next('signal');
+      const data = f.data as { kind: string };
+      if (!initiator && data.kind === 'offer') r.send({ type: 'signal', data: { kind: 'answer', sdp: SDP } });
+      if (++got === CANDIDATES + 2) break;
+    }
+    return r;
+  };
+  const rooms = await Promise.all([side(p.appToken, sa.sessionId as string, true), side(p.hubToken, sb.sessionId as string, false)]);
+  const ms = performance.now() - t0;
+  for (const r of rooms) r.close();
+  return ms;
+}
+
+async function baseline(pairs: Pair[]): Promise<number[]> {
+  return Promise.all(
+    pairs.flatMap((p) =>
+      [p.appSock, p.hubSock].map(async (s) => {
+        const t0 = performance.now();
+        s.send({ type: 'ping' });
+        await s.next('error');
+        return performance.now() - t0;
+      }),
+    ),
+  );
+}
+
+const pct = (xs: number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+};
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { n: { type: 'string', default: '10,100,500' }, rounds: { type: 'string', default: '1' } } });
+  const ns = values.n.split(',').map((x) => Number(x));
+  const rounds = Number(values.rounds);
+  if (ns.some((x) => !Number.isInteger(x) || x < 1 || x > 2000) || !Number.isInteger(rounds) || rounds < 1 || rounds > 10) {
+    throw new Error('--n takes integers 1..2000, --rounds 1..10');
+  }
+  const sig = await startSignaling({ offlineWaitMs: 3000, requestTimeoutMs: 60_000 });
+  try {
+    console.log('| N pairs | p50 exchange (ms) | p99 exchange (ms) | exchanges/s | baseline RTT p50 / p99 (ms) | p50 ratio | p99 ratio |');
+    console.log('|---:|---:|---:|---:|---:|---:|---:|');
+    for (const n of ns) {
+      for (let round = 0; round < rounds; round++) {
+        const pairs = await makePairs(sig, n, `${n}-${round}`);
+        const base = await baseline(pairs);
+        const t0 = performance.now();
+        const lat = await withTimeout(Promise.all(pairs.map((p, i) => exchange(sig, p, `r${i}`))), `N=${n}`);
+        const wall = (performance.now() - t0) / 1000;
+        const p50 = pct(lat, 0.5);
+        const p99 = pct(lat, 0.99);
+        const b50 = pct(base, 0.5);
+        const b99 = pct(base, 0.99);
+        console.log(
+          `| ${n} | ${p50.toFixed(1)} | ${p99.toFixed(1)} | ${(n / wall).toFixed(0)} | ${b50.toFixed(1)} / ${b99.toFixed(1)} | ${(p50 / b50).toFixed(1)} | ${(p99 / b99).toFixed(1)} |`,
+        );
+        for (const p of pairs) {
+          p.appSock.close();
+          p.hubSock.close();
+        }
+      }
+    }
+  } finally {
+    await sig.close();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

@@ -174,13 +174,39 @@ export class WeriftBackend implements PeerBackend {
     }
   }
 
+  private gathering: Promise<void> = Promise.resolve();
+
   private startGathering(desc: Parameters<RTCPeerConnection['setLocalDescription']>[0]): void {
     this.patchTransports();
     // Gathering runs inside setLocalDescription; candidates trickle meanwhile.
-    this.pc.setLocalDescription(desc).catch((e: unknown) => {
-      if (!this.closed) this.onState?.('failed');
-      void e;
-    });
+    this.gathering = this.pc.setLocalDescription(desc).then(
+      () => undefined,
+      () => {
+        if (!this.closed) this.onState?.('failed');
+      },
+    );
+  }
+
+  /**
+   * werift 0.24.4 skips ICE checks after an ICE restart: `RTCPeerConnection.connect()` returns
+   * early when DTLS is already connected, so the restarted agent never runs its checks and the
+   * link stays on the dead pair. Once both descriptions of a restart are applied and gathering is
+   * done, start the agent ourselves; DTLS and SCTP carry on over the newly nominated pair.
+   */
+  private kickedGeneration = 0;
+
+  private async kickRestartedIce(): Promise<void> {
+    await this.gathering;
+    for (const d of this.pc.dtlsTransports) {
+      const ice = d.iceTransport;
+      const conn = ice.connection as unknown as IceConnectionInternals & { generation: number; remoteUsername: string };
+      // After a restart the agent has new remote credentials and no nominated pair; its state
+      // reads 'completed' because werift reports end-of-gathering as a connection state.
+      if (d.state === 'connected' && !conn.nominated && conn.remoteUsername && this.kickedGeneration !== conn.generation) {
+        this.kickedGeneration = conn.generation;
+        ice.start().catch(() => undefined);
+      }
+    }
   }
 
   async createOffer(opts?: { iceRestart?: boolean }): Promise<string> {
@@ -200,11 +226,13 @@ export class WeriftBackend implements PeerBackend {
     const answer = await this.pc.createAnswer();
     this.localFp ??= sdpFingerprints(answer.sdp)[0] ?? null;
     this.startGathering(answer);
+    void this.kickRestartedIce();
     return answer.sdp;
   }
 
   async acceptAnswer(sdp: string): Promise<void> {
     await this.pc.setRemoteDescription({ type: 'answer', sdp });
+    void this.kickRestartedIce();
   }
 
   async addCandidate(c: CandidateInit | null): Promise<void> {

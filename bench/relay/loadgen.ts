@@ -45,6 +45,13 @@ const HANDSHAKE_TRIES = 8;
 const LOSS_TIMEOUT_MS = 500;
 /** Cap on stored round-trip samples (8 bytes each): bounded memory for any run length. */
 const MAX_RTT_SAMPLES = 2_000_000;
+/**
+ * Client sockets bind here, not on 127.0.0.1 where the relays take their relay
+ * ports: an ephemeral port picked for a client would otherwise sit inside a
+ * relay's port range (Linux's ephemeral range 32768-60999 overlaps it) and
+ * 10,000 clients would exhaust it (508).
+ */
+export const CLIENT_HOST = '127.0.0.2';
 /** Allocation handshakes in flight at once when creating many (memory test): keeps the relay's socket queue short. */
 const HANDSHAKE_CONCURRENCY = 200;
 
@@ -52,6 +59,11 @@ export interface LoadTarget {
   host: string;
   port: number;
   mode: 'turn' | 'raw';
+  /**
+   * Several listening ports of one relay (one per worker process): allocation
+   * i goes to ports[i % length]. Defaults to [port].
+   */
+  ports?: number[];
   /** REST-API shared secret (turn mode). */
   secret?: string;
   /** The echo peer the channel is bound to. */
@@ -85,6 +97,8 @@ export interface LoadResult {
 /** An allocation as the generator holds it. */
 export interface Allocation {
   socket: Socket;
+  /** The relay port this allocation talks to. */
+  port: number;
   relayed: TransportAddress | null;
 }
 
@@ -146,12 +160,14 @@ function text(m: StunMessage, type: number, decode: (v: Uint8Array) => { ok: boo
 }
 
 /** Allocates on `target` and binds CHANNEL to the peer, with long-term credentials. */
-export async function allocate(target: LoadTarget, id: string, bindChannel = true): Promise<Allocation> {
+export async function allocate(target: LoadTarget, id: string, bindChannel = true, index = 0): Promise<Allocation> {
   const socket = createSocket('udp4');
-  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r));
-  if (target.mode === 'raw') return { socket, relayed: null };
+  await new Promise<void>((r) => socket.bind(0, CLIENT_HOST, r));
+  const ports = target.ports ?? [target.port];
+  const port = ports[index % ports.length]!;
+  if (target.mode === 'raw') return { socket, port, relayed: null };
   const { username, password } = restCredentials(target.secret ?? '', id);
-  const { host, port } = target;
+  const { host } = target;
 
   const first = await transact(socket, host, port, (t) =>
     new StunWriter(StunMethod.Allocate, StunClass.Request, t).add(Attr.RequestedTransport, encodeRequestedTransport(TRANSPORT_UDP)).finish(),
@@ -197,7 +213,7 @@ export async function allocate(target: LoadTarget, id: string, bindChannel = tru
       );
     });
   }
-  return { socket, relayed: relayed.value };
+  return { socket, port, relayed: relayed.value };
 }
 
 /** Creates `count` allocations with bounded concurrency. */
@@ -207,7 +223,7 @@ export async function allocateMany(target: LoadTarget, count: number, bindChanne
   const worker = async (): Promise<void> => {
     while (next < count) {
       const i = next++;
-      out[i] = await allocate(target, `${prefix}-${i}`, bindChannel);
+      out[i] = await allocate(target, `${prefix}-${i}`, bindChannel, i);
     }
   };
   await Promise.all(Array.from({ length: Math.min(HANDSHAKE_CONCURRENCY, count) }, worker));
@@ -255,10 +271,10 @@ export async function runLoad(target: LoadTarget, allocs: readonly Allocation[],
     b.writeUInt32BE(s, 4);
     bufs.push(b);
   }
-  const { host, port } = target;
+  const { host } = target;
   const send = (a: Allocation, s: number): void => {
     sentAt[s] = performance.now();
-    a.socket.send(bufs[s]!, port, host);
+    a.socket.send(bufs[s]!, a.port, host);
   };
   allocs.forEach((a, i) => {
     a.socket.on('message', (msg: Buffer) => {

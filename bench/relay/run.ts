@@ -15,7 +15,7 @@
  * Run by hand (not part of npm test), on an otherwise idle machine if you can:
  *
  *   node --import tsx bench/relay/run.ts [--relays bare,ours-1,ours-2,coturn] [--measure-ms 5000]
- *        [--allocations 8] [--window 8] [--idle-allocations 10000] [--skip-memory]
+ *        [--allocations 8] [--window 8] [--idle-allocations 10000] [--skip-memory] [--skip-load]
  *
  * Every child process is started here and stopped here (SIGTERM, then SIGKILL
  * after a bound); all traffic stays on 127.0.0.1.
@@ -45,6 +45,7 @@ const ALLOCATIONS = Number(arg('allocations', '8'));
 const WINDOW = Number(arg('window', '8'));
 const IDLE_ALLOCATIONS = Number(arg('idle-allocations', '10000'));
 const SKIP_MEMORY = process.argv.includes('--skip-memory');
+const SKIP_LOAD = process.argv.includes('--skip-load');
 const PAYLOADS = [100, 1200];
 const HOST = '127.0.0.1';
 const SECRET = randomBytes(24).toString('base64url');
@@ -127,21 +128,37 @@ async function freePort(kind: 'tcp' | 'udp'): Promise<number> {
   return p;
 }
 
-/** A free port for both UDP and TCP (STUN/TURN listens on both). */
-async function freeDualPort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const p = await freePort('udp');
-    try {
+async function canBind(kind: 'tcp' | 'udp', port: number): Promise<boolean> {
+  try {
+    if (kind === 'udp') {
+      const s = createSocket('udp4');
+      await new Promise<void>((ok, bad) => {
+        s.once('error', bad);
+        s.bind(port, HOST, () => ok());
+      });
+      await new Promise<void>((r) => s.close(r));
+    } else {
       const srv = createServer();
       await new Promise<void>((ok, bad) => {
         srv.once('error', bad);
-        srv.listen(p, HOST, ok);
+        srv.listen(port, HOST, ok);
       });
       await new Promise<void>((r) => srv.close(() => r()));
-      return p;
-    } catch {
-      // taken for TCP; try another
     }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A port free for TCP whose next `count` ports are free for UDP (STUN/TURN listens on both; worker i on port + i). */
+async function freeDualPort(count = 1): Promise<number> {
+  for (let i = 0; i < 20; i++) {
+    const p = await freePort('udp');
+    if (p + count > 65535 || !(await canBind('tcp', p))) continue;
+    let ok = true;
+    for (let k = 1; k < count && ok; k++) ok = await canBind('udp', p + k);
+    if (ok) return p;
   }
   throw new Error('no free port for UDP and TCP');
 }
@@ -219,7 +236,9 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     const m = await waitForLine(child, /port=(\d+)/);
     return { name, child, target: { host: HOST, port: Number(m[1]), mode: 'raw', peer } };
   }
-  const port = await freeDualPort();
+  const workers = name === 'ours-2' ? 2 : 1;
+  // Our relay's worker i listens for UDP on port + i (relay/node/workers.ts), so pick a free run of ports.
+  const port = await freeDualPort(workers);
   if (name === 'coturn') {
     const dir = join(tmpdir(), `r2-coturn-${process.pid}`);
     const child = start('turnserver', [
@@ -244,7 +263,6 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     await waitForStun(child, port);
     return { name, child, target: { host: HOST, port, mode: 'turn', secret: SECRET, peer } };
   }
-  const workers = name === 'ours-2' ? 2 : 1;
   const child = start(process.execPath, [
     '--import',
     'tsx',
@@ -275,9 +293,12 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     String(workers),
     '--log-level',
     'warn',
+    '--drain-ms',
+    '0', // nothing to drain in a benchmark; lets --cpu-prof write its profile on SIGTERM
   ]);
-  await waitForStun(child, port);
-  return { name, child, target: { host: HOST, port, mode: 'turn', secret: SECRET, peer } };
+  const ports = Array.from({ length: workers }, (_, i) => port + i);
+  for (const p of ports) await waitForStun(child, p);
+  return { name, child, target: { host: HOST, port, ports, mode: 'turn', secret: SECRET, peer } };
 }
 
 interface Row {
@@ -338,7 +359,7 @@ async function main(): Promise<void> {
       let r: RunningRelay | undefined;
       try {
         r = await startRelay(name, echoPort);
-        for (const payload of PAYLOADS) {
+        for (const payload of SKIP_LOAD ? [] : PAYLOADS) {
           const row = await measure(r, payload);
           rows.push(row);
           process.stderr.write(`${name} ${payload} B: ${fmt(row.cpuUsPerPacket, 2)} us/pkt, ${fmt(row.result.packetsPerSecond, 0)} pkt/s\n`);

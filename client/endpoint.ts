@@ -99,7 +99,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
   id = '';
   private readonly presence: PresenceSocket;
   private readonly pending = new Map<string, Pending>();
-  private readonly links = new Set<Link>();
+  private readonly linkSet = new Set<Link>();
   private closed = false;
   private online = false;
 
@@ -139,6 +139,11 @@ export class EndpointCore extends Emitter<EndpointEvents> {
 
   get isOnline(): boolean {
     return this.online;
+  }
+
+  /** Links of this endpoint that are connecting or open. */
+  get links(): readonly Link[] {
+    return [...this.linkSet];
   }
 
   /**
@@ -200,8 +205,8 @@ export class EndpointCore extends Emitter<EndpointEvents> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const l of this.links) l.close('endpoint closed');
-    this.links.clear();
+    for (const l of this.linkSet) l.close('endpoint closed');
+    this.linkSet.clear();
     for (const [, p] of this.pending) p.resolve({ type: 'cancelled', reqId: '' });
     this.pending.clear();
     this.presence.close();
@@ -235,8 +240,8 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       ...(this.opts.turnTlsOptions ? { turnTlsOptions: this.opts.turnTlsOptions } : {}),
       session: { connectTimeoutMs, ...this.opts.session },
     });
-    this.links.add(link);
-    link.on('close', () => this.links.delete(link));
+    this.linkSet.add(link);
+    link.on('close', () => this.linkSet.delete(link));
     link.start();
     return link;
   }

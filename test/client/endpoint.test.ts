@@ -93,4 +93,33 @@ describe('endpoint over the real worker', () => {
     setTimeout(() => ac.abort(), 200);
     expect(await p.catch((e: LinkError) => e.code)).toBe('Aborted');
   });
+
+  it('signaling sockets dropped mid-session: the link carries on, presence comes back, dialing works again', async () => {
+    const home = randomId('home');
+    const hub = track(await endpointFor(sig, randomId('hub'), [home]));
+    const app = track(await endpointFor(sig, randomId('app'), [home]));
+    hub.on('request', (req) => void req.accept());
+    const accepted = nextLink(hub);
+    const link = await app.dial(hub.id);
+    const peerLink = await accepted;
+    const incoming = nextChannel(peerLink);
+    const ch = await link.channel('bulk');
+    const rx = await incoming;
+    const total = 4 * 1024 * 1024;
+    const sending = transfer(ch, rx, total, 11);
+    const offline = new Promise<void>((r) => app.once('offline', r));
+    const online = new Promise<void>((r) => app.once('online', r));
+    app.dropSignaling();
+    hub.dropSignaling();
+    link.dropSignaling();
+    peerLink.dropSignaling();
+    await offline;
+    expect(await sending).toBe(sha256Of(total, 11));
+    await online;
+    expect(link.isOpen).toBe(true);
+    expect(app.isOnline).toBe(true);
+    const again = await app.dial(hub.id);
+    expect(again.isOpen).toBe(true);
+    again.close();
+  });
 });

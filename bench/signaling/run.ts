@@ -8,6 +8,8 @@
  * both room joins, offer, answer and 10 trickled candidates plus end-of-candidates each way.
  * Latency is per pair, from `dial` sent to the last signal received by either side.
  *
+ * A warm-up of 10 exchanges runs first and is not reported.
+ *
  * Baseline, same run and same workerd: one presence-socket round trip per endpoint (a frame the
  * presence object answers with an error), N pairs at once. The ratio exchange/baseline says how
  * many round trips' worth an exchange costs, which transfers across machines better than ms.
@@ -114,17 +116,24 @@ const candidate = (i: number): { type: 'signal'; data: { kind: 'candidate'; cand
 
 const SDP = 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n'.repeat(4);
 
+/** Milliseconds from the dial to each phase's end, per exchange (for --phases). */
+const PHASES = ['request', 'sessions', 'joined', 'done'] as const;
+type Marks = Partial<Record<(typeof PHASES)[number], number>>;
+
 /** One whole exchange; returns its latency in ms and closes the room sockets. */
-async function exchange(sig: SignalingHandle, p: Pair, reqId: string): Promise<number> {
+async function exchange(sig: SignalingHandle, p: Pair, reqId: string, marks: Marks = {}): Promise<number> {
   const ws = sig.url.replace(/^http/, 'ws');
   const t0 = performance.now();
   p.appSock.send({ type: 'dial', reqId, to: p.hub });
   const req = await p.hubSock.next('request');
+  marks.request = performance.now() - t0;
   p.hubSock.send({ type: 'answer', reqId: req.reqId, accept: true });
   const [sa, sb] = await Promise.all([p.appSock.next('session'), p.hubSock.next('session')]);
+  marks.sessions = performance.now() - t0;
   const side = async (token: string, sessionId: string, initiator: boolean): Promise<Sock> => {
     const r = await Sock.open(`${ws}/v1/rooms/${sessionId}`, token);
     await r.next('joined');
+    marks.joined = Math.max(marks.joined ?? 0, performance.now() - t0);
     if (initiator) r.send({ type: 'signal', data: { kind: 'offer', sdp: SDP } });
     for (let i = 0; i < CANDIDATES; i++) r.send(candidate(i));
     r.send({ type: 'signal', data: { kind: 'candidate', candidate: '' } });
@@ -140,6 +149,7 @@ async function exchange(sig: SignalingHandle, p: Pair, reqId: string): Promise<n
   };
   const rooms = await Promise.all([side(p.appToken, sa.sessionId as string, true), side(p.hubToken, sb.sessionId as string, false)]);
   const ms = performance.now() - t0;
+  marks.done = ms;
   for (const r of rooms) r.close();
   return ms;
 }
@@ -163,7 +173,9 @@ const pct = (xs: number[], q: number): number => {
 };
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { n: { type: 'string', default: '10,100,500' }, rounds: { type: 'string', default: '1' } } });
+  const { values } = parseArgs({
+    options: { n: { type: 'string', default: '10,100,500' }, rounds: { type: 'string', default: '1' }, phases: { type: 'boolean', default: false } },
+  });
   const ns = values.n.split(',').map((x) => Number(x));
   const rounds = Number(values.rounds);
   if (ns.some((x) => !Number.isInteger(x) || x < 1 || x > 2000) || !Number.isInteger(rounds) || rounds < 1 || rounds > 10) {
@@ -171,6 +183,15 @@ async function main(): Promise<void> {
   }
   const sig = await startSignaling({ offlineWaitMs: 3000, requestTimeoutMs: 60_000 });
   try {
+    // Warm-up (not reported): JIT, the bundle's first isolate, the first objects.
+    {
+      const warm = await makePairs(sig, 10, 'warmup');
+      await withTimeout(Promise.all(warm.map((p, i) => exchange(sig, p, `w${i}`))), 'warm-up');
+      for (const p of warm) {
+        p.appSock.close();
+        p.hubSock.close();
+      }
+    }
     console.log('| N pairs | p50 exchange (ms) | p99 exchange (ms) | exchanges/s | baseline RTT p50 / p99 (ms) | p50 ratio | p99 ratio |');
     console.log('|---:|---:|---:|---:|---:|---:|---:|');
     for (const n of ns) {
@@ -178,7 +199,8 @@ async function main(): Promise<void> {
         const pairs = await makePairs(sig, n, `${n}-${round}`);
         const base = await baseline(pairs);
         const t0 = performance.now();
-        const lat = await withTimeout(Promise.all(pairs.map((p, i) => exchange(sig, p, `r${i}`))), `N=${n}`);
+        const marks: Marks[] = pairs.map(() => ({}));
+        const lat = await withTimeout(Promise.all(pairs.map((p, i) => exchange(sig, p, `r${i}`, marks[i]))), `N=${n}`);
         const wall = (performance.now() - t0) / 1000;
         const p50 = pct(lat, 0.5);
         const p99 = pct(lat, 0.99);
@@ -187,6 +209,10 @@ async function main(): Promise<void> {
         console.log(
           `| ${n} | ${p50.toFixed(1)} | ${p99.toFixed(1)} | ${(n / wall).toFixed(0)} | ${b50.toFixed(1)} / ${b99.toFixed(1)} | ${(p50 / b50).toFixed(1)} | ${(p99 / b99).toFixed(1)} |`,
         );
+        if (values.phases) {
+          const at = (k: (typeof PHASES)[number], q: number): string => pct(marks.map((m) => m[k] ?? 0), q).toFixed(0);
+          console.log(`|   phases (ms since dial, p50/p99): ${PHASES.map((k) => `${k} ${at(k, 0.5)}/${at(k, 0.99)}`).join(', ')} |`);
+        }
         for (const p of pairs) {
           p.appSock.close();
           p.hubSock.close();

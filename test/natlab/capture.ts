@@ -5,7 +5,7 @@
  * marker had one been sent.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PUB, type Lab, type LabProcess } from './lab.js';
@@ -25,11 +25,14 @@ export interface RelayCapture {
 }
 
 export async function startRelayCapture(lab: Lab): Promise<RelayCapture> {
-  const dir = mkdtempSync(join(tmpdir(), 'natlab-pcap-'));
-  const file = join(dir, 'relay.pcap');
+  // tcpdump drops privileges to its own user before writing, so the file lives directly in the
+  // sticky, world-writable tmpdir (a private 0700 directory would leave it with only a header).
+  const file = join(tmpdir(), `natlab-relay-${lab.runId}-${randomBytes(4).toString('hex')}.pcap`);
   const control = `HLCONTROL-${randomBytes(6).toString('hex')}`;
   const proc: LabProcess = lab.spawn(lab.pub, 'tcpdump', [
-    '-i', 'br0', '-p', '-U', '-n', '-s', '0', '-w', file,
+    // --immediate-mode: libpcap otherwise holds packets in a ring block for up to a second,
+    // and SIGTERM loses whatever was still there.
+    '-i', 'br0', '-p', '--immediate-mode', '-U', '-n', '-s', '0', '-w', file,
     `host ${PUB.relay} or host ${PUB.relayAlt}`,
   ]);
   await waitForLine(proc, /listening on/, 10_000, 'tcpdump', 'stderr');
@@ -39,13 +42,16 @@ export async function startRelayCapture(lab: Lab): Promise<RelayCapture> {
       try {
         await lab.exec(host.ns, process.execPath, [
           '-e',
-          `const s=require('node:dgram').createSocket('udp4');s.send(${JSON.stringify(control)},${CONTROL_PORT},'${PUB.relay}',()=>s.close())`,
+          // A few copies over 300 ms: the first one may wait on ARP for the fresh interface.
+          `const s=require('node:dgram').createSocket('udp4');let n=0;const t=setInterval(()=>{s.send(${JSON.stringify(control)},${CONTROL_PORT},'${PUB.relay}');if(++n===3){clearInterval(t);setTimeout(()=>s.close(),100)}},100)`,
         ]);
       } finally {
         await lab.removeOpenHost(host);
       }
     },
     async stop() {
+      // tcpdump writes packet-buffered (-U); give the last packets a moment before SIGTERM.
+      await new Promise((r) => setTimeout(r, 200));
       await proc.stop();
     },
     scan(markers) {
@@ -57,7 +63,7 @@ export async function startRelayCapture(lab: Lab): Promise<RelayCapture> {
       };
     },
     dispose() {
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(file, { force: true });
     },
   };
 }

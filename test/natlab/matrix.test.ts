@@ -16,6 +16,7 @@ import { Lab } from './lab.js';
 import { startRelayCapture, type RelayCapture } from './capture.js';
 import { labAvailable } from './support.js';
 import { weriftStack } from './stack-werift.js';
+import { startHomelinkStack } from './stack-homelink.js';
 
 /** Cells run at once: each is two endpoint processes; three pairs keep 2 cores busy without starving werift's timers. */
 const CELL_CONCURRENCY = 3;
@@ -26,6 +27,7 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
   let tls: LabTls;
   let stack: Stack;
   let capture: RelayCapture;
+  let stopStack: (() => Promise<void>) | undefined;
   let results: CellResult[] = [];
   let durationS = 0;
 
@@ -33,12 +35,19 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
     lab = await Lab.create();
     tls = makeLabTls();
     capture = await startRelayCapture(lab);
-    const coturn = await startCoturn(lab, tls, `lab-secret-${lab.runId}`);
-    stack = weriftStack(coturn, tls.cert);
+    if (process.env['NATLAB_STACK'] === 'werift') {
+      const coturn = await startCoturn(lab, tls, `lab-secret-${lab.runId}`);
+      stack = weriftStack(coturn, tls.cert);
+    } else {
+      const product = await startHomelinkStack(lab, tls);
+      stopStack = product.stop;
+      stack = product;
+    }
   });
 
   afterAll(async () => {
     await capture?.stop().catch(() => undefined);
+    await stopStack?.().catch(() => undefined);
     await lab?.destroy();
     tls?.dispose();
     capture?.dispose();

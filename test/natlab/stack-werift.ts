@@ -3,13 +3,11 @@
  * answer and candidates the test process carries between them, with coturn as STUN/TURN.
  * It validates the lab and the harness without any of our own networking code.
  */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Host, Lab } from './lab.js';
 import { CELL_DEADLINE_MS, peerResult, TRANSFER_BYTES, type CellSpec, type Stack } from './cells.js';
 import type { CoturnHandle } from './coturn.js';
 import type { WeriftPeerConfig } from './peer-werift.js';
-import { onLines, tsxArgs } from './support.js';
+import { dumpOnFailure, onLines, tsxArgs } from './support.js';
 import type { PeerResult } from './transfer.js';
 
 const PEER = 'test/natlab/peer-werift.ts';
@@ -35,11 +33,7 @@ export function weriftStack(coturn: CoturnHandle, caFile: string): Stack {
         onLines(d, forward(a));
         onLines(a, forward(d));
         const results = await Promise.all([peerResult(d, CELL_DEADLINE_MS + 5_000), peerResult(a, CELL_DEADLINE_MS + 5_000)]);
-        const debugDir = process.env['NATLAB_DEBUG'];
-        if (debugDir && results.some((r) => !r.ok)) {
-          writeFileSync(join(debugDir, `${cell.id}.dialer.log`), d.stderr());
-          writeFileSync(join(debugDir, `${cell.id}.answerer.log`), a.stderr());
-        }
+        dumpOnFailure(cell.id, { dialer: d, answerer: a }, results.some((r) => !r.ok));
         return results;
       } finally {
         await Promise.all([d.stop(), a.stop()]);

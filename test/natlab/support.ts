@@ -3,6 +3,8 @@
  * output of lab processes.
  */
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { LabProcess } from './lab.js';
 
 /** The one line printed when the lab cannot run (issue 5). */
@@ -97,4 +99,14 @@ export function onLines(proc: LabProcess, cb: (line: string) => void): void {
       cb(line);
     }
   });
+}
+
+/**
+ * With NATLAB_DEBUG=<dir>, writes the stderr of a failed cell's endpoint processes there
+ * (developer aid; CI leaves it unset).
+ */
+export function dumpOnFailure(cellId: string, procs: Record<string, LabProcess>, failed: boolean): void {
+  const dir = process.env['NATLAB_DEBUG'];
+  if (!dir || !failed) return;
+  for (const [name, p] of Object.entries(procs)) writeFileSync(join(dir, `${cellId}.${name}.log`), p.stderr() + '\n--- stdout\n' + p.stdout());
 }

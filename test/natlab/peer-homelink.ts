@@ -1,0 +1,126 @@
+/**
+ * An endpoint process of the product for the matrix: the client library (`client/`,
+ * `Endpoint.connect` / `dial` / `accept` / `link.channel` / `link.path`) against the signaling
+ * worker and our relay in `pub`. Runs inside a host namespace:
+ *
+ *   node --import tsx test/natlab/peer-homelink.ts '<json config>'
+ *
+ * The answering side connects, prints `ready`, accepts the request and receives the transfer.
+ * The dialing side connects, prints `ready`, waits for a `go` line on stdin (the harness sends
+ * it once both are present), then measures from `dial()` to the open, identity-verified link
+ * and sends the transfer. Each prints one `R <json>` result and idles until stopped.
+ */
+import { createInterface } from 'node:readline';
+import { readFileSync } from 'node:fs';
+import { createDevIssuer } from '../../dev/issuer.js';
+import { Endpoint, generateDeviceKey, type Channel, type Link } from '../../client/index.js';
+import { createWeriftBackend } from '../../client/webrtc/werift.js';
+import type { PeerBackend, PeerOptions } from '../../client/webrtc/backend.js';
+import { receiveTransfer, sendTransfer, type CandidateKind, type Pipe, type PeerResult } from './transfer.js';
+
+export interface HomelinkPeerConfig {
+  readonly role: 'dialer' | 'answerer';
+  readonly id: string;
+  readonly peer: string;
+  readonly home: string;
+  readonly signalingUrl: string;
+  readonly issuerDir: string;
+  /** PEM of the lab CA that signed the relay's TLS certificate. */
+  readonly caFile: string;
+  /** This host's only address: host candidates are gathered there and nowhere else. */
+  readonly hostAddress: string;
+  readonly bytes: number;
+  readonly marker: string;
+  readonly deadlineMs: number;
+}
+
+/** dial() gives up this much before the process deadline, so its typed error is what gets reported. */
+const DIAL_MARGIN_MS = 5_000;
+
+const cfg = JSON.parse(process.argv[2] ?? '{}') as HomelinkPeerConfig;
+const out = (line: string): void => void process.stdout.write(line + '\n');
+
+let finished = false;
+function finish(r: PeerResult): void {
+  if (finished) return;
+  finished = true;
+  out(`R ${JSON.stringify(r)}`);
+}
+const deadline = setTimeout(() => finish({ ok: false, error: `no verified link within ${cfg.deadlineMs} ms` }), cfg.deadlineMs);
+deadline.unref();
+
+/** Wraps a client Channel (promise-based backpressure) as the transfer's Pipe. */
+function channelPipe(ch: Channel): Pipe {
+  return { send: (d) => ch.send(d), onMessage: (cb) => void ch.on('message', cb) };
+}
+
+// The real werift backend, kept so the selected pair's candidate types can be read after the
+// link opened (link.path has addresses and transport; the matrix also records candidate types).
+const backends: PeerBackend[] = [];
+const backend = async (opts: PeerOptions): Promise<PeerBackend> => {
+  const b = await createWeriftBackend(opts);
+  backends.push(b);
+  return b;
+};
+
+async function describePath(link: Link): Promise<PeerResult['path']> {
+  const p = link.path;
+  if (!p) return undefined;
+  let local: CandidateKind = 'unknown';
+  let remote: CandidateKind = 'unknown';
+  for (const b of [...backends].reverse()) {
+    const pair = await b.selectedPair().catch(() => null);
+    if (pair) {
+      local = pair.local.type;
+      remote = pair.remote.type;
+      break;
+    }
+  }
+  return { kind: p.kind, local, remote, protocol: p.protocol };
+}
+
+async function main(): Promise<void> {
+  const issuer = await createDevIssuer({ dir: cfg.issuerDir });
+  const key = await generateDeviceKey();
+  const ep = await Endpoint.connect({
+    signalingUrl: cfg.signalingUrl,
+    token: () => issuer.accessToken({ sub: cfg.id, homes: [cfg.home] }),
+    identity: { certificate: await issuer.identityCertificate({ sub: cfg.id, publicJwk: key.publicJwk }), privateKey: key.privateKey },
+    trust: { issuer: issuer.issuer, jwks: issuer.publicJwks },
+    hostAddresses: [cfg.hostAddress],
+    turnTlsOptions: { ca: readFileSync(cfg.caFile, 'utf8') },
+    backend,
+  });
+  if (cfg.role === 'answerer') {
+    const t0 = performance.now();
+    ep.on('request', (req) => {
+      if (req.peer !== cfg.peer) return req.reject('unexpected peer');
+      req.accept().then(
+        (link) => {
+          const openMs = performance.now() - t0;
+          link.on('channel', (ch) => {
+            void receiveTransfer(channelPipe(ch)).then(async (r) => finish({ ...r, openMs, path: await describePath(link) }));
+          });
+        },
+        (e: unknown) => finish({ ok: false, error: `accept failed: ${String(e)}` }),
+      );
+    });
+    out('ready');
+    return;
+  }
+  out('ready');
+  await new Promise<void>((resolve) => {
+    createInterface({ input: process.stdin }).on('line', (l) => l.trim() === 'go' && resolve());
+  });
+  const t0 = performance.now();
+  const link = await ep.dial(cfg.peer, { timeoutMs: cfg.deadlineMs - DIAL_MARGIN_MS });
+  const openMs = performance.now() - t0;
+  const ch = await link.channel('natlab');
+  const r = await sendTransfer(channelPipe(ch), cfg.bytes, cfg.marker);
+  finish({ ...r, openMs, path: await describePath(link) });
+}
+
+main().catch((e: unknown) => {
+  const code = (e as { code?: string }).code;
+  finish({ ok: false, error: `${code ?? 'error'}: ${e instanceof Error ? e.message : String(e)}` });
+});

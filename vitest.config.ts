@@ -18,7 +18,7 @@ export default defineConfig({
       { test: { name: 'client', include: ['test/client/**/*.test.ts'], testTimeout: 120_000, hookTimeout: 60_000, fileParallelism: false } },
       { test: { name: 'cli', include: ['test/cli/**/*.test.ts'], testTimeout: 180_000, hookTimeout: 120_000, fileParallelism: false } },
       { test: { name: 'browser', include: ['test/browser/**/*.test.ts'], testTimeout: 180_000, hookTimeout: 120_000, fileParallelism: false } },
-      { test: { name: 'natlab', include: ['test/natlab/**/*.test.ts'], testTimeout: 600_000, hookTimeout: 120_000, fileParallelism: false } },
+      { test: { name: 'natlab', include: ['test/natlab/**/*.test.ts'], globalSetup: ['test/natlab/global-setup.ts'], testTimeout: 600_000, hookTimeout: 120_000, fileParallelism: false } },
     ],
   },
 });

@@ -162,9 +162,15 @@ export class Room extends DurableObject<Env> {
       const code = parsed.error.code === 'unauthorized' || parsed.error.code === 'forbidden' ? 'malformed' : parsed.error.code;
       return safeSend(ws, encode({ type: 'error', code, message: parsed.error.message }));
     }
-    await this.enqueue(() =>
-      this.apply({ type: 'message', endpoint: a.endpoint, message: parsed.value, present: this.present(), now: Date.now() }, ws),
-    );
+    try {
+      await this.enqueue(() =>
+        this.apply({ type: 'message', endpoint: a.endpoint, message: parsed.value, present: this.present(), now: Date.now() }, ws),
+      );
+    } catch (e) {
+      // A bug or a storage failure: the sender learns, the object stays up, nothing is echoed.
+      console.error('room: handler failed', (e as Error).name);
+      safeSend(ws, encode({ type: 'error', code: 'internal', message: 'internal error' }));
+    }
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {

@@ -125,11 +125,11 @@ export async function createDevIssuer(opts: { dir?: string } = {}): Promise<DevI
     audience: DEV_AUDIENCE,
     peerAudience: DEV_PEER_AUDIENCE,
     publicJwks: { keys: [publicJwk] },
-    accessToken({ sub, homes, ttlSeconds = DEFAULT_ACCESS_TTL_SECONDS }) {
+    async accessToken({ sub, homes, ttlSeconds = DEFAULT_ACCESS_TTL_SECONDS }) {
       if (!Array.isArray(homes) || homes.length > MAX_HOMES) throw new DevIssuerError(`homes must list at most ${MAX_HOMES} ids`);
       return sign({ homes: [...homes] }, ACCESS_TOKEN_TYP, DEV_AUDIENCE, checkSub(sub), checkTtl(ttlSeconds));
     },
-    identityCertificate({ sub, publicJwk: devicePublic, ttlSeconds = DEFAULT_IDENTITY_TTL_SECONDS }) {
+    async identityCertificate({ sub, publicJwk: devicePublic, ttlSeconds = DEFAULT_IDENTITY_TTL_SECONDS }) {
       if (typeof devicePublic !== 'object' || devicePublic === null || 'd' in devicePublic) {
         throw new DevIssuerError('publicJwk must be a public key');
       }

@@ -1,0 +1,64 @@
+/**
+ * Hibernation with sockets open: workerd hibernates an idle object after about 10 s and builds a
+ * new instance on the next event, so everything after the pause runs on objects rebuilt from
+ * storage and socket attachments. Also: a socket whose token has expired is closed with 1008.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSignaling, type SignalingHandle } from '../support/signaling.js';
+import { connect, online } from './helpers.js';
+
+/** workerd hibernates an object after 10 s without events; wait past that. */
+const IDLE_MS = 12_000;
+
+let sig: SignalingHandle;
+beforeAll(async () => {
+  sig = await startSignaling({});
+});
+afterAll(async () => sig?.close());
+
+describe('after hibernation', () => {
+  it('presence routing, pending requests and room numbering carry on', { timeout: 60_000 }, async () => {
+    const at = await sig.issuer.accessToken({ sub: 'h-app', homes: ['home-1'] });
+    const ht = await sig.issuer.accessToken({ sub: 'h-hub', homes: ['home-1'] });
+    const app = await online(sig.url, at);
+    const hub = await online(sig.url, ht);
+    app.send({ type: 'dial', reqId: 'one', to: 'h-hub' });
+    const req = await hub.next('request');
+    hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+    const s = await app.next('session');
+    await hub.next('session');
+    const ra = await connect(sig.url, `/v1/rooms/${s.sessionId}`, at);
+    await ra.next('joined');
+    const rb = await connect(sig.url, `/v1/rooms/${s.sessionId}`, ht);
+    await rb.next('joined');
+    await ra.next('peer_joined');
+    ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
+    expect(await rb.next('signal')).toMatchObject({ seq: 1 });
+
+    await new Promise((r) => setTimeout(r, IDLE_MS));
+
+    // Room: the rebuilt instance knows both sockets, their sides and the numbering.
+    ra.send({ type: 'signal', data: { kind: 'candidate', candidate: 'c' } });
+    expect(await rb.next('signal')).toEqual({ type: 'signal', seq: 2, data: { kind: 'candidate', candidate: 'c' } });
+    rb.send({ type: 'signal', data: { kind: 'answer', sdp: 'a' } });
+    expect(await ra.next('signal')).toMatchObject({ seq: 1, data: { kind: 'answer' } });
+    // Presence: identities come back from the attachments; a second request goes through.
+    app.send({ type: 'dial', reqId: 'two', to: 'h-hub' });
+    const req2 = await hub.next('request');
+    expect(req2.from).toBe('h-app');
+    hub.send({ type: 'answer', reqId: req2.reqId, accept: false, reason: 'later' });
+    expect(await app.next('rejected')).toMatchObject({ reqId: 'two', reason: 'later' });
+    for (const x of [app, hub, ra, rb]) x.close();
+  });
+});
+
+describe('token expiry', () => {
+  it('a socket whose token has expired is closed with 1008 on its next message', async () => {
+    const t = await sig.issuer.accessToken({ sub: 'x-app', homes: ['home-1'], ttlSeconds: 1 });
+    const app = await online(sig.url, t);
+    await new Promise((r) => setTimeout(r, 1500));
+    app.send({ type: 'cancel', reqId: 'x' });
+    expect(await app.closed()).toBe(1008);
+    expect(app.frames).toEqual([]);
+  });
+});

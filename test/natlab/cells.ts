@@ -47,6 +47,9 @@ export function matrixCells(): CellSpec[] {
 
 export interface CellResult {
   readonly spec: CellSpec;
+  /** The hosts' own (LAN or public) addresses. */
+  readonly dialerAddress?: string;
+  readonly answererAddress?: string;
   readonly marker: string;
   readonly connected: boolean;
   readonly dialer: PeerResult;
@@ -121,9 +124,12 @@ export async function runCell(lab: Lab, stack: Stack, spec: CellSpec): Promise<C
     const [d, a] = await stack.runPair(lab, dialer, answerer, spec, marker);
     const kind = linkKind(d, a);
     const transferOk = d.ok && a.ok && d.sha256 !== undefined && d.sha256 === a.sha256;
-    const error = d.error ?? a.error;
+    const errors = [d.error ? `dialer: ${d.error}` : '', a.error ? `answerer: ${a.error}` : ''].filter(Boolean);
+    const error = errors.length > 0 ? errors.join('; ') : undefined;
     return {
       spec,
+      dialerAddress: dialer.address,
+      answererAddress: answerer.address,
       marker,
       connected: kind !== 'none',
       dialer: d,
@@ -160,6 +166,12 @@ function pathText(r: CellResult): string {
   const p = r.dialer.path ?? r.answerer.path;
   if (!p || r.kind === 'none') return 'none';
   return `${p.local} ↔ ${p.remote}`;
+}
+
+function addressText(r: CellResult): string {
+  const p = r.dialer.path;
+  if (!p || r.kind === 'none') return '';
+  return `${p.localAddress ?? '?'} → ${p.remoteAddress ?? '?'}`;
 }
 
 function relayTransports(r: CellResult): string {
@@ -221,18 +233,29 @@ export function renderReport(r: ReportInput): string {
   L.push('');
   L.push('## Matrix');
   L.push('');
-  L.push('Path: candidate types of the selected pair as the dialer sees it (local ↔ remote). Relay transport: each side\'s transport to the relay (dialer / answerer; `-` when that side used no relay candidate of its own). Time: from `dial()` to an open, verified link, as the dialer measured it.');
+  L.push('Path: candidate types of the selected pair as the dialer sees it (local ↔ remote), then its addresses (LAN hosts are 198.18.i.2/.3, router WANs and open hosts 203.0.113.30+, the relay 203.0.113.10). Relay transport: each side\'s transport to the relay (dialer / answerer; `-` when that side used no relay candidate of its own). Time: from `dial()` to an open, verified link, as the dialer measured it.');
   L.push('');
-  L.push('| dialer | answerer | expected | observed | path | relay transport | dial → open (ms) | transfer |');
-  L.push('|---|---|---|---|---|---|---|---|');
+  L.push('| dialer | answerer | expected | observed | path | addresses (dialer side) | relay transport | dial → open (ms) | transfer |');
+  L.push('|---|---|---|---|---|---|---|---|---|');
   for (const c of r.results) {
     const d = c.spec.sameLan ? `${sideLabel(c.spec.dialer)} (same LAN)` : sideLabel(c.spec.dialer);
     const a = c.spec.sameLan ? `${sideLabel(c.spec.answerer)} (same LAN)` : sideLabel(c.spec.answerer);
     const ms = c.dialer.openMs !== undefined ? c.dialer.openMs.toFixed(0) : '-';
-    const observed = c.kind === 'none' ? `**failed**: ${c.error ?? ''}`.slice(0, 120) : c.kind;
-    L.push(`| ${d} | ${a} | ${c.spec.expected} | ${observed} | ${pathText(c)} | ${relayTransports(c)} | ${ms} | ${c.transferOk ? 'SHA-256 ok' : 'failed'} |`);
+    const observed = c.kind === 'none' ? '**failed**' : c.kind === c.spec.expected ? c.kind : `**${c.kind}**`;
+    L.push(`| ${d} | ${a} | ${c.spec.expected} | ${observed} | ${pathText(c)} | ${addressText(c)} | ${relayTransports(c)} | ${ms} | ${c.transferOk ? 'SHA-256 ok' : 'failed'} |`);
   }
   L.push('');
+  const bad = r.results.filter((c) => c.kind === 'none' || !c.transferOk || c.kind !== c.spec.expected);
+  if (bad.length > 0) {
+    L.push('## Defects in this run');
+    L.push('');
+    L.push('Every cell is expected to connect on the path theory predicts; these did not:');
+    L.push('');
+    for (const c of bad) {
+      L.push(`- **${c.spec.id}** (expected ${c.spec.expected}, observed ${c.kind}): ${(c.error ?? 'path differs from theory').replace(/\s+/g, ' ').slice(0, 300)}`);
+    }
+    L.push('');
+  }
   L.push('## Why each relayed cell is relayed');
   L.push('');
   const relayed = r.results.filter((c) => c.spec.expected === 'relay');

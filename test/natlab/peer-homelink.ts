@@ -76,7 +76,7 @@ async function describePath(link: Link): Promise<PeerResult['path']> {
       break;
     }
   }
-  return { kind: p.kind, local, remote, protocol: p.protocol };
+  return { kind: p.kind, local, remote, protocol: p.protocol, localAddress: p.local, remoteAddress: p.remote };
 }
 
 async function main(): Promise<void> {

@@ -97,7 +97,18 @@ function path(): PeerResult['path'] {
   const local = candidateType(pair.local.candidate);
   const remote = candidateType(pair.remote.candidate);
   const relayed = local === 'relay' || remote === 'relay';
-  return { kind: relayed ? 'relay' : 'direct', local, remote, protocol: local === 'relay' ? relayTransport ?? 'udp' : 'udp' };
+  const addr = (line: string): string | undefined => {
+    const f = line.split(' ');
+    return f.length > 5 ? `${f[4]}:${f[5]}` : undefined;
+  };
+  return {
+    kind: relayed ? 'relay' : 'direct',
+    local,
+    remote,
+    protocol: local === 'relay' ? relayTransport ?? 'udp' : 'udp',
+    localAddress: addr(pair.local.candidate),
+    remoteAddress: addr(pair.remote.candidate),
+  };
 }
 
 async function onOpen(dc: RTCDataChannel): Promise<void> {

@@ -22,6 +22,9 @@ export interface CellPath {
   readonly remote: CandidateKind;
   /** Transport to the relay when relayed (udp, tcp, tls); udp for direct paths. */
   readonly protocol: string;
+  /** Selected pair's addresses (`address:port`), when known. */
+  readonly localAddress?: string | undefined;
+  readonly remoteAddress?: string | undefined;
 }
 
 export interface PeerResult {

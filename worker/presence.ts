@@ -107,21 +107,33 @@ export class Presence extends DurableObject<Env> {
     return this.env.PRESENCE.get(this.env.PRESENCE.idFromName(endpointId));
   }
 
-  // Records live in the SQLite-backed synchronous KV: a handful per endpoint, read and written
-  // in the same turn, so no awaits (and no interleaving) between a read and its write.
+  // Records live in the SQLite-backed synchronous KV, mirrored in memory: a presence object holds
+  // a handful, and reads dominate (every change recomputes the alarm from all of them). The
+  // mirror is loaded on first use, so a rebuilt instance starts from storage.
+  private cache: Map<string, unknown> | null = null;
+
+  private records(): Map<string, unknown> {
+    this.cache ??= new Map(this.ctx.storage.kv.list());
+    return this.cache;
+  }
+
   private list<T>(prefix: string): T[] {
-    return [...this.ctx.storage.kv.list<T>({ prefix })].map(([, v]) => v);
+    const out: T[] = [];
+    for (const [k, v] of this.records()) if (k.startsWith(prefix)) out.push(v as T);
+    return out;
   }
 
   private get<T>(key: string): T | undefined {
-    return this.ctx.storage.kv.get<T>(key);
+    return this.records().get(key) as T | undefined;
   }
 
   private put(key: string, value: unknown): void {
+    this.records().set(key, value);
     this.ctx.storage.kv.put(key, value);
   }
 
   private del(key: string): void {
+    this.records().delete(key);
     this.ctx.storage.kv.delete(key);
   }
 

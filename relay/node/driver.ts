@@ -65,8 +65,12 @@ export interface NodeRelayOptions {
   readonly metrics?: RelayMetrics;
 }
 
-/** How many ports to try when a bind fails because another program holds the port. */
-const BIND_ATTEMPTS = 8;
+/**
+ * How many ports to try when binds fail because other sockets hold the ports: enough to get
+ * through a range that the host's ephemeral ports have mostly filled, bounded so one Allocate
+ * costs at most that many bind calls.
+ */
+const BIND_ATTEMPTS = 64;
 
 /** One relay process: listeners, relay sockets, timers, and the TURN core. */
 export class NodeRelay {
@@ -308,7 +312,8 @@ export class NodeRelay {
     const socket = dgram.createSocket(family === 4 ? { type: 'udp4' } : { type: 'udp6', ipv6Only: true });
     const onBindError = (err: Error) => {
       socket.close();
-      this.pool.give(port);
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') this.pool.setAside(port);
+      else this.pool.give(port);
       if (attempts > 1 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') return this.bindRelay(relayId, family, even, attempts - 1);
       this.server.relayFailed(relayId, (err as NodeJS.ErrnoException).code ?? 'bind error');
       if (this.server.hasActions) this.flush();

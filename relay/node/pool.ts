@@ -1,14 +1,17 @@
 /**
  * The relay port pool: the ports of one process's range not in use, handed out
  * in random order (RFC 8656 §7.2: relayed transport addresses should be hard to
- * predict), returned on release. A port that fails to bind (taken by another
- * program) goes back at the end of the line.
+ * predict), returned on release. A port that fails to bind because another
+ * socket holds it (Linux hands out ephemeral ports 32768-60999, which overlaps
+ * the default relay range) is set aside and tried again only when the rest of
+ * the pool is used up.
  */
 import { randomInt } from 'node:crypto';
 
 /** A pool of UDP relay ports. */
 export class RelayPortPool {
-  private readonly free: number[] = [];
+  private free: number[] = [];
+  private busy: number[] = [];
 
   /** @param min first port, @param max last port (inclusive). */
   constructor(min: number, max: number) {
@@ -22,6 +25,10 @@ export class RelayPortPool {
 
   /** A random free port (an even one if `even`, RFC 8656 EVEN-PORT), or undefined when none is left. */
   take(even = false): number | undefined {
+    if (this.free.length === 0 && this.busy.length > 0) {
+      this.free = this.busy;
+      this.busy = [];
+    }
     const n = this.free.length;
     if (n === 0) return undefined;
     let i = randomInt(n);
@@ -40,5 +47,10 @@ export class RelayPortPool {
   /** Returns a port to the pool. */
   give(port: number): void {
     this.free.push(port);
+  }
+
+  /** Sets aside a port another program holds, to be retried when the free ones run out. */
+  setAside(port: number): void {
+    this.busy.push(port);
   }
 }

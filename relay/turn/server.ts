@@ -160,9 +160,10 @@ interface Allocation extends Expiring {
   /** Transaction id and bytes of the Allocate success, for retransmitted requests (RFC 8656 §7.2). */
   allocateTid: Uint8Array;
   allocateResponse: Uint8Array | null;
-  readonly permissions: Map<string, Permission>;
-  readonly channels: Map<number, Channel>;
-  readonly channelsByPeer: Map<string, Map<number, Channel>>;
+  /** These three start as the shared empty maps below and get their own on first write (memory per idle allocation). */
+  permissions: Map<string, Permission>;
+  channels: Map<number, Channel>;
+  channelsByPeer: Map<string, Map<number, Channel>>;
   tokens: number;
   tokensAt: number;
 }
@@ -177,6 +178,11 @@ interface AuthOk {
   readonly username: string;
   readonly key: Uint8Array;
 }
+
+/** Shared, never written: an idle allocation costs no maps of its own. */
+const NO_PERMISSIONS: Map<string, Permission> = new Map();
+const NO_CHANNELS: Map<number, Channel> = new Map();
+const NO_CHANNELS_BY_PEER: Map<string, Map<number, Channel>> = new Map();
 
 /** Comprehension-required attributes this server understands (RFC 8489 §15: others get 420). */
 const KNOWN_REQUIRED = new Set<number>([
@@ -232,8 +238,11 @@ export class TurnServer {
   private readonly secretKeys: Uint8Array[];
   private readonly nonces: NonceBook;
   private readonly allocations = new Map<number, Allocation>();
-  /** UDP allocations by remote ip, then listener * 65536 + remote port. */
-  private readonly udpClients = new Map<string, Map<number, Allocation>>();
+  /**
+   * UDP allocations by remote ip, then listener * 65536 + remote port. An ip with a single
+   * allocation maps to it directly (no inner map), the common case, to save memory.
+   */
+  private readonly udpClients = new Map<string, Allocation | Map<number, Allocation>>();
   private readonly conns = new Map<number, StreamConn>();
   private readonly perUsername = new Map<string, number>();
   private readonly heap = new DeadlineHeap<Allocation | Permission | Channel>();
@@ -280,8 +289,8 @@ export class TurnServer {
    */
   handleUdp(listener: number, ip: string, port: number, data: Uint8Array, now: number): number {
     if (data.length >= 4 && (data[0]! & 0xc0) === 0x40) {
-      const alloc = this.udpClients.get(ip)?.get(listener * 65536 + port);
-      if (!alloc || !alloc.active) {
+      const alloc = this.udpAllocation(listener, ip, port);
+      if (alloc === undefined || !alloc.active) {
         this.counters.dropNoAllocation++;
         return FAST_NONE;
       }
@@ -291,7 +300,7 @@ export class TurnServer {
       this.counters.dropMalformed++;
       return FAST_NONE;
     }
-    const alloc = this.udpClients.get(ip)?.get(listener * 65536 + port);
+    const alloc = this.udpAllocation(listener, ip, port);
     const client: ClientAddr = alloc ? alloc.client : { kind: 'udp', listener, ip, port };
     this.handleStun(client, data, now, alloc ?? null);
     return FAST_NONE;
@@ -467,6 +476,14 @@ export class TurnServer {
   }
 
   // --------------------------------------------------------------- hot path
+
+  private udpAllocation(listener: number, ip: string, port: number): Allocation | undefined {
+    const cur = this.udpClients.get(ip);
+    if (cur === undefined) return undefined;
+    if (cur instanceof Map) return cur.get(listener * 65536 + port);
+    const c = cur.client as ClientAddr & { kind: 'udp' };
+    return c.port === port && c.listener === listener ? cur : undefined;
+  }
 
   private channelDataFromClient(alloc: Allocation, data: Uint8Array, stream: boolean, now: number): boolean {
     const number = (data[0]! << 8) | data[1]!;
@@ -663,6 +680,7 @@ export class TurnServer {
     }
     // 6. Create the allocation; the relay port comes from the driver.
     const id = this.nextRelayId++;
+    const tid = msg.transactionId.slice();
     const alloc: Allocation = {
       kind: 'allocation',
       id,
@@ -672,12 +690,12 @@ export class TurnServer {
       family,
       relayPort: 0,
       active: false,
-      pending: { tid: msg.transactionId.slice(), lifetimeS: lifetime === 0 ? this.opts.defaultLifetimeS : lifetime, fingerprint: this.hasFingerprint(msg) },
-      allocateTid: msg.transactionId.slice(),
+      pending: { tid, lifetimeS: lifetime === 0 ? this.opts.defaultLifetimeS : lifetime, fingerprint: this.hasFingerprint(msg) },
+      allocateTid: tid,
       allocateResponse: null,
-      permissions: new Map(),
-      channels: new Map(),
-      channelsByPeer: new Map(),
+      permissions: NO_PERMISSIONS,
+      channels: NO_CHANNELS,
+      channelsByPeer: NO_CHANNELS_BY_PEER,
       tokens: this.opts.bandwidthBurstBytes,
       tokensAt: now,
       expiresAt: Number.POSITIVE_INFINITY,
@@ -687,9 +705,14 @@ export class TurnServer {
     this.allocations.set(id, alloc);
     this.perUsername.set(auth.username, (this.perUsername.get(auth.username) ?? 0) + 1);
     if (client.kind === 'udp') {
-      let byPort = this.udpClients.get(client.ip);
-      if (!byPort) this.udpClients.set(client.ip, (byPort = new Map()));
-      byPort.set(client.listener * 65536 + client.port, alloc);
+      const k = client.listener * 65536 + client.port;
+      const cur = this.udpClients.get(client.ip);
+      if (cur === undefined) this.udpClients.set(client.ip, alloc);
+      else if (cur instanceof Map) cur.set(k, alloc);
+      else {
+        const c = cur.client as ClientAddr & { kind: 'udp' };
+        this.udpClients.set(client.ip, new Map([[c.listener * 65536 + c.port, cur], [k, alloc]]));
+      }
     } else {
       const conn = this.conns.get(client.connId);
       if (conn) conn.alloc = alloc;
@@ -844,6 +867,8 @@ export class TurnServer {
         scheduled: false,
         dead: false,
       };
+      if (alloc.channels === NO_CHANNELS) alloc.channels = new Map();
+      if (alloc.channelsByPeer === NO_CHANNELS_BY_PEER) alloc.channelsByPeer = new Map();
       alloc.channels.set(ch.number, ch);
       let ports = alloc.channelsByPeer.get(peer.ip);
       if (!ports) alloc.channelsByPeer.set(peer.ip, (ports = new Map()));
@@ -891,6 +916,7 @@ export class TurnServer {
     let perm = alloc.permissions.get(ip);
     if (!perm) {
       perm = { kind: 'permission', alloc, ip, expiresAt: 0, scheduled: false, dead: false };
+      if (alloc.permissions === NO_PERMISSIONS) alloc.permissions = new Map();
       alloc.permissions.set(ip, perm);
       this.counters.permissions++;
       // Channels to this peer follow the new permission object.
@@ -937,11 +963,12 @@ export class TurnServer {
     else this.perUsername.set(alloc.username, n);
     const c = alloc.client;
     if (c.kind === 'udp') {
-      const byPort = this.udpClients.get(c.ip);
-      const k = c.listener * 65536 + c.port;
-      if (byPort?.get(k) === alloc) {
-        byPort.delete(k);
-        if (byPort.size === 0) this.udpClients.delete(c.ip);
+      const cur = this.udpClients.get(c.ip);
+      if (cur === alloc) this.udpClients.delete(c.ip);
+      else if (cur instanceof Map) {
+        const k = c.listener * 65536 + c.port;
+        if (cur.get(k) === alloc) cur.delete(k);
+        if (cur.size === 0) this.udpClients.delete(c.ip);
       }
     } else {
       const conn = this.conns.get(c.connId);

@@ -14,6 +14,7 @@
  * presence object answers with an error), N pairs at once. The ratio exchange/baseline says how
  * many round trips' worth an exchange costs, which transfers across machines better than ms.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { wsProtocols } from '../../protocol/messages.js';
@@ -167,6 +168,33 @@ async function baseline(pairs: Pair[]): Promise<number[]> {
   );
 }
 
+/** Clock ticks per second in /proc/<pid>/stat (USER_HZ, 100 on Linux). */
+const USER_HZ = 100;
+
+/**
+ * CPU time (ms) used so far by the workerd processes this script started, from /proc. CPU per
+ * exchange hardly depends on what else the shared machine runs, unlike wall-clock latency.
+ */
+function workerdCpuMs(): number {
+  let ticks = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // Fields after the parenthesised command name: state ppid ... utime(14) stime(15).
+    const close = stat.lastIndexOf(')');
+    const comm = stat.slice(stat.indexOf('(') + 1, close);
+    const f = stat.slice(close + 2).split(' ');
+    if (comm !== 'workerd' || Number(f[1]) !== process.pid) continue;
+    ticks += Number(f[11]) + Number(f[12]);
+  }
+  return (ticks * 1000) / USER_HZ;
+}
+
 const pct = (xs: number[], q: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
@@ -192,22 +220,29 @@ async function main(): Promise<void> {
         p.hubSock.close();
       }
     }
-    console.log('| N pairs | p50 exchange (ms) | p99 exchange (ms) | exchanges/s | baseline RTT p50 / p99 (ms) | p50 ratio | p99 ratio |');
-    console.log('|---:|---:|---:|---:|---:|---:|---:|');
+    console.log(
+      '| N pairs | p50 exchange (ms) | p99 exchange (ms) | exchanges/s | baseline RTT p50 / p99 (ms) | p50 ratio | p99 ratio | workerd CPU / exchange (ms) | client CPU / exchange (ms) |',
+    );
+    console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const n of ns) {
       for (let round = 0; round < rounds; round++) {
         const pairs = await makePairs(sig, n, `${n}-${round}`);
         const base = await baseline(pairs);
+        const cpu0 = workerdCpuMs();
+        const client0 = process.cpuUsage();
         const t0 = performance.now();
         const marks: Marks[] = pairs.map(() => ({}));
         const lat = await withTimeout(Promise.all(pairs.map((p, i) => exchange(sig, p, `r${i}`, marks[i]))), `N=${n}`);
         const wall = (performance.now() - t0) / 1000;
+        const serverCpu = (workerdCpuMs() - cpu0) / n;
+        const c = process.cpuUsage(client0);
+        const clientCpu = (c.user + c.system) / 1000 / n;
         const p50 = pct(lat, 0.5);
         const p99 = pct(lat, 0.99);
         const b50 = pct(base, 0.5);
         const b99 = pct(base, 0.99);
         console.log(
-          `| ${n} | ${p50.toFixed(1)} | ${p99.toFixed(1)} | ${(n / wall).toFixed(0)} | ${b50.toFixed(1)} / ${b99.toFixed(1)} | ${(p50 / b50).toFixed(1)} | ${(p99 / b99).toFixed(1)} |`,
+          `| ${n} | ${p50.toFixed(1)} | ${p99.toFixed(1)} | ${(n / wall).toFixed(0)} | ${b50.toFixed(1)} / ${b99.toFixed(1)} | ${(p50 / b50).toFixed(1)} | ${(p99 / b99).toFixed(1)} | ${serverCpu.toFixed(1)} | ${clientCpu.toFixed(1)} |`,
         );
         if (values.phases) {
           const at = (k: (typeof PHASES)[number], q: number): string => pct(marks.map((m) => m[k] ?? 0), q).toFixed(0);

@@ -72,6 +72,13 @@ export interface NodeRelayOptions {
  */
 const BIND_ATTEMPTS = 64;
 
+/**
+ * A TCP/TLS connection that holds no allocation and sends nothing for this long is closed,
+ * so idle connections cannot pile up (clients allocate within a second of connecting);
+ * connections with an allocation stay, since clients refresh only every few minutes.
+ */
+const STREAM_IDLE_MS = 30_000;
+
 /** One relay process: listeners, relay sockets, timers, and the TURN core. */
 export class NodeRelay {
   readonly server: TurnServer;
@@ -213,6 +220,9 @@ export class NodeRelay {
       this.server.handleStream(id, chunk, Date.now());
       if (this.server.hasActions) this.flush();
       this.arm();
+    });
+    s.setTimeout(STREAM_IDLE_MS, () => {
+      if (!this.server.streamHasAllocation(id)) s.destroy();
     });
     s.on('error', () => {});
     s.on('close', () => {

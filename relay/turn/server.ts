@@ -346,6 +346,11 @@ export class TurnServer {
     }
   }
 
+  /** True when stream connection `connId` holds an allocation (the driver closes idle ones that do not). */
+  streamHasAllocation(connId: number): boolean {
+    return this.conns.get(connId)?.alloc != null;
+  }
+
   /** A stream connection closed: its allocation goes with it (RFC 8656 §3.1). */
   closeStream(connId: number): void {
     const conn = this.conns.get(connId);
@@ -1004,8 +1009,11 @@ export class TurnServer {
     return findAttr(msg, Attr.Fingerprint) !== undefined;
   }
 
+  /** The client's reflexive address; an IPv4 client seen through a dual-stack socket (::ffff:a.b.c.d) is reported as IPv4. */
   private mapped(client: ClientAddr): TransportAddress {
-    return { family: client.ip.includes(':') ? 6 : 4, ip: client.ip, port: client.port };
+    const ip = client.ip;
+    if (ip.startsWith('::ffff:') && ip.includes('.')) return { family: 4, ip: ip.slice(7), port: client.port };
+    return { family: ip.includes(':') ? 6 : 4, ip, port: client.port };
   }
 
   private transportOf(client: ClientAddr): string {

@@ -67,6 +67,14 @@ describe('Binding', () => {
     expect(findAttr(r.msg, Attr.Fingerprint)).toBeDefined();
   });
 
+  it('reports an IPv4 client seen through a dual-stack socket as IPv4', () => {
+    const h = new Harness();
+    const c = new VClient(h, '::ffff:198.51.100.7', 40000);
+    expect(c.call(StunMethod.Binding, [], false).mapped).toEqual({ family: 4, ip: '198.51.100.7', port: 40000 });
+    const v6 = new VClient(h, '2001:db8::7', 40000);
+    expect(v6.call(StunMethod.Binding, [], false).mapped).toEqual({ family: 6, ip: '2001:db8::7', port: 40000 });
+  });
+
   it('420 lists unknown comprehension-required attributes', () => {
     const h = new Harness();
     const c = new VClient(h, '198.51.100.7', 40000);

@@ -189,7 +189,10 @@ export class Presence extends DurableObject<Env> {
       safeSend(ws, { type: 'request', reqId: r.reqId, from: r.from, sessionId: r.sessionId });
       if (r.delivered) continue;
       this.put(`in:${r.reqId}`, { ...r, delivered: true });
-      const { live } = await this.peer(r.from).delivered(r.initiatorReqId, r.sessionId);
+      // If the initiator's object cannot be reached, the request stays; its expiry cleans up.
+      const { live } = await this.peer(r.from)
+        .delivered(r.initiatorReqId, r.sessionId)
+        .catch(() => ({ live: true }));
       if (!live) {
         this.del(`in:${r.reqId}`);
         safeSend(ws, { type: 'cancelled', reqId: r.reqId });
@@ -214,7 +217,7 @@ export class Presence extends DurableObject<Env> {
     try {
       await this.handle(ws, me, parsed.value);
     } catch (e) {
-      console.error('presence: handler failed', (e as Error).name, (e as Error).message);
+      console.error('presence: handler failed', (e as Error).name);
       safeSend(ws, { type: 'error', code: 'internal', message: 'internal error', reqId: parsed.value.reqId });
     }
   }

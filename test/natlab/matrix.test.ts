@@ -8,13 +8,15 @@
  * Stack: NATLAB_STACK=werift runs bare werift peers with coturn (the reference that proves
  * the lab and harness); the default runs the product (see stack-homelink.ts).
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { matrixCells, renderReport, runCells, type CellResult, type Stack } from './cells.js';
 import { makeLabTls, startCoturn, type LabTls } from './coturn.js';
 import { Lab } from './lab.js';
 import { startRelayCapture, type RelayCapture } from './capture.js';
 import { labAvailable } from './support.js';
+import { DEFAULT_GUESSES } from './birthday.js';
+import { runBirthdayAttempts, type BirthdayReport } from './birthday-run.js';
 import { weriftStack } from './stack-werift.js';
 import { startHomelinkStack } from './stack-homelink.js';
 
@@ -24,6 +26,8 @@ import { startHomelinkStack } from './stack-homelink.js';
  */
 const CELL_CONCURRENCY = Number(process.env['NATLAB_CONCURRENCY'] ?? 2);
 const REPORT = 'docs/NATLAB.md';
+/** Port-prediction attempts, each on fresh homes: enough to see a share, about 2 s each. */
+const BIRTHDAY_ATTEMPTS = 10;
 
 describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
   let lab: Lab;
@@ -32,6 +36,7 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
   let capture: RelayCapture;
   let stopStack: (() => Promise<void>) | undefined;
   let results: CellResult[] = [];
+  let birthday: BirthdayReport | undefined;
   let durationS = 0;
 
   beforeAll(async () => {
@@ -56,6 +61,15 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
     capture?.dispose();
   });
 
+  it('beyond: port prediction (birthday) turns symmetric vs port-restricted direct, bounded in packets', async () => {
+    const r = await runBirthdayAttempts(lab, BIRTHDAY_ATTEMPTS);
+    birthday = r;
+    for (const a of r.attempts) {
+      expect(a.error, 'attempt ran').toBeUndefined();
+      expect(a.guessesSent).toBeLessThanOrEqual(DEFAULT_GUESSES);
+    }
+  });
+
   it('every cell connects, direct when theory allows, relay only sees ciphertext', async () => {
     // NATLAB_CELLS=<regex> runs a subset while developing; only a full run rewrites the report.
     const only = process.env['NATLAB_CELLS'];
@@ -66,8 +80,10 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
     await capture.sendControl();
     await capture.stop();
     const scan = capture.scan(results.map((r) => r.marker));
-    if (!only) writeFileSync(
-      REPORT,
+    // A subset run (NATLAB_CELLS) writes its report under test-output/ instead.
+    if (only) mkdirSync('test-output', { recursive: true });
+    writeFileSync(
+      only ? 'test-output/NATLAB.partial.md' : REPORT,
       renderReport({
         stack: stack.name,
         results,
@@ -75,6 +91,7 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
         captureBytes: scan.bytes,
         controlMarkerFound: scan.controlFound,
         markersFound: scan.found,
+        birthday,
       }),
     );
     const table = results.map((r) => ({ cell: r.spec.id, expected: r.spec.expected, observed: r.kind, transfer: r.transferOk, error: r.error }));

@@ -179,6 +179,9 @@ interface AuthOk {
   readonly key: Uint8Array;
 }
 
+/** Dead heap entries tolerated before a compaction is considered (compaction is O(heap)). */
+const DEAD_ENTRIES_BEFORE_COMPACT = 1024;
+
 /** Shared, never written: an idle allocation costs no maps of its own. */
 const NO_PERMISSIONS: Map<string, Permission> = new Map();
 const NO_CHANNELS: Map<number, Channel> = new Map();
@@ -247,6 +250,8 @@ export class TurnServer {
   private readonly perUsername = new Map<string, number>();
   private readonly heap = new DeadlineHeap<Allocation | Permission | Channel>();
   private nextRelayId = 1;
+  /** Heap entries whose entity is already gone; compacted when they dominate. */
+  private deadScheduled = 0;
   private draining = false;
   private readonly tidPrefix: Uint8Array;
   private tidCounter = 0;
@@ -274,6 +279,11 @@ export class TurnServer {
   /** Number of allocations (pending ones included). */
   get allocationCount(): number {
     return this.allocations.size;
+  }
+
+  /** Entries in the timer heap (bounded: dead ones are compacted away). */
+  get timerEntries(): number {
+    return this.heap.size;
   }
 
   /** Stop accepting new allocations (graceful shutdown); existing ones keep working. */
@@ -453,7 +463,10 @@ export class TurnServer {
   /** Expires allocations, permissions and channels due at `now`. */
   handleTimeout(now: number): void {
     for (let item = this.heap.popDue(now); item; item = this.heap.popDue(now)) {
-      if (item.dead) continue;
+      if (item.dead) {
+        this.deadScheduled--;
+        continue;
+      }
       if (item.expiresAt > now) {
         this.heap.schedule(item);
         continue;
@@ -933,9 +946,20 @@ export class TurnServer {
     return perm;
   }
 
+  /** Marks an entity gone; its heap entry is skipped, and compacted away when such entries dominate. */
+  private bury(e: Expiring): void {
+    e.dead = true;
+    if (!e.scheduled) return;
+    this.deadScheduled++;
+    if (this.deadScheduled > DEAD_ENTRIES_BEFORE_COMPACT && this.deadScheduled * 2 > this.heap.size) {
+      this.heap.compact();
+      this.deadScheduled = 0;
+    }
+  }
+
   private removePermission(perm: Permission): void {
     if (perm.dead) return;
-    perm.dead = true;
+    this.bury(perm);
     if (perm.alloc.permissions.get(perm.ip) === perm) {
       perm.alloc.permissions.delete(perm.ip);
       this.counters.permissions--;
@@ -944,7 +968,7 @@ export class TurnServer {
 
   private removeChannel(ch: Channel): void {
     if (ch.dead) return;
-    ch.dead = true;
+    this.bury(ch);
     const a = ch.alloc;
     if (a.channels.get(ch.number) === ch) {
       a.channels.delete(ch.number);
@@ -959,7 +983,7 @@ export class TurnServer {
 
   private removeAllocation(alloc: Allocation, why: string, release = true): void {
     if (alloc.dead) return;
-    alloc.dead = true;
+    this.bury(alloc);
     for (const p of alloc.permissions.values()) this.removePermission(p);
     for (const c of [...alloc.channels.values()]) this.removeChannel(c);
     this.allocations.delete(alloc.id);

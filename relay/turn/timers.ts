@@ -38,6 +38,27 @@ export class DeadlineHeap<T extends Expiring> {
     }
   }
 
+  /**
+   * Drops the entries of dead entities and rebuilds the heap. Callers run it when dead entries
+   * outnumber live ones, so deleting and re-creating allocations in a loop cannot grow the heap.
+   */
+  compact(): void {
+    let w = 0;
+    for (let i = 0; i < this.items.length; i++) {
+      const it = this.items[i]!;
+      if (it.dead) {
+        it.scheduled = false;
+        continue;
+      }
+      this.items[w] = it;
+      this.at[w] = this.at[i]!;
+      w++;
+    }
+    this.items.length = w;
+    this.at.length = w;
+    for (let i = (w >> 1) - 1; i >= 0; i--) this.siftDown(i);
+  }
+
   /** Earliest scheduled deadline, or undefined when empty. */
   peek(): number | undefined {
     return this.at[0];
@@ -52,20 +73,24 @@ export class DeadlineHeap<T extends Expiring> {
     if (this.items.length > 0) {
       this.at[0] = lastAt;
       this.items[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = i * 2 + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < this.items.length && this.at[l]! < this.at[m]!) m = l;
-        if (r < this.items.length && this.at[r]! < this.at[m]!) m = r;
-        if (m === i) break;
-        this.swap(i, m);
-        i = m;
-      }
+      this.siftDown(0);
     }
     top.scheduled = false;
     return top;
+  }
+
+  private siftDown(start: number): void {
+    let i = start;
+    for (;;) {
+      const l = i * 2 + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < this.items.length && this.at[l]! < this.at[m]!) m = l;
+      if (r < this.items.length && this.at[r]! < this.at[m]!) m = r;
+      if (m === i) break;
+      this.swap(i, m);
+      i = m;
+    }
   }
 
   private swap(a: number, b: number): void {

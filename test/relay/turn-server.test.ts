@@ -224,6 +224,18 @@ describe('Refresh and expiry', () => {
     expect(c.call(StunMethod.Refresh, []).code).toBe(437);
   });
 
+  it('allocating and deleting in a loop does not grow the timer heap', () => {
+    const h = new Harness();
+    const c = new VClient(h, '198.51.100.7', 40000);
+    for (let i = 0; i < 3000; i++) {
+      ok(c.allocate());
+      ok(c.call(StunMethod.CreatePermission, [A.peer('198.18.1.2', 1)]));
+      ok(c.call(StunMethod.Refresh, [A.lifetime(0)]));
+    }
+    expect(h.server.allocationCount).toBe(0);
+    expect(h.server.timerEntries).toBeLessThan(2100);
+  });
+
   it('an allocation expires after its lifetime and its relay port is released', () => {
     const h = new Harness();
     const c = new VClient(h, '198.51.100.7', 40000);

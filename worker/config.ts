@@ -204,7 +204,9 @@ export function loadConfig(vars: WorkerVars): Config {
     } catch (e) {
       throw new ConfigError('JWKS_URL', 'is not a URL', { cause: e });
     }
-    if (u.protocol !== 'https:') throw new ConfigError('JWKS_URL', 'must be https');
+    // Keys fetched in clear could be swapped in transit; loopback is allowed for local issuers.
+    const loopback = u.hostname === '127.0.0.1' || u.hostname === '[::1]' || u.hostname === 'localhost';
+    if (u.protocol !== 'https:' && !(u.protocol === 'http:' && loopback)) throw new ConfigError('JWKS_URL', 'must be https');
     jwksUrl = u.href;
   }
   const devHs256Secret = vars.DEV_HS256_SECRET && vars.DEV_HS256_SECRET.length > 0 ? vars.DEV_HS256_SECRET : null;

@@ -204,3 +204,33 @@ describe('HS256 only when explicitly enabled', () => {
     }
   });
 });
+
+describe('keys from JWKS_URL', () => {
+  it('fetches the issuer keys once, caches them, and still refuses unknown keys', async () => {
+    const { createServer } = await import('node:http');
+    let fetches = 0;
+    const server = createServer((req, res) => {
+      fetches++;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(issuer.publicJwks));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const remote = await startSignaling({ issuer, vars: { JWKS: '', JWKS_URL: `http://127.0.0.1:${port}/jwks.json` } });
+    try {
+      const ws = `${remote.url.replace('http', 'ws')}/v1/presence`;
+      for (const sub of ['k-app-1', 'k-app-2']) {
+        const r = await connectRaw(ws, asToken(await issuer.accessToken({ sub, homes: ['home-1'] })));
+        expect(r.ok).toBe(true);
+        if (r.ok) r.socket.close();
+      }
+      expect(fetches).toBe(1);
+      // A key the issuer never published: refused, and the cooldown keeps it from refetching in a loop.
+      for (let i = 0; i < 3; i++) await expectRefused(asToken(await craft({ signWith: (await generateKeyPair('ES256')).privateKey, header: { kid: 'rotated' } })), ws);
+      expect(fetches).toBeLessThanOrEqual(2);
+    } finally {
+      await remote.close();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});

@@ -78,6 +78,13 @@ const safeClose = (ws: WebSocket, code: number, reason: string): void => {
 
 const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
 
+/**
+ * One endpoint's presence: its socket, its pending requests both ways and its sessions.
+ *
+ * @example
+ * const presence = env.PRESENCE.get(env.PRESENCE.idFromName(endpointId));
+ * const session = await presence.sessionPeer(sessionId); // null unless this endpoint is in it
+ */
 export class Presence extends DurableObject<Env> {
   private readonly config: Config;
   private readonly buckets = new WeakMap<WebSocket, Bucket>();

@@ -49,6 +49,15 @@ const safeClose = (ws: WebSocket, code: number, reason: string): void => {
   }
 };
 
+/**
+ * One accepted session between two endpoints. Reached only through the Worker (which verified
+ * the caller and found the room through the caller's presence object) and `init` from the
+ * accepting side's presence object.
+ *
+ * @example
+ * const room = env.ROOM.get(env.ROOM.idFromName(roomName(a, b, sessionId)));
+ * await room.init({ sessionId, initiator: a, responder: b, deadline });
+ */
 export class Room extends DurableObject<Env> {
   private state: RoomState = emptyRoom();
   private config: Config;

@@ -12,6 +12,7 @@
  *   await sig.close();
  * }
  */
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -80,6 +81,18 @@ async function storageDir(): Promise<string> {
   }
 }
 
+/** Storage folders of handles not yet closed, removed at exit if a caller forgot `close()`. */
+const openDirs = new Set<string>();
+let exitHook = false;
+function removeAtExit(dir: string): void {
+  openDirs.add(dir);
+  if (exitHook) return;
+  exitHook = true;
+  process.once('exit', () => {
+    for (const d of openDirs) rmSync(d, { recursive: true, force: true });
+  });
+}
+
 let bundle: Promise<string> | null = null;
 
 /** Bundles worker/index.ts once per process. */
@@ -104,6 +117,7 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
   const issuer = opts.issuer ?? (await createDevIssuer());
   const code = await bundleWorker();
   const persist = await storageDir();
+  removeAtExit(persist);
   const bindings = {
     ...devWorkerVars(issuer, {
       turnSecret: opts.turnSecret ?? DEFAULT_TEST_TURN_SECRET,
@@ -138,6 +152,7 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
   } catch (e) {
     await mf.dispose().catch(() => undefined);
     await rm(persist, { recursive: true, force: true });
+    openDirs.delete(persist);
     throw e;
   }
   const port = Number(url.port);
@@ -157,6 +172,7 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
         await mf.dispose();
       } finally {
         await rm(persist, { recursive: true, force: true });
+        openDirs.delete(persist);
       }
     },
   };

@@ -46,14 +46,18 @@ export function describePath(p: LinkPath | null): string {
 
 /** Per attempt: how long the opener waits for the peer's hello on a new channel. */
 export const CHANNEL_HELLO_TIMEOUT_MS = 2_000;
-/** Attempts before giving up on opening a channel the peer acknowledges. */
-const CHANNEL_ATTEMPTS = 3;
+/**
+ * Attempts before giving up on opening a channel the peer acknowledges (about 16 s in all). The
+ * peer's side of the link may finish verifying seconds after ours (a browser opens first), and
+ * client/link.ts hands channels that arrived before that to `channel` listeners synchronously at
+ * open, before the code that accepted the link can attach one: those are lost, so we open again.
+ */
+const CHANNEL_ATTEMPTS = 8;
 const HELLO = '{"t":"hello"}';
 
 /**
- * Opens `label` and waits until the peer acknowledges it with a hello. A channel the peer opens
- * just before its side of the link finishes verification can reach it before the application
- * has a `channel` listener; retrying after a short wait makes the CLI independent of that timing.
+ * Opens `label` and waits until the peer acknowledges it with a hello, opening it again when no
+ * hello comes (see CHANNEL_ATTEMPTS): the CLI does not depend on which side's link opened first.
  */
 export async function openChannel(link: Link, label: string): Promise<Channel> {
   for (let attempt = 0; attempt < CHANNEL_ATTEMPTS; attempt++) {
@@ -86,4 +90,24 @@ export function acceptChannel(link: Link, label: string): Promise<Channel> {
       void c.send(HELLO).then(() => resolve(c), () => undefined);
     });
   });
+}
+
+/** How long the side that spoke last waits for the peer to close the link before closing it itself. */
+export const PEER_CLOSE_WAIT_MS = 3_000;
+
+/**
+ * Ends a link politely: waits until our last messages left the channel, then gives the peer a
+ * moment to close first (it closes once it read them), then closes. Closing at once could drop
+ * the last message still in flight.
+ */
+export async function closeAfterPeer(link: Link, ch: Channel | null): Promise<void> {
+  if (ch) await Promise.race([ch.drained().catch(() => undefined), new Promise((r) => setTimeout(r, PEER_CLOSE_WAIT_MS))]);
+  await new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, PEER_CLOSE_WAIT_MS);
+    link.once('close', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+  link.close();
 }

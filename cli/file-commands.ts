@@ -21,7 +21,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { resolveCredentials, UsageError, type CredentialFlags } from './credentials.js';
-import { acceptChannel, connectEndpoint, openChannel, type Channel, type Link } from './endpoint.js';
+import { acceptChannel, closeAfterPeer, connectEndpoint, openChannel, type Channel, type Link } from './endpoint.js';
 import { CHUNK_BYTES, reportPath, timeoutMs } from './link-commands.js';
 import { ENDPOINT_HELP, ENDPOINT_OPTIONS, describeError, type Command } from './main.js';
 import { formatBytes, Progress } from './progress.js';
@@ -200,7 +200,8 @@ ${ENDPOINT_HELP}`,
         log(`sent ${name} (${formatBytes(size)}), SHA-256 ${digest} verified by ${peer}`);
       } catch (e) {
         progress.abort();
-        throw e;
+        if (e instanceof TransferError) throw e;
+        throw new TransferError(`transfer interrupted (${describeError(e)}): run the same send again; the receiver keeps what arrived and it resumes from there`);
       }
       link.close();
       return 0;
@@ -245,6 +246,7 @@ ${ENDPOINT_HELP}`,
       const name = safeFileName(offer.name);
       if (!name) {
         await ch.send(JSON.stringify({ t: 'reject', reason: 'unusable file name' }));
+        await closeAfterPeer(link, ch);
         throw new TransferError('the sender offered an unusable file name');
       }
       const target = join(outDir, name);
@@ -252,6 +254,7 @@ ${ENDPOINT_HELP}`,
       const exists = await stat(target).then(() => true, () => false);
       if (exists && !v['force']) {
         await ch.send(JSON.stringify({ t: 'reject', reason: `${name} already exists there` }));
+        await closeAfterPeer(link, ch);
         throw new TransferError(`${target} already exists: move it away or pass --force`);
       }
       const have = await stat(part).then((s) => s.size, () => 0);
@@ -281,8 +284,9 @@ ${ENDPOINT_HELP}`,
           const digest = hash.digest('hex');
           const ok = pos === offer.size && digest === x.sha256;
           await ch.send(JSON.stringify({ t: 'result', ok }));
-          await ch.drained();
           progress.finish();
+          // The sender closes once it read the result; closing first could lose it.
+          await closeAfterPeer(link, ch);
           if (!ok) {
             await rm(part, { force: true });
             throw new TransferError(`SHA-256 mismatch (${pos === offer.size ? 'content differs' : 'size differs'}): the partial file was removed; ask the sender to send again`);

@@ -142,7 +142,9 @@ export function describeError(e: unknown): string {
       Closed: 'the link closed',
       Protocol: 'the service or peer broke the protocol: check both run the same version',
     };
-    return `${advice[err.code ?? ''] ?? err.message ?? 'link error'} [${err.code}]`;
+    // The library's own message is safe to show (LinkError never carries secrets) and says which step failed.
+    const detail = err.message && !['PeerOffline', 'Rejected', 'Aborted'].includes(err.code ?? '') ? ` (${err.message})` : '';
+    return `${advice[err.code ?? ''] ?? err.message ?? 'link error'}${detail} [${err.code}]`;
   }
   if (err?.code === 'ECONNREFUSED') return `connection refused (${err.message}): is \`npm start\` running?`;
   return `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`;

@@ -12,11 +12,13 @@
  * device key is generated here and never leaves the page. Browser only.
  */
 import { Endpoint, generateDeviceKey, isLinkError, type Channel, type Link, type LinkPath } from '../client/browser.js';
+import { browserBackend } from './browser-backend.js';
 
 interface WebConfig {
   readonly signalingUrl: string;
   readonly trust: { readonly issuer: string; readonly audience: string; readonly jwks: { keys: object[] } };
   readonly defaultHome: string;
+  readonly loopbackOnly: boolean;
 }
 
 const HELLO = '{"t":"hello"}';
@@ -108,7 +110,9 @@ function setConnected(on: boolean): void {
 }
 
 async function openChannel(link: Link, label: string): Promise<Channel> {
-  for (let attempt = 0; attempt < 3; attempt++) {
+  // Eight attempts: a Node peer may finish verifying seconds after us, and channels that reach it
+  // before then are not handed to its code (see cli/endpoint.ts CHANNEL_ATTEMPTS).
+  for (let attempt = 0; attempt < 8; attempt++) {
     const ch = await link.channel(label);
     const ok = await new Promise<boolean>((resolve) => {
       const t = setTimeout(() => {
@@ -298,6 +302,7 @@ async function goOnline(config: WebConfig): Promise<void> {
       identity: { certificate: body.certificate, privateKey: key.privateKey },
       trust: config.trust as never,
       iceTransportPolicy: ui.relayOnly.checked ? 'relay' : 'all',
+      backend: browserBackend(config.loopbackOnly),
     });
     ep.on('request', (req) => {
       say('sys', `${req.peer} asks to connect; accepting`);
@@ -383,7 +388,7 @@ async function main(): Promise<void> {
     try {
       const reuse = chat?.link.peer === peer ? chat.link : null;
       const link = reuse ?? (await ep.dial(peer, { timeoutMs: 20_000 }));
-      if (!reuse) watchPath(link);
+      if (!reuse) ui.fileStatus.textContent = `connected to ${peer}: ${link.path?.kind ?? 'path unknown'}`;
       const hex = await sendFile(link, file);
       ui.fileProgress.value = 1;
       ui.fileStatus.textContent = `sent ${file.name} (${fmtBytes(file.size)}), SHA-256 ${hex} verified by ${peer}`;

@@ -4,7 +4,7 @@
  *
  *   GET  /              web/index.html
  *   GET  /app.js        the browser bundle (web/app.ts + client/ with the native backend), built
- *                       by esbuild on first request and kept in memory
+ *                       by esbuild on each request (development: edits show on reload)
  *   GET  /config.json   signaling URL and the issuer keys peers' identity certificates are checked with
  *   POST /dev/credentials  {sub, homes, publicJwk} -> {token, certificate} from the dev issuer
  *
@@ -30,6 +30,8 @@ export interface WebConfig {
   readonly trust: { readonly issuer: string; readonly audience: string; readonly jwks: { keys: JWK[] } };
   /** Home id the page puts in its token by default, the same the CLI uses. */
   readonly defaultHome: string;
+  /** The stack runs on loopback: the page announces only 127.0.0.0/8 candidates. */
+  readonly loopbackOnly: boolean;
 }
 
 /** Options of {@link startWebServer}. */
@@ -108,11 +110,11 @@ function parseCredentialRequest(text: string): { sub: string; homes: string[]; p
  * console.log(web.url);
  */
 export async function startWebServer(opts: WebServerOptions): Promise<WebServer> {
-  let bundle: Promise<string> | null = null;
   const config: WebConfig = {
     signalingUrl: opts.signalingUrl,
     trust: { issuer: opts.issuer.issuer, audience: opts.issuer.peerAudience, jwks: opts.issuer.publicJwks },
     defaultHome: opts.defaultHome,
+    loopbackOnly: opts.host.startsWith('127.'),
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -120,11 +122,10 @@ export async function startWebServer(opts: WebServerOptions): Promise<WebServer>
     if (req.method === 'GET' && (path === '/' || path === '/index.html')) {
       send(res, 200, 'text/html; charset=utf-8', await readFile(`${webDir}index.html`));
     } else if (req.method === 'GET' && path === '/app.js') {
-      bundle ??= bundleBrowserApp();
+      // Built per request (esbuild takes a few hundred ms): edits to client/ or web/ show on reload.
       try {
-        send(res, 200, 'text/javascript; charset=utf-8', await bundle);
+        send(res, 200, 'text/javascript; charset=utf-8', await bundleBrowserApp());
       } catch (e) {
-        bundle = null;
         send(res, 500, 'text/plain', `bundle failed: ${(e as Error).message}`);
       }
     } else if (req.method === 'GET' && path === '/config.json') {

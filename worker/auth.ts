@@ -17,6 +17,14 @@ export const JWKS_COOLDOWN_MS = 30_000;
 /** A remote JWKS is considered fresh this long (jose's cache max age): keys rotate over days. */
 export const JWKS_CACHE_MAX_AGE_MS = 10 * 60_000;
 
+/**
+ * Verified tokens are remembered briefly, since an endpoint presents the same token for its
+ * presence socket and for every room it joins. Bounded so memory stays small (~2.5 MB).
+ */
+export const VERIFIED_CACHE_ENTRIES = 4096;
+/** A key withdrawn from a remote JWKS stops being honoured through the cache within this time. */
+export const VERIFIED_CACHE_MS = 60_000;
+
 /** Verifies tokens against one configuration. Built once per isolate. */
 export interface Verifier {
   verify(token: string): Promise<AccessClaims>;
@@ -51,9 +59,19 @@ export function makeVerifier(config: Config): Verifier {
     if (remote) return remote(header, token);
     throw new TokenError('invalid', 'no key');
   };
+  // Only successes are kept; a hit is re-checked against the clock (exp) and its own age.
+  const verified = new Map<string, { claims: AccessClaims; until: number }>();
   return {
-    verify: (token) =>
-      verifyAccessToken(token, getKey, { issuer: config.issuer, audience: config.audience, algorithms }),
+    async verify(token) {
+      const now = Date.now();
+      const hit = verified.get(token);
+      if (hit && now < hit.until && now < hit.claims.exp * 1000) return hit.claims;
+      if (hit) verified.delete(token);
+      const claims = await verifyAccessToken(token, getKey, { issuer: config.issuer, audience: config.audience, algorithms });
+      if (verified.size >= VERIFIED_CACHE_ENTRIES) verified.delete(verified.keys().next().value!);
+      verified.set(token, { claims, until: now + VERIFIED_CACHE_MS });
+      return claims;
+    },
   };
 }
 

@@ -27,7 +27,7 @@ export interface RelayCapture {
 export async function startRelayCapture(lab: Lab): Promise<RelayCapture> {
   // tcpdump drops privileges to its own user before writing, so the file lives directly in the
   // sticky, world-writable tmpdir (a private 0700 directory would leave it with only a header).
-  const file = join(tmpdir(), `natlab-relay-${lab.runId}-${randomBytes(4).toString('hex')}.pcap`);
+  const file = join(tmpdir(), `natlab-${lab.runId}-relay.pcap`);
   const control = `HLCONTROL-${randomBytes(6).toString('hex')}`;
   const proc: LabProcess = lab.spawn(lab.pub, 'tcpdump', [
     // --immediate-mode: libpcap otherwise holds packets in a ring block for up to a second,

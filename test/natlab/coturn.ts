@@ -24,8 +24,8 @@ export interface LabTls {
 }
 
 /** A throwaway self-signed certificate for the relay's lab address (IP SAN), valid one day. */
-export function makeLabTls(): LabTls {
-  const dir = mkdtempSync(join(tmpdir(), 'natlab-tls-'));
+export function makeLabTls(runId: string): LabTls {
+  const dir = mkdtempSync(join(tmpdir(), `natlab-${runId}-tls-`));
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
   execFileSync(

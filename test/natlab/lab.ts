@@ -21,6 +21,9 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { NAT_PROFILES, routerRuleset, type NatBehaviour } from './nat.js';
 
 /** Bound on any single `ip`/`nft`/`sysctl` invocation; they take milliseconds. */
@@ -95,14 +98,37 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Deletes namespaces left behind by lab runs whose process no longer exists. */
+/**
+ * Kills whatever still runs inside one of our lab namespaces (a relay, workerd, an endpoint
+ * whose parent died), then deletes the namespace. Only namespaces of our own naming scheme
+ * are ever passed here, so only processes a lab run started are touched.
+ */
+function killAndDelete(ns: string): void {
+  for (const pid of runSyncQuiet('ip', ['netns', 'pids', ns]).split('\n').map(Number).filter((n) => n > 1)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  runSyncQuiet('ip', ['netns', 'del', ns]);
+}
+
+/**
+ * Deletes namespaces (and their processes) left behind by lab runs whose process no longer
+ * exists, and their temporary files (`<tmpdir>/natlab-<runId>-*`).
+ */
 export function removeStaleNamespaces(): string[] {
   const removed: string[] = [];
   for (const ns of listNamespaces()) {
     const m = NS_NAME_RE.exec(ns);
     if (!m || pidAlive(Number(m[1]))) continue;
-    runSyncQuiet('ip', ['netns', 'del', ns]);
+    killAndDelete(ns);
     removed.push(ns);
+  }
+  for (const name of readdirSync(tmpdir())) {
+    const m = /^natlab-hl(\d+)x[0-9a-f]+-/.exec(name);
+    if (m && !pidAlive(Number(m[1]))) rmSync(join(tmpdir(), name), { recursive: true, force: true });
   }
   return removed;
 }
@@ -347,7 +373,9 @@ export class Lab {
   /** Stops every process, deletes every namespace. Safe to call more than once. */
   async destroy(): Promise<void> {
     await Promise.all([...this.processes].map((p) => p.stop()));
-    for (const ns of [...this.namespaces].reverse()) await this.deleteNamespace(ns);
+    // Anything a lab process left behind (e.g. a grandchild in its own process group).
+    for (const ns of [...this.namespaces].reverse()) killAndDelete(ns);
+    this.namespaces.clear();
     this.destroyed = true;
     liveLabs.delete(this);
   }
@@ -355,7 +383,7 @@ export class Lab {
   /** Synchronous teardown for exit and signal hooks. */
   destroySync(): void {
     for (const p of this.processes) signalGroup(p.child, 'SIGKILL');
-    for (const ns of [...this.namespaces].reverse()) runSyncQuiet('ip', ['netns', 'del', ns]);
+    for (const ns of [...this.namespaces].reverse()) killAndDelete(ns);
     this.namespaces.clear();
     this.destroyed = true;
     liveLabs.delete(this);

@@ -41,7 +41,7 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
 
   beforeAll(async () => {
     lab = await Lab.create();
-    tls = makeLabTls();
+    tls = makeLabTls(lab.runId);
     capture = await startRelayCapture(lab);
     if (process.env['NATLAB_STACK'] === 'werift') {
       const coturn = await startCoturn(lab, tls, `lab-secret-${lab.runId}`);

@@ -50,7 +50,7 @@ async function waitForPort(lab: Lab, proto: 'u' | 't', port: number, proc: LabPr
 
 /** Starts relay and signaling in `pub`; resolves when both serve. */
 export async function startHomelinkStack(lab: Lab, tls: LabTls): Promise<HomelinkStack> {
-  const issuerDir = mkdtempSync(join(tmpdir(), 'natlab-issuer-'));
+  const issuerDir = mkdtempSync(join(tmpdir(), `natlab-${lab.runId}-issuer-`));
   const turnSecret = randomBytes(24).toString('hex');
   const relay = lab.spawn(lab.pub, process.execPath, tsxArgs(
     'relay/main.ts',

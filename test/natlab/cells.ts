@@ -219,6 +219,10 @@ export function renderReport(r: ReportInput): string {
   L.push('');
   L.push(`Stack: ${r.stack}. Whole matrix: ${r.results.length} cells in ${r.durationS.toFixed(0)} s on this machine.`);
   L.push('');
+  L.push('## Running');
+  L.push('');
+  L.push('`npm run test:natlab` (also part of `npm test`) as root with `ip` and `nft`; elsewhere the project prints `skipped: NAT lab needs root and iptables/nft` once and its tests are reported skipped. Knobs for development: `NATLAB_CELLS=<regex>` runs matching cells only and writes `test-output/NATLAB.partial.md` instead of this file; `NATLAB_CONCURRENCY` (default 2) cells at once; `NATLAB_STACK=werift` runs the reference stack (bare werift peers with the SDP carried by the test, Debian coturn as STUN/TURN) instead of the product; `NATLAB_DEBUG=<dir>` keeps the endpoint logs of failed cells there.');
+  L.push('');
   L.push('## The lab');
   L.push('');
   L.push("Network namespaces with no link to the machine's own: a `pub` namespace (bridge `br0`; the signaling service and the relay on 203.0.113.5, .10 and .20; a black-hole default route), one router namespace per home (`wan0` on the bridge, `lan0` bridge to its hosts, the NAT rule set in nftables) and one namespace per host (`eth0`, 198.18.i.2/24), plus hosts with a public address directly on the bridge. Code: `test/natlab/lab.ts`, rule sets: `test/natlab/nat.ts`.");
@@ -243,14 +247,14 @@ export function renderReport(r: ReportInput): string {
   L.push('');
   L.push('Path: candidate types of the selected pair as the dialer sees it (local ↔ remote), then its addresses (LAN hosts are 198.18.i.2/.3, router WANs and open hosts 203.0.113.30+, the relay 203.0.113.10). Relay transport: each side\'s transport to the relay (dialer / answerer; `-` when that side used no relay candidate of its own). Time: from `dial()` to an open, verified link, as the dialer measured it.');
   L.push('');
-  L.push('| dialer | answerer | expected | observed | path | addresses (dialer side) | relay transport | dial → open (ms) | transfer |');
-  L.push('|---|---|---|---|---|---|---|---|---|');
+  L.push('| dialer | answerer | expected | observed | path | addresses (dialer side) | relay transport | dial → open (ms) | transfer | ICE restarts |');
+  L.push('|---|---|---|---|---|---|---|---|---|---|');
   for (const c of r.results) {
     const d = c.spec.sameLan ? `${sideLabel(c.spec.dialer)} (same LAN)` : sideLabel(c.spec.dialer);
     const a = c.spec.sameLan ? `${sideLabel(c.spec.answerer)} (same LAN)` : sideLabel(c.spec.answerer);
     const ms = c.dialer.openMs !== undefined ? c.dialer.openMs.toFixed(0) : '-';
     const observed = c.kind === 'none' ? '**failed**' : c.kind === c.spec.expected ? c.kind : `**${c.kind}**`;
-    L.push(`| ${d} | ${a} | ${c.spec.expected} | ${observed} | ${pathText(c)} | ${addressText(c)} | ${relayTransports(c)} | ${ms} | ${c.transferOk ? 'SHA-256 ok' : 'failed'} |`);
+    L.push(`| ${d} | ${a} | ${c.spec.expected} | ${observed} | ${pathText(c)} | ${addressText(c)} | ${relayTransports(c)} | ${ms} | ${c.transferOk ? `SHA-256 ok${c.dialer.transferMs !== undefined ? ` (${(c.dialer.transferMs / 1000).toFixed(1)} s)` : ''}` : 'failed'} | ${(c.dialer.restarts ?? 0) + (c.answerer.restarts ?? 0)} |`);
   }
   L.push('');
   const bad = r.results.filter((c) => c.kind === 'none' || !c.transferOk || c.kind !== c.spec.expected);

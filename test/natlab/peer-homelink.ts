@@ -79,6 +79,12 @@ async function describePath(link: Link): Promise<PeerResult['path']> {
   return { kind: p.kind, local, remote, protocol: p.protocol, localAddress: p.local, remoteAddress: p.remote };
 }
 
+/** ICE restarts the link needed (and whether its path changed) while the cell ran. */
+async function restarts(link: Link): Promise<{ restarts: number }> {
+  const st = await link.stats().catch(() => null);
+  return { restarts: st?.restarts ?? 0 };
+}
+
 async function main(): Promise<void> {
   const issuer = await createDevIssuer({ dir: cfg.issuerDir });
   const key = await generateDeviceKey();
@@ -98,8 +104,9 @@ async function main(): Promise<void> {
       req.accept().then(
         (link) => {
           const openMs = performance.now() - t0;
+          const path = describePath(link);
           link.on('channel', (ch) => {
-            void receiveTransfer(channelPipe(ch)).then(async (r) => finish({ ...r, openMs, path: await describePath(link) }));
+            void receiveTransfer(channelPipe(ch)).then(async (r) => finish({ ...r, openMs, path: await path, ...(await restarts(link)) }));
           });
         },
         (e: unknown) => finish({ ok: false, error: `accept failed: ${String(e)}` }),
@@ -115,9 +122,12 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const link = await ep.dial(cfg.peer, { timeoutMs: cfg.deadlineMs - DIAL_MARGIN_MS });
   const openMs = performance.now() - t0;
+  // The path as it was when the link opened: the one the matrix is about.
+  const path = await describePath(link);
   const ch = await link.channel('natlab');
+  const t1 = performance.now();
   const r = await sendTransfer(channelPipe(ch), cfg.bytes, cfg.marker);
-  finish({ ...r, openMs, path: await describePath(link) });
+  finish({ ...r, openMs, transferMs: performance.now() - t1, path, ...(await restarts(link)) });
 }
 
 main().catch((e: unknown) => {

@@ -35,6 +35,10 @@ export interface PeerResult {
   readonly path?: CellPath | undefined;
   readonly sha256?: string;
   readonly bytes?: number;
+  /** Time the checked transfer took (dialing side). */
+  readonly transferMs?: number;
+  /** ICE restarts the link went through during the cell (client library only). */
+  readonly restarts?: number;
 }
 
 /** The minimal message pipe the transfer needs; adapters wrap werift or client channels. */

@@ -79,6 +79,9 @@ const BIND_ATTEMPTS = 64;
  */
 const STREAM_IDLE_MS = 30_000;
 
+/** A relay socket carries its allocation id and port, so one shared listener serves them all. */
+type RelaySocket = dgram.Socket & { relayId: number; relayPort: number };
+
 /** One relay process: listeners, relay sockets, timers, and the TURN core. */
 export class NodeRelay {
   readonly server: TurnServer;
@@ -88,7 +91,7 @@ export class NodeRelay {
   private tlsServer: tls.Server | null = null;
   private readonly conns = new Map<number, net.Socket>();
   private nextConnId = 1;
-  private readonly relays = new Map<number, { socket: dgram.Socket; port: number }>();
+  private readonly relays = new Map<number, RelaySocket>();
   private readonly pool: RelayPortPool;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = -1;
@@ -191,13 +194,22 @@ export class NodeRelay {
       const f = server.fast;
       const relay = this.relays.get(f.relayId);
       if (relay) {
-        relay.socket.send(msg, f.offset, f.length, f.peerPort, f.peerIp);
+        relay.send(msg, f.offset, f.length, f.peerPort, f.peerIp);
         if (this.onRelayed) this.onRelayed('to-peer', msg.subarray(f.offset, f.offset + f.length));
       }
     }
     if (server.hasActions) this.flush();
     this.arm();
   }
+
+  /** Shared by every relay socket (no closure per allocation); `this` is the socket. */
+  private readonly onRelayMessage = ((self: NodeRelay) =>
+    function (this: RelaySocket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+      self.onPeerDatagram(this.relayId, msg, rinfo.address, rinfo.port);
+    })(this);
+
+  /** After bind, a relay socket's errors are failed sends to peers (ICMP unreachable and the like): count, keep going. */
+  private readonly onRelayError = (): void => this.server.peerSendFailed();
 
   private onPeerDatagram(relayId: number, msg: Buffer, ip: string, port: number): void {
     const server = this.server;
@@ -286,7 +298,7 @@ export class NodeRelay {
         return;
       case 'send-peer': {
         const relay = this.relays.get(a.relayId);
-        if (relay) relay.socket.send(a.data, a.port, a.ip);
+        if (relay) relay.send(a.data, a.port, a.ip);
         if (this.onRelayed) this.onRelayed('to-peer', a.data);
         return;
       }
@@ -296,8 +308,8 @@ export class NodeRelay {
         const relay = this.relays.get(a.relayId);
         if (relay) {
           this.relays.delete(a.relayId);
-          relay.socket.close();
-          this.pool.give(relay.port);
+          relay.close();
+          this.pool.give(relay.relayPort);
         }
         return;
       }
@@ -319,7 +331,9 @@ export class NodeRelay {
       if (this.server.hasActions) this.flush();
       return;
     }
-    const socket = dgram.createSocket(family === 4 ? { type: 'udp4' } : { type: 'udp6', ipv6Only: true });
+    const socket = dgram.createSocket(family === 4 ? { type: 'udp4' } : { type: 'udp6', ipv6Only: true }) as RelaySocket;
+    socket.relayId = relayId;
+    socket.relayPort = port;
     const onBindError = (err: Error) => {
       socket.close();
       if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') this.pool.setAside(port);
@@ -331,10 +345,9 @@ export class NodeRelay {
     socket.once('error', onBindError);
     socket.bind(port, family === 4 ? this.relayHost4 : this.relayHost6, () => {
       socket.off('error', onBindError);
-      // After bind, errors are failed sends to peers (ICMP unreachable and the like): count, keep going.
-      socket.on('error', () => this.server.peerSendFailed());
-      socket.on('message', (msg, rinfo) => this.onPeerDatagram(relayId, msg, rinfo.address, rinfo.port));
-      this.relays.set(relayId, { socket, port });
+      socket.on('error', this.onRelayError);
+      socket.on('message', this.onRelayMessage);
+      this.relays.set(relayId, socket);
       this.server.relayBound(relayId, port, Date.now());
       if (this.server.hasActions) this.flush();
       this.arm();
@@ -404,7 +417,7 @@ export class NodeRelay {
       this.tcpServer ? new Promise<void>((r) => this.tcpServer!.close(() => r())) : undefined,
       this.tlsServer ? new Promise<void>((r) => this.tlsServer!.close(() => r())) : undefined,
     ]);
-    for (const { socket } of this.relays.values()) socket.close();
+    for (const socket of this.relays.values()) socket.close();
     this.relays.clear();
     this.log('info', 'relay_closed', {});
   }

@@ -141,12 +141,6 @@ interface Channel extends Expiring {
   permission: Permission;
 }
 
-interface PendingAllocate {
-  readonly tid: Uint8Array;
-  readonly lifetimeS: number;
-  readonly fingerprint: boolean;
-}
-
 interface Allocation extends Expiring {
   readonly kind: 'allocation';
   readonly id: number;
@@ -155,11 +149,16 @@ interface Allocation extends Expiring {
   readonly key: Uint8Array;
   readonly family: 4 | 6;
   relayPort: number;
+  /** False while the driver binds the relay port. */
   active: boolean;
-  pending: PendingAllocate | null;
-  /** Transaction id and bytes of the Allocate success, for retransmitted requests (RFC 8656 §7.2). */
-  allocateTid: Uint8Array;
-  allocateResponse: Uint8Array | null;
+  /**
+   * The Allocate request, to answer it when the port is bound and to answer a retransmission
+   * the same way (RFC 8656 §7.2); the success is rebuilt rather than kept, to save memory.
+   * The transaction id is held as a 12-character string (smaller than a typed array).
+   */
+  readonly allocateTid: string;
+  readonly allocateLifetimeS: number;
+  readonly allocateFingerprint: boolean;
   /** These three start as the shared empty maps below and get their own on first write (memory per idle allocation). */
   permissions: Map<string, Permission>;
   channels: Map<number, Channel>;
@@ -216,10 +215,14 @@ function unknownRequired(msg: StunMessage): number[] {
   return out ?? [];
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+/** A transaction id as a 12-character one-byte string, and back. */
+function tidString(tid: Uint8Array): string {
+  return String.fromCharCode(...tid);
+}
+function tidBytes(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
 }
 
 /**
@@ -416,36 +419,35 @@ export class TurnServer {
   /** The driver bound `relayId`'s relay port. */
   relayBound(relayId: number, port: number, now: number): void {
     const alloc = this.allocations.get(relayId);
-    if (!alloc || alloc.active || !alloc.pending) {
+    if (!alloc || alloc.active) {
       this.actions.push({ type: 'release-relay', relayId });
       return;
     }
-    const p = alloc.pending;
-    alloc.pending = null;
     alloc.active = true;
     alloc.relayPort = port;
-    alloc.expiresAt = now + p.lifetimeS * 1000;
+    alloc.expiresAt = now + alloc.allocateLifetimeS * 1000;
     this.heap.schedule(alloc);
+    this.actions.push({ type: 'send-client', to: alloc.client, data: this.allocateSuccess(alloc) });
+    this.log('info', 'allocation_created', { relayId, transport: this.transportOf(alloc.client), client: alloc.client.ip, relayPort: port, lifetime: alloc.allocateLifetimeS });
+  }
+
+  /** The Allocate success response (RFC 8656 §7.2): XOR-RELAYED-ADDRESS, LIFETIME, XOR-MAPPED-ADDRESS. */
+  private allocateSuccess(alloc: Allocation): Uint8Array {
     const relayIp = alloc.family === 4 ? this.opts.relayAddressV4! : this.opts.relayAddressV6!;
-    const tid = p.tid;
+    const tid = tidBytes(alloc.allocateTid);
     const w = this.writer(StunMethod.Allocate, StunClass.SuccessResponse, tid)
-      .add(Attr.XorRelayedAddress, encodeXorAddress({ family: alloc.family, ip: relayIp, port }, tid))
-      .add(Attr.Lifetime, encodeLifetime(p.lifetimeS))
+      .add(Attr.XorRelayedAddress, encodeXorAddress({ family: alloc.family, ip: relayIp, port: alloc.relayPort }, tid))
+      .add(Attr.Lifetime, encodeLifetime(alloc.allocateLifetimeS))
       .add(Attr.XorMappedAddress, encodeXorAddress(this.mapped(alloc.client), tid));
-    const bytes = this.seal(w, alloc.key, p.fingerprint);
-    alloc.allocateResponse = bytes;
-    this.actions.push({ type: 'send-client', to: alloc.client, data: bytes });
-    this.log('info', 'allocation_created', { relayId, transport: this.transportOf(alloc.client), client: alloc.client.ip, relayPort: port, lifetime: p.lifetimeS });
+    return this.seal(w, alloc.key, alloc.allocateFingerprint);
   }
 
   /** The driver could not bind a relay port for `relayId` (pool exhausted or bind error): 508. */
   relayFailed(relayId: number, reason: string): void {
     const alloc = this.allocations.get(relayId);
-    if (!alloc || !alloc.pending) return;
-    const p = alloc.pending;
-    alloc.pending = null;
+    if (!alloc || alloc.active) return;
     this.counters.quotaRelayPorts++;
-    this.queueError(alloc.client, StunMethod.Allocate, p.tid, ErrorCode.InsufficientCapacity, alloc.key, p.fingerprint);
+    this.queueError(alloc.client, StunMethod.Allocate, tidBytes(alloc.allocateTid), ErrorCode.InsufficientCapacity, alloc.key, alloc.allocateFingerprint);
     this.log('warn', 'relay_bind_failed', { relayId, reason });
     this.removeAllocation(alloc, 'bind failed', false);
   }
@@ -654,8 +656,8 @@ export class TurnServer {
     if (!auth) return;
     // 2. An allocation on this 5-tuple: a retransmission gets the same answer, anything else 437.
     if (existing) {
-      if (sameBytes(existing.allocateTid, msg.transactionId)) {
-        if (existing.allocateResponse) this.actions.push({ type: 'send-client', to: client, data: existing.allocateResponse });
+      if (existing.allocateTid === tidString(msg.transactionId)) {
+        if (existing.active) this.actions.push({ type: 'send-client', to: client, data: this.allocateSuccess(existing) });
         return; // still binding: the answer will come
       }
       return this.replyError(client, msg, ErrorCode.AllocationMismatch, auth.key);
@@ -698,7 +700,6 @@ export class TurnServer {
     }
     // 6. Create the allocation; the relay port comes from the driver.
     const id = this.nextRelayId++;
-    const tid = msg.transactionId.slice();
     const alloc: Allocation = {
       kind: 'allocation',
       id,
@@ -708,9 +709,9 @@ export class TurnServer {
       family,
       relayPort: 0,
       active: false,
-      pending: { tid, lifetimeS: lifetime === 0 ? this.opts.defaultLifetimeS : lifetime, fingerprint: this.hasFingerprint(msg) },
-      allocateTid: tid,
-      allocateResponse: null,
+      allocateTid: tidString(msg.transactionId),
+      allocateLifetimeS: lifetime === 0 ? this.opts.defaultLifetimeS : lifetime,
+      allocateFingerprint: this.hasFingerprint(msg),
       permissions: NO_PERMISSIONS,
       channels: NO_CHANNELS,
       channelsByPeer: NO_CHANNELS_BY_PEER,

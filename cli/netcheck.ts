@@ -210,8 +210,8 @@ async function measureFiltering(primary: RelayTarget, turn: TurnCredentials, nat
       }
     }
     const via = `relayed ${formatAddress(alloc.relayed)}`;
-    if (portOk && natless) return { filtering: 'endpoint-independent', detail: `no NAT: a packet from a port never contacted (${via}) arrived`, allocate: 'ok' };
     if (addrOk === true) return { filtering: 'endpoint-independent', detail: 'packets from an address never contacted get in', allocate: 'ok' };
+    if (portOk && natless) return { filtering: 'endpoint-independent', detail: `no NAT: a packet from a port never contacted (${via}) arrived`, allocate: 'ok' };
     if (portOk && addrOk === false) return { filtering: 'address-dependent', detail: 'packets from a contacted address get in, from other addresses not', allocate: 'ok' };
     if (portOk) {
       return {

@@ -147,6 +147,7 @@ export function describeError(e: unknown): string {
     return `${advice[err.code ?? ''] ?? err.message ?? 'link error'}${detail} [${err.code}]`;
   }
   if (err?.code === 'ECONNREFUSED') return `connection refused (${err.message}): is \`npm start\` running?`;
+  if (err?.message && (err.name === 'Error' || err.name === undefined)) return err.message;
   return `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`;
 }
 

@@ -1,14 +1,18 @@
 /**
- * Pure rules of the presence objects: who may reach whom, the records a pending connection
- * request leaves on each side, and when each record expires. worker/presence.ts is the driver.
+ * The rules of a presence object, sans-IO: `step(state, event, config)` returns the next state,
+ * the actions the Durable Object driver (worker/presence.ts) carries out, and, for calls from
+ * other objects, the reply. No sockets, storage, clocks or randomness here: the driver passes the
+ * time, fresh ids and who is connected in each event, and feeds results of its calls back in.
  *
- * A request lives on both sides until it is answered, cancelled or expires:
- *   initiator side  `Dial`      (out:<reqId>)   pending -> ringing (delivered to the target)
- *   target side     `Incoming`  (in:<targetReqId>) held (target offline) -> delivered
+ * A connection request lives on both sides until it is answered, cancelled or expires:
+ *   initiator side  `Dial`      (out:<reqId>)        pending -> ringing (delivered to the target)
+ *   target side     `Incoming`  (in:<targetReqId>)   held (target offline) -> delivered
  * The initiator side owns the outcome: it alone sends `dial_failed`, so an unreachable target
  * (offline, unknown, or not allowed) always yields `dial_failed{peer_offline}` at the same moment,
  * `offlineAt`, whatever the target side did.
  */
+import type { ErrorCode, PresenceServerMessage, Role } from '../protocol/messages.js';
+import type { RoomMeta } from './room-rules.js';
 
 /** Pending outgoing requests per endpoint: a person dials a handful of devices, not hundreds. */
 export const MAX_PENDING_DIALS = 16;
@@ -42,8 +46,99 @@ export interface Incoming {
 export interface SessionRecord {
   readonly sessionId: string;
   readonly peer: string;
-  readonly role: 'initiator' | 'responder';
+  readonly role: Role;
   readonly deadline: number;
+}
+
+/** What the initiator's object tells the target's. */
+export interface IncomingCall {
+  readonly from: string;
+  readonly fromHomes: readonly string[];
+  readonly initiatorReqId: string;
+  readonly sessionId: string;
+  readonly offlineAt: number;
+  readonly timeoutAt: number;
+}
+
+/** What the target's object tells the initiator's when its endpoint answers. */
+export interface AnsweredCall {
+  readonly reqId: string;
+  readonly sessionId: string;
+  readonly responder: string;
+  readonly accept: boolean;
+  readonly reason?: string;
+}
+
+/** The endpoint on the current presence socket, or null when none is connected. */
+export interface Me {
+  readonly sub: string;
+  readonly homes: readonly string[];
+}
+
+export interface PresenceState {
+  readonly dials: Readonly<Record<string, Dial>>;
+  readonly incoming: Readonly<Record<string, Incoming>>;
+  readonly sessions: Readonly<Record<string, SessionRecord>>;
+}
+
+export interface PresenceConfig {
+  readonly offlineWaitMs: number;
+  readonly requestTimeoutMs: number;
+  readonly sessionTtlMs: number;
+}
+
+export const emptyPresence = (): PresenceState => ({ dials: {}, incoming: {}, sessions: {} });
+
+export type PresenceEvent =
+  // From this endpoint's socket
+  | { readonly type: 'connected'; readonly me: Me; readonly now: number }
+  | { readonly type: 'dial'; readonly me: Me; readonly reqId: string; readonly to: string; readonly sessionId: string; readonly now: number }
+  | { readonly type: 'answer'; readonly me: Me; readonly reqId: string; readonly accept: boolean; readonly reason?: string; readonly now: number }
+  | { readonly type: 'cancel'; readonly reqId: string }
+  /** A socket closed; `me` is whoever is still connected. */
+  | { readonly type: 'gone'; readonly me: Me | null }
+  | { readonly type: 'alarm'; readonly now: number }
+  // Calls from other objects (each gets a reply)
+  | { readonly type: 'incoming'; readonly me: Me | null; readonly call: IncomingCall; readonly reqId: string }
+  | { readonly type: 'delivered'; readonly reqId: string; readonly sessionId: string }
+  | { readonly type: 'answered'; readonly me: Me | null; readonly call: AnsweredCall; readonly now: number }
+  | { readonly type: 'cancel_incoming'; readonly sessionId: string }
+  // Results of this object's own calls, fed back by the driver
+  | { readonly type: 'incoming_result'; readonly reqId: string; readonly sessionId: string; readonly delivered: boolean }
+  | { readonly type: 'delivered_result'; readonly reqId: string; readonly live: boolean }
+  | {
+      readonly type: 'answered_result';
+      readonly reqId: string;
+      readonly from: string;
+      readonly sessionId: string;
+      readonly accept: boolean;
+      readonly ok: boolean;
+      readonly deadline?: number;
+    };
+
+export type PresenceAction =
+  /** Send to the current presence socket, if any. */
+  | { readonly type: 'send'; readonly message: PresenceServerMessage }
+  /** Send `session` with ICE servers freshly minted for this endpoint. */
+  | { readonly type: 'send_session'; readonly reqId: string; readonly sessionId: string; readonly peer: string; readonly role: Role; readonly deadline: number }
+  /** Call `incoming` on `to`'s object; feed the reply back as `incoming_result`. */
+  | { readonly type: 'call_incoming'; readonly to: string; readonly call: IncomingCall }
+  /** Call `delivered` on the initiator's object; feed the reply back as `delivered_result`. */
+  | { readonly type: 'call_delivered'; readonly to: string; readonly initiatorReqId: string; readonly sessionId: string; readonly reqId: string }
+  /** Call `answered` on the initiator's object; feed the reply back as `answered_result`. */
+  | { readonly type: 'call_answered'; readonly to: string; readonly call: AnsweredCall; readonly reqId: string }
+  /** Tell the target's object the request is withdrawn (no reply needed). */
+  | { readonly type: 'call_cancel_incoming'; readonly to: string; readonly sessionId: string }
+  /** Create the room (before anyone is told about the session). */
+  | { readonly type: 'init_room'; readonly meta: RoomMeta };
+
+export type PresenceReply = { delivered: boolean } | { live: boolean } | { ok: boolean; deadline?: number } | null;
+
+export interface PresenceStep {
+  readonly state: PresenceState;
+  readonly actions: PresenceAction[];
+  /** The answer to a call from another object; null for socket events and results. */
+  readonly reply: PresenceReply;
 }
 
 /** Two endpoints may connect when their signed `homes` claims share at least one id. */
@@ -75,6 +170,16 @@ export function nextWake(dials: readonly Dial[], incoming: readonly Incoming[], 
   return times.length === 0 ? null : Math.min(...times);
 }
 
+/** When the state next needs an alarm. */
+export const wakeOf = (s: PresenceState): number | null =>
+  nextWake(Object.values(s.dials), Object.values(s.incoming), Object.values(s.sessions));
+
+/** The caller's live session with that id, if it is in one. */
+export function sessionOf(s: PresenceState, sessionId: string, now: number): SessionRecord | null {
+  const r = s.sessions[sessionId];
+  return r && now < r.deadline ? r : null;
+}
+
 const ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
 /** A random url-safe id (132 bits in 22 characters) from the given random bytes source. */
@@ -83,4 +188,179 @@ export function randomId(random: (n: number) => Uint8Array): string {
   let s = '';
   for (const b of bytes) s += ID_ALPHABET[b & 63];
   return s;
+}
+
+// ---- step ----------------------------------------------------------------------------------
+
+const without = <T>(o: Readonly<Record<string, T>>, key: string): Record<string, T> => {
+  const { [key]: _gone, ...rest } = o;
+  return rest;
+};
+
+const err = (code: ErrorCode, message: string, reqId?: string): PresenceAction => ({
+  type: 'send',
+  message: reqId === undefined ? { type: 'error', code, message } : { type: 'error', code, message, reqId },
+});
+
+const result = (state: PresenceState, actions: PresenceAction[] = [], reply: PresenceReply = null): PresenceStep => ({ state, actions, reply });
+
+/**
+ * Applies one event. Refused input leaves the state as it was and yields an `error` frame only.
+ *
+ * @example
+ * const { state, actions } = step(emptyPresence(), { type: 'dial', me, reqId: 'r1', to: 'hub-1', sessionId, now }, config);
+ */
+export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig): PresenceStep {
+  switch (ev.type) {
+    case 'connected': {
+      // Requests that arrived while the endpoint was away, or sat on its old socket.
+      const actions: PresenceAction[] = [];
+      let incoming = s.incoming;
+      for (const r of Object.values(s.incoming)) {
+        const expired = incomingExpired(r, ev.now);
+        if (expired || !mayConnect(ev.me.homes, r.fromHomes)) {
+          // A held one stays until it expires: the endpoint may come back with other homes.
+          if (expired || r.delivered) incoming = without(incoming, r.reqId);
+          continue;
+        }
+        actions.push({ type: 'send', message: { type: 'request', reqId: r.reqId, from: r.from, sessionId: r.sessionId } });
+        if (r.delivered) continue;
+        incoming = { ...incoming, [r.reqId]: { ...r, delivered: true } };
+        actions.push({ type: 'call_delivered', to: r.from, initiatorReqId: r.initiatorReqId, sessionId: r.sessionId, reqId: r.reqId });
+      }
+      return result({ ...s, incoming }, actions);
+    }
+    case 'dial': {
+      if (ev.to === ev.me.sub) return result(s, [err('invalid_field', 'cannot dial yourself', ev.reqId)]);
+      if (s.dials[ev.reqId]) return result(s, [err('out_of_state', 'reqId already pending', ev.reqId)]);
+      if (Object.keys(s.dials).length >= MAX_PENDING_DIALS) return result(s, [err('rate_limited', 'too many pending requests', ev.reqId)]);
+      const dial: Dial = {
+        reqId: ev.reqId,
+        to: ev.to,
+        sessionId: ev.sessionId,
+        ringing: false,
+        offlineAt: ev.now + config.offlineWaitMs,
+        timeoutAt: ev.now + config.requestTimeoutMs,
+      };
+      const call: IncomingCall = {
+        from: ev.me.sub,
+        fromHomes: ev.me.homes,
+        initiatorReqId: ev.reqId,
+        sessionId: ev.sessionId,
+        offlineAt: dial.offlineAt,
+        timeoutAt: dial.timeoutAt,
+      };
+      return result({ ...s, dials: { ...s.dials, [ev.reqId]: dial } }, [{ type: 'call_incoming', to: ev.to, call }]);
+    }
+    case 'incoming_result':
+    case 'delivered': {
+      const ringing = ev.type === 'delivered' || ev.delivered;
+      const d = s.dials[ev.reqId];
+      const live = d !== undefined && d.sessionId === ev.sessionId;
+      const reply = ev.type === 'delivered' ? { live } : null;
+      if (!live || !ringing || d.ringing) return result(s, [], reply);
+      return result({ ...s, dials: { ...s.dials, [ev.reqId]: { ...d, ringing: true } } }, [], reply);
+    }
+    case 'delivered_result': {
+      const r = s.incoming[ev.reqId];
+      if (ev.live || !r) return result(s);
+      return result({ ...s, incoming: without(s.incoming, ev.reqId) }, [{ type: 'send', message: { type: 'cancelled', reqId: ev.reqId } }]);
+    }
+    case 'answer': {
+      const r = s.incoming[ev.reqId];
+      if (!r || !r.delivered || incomingExpired(r, ev.now)) return result(s, [err('out_of_state', 'no such pending request', ev.reqId)]);
+      const call: AnsweredCall = {
+        reqId: r.initiatorReqId,
+        sessionId: r.sessionId,
+        responder: ev.me.sub,
+        accept: ev.accept,
+        ...(ev.reason !== undefined ? { reason: ev.reason } : {}),
+      };
+      // Gone from here at once, so a second answer is out of state.
+      return result({ ...s, incoming: without(s.incoming, ev.reqId) }, [{ type: 'call_answered', to: r.from, call, reqId: ev.reqId }]);
+    }
+    case 'answered_result': {
+      if (!ev.ok) return result(s, [{ type: 'send', message: { type: 'cancelled', reqId: ev.reqId } }]);
+      if (!ev.accept || ev.deadline === undefined) return result(s);
+      const rec: SessionRecord = { sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline };
+      return result({ ...s, sessions: { ...s.sessions, [ev.sessionId]: rec } }, [
+        { type: 'send_session', reqId: ev.reqId, sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline },
+      ]);
+    }
+    case 'cancel': {
+      const d = s.dials[ev.reqId];
+      if (!d) return result(s, [err('out_of_state', 'no such pending request', ev.reqId)]);
+      return result({ ...s, dials: without(s.dials, ev.reqId) }, [
+        { type: 'send', message: { type: 'cancelled', reqId: ev.reqId } },
+        { type: 'call_cancel_incoming', to: d.to, sessionId: d.sessionId },
+      ]);
+    }
+    case 'gone': {
+      // Replaced by a newer socket: nothing changes. Gone for good: its requests are withdrawn.
+      if (ev.me !== null) return result(s);
+      const actions: PresenceAction[] = Object.values(s.dials).map((d) => ({ type: 'call_cancel_incoming', to: d.to, sessionId: d.sessionId }));
+      return result({ ...s, dials: {} }, actions);
+    }
+    case 'alarm': {
+      const actions: PresenceAction[] = [];
+      let { dials, incoming, sessions } = s;
+      for (const d of Object.values(s.dials)) {
+        const outcome = dialOutcome(d, ev.now);
+        if (outcome === null) continue;
+        dials = without(dials, d.reqId);
+        actions.push({ type: 'send', message: { type: 'dial_failed', reqId: d.reqId, code: outcome } });
+        actions.push({ type: 'call_cancel_incoming', to: d.to, sessionId: d.sessionId });
+      }
+      for (const r of Object.values(s.incoming)) {
+        if (!incomingExpired(r, ev.now)) continue;
+        incoming = without(incoming, r.reqId);
+        if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId } });
+      }
+      for (const x of Object.values(s.sessions)) if (ev.now >= x.deadline) sessions = without(sessions, x.sessionId);
+      return result({ dials, incoming, sessions }, actions);
+    }
+    case 'incoming': {
+      const no = result(s, [], { delivered: false });
+      // Not allowed looks exactly like offline to the caller: no answer but the verdict at offlineAt.
+      if (ev.me !== null && !mayConnect(ev.me.homes, ev.call.fromHomes)) return no;
+      const held = Object.values(s.incoming);
+      if (held.some((r) => r.sessionId === ev.call.sessionId)) return no;
+      if (ev.me === null && held.length >= MAX_HELD_REQUESTS) return no;
+      const r: Incoming = { reqId: ev.reqId, ...ev.call, delivered: ev.me !== null };
+      const actions: PresenceAction[] =
+        ev.me !== null ? [{ type: 'send', message: { type: 'request', reqId: r.reqId, from: r.from, sessionId: r.sessionId } }] : [];
+      return result({ ...s, incoming: { ...s.incoming, [r.reqId]: r } }, actions, { delivered: ev.me !== null });
+    }
+    case 'answered': {
+      const c = ev.call;
+      const d = s.dials[c.reqId];
+      if (!d || d.sessionId !== c.sessionId || d.to !== c.responder || ev.now >= d.timeoutAt) return result(s, [], { ok: false });
+      const dials = without(s.dials, c.reqId);
+      if (!c.accept) {
+        return result({ ...s, dials }, [{ type: 'send', message: { type: 'rejected', reqId: c.reqId, reason: c.reason ?? 'declined' } }], { ok: true });
+      }
+      // Nobody here to tell: the session would be half-open, so the target is told it was cancelled.
+      if (ev.me === null) return result({ ...s, dials }, [], { ok: false });
+      const deadline = ev.now + config.sessionTtlMs;
+      const rec: SessionRecord = { sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline };
+      return result(
+        { ...s, dials, sessions: { ...s.sessions, [c.sessionId]: rec } },
+        [
+          { type: 'init_room', meta: { sessionId: c.sessionId, initiator: ev.me.sub, responder: c.responder, deadline } },
+          { type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline },
+        ],
+        { ok: true, deadline },
+      );
+    }
+    case 'cancel_incoming': {
+      const actions: PresenceAction[] = [];
+      let incoming = s.incoming;
+      for (const r of Object.values(s.incoming)) {
+        if (r.sessionId !== ev.sessionId) continue;
+        incoming = without(incoming, r.reqId);
+        if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId } });
+      }
+      return result({ ...s, incoming }, actions);
+    }
+  }
 }

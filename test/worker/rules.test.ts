@@ -7,7 +7,22 @@ import fc from 'fast-check';
 import { RATE_LIMIT, type SignalData } from '../../protocol/messages.js';
 import { ConfigError, loadConfig, parseRelays, type RelayEntry, type WorkerVars } from '../../worker/config.js';
 import { chooseRelays, iceServersFor, locationFromCf } from '../../worker/ice.js';
-import { dialOutcome, incomingExpired, mayConnect, nextWake, randomId, type Dial, type Incoming } from '../../worker/presence-rules.js';
+import {
+  dialOutcome,
+  emptyPresence,
+  incomingExpired,
+  mayConnect,
+  nextWake,
+  randomId,
+  sessionOf,
+  step as presenceStep,
+  wakeOf,
+  type Dial,
+  type Incoming,
+  type PresenceAction,
+  type PresenceEvent,
+  type PresenceState,
+} from '../../worker/presence-rules.js';
 import { fullBucket, take } from '../../worker/rate-limit.js';
 import { emptyRoom, MAX_BUFFERED_SIGNALS, step, type RoomMeta, type RoomState } from '../../worker/room-rules.js';
 
@@ -179,6 +194,122 @@ describe('presence rules', () => {
   it('random ids are session ids', () => {
     const id = randomId((n) => crypto.getRandomValues(new Uint8Array(n)));
     expect(id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+  });
+});
+
+describe('presence machine on virtual time', () => {
+  const CFG = { offlineWaitMs: 3000, requestTimeoutMs: 30_000, sessionTtlMs: 600_000 };
+  const app = { sub: 'app', homes: ['home-1'] };
+  const hub = { sub: 'hub', homes: ['home-1', 'home-2'] };
+  const stranger = { sub: 'hub', homes: ['home-9'] };
+  const SID = 'S'.repeat(22);
+  const run = (s: PresenceState, ...evs: PresenceEvent[]): { state: PresenceState; actions: PresenceAction[]; replies: unknown[] } => {
+    const actions: PresenceAction[] = [];
+    const replies: unknown[] = [];
+    for (const ev of evs) {
+      const r = presenceStep(s, ev, CFG);
+      s = r.state;
+      actions.push(...r.actions);
+      replies.push(r.reply);
+    }
+    return { state: s, actions, replies };
+  };
+  const dialed = run(emptyPresence(), { type: 'dial', me: app, reqId: 'r1', to: 'hub', sessionId: SID, now: 0 });
+
+  it('a dial records the request and calls the target with the same deadlines', () => {
+    expect(dialed.actions).toEqual([
+      { type: 'call_incoming', to: 'hub', call: { from: 'app', fromHomes: ['home-1'], initiatorReqId: 'r1', sessionId: SID, offlineAt: 3000, timeoutAt: 30_000 } },
+    ]);
+    expect(wakeOf(dialed.state)).toBe(3000);
+  });
+
+  it('initiator side: unknown, offline and forbidden targets all end the same way at offlineAt', () => {
+    // Whatever the target side did, the initiator hears no result but "not delivered".
+    const unknown = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: false }, { type: 'alarm', now: 2999 });
+    expect(unknown.actions).toEqual([]);
+    const failed = run(unknown.state, { type: 'alarm', now: 3000 });
+    expect(failed.actions).toEqual([
+      { type: 'send', message: { type: 'dial_failed', reqId: 'r1', code: 'peer_offline' } },
+      { type: 'call_cancel_incoming', to: 'hub', sessionId: SID },
+    ]);
+    expect(failed.state.dials).toEqual({});
+  });
+
+  it('target side: forbidden and offline answer the caller identically; only the allowed one rings', () => {
+    const call = (dialed.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
+    const forbidden = run(emptyPresence(), { type: 'incoming', me: stranger, call, reqId: 't1' });
+    expect(forbidden.replies).toEqual([{ delivered: false }]);
+    expect(forbidden.actions).toEqual([]);
+    expect(forbidden.state).toEqual(emptyPresence());
+    const offline = run(emptyPresence(), { type: 'incoming', me: null, call, reqId: 't1' });
+    expect(offline.replies).toEqual([{ delivered: false }]);
+    expect(offline.actions).toEqual([]);
+    const online = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1' });
+    expect(online.replies).toEqual([{ delivered: true }]);
+    expect(online.actions).toEqual([{ type: 'send', message: { type: 'request', reqId: 't1', from: 'app', sessionId: SID } }]);
+    // The held request reaches the target when it connects with a home in common, and not otherwise.
+    expect(run(offline.state, { type: 'connected', me: stranger, now: 100 }).actions).toEqual([]);
+    const back = run(offline.state, { type: 'connected', me: hub, now: 100 });
+    expect(back.actions).toEqual([
+      { type: 'send', message: { type: 'request', reqId: 't1', from: 'app', sessionId: SID } },
+      { type: 'call_delivered', to: 'app', initiatorReqId: 'r1', sessionId: SID, reqId: 't1' },
+    ]);
+    // The initiator had already given up: the target hears cancelled.
+    expect(run(back.state, { type: 'delivered_result', reqId: 't1', live: false }).actions).toEqual([
+      { type: 'send', message: { type: 'cancelled', reqId: 't1' } },
+    ]);
+  });
+
+  it('ringing: no offline verdict; accept creates the room before anyone hears, once', () => {
+    const ringing = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: true }, { type: 'alarm', now: 3000 });
+    expect(ringing.actions).toEqual([]);
+    const accept = { type: 'answered' as const, me: app, call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true }, now: 5000 };
+    const ok = run(ringing.state, accept);
+    expect(ok.replies).toEqual([{ ok: true, deadline: 605_000 }]);
+    expect(ok.actions).toEqual([
+      { type: 'init_room', meta: { sessionId: SID, initiator: 'app', responder: 'hub', deadline: 605_000 } },
+      { type: 'send_session', reqId: 'r1', sessionId: SID, peer: 'hub', role: 'initiator', deadline: 605_000 },
+    ]);
+    expect(sessionOf(ok.state, SID, 604_999)).toMatchObject({ peer: 'hub', role: 'initiator' });
+    expect(sessionOf(ok.state, SID, 605_000)).toBeNull();
+    expect(run(ok.state, accept).replies).toEqual([{ ok: false }]);
+    // Someone else answering for the request, or too late, is refused.
+    expect(run(ringing.state, { ...accept, call: { ...accept.call, responder: 'eve' } }).replies).toEqual([{ ok: false }]);
+    expect(run(ringing.state, { ...accept, now: 30_000 }).replies).toEqual([{ ok: false }]);
+    const timedOut = run(ringing.state, { type: 'alarm', now: 30_000 });
+    expect(timedOut.actions[0]).toEqual({ type: 'send', message: { type: 'dial_failed', reqId: 'r1', code: 'timeout' } });
+  });
+
+  it('target answers: the record goes at once; a refused answer tells the target cancelled', () => {
+    const call = (dialed.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
+    const rang = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1' }).state;
+    const ans = run(rang, { type: 'answer', me: hub, reqId: 't1', accept: true, now: 10 });
+    expect(ans.actions).toEqual([{ type: 'call_answered', to: 'app', call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true }, reqId: 't1' }]);
+    expect(run(ans.state, { type: 'answer', me: hub, reqId: 't1', accept: true, now: 11 }).actions[0]).toMatchObject({
+      message: { type: 'error', code: 'out_of_state', reqId: 't1' },
+    });
+    expect(run(ans.state, { type: 'answered_result', reqId: 't1', from: 'app', sessionId: SID, accept: true, ok: false }).actions).toEqual([
+      { type: 'send', message: { type: 'cancelled', reqId: 't1' } },
+    ]);
+    const done = run(ans.state, { type: 'answered_result', reqId: 't1', from: 'app', sessionId: SID, accept: true, ok: true, deadline: 99 });
+    expect(done.actions).toEqual([{ type: 'send_session', reqId: 't1', sessionId: SID, peer: 'app', role: 'responder', deadline: 99 }]);
+  });
+
+  it('cancel, leaving, and refused dials', () => {
+    expect(run(dialed.state, { type: 'cancel', reqId: 'r1' }).actions).toEqual([
+      { type: 'send', message: { type: 'cancelled', reqId: 'r1' } },
+      { type: 'call_cancel_incoming', to: 'hub', sessionId: SID },
+    ]);
+    expect(run(dialed.state, { type: 'gone', me: app }).actions).toEqual([]);
+    const left = run(dialed.state, { type: 'gone', me: null });
+    expect(left.actions).toEqual([{ type: 'call_cancel_incoming', to: 'hub', sessionId: SID }]);
+    expect(left.state.dials).toEqual({});
+    const again = run(dialed.state, { type: 'dial', me: app, reqId: 'r1', to: 'x', sessionId: SID, now: 1 });
+    expect(again.state).toBe(dialed.state);
+    expect(again.actions[0]).toMatchObject({ message: { code: 'out_of_state' } });
+    let s = emptyPresence();
+    for (let i = 0; i < 16; i++) s = run(s, { type: 'dial', me: app, reqId: `d${i}`, to: 'hub', sessionId: `${SID}${i}`, now: 0 }).state;
+    expect(run(s, { type: 'dial', me: app, reqId: 'd99', to: 'hub', sessionId: SID, now: 0 }).actions[0]).toMatchObject({ message: { code: 'rate_limited' } });
   });
 });
 

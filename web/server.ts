@@ -71,8 +71,10 @@ function readBody(req: IncomingMessage): Promise<string | null> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > MAX_BODY_BYTES) {
+        // Stop reading; the handler answers 413 and closes the connection.
+        req.removeAllListeners('data');
+        req.pause();
         resolve(null);
-        req.destroy();
         return;
       }
       chunks.push(c);
@@ -134,7 +136,11 @@ export async function startWebServer(opts: WebServerOptions): Promise<WebServer>
       sendJson(res, 200, { ok: true });
     } else if (req.method === 'POST' && path === '/dev/credentials') {
       const body = await readBody(req);
-      if (body === null) return sendJson(res, 413, { error: `body larger than ${MAX_BODY_BYTES} bytes` });
+      if (body === null) {
+        res.setHeader('connection', 'close');
+        res.once('finish', () => req.destroy());
+        return sendJson(res, 413, { error: `body larger than ${MAX_BODY_BYTES} bytes` });
+      }
       const r = parseCredentialRequest(body);
       if (typeof r === 'string') return sendJson(res, 400, { error: r });
       const token = await opts.issuer.accessToken({ sub: r.sub, homes: r.homes });

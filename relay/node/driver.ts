@@ -66,6 +66,23 @@ export interface NodeRelayOptions {
 }
 
 /**
+ * Every address the relay sends to is an IP literal (from a datagram's source or a decoded
+ * XOR-PEER-ADDRESS), so the DNS lookup dgram does per send (dns.lookup: a nextTick and a
+ * closure per packet) is replaced by one that hands the literal straight back.
+ */
+function literalLookup(address: string, _options: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
+  const family = isIP(address);
+  if (family === 0) callback(Object.assign(new Error('not an IP address'), { code: 'EINVAL' }), address, 4);
+  else callback(null, address, family);
+}
+
+/**
+ * Kernel buffers of a client listener: every allocation's traffic to and from clients shares
+ * it, so bursts need more than the default ~200 KB (the kernel caps it at net.core.rmem_max/wmem_max).
+ */
+const LISTENER_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/**
  * How many ports to try when binds fail because other sockets hold the ports: enough to get
  * through a range that the host's ephemeral ports have mostly filled, bounded so one Allocate
  * costs at most that many bind calls.
@@ -145,7 +162,12 @@ export class NodeRelay {
   /** Binds the listeners; resolves with their addresses. */
   async listen(): Promise<{ udp: BoundAddress; tcp: BoundAddress | null; tls: BoundAddress | null }> {
     const c = this.cfg;
-    const sock = dgram.createSocket({ type: isIP(c.listenHost) === 6 ? 'udp6' : 'udp4' });
+    const sock = dgram.createSocket({
+      type: isIP(c.listenHost) === 6 ? 'udp6' : 'udp4',
+      lookup: literalLookup,
+      recvBufferSize: LISTENER_SOCKET_BUFFER_BYTES,
+      sendBufferSize: LISTENER_SOCKET_BUFFER_BYTES,
+    });
     const listener = this.udp.length;
     this.udp.push(sock);
     await new Promise<void>((resolve, reject) => {
@@ -251,13 +273,13 @@ export class NodeRelay {
   private sendChannelData(to: ClientAddr, channel: number, payload: Buffer): void {
     const len = payload.length;
     if (to.kind === 'udp') {
-      const out = Buffer.allocUnsafe(4 + len);
-      out[0] = channel >> 8;
-      out[1] = channel & 0xff;
-      out[2] = len >> 8;
-      out[3] = len & 0xff;
-      payload.copy(out, 4);
-      this.udp[to.listener]?.send(out, to.port, to.ip);
+      // Gather send: a 4-byte header from Node's buffer pool and the received payload, no copy.
+      const header = Buffer.allocUnsafe(4);
+      header[0] = channel >> 8;
+      header[1] = channel & 0xff;
+      header[2] = len >> 8;
+      header[3] = len & 0xff;
+      this.udp[to.listener]?.send([header, payload], to.port, to.ip);
     } else {
       // RFC 8656 §12.5: over streams ChannelData is padded to a multiple of 4.
       const total = (4 + len + 3) & ~3;
@@ -331,7 +353,9 @@ export class NodeRelay {
       if (this.server.hasActions) this.flush();
       return;
     }
-    const socket = dgram.createSocket(family === 4 ? { type: 'udp4' } : { type: 'udp6', ipv6Only: true }) as RelaySocket;
+    const socket = dgram.createSocket(
+      family === 4 ? { type: 'udp4', lookup: literalLookup } : { type: 'udp6', ipv6Only: true, lookup: literalLookup },
+    ) as RelaySocket;
     socket.relayId = relayId;
     socket.relayPort = port;
     const onBindError = (err: Error) => {

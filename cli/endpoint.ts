@@ -25,7 +25,7 @@ export interface ConnectFlags {
  */
 export async function connectEndpoint(creds: EndpointCredentials, flags: ConnectFlags): Promise<Endpoint> {
   const ca = creds.stack?.relay.caFile ? await readFile(creds.stack.relay.caFile, 'utf8').catch(() => undefined) : undefined;
-  return Endpoint.connect({
+  const ep = await Endpoint.connect({
     signalingUrl: creds.signalingUrl,
     token: creds.token,
     identity: creds.identity,
@@ -35,6 +35,15 @@ export async function connectEndpoint(creds: EndpointCredentials, flags: Connect
     ...(creds.stack ? { hostAddresses: ['127.0.0.1'] } : {}),
     ...(ca ? { turnTlsOptions: { ca, servername: 'localhost' } } : {}),
   });
+  // Ctrl-C: leave presence and close links (the peer sees a bye, not a timeout), then exit 130.
+  const onSignal = (): void => {
+    process.stderr.write('\nhomelink: interrupted\n');
+    ep.close();
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return ep;
 }
 
 /** `direct udp 127.0.0.1:5000 <-> 127.0.0.1:6000, rtt 0.4 ms` or `relay (tcp) ...`. */

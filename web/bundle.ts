@@ -39,7 +39,8 @@ export async function bundleBrowserApp(entry: string = APP_ENTRY, opts: { minify
     platform: 'browser',
     target: ['chrome120', 'firefox120', 'safari17'],
     minify: opts.minify ?? false,
-    sourcemap: 'inline',
+    // Inline maps for the dev server (debuggable), none in a minified build.
+    sourcemap: opts.minify ? false : 'inline',
     logLevel: 'silent',
     plugins: [noNode],
   });

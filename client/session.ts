@@ -121,6 +121,7 @@ export class Session {
   private pathLost = false;
   private lastPath: 'direct' | 'relay' | null = null;
   private peerPresent = false;
+  private heldOffer: SignalData | null = null;
 
   constructor(opts: SessionOptions) {
     this.o = { ...SESSION_DEFAULTS, forceRelay: false, ...opts } as typeof this.o;
@@ -153,10 +154,14 @@ export class Session {
         out.push(...this.maybeOffer());
         if (this.pathLost && this.o.role === 'initiator' && this.phase === 'open') out.push(...this.restart(now));
         break;
-      case 'backend-ready':
+      case 'backend-ready': {
         this.backendReady = true;
         out.push(...this.maybeOffer());
+        const held = this.heldOffer;
+        this.heldOffer = null;
+        if (held) out.push(...this.onSignal(held, now));
         break;
+      }
       case 'signal':
         out.push(...this.onSignal(ev.data, now));
         break;
@@ -239,7 +244,13 @@ export class Session {
   private onSignal(d: SignalData, now: number): SessionAction[] {
     switch (d.kind) {
       case 'offer': {
-        if (this.o.role !== 'responder' || !this.backendReady) return this.fail('Protocol', 'unexpected offer');
+        if (this.o.role !== 'responder') return this.fail('Protocol', 'unexpected offer');
+        if (!this.backendReady) {
+          // The initiator can be quicker than our relay probe: hold the offer until we are ready.
+          if (this.heldOffer !== null) return this.fail('Protocol', 'second offer before the first was applied');
+          this.heldOffer = d;
+          return [];
+        }
         const fp = sdpFingerprints(d.sdp);
         if (fp.length !== 1) return this.fail('IdentityMismatch', 'offer must carry exactly one sha-256 fingerprint');
         if (this.remoteFp !== null && fp[0] !== this.remoteFp) return this.fail('IdentityMismatch', 'peer fingerprint changed mid-session');

@@ -50,6 +50,13 @@ describe('session state machine', () => {
     expect(added).toEqual(['candidate:1 1 udp 1 127.0.0.1 1 typ host', 'candidate:2 1 udp 1 127.0.0.1 2 typ host']);
   });
 
+  it('holds an offer that arrives before the backend is ready', () => {
+    const s = new Session({ sessionId: 'session-0123456789abcdef', role: 'responder', peer: 'app-1' });
+    s.handle({ type: 'joined', peerPresent: true, iceServers: [] }, 0);
+    expect(s.handle({ type: 'signal', data: { kind: 'offer', sdp: sdp(FP_A) } }, 0)).toEqual([]);
+    expect(types(s.handle({ type: 'backend-ready' }, 1))).toEqual(['accept-offer']);
+  });
+
   it('bounds the candidate buffer against a flooding room', () => {
     const s = new Session({ sessionId: 'session-0123456789abcdef', role: 'responder', peer: 'app-1' });
     s.handle({ type: 'joined', peerPresent: true, iceServers: [] }, 0);

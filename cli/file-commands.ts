@@ -148,7 +148,7 @@ export const sendCommand: Command = {
   summary: 'Send a file to a peer running `homelink receive`: progress bar, SHA-256 verified end to end, resumes an interrupted transfer.',
   usage: `homelink send <peer> <file> [--as ID] [options]
 
-  --as ID              default app-1
+  --as ID              this endpoint's id (default app-1)
 ${ENDPOINT_HELP}`,
   options: { ...ENDPOINT_OPTIONS },
   async run(v, positionals) {
@@ -217,7 +217,7 @@ export const receiveCommand: Command = {
 
   --out DIR            where to write the file (default: the current directory)
   --force              overwrite a file of the same name
-  --as ID              default hub-1
+  --as ID              this endpoint's id (default hub-1)
 ${ENDPOINT_HELP}`,
   options: { ...ENDPOINT_OPTIONS, out: { type: 'string' }, force: { type: 'boolean' } },
   async run(v) {

@@ -108,7 +108,7 @@ export const listenCommand: Command = {
 
   Accepts the first connection request, refuses later ones while busy, and exits when both sides
   reached the end of their input (or the link closes).
-  --as ID              default hub-1
+  --as ID              this endpoint's id (default hub-1)
 ${ENDPOINT_HELP}`,
   options: { ...ENDPOINT_OPTIONS },
   async run(v) {
@@ -146,7 +146,7 @@ export const dialCommand: Command = {
   summary: 'Dial a peer by id; then stdin goes to the peer and the peer to stdout (like netcat). The path is printed to stderr.',
   usage: `homelink dial <peer> [--as ID] [options]
 
-  --as ID              default app-1
+  --as ID              this endpoint's id (default app-1)
 ${ENDPOINT_HELP}`,
   options: { ...ENDPOINT_OPTIONS },
   async run(v, positionals) {

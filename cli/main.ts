@@ -40,8 +40,7 @@ export const ENDPOINT_OPTIONS = {
 } as const;
 
 export const ENDPOINT_HELP = `Identity (development, the default): the running \`npm start\` stack mints a token and
-identity certificate for --as <id> (home ${'`home-1`'} unless --home).
-  --as ID              this endpoint's id
+identity certificate for --as <id> (home home-1 unless --home).
   --home ID            home id(s) in the dev token (repeatable; default home-1)
   --dir PATH           the local stack's folder (default .dev, or HOMELINK_DEV_DIR)
 Identity (explicit, for a real deployment):

@@ -39,19 +39,8 @@ export async function remoteCertificateFromStats(pc: RTCPeerConnection): Promise
   return normaliseFingerprint(hex(await crypto.subtle.digest('SHA-256', der as Uint8Array<ArrayBuffer>)));
 }
 
-/**
- * How long the browser holds its first offer. A Node responder builds its werift peer connection
- * only after joining the room, behind a relay probe of up to 1.5 s (client/webrtc/turn-probe.ts
- * PROBE_DEADLINE_MS); client/session.ts fails an offer that arrives before that ('unexpected
- * offer'), and the browser, ready at once, is always first. Until the session buffers an early
- * offer, the browser waits this long before offering.
- */
-export const FIRST_OFFER_DELAY_MS = 1_700;
-
-/** NativeBackend whose presented-certificate check also works in Chromium, and which does not offer before a Node peer can take it. */
+/** NativeBackend whose presented-certificate check also works in Chromium, optionally announcing loopback candidates only. */
 class StatsCertificateBackend extends NativeBackend {
-  private offered = false;
-
   constructor(opts: PeerOptions, loopbackOnly: boolean) {
     super(opts);
     if (!loopbackOnly) return;
@@ -68,14 +57,6 @@ class StatsCertificateBackend extends NativeBackend {
         handler = fn;
       },
     });
-  }
-
-  override async createOffer(opts?: { iceRestart?: boolean }): Promise<string> {
-    if (!this.offered) {
-      this.offered = true;
-      await new Promise((r) => setTimeout(r, FIRST_OFFER_DELAY_MS));
-    }
-    return super.createOffer(opts);
   }
 
   override async remoteCertificateFingerprint(): Promise<string | null> {

@@ -438,7 +438,7 @@ async function main(): Promise<number> {
     const vars = devWorkerVars(issuer, {
       turnSecret: secret,
       relays: [
-        { id: 'local', region: 'local', lat: 0, lon: 0, host: HOST, udpPort: o.relayPort, tcpPort: o.relayPort, tlsPort: o.relayTlsPort, tlsHost: 'localhost' },
+        { id: 'local', region: 'local', lat: 0, lon: 0, host: HOST, udpPort: o.relayPort, tcpPort: o.relayPort, tlsPort: o.relayTlsPort },
       ],
     });
     const workerEnv = join(o.dir, 'worker.env');
@@ -520,7 +520,7 @@ async function main(): Promise<number> {
       [
         `homelink is running on ${HOST} (state in ${shown(o.dir)}/, logs in ${shown(logDir)}/)`,
         `  signaling  ws://${HOST}:${o.signalingPort}/v1/presence`,
-        `  relay      stun:${HOST}:${o.relayPort}  turn:${HOST}:${o.relayPort}?transport=tcp  turns:localhost:${o.relayTlsPort}  metrics ${stack.relayMetricsUrl}`,
+        `  relay      stun:${HOST}:${o.relayPort}  turn:${HOST}:${o.relayPort}?transport=tcp  turns:${HOST}:${o.relayTlsPort}  metrics ${stack.relayMetricsUrl}`,
         `  demo page  ${web.url}`,
         `Try it, in two terminals:`,
         `  npx homelink listen --as hub-1${dirFlag}`,

@@ -134,7 +134,8 @@ export class NodeRelay {
     const policy = createPeerPolicy({
       allow: [...c.allow],
       allowLoopback: c.allowLoopback,
-      relayAddresses: [...c.advertisedAddresses, ...(c.relayHost === '0.0.0.0' || c.relayHost === '::' ? [] : [c.relayHost])],
+      // The relay's own addresses (advertised, relay sockets, listeners) are never peers: no loops through ourselves.
+      relayAddresses: [...new Set([...c.advertisedAddresses, c.relayHost, c.listenHost].filter((a) => a !== '0.0.0.0' && a !== '::'))],
     });
     this.server = new TurnServer({
       realm: c.realm,

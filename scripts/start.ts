@@ -175,10 +175,20 @@ async function takeLock(o: Options): Promise<void> {
           `stop it with Ctrl-C in its terminal (or kill ${info.pid}), or start another with a different --dir and ports`,
       );
     }
-    for (const g of info?.childGroups ?? []) killGroup(g, 'SIGKILL');
+    for (const g of info?.childGroups ?? []) if (isOurChild(g)) killGroup(g, 'SIGKILL');
     await rm(file, { force: true });
   }
   throw new StartError(`could not take the lock ${file}: remove it if no homelink is running`);
+}
+
+/** True when process `pid` still runs one of the commands this script starts (not a reused pid). */
+function isOurChild(pid: number): boolean {
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return cmd.includes('wrangler') || cmd.includes(join('relay', 'main.ts'));
+  } catch {
+    return false; // gone (or no /proc): nothing to stop
+  }
 }
 
 async function updateLockGroups(o: Options, groups: number[]): Promise<void> {

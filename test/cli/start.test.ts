@@ -7,7 +7,8 @@
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -116,5 +117,23 @@ describe('npm start', () => {
     expect(existsSync(join(st.dir, 'start.lock'))).toBe(false);
     expect(existsSync(join(st.dir, 'stack.json'))).toBe(false);
     expect(st.output()).toContain('stopping homelink');
+  });
+});
+
+describe('npm start after a crash', () => {
+  it('takes over a stale lock whose process is gone', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'homelink-stale-'));
+    // A pid that is not running: a finished child's.
+    const dead = spawn(process.execPath, ['-e', '0']);
+    await new Promise((r) => dead.once('exit', r));
+    await writeFile(join(dir, 'start.lock'), JSON.stringify({ pid: dead.pid, ports: {}, childGroups: [dead.pid] }));
+    const st = await startStack({ dir });
+    try {
+      expect(st.output()).toContain('homelink is running');
+      const lock = JSON.parse(await readFile(join(dir, 'start.lock'), 'utf8')) as { pid: number };
+      expect(lock.pid).toBe(st.stack.pid);
+    } finally {
+      await st.dispose();
+    }
   });
 });

@@ -80,9 +80,9 @@ const quietEnv = (): NodeJS.ProcessEnv => ({
   WRANGLER_HIDE_BANNER: 'true',
 });
 
-/** Runs `npm start` in a fresh folder on free ports and waits until it printed its ready line. */
-export async function startStack(): Promise<RunningStack> {
-  const dir = await mkdtemp(join(tmpdir(), 'homelink-stack-'));
+/** Runs `npm start` in a fresh folder (or `opts.dir`) on free ports and waits until it printed its ready line. */
+export async function startStack(opts: { dir?: string } = {}): Promise<RunningStack> {
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'homelink-stack-')));
   const ports: StackPorts = { signaling: await freePort(), relay: await freePort(), relayTls: await freePort(), metrics: await freePort(), web: await freePort() };
   // Its own process group, like a terminal's foreground job, so SIGINT reaches npm, tsx and the script.
   const proc = spawn('npm', startArgs(dir, ports), { cwd: ROOT, env: quietEnv(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -3,16 +3,29 @@
  * disjoint relay port slice, sharing one TCP listener; the primary serves the
  * sum of their counters.
  */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
 import { portSlice } from '../../relay/node/workers.js';
+import { StreamFramer } from '../../relay/stun/index.js';
 import { A, StunClass, StunMethod, TestTurnClient, restCredential } from './helpers/turn-client.js';
 import { StreamEndpoint, UdpEndpoint } from './helpers/sockets.js';
 
 const SECRET = 'workers-test-secret';
 let relay: StartedRelay;
+let dir: string;
 
 beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'relay-workers-'));
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1',
+    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
+  ], { stdio: 'ignore' });
   relay = await startRelay(
     relayConfig({
       secrets: [SECRET],
@@ -20,6 +33,9 @@ beforeAll(async () => {
       relayHost: '127.0.0.1',
       udpPort: 0,
       tcpPort: 0,
+      tlsPort: 0,
+      tlsCert: join(dir, 'cert.pem'),
+      tlsKey: join(dir, 'key.pem'),
       metricsPort: 0,
       allowLoopback: true,
       relayPortMin: 43000,
@@ -33,6 +49,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 function client(id: string): TestTurnClient {
@@ -82,6 +99,36 @@ describe('workers: 2', () => {
         expect(c.read(await s.next()).cls).toBe(StunClass.SuccessResponse);
       } finally {
         s.close();
+      }
+    }
+  });
+
+  it('terminates TLS in the workers behind the shared listener', async () => {
+    expect(relay.tls).toBeDefined();
+    for (let i = 0; i < 3; i++) {
+      const sock = tls.connect({ host: '127.0.0.1', port: relay.tls!.port, ca: readFileSync(join(dir, 'cert.pem')) });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          sock.once('secureConnect', resolve);
+          sock.once('error', reject);
+        });
+        const c = client(`tls-client-${i}`);
+        const framer = new StreamFramer(70_000);
+        const answer = new Promise<Uint8Array>((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error('timed out')), 3000);
+          sock.on('data', (chunk: Buffer) => {
+            framer.push(chunk);
+            const f = framer.next();
+            if (f.ok && f.value) {
+              clearTimeout(t);
+              resolve(f.value.bytes.slice());
+            }
+          });
+        });
+        sock.write(c.request(StunMethod.Binding, [], false).bytes);
+        expect(c.read(await answer).mapped?.ip).toBe('127.0.0.1');
+      } finally {
+        sock.destroy();
       }
     }
   });

@@ -2,19 +2,19 @@
  * The demo page in a real browser: Debian's Chromium (headless, driven by playwright-core, never
  * a downloaded browser) loads the page from the local stack (`npm start`), goes online with the
  * native RTCPeerConnection, dials a CLI endpoint, chats both ways and sends a file that the CLI
- * verifies with SHA-256. The second test forces the browser through our relay
+ * verifies with SHA-256, and receives one from a CLI sender. The second test forces the browser through our relay
  * (iceTransportPolicy 'relay'): Chromium's own TURN client, libwebrtc, is the referee for the
  * relay. Screenshots go to test-output/.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleBrowserApp, LIBRARY_ENTRY } from '../../web/bundle.js';
-import { ROOT, spawnCli, startStack, type RunningStack } from '../cli/support.js';
+import { ROOT, runCli, spawnCli, startStack, type RunningStack } from '../cli/support.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
@@ -110,6 +110,15 @@ describe.skipIf(!hasChromium)('demo page in Chromium against a CLI endpoint', ()
       const r = await receiver.done();
       expect(r.code, r.stderr).toBe(0);
       expect(sha256(await readFile(join(work, me, 'from-browser.bin')))).toBe(sha256(data));
+
+      // And the other way: a CLI sender dials the page, which checks the SHA-256 and offers a download.
+      const back = randomBytes(150_000);
+      const backFile = join(work, `to-${me}.bin`);
+      await writeFile(backFile, back);
+      const sent = await runCli(['send', me, backFile, '--as', `sender-${me}`, '--dir', st.dir, ...(relay ? ['--relay'] : [])]);
+      expect(sent.code, sent.stderr).toBe(0);
+      expect(sent.stderr).toContain(`SHA-256 ${sha256(back)} verified by ${me}`);
+      expect(await page.textContent('#file-status')).toContain(`received to-${me}.bin (146.5 KiB), SHA-256 ${sha256(back)} verified`);
 
       // End of the chat: the CLI's stdin ends, the page disconnects, the CLI exits cleanly.
       listener.proc.stdin!.end();

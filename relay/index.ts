@@ -33,6 +33,8 @@ export interface StartedRelay {
   readonly metricsUrl?: string;
   /** With `workers` > 1: every worker's UDP listener (worker i on its own port). */
   readonly udpAll?: readonly BoundAddress[];
+  /** With `workers` > 1: settles when a worker dies on its own (see relay/node/workers.ts). */
+  readonly failure?: Promise<Error>;
   /** Graceful stop: no new allocations, bounded drain (config.shutdownDrainMs), then close. */
   close(): Promise<void>;
 }

@@ -36,6 +36,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // A worker that died on its own: stop the rest and exit non-zero, so the supervisor restarts us whole.
+  void relay.failure?.then((err) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(JSON.stringify({ t: new Date().toISOString(), level: 'warn', event: 'worker_failed', message: err.message }) + '\n');
+    relay.close().finally(() => process.exit(1));
+  });
 }
 
 main().catch((e: unknown) => {

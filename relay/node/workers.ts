@@ -39,6 +39,12 @@ export interface StartedWorkers {
   readonly pids: readonly number[];
   /** `http://host:port` of the primary's metrics server (counters summed over workers), when enabled. */
   readonly metricsUrl?: string;
+  /**
+   * Settles with the error when a worker dies on its own. Workers are not respawned in place:
+   * the CLI then closes the others and exits non-zero, so the supervisor (systemd, the
+   * container runtime) restarts the relay whole, with every port as configured.
+   */
+  readonly failure: Promise<Error>;
   close(): Promise<void>;
 }
 
@@ -90,6 +96,8 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
   const udpAll: BoundAddress[] = [];
   const snapshots: Array<RelayMetricsSnapshot | null> = [];
   let draining = false;
+  let reportFailure: (e: Error) => void = () => {};
+  const failure = new Promise<Error>((resolve) => (reportFailure = resolve));
   const kill = () => {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   };
@@ -128,6 +136,9 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
       child.send({ type: 'tcp' }, tcpSrv);
       if (tlsSrv) child.send({ type: 'tls' }, tlsSrv);
       udpAll.push(await started);
+      child.once('exit', (code, signal) => {
+        if (!draining) reportFailure(new Error(`worker ${i} exited unexpectedly (${signal ?? code})`));
+      });
     }
   } catch (e) {
     kill();
@@ -170,6 +181,7 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
     tcp,
     ...(tls ? { tls } : {}),
     pids: children.map((c) => c.pid!),
+    failure,
     close: () => (closing ??= stopAll()),
   };
 

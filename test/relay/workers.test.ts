@@ -146,4 +146,15 @@ describe('workers: 2', () => {
     const health = await (await fetch(`${relay.metricsUrl}/health`)).json();
     expect(health).toMatchObject({ ok: true, workers: 2, alive: 2 });
   });
+
+  it('reports a worker that dies on its own (last: it breaks the relay)', async () => {
+    expect(relay.failure).toBeDefined();
+    const pid = (relay as unknown as { pids: number[] }).pids[1]!;
+    process.kill(pid, 'SIGKILL');
+    const err = await Promise.race([relay.failure!, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no failure reported')), 5000))]);
+    expect(err.message).toMatch(/worker 1 exited unexpectedly/);
+    const health = await fetch(`${relay.metricsUrl}/health`);
+    expect(health.status).toBe(503);
+    expect(await health.json()).toMatchObject({ ok: false, alive: 1 });
+  });
 });

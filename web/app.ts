@@ -271,6 +271,7 @@ function serveLink(link: Link): void {
   link.on('channel', (c) => {
     if (c.label === 'stdio') {
       void c.send(HELLO);
+      watchPath(link);
       attachChat(link, c);
       say('sys', `${link.peer} connected`);
     } else if (c.label === 'file') {
@@ -307,10 +308,7 @@ async function goOnline(config: WebConfig): Promise<void> {
     ep.on('request', (req) => {
       say('sys', `${req.peer} asks to connect; accepting`);
       req.accept().then(
-        (link) => {
-          watchPath(link);
-          serveLink(link);
-        },
+        (link) => serveLink(link),
         (e: unknown) => say('sys', `incoming link failed: ${errText(e)}`),
       );
     });

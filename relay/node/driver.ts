@@ -76,6 +76,9 @@ function literalLookup(address: string, _options: unknown, callback: (err: Error
   else callback(null, address, family);
 }
 
+/** At most one log line per this interval for repeated socket errors, so a flood cannot fill the logs. */
+const ERROR_LOG_INTERVAL_MS = 10_000;
+
 /**
  * Kernel buffers of a client listener: every allocation's traffic to and from clients shares
  * it, so bursts need more than the default ~200 KB (the kernel caps it at net.core.rmem_max/wmem_max).
@@ -178,7 +181,15 @@ export class NodeRelay {
         resolve();
       });
     });
-    sock.on('error', (err) => this.log('warn', 'udp_listener_error', { code: (err as NodeJS.ErrnoException).code ?? 'unknown' }));
+    // Errors here are failed sends to clients (ENOBUFS, EPERM from a firewall, ...): count each, log a few.
+    let lastLog = 0;
+    sock.on('error', (err) => {
+      this.server.counters.dropSendFailed++;
+      const now = Date.now();
+      if (now - lastLog < ERROR_LOG_INTERVAL_MS) return;
+      lastLog = now;
+      this.log('warn', 'udp_listener_error', { code: (err as NodeJS.ErrnoException).code ?? 'unknown' });
+    });
     sock.on('message', (msg, rinfo) => this.onClientDatagram(listener, msg, rinfo.address, rinfo.port));
     const udpAddr = sock.address();
 

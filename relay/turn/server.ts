@@ -333,13 +333,13 @@ export class TurnServer {
     const conn = this.conns.get(connId);
     if (!conn) return;
     const pushed = conn.framer.push(chunk);
-    if (!pushed.ok) return this.failStream(conn, pushed.error.detail, now);
+    if (!pushed.ok) return this.failStream(conn, pushed.error.detail);
     for (;;) {
       const r = conn.framer.next();
       if (!r.ok) {
         if (r.error.kind === 'oversized') this.counters.quotaStreamBuffer++;
         else this.counters.dropMalformed++;
-        return this.failStream(conn, r.error.detail, now);
+        return this.failStream(conn, r.error.detail);
       }
       const frame = r.value;
       if (!frame) return;
@@ -1011,7 +1011,7 @@ export class TurnServer {
     this.log('info', 'allocation_deleted', { relayId: alloc.id, reason: why });
   }
 
-  private failStream(conn: StreamConn, reason: string, _now: number): void {
+  private failStream(conn: StreamConn, reason: string): void {
     this.actions.push({ type: 'close-client', connId: conn.client.connId, reason });
     this.closeStream(conn.client.connId);
   }

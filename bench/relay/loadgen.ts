@@ -160,9 +160,9 @@ function text(m: StunMessage, type: number, decode: (v: Uint8Array) => { ok: boo
 }
 
 /** Allocates on `target` and binds CHANNEL to the peer, with long-term credentials. */
-export async function allocate(target: LoadTarget, id: string, bindChannel = true, index = 0): Promise<Allocation> {
+export async function allocate(target: LoadTarget, id: string, bindChannel = true, index = 0, clientHost = CLIENT_HOST): Promise<Allocation> {
   const socket = createSocket('udp4');
-  await new Promise<void>((r) => socket.bind(0, CLIENT_HOST, r));
+  await new Promise<void>((r) => socket.bind(0, clientHost, r));
   const ports = target.ports ?? [target.port];
   const port = ports[index % ports.length]!;
   if (target.mode === 'raw') return { socket, port, relayed: null };
@@ -216,14 +216,19 @@ export async function allocate(target: LoadTarget, id: string, bindChannel = tru
   return { socket, port, relayed: relayed.value };
 }
 
-/** Creates `count` allocations with bounded concurrency. */
-export async function allocateMany(target: LoadTarget, count: number, bindChannel: boolean, prefix = 'bench'): Promise<Allocation[]> {
+/**
+ * Creates `count` allocations with bounded concurrency. Give each phase of a
+ * run its own `clientHost` (any 127/8 address): allocations outlive their
+ * sockets, and a new socket reusing a port on the same address would hit the
+ * old allocation (437 Allocation Mismatch).
+ */
+export async function allocateMany(target: LoadTarget, count: number, bindChannel: boolean, prefix = 'bench', clientHost = CLIENT_HOST): Promise<Allocation[]> {
   const out: Allocation[] = [];
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < count) {
       const i = next++;
-      out[i] = await allocate(target, `${prefix}-${i}`, bindChannel, i);
+      out[i] = await allocate(target, `${prefix}-${i}`, bindChannel, i, clientHost);
     }
   };
   await Promise.all(Array.from({ length: Math.min(HANDSHAKE_CONCURRENCY, count) }, worker));

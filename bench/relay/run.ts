@@ -309,7 +309,7 @@ interface Row {
 }
 
 async function measure(r: RunningRelay, payload: number): Promise<Row> {
-  const allocs = await allocateMany(r.target, ALLOCATIONS, true, `load-${payload}`);
+  const allocs = await allocateMany(r.target, ALLOCATIONS, true, `load-${payload}`, `127.0.0.${10 + PAYLOADS.indexOf(payload)}`);
   let t0 = 0;
   let t1 = 0;
   const pid = r.child.proc.pid!;
@@ -335,10 +335,10 @@ async function measure(r: RunningRelay, payload: number): Promise<Row> {
 async function idleMemory(r: RunningRelay): Promise<{ count: number; bytesPerAllocation: number; rssBefore: number; rssAfter: number }> {
   const pid = r.child.proc.pid!;
   // One allocation first, so lazily created structures are not charged to the 10,000.
-  const warm = await allocateMany(r.target, 1, false, 'warm');
+  const warm = await allocateMany(r.target, 1, false, 'warm', '127.0.0.3');
   await new Promise((res) => setTimeout(res, 1000));
   const rssBefore = rssBytes(pid);
-  const allocs = await allocateMany(r.target, IDLE_ALLOCATIONS, false, 'idle');
+  const allocs = await allocateMany(r.target, IDLE_ALLOCATIONS, false, 'idle', '127.0.0.4');
   await new Promise((res) => setTimeout(res, 2000));
   const rssAfter = rssBytes(pid);
   closeAll(allocs);

@@ -1,0 +1,67 @@
+/** IPv6 relaying on real sockets: REQUESTED-ADDRESS-FAMILY IPv6 (RFC 8656 §7.2), a channel to an echo peer on ::1. */
+import dgram from 'node:dgram';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
+import { Attr, decodeChannelData, encodeChannelData, encodeRequestedAddressFamily } from '../../relay/stun/index.js';
+import { A, StunClass, StunMethod, TestTurnClient, restCredential } from './helpers/turn-client.js';
+import { UdpEndpoint } from './helpers/sockets.js';
+
+const SECRET = 'ipv6-test-secret';
+let relay: StartedRelay;
+let echo: dgram.Socket;
+
+beforeAll(async () => {
+  relay = await startRelay(
+    relayConfig({
+      secrets: [SECRET],
+      listenHost: '127.0.0.1',
+      relayHost: '127.0.0.1',
+      advertisedAddresses: ['127.0.0.1', '::1'],
+      udpPort: 0,
+      tcpPort: 0,
+      metricsPort: null,
+      allowLoopback: true,
+      relayPortMin: 45000,
+      relayPortMax: 45099,
+      shutdownDrainMs: 0,
+      logLevel: 'silent',
+    }),
+  );
+  echo = dgram.createSocket({ type: 'udp6', ipv6Only: true });
+  echo.on('message', (m, r) => echo.send(m, r.port, r.address));
+  await new Promise<void>((r) => echo.bind(0, '::1', r));
+});
+
+afterAll(async () => {
+  await relay?.close();
+  await new Promise<void>((r) => (echo ? echo.close(() => r()) : r()));
+});
+
+describe('IPv6 allocations', () => {
+  it('allocates an IPv6 relayed address and relays through a channel to an IPv6 peer', async () => {
+    const ep = await UdpEndpoint.open();
+    try {
+      const cred = restCredential(SECRET, 'v6-endpoint', Math.floor(Date.now() / 1000) + 600);
+      const c = new TestTurnClient(cred.username, cred.password);
+      const family: [number, Uint8Array] = [Attr.RequestedAddressFamily, encodeRequestedAddressFamily(6)];
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp(), family], false).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).code).toBe(401);
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp(), family]).bytes, relay.udp.port);
+      const alloc = c.read(await ep.next());
+      expect(alloc.cls).toBe(StunClass.SuccessResponse);
+      expect(alloc.relayed).toMatchObject({ family: 6, ip: '::1' });
+      // An IPv4 peer on an IPv6 allocation: 443.
+      ep.send(c.request(StunMethod.CreatePermission, [A.peer('127.0.0.1', 9)]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).code).toBe(443);
+      const port = echo.address().port;
+      ep.send(c.request(StunMethod.ChannelBind, [A.channel(0x4321), A.peer('::1', port)]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).cls).toBe(StunClass.SuccessResponse);
+      ep.send(encodeChannelData(0x4321, new Uint8Array([6, 6, 6]), false), relay.udp.port);
+      const back = decodeChannelData(await ep.next(), false);
+      expect(back.ok && back.value.channel).toBe(0x4321);
+      expect(back.ok && [...back.value.data]).toEqual([6, 6, 6]);
+    } finally {
+      await ep.close();
+    }
+  });
+});

@@ -33,8 +33,14 @@ export const FILE_LABEL = 'file';
 const MAX_CONTROL_BYTES = 1024;
 /** Longest file name accepted from a peer (ext4's limit). */
 const MAX_NAME_BYTES = 255;
-/** How long each side waits for the other's next control message. */
+/** How long each side waits for the other's next control message (a person may be slow to start receive). */
 const CONTROL_TIMEOUT_MS = 30_000;
+/**
+ * Silence tolerated in the middle of a transfer: one ICE restart (client SESSION_DEFAULTS: 1.5 s
+ * grace + 8 s per attempt) fits; past that the receiver keeps what arrived and the next send
+ * resumes, which beats waiting out every restart.
+ */
+const DATA_SILENCE_TIMEOUT_MS = 15_000;
 
 type Control =
   | { t: 'offer'; name: string; size: number }
@@ -268,7 +274,7 @@ ${ENDPOINT_HELP}`,
         if (offset > 0) log(`resuming ${name} at ${formatBytes(offset)}`);
         await ch.send(JSON.stringify({ t: 'accept', offset }));
         for (;;) {
-          const x = await inbox.next();
+          const x = await inbox.next(DATA_SILENCE_TIMEOUT_MS);
           if (x instanceof Uint8Array) {
             if (pos + x.length > offer.size) throw new TransferError('the sender sent more bytes than it announced');
             await fh.write(x, 0, x.length, pos);

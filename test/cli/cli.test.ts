@@ -174,6 +174,31 @@ describe('homelink CLI on the local stack', () => {
     expect(sha256(await readFile(join(out, 'resume.bin')))).toBe(sha256(data));
   });
 
+  it('an interrupted transfer keeps what arrived, says so, and the same send resumes it', async () => {
+    const data = randomBytes(24 * 1024 * 1024);
+    const src = join(work, 'big.bin');
+    await writeFile(src, data);
+    const out = join(work, 'inbox-interrupted');
+    const receiver = spawnCli(['receive', '--as', 'hub-10', '--out', out, ...dir()]);
+    await receiver.waitForStderr('waiting for a sender');
+    const sender = spawnCli(['send', 'hub-10', src, '--as', 'app-10', '--relay', ...dir()]);
+    // Kill the sender once some of the file crossed (the progress line shows a non-zero percentage).
+    await receiver.waitForStderr(/receive big\.bin \[[#.]+\]\s+([1-9]\d?)%/);
+    sender.proc.kill('SIGKILL');
+    const r = await receiver.done(90_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/kept .* of 24\.0 MiB in .*big\.bin\.part: run receive again and the same send resumes/);
+
+    const again = spawnCli(['receive', '--as', 'hub-10', '--out', out, ...dir()]);
+    await again.waitForStderr('waiting for a sender');
+    const resumed = await runCli(['send', 'hub-10', src, '--as', 'app-10', ...dir()], { timeoutMs: 120_000 });
+    const a = await again.done();
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toMatch(/resuming at \d/);
+    expect(a.code, a.stderr).toBe(0);
+    expect(sha256(await readFile(join(out, 'big.bin')))).toBe(sha256(data));
+  });
+
   it('a corrupted partial file fails the SHA-256 check, is removed, and says to send again', async () => {
     const data = randomBytes(200_000);
     const src = join(work, 'bad.bin');

@@ -193,11 +193,16 @@ export class NodeRelay {
     sock.on('message', (msg, rinfo) => this.onClientDatagram(listener, msg, rinfo.address, rinfo.port));
     const udpAddr = sock.address();
 
+    // Each TCP/TLS allocation needs one connection; twice the allocation quota leaves room for
+    // connections still authenticating, and bounds file descriptors a connection flood can take.
+    const maxConnections = c.maxAllocations * 2;
     let tcp: BoundAddress | null = null;
     if (this.opts.sharedTcp) {
+      this.opts.sharedTcp.maxConnections = maxConnections;
       this.opts.sharedTcp.on('connection', (s) => this.onStream(s, 'tcp'));
     } else if (c.tcpPort !== null) {
       const srv = net.createServer({ noDelay: true }, (s) => this.onStream(s, 'tcp'));
+      srv.maxConnections = maxConnections;
       this.tcpServer = srv;
       tcp = await listenServer(srv, c.tcpPort, c.listenHost);
     }
@@ -207,6 +212,7 @@ export class NodeRelay {
     } else if (c.tlsCert && c.tlsKey) {
       const srv = tls.createServer({ cert: readFileSync(c.tlsCert), key: readFileSync(c.tlsKey) }, (s) => this.onStream(s, 'tls'));
       srv.on('tlsClientError', () => {});
+      srv.maxConnections = maxConnections;
       this.tlsServer = srv;
       tlsAddr = await listenServer(srv, c.tlsPort, c.listenHost);
     }

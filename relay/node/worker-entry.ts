@@ -33,6 +33,7 @@ async function maybeStart(): Promise<void> {
     // Terminate TLS here: raw connections from the shared handle are fed to a local TLS server.
     const tlsServer = tls.createServer({ cert: readFileSync(c.tlsCert), key: readFileSync(c.tlsKey) });
     tlsServer.on('tlsClientError', () => {});
+    tlsHandle.maxConnections = c.maxAllocations * 2; // as in the driver
     tlsHandle.on('connection', (raw: net.Socket) => {
       tlsServer.emit('connection', raw);
       raw.resume();

@@ -59,7 +59,7 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls): Promise<Homelin
     '--udp-port', String(TURN_PORT), '--tcp-port', String(TURN_PORT),
     '--tls-port', String(FIREWALL_TCP_PORT), '--tls-cert', tls.cert, '--tls-key', tls.key,
     ...LAB_ALLOW.flatMap((a) => ['--allow', a]),
-    '--metrics-port', 'off', '--drain-ms', '0', '--log-level', 'warn',
+    '--metrics-port', 'off', '--drain-ms', '0', '--log-level', process.env['NATLAB_DEBUG'] ? 'info' : 'warn',
   ));
   const sigCfg: LabSignalingConfig = {
     host: PUB.signaling,
@@ -73,6 +73,7 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls): Promise<Homelin
   const signaling = lab.spawn(lab.pub, process.execPath, tsxArgs('test/natlab/signaling-server.ts', JSON.stringify(sigCfg)));
   const stop = async (): Promise<void> => {
     await Promise.all([relay.stop(), signaling.stop()]);
+    dumpOnFailure('infrastructure', { relay, signaling }, true);
     rmSync(issuerDir, { recursive: true, force: true });
   };
   try {

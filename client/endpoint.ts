@@ -8,7 +8,7 @@
  * Accept: `request{reqId,from,sessionId}` -> the app's `request` listener calls `accept()` ->
  * `answer{accept:true}` -> `session` -> a responder `Link`.
  */
-import type { PresenceServerMessage } from '../protocol/messages.js';
+import type { IceServer, PresenceServerMessage } from '../protocol/messages.js';
 import { ENDPOINT_ID_RE } from '../protocol/turn-credentials.js';
 import { Emitter } from './emitter.js';
 import { LinkError } from './errors.js';
@@ -188,7 +188,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
           throw new LinkError('Protocol', `the service answered the dial with ${m.type}`);
       }
       if (m.peer !== peerId || m.role !== 'initiator') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
-      link = this.newLink(m.sessionId, 'initiator', peerId, deadline);
+      link = this.newLink(m.sessionId, 'initiator', peerId, deadline, m.iceServers);
       await Promise.race([link.opened(), stop]);
       return link;
     } catch (e) {
@@ -223,7 +223,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     return new Promise((resolve) => this.once('online', resolve));
   }
 
-  private newLink(sessionId: string, role: 'initiator' | 'responder', peer: string, deadline: number): Link {
+  private newLink(sessionId: string, role: 'initiator' | 'responder', peer: string, deadline: number, iceServers: readonly IceServer[]): Link {
     const connectTimeoutMs = Math.max(1, deadline - Date.now());
     const link = new Link({
       signalingUrl: this.opts.signalingUrl,
@@ -235,6 +235,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       sessionId,
       role,
       peer,
+      iceServers,
       forceRelay: this.opts.iceTransportPolicy === 'relay',
       ...(this.opts.hostAddresses ? { hostAddresses: this.opts.hostAddresses } : {}),
       ...(this.opts.turnTlsOptions ? { turnTlsOptions: this.opts.turnTlsOptions } : {}),
@@ -305,7 +306,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
         const m = await answer.finally(() => clearTimeout(t));
         if (m.type !== 'session') throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
         if (m.peer !== from || m.sessionId !== sessionId || m.role !== 'responder') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
-        const link = this.newLink(sessionId, 'responder', from, deadline);
+        const link = this.newLink(sessionId, 'responder', from, deadline, m.iceServers);
         await link.opened();
         this.emit('link', link);
         return link;

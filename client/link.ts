@@ -69,6 +69,8 @@ export interface LinkInit {
   readonly sessionId: string;
   readonly role: Role;
   readonly peer: string;
+  /** ICE servers from the presence `session` message: the backend is built before the room is joined. */
+  readonly iceServers?: readonly import('../protocol/messages.js').IceServer[];
   readonly forceRelay?: boolean;
   readonly hostAddresses?: readonly string[];
   readonly turnTlsOptions?: { readonly ca?: string | Uint8Array; readonly rejectUnauthorized?: boolean; readonly servername?: string };
@@ -121,7 +123,7 @@ export class Link extends Emitter<LinkEvents> {
 
   /** @internal Joins the room and runs the session; resolves via `opened()`. */
   start(): void {
-    this.apply(this.session.start(Date.now()));
+    this.apply(this.session.start(Date.now(), this.init.iceServers));
     this.room.connect().catch((e: unknown) => this.feed({ type: 'backend-error', message: e instanceof Error ? e.message : 'room unreachable' }));
   }
 

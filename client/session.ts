@@ -122,14 +122,25 @@ export class Session {
   private lastPath: 'direct' | 'relay' | null = null;
   private peerPresent = false;
   private heldOffer: SignalData | null = null;
+  private joined = false;
 
   constructor(opts: SessionOptions) {
     this.o = { ...SESSION_DEFAULTS, forceRelay: false, ...opts } as typeof this.o;
   }
 
-  /** Starts the connect deadline. */
-  start(now: number): SessionAction[] {
-    return [{ type: 'set-timer', name: 'connect', at: now + this.o.connectTimeoutMs }];
+  /**
+   * Starts the connect deadline. With the ICE servers from the presence `session` message the
+   * peer connection is built at once, while the room socket is still joining.
+   */
+  start(now: number, iceServers?: readonly IceServer[]): SessionAction[] {
+    const out: SessionAction[] = [{ type: 'set-timer', name: 'connect', at: now + this.o.connectTimeoutMs }];
+    if (iceServers) out.push(...this.createBackend(iceServers, now));
+    return out;
+  }
+
+  private createBackend(iceServers: readonly IceServer[], now: number): SessionAction[] {
+    this.phase = 'negotiating';
+    return [{ type: 'create-backend', iceServers, policy: this.o.forceRelay ? 'relay' : 'all' }, ...this.scheduleRenew(iceServers, now)];
   }
 
   handle(ev: SessionEvent, now: number): SessionAction[] {
@@ -137,16 +148,15 @@ export class Session {
     const out: SessionAction[] = [];
     switch (ev.type) {
       case 'joined': {
-        if (this.backendReady || this.phase !== 'joining') {
-          // A re-join after the room socket dropped: nothing to renegotiate.
-          if (ev.peerPresent) this.peerPresent = true;
+        if (ev.peerPresent) this.peerPresent = true;
+        if (this.joined) {
+          // A re-join after the room socket dropped: nothing to renegotiate unless the path is down.
           if (this.pathLost && this.o.role === 'initiator') out.push(...this.restart(now));
           break;
         }
-        this.peerPresent = ev.peerPresent;
-        this.phase = 'negotiating';
-        out.push({ type: 'create-backend', iceServers: ev.iceServers, policy: this.o.forceRelay ? 'relay' : 'all' });
-        out.push(...this.scheduleRenew(ev.iceServers, now));
+        this.joined = true;
+        if (this.phase === 'joining') out.push(...this.createBackend(ev.iceServers, now));
+        out.push(...this.maybeOffer());
         break;
       }
       case 'peer-joined':
@@ -235,8 +245,9 @@ export class Session {
     return out;
   }
 
+  /** The room buffers signals for a side that has not joined yet, so the offer need not wait for the peer. */
   private maybeOffer(): SessionAction[] {
-    if (this.o.role !== 'initiator' || !this.backendReady || !this.peerPresent || this.offerSent) return [];
+    if (this.o.role !== 'initiator' || !this.backendReady || !this.joined || this.offerSent) return [];
     this.offerSent = true;
     return [{ type: 'create-offer', restart: false }];
   }

@@ -81,7 +81,7 @@ export interface BarePair {
 export async function barePair(stack: Stack, mode: 'direct' | 'relay'): Promise<BarePair> {
   let iceServers: { urls: string; username?: string; credential?: string }[] = [];
   if (mode === 'relay') {
-    const c = await mintTurnCredential(TURN_SECRET, 'bare', 600, Date.now() / 1000);
+    const c = await mintTurnCredential(TURN_SECRET, `bare-${n++}`, 600, Date.now() / 1000);
     iceServers = [
       { urls: `stun:127.0.0.1:${stack.relay.entry.udpPort}` },
       { urls: `turn:127.0.0.1:${stack.relay.entry.udpPort}`, username: c.username, credential: c.credential },

@@ -19,8 +19,11 @@ import type { IceServerConfig } from './backend.js';
 export const PROBE_STAGGER_MS = 30;
 /** Overall bound on the probe: past this the connection is built anyway with the given order. */
 export const PROBE_DEADLINE_MS = 1_500;
-/** After the first relay answered, how long a silent STUN URL still gets before it is dropped. */
-export const STUN_GRACE_MS = 150;
+/**
+ * After the first relay answered, a silent STUN URL still gets twice the time that answer took
+ * (it goes to a relay of similar distance), but at least this long, before it is dropped.
+ */
+export const STUN_GRACE_MIN_MS = 25;
 
 const MAGIC_COOKIE = 0x2112a442;
 
@@ -136,6 +139,7 @@ export async function orderIceServers(
   const liveStun = new Set<Entry>();
   let graceTimer: ReturnType<typeof setTimeout> | undefined;
 
+  const started = Date.now();
   await new Promise<void>((resolveAll) => {
     const deadline = setTimeout(() => ac.abort(), PROBE_DEADLINE_MS);
     let pending = 0;
@@ -155,7 +159,7 @@ export async function orderIceServers(
           if (okay && e.parsed.kind === 'turn' && !firstTurn) {
             firstTurn = e;
             if (stuns.length === 0) ac.abort();
-            else graceTimer = setTimeout(() => ac.abort(), STUN_GRACE_MS);
+            else graceTimer = setTimeout(() => ac.abort(), Math.max(STUN_GRACE_MIN_MS, 2 * (Date.now() - started)));
           }
           settle();
         });

@@ -1,0 +1,96 @@
+/**
+ * bench/throughput: MB/s of one reliable, ordered data channel, direct and relayed through our
+ * relay, for our stack (`link.channel()` + `Channel.send()` backpressure) against bare werift
+ * peers (the same 16 KiB messages, the same 1 MiB / 256 KiB buffer marks, driven by hand) in the
+ * same run. Run by hand:
+ *
+ *   npx tsx bench/throughput/run.ts [MiB=32] [rounds=3]
+ */
+import { randomBytes } from 'node:crypto';
+import { barePair, median, ourPair, startStack } from '../connect/stack.js';
+import { DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK } from '../../client/channel.js';
+import type { RTCDataChannel } from 'werift';
+
+const MIB = Number(process.argv[2] ?? 32);
+const ROUNDS = Number(process.argv[3] ?? 3);
+const TOTAL = MIB * 1024 * 1024;
+const CHUNK = randomBytes(16 * 1024);
+
+/** Bare werift: send with bufferedAmount backpressure, resolve when the receiver has everything. */
+async function bareRun(tx: RTCDataChannel, rx: RTCDataChannel): Promise<number> {
+  let got = 0;
+  const done = new Promise<void>((r) => {
+    const sub = rx.onMessage.subscribe((m) => {
+      got += typeof m === 'string' ? m.length : m.byteLength;
+      if (got >= TOTAL) {
+        sub.unSubscribe();
+        r();
+      }
+    });
+  });
+  tx.bufferedAmountLowThreshold = DEFAULT_LOW_WATER_MARK;
+  const t0 = performance.now();
+  for (let sent = 0; sent < TOTAL; sent += CHUNK.length) {
+    tx.send(CHUNK);
+    if (tx.bufferedAmount > DEFAULT_HIGH_WATER_MARK) await new Promise<void>((r) => tx.bufferedAmountLow.once(() => r()));
+  }
+  await done;
+  return TOTAL / 1e6 / ((performance.now() - t0) / 1000);
+}
+
+async function main(): Promise<void> {
+  const stack = await startStack();
+  const results: Record<string, number[]> = {};
+  const add = (k: string, v: number): void => {
+    (results[k] ??= []).push(v);
+    process.stderr.write(`${k}: ${v.toFixed(2)} MB/s\n`);
+  };
+  try {
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const mode of ['direct', 'relay'] as const) {
+        const bare = await barePair(stack, mode);
+        add(`bare werift, ${mode}`, await bareRun(bare.ca, bare.cb));
+        await bare.close();
+
+        const pair = await ourPair(stack, mode);
+        const { link, peer } = await pair.dial();
+        const incoming = new Promise<import('../../client/channel.js').Channel>((res) => peer.once('channel', res));
+        const ch = await link.channel('bulk');
+        const rx = await incoming;
+        let got = 0;
+        const done = new Promise<void>((res) => {
+          const off = rx.on('message', (m) => {
+            got += typeof m === 'string' ? m.length : m.byteLength;
+            if (got >= TOTAL) {
+              off();
+              res();
+            }
+          });
+        });
+        const t0 = performance.now();
+        for (let sent = 0; sent < TOTAL; sent += CHUNK.length) await ch.send(CHUNK);
+        await done;
+        add(`homelink, ${mode}`, TOTAL / 1e6 / ((performance.now() - t0) / 1000));
+        pair.close();
+      }
+    }
+  } finally {
+    await stack.close();
+  }
+  const m = (k: string): number => median(results[k]!);
+  console.log(`throughput, ${MIB} MiB per run, median of ${ROUNDS} rounds`);
+  console.log('| case | MB/s | ratio |');
+  console.log('|---|---|---|');
+  console.log(`| bare werift, direct | ${m('bare werift, direct').toFixed(2)} | 1.00 |`);
+  console.log(`| homelink, direct | ${m('homelink, direct').toFixed(2)} | ${(m('homelink, direct') / m('bare werift, direct')).toFixed(2)} of bare direct |`);
+  console.log(`| bare werift, relay | ${m('bare werift, relay').toFixed(2)} | ${(m('bare werift, relay') / m('bare werift, direct')).toFixed(2)} of bare direct |`);
+  console.log(`| homelink, relay | ${m('homelink, relay').toFixed(2)} | ${(m('homelink, relay') / m('bare werift, relay')).toFixed(2)} of bare relay, ${(m('homelink, relay') / m('homelink, direct')).toFixed(2)} of homelink direct |`);
+}
+
+void main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

@@ -27,6 +27,13 @@
  * 4. lets the operator's allow-list open ranges explicitly (the NAT lab opens
  *    198.18.0.0/15, 198.51.100.0/24 and 203.0.113.0/24).
  *
+ * Deliberately conservative: whole blocks are denied even where IANA marks a
+ * few addresses inside them globally reachable (192.0.0.9/.10 PCP and TURN
+ * anycast in 192.0.0.0/24; 2001:1::1-3, AMT 2001:3::/32, AS112 2001:4:112::/48
+ * and ORCHIDv2 2001:20::/28 inside 2001::/23). None of them is a WebRTC peer.
+ * IPv6 allow-list entries match native IPv6 peers only; an IPv4 range is
+ * opened with an IPv4 CIDR (or its `::ffff:a.b.c.d/96+n` spelling).
+ *
  * Some destinations are never peers and no allow-list opens them: the
  * unspecified address (Linux delivers `0.0.0.0` and `::` to the local host),
  * multicast and broadcast. Loopback opens only with `allowLoopback` (tests).

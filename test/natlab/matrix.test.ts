@@ -58,7 +58,9 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
   afterAll(async () => {
     await capture?.stop().catch(() => undefined);
     await stopStack?.().catch(() => undefined);
+    const runId = lab?.runId;
     await lab?.destroy();
+    if (runId) expect(Lab.existingNamespaces(runId), 'namespaces left behind').toEqual([]);
     tls?.dispose();
     capture?.dispose();
   });

@@ -2,7 +2,7 @@
  * bench/connect: time from `dial()` to an open, identity-verified link, direct and relayed, and
  * relayed with UDP to the relay black-holed (only TURN over TCP/TLS works), against two bare
  * werift peers exchanging offer/answer in-process (no signaling service, no identity) in the same
- * run. Run by hand:
+ * run, and werift handed the service's URLs as they come with UDP blocked. Run by hand:
  *
  *   npx tsx bench/connect/run.ts [iterations=10]
  */
@@ -13,6 +13,7 @@ const N = Number(process.argv[2] ?? 10);
 async function main(): Promise<void> {
   const stack = await startStack();
   const rows: Array<{ name: string; ms: number[] }> = [];
+  const naive: string[] = [];
   const time = async (name: string, fn: () => Promise<() => Promise<void> | void>): Promise<void> => {
     const ms: number[] = [];
     for (let i = 0; i < N + 1; i++) {
@@ -34,6 +35,15 @@ async function main(): Promise<void> {
       const p = await barePair(stack, 'relay');
       return () => p.close();
     });
+    // werift given the service's URLs as they come, UDP black-holed: at most 2 tries, 15 s cap each.
+    for (let i = 0; i < 2; i++) {
+      const t0 = performance.now();
+      const p = barePair(stack, 'relay-udp-blocked');
+      const r = await Promise.race([p.then(() => 'ok'), new Promise<string>((res) => setTimeout(() => res('timeout'), 15_000))]);
+      naive.push(r === 'ok' ? `${(performance.now() - t0).toFixed(0)} ms` : 'no link within 15 s');
+      void p.then((x) => x.close(), () => undefined);
+    }
+    process.stderr.write(`naive werift, UDP blocked: ${naive.join(', ')}\n`);
     for (const mode of ['direct', 'relay', 'relay-udp-blocked'] as const) {
       const pair = await ourPair(stack, mode);
       await time(`homelink dial, ${mode}`, async () => {
@@ -53,6 +63,7 @@ async function main(): Promise<void> {
     const b = r.name.includes('direct') ? base.direct : base.relay;
     console.log(`| ${r.name} | ${median(r.ms).toFixed(0)} | ${quantile(r.ms, 0.9).toFixed(0)} | ${(median(r.ms) / b).toFixed(2)}x |`);
   }
+  console.log(`| bare werift, UDP to the relay blocked, service URL order as given | ${naive.join('; ')} | | |`);
 }
 
 void main().then(

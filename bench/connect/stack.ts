@@ -16,6 +16,8 @@ export interface Stack {
   sig: SignalingHandle;
   /** A second worker whose relay UDP port is a black hole: only TURN over TCP/TLS works. */
   sigUdpBlocked: SignalingHandle;
+  /** The black-holed UDP port. */
+  holePort: number;
   close(): Promise<void>;
 }
 
@@ -29,6 +31,7 @@ export async function startStack(): Promise<Stack> {
     relay,
     sig,
     sigUdpBlocked,
+    holePort: (hole.address() as { port: number }).port,
     async close() {
       await sig.close();
       await sigUdpBlocked.close();
@@ -78,8 +81,18 @@ export interface BarePair {
 }
 
 /** Two bare werift peers exchanging offer/answer and candidates in-process; resolves when the channel is open on both sides. */
-export async function barePair(stack: Stack, mode: 'direct' | 'relay'): Promise<BarePair> {
+export async function barePair(stack: Stack, mode: 'direct' | 'relay' | 'relay-udp-blocked'): Promise<BarePair> {
   let iceServers: { urls: string; username?: string; credential?: string }[] = [];
+  if (mode === 'relay-udp-blocked') {
+    // The service's URL order (UDP first) with UDP black-holed, handed to werift as is.
+    const c = await mintTurnCredential(TURN_SECRET, `bare-${n++}`, 600, Date.now() / 1000);
+    const holePort = stack.holePort;
+    iceServers = [
+      { urls: `stun:127.0.0.1:${holePort}` },
+      { urls: `turn:127.0.0.1:${holePort}`, username: c.username, credential: c.credential },
+      { urls: `turn:127.0.0.1:${stack.relay.entry.tcpPort}?transport=tcp`, username: c.username, credential: c.credential },
+    ];
+  }
   if (mode === 'relay') {
     const c = await mintTurnCredential(TURN_SECRET, `bare-${n++}`, 600, Date.now() / 1000);
     iceServers = [
@@ -92,7 +105,7 @@ export async function barePair(stack: Stack, mode: 'direct' | 'relay'): Promise<
     iceUseIpv4: false,
     iceUseIpv6: false,
     iceAdditionalHostAddresses: ['127.0.0.1'],
-    iceTransportPolicy: mode === 'relay' ? ('relay' as const) : ('all' as const),
+    iceTransportPolicy: mode === 'direct' ? ('all' as const) : ('relay' as const),
   };
   const a = new RTCPeerConnection(cfg);
   const b = new RTCPeerConnection(cfg);

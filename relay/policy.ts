@@ -238,10 +238,17 @@ function formatV6(w: readonly number[]): string {
     }
     i = j;
   }
-  if (bestStart < 0) return w.map((x) => x.toString(16)).join(':');
-  const head = w.slice(0, bestStart).map((x) => x.toString(16)).join(':');
-  const tail = w.slice(bestStart + bestLen).map((x) => x.toString(16)).join(':');
-  return `${head}::${tail}`;
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      out += '::';
+      i += bestLen - 1;
+      continue;
+    }
+    if (out !== '' && !out.endsWith(':')) out += ':';
+    out += w[i]!.toString(16);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- classification
@@ -276,8 +283,13 @@ function inV4(v: number, net: number, prefix: number): boolean {
   return (v & maskOf(prefix)) >>> 0 === net;
 }
 
+/** V4_RANGES with masks precomputed: checkPeer runs per Send indication. */
+const V4_MASKED: ReadonlyArray<readonly [net: number, mask: number, reason: DenyReason]> = V4_RANGES.map(
+  ([net, prefix, reason]) => [net, maskOf(prefix), reason] as const,
+);
+
 function classifyV4(v: number): Category {
-  for (const [net, prefix, reason] of V4_RANGES) if (inV4(v, net, prefix)) return reason;
+  for (const [net, mask, reason] of V4_MASKED) if ((v & mask) >>> 0 === net) return reason;
   return 'global';
 }
 
@@ -338,25 +350,28 @@ interface Parsed {
   v6: number[] | null;
   /** Second embedded IPv4 address to check (Teredo server), or -1. */
   extra: number;
+  /** The input text when it is already canonical (a strict dotted quad is), else null. */
+  text: string | null;
 }
 
 function parseAny(text: string): Parsed | null {
   if (typeof text !== 'string') return null;
   if (text.indexOf(':') === -1) {
     const v4 = parseV4(text, 0, text.length);
-    return v4 < 0 ? null : { v4, v6: null, extra: -1 };
+    return v4 < 0 ? null : { v4, v6: null, extra: -1, text };
   }
   const w = parseV6(text);
   if (!w) return null;
   // :: and ::1 sit inside ::/96 but are IPv6's own unspecified and loopback addresses.
   const isZeroPrefix = w[0] === 0 && w[1] === 0 && w[2] === 0 && w[3] === 0 && w[4] === 0 && w[5] === 0 && w[6] === 0;
-  if (isZeroPrefix && (w[7] === 0 || w[7] === 1)) return { v4: -1, v6: w, extra: -1 };
+  if (isZeroPrefix && (w[7] === 0 || w[7] === 1)) return { v4: -1, v6: w, extra: -1, text: null };
   const e = embeddedV4(w);
-  if (e) return { v4: e.v4, v6: null, extra: e.extra ?? -1 };
-  return { v4: -1, v6: w, extra: -1 };
+  if (e) return { v4: e.v4, v6: null, extra: e.extra ?? -1, text: null };
+  return { v4: -1, v6: w, extra: -1, text: null };
 }
 
 function canonicalOf(p: Parsed): string {
+  if (p.text !== null) return p.text;
   return p.v6 ? formatV6(p.v6) : formatV4(p.v4);
 }
 

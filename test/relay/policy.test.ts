@@ -388,6 +388,23 @@ describe('properties', () => {
     );
   });
 
+  it('native IPv6 canonical text equals the WHATWG URL serializer (RFC 5952 compression, lowercase)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffff })), { minLength: 8, maxLength: 8 }),
+        spelling,
+        (words, sp) => {
+          // Global unicast outside 2001::/16 and 2002::/16, so no embedded IPv4 changes the text.
+          const w = [0x2003 + (words[0]! % (0x3fff - 0x2003)), ...words.slice(1)];
+          const r = checkPeer(strict, spellV6(w, sp));
+          const reference = new URL(`http://[${spellV6(w, { pad: false, upper: false, gapAt: 8, dottedTail: false })}]/`).hostname.slice(1, -1);
+          expect(r.canonical).toBe(reference);
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  });
+
   it('never throws on arbitrary strings and denies anything outside the address alphabet', () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 64 }), (s) => {

@@ -435,6 +435,10 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onSignal);
+  // Last resort if this process dies of a bug: never leave a child group behind.
+  process.on('exit', () => {
+    for (const c of children) if (!c.exited && c.proc.pid !== undefined) killGroup(c.proc.pid, 'SIGKILL');
+  });
 
   try {
     const inspectorPort = await freePort();

@@ -17,7 +17,7 @@ const TOTAL = MIB * 1024 * 1024;
 const CHUNK = randomBytes(16 * 1024);
 
 /** Bare werift: send with bufferedAmount backpressure, resolve when the receiver has everything. */
-async function bareRun(tx: RTCDataChannel, rx: RTCDataChannel): Promise<number> {
+async function bareRun(tx: RTCDataChannel, rx: RTCDataChannel): Promise<{ mbps: number; cpu: number }> {
   let got = 0;
   const done = new Promise<void>((r) => {
     const sub = rx.onMessage.subscribe((m) => {
@@ -29,21 +29,30 @@ async function bareRun(tx: RTCDataChannel, rx: RTCDataChannel): Promise<number> 
     });
   });
   tx.bufferedAmountLowThreshold = DEFAULT_LOW_WATER_MARK;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   for (let sent = 0; sent < TOTAL; sent += CHUNK.length) {
     tx.send(CHUNK);
     if (tx.bufferedAmount > DEFAULT_HIGH_WATER_MARK) await new Promise<void>((r) => tx.bufferedAmountLow.once(() => r()));
   }
   await done;
-  return TOTAL / 1e6 / ((performance.now() - t0) / 1000);
+  return { mbps: TOTAL / 1e6 / ((performance.now() - t0) / 1000), cpu: cpuMsPerMiB(c0) };
+}
+
+/** CPU of this process (both peers, and the in-process relay when relayed) per MiB moved: steadier than MB/s on a shared machine. */
+function cpuMsPerMiB(c0: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(c0);
+  return (d.user + d.system) / 1000 / MIB;
 }
 
 async function main(): Promise<void> {
   const stack = await startStack();
   const results: Record<string, number[]> = {};
-  const add = (k: string, v: number): void => {
-    (results[k] ??= []).push(v);
-    process.stderr.write(`${k}: ${v.toFixed(2)} MB/s\n`);
+  const cpu: Record<string, number[]> = {};
+  const add = (k: string, v: { mbps: number; cpu: number }): void => {
+    (results[k] ??= []).push(v.mbps);
+    (cpu[k] ??= []).push(v.cpu);
+    process.stderr.write(`${k}: ${v.mbps.toFixed(2)} MB/s, ${v.cpu.toFixed(0)} ms CPU/MiB\n`);
   };
   try {
     for (let r = 0; r < ROUNDS; r++) {
@@ -67,10 +76,11 @@ async function main(): Promise<void> {
             }
           });
         });
+        const c0 = process.cpuUsage();
         const t0 = performance.now();
         for (let sent = 0; sent < TOTAL; sent += CHUNK.length) await ch.send(CHUNK);
         await done;
-        add(`homelink, ${mode}`, TOTAL / 1e6 / ((performance.now() - t0) / 1000));
+        add(`homelink, ${mode}`, { mbps: TOTAL / 1e6 / ((performance.now() - t0) / 1000), cpu: cpuMsPerMiB(c0) });
         pair.close();
       }
     }
@@ -78,13 +88,17 @@ async function main(): Promise<void> {
     await stack.close();
   }
   const m = (k: string): number => median(results[k]!);
-  console.log(`throughput, ${MIB} MiB per run, median of ${ROUNDS} rounds`);
-  console.log('| case | MB/s | ratio |');
-  console.log('|---|---|---|');
-  console.log(`| bare werift, direct | ${m('bare werift, direct').toFixed(2)} | 1.00 |`);
-  console.log(`| homelink, direct | ${m('homelink, direct').toFixed(2)} | ${(m('homelink, direct') / m('bare werift, direct')).toFixed(2)} of bare direct |`);
-  console.log(`| bare werift, relay | ${m('bare werift, relay').toFixed(2)} | ${(m('bare werift, relay') / m('bare werift, direct')).toFixed(2)} of bare direct |`);
-  console.log(`| homelink, relay | ${m('homelink, relay').toFixed(2)} | ${(m('homelink, relay') / m('bare werift, relay')).toFixed(2)} of bare relay, ${(m('homelink, relay') / m('homelink, direct')).toFixed(2)} of homelink direct |`);
+  const c = (k: string): number => median(cpu[k]!);
+  console.log(`throughput, ${MIB} MiB per run, median of ${ROUNDS} rounds (cases interleaved within each round)`);
+  console.log('| case | MB/s | MB/s ratio | CPU ms per MiB (this process) | CPU ratio |');
+  console.log('|---|---|---|---|---|');
+  const row = (k: string, base: string, note: string): void =>
+    console.log(`| ${k} | ${m(k).toFixed(2)} | ${(m(k) / m(base)).toFixed(2)} ${note} | ${c(k).toFixed(0)} | ${(c(k) / c(base)).toFixed(2)} |`);
+  row('bare werift, direct', 'bare werift, direct', '');
+  row('homelink, direct', 'bare werift, direct', 'of bare direct');
+  row('bare werift, relay', 'bare werift, direct', 'of bare direct');
+  row('homelink, relay', 'bare werift, relay', 'of bare relay');
+  console.log(`homelink relayed / homelink direct: ${(m('homelink, relay') / m('homelink, direct')).toFixed(2)} (MB/s)`);
 }
 
 void main().then(

@@ -190,6 +190,9 @@ export class Link extends Emitter<LinkEvents> {
       case 'ice_servers':
         return this.feed({ type: 'ice-servers', iceServers: m.iceServers });
       case 'closed':
+        // The room is gone for good (deadline, bye): stop reconnecting to it. An open link lives
+        // on without signaling; it can no longer restart ICE or renew TURN credentials.
+        setTimeout(() => this.room.close(), 0);
         return this.feed({ type: 'room-closed', reason: m.reason });
       case 'peer_left':
       case 'error':

@@ -237,7 +237,7 @@ export function renderReport(r: ReportInput): string {
   L.push('');
   L.push('## Running');
   L.push('');
-  L.push('`npm run test:natlab` (also part of `npm test`) as root with `ip` and `nft`; elsewhere the project prints `skipped: NAT lab needs root and iptables/nft` once and its tests are reported skipped. Knobs for development: `NATLAB_CELLS=<regex>` runs matching cells only and writes `test-output/NATLAB.partial.md` instead of this file; `NATLAB_CONCURRENCY` (default 1) cells at once; `NATLAB_STACK=werift` runs the reference stack (bare werift peers with the SDP carried by the test, Debian coturn as STUN/TURN) instead of the product; `NATLAB_DEBUG=<dir>` keeps the endpoint logs of failed cells there.');
+  L.push('`npm run test:natlab` (also part of `npm test`) as root with `ip` and `nft`; elsewhere the project prints `skipped: NAT lab needs root and iptables/nft` once and its tests are reported skipped. Knobs for development: `NATLAB_CELLS=<regex>` runs matching cells only and writes `test-output/NATLAB.partial.md` instead of this file; `NATLAB_CONCURRENCY` (default 1) cells at once; `NATLAB_STACK=werift` runs the reference stack (bare werift peers with the SDP carried by the test, Debian coturn as STUN/TURN) instead of the product and reports to `test-output/NATLAB.werift.md`; `NATLAB_DEBUG=<dir>` keeps the endpoint logs of failed cells there.');
   L.push('');
   L.push('## The lab');
   L.push('');

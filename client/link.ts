@@ -44,6 +44,8 @@ export interface LinkStats {
   readonly restarts: number;
   /** Server frames that failed to parse (a hostile or buggy signaling service). */
   readonly badFrames: number;
+  /** TURN credentials renewed through the room since the link started. */
+  readonly credentialRenewals: number;
 }
 
 export interface LinkEvents {
@@ -106,6 +108,7 @@ export class Link extends Emitter<LinkEvents> {
   private held: RawChannel[] = [];
   private currentPath: LinkPath | null = null;
   private restarts = 0;
+  private renewals = 0;
   private state: 'connecting' | 'open' | 'closed' = 'connecting';
   private readonly openWaiters: Array<{ resolve: () => void; reject: (e: LinkError) => void }> = [];
   private failure: LinkError | null = null;
@@ -160,7 +163,7 @@ export class Link extends Emitter<LinkEvents> {
 
   async stats(): Promise<LinkStats> {
     const s = this.backend ? await this.backend.stats() : { bytesSent: 0, bytesReceived: 0 };
-    return { ...s, path: this.currentPath, restarts: this.restarts, badFrames: this.room.badFrames };
+    return { ...s, path: this.currentPath, restarts: this.restarts, badFrames: this.room.badFrames, credentialRenewals: this.renewals };
   }
 
   /** Closes the link, tells the peer, and releases sockets and timers. Idempotent. */
@@ -188,6 +191,7 @@ export class Link extends Emitter<LinkEvents> {
       case 'signal':
         return this.feed({ type: 'signal', data: m.data });
       case 'ice_servers':
+        this.renewals++;
         return this.feed({ type: 'ice-servers', iceServers: m.iceServers });
       case 'closed':
         // The room is gone for good (deadline, bye): stop reconnecting to it. An open link lives

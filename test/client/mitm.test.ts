@@ -148,6 +148,26 @@ describe('identity binding against a hostile signaling path', () => {
     expect(err.code).toBe('IdentityMismatch');
   });
 
+  it('a peer whose certificate comes from an issuer we do not trust -> Unauthorized', async () => {
+    const home = randomId('home');
+    const hubId = randomId('hub');
+    const { testIssuer } = await import('./helpers.js');
+    const rogue = await testIssuer('https://rogue.example');
+    const hub = track(
+      await Endpoint.connect({
+        signalingUrl: sig.url,
+        token: await sig.issuer.accessToken({ sub: hubId, homes: [home] }),
+        identity: await rogue.device(hubId),
+        trust: { issuer: sig.issuer.issuer, jwks: sig.issuer.publicJwks },
+        hostAddresses: ['127.0.0.1'],
+      }),
+    );
+    hub.on('request', (r) => void r.accept().catch(() => undefined));
+    const app = track(await endpointFor(sig, randomId('app'), [home]));
+    const err = (await app.dial(hubId, { timeoutMs: 15_000 }).catch((e: unknown) => e)) as LinkError;
+    expect(err.code).toBe('Unauthorized');
+  });
+
   it('a peer whose (valid) certificate names another id is refused', async () => {
     const { err } = await dialThrough(sig.url, { sub: 'someone-else' });
     expect(err.code).toBe('IdentityMismatch');

@@ -109,4 +109,19 @@ describe('relayed links through our relay', () => {
     expect(interrupted).toBe(true);
     expect((await link.stats()).restarts).toBeGreaterThan(0);
   });
+
+  it('renews TURN credentials through the room before they expire (60 s TTL: renewal at half-life)', async () => {
+    const shortTtl = await startSignaling({ relays: [relay.entry], turnSecret: TURN_SECRET, turnTtlSeconds: 60 });
+    try {
+      const { link, peerLink } = await relayedPair(shortTtl);
+      const deadline = Date.now() + 45_000;
+      while ((await link.stats()).credentialRenewals === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+      expect((await link.stats()).credentialRenewals).toBe(1);
+      expect((await peerLink.stats()).credentialRenewals).toBe(1);
+      expect(link.isOpen).toBe(true);
+    } finally {
+      for (const e of endpoints.splice(0)) e.close();
+      await shortTtl.close();
+    }
+  });
 });

@@ -79,7 +79,9 @@ function mappedAddress(msg: StunMessage): TransportAddress | null {
 
 /** A UDP socket that can run several STUN transactions and receive stray datagrams. */
 export class UdpStun {
-  private readonly pending = new Map<string, (m: StunMessage) => void>();
+  /** In-flight transactions: how to answer each, and how to abandon it when the socket closes. */
+  private readonly pending = new Map<string, { answer: (m: StunMessage) => void; abandon: () => void }>();
+  private closed = false;
   private readonly strays: Array<(data: Buffer, from: dgram.RemoteInfo) => void> = [];
 
   private constructor(readonly socket: dgram.Socket) {
@@ -91,7 +93,7 @@ export class UdpStun {
           const waiter = this.pending.get(key);
           if (waiter && d.value.cls !== StunClass.Request && d.value.cls !== StunClass.Indication) {
             this.pending.delete(key);
-            waiter(d.value);
+            waiter.answer(d.value);
             return;
           }
         }
@@ -128,6 +130,7 @@ export class UdpStun {
     const bytes = build(tid);
     const start = performance.now();
     return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new StunClientError('refused', 'socket closed'));
       let attempt = 0;
       let timer: ReturnType<typeof setTimeout> | null = null;
       const send = (): void => {
@@ -147,9 +150,15 @@ export class UdpStun {
         });
         timer = setTimeout(send, wait);
       };
-      this.pending.set(key, (m) => {
-        if (timer) clearTimeout(timer);
-        resolve({ msg: m, rttMs: performance.now() - start });
+      this.pending.set(key, {
+        answer: (m) => {
+          if (timer) clearTimeout(timer);
+          resolve({ msg: m, rttMs: performance.now() - start });
+        },
+        abandon: () => {
+          if (timer) clearTimeout(timer);
+          reject(new StunClientError('refused', 'socket closed'));
+        },
       });
       send();
     });
@@ -164,11 +173,14 @@ export class UdpStun {
   }
 
   send(data: Uint8Array, host: string, port: number): void {
-    this.socket.send(data, port, host);
+    if (!this.closed) this.socket.send(data, port, host);
   }
 
+  /** Closes the socket; transactions still in flight reject (no retransmission timer outlives it). */
   close(): void {
-    for (const [, w] of this.pending) void w;
+    if (this.closed) return;
+    this.closed = true;
+    for (const [, w] of this.pending) w.abandon();
     this.pending.clear();
     try {
       this.socket.close();

@@ -77,6 +77,14 @@ describe('netcheck against a relay with two addresses', () => {
     expect(report.advice.join(' ')).toContain('refused the TURN credentials');
   });
 
+  it('closing the socket rejects a request in flight and stops its retransmissions', async () => {
+    const s = await UdpStun.open('127.0.0.1');
+    const pending = s.binding('127.0.0.1', 9);
+    s.close();
+    await expect(pending).rejects.toThrow('socket closed');
+    await expect(s.binding('127.0.0.1', port)).rejects.toThrow('socket closed');
+  });
+
   it('ignores datagrams that are not answers to its own requests', async () => {
     const probe = await UdpStun.open('127.0.0.1');
     const noise = await UdpStun.open('127.0.0.1');

@@ -77,8 +77,10 @@ export interface EndpointEvents {
   online: [];
   /** The presence socket dropped; it reconnects by itself. */
   offline: [];
-  /** Another connection with our id took over presence; this endpoint stops reconnecting. */
+  /** Another connection with our id took over presence; this endpoint closes. */
   replaced: [];
+  /** The service refused our token on a reconnect (expired, revoked); this endpoint closes. */
+  unauthorized: [];
 }
 
 type Pending = { resolve: (m: PresenceServerMessage) => void };
@@ -110,6 +112,11 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     super();
     this.presence = new PresenceSocket(opts.signalingUrl, opts.token, rt.webSocket);
     this.presence.on('message', (m) => this.onPresence(m));
+    this.presence.on('unauthorized', () => {
+      if (!this.id) return; // the first connect reports it by rejecting
+      this.emit('unauthorized');
+      this.close();
+    });
     this.presence.on('down', () => {
       if (this.online) {
         this.online = false;

@@ -40,6 +40,8 @@ export const RECONNECT = { initialMs: 250, maxMs: 10_000, factor: 2, jitter: 0.3
 export const OPEN_TIMEOUT_MS = 10_000;
 /** Frames queued while a room socket reconnects; bounds memory if the room stays away. */
 export const MAX_QUEUED_FRAMES = 512;
+/** Fresh tokens tried after the service refused one on a reconnect, before giving up. */
+export const MAX_AUTH_RETRIES = 3;
 /** WebSocket close codes that mean "your credentials are refused": stop retrying. */
 const AUTH_CLOSE_CODES = new Set([1008, 4401, 4403]);
 
@@ -67,6 +69,8 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
   private retry: ReturnType<typeof setTimeout> | null = null;
   private closed = false;
   private queue: string[] = [];
+  private everOpened = false;
+  private authRetries = 0;
   /** Frames the server sent that did not parse (a hostile or buggy server). */
   badFrames = 0;
 
@@ -130,6 +134,7 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
     ws.onopen = () => {
       clearTimeout(openTimer);
       this.attempt = 0;
+      this.everOpened = true;
       const q = this.queue;
       this.queue = [];
       for (const f of q) ws.send(f);
@@ -149,8 +154,15 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
       if (this.ws !== ws) return;
       this.ws = null;
       if (AUTH_CLOSE_CODES.has(ev.code)) {
-        this.emit('unauthorized');
+        // A token source that can mint a fresh token gets another try (the old one may have
+        // expired); a fixed token that is refused will be refused again: stop.
+        if (this.everOpened && typeof this.token === 'function' && this.authRetries++ < MAX_AUTH_RETRIES) {
+          this.emit('down', ev.code);
+          this.scheduleRetry();
+          return;
+        }
         this.closed = true;
+        this.emit('unauthorized');
         return;
       }
       this.emit('down', ev.code);

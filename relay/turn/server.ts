@@ -251,6 +251,13 @@ export class TurnServer {
   private readonly udpClients = new Map<string, Allocation | Map<number, Allocation>>();
   private readonly conns = new Map<number, StreamConn>();
   private readonly perUsername = new Map<string, number>();
+  /**
+   * Relay ports of live allocations (port -> how many: a v4 and a v6 allocation may share one).
+   * Two endpoints that can reach only this relay (both behind UDP-blocking firewalls) talk
+   * allocation to allocation, so the relay's own address is a peer there, but only at these ports:
+   * never its listening, metrics or any other port.
+   */
+  private readonly liveRelayPorts = new Map<number, number>();
   private readonly heap = new DeadlineHeap<Allocation | Permission | Channel>();
   private nextRelayId = 1;
   /** Heap entries whose entity is already gone; compacted when they dominate. */
@@ -425,6 +432,7 @@ export class TurnServer {
     }
     alloc.active = true;
     alloc.relayPort = port;
+    this.liveRelayPorts.set(port, (this.liveRelayPorts.get(port) ?? 0) + 1);
     alloc.expiresAt = now + alloc.allocateLifetimeS * 1000;
     this.heap.schedule(alloc);
     this.actions.push({ type: 'send-client', to: alloc.client, data: this.allocateSuccess(alloc) });
@@ -798,7 +806,7 @@ export class TurnServer {
         this.replyError(client, msg, ErrorCode.PeerAddressFamilyMismatch, key);
         return null;
       }
-      if (!this.peerAllowed(p.ip)) {
+      if (!this.peerAllowed(p.ip, p.port)) {
         this.replyError(client, msg, ErrorCode.Forbidden, key);
         return null;
       }
@@ -806,7 +814,7 @@ export class TurnServer {
     return peers;
   }
 
-  private peerAllowed(ip: string): boolean {
+  private peerAllowed(ip: string, port: number): boolean {
     let verdict: PeerCheck;
     try {
       verdict = this.opts.checkPeer(ip);
@@ -814,6 +822,10 @@ export class TurnServer {
       verdict = { allowed: false, reason: 'malformed', canonical: null };
     }
     if (verdict.allowed) return true;
+    // Allocation to allocation on this relay (see liveRelayPorts). Permissions are per IP
+    // (RFC 8656 §9), so the port named in CreatePermission gates installing one, and every Send
+    // and ChannelBind names a port again.
+    if (verdict.reason === 'relay_address' && this.liveRelayPorts.has(port)) return true;
     this.counters.peersDenied++;
     const by = this.counters.peersDeniedByReason;
     by[verdict.reason] = (by[verdict.reason] ?? 0) + 1;
@@ -917,7 +929,7 @@ export class TurnServer {
       this.counters.dropMalformed++;
       return;
     }
-    if (!this.peerAllowed(peer.value.ip)) return;
+    if (!this.peerAllowed(peer.value.ip, peer.value.port)) return;
     const perm = alloc.permissions.get(peer.value.ip);
     if (!perm || perm.expiresAt <= now) {
       this.counters.dropNoPermission++;
@@ -984,6 +996,11 @@ export class TurnServer {
 
   private removeAllocation(alloc: Allocation, why: string, release = true): void {
     if (alloc.dead) return;
+    if (alloc.active) {
+      const n = (this.liveRelayPorts.get(alloc.relayPort) ?? 1) - 1;
+      if (n <= 0) this.liveRelayPorts.delete(alloc.relayPort);
+      else this.liveRelayPorts.set(alloc.relayPort, n);
+    }
     this.bury(alloc);
     for (const p of alloc.permissions.values()) this.removePermission(p);
     for (const c of [...alloc.channels.values()]) this.removeChannel(c);

@@ -375,6 +375,34 @@ describe('peer policy: every denied form gets 403', () => {
     expect(h.server.counters.permissions).toBe(0);
   });
 
+  it('the relay\'s own address is a peer only at live relay ports (allocation to allocation)', () => {
+    const h = new Harness();
+    const a = new VClient(h, '198.51.100.7', 40000, 'ep-a');
+    const b = new VClient(h, '198.51.100.8', 40000, 'ep-b');
+    ok(a.allocate());
+    const aId = a.relayId();
+    ok(b.allocate());
+    const bId = b.relayId();
+    const aPort = h.bound.get(aId)!;
+    const bPort = h.bound.get(bId)!;
+    // Both ends behind UDP-blocking firewalls: each names the other's relayed address.
+    ok(a.call(StunMethod.CreatePermission, [A.peer(RELAY_V4, bPort)]));
+    ok(b.call(StunMethod.ChannelBind, [A.channel(0x4000), A.peer(RELAY_V4, aPort)]));
+    a.send(a.turn.indication(StunMethod.Send, [A.peer(RELAY_V4, bPort), A.data(new Uint8Array([1]))]));
+    expect(h.take(`peer:${aId}:${RELAY_V4}:${bPort}`)).toEqual([new Uint8Array([1])]);
+    // Any other port of the relay stays closed: listening ports, metrics, free relay ports.
+    for (const port of [3478, 5349, 9100, bPort + 100]) {
+      expect(a.call(StunMethod.CreatePermission, [A.peer(RELAY_V4, port)]).code, String(port)).toBe(403);
+      expect(a.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V4, port)]).code, String(port)).toBe(403);
+      a.send(a.turn.indication(StunMethod.Send, [A.peer(RELAY_V4, port), A.data(new Uint8Array([2]))]));
+      expect(h.take(`peer:${aId}:${RELAY_V4}:${port}`)).toEqual([]);
+    }
+    // Once b's allocation is gone, its port is no longer a peer.
+    ok(b.call(StunMethod.Refresh, [A.lifetime(0)]));
+    a.send(a.turn.indication(StunMethod.Send, [A.peer(RELAY_V4, bPort), A.data(new Uint8Array([3]))]));
+    expect(h.take(`peer:${aId}:${RELAY_V4}:${bPort}`)).toEqual([]);
+  });
+
   it('allows global addresses and the allow-listed lab range; loopback only with the flag', () => {
     const h = new Harness();
     const c = new VClient(h, '198.51.100.7', 40000);

@@ -13,7 +13,7 @@ import { ENDPOINT_ID_RE } from '../protocol/turn-credentials.js';
 import { Emitter } from './emitter.js';
 import { LinkError } from './errors.js';
 import type { DeviceIdentity, Trust } from './identity.js';
-import { Link, type LinkInit } from './link.js';
+import { Link, type LinkInit, type TraceFn } from './link.js';
 import type { SessionOptions } from './session.js';
 import { PresenceSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
 import type { BackendFactory } from './webrtc/backend.js';
@@ -43,6 +43,8 @@ export interface EndpointOptions {
   readonly turnTlsOptions?: LinkInit['turnTlsOptions'];
   /** Overrides of the session's deadlines (see `SESSION_DEFAULTS`). */
   readonly session?: Partial<Omit<SessionOptions, 'sessionId' | 'role' | 'peer'>>;
+  /** Diagnostics: called at each step of every session (`dial`, `session`, `joined`, ..., `open`). */
+  readonly trace?: TraceFn;
 }
 
 /** Everything `EndpointCore.open` needs beyond the public options. */
@@ -194,6 +196,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
         default:
           throw new LinkError('Protocol', `the service answered the dial with ${m.type}`);
       }
+      this.opts.trace?.('session', m.sessionId);
       if (m.peer !== peerId || m.role !== 'initiator') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
       link = this.newLink(m.sessionId, 'initiator', peerId, deadline, m.iceServers);
       await Promise.race([link.opened(), stop]);
@@ -247,6 +250,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       ...(this.opts.hostAddresses ? { hostAddresses: this.opts.hostAddresses } : {}),
       ...(this.opts.turnTlsOptions ? { turnTlsOptions: this.opts.turnTlsOptions } : {}),
       session: { connectTimeoutMs, ...this.opts.session },
+      ...(this.opts.trace ? { trace: this.opts.trace } : {}),
     });
     this.linkSet.add(link);
     link.on('close', () => this.linkSet.delete(link));

@@ -77,7 +77,11 @@ export interface LinkInit {
   readonly hostAddresses?: readonly string[];
   readonly turnTlsOptions?: { readonly ca?: string | Uint8Array; readonly rejectUnauthorized?: boolean; readonly servername?: string };
   readonly session?: Partial<SessionOptions>;
+  readonly trace?: TraceFn;
 }
+
+/** Diagnostics hook: called with a phase name at each session step (benchmarks, debugging). Never given secrets. */
+export type TraceFn = (phase: string, sessionId: string) => void;
 
 /**
  * An encrypted, identity-verified link to one peer. Get one from `ep.dial()` or `req.accept()`.
@@ -205,6 +209,11 @@ export class Link extends Emitter<LinkEvents> {
   }
 
   private feed(ev: SessionEvent): void {
+    if (this.init.trace && ev.type !== 'local-candidate' && ev.type !== 'signal' && ev.type !== 'timer') {
+      this.init.trace(ev.type === 'transport' ? `transport-${ev.state}` : ev.type === 'local-description' ? `local-${ev.kind}` : ev.type, this.sessionId);
+    } else if (this.init.trace && ev.type === 'signal' && ev.data.kind !== 'candidate') {
+      this.init.trace(`peer-${ev.data.kind}`, this.sessionId);
+    }
     this.apply(this.session.handle(ev, Date.now()));
   }
 
@@ -321,6 +330,7 @@ export class Link extends Emitter<LinkEvents> {
         return this.serial(async (b) => {
           this.readPath(await b.selectedPair());
           this.state = 'open';
+          this.init.trace?.('open', this.sessionId);
           this.startLiveness();
           for (const w of this.openWaiters.splice(0)) w.resolve();
           for (const ch of this.held.splice(0)) this.emit('channel', new Channel(ch));

@@ -14,6 +14,7 @@ async function main(): Promise<void> {
   const stack = await startStack();
   const rows: Array<{ name: string; ms: number[] }> = [];
   const naive: string[] = [];
+  const phases: Array<{ mode: string; perPhase: Record<string, number[]> }> = [];
   const time = async (name: string, fn: () => Promise<() => Promise<void> | void>): Promise<void> => {
     const ms: number[] = [];
     for (let i = 0; i < N + 1; i++) {
@@ -45,12 +46,22 @@ async function main(): Promise<void> {
     }
     process.stderr.write(`naive werift, UDP blocked: ${naive.join(', ')}\n`);
     for (const mode of ['direct', 'relay', 'relay-udp-blocked'] as const) {
-      const pair = await ourPair(stack, mode);
+      let t0 = 0;
+      let current: Record<string, number> = {};
+      const perPhase: Record<string, number[]> = {};
+      const pair = await ourPair(stack, mode, (side, phase) => {
+        const k = `${side}:${phase}`;
+        if (current[k] === undefined) current[k] = performance.now() - t0;
+      });
       await time(`homelink dial, ${mode}`, async () => {
+        current = {};
+        t0 = performance.now();
         const { link } = await pair.dial();
+        for (const [k, v] of Object.entries(current)) (perPhase[k] ??= []).push(v);
         return () => link.close();
       });
       pair.close();
+      phases.push({ mode, perPhase });
     }
   } finally {
     await stack.close();
@@ -64,6 +75,14 @@ async function main(): Promise<void> {
     console.log(`| ${r.name} | ${median(r.ms).toFixed(0)} | ${quantile(r.ms, 0.9).toFixed(0)} | ${(median(r.ms) / b).toFixed(2)}x |`);
   }
   console.log(`| bare werift, UDP to the relay blocked, service URL order as given | ${naive.join('; ')} | | |`);
+  console.log('\nphases of homelink dial, median ms since dial() (app = dialer, hub = acceptor):');
+  for (const p of phases) {
+    const list = Object.entries(p.perPhase)
+      .map(([k, v]) => [k, median(v)] as const)
+      .sort((a, b) => a[1] - b[1])
+      .map(([k, v]) => `${k} ${v.toFixed(0)}`);
+    console.log(`- ${p.mode}: ${list.join(', ')}`);
+  }
 }
 
 void main().then(

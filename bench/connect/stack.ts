@@ -49,12 +49,16 @@ export interface OurPair {
 }
 
 let n = 0;
-export async function ourPair(stack: Stack, mode: 'direct' | 'relay' | 'relay-udp-blocked'): Promise<OurPair> {
+export async function ourPair(
+  stack: Stack,
+  mode: 'direct' | 'relay' | 'relay-udp-blocked',
+  trace?: (side: 'app' | 'hub', phase: string) => void,
+): Promise<OurPair> {
   const sig = mode === 'relay-udp-blocked' ? stack.sigUdpBlocked : stack.sig;
   const home = `bench-home-${n++}`;
   const extra = mode === 'direct' ? {} : { iceTransportPolicy: 'relay' as const, turnTlsOptions: { ca: stack.relay.ca } };
-  const hub = await endpointFor(sig, `bench-hub-${n}`, [home], extra);
-  const app = await endpointFor(sig, `bench-app-${n}`, [home], extra);
+  const hub = await endpointFor(sig, `bench-hub-${n}`, [home], { ...extra, ...(trace ? { trace: (p: string) => trace('hub', p) } : {}) });
+  const app = await endpointFor(sig, `bench-app-${n}`, [home], { ...extra, ...(trace ? { trace: (p: string) => trace('app', p) } : {}) });
   hub.on('request', (r) => void r.accept().catch(() => undefined));
   return {
     app,

@@ -62,6 +62,8 @@ describe('endpoint over the real worker', () => {
     expect(err).toBeInstanceOf(LinkError);
     expect((err as LinkError).code).toBe('Rejected');
     expect((err as LinkError).reason).toBe('busy');
+    expect(app.links).toHaveLength(0);
+    expect(hub.links).toHaveLength(0);
   });
 
   it('offline and out-of-home peers both -> PeerOffline (the service makes them indistinguishable)', async () => {
@@ -92,6 +94,7 @@ describe('endpoint over the real worker', () => {
     const p = app.dial(hub.id, { signal: ac.signal });
     setTimeout(() => ac.abort(), 200);
     expect(await p.catch((e: LinkError) => e.code)).toBe('Aborted');
+    expect(app.links).toHaveLength(0);
   });
 
   it('signaling sockets dropped mid-session: the link carries on, presence comes back, dialing works again', async () => {
@@ -121,5 +124,23 @@ describe('endpoint over the real worker', () => {
     const again = await app.dial(hub.id);
     expect(again.isOpen).toBe(true);
     again.close();
+  });
+
+  it('closing endpoints releases every socket they opened (presence, rooms, werift UDP)', async () => {
+    const count = (): number => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap' || r === 'UDPWrap').length;
+    const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 500));
+    await settle();
+    const before = count();
+    const home = randomId('home');
+    const hub = await endpointFor(sig, randomId('hub'), [home]);
+    const app = await endpointFor(sig, randomId('app'), [home]);
+    hub.on('request', (req) => void req.accept());
+    const link = await app.dial(hub.id);
+    await link.channel('x');
+    expect(count()).toBeGreaterThan(before);
+    app.close();
+    hub.close();
+    await settle();
+    expect(count()).toBeLessThanOrEqual(before);
   });
 });

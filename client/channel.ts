@@ -14,6 +14,12 @@ export const DEFAULT_HIGH_WATER_MARK = 1024 * 1024;
 export const DEFAULT_LOW_WATER_MARK = 256 * 1024;
 /** Safety net while waiting for drain, in case a backend misses a low-buffer event. */
 const DRAIN_POLL_MS = 50;
+/**
+ * Messages that arrive before the application listens for them are kept, up to this many bytes
+ * (a peer that sends right after opening must not lose its first messages); beyond it the channel
+ * is closed with an error rather than silently dropping reliable data.
+ */
+export const MAX_UNREAD_BYTES = 4 * 1024 * 1024;
 /** Largest message we send in one piece: SCTP implementations interoperate up to 64 KiB (RFC 8831 §6.6). */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
 
@@ -48,6 +54,8 @@ export class Channel extends Emitter<ChannelEvents> {
   private readonly hwm: number;
   private waiters: Array<() => void> = [];
   private poll: ReturnType<typeof setInterval> | null = null;
+  private unread: Array<Uint8Array | string> = [];
+  private unreadBytes = 0;
 
   /** @internal */
   constructor(
@@ -59,7 +67,7 @@ export class Channel extends Emitter<ChannelEvents> {
     raw.bufferedAmountLowThreshold = Math.min(DEFAULT_LOW_WATER_MARK, Math.floor(this.hwm / 4));
     raw.onBufferedAmountLow = () => this.wake();
     raw.onOpen = () => this.emit('open');
-    raw.onMessage = (d) => this.emit('message', d);
+    raw.onMessage = (d) => this.deliver(d);
     raw.onError = (e) => this.emit('error', e);
     raw.onClose = () => {
       this.wake();
@@ -140,6 +148,32 @@ export class Channel extends Emitter<ChannelEvents> {
   close(): void {
     this.raw.close();
     this.wake();
+  }
+
+  override on<K extends keyof ChannelEvents>(event: K, fn: (...args: ChannelEvents[K]) => void): () => void {
+    const off = super.on(event, fn);
+    if (event === 'message' && this.unread.length > 0) queueMicrotask(() => this.flushUnread());
+    return off;
+  }
+
+  private deliver(d: Uint8Array | string): void {
+    if (this.listenerCount('message') > 0 && this.unread.length === 0) return this.emit('message', d);
+    this.unreadBytes += typeof d === 'string' ? d.length : d.byteLength;
+    if (this.unreadBytes > MAX_UNREAD_BYTES) {
+      this.unread = [];
+      this.emit('error', new LinkError('Protocol', 'too much unread data on a channel nobody listens to'));
+      this.close();
+      return;
+    }
+    this.unread.push(d);
+  }
+
+  private flushUnread(): void {
+    while (this.unread.length > 0 && this.listenerCount('message') > 0) {
+      const d = this.unread.shift()!;
+      this.unreadBytes -= typeof d === 'string' ? d.length : d.byteLength;
+      this.emit('message', d);
+    }
   }
 
   private wake(): void {

@@ -109,7 +109,7 @@ export class Link extends Emitter<LinkEvents> {
   private lastBytes = -1;
   private lastProgress = 0;
   private alive = true;
-  private held: RawChannel[] = [];
+  private held: Channel[] = [];
   private currentPath: LinkPath | null = null;
   private restarts = 0;
   private renewals = 0;
@@ -333,7 +333,7 @@ export class Link extends Emitter<LinkEvents> {
           this.init.trace?.('open', this.sessionId);
           this.startLiveness();
           for (const w of this.openWaiters.splice(0)) w.resolve();
-          for (const ch of this.held.splice(0)) this.emit('channel', new Channel(ch));
+          this.flushHeld();
         });
       case 'path-lost':
         this.emit('interrupted');
@@ -370,10 +370,27 @@ export class Link extends Emitter<LinkEvents> {
     }
   }
 
+  /**
+   * Channels the peer opened are held until the link is verified and someone listens for them:
+   * a `channel` listener added right after `dial()` / `accept()` resolve still gets them.
+   */
   private onRemoteChannel(ch: RawChannel): void {
-    if (this.state === 'open') return this.emit('channel', new Channel(ch));
-    if (this.held.length < MAX_HELD_CHANNELS) this.held.push(ch);
-    else ch.close();
+    // Wrapped at once, so its first messages are kept until the application reads them.
+    const c = new Channel(ch);
+    if (this.state === 'open' && this.held.length === 0 && this.listenerCount('channel') > 0) return this.emit('channel', c);
+    if (this.held.length < MAX_HELD_CHANNELS) this.held.push(c);
+    else c.close();
+  }
+
+  private flushHeld(): void {
+    if (this.state !== 'open' || this.listenerCount('channel') === 0) return;
+    for (const ch of this.held.splice(0)) this.emit('channel', ch);
+  }
+
+  override on<K extends keyof LinkEvents>(event: K, fn: (...args: LinkEvents[K]) => void): () => void {
+    const off = super.on(event, fn);
+    if (event === 'channel' && this.held.length > 0) queueMicrotask(() => this.flushHeld());
+    return off;
   }
 
   /** Bytes received are the heartbeat: idle links ping over the control channel to keep some flowing. */
@@ -409,7 +426,6 @@ export class Link extends Emitter<LinkEvents> {
 
   private teardown(reason: string): void {
     if (this.state === 'closed') return;
-    const wasOpen = this.state === 'open';
     this.state = 'closed';
     if (this.liveness) clearInterval(this.liveness);
     for (const t of this.timers.values()) clearTimeout(t);
@@ -420,7 +436,6 @@ export class Link extends Emitter<LinkEvents> {
     const b = this.backend;
     this.backend = null;
     void this.chain.then(() => b?.close());
-    void wasOpen;
     this.emit('close', reason);
   }
 }

@@ -11,7 +11,7 @@
  *   `createAnswer` before it, and gathering runs in the background while candidates trickle.
  *
  * DTLS: every connection gets its own certificate (`newDtlsKeys`). werift itself refuses a peer whose certificate does not match the SDP fingerprint
- * (`RTCDtlsTransport.verifyRemoteCertificateFingerprint`, checked in test/client/dtls.test.ts);
+ * (`RTCDtlsTransport.verifyRemoteCertificateFingerprint`, checked in test/client/backend.test.ts);
  * we still compute the presented certificate's fingerprint ourselves from its DER bytes so the
  * identity check compares against what the handshake carried, not what SDP claimed.
  */

@@ -143,4 +143,27 @@ describe('endpoint over the real worker', () => {
     await settle();
     expect(count()).toBeLessThanOrEqual(before);
   });
+
+  it('a channel opened and written right after dial() reaches a listener the acceptor adds on its link event', async () => {
+    const home = randomId('home');
+    const hub = track(await endpointFor(sig, randomId('hub'), [home]));
+    const app = track(await endpointFor(sig, randomId('app'), [home]));
+    hub.on('request', (req) => void req.accept());
+    const got: string[] = [];
+    const all = new Promise<void>((resolve) => {
+      hub.on('link', (l) =>
+        l.on('channel', (ch) =>
+          ch.on('message', (m) => {
+            got.push(String(m));
+            if (got.length === 50) resolve();
+          }),
+        ),
+      );
+    });
+    const link = await app.dial(hub.id);
+    const ch = await link.channel('early');
+    for (let i = 0; i < 50; i++) await ch.send(`m${i}`);
+    await all;
+    expect(got).toEqual(Array.from({ length: 50 }, (_, i) => `m${i}`));
+  });
 });

@@ -147,8 +147,10 @@ export class WeriftBackend implements PeerBackend {
       iceServers: servers.map((s) => ({ urls: [...s.urls], username: s.username, credential: s.credential })),
       iceTransportPolicy: opts.iceTransportPolicy ?? 'all',
       dtls: { keys },
-      // With an explicit host list, interface discovery is off (deterministic tests, no eth0 probe).
+      // With an explicit host list, interface discovery is off (deterministic tests, no eth0
+      // probe); a single IPv4 address is also what every socket binds to, relay sockets included.
       ...(host ? { iceUseIpv4: false, iceUseIpv6: false, iceAdditionalHostAddresses: [...host] } : { iceUseIpv6: false }),
+      ...(host?.length === 1 && /^\d+\.\d+\.\d+\.\d+$/.test(host[0]!) ? { iceInterfaceAddresses: { udp4: host[0]! } } : {}),
       ...(opts.turnTlsOptions ? { turnTlsOptions: { ...opts.turnTlsOptions } as never } : {}),
     });
     this.pc.onIceCandidate.subscribe((c) => {

@@ -37,7 +37,7 @@ export interface EndpointOptions {
   readonly trust: Trust;
   /** `'relay'` forces TURN for every link (tests; privacy). */
   readonly iceTransportPolicy?: 'all' | 'relay';
-  /** Node: restrict host candidates to these addresses (tests use `['127.0.0.1']`). */
+  /** Restrict host candidates to these addresses (tests and the loopback-only local stack use `['127.0.0.1']`). */
   readonly hostAddresses?: readonly string[];
   /** Node: TLS options for `turns:` relays (e.g. a private CA). */
   readonly turnTlsOptions?: LinkInit['turnTlsOptions'];

@@ -12,7 +12,6 @@
  * device key is generated here and never leaves the page. Browser only.
  */
 import { Endpoint, generateDeviceKey, isLinkError, type Channel, type Link, type LinkPath } from '../client/browser.js';
-import { browserBackend } from './browser-backend.js';
 
 interface WebConfig {
   readonly signalingUrl: string;
@@ -303,7 +302,9 @@ async function goOnline(config: WebConfig): Promise<void> {
       identity: { certificate: body.certificate, privateKey: key.privateKey },
       trust: config.trust as never,
       iceTransportPolicy: ui.relayOnly.checked ? 'relay' : 'all',
-      backend: browserBackend(config.loopbackOnly),
+      // The local stack lives on 127.0.0.1: announce only loopback host candidates, so no peer
+      // sends to this machine's other interfaces.
+      ...(config.loopbackOnly ? { hostAddresses: ['127.0.0.1'] } : {}),
     });
     ep.on('request', (req) => {
       say('sys', `${req.peer} asks to connect; accepting`);

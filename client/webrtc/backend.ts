@@ -25,8 +25,9 @@ export interface PeerOptions {
   /** `'relay'` forces TURN (tests and privacy-sensitive deployments). */
   readonly iceTransportPolicy?: 'all' | 'relay';
   /**
-   * Node only: the local addresses to gather host candidates on, replacing interface discovery.
-   * Tests pass `['127.0.0.1']` so nothing probes the machine's other interfaces.
+   * The local addresses host candidates may use. Node: gathered on these only, replacing
+   * interface discovery (tests pass `['127.0.0.1']` so nothing probes other interfaces).
+   * Browsers gather by themselves: host candidates on other addresses are not announced.
    */
   readonly hostAddresses?: readonly string[];
   /** Node only: TLS options for `turns:` (for example a test CA). */

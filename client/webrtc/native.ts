@@ -3,8 +3,16 @@
  * Portable: DOM types only, no Node import. Browsers already use every ICE server URL given and
  * fail ICE on their own; the session's deadlines still apply on top.
  *
- * The presented DTLS certificate comes from `RTCDtlsTransport.getRemoteCertificates()` and is
- * hashed here with WebCrypto, so the identity check compares against what the handshake carried.
+ * The presented DTLS certificate is read where the browser exposes it and hashed here with
+ * WebCrypto (SHA-256 of the DER bytes), so the identity check compares against what the handshake
+ * carried, never against a fingerprint string copied from SDP or from stats:
+ * - `RTCDtlsTransport.getRemoteCertificates()` (W3C webrtc-pc, RTCDtlsTransport) where implemented (Firefox);
+ * - otherwise `getStats()`: the `transport` entry's `remoteCertificateId` names the `certificate`
+ *   entry whose `base64Certificate` is the DER (W3C webrtc-stats RTCTransportStats,
+ *   RTCCertificateStats). Chromium implements only this one.
+ *
+ * `hostAddresses`, when given, limits which host candidates are announced: a browser gathers on
+ * every interface by itself, and the local stack is reachable on loopback only.
  */
 import {
   normaliseFingerprint,
@@ -74,6 +82,38 @@ function hex(buf: ArrayBuffer): string {
   return Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * A DER certificate is a few hundred bytes to a few KiB; base64 text beyond this is not one we
+ * hash (a bound on what a buggy stats implementation can make us decode).
+ */
+const MAX_CERT_BASE64_CHARS = 64 * 1024;
+
+/** Decodes standard base64 into bytes; null when the text is not base64 or is out of bounds. */
+function fromBase64(b64: string): Uint8Array<ArrayBuffer> | null {
+  if (b64.length === 0 || b64.length > MAX_CERT_BASE64_CHARS || !/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) return null;
+  try {
+    return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * DER bytes of the peer's DTLS certificate from a stats report: the `transport` entry's
+ * `remoteCertificateId` names the `certificate` entry (W3C webrtc-stats: RTCTransportStats,
+ * RTCCertificateStats.base64Certificate). Only the leaf is used; null when absent or malformed.
+ */
+export function remoteCertificateFromReport(report: { forEach(fn: (s: Record<string, unknown>) => void): void; get(id: string): unknown }): Uint8Array<ArrayBuffer> | null {
+  let der: Uint8Array<ArrayBuffer> | null = null;
+  report.forEach((s) => {
+    if (der || s['type'] !== 'transport' || typeof s['remoteCertificateId'] !== 'string') return;
+    const cert = report.get(s['remoteCertificateId']) as Record<string, unknown> | undefined;
+    if (cert?.['type'] !== 'certificate' || typeof cert['base64Certificate'] !== 'string') return;
+    der = fromBase64(cert['base64Certificate']);
+  });
+  return der;
+}
+
 /** A `PeerBackend` on the browser's `RTCPeerConnection`. */
 export class NativeBackend implements PeerBackend {
   onCandidate: ((c: CandidateInit | null) => void) | null = null;
@@ -85,10 +125,14 @@ export class NativeBackend implements PeerBackend {
 
   constructor(opts: PeerOptions) {
     this.servers = opts.iceServers;
+    const hosts = opts.hostAddresses ? new Set(opts.hostAddresses) : null;
     this.pc = new RTCPeerConnection({ iceServers: toServers(opts.iceServers), iceTransportPolicy: opts.iceTransportPolicy ?? 'all' });
     this.pc.onicecandidate = (ev) => {
       if (!ev.candidate || ev.candidate.candidate === '') return this.onCandidate?.(null);
       const c = ev.candidate;
+      // Relayed candidates are the relay's addresses and always usable; the others only on the given hosts.
+      const info = hosts ? parseCandidate(c.candidate) : null;
+      if (hosts && (!info || (info.type !== 'relay' && !hosts.has(info.address)))) return;
       this.onCandidate?.({ candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex, usernameFragment: c.usernameFragment });
     };
     this.pc.onconnectionstatechange = () => this.onState?.(this.pc.connectionState as TransportState);
@@ -137,9 +181,10 @@ export class NativeBackend implements PeerBackend {
 
   async remoteCertificateFingerprint(): Promise<string | null> {
     const t = this.pc.sctp?.transport as (RTCDtlsTransport & { getRemoteCertificates?: () => ArrayBuffer[] }) | undefined;
-    const certs = t?.getRemoteCertificates?.();
-    if (!certs || certs.length === 0) return null;
-    return normaliseFingerprint(hex(await crypto.subtle.digest('SHA-256', certs[0]!)));
+    const certs = typeof t?.getRemoteCertificates === 'function' ? t.getRemoteCertificates() : undefined;
+    const der: ArrayBuffer | Uint8Array<ArrayBuffer> | null = certs?.[0] ?? remoteCertificateFromReport(await this.pc.getStats());
+    if (!der || der.byteLength === 0) return null;
+    return normaliseFingerprint(hex(await crypto.subtle.digest('SHA-256', der)));
   }
 
   async selectedPair(): Promise<SelectedPair | null> {

@@ -6,6 +6,7 @@
 import type { Role, RoomServerMessage } from '../protocol/messages.js';
 import { Channel, type ChannelInit } from './channel.js';
 import { Emitter } from './emitter.js';
+import { PathClassifier, type LinkPath } from './path.js';
 import { LinkError } from './errors.js';
 import { checkPresentedFingerprint, signProof, verifyPeer, type DeviceIdentity, type Trust } from './identity.js';
 import { Session, type SessionAction, type SessionEvent, type SessionOptions, type TimerName } from './session.js';
@@ -22,18 +23,7 @@ const CONTROL_LABEL = 'homelink-control';
 /** Channels the peer may open before we verified it; they are held, not handed out. */
 const MAX_HELD_CHANNELS = 64;
 
-/** Where a link's packets go. */
-export interface LinkPath {
-  /** `relay` when either candidate of the selected pair is a TURN relay. */
-  readonly kind: 'direct' | 'relay';
-  /** Local candidate `address:port`. */
-  readonly local: string;
-  /** Remote candidate `address:port`. */
-  readonly remote: string;
-  /** `udp`, `tcp`, or for relayed paths the transport to the relay (`udp`/`tcp`/`tls`). */
-  readonly protocol: 'udp' | 'tcp' | 'tls';
-  readonly rttMs?: number;
-}
+export type { LinkPath };
 
 export interface LinkStats {
   readonly bytesSent: number;
@@ -51,7 +41,10 @@ export interface LinkStats {
 export interface LinkEvents {
   /** A channel the peer opened (only after the link is verified). */
   channel: [ch: Channel];
-  /** The selected path changed (first selection, ICE restart, relay to direct). */
+  /**
+   * The selected path changed (first selection, ICE restart, relay to direct), or a candidate the
+   * peer signaled late showed the selected pair to be relayed after all.
+   */
   path: [p: LinkPath];
   /** Connectivity was lost; an ICE restart is under way. Channels stay open. */
   interrupted: [];
@@ -111,6 +104,9 @@ export class Link extends Emitter<LinkEvents> {
   private alive = true;
   private held: Channel[] = [];
   private currentPath: LinkPath | null = null;
+  /** The selected pair as the backend last reported it (the remote may be peer-reflexive). */
+  private currentPair: SelectedPair | null = null;
+  private readonly paths = new PathClassifier();
   private restarts = 0;
   private renewals = 0;
   private state: 'connecting' | 'open' | 'closed' = 'connecting';
@@ -126,6 +122,7 @@ export class Link extends Emitter<LinkEvents> {
     this.session = new Session({ ...init.session, sessionId: init.sessionId, role: init.role, peer: init.peer, forceRelay: init.forceRelay ?? false });
     this.room = new RoomSocket(init.signalingUrl, init.sessionId, init.token, init.webSocket);
     this.room.on('message', (m) => this.onRoom(m));
+    if (init.iceServers) this.paths.setIceServers(init.iceServers);
   }
 
   /** @internal Joins the room and runs the session; resolves via `opened()`. */
@@ -236,6 +233,7 @@ export class Link extends Emitter<LinkEvents> {
   private act(a: SessionAction): void {
     switch (a.type) {
       case 'create-backend':
+        this.paths.setIceServers(a.iceServers);
         this.chain = this.chain.then(async () => {
           try {
             const b = await this.init.backend({
@@ -274,9 +272,12 @@ export class Link extends Emitter<LinkEvents> {
           this.feed({ type: 'answer-applied' });
         });
       case 'add-candidate':
+        if (a.candidate) this.paths.noteRemote(a.candidate.candidate);
         return this.serial(async (b) => {
           // A bad candidate from the peer is its problem, not a reason to drop the link.
           await b.addCandidate(a.candidate).catch(() => undefined);
+          // A candidate signaled after checks began may show a peer-reflexive remote to be relayed.
+          if (this.currentPair?.remote.type === 'prflx') this.readPath(await b.selectedPair());
         });
       case 'send':
         this.room.post({ type: 'signal', data: a.data });
@@ -305,6 +306,7 @@ export class Link extends Emitter<LinkEvents> {
           this.feed({ type: 'presented', verdict: checkPresentedFingerprint(a.signed, presented) });
         });
       case 'set-ice-servers':
+        this.paths.setIceServers(a.iceServers);
         this.backend?.setIceServers(a.iceServers, this.init.forceRelay ? 'relay' : 'all');
         return;
       case 'request-ice-servers':
@@ -353,20 +355,15 @@ export class Link extends Emitter<LinkEvents> {
   }
 
   private readPath(p: SelectedPair | null): void {
-    if (!p) return;
-    const kind = p.local.type === 'relay' || p.remote.type === 'relay' ? 'relay' : 'direct';
-    const path: LinkPath = {
-      kind,
-      local: `${p.local.address}:${p.local.port}`,
-      remote: `${p.remote.address}:${p.remote.port}`,
-      protocol: p.relayProtocol ?? p.local.protocol,
-      ...(p.rttMs !== undefined ? { rttMs: p.rttMs } : {}),
-    };
-    const changed = !this.currentPath || this.currentPath.local !== path.local || this.currentPath.remote !== path.remote;
+    if (!p || this.state === 'closed') return;
+    const path = this.paths.classify(p);
+    const prev = this.currentPath;
+    const changed = !prev || prev.local !== path.local || prev.remote !== path.remote || prev.kind !== path.kind;
+    this.currentPair = p;
     this.currentPath = path;
     if (changed) {
       this.emit('path', path);
-      this.feed({ type: 'path', kind });
+      this.feed({ type: 'path', kind: path.kind });
     }
   }
 

@@ -7,6 +7,9 @@
  *   that does not answer (werift would wait 5 s for it before checks start);
  * - with no `stun:` URL it falls back to `stun.l.google.com`, so we clear that default;
  * - its ICE never reports `failed`, so deadlines live in the session, not here;
+ * - a pair learned from the peer's early check keeps its peer-reflexive remote candidate even
+ *   after the peer's signaled candidate for the same address arrives, so `selectedPair()` may
+ *   report `prflx` for the peer's relayed address; client/path.ts resolves it;
  * - `setLocalDescription` waits for gathering, so the SDP is returned from `createOffer` /
  *   `createAnswer` before it, and gathering runs in the background while candidates trickle.
  *

@@ -1,0 +1,203 @@
+/**
+ * Path kind when only one side is forced through the relay (client/path.ts).
+ *
+ * The side that is not forced sees the peer's relayed address first as a peer-reflexive
+ * candidate: the peer's connectivity check, sent through the relay, arrives before its trickled
+ * relay candidate. werift then keeps the pair on that prflx candidate. The rules are tested on
+ * their own first, then end to end: our relay, the real worker, real werift on both sides, with
+ * the forced side's trickled candidates held back by a signaling proxy so they reach the other
+ * side only after checks began. Both sides must end on `relay`.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket, { WebSocketServer } from 'ws';
+import { startSignaling, type SignalingHandle } from '../support/signaling.js';
+import type { Endpoint, Link, LinkPath } from '../../client/index.js';
+import { MAX_REMOTE_CANDIDATES, PathClassifier } from '../../client/path.js';
+import type { CandidateInfo, SelectedPair } from '../../client/webrtc/backend.js';
+import { endpointFor, randomId } from './helpers.js';
+import { TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
+
+// ---- the rules -------------------------------------------------------------------------------
+
+const RELAY_IP = '203.0.113.7';
+const servers = [{ urls: [`turn:${RELAY_IP}:3478?transport=udp`, `turns:relay.example:5349`, 'stun:198.51.100.9:3478'] }];
+const cand = (type: CandidateInfo['type'], address: string, port: number): CandidateInfo => ({ type, address, port, protocol: 'udp' });
+const pairOf = (local: CandidateInfo, remote: CandidateInfo): SelectedPair => ({ local, remote });
+const line = (type: string, address: string, port: number): string => `candidate:1 1 udp 100 ${address} ${port} typ ${type}`;
+const LOCAL = cand('host', '198.51.100.20', 50000);
+
+describe('PathClassifier', () => {
+  it('a remote prflx on a relay server address is relay; on another address it is direct', () => {
+    const c = new PathClassifier();
+    c.setIceServers(servers);
+    expect(c.classify(pairOf(LOCAL, cand('prflx', RELAY_IP, 49152))).kind).toBe('relay');
+    expect(c.classify(pairOf(LOCAL, cand('prflx', '198.51.100.30', 49152))).kind).toBe('direct');
+    // A STUN server is not a relay.
+    expect(c.classify(pairOf(LOCAL, cand('prflx', '198.51.100.9', 49152))).kind).toBe('direct');
+  });
+
+  it('a candidate signaled later for the same address:port decides, either way', () => {
+    const c = new PathClassifier();
+    const remote = cand('prflx', '198.51.100.30', 40000);
+    expect(c.classify(pairOf(LOCAL, remote)).kind).toBe('direct');
+    c.noteRemote(line('relay', '198.51.100.30', 40000));
+    expect(c.classify(pairOf(LOCAL, remote)).kind).toBe('relay');
+
+    const d = new PathClassifier();
+    d.setIceServers(servers);
+    const onRelayHost = cand('prflx', RELAY_IP, 40001);
+    expect(d.classify(pairOf(LOCAL, onRelayHost)).kind).toBe('relay');
+    d.noteRemote(line('host', RELAY_IP, 40001));
+    expect(d.classify(pairOf(LOCAL, onRelayHost)).kind).toBe('direct');
+  });
+
+  it('an address shared with a non-relayed candidate decides nothing by itself (loopback stack, peer on the relay host)', () => {
+    const loop = new PathClassifier();
+    loop.setIceServers([{ urls: ['turn:127.0.0.1:3478'] }]);
+    const remote = cand('prflx', '127.0.0.1', 45000);
+    // Our own candidate is on the relay's address.
+    expect(loop.classify(pairOf(cand('host', '127.0.0.1', 50000), remote)).kind).toBe('direct');
+    loop.noteRemote(line('relay', '127.0.0.1', 45000));
+    expect(loop.classify(pairOf(cand('host', '127.0.0.1', 50000), remote)).kind).toBe('relay');
+
+    const shared = new PathClassifier();
+    shared.setIceServers(servers);
+    shared.noteRemote(line('host', RELAY_IP, 41000));
+    expect(shared.classify(pairOf(LOCAL, cand('prflx', RELAY_IP, 41001))).kind).toBe('direct');
+  });
+
+  it('local relay, remote relay and IPv6 relay URLs', () => {
+    const c = new PathClassifier();
+    c.setIceServers([{ urls: ['turn:[2001:DB8::1]:3478?transport=tcp'] }]);
+    expect(c.classify(pairOf(cand('relay', RELAY_IP, 1), cand('host', '198.51.100.30', 2))).kind).toBe('relay');
+    expect(c.classify(pairOf(LOCAL, cand('relay', '198.51.100.30', 2))).kind).toBe('relay');
+    expect(c.classify(pairOf(LOCAL, cand('prflx', '2001:db8::1', 2))).kind).toBe('relay');
+  });
+
+  it('ignores malformed candidate lines and forgets the oldest beyond its bound', () => {
+    const c = new PathClassifier();
+    for (const bad of ['', 'candidate:', 'candidate:1 1 udp 1 1.2.3.4 99999999 typ relay', 'x'.repeat(10_000)]) c.noteRemote(bad);
+    c.noteRemote(line('relay', '198.51.100.40', 1));
+    expect(c.classify(pairOf(LOCAL, cand('prflx', '198.51.100.40', 1))).kind).toBe('relay');
+    for (let i = 0; i < MAX_REMOTE_CANDIDATES; i++) c.noteRemote(line('host', '198.51.100.41', 1000 + i));
+    expect(c.classify(pairOf(LOCAL, cand('prflx', '198.51.100.40', 1))).kind).toBe('direct');
+    expect(c.classify(pairOf(LOCAL, cand('prflx', '198.51.100.41', 1000 + MAX_REMOTE_CANDIDATES - 1))).kind).toBe('direct');
+  });
+});
+
+// ---- end to end ------------------------------------------------------------------------------
+
+/** How long the proxy holds back trickled candidates: well past the first checks on loopback. */
+const CANDIDATE_DELAY_MS = 1_500;
+/** Bound on waiting for the late candidate to reclassify the path. */
+const RECLASSIFY_WAIT_MS = 15_000;
+
+let relay: TestRelay;
+let sig: SignalingHandle;
+const endpoints: Endpoint[] = [];
+const track = <T extends Endpoint>(e: T): T => (endpoints.push(e), e);
+const proxies: Array<() => Promise<void>> = [];
+
+/**
+ * A WebSocket proxy in front of the worker for one endpoint: room `signal` frames carrying a
+ * candidate are delivered to that endpoint `delayMs` late (in order); everything else at once.
+ */
+async function delayingProxy(delayMs: number): Promise<string> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (p) => (p.has('homelink.v1') ? 'homelink.v1' : false) });
+  await new Promise<void>((r) => wss.once('listening', r));
+  const upstreams = new Set<WebSocket>();
+  const timers = new Set<ReturnType<typeof setTimeout>>();
+  wss.on('connection', (down, req) => {
+    const protocols = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
+    const up = new WebSocket(sig.url.replace('http', 'ws') + (req.url ?? '/'), protocols);
+    upstreams.add(up);
+    const early: string[] = [];
+    up.on('open', () => early.splice(0).forEach((f) => up.send(f)));
+    down.on('message', (d) => (up.readyState === WebSocket.OPEN ? up.send(d.toString()) : early.push(d.toString())));
+    up.on('message', (d) => {
+      const text = d.toString();
+      let candidate = false;
+      try {
+        const f = JSON.parse(text) as { type?: unknown; data?: { kind?: unknown } };
+        candidate = f.type === 'signal' && f.data?.kind === 'candidate';
+      } catch {
+        // not JSON: pass it on unchanged
+      }
+      if (!candidate) return down.send(text);
+      const t = setTimeout(() => {
+        timers.delete(t);
+        if (down.readyState === WebSocket.OPEN) down.send(text);
+      }, delayMs);
+      timers.add(t);
+    });
+    up.on('close', () => down.close());
+    down.on('close', () => up.close());
+    up.on('error', () => down.close());
+  });
+  proxies.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const t of timers) clearTimeout(t);
+        for (const u of upstreams) u.terminate();
+        for (const c of wss.clients) c.terminate();
+        wss.close(() => r());
+      }),
+  );
+  return `http://127.0.0.1:${(wss.address() as { port: number }).port}`;
+}
+
+/** Resolves with the link's path once it is relayed (now or after a `path` event), or the last path seen when the bound passes. */
+function relayedPath(link: Link): Promise<LinkPath | null> {
+  if (link.path?.kind === 'relay') return Promise.resolve(link.path);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      off();
+      resolve(link.path);
+    }, RECLASSIFY_WAIT_MS);
+    const off = link.on('path', (p) => {
+      if (p.kind !== 'relay') return;
+      clearTimeout(t);
+      off();
+      resolve(p);
+    });
+  });
+}
+
+beforeAll(async () => {
+  relay = await testRelay(46000, 46499, () => undefined);
+  sig = await startSignaling({ relays: [relay.entry], turnSecret: TURN_SECRET, offlineWaitMs: 500 });
+});
+afterAll(async () => {
+  await sig?.close();
+  await relay?.close();
+});
+afterEach(async () => {
+  for (const e of endpoints.splice(0)) e.close();
+  await Promise.all(proxies.splice(0).map((close) => close()));
+});
+
+describe('one side forced through the relay, the other not (werift both sides)', () => {
+  for (const forced of ['dialer', 'acceptor'] as const) {
+    it(`${forced} forced to relay, its candidates trickled late: both sides report relay`, async () => {
+      const home = randomId('home');
+      const relayOnly = { iceTransportPolicy: 'relay' as const, turnTlsOptions: { ca: relay.ca } };
+      // The side that is not forced hears the forced side's candidates late, through the proxy.
+      const late = { signalingUrl: await delayingProxy(CANDIDATE_DELAY_MS), turnTlsOptions: { ca: relay.ca } };
+      const hub = track(await endpointFor(sig, randomId('hub'), [home], forced === 'acceptor' ? relayOnly : late));
+      const app = track(await endpointFor(sig, randomId('app'), [home], forced === 'dialer' ? relayOnly : late));
+      const accepted = new Promise<Link>((resolve, reject) => hub.on('request', (r) => void r.accept().then(resolve, reject)));
+      const link = await app.dial(hub.id, { timeoutMs: 20_000 });
+      const peerLink = await accepted;
+
+      const [mine, theirs] = await Promise.all([relayedPath(link), relayedPath(peerLink)]);
+      expect(mine?.kind).toBe('relay');
+      expect(theirs?.kind).toBe('relay');
+
+      // The link works on that path.
+      const incoming = new Promise<string>((resolve) => peerLink.once('channel', (c) => c.once('message', (m) => resolve(String(m)))));
+      const ch = await link.channel('check');
+      await ch.send('over the relay');
+      expect(await incoming).toBe('over the relay');
+    });
+  }
+});

@@ -53,50 +53,22 @@ export function describePath(p: LinkPath | null): string {
   return `${p.kind === 'direct' ? 'direct' : `via relay (${p.protocol} to the relay)`} ${p.local} <-> ${p.remote}${p.kind === 'direct' ? ` over ${p.protocol}` : ''}${rtt}`;
 }
 
-/** Per attempt: how long the opener waits for the peer's hello on a new channel. */
-export const CHANNEL_HELLO_TIMEOUT_MS = 2_000;
 /**
- * Attempts before giving up on opening a channel the peer acknowledges (about 16 s in all). The
- * peer's side of the link may finish verifying seconds after ours (a browser opens first), and
- * client/link.ts hands channels that arrived before that to `channel` listeners synchronously at
- * open, before the code that accepted the link can attach one: those are lost, so we open again.
+ * Opens `label` for a command's protocol. The peer's library holds a channel we open, and what we
+ * send on it, until its application listens (client/link.ts), even when its side of the link
+ * finishes verifying after ours: nothing needs acknowledging or re-opening here.
  */
-const CHANNEL_ATTEMPTS = 8;
-const HELLO = '{"t":"hello"}';
-
-/**
- * Opens `label` and waits until the peer acknowledges it with a hello, opening it again when no
- * hello comes (see CHANNEL_ATTEMPTS): the CLI does not depend on which side's link opened first.
- */
-export async function openChannel(link: Link, label: string): Promise<Channel> {
-  for (let attempt = 0; attempt < CHANNEL_ATTEMPTS; attempt++) {
-    const ch = await link.channel(label);
-    const ok = await new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => {
-        off();
-        resolve(false);
-      }, CHANNEL_HELLO_TIMEOUT_MS);
-      const off = ch.on('message', (m) => {
-        if (m === HELLO) {
-          clearTimeout(t);
-          off();
-          resolve(true);
-        }
-      });
-    });
-    if (ok) return ch;
-    ch.close();
-  }
-  throw new Error(`the peer did not take the ${label} channel: is it running the matching command (listen/receive)?`);
+export function openChannel(link: Link, label: string): Promise<Channel> {
+  return link.channel(label);
 }
 
-/** Waits for the peer to open `label`, acknowledges it, and returns it. */
+/** Waits for the peer to open `label` and returns it (a channel the peer opened before we asked is held for us). */
 export function acceptChannel(link: Link, label: string): Promise<Channel> {
   return new Promise((resolve) => {
     const off = link.on('channel', (c) => {
       if (c.label !== label) return;
       off();
-      void c.send(HELLO).then(() => resolve(c), () => undefined);
+      resolve(c);
     });
   });
 }

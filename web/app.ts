@@ -6,7 +6,8 @@
  *    `{"t":"eof"}` ends a direction;
  *  - files on the `file` channel of `homelink send` / `receive`: offer, accept(offset), binary
  *    chunks, end(sha256), result(ok);
- *  - the opener of a channel waits for `{"t":"hello"}` from the other side (cli/endpoint.ts).
+ *  - a channel is used as soon as it is open: the peer's library holds it, and what was sent on
+ *    it, until the peer's code listens (client/link.ts), so no side waits for an acknowledgement.
  *
  * Development credentials come from the local stack's `/dev/credentials` (web/server.ts); the
  * device key is generated here and never leaves the page. Browser only.
@@ -20,14 +21,11 @@ interface WebConfig {
   readonly loopbackOnly: boolean;
 }
 
-const HELLO = '{"t":"hello"}';
 const EOF = '{"t":"eof"}';
 /** Chunk size on the wire: 16 KiB works with every SCTP stack (RFC 8831 §6.6). */
 const CHUNK = 16 * 1024;
 /** The page hashes files in memory with WebCrypto (no streaming SHA-256 there): keep them small. */
 const MAX_FILE_BYTES = 256 * 1024 * 1024;
-/** How long the opener waits for the hello on a new channel, per attempt. */
-const HELLO_TIMEOUT_MS = 2_000;
 /** How often the RTT on the path display refreshes. */
 const STATS_EVERY_MS = 1_000;
 
@@ -108,30 +106,6 @@ function setConnected(on: boolean): void {
   ui.sendMsg.disabled = !on;
 }
 
-async function openChannel(link: Link, label: string): Promise<Channel> {
-  // Eight attempts: a Node peer may finish verifying seconds after us, and channels that reach it
-  // before then are not handed to its code (see cli/endpoint.ts CHANNEL_ATTEMPTS).
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const ch = await link.channel(label);
-    const ok = await new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => {
-        off();
-        resolve(false);
-      }, HELLO_TIMEOUT_MS);
-      const off = ch.on('message', (m) => {
-        if (m === HELLO) {
-          clearTimeout(t);
-          off();
-          resolve(true);
-        }
-      });
-    });
-    if (ok) return ch;
-    ch.close();
-  }
-  throw new Error(`the peer did not take the ${label} channel (is it running homelink ${label === 'file' ? 'receive' : 'listen'}?)`);
-}
-
 function attachChat(link: Link, channel: Channel): void {
   chat = { link, channel };
   const decoder = new TextDecoder();
@@ -158,7 +132,7 @@ function attachChat(link: Link, channel: Channel): void {
 /** Sends a file with the CLI's protocol; resolves with the verified SHA-256. */
 async function sendFile(link: Link, file: File): Promise<string> {
   if (file.size > MAX_FILE_BYTES) throw new Error('the demo page sends files up to 256 MiB; use homelink send for larger ones');
-  const ch = await openChannel(link, 'file');
+  const ch = await link.channel('file');
   const inbox: Array<string | Uint8Array> = [];
   let wake: (() => void) | null = null;
   let closed = false;
@@ -209,7 +183,7 @@ async function sendFile(link: Link, file: File): Promise<string> {
 }
 
 /** Receives a file a CLI `homelink send` offers to this page; offers it as a download. */
-async function receiveFile(link: Link, ch: Channel): Promise<void> {
+function receiveFile(link: Link, ch: Channel): void {
   let offer: { name: string; size: number } | null = null;
   const parts: Uint8Array[] = [];
   let got = 0;
@@ -252,7 +226,6 @@ async function receiveFile(link: Link, ch: Channel): Promise<void> {
       ui.fileStatus.textContent = `receive failed: ${errText(e)}`;
     });
   });
-  await ch.send(HELLO);
 }
 
 function fmtBytes(n: number): string {
@@ -269,12 +242,11 @@ function fmtBytes(n: number): string {
 function serveLink(link: Link): void {
   link.on('channel', (c) => {
     if (c.label === 'stdio') {
-      void c.send(HELLO);
       watchPath(link);
       attachChat(link, c);
       say('sys', `${link.peer} connected`);
     } else if (c.label === 'file') {
-      void receiveFile(link, c);
+      receiveFile(link, c);
     } else {
       c.close();
     }
@@ -348,7 +320,7 @@ async function main(): Promise<void> {
       const link = await ep.dial(peer, { timeoutMs: 20_000 });
       watchPath(link);
       serveLink(link);
-      const ch = await openChannel(link, 'stdio');
+      const ch = await link.channel('stdio');
       attachChat(link, ch);
       say('sys', `connected to ${peer}: ${link.path?.kind ?? 'path unknown'}`);
     } catch (e) {

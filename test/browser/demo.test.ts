@@ -127,6 +127,10 @@ describe.skipIf(!hasChromium)('demo page in Chromium against a CLI endpoint', ()
       await page.click('#disconnect');
       const l = await listener.done();
       expect(l.code, l.stderr).toBe(0);
+      // The CLI side is never forced through the relay: it must still report the page's relayed
+      // side as a relayed path (the page's relayed address may first reach it as peer-reflexive).
+      const cliPath = [...l.stderr.matchAll(/(?:open|path changed|connectivity back): (direct|via relay)/g)].at(-1)?.[1];
+      expect(cliPath, l.stderr).toBe(relay ? 'via relay' : 'direct');
       return page;
     } finally {
       listener.kill();

@@ -9,8 +9,9 @@
  * recognise. So, before any CreatePermission, ChannelBind or Send (RFC 8656
  * §9, §11, §12), the relay calls {@link checkPeer}, which:
  *
- * 1. parses the text strictly: IPv4 only as a dotted quad of decimal octets
- *    without leading zeros (`0177.0.0.1`, `2130706433`, `0x7f.1`, `127.1` are
+ * 1. parses the text strictly with the relay's one IP parser
+ *    (`stun/ip.ts`): IPv4 only as a dotted quad of decimal octets without
+ *    leading zeros (`0177.0.0.1`, `2130706433`, `0x7f.1`, `127.1` are
  *    malformed, because `inet_aton` reads them as loopback); IPv6 in every
  *    RFC 4291 §2.2 form (compressed, expanded, mixed with a dotted quad, any
  *    case), but no zone id (`fe80::1%eth0`) and no brackets;
@@ -38,8 +39,11 @@
  * unspecified address (Linux delivers `0.0.0.0` and `::` to the local host),
  * multicast and broadcast. Loopback opens only with `allowLoopback` (tests).
  *
- * Portable: no Node imports, so the module can move to `protocol/`.
+ * Portable: no Node imports (only `stun/ip.ts`, itself portable), so the
+ * module can move to `protocol/` together with it.
  */
+
+import { MAX_IPV6_TEXT, formatIp, formatIpv4Value, formatIpv6Words, parseIpv4Value, parseIpv6Words } from './stun/ip.js';
 
 /** Why a peer address was refused; a fixed set, so metrics can hold one counter per reason. */
 export type DenyReason =
@@ -117,138 +121,6 @@ export interface PeerPolicy {
   /** @internal */ readonly allow4: readonly Cidr4[];
   /** @internal */ readonly allow6: readonly Cidr6[];
   /** @internal canonical text of the relay's own addresses */ readonly relay: ReadonlySet<string>;
-}
-
-// ---------------------------------------------------------------- parsing
-
-/** Longest IPv6 text: 6 groups of 4 hex digits and a dotted quad (45 chars); anything longer is refused unread. */
-const MAX_IPV6_TEXT = 45;
-
-const CH_0 = 48;
-const CH_9 = 57;
-const CH_DOT = 46;
-const CH_COLON = 58;
-
-/** Parses a strict dotted quad in `s[start, end)` into an unsigned 32-bit number, or -1. */
-function parseV4(s: string, start: number, end: number): number {
-  let value = 0;
-  let i = start;
-  for (let part = 0; part < 4; part++) {
-    let n = 0;
-    let digits = 0;
-    let leadingZero = false;
-    while (i < end) {
-      const c = s.charCodeAt(i);
-      if (c < CH_0 || c > CH_9) break;
-      if (digits === 0) leadingZero = c === CH_0;
-      else if (leadingZero) return -1; // "01": octal to inet_aton
-      n = n * 10 + (c - CH_0);
-      if (++digits > 3) return -1;
-      i++;
-    }
-    if (digits === 0 || n > 255) return -1;
-    value = value * 256 + n;
-    if (part < 3) {
-      if (i >= end || s.charCodeAt(i) !== CH_DOT) return -1;
-      i++;
-    }
-  }
-  return i === end ? value : -1;
-}
-
-function hexValue(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  if (c >= 65 && c <= 70) return c - 55;
-  return -1;
-}
-
-/** Parses IPv6 text (RFC 4291 §2.2, no zone id) into 8 16-bit words, or null. */
-function parseV6(s: string): number[] | null {
-  const n = s.length;
-  if (n < 2 || n > MAX_IPV6_TEXT) return null;
-  const words: number[] = [];
-  let gap = -1; // index in `words` where "::" stands
-  let i = 0;
-  if (s.charCodeAt(0) === CH_COLON) {
-    if (s.charCodeAt(1) !== CH_COLON) return null;
-    gap = 0;
-    i = 2;
-  }
-  while (i < n) {
-    let v = 0;
-    let digits = 0;
-    let j = i;
-    while (j < n) {
-      const h = hexValue(s.charCodeAt(j));
-      if (h < 0) break;
-      v = v * 16 + h;
-      digits++;
-      j++;
-    }
-    if (j < n && s.charCodeAt(j) === CH_DOT) {
-      // A trailing dotted quad stands for the last two words.
-      const v4 = parseV4(s, i, n);
-      if (v4 < 0 || words.length > 6) return null;
-      words.push(v4 >>> 16, v4 & 0xffff);
-      i = n;
-      break;
-    }
-    if (digits === 0 || digits > 4) return null;
-    words.push(v);
-    i = j;
-    if (i === n) break;
-    if (s.charCodeAt(i) !== CH_COLON) return null;
-    i++;
-    if (i === n) return null; // a single trailing colon
-    if (s.charCodeAt(i) === CH_COLON) {
-      if (gap !== -1) return null; // two "::"
-      gap = words.length;
-      i++;
-    }
-  }
-  if (words.length > 8) return null;
-  if (gap === -1) return words.length === 8 ? words : null;
-  if (words.length > 7) return null; // "::" stands for at least one group
-  const fill = 8 - words.length;
-  const out = words.slice(0, gap);
-  for (let k = 0; k < fill; k++) out.push(0);
-  for (let k = gap; k < words.length; k++) out.push(words[k]!);
-  return out;
-}
-
-function formatV4(v: number): string {
-  return `${v >>> 24}.${(v >>> 16) & 0xff}.${(v >>> 8) & 0xff}.${v & 0xff}`;
-}
-
-/** RFC 5952 §4: lowercase, no leading zeros, the longest (first on a tie) run of 2+ zero words as "::". */
-function formatV6(w: readonly number[]): string {
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (w[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && w[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  let out = '';
-  for (let i = 0; i < 8; i++) {
-    if (i === bestStart) {
-      out += '::';
-      i += bestLen - 1;
-      continue;
-    }
-    if (out !== '' && !out.endsWith(':')) out += ':';
-    out += w[i]!.toString(16);
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------- classification
@@ -357,10 +229,10 @@ interface Parsed {
 function parseAny(text: string): Parsed | null {
   if (typeof text !== 'string') return null;
   if (text.indexOf(':') === -1) {
-    const v4 = parseV4(text, 0, text.length);
+    const v4 = parseIpv4Value(text);
     return v4 < 0 ? null : { v4, v6: null, extra: -1, text };
   }
-  const w = parseV6(text);
+  const w = parseIpv6Words(text);
   if (!w) return null;
   // :: and ::1 sit inside ::/96 but are IPv6's own unspecified and loopback addresses.
   const isZeroPrefix = w[0] === 0 && w[1] === 0 && w[2] === 0 && w[3] === 0 && w[4] === 0 && w[5] === 0 && w[6] === 0;
@@ -372,7 +244,7 @@ function parseAny(text: string): Parsed | null {
 
 function canonicalOf(p: Parsed): string {
   if (p.text !== null) return p.text;
-  return p.v6 ? formatV6(p.v6) : formatV4(p.v4);
+  return p.v6 ? formatIpv6Words(p.v6) : formatIpv4Value(p.v4);
 }
 
 // ---------------------------------------------------------------- policy
@@ -394,18 +266,18 @@ function parseCidr(text: string, field: string): { v4: Cidr4 } | { v6: Cidr6 } {
     prefix = Number(prefixText);
   }
   if (!isV6) {
-    const v = parseV4(addrText, 0, addrText.length);
+    const v = parseIpv4Value(addrText);
     if (v < 0) throw new ConfigError(field, `${field}: bad IPv4 address in CIDR "${text}"`);
     if (((v & maskOf(prefix)) >>> 0) !== v) {
-      throw new ConfigError(field, `${field}: CIDR "${text}" has host bits set (did you mean ${formatV4((v & maskOf(prefix)) >>> 0)}/${prefix}?)`);
+      throw new ConfigError(field, `${field}: CIDR "${text}" has host bits set (did you mean ${formatIpv4Value((v & maskOf(prefix)) >>> 0)}/${prefix}?)`);
     }
     return { v4: { net: v, prefix } };
   }
-  const w = parseV6(addrText);
+  const w = parseIpv6Words(addrText);
   if (!w) throw new ConfigError(field, `${field}: bad IPv6 address in CIDR "${text}"`);
   const masked = maskV6(w, prefix);
   if (masked.some((x, i) => x !== w[i])) {
-    throw new ConfigError(field, `${field}: CIDR "${text}" has host bits set (did you mean ${formatV6(masked)}/${prefix}?)`);
+    throw new ConfigError(field, `${field}: CIDR "${text}" has host bits set (did you mean ${formatIpv6Words(masked)}/${prefix}?)`);
   }
   // An IPv4-mapped CIDR means the IPv4 range it maps, since peers are canonicalised to IPv4.
   if (prefix >= 96 && w.slice(0, 6).every((x, i) => (i === 5 ? x === 0xffff : x === 0))) {
@@ -517,13 +389,6 @@ export function checkPeer(policy: PeerPolicy, ip: string): PeerCheck {
  * (4 or 16 bytes); anything else is `malformed`.
  */
 export function checkPeerBytes(policy: PeerPolicy, addr: Uint8Array): PeerCheck {
-  if (addr.length === 4) {
-    return checkPeer(policy, `${addr[0]}.${addr[1]}.${addr[2]}.${addr[3]}`);
-  }
-  if (addr.length === 16) {
-    const w: number[] = [];
-    for (let i = 0; i < 8; i++) w.push((addr[i * 2]! << 8) | addr[i * 2 + 1]!);
-    return checkPeer(policy, w.map((x) => x.toString(16)).join(':'));
-  }
+  if (addr.length === 4 || addr.length === 16) return checkPeer(policy, formatIp(addr));
   return { allowed: false, reason: 'malformed', canonical: null };
 }

@@ -221,7 +221,8 @@ describe('allow-list and loopback flag', () => {
     ['198.18.0/15', 'allow[0]', /IPv4/],
     ['0177.0.0.0/8', 'allow[0]', /IPv4/],
     ['fe80::1%eth0/64', 'allow[0]', /IPv6/],
-    ['2001:db8::1/32', 'allow[0]', /host bits/],
+    ['2001:db8::1/32', 'allow[0]', /host bits.*did you mean 2001:db8::\/32\?/],
+    ['::ffff:198.18.3.4/112', 'allow[0]', /host bits.*did you mean ::ffff:198\.18\.0\.0\/112\?/],
     ['2001:db8::/129', 'allow[0]', /prefix/],
     ['', 'allow[0]', /IPv4/],
   ])('rejects the bad CIDR %s with a ConfigError naming %s', (cidr, field, msg) => {

@@ -6,7 +6,7 @@
  * The presented DTLS certificate is read where the browser exposes it and hashed here with
  * WebCrypto (SHA-256 of the DER bytes), so the identity check compares against what the handshake
  * carried, never against a fingerprint string copied from SDP or from stats:
- * - `RTCDtlsTransport.getRemoteCertificates()` (W3C webrtc-pc, RTCDtlsTransport) where implemented (Firefox);
+ * - `RTCDtlsTransport.getRemoteCertificates()` (W3C webrtc-pc, RTCDtlsTransport) where the browser implements it;
  * - otherwise `getStats()`: the `transport` entry's `remoteCertificateId` names the `certificate`
  *   entry whose `base64Certificate` is the DER (W3C webrtc-stats RTCTransportStats,
  *   RTCCertificateStats). Chromium implements only this one.

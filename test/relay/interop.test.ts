@@ -11,10 +11,11 @@
  * binaries are missing (`.ci/run` installs them).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHmac } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
+import type { StartedRelay } from '../../relay/index.js';
+import { startLoopbackRelay } from './helpers/relay.js';
+import { restCredential } from './helpers/turn-client.js';
 
 const HOST = '127.0.0.1';
 const SECRET = 'interop-test-secret';
@@ -38,9 +39,9 @@ async function freeUdpPort(): Promise<number> {
   return p;
 }
 
-function restCredential(id: string): { username: string; password: string } {
-  const username = `${Math.floor(Date.now() / 1000) + 600}:${id}`;
-  return { username, password: createHmac('sha1', SECRET).update(username).digest('base64') };
+/** REST credentials for `id`, valid ten minutes. */
+function credential(id: string): { username: string; password: string } {
+  return restCredential(SECRET, id, Math.floor(Date.now() / 1000) + 600);
 }
 
 interface UclientReport {
@@ -85,21 +86,8 @@ describe.skipIf(!hasCoturn)('coturn turnutils_uclient against our relay', () => 
   let peerPort: number;
 
   beforeAll(async () => {
-    relay = await startRelay(
-      relayConfig({
-        secrets: [SECRET],
-        listenHost: HOST,
-        relayHost: HOST,
-        udpPort: 0,
-        tcpPort: 0,
-        metricsPort: null,
-        allowLoopback: true, // turnutils_peer listens on 127.0.0.1
-        relayPortMin: 44000,
-        relayPortMax: 44999,
-        shutdownDrainMs: 0,
-        logLevel: 'silent',
-      }),
-    );
+    // Loopback peers allowed: turnutils_peer listens on 127.0.0.1.
+    relay = await startLoopbackRelay({ secret: SECRET, relayPorts: [44000, 44999] });
     peerPort = await freeUdpPort();
     peer = spawn('turnutils_peer', ['-L', HOST, '-p', String(peerPort)], { stdio: 'ignore' });
     // turnutils_peer prints nothing when ready; give its bind a moment, bounded.
@@ -123,7 +111,7 @@ describe.skipIf(!hasCoturn)('coturn turnutils_uclient against our relay', () => 
   ] as const;
 
   it.each(cases)('$name: every message comes back, none lost, no request refused', async ({ transport, flags }) => {
-    const { username, password } = restCredential(`uclient-${transport}`);
+    const { username, password } = credential(`uclient-${transport}`);
     const port = transport === 'udp' ? relay.udp.port : relay.tcp.port;
     const r = await uclient([
       ...flags,
@@ -158,7 +146,7 @@ describe.skipIf(!hasCoturn)('coturn turnutils_uclient against our relay', () => 
   });
 
   it('REST credentials matter: a wrong password is refused and nothing is relayed', async () => {
-    const { username } = restCredential('uclient-bad');
+    const { username } = credential('uclient-bad');
     const r = await uclient(['-c', '-u', username, '-w', 'not-the-password', '-e', HOST, '-r', String(peerPort), '-p', String(relay.udp.port), '-n', '5', '-m', '1', HOST]);
     expect(r.received, r.output.slice(-2000)).toBeLessThanOrEqual(0);
     expect(r.output).toMatch(/error 401|Unauthorized|cannot|failed/i);

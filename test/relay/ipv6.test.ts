@@ -1,9 +1,10 @@
 /** IPv6 relaying on real sockets: REQUESTED-ADDRESS-FAMILY IPv6 (RFC 8656 §7.2), a channel to an echo peer on ::1. */
 import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
+import type { StartedRelay } from '../../relay/index.js';
 import { Attr, decodeChannelData, encodeChannelData, encodeRequestedAddressFamily } from '../../relay/stun/index.js';
-import { A, StunClass, StunMethod, TestTurnClient, restCredential } from './helpers/turn-client.js';
+import { A, StunClass, StunMethod, restClient } from './helpers/turn-client.js';
+import { startLoopbackRelay } from './helpers/relay.js';
 import { UdpEndpoint } from './helpers/sockets.js';
 
 const SECRET = 'ipv6-test-secret';
@@ -11,22 +12,11 @@ let relay: StartedRelay;
 let echo: dgram.Socket;
 
 beforeAll(async () => {
-  relay = await startRelay(
-    relayConfig({
-      secrets: [SECRET],
-      listenHost: '127.0.0.1',
-      relayHost: '127.0.0.1',
-      advertisedAddresses: ['127.0.0.1', '::1'],
-      udpPort: 0,
-      tcpPort: 0,
-      metricsPort: null,
-      allowLoopback: true,
-      relayPortMin: 45000,
-      relayPortMax: 45099,
-      shutdownDrainMs: 0,
-      logLevel: 'silent',
-    }),
-  );
+  relay = await startLoopbackRelay({
+    secret: SECRET,
+    relayPorts: [45000, 45099],
+    config: { advertisedAddresses: ['127.0.0.1', '::1'] },
+  });
   echo = dgram.createSocket({ type: 'udp6', ipv6Only: true });
   echo.on('message', (m, r) => echo.send(m, r.port, r.address));
   await new Promise<void>((r) => echo.bind(0, '::1', r));
@@ -41,8 +31,7 @@ describe('IPv6 allocations', () => {
   it('allocates an IPv6 relayed address and relays through a channel to an IPv6 peer', async () => {
     const ep = await UdpEndpoint.open();
     try {
-      const cred = restCredential(SECRET, 'v6-endpoint', Math.floor(Date.now() / 1000) + 600);
-      const c = new TestTurnClient(cred.username, cred.password);
+      const c = restClient(SECRET, 'v6-endpoint');
       const family: [number, Uint8Array] = [Attr.RequestedAddressFamily, encodeRequestedAddressFamily(6)];
       ep.send(c.request(StunMethod.Allocate, [A.transportUdp(), family], false).bytes, relay.udp.port);
       expect(c.read(await ep.next()).code).toBe(401);

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
+import type { StartedRelay } from '../../relay/index.js';
 import { decodeChannelData, encodeChannelData } from '../../relay/stun/index.js';
-import { A, StunClass, StunMethod, TestTurnClient, restCredential } from './helpers/turn-client.js';
+import { A, StunClass, StunMethod, restClient, type TestTurnClient } from './helpers/turn-client.js';
+import { startLoopbackRelay } from './helpers/relay.js';
 import { StreamEndpoint, UdpEndpoint, udpEcho } from './helpers/sockets.js';
 
 const SECRET = 'loopback-test-secret';
@@ -11,22 +12,12 @@ let echo: Awaited<ReturnType<typeof udpEcho>>;
 const relayed: Array<{ dir: string; payload: Uint8Array }> = [];
 
 beforeAll(async () => {
-  relay = await startRelay(
-    relayConfig({
-      secrets: [SECRET],
-      listenHost: '127.0.0.1',
-      relayHost: '127.0.0.1',
-      udpPort: 0,
-      tcpPort: 0,
-      allowLoopback: true,
-      relayPortMin: 40000,
-      relayPortMax: 40999,
-      metricsPort: 0,
-      shutdownDrainMs: 0,
-      logLevel: 'silent',
-    }),
-    { onRelayed: (dir, payload) => relayed.push({ dir, payload: payload.slice() }) },
-  );
+  relay = await startLoopbackRelay({
+    secret: SECRET,
+    relayPorts: [40000, 40999],
+    config: { metricsPort: 0 },
+    hooks: { onRelayed: (dir, payload) => relayed.push({ dir, payload: payload.slice() }) },
+  });
   echo = await udpEcho();
 });
 
@@ -36,8 +27,7 @@ afterAll(async () => {
 });
 
 function client(id = 'endpoint-1'): TestTurnClient {
-  const c = restCredential(SECRET, id, Math.floor(Date.now() / 1000) + 3600);
-  return new TestTurnClient(c.username, c.password);
+  return restClient(SECRET, id, 3600);
 }
 
 describe('relay on loopback sockets', () => {

@@ -6,7 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RTCPeerConnection, type RTCDataChannel } from 'werift';
-import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
+import type { StartedRelay } from '../../relay/index.js';
+import { startLoopbackRelay } from './helpers/relay.js';
 import { restCredential } from './helpers/turn-client.js';
 
 const SECRET = 'werift-test-secret';
@@ -16,22 +17,11 @@ let relay: StartedRelay;
 const relayed: Buffer[] = [];
 
 beforeAll(async () => {
-  relay = await startRelay(
-    relayConfig({
-      secrets: [SECRET],
-      listenHost: '127.0.0.1',
-      relayHost: '127.0.0.1',
-      udpPort: 0,
-      tcpPort: 0,
-      metricsPort: null,
-      allowLoopback: true,
-      relayPortMin: 41000,
-      relayPortMax: 41999,
-      shutdownDrainMs: 0,
-      logLevel: 'silent',
-    }),
-    { onRelayed: (_dir, payload) => relayed.push(Buffer.from(payload)) },
-  );
+  relay = await startLoopbackRelay({
+    secret: SECRET,
+    relayPorts: [41000, 41999],
+    hooks: { onRelayed: (_dir, payload) => relayed.push(Buffer.from(payload)) },
+  });
 });
 
 afterAll(async () => {

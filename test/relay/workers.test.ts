@@ -3,58 +3,33 @@
  * disjoint relay port slice, sharing one TCP listener; the primary serves the
  * sum of their counters.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
+import type { StartedRelay } from '../../relay/index.js';
 import { portSlice } from '../../relay/node/workers.js';
-import { StreamFramer } from '../../relay/stun/index.js';
-import { A, StunClass, StunMethod, TestTurnClient, restCredential } from './helpers/turn-client.js';
+import { A, StunClass, StunMethod, restClient, type TestTurnClient } from './helpers/turn-client.js';
 import { StreamEndpoint, UdpEndpoint } from './helpers/sockets.js';
+import { selfSignedCertificate, startLoopbackRelay, type TestCertificate } from './helpers/relay.js';
 
 const SECRET = 'workers-test-secret';
 let relay: StartedRelay;
-let dir: string;
+let cert: TestCertificate;
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'relay-workers-'));
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1',
-    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-  ], { stdio: 'ignore' });
-  relay = await startRelay(
-    relayConfig({
-      secrets: [SECRET],
-      listenHost: '127.0.0.1',
-      relayHost: '127.0.0.1',
-      udpPort: 0,
-      tcpPort: 0,
-      tlsPort: 0,
-      tlsCert: join(dir, 'cert.pem'),
-      tlsKey: join(dir, 'key.pem'),
-      metricsPort: 0,
-      allowLoopback: true,
-      relayPortMin: 43000,
-      relayPortMax: 43099,
-      shutdownDrainMs: 0,
-      logLevel: 'silent',
-      workers: 2,
-    }),
-  );
+  cert = selfSignedCertificate('relay-workers-');
+  relay = await startLoopbackRelay({
+    secret: SECRET,
+    relayPorts: [43000, 43099],
+    config: { tlsPort: 0, tlsCert: cert.certPath, tlsKey: cert.keyPath, metricsPort: 0, workers: 2 },
+  });
 }, 60_000);
 
 afterAll(async () => {
   await relay?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  cert?.dispose();
 });
 
 function client(id: string): TestTurnClient {
-  const c = restCredential(SECRET, id, Math.floor(Date.now() / 1000) + 600);
-  return new TestTurnClient(c.username, c.password);
+  return restClient(SECRET, id);
 }
 
 describe('workers: 2', () => {
@@ -106,29 +81,13 @@ describe('workers: 2', () => {
   it('terminates TLS in the workers behind the shared listener', async () => {
     expect(relay.tls).toBeDefined();
     for (let i = 0; i < 3; i++) {
-      const sock = tls.connect({ host: '127.0.0.1', port: relay.tls!.port, ca: readFileSync(join(dir, 'cert.pem')) });
+      const ep = await StreamEndpoint.connectTls(relay.tls!.port, cert.ca);
       try {
-        await new Promise<void>((resolve, reject) => {
-          sock.once('secureConnect', resolve);
-          sock.once('error', reject);
-        });
         const c = client(`tls-client-${i}`);
-        const framer = new StreamFramer(70_000);
-        const answer = new Promise<Uint8Array>((resolve, reject) => {
-          const t = setTimeout(() => reject(new Error('timed out')), 3000);
-          sock.on('data', (chunk: Buffer) => {
-            framer.push(chunk);
-            const f = framer.next();
-            if (f.ok && f.value) {
-              clearTimeout(t);
-              resolve(f.value.bytes.slice());
-            }
-          });
-        });
-        sock.write(c.request(StunMethod.Binding, [], false).bytes);
-        expect(c.read(await answer).mapped?.ip).toBe('127.0.0.1');
+        ep.send(c.request(StunMethod.Binding, [], false).bytes);
+        expect(c.read(await ep.next()).mapped?.ip).toBe('127.0.0.1');
       } finally {
-        sock.destroy();
+        ep.close();
       }
     }
   });

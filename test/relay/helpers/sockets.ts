@@ -1,6 +1,7 @@
 /** Loopback socket helpers for relay tests: bounded waits, cleanup by the caller. */
 import dgram from 'node:dgram';
 import net from 'node:net';
+import tls from 'node:tls';
 import { StreamFramer } from '../../../relay/stun/index.js';
 
 /** A UDP socket on 127.0.0.1 with a queue of received datagrams. */
@@ -69,7 +70,7 @@ export async function udpEcho(): Promise<{ port: number; close(): Promise<void> 
   return { port: s.address().port, close: () => new Promise((r) => s.close(() => r())) };
 }
 
-/** A TCP connection to the relay that yields whole frames. */
+/** A TCP or TLS connection to the relay that yields whole frames. */
 export class StreamEndpoint {
   private readonly framer = new StreamFramer(70_000);
   private readonly queue: Uint8Array[] = [];
@@ -94,6 +95,18 @@ export class StreamEndpoint {
     return new Promise((resolve, reject) => {
       const s = net.connect(port, host, () => resolve(new StreamEndpoint(s)));
       s.once('error', reject);
+    });
+  }
+
+  /** A TLS connection that trusts `ca`, once its handshake is done. */
+  static connectTls(port: number, ca: Buffer, host = '127.0.0.1'): Promise<StreamEndpoint> {
+    return new Promise((resolve, reject) => {
+      const s = tls.connect({ host, port, ca });
+      s.once('secureConnect', () => resolve(new StreamEndpoint(s)));
+      s.once('error', (err) => {
+        s.destroy();
+        reject(err);
+      });
     });
   }
 

@@ -35,6 +35,15 @@ export function restCredential(secret: string, endpointId: string, expiresAt: nu
   return { username, password };
 }
 
+/**
+ * A client with REST credentials for `endpointId` that expire `ttlS` seconds from now.
+ * @example const c = restClient(SECRET, 'endpoint-1');
+ */
+export function restClient(secret: string, endpointId: string, ttlS = 600): TestTurnClient {
+  const c = restCredential(secret, endpointId, Math.floor(Date.now() / 1000) + ttlS);
+  return new TestTurnClient(c.username, c.password);
+}
+
 export type AttrList = Array<[number, Uint8Array]>;
 
 export class TestTurnClient {

@@ -10,7 +10,9 @@
  * which relays ChannelData without any TURN state.
  *
  * Allocate and ChannelBind use long-term credentials (RFC 8489 §9.2) with
- * TURN REST-API usernames, built with the relay's own STUN codec.
+ * TURN REST-API usernames, built with the relay's own STUN codec and its
+ * client side (relay/stun/client.ts, shared with the test client). Only the
+ * handshake uses it; the measured loop sends preformatted ChannelData.
  */
 import { createHash, createHmac } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
@@ -21,17 +23,15 @@ import {
   StunMethod,
   StunWriter,
   TRANSPORT_UDP,
-  decodeErrorCode,
-  decodeNonce,
-  decodeRealm,
+  addLongTermAuth,
   decodeStun,
-  decodeXorAddress,
   encodeChannelNumber,
   encodeLifetime,
   encodeRequestedTransport,
-  encodeText,
   encodeXorAddress,
-  findAttr,
+  longTermKey,
+  readResponse,
+  type ResponseFields,
   type StunMessage,
   type TransportAddress,
 } from '../../relay/stun/index.js';
@@ -103,6 +103,7 @@ export interface Allocation {
 }
 
 const hmacSha1 = (key: Uint8Array, data: Uint8Array): Uint8Array => createHmac('sha1', key).update(data).digest();
+const md5 = (data: Uint8Array): Uint8Array => createHash('md5').update(data).digest();
 
 /** REST-API credentials: `<expiry>:<id>`, password base64(HMAC-SHA1(secret, username)). */
 export function restCredentials(secret: string, id: string, ttlS = 3600): { username: string; password: string } {
@@ -144,19 +145,10 @@ function transact(sock: Socket, host: string, port: number, build: (t: Uint8Arra
   });
 }
 
-function errorCode(m: StunMessage): number {
-  const a = findAttr(m, Attr.ErrorCode);
-  if (!a) return 0;
-  const e = decodeErrorCode(a.value);
-  return e.ok ? e.value.code : 0;
-}
-
-function text(m: StunMessage, type: number, decode: (v: Uint8Array) => { ok: boolean; value?: string }): string {
-  const a = findAttr(m, type);
-  if (!a) throw new Error(`response lacks attribute 0x${type.toString(16)}`);
-  const d = decode(a.value);
-  if (!d.ok || d.value === undefined) throw new Error(`bad attribute 0x${type.toString(16)}`);
-  return d.value;
+/** NONCE of a 401 or 438 answer, which must carry one (RFC 8489 §9.2.4). */
+function nonceOf(r: ResponseFields): string {
+  if (r.nonce === null) throw new Error(`error ${r.code} without a valid NONCE`);
+  return r.nonce;
 }
 
 /** Allocates on `target` and binds CHANNEL to the peer, with long-term credentials. */
@@ -169,32 +161,32 @@ export async function allocate(target: LoadTarget, id: string, bindChannel = tru
   const { username, password } = restCredentials(target.secret ?? '', id);
   const { host } = target;
 
-  const first = await transact(socket, host, port, (t) =>
-    new StunWriter(StunMethod.Allocate, StunClass.Request, t).add(Attr.RequestedTransport, encodeRequestedTransport(TRANSPORT_UDP)).finish(),
+  const first = readResponse(
+    await transact(socket, host, port, (t) =>
+      new StunWriter(StunMethod.Allocate, StunClass.Request, t).add(Attr.RequestedTransport, encodeRequestedTransport(TRANSPORT_UDP)).finish(),
+    ),
   );
-  if (errorCode(first) !== 401) throw new Error(`Allocate without credentials: expected 401, got ${errorCode(first)}`);
-  const realm = text(first, Attr.Realm, decodeRealm);
-  let nonce = text(first, Attr.Nonce, decodeNonce);
-  const key = createHash('md5').update(`${username}:${realm}:${password}`).digest();
+  if (first.code !== 401) throw new Error(`Allocate without credentials: expected 401, got ${first.code ?? 'no error'}`);
+  if (first.realm === null) throw new Error('401 without a valid REALM');
+  const realm = first.realm;
+  let nonce = nonceOf(first);
+  const key = longTermKey(md5, username, realm, password);
 
-  const authed = async (method: number, attrs: (w: StunWriter, t: Uint8Array) => void): Promise<StunMessage> => {
+  const authed = async (method: number, attrs: (w: StunWriter, t: Uint8Array) => void): Promise<ResponseFields> => {
     for (let attempt = 0; attempt < 3; attempt++) {
-      const res = await transact(socket, host, port, (t) => {
-        const w = new StunWriter(method, StunClass.Request, t);
-        attrs(w, t);
-        return w
-          .add(Attr.Username, encodeText(username))
-          .add(Attr.Realm, encodeText(realm))
-          .add(Attr.Nonce, encodeText(nonce))
-          .addMessageIntegrity(key, hmacSha1)
-          .finish();
-      });
+      const res = readResponse(
+        await transact(socket, host, port, (t) => {
+          const w = new StunWriter(method, StunClass.Request, t);
+          attrs(w, t);
+          return addLongTermAuth(w, { username, realm, nonce, key }, hmacSha1).finish();
+        }),
+      );
       if (res.cls === StunClass.SuccessResponse) return res;
-      if (errorCode(res) === 438) {
-        nonce = text(res, Attr.Nonce, decodeNonce);
+      if (res.code === 438) {
+        nonce = nonceOf(res);
         continue;
       }
-      throw new Error(`method 0x${method.toString(16)} refused with ${errorCode(res)}`);
+      throw new Error(`method 0x${method.toString(16)} refused with ${res.code ?? 'no error code'}`);
     }
     throw new Error('nonce kept going stale');
   };
@@ -202,9 +194,7 @@ export async function allocate(target: LoadTarget, id: string, bindChannel = tru
   const alloc = await authed(StunMethod.Allocate, (w) => {
     w.add(Attr.RequestedTransport, encodeRequestedTransport(TRANSPORT_UDP)).add(Attr.Lifetime, encodeLifetime(600));
   });
-  const xr = findAttr(alloc, Attr.XorRelayedAddress);
-  const relayed = xr ? decodeXorAddress(xr.value, alloc.transactionId) : null;
-  if (!relayed?.ok) throw new Error('Allocate success without XOR-RELAYED-ADDRESS');
+  if (!alloc.relayed) throw new Error('Allocate success without XOR-RELAYED-ADDRESS');
   if (bindChannel) {
     await authed(StunMethod.ChannelBind, (w, t) => {
       w.add(Attr.ChannelNumber, encodeChannelNumber(CHANNEL)).add(
@@ -213,7 +203,7 @@ export async function allocate(target: LoadTarget, id: string, bindChannel = tru
       );
     });
   }
-  return { socket, port, relayed: relayed.value };
+  return { socket, port, relayed: alloc.relayed };
 }
 
 /**

@@ -7,3 +7,4 @@ export * from './message.js';
 export * from './attributes.js';
 export * from './channel-data.js';
 export * from './stream.js';
+export * from './client.js';

@@ -162,6 +162,18 @@ export function verifyMessageIntegritySha256(msg: StunMessage, key: Uint8Array, 
   return verifyIntegrity(msg, Attr.MessageIntegritySha256, key, hmacSha256, 32);
 }
 
+/**
+ * The long-term credential key (RFC 8489 §9.2.2): MD5(username ":" realm ":" password),
+ * the text UTF-8 encoded (after OpaqueString processing, which REST usernames and
+ * base64 passwords need none of). MD5 is injected: WebCrypto has none, and callers
+ * need it synchronously.
+ * @example
+ * const key = longTermKey(md5, '1700000000:hub-1', 'homelink', password);
+ */
+export function longTermKey(md5: (data: Uint8Array) => Uint8Array, username: string, realm: string, password: string): Uint8Array {
+  return md5(new TextEncoder().encode(`${username}:${realm}:${password}`));
+}
+
 const EMPTY = new Uint8Array(0);
 
 /**

@@ -11,7 +11,7 @@
  * Everything is synchronous: hashes are injected (node:crypto in the Node driver).
  */
 import { parseTurnUsername } from '../../protocol/turn-credentials.js';
-import type { HmacFn } from '../stun/message.js';
+import { longTermKey, type HmacFn } from '../stun/message.js';
 
 /** Synchronous primitives the server needs; the Node driver passes node:crypto. */
 export interface TurnCrypto {
@@ -52,7 +52,7 @@ export function longTermKeys(crypto: TurnCrypto, secrets: readonly Uint8Array[],
   const user = utf8.encode(username);
   return secrets.map((secret) => {
     const password = base64(crypto.hmacSha1(secret, user));
-    return crypto.md5(utf8.encode(`${username}:${realm}:${password}`));
+    return longTermKey(crypto.md5, username, realm, password);
   });
 }
 

@@ -36,6 +36,9 @@ import {
   parseIp,
   crc32,
   verifyMessageIntegrity,
+  addLongTermAuth,
+  longTermKey,
+  readResponse,
   verifyMessageIntegritySha256,
   type StunMessage,
 } from '../../relay/stun/index.js';
@@ -366,5 +369,53 @@ describe('round trips (fast-check)', () => {
     const g = new StreamFramer(1000);
     g.push(new Uint8Array([0x80, 0, 0, 0]));
     expect(g.next().ok).toBe(false);
+  });
+});
+
+describe('client side: long-term signing and reading responses', () => {
+  const md5 = (d: Uint8Array) => new Uint8Array(createHash('md5').update(d).digest());
+  const tid = new Uint8Array(12).fill(7);
+
+  it('longTermKey is the RFC 5769 §2.4 key, and a request signed with it verifies', () => {
+    const username = '\u30DE\u30C8\u30EA\u30C3\u30AF\u30B9';
+    const key = longTermKey(md5, username, 'example.org', 'TheMatrIX');
+    expect(key).toEqual(LONG_TERM_KEY);
+    const auth = { username, realm: 'example.org', nonce: 'f//499k954d6OL34oL9FSTvy64sA', key };
+    const m = mustDecode(addLongTermAuth(new StunWriter(StunMethod.Binding, StunClass.Request, tid), auth, hmacSha1).addFingerprint().finish());
+    expect(m.attributes.map((a) => a.type)).toEqual([Attr.Username, Attr.Realm, Attr.Nonce, Attr.MessageIntegrity, Attr.Fingerprint]);
+    expect(readResponse(m)).toMatchObject({ realm: 'example.org', nonce: 'f//499k954d6OL34oL9FSTvy64sA' });
+    expect(verifyMessageIntegrity(m, key, hmacSha1)).toBe(true);
+    expect(verifyMessageIntegrity(m, longTermKey(md5, username, 'example.org', 'other'), hmacSha1)).toBe(false);
+  });
+
+  it('readResponse reads a 401 and an Allocate success, and reads malformed attributes as absent', () => {
+    const e401 = new StunWriter(StunMethod.Allocate, StunClass.ErrorResponse, tid)
+      .add(Attr.ErrorCode, encodeErrorCode({ code: 401, reason: 'Unauthorized' }))
+      .add(Attr.Realm, encodeText('homelink'))
+      .add(Attr.Nonce, encodeText('n-1'))
+      .finish();
+    expect(readResponse(mustDecode(e401))).toMatchObject({ cls: StunClass.ErrorResponse, code: 401, realm: 'homelink', nonce: 'n-1', relayed: null });
+    const ok = new StunWriter(StunMethod.Allocate, StunClass.SuccessResponse, tid)
+      .add(Attr.XorRelayedAddress, encodeXorAddress({ family: 4, ip: '198.51.100.7', port: 50000 }, tid))
+      .add(Attr.Lifetime, encodeLifetime(600))
+      .finish();
+    expect(readResponse(mustDecode(ok))).toMatchObject({ code: null, relayed: { family: 4, ip: '198.51.100.7', port: 50000 }, lifetime: 600 });
+    const bad = new StunWriter(StunMethod.Allocate, StunClass.SuccessResponse, tid)
+      .add(Attr.Lifetime, new Uint8Array(3))
+      .add(Attr.XorRelayedAddress, new Uint8Array(5))
+      .add(Attr.Realm, new Uint8Array([0xff, 0xfe]))
+      .finish();
+    expect(readResponse(mustDecode(bad))).toMatchObject({ lifetime: null, relayed: null, realm: null });
+  });
+
+  it('readResponse never throws on any message that decodes (fast-check)', () => {
+    const attr = fc.tuple(fc.constantFrom(Attr.ErrorCode, Attr.Realm, Attr.Nonce, Attr.Lifetime, Attr.Data, Attr.XorRelayedAddress, Attr.XorMappedAddress, Attr.XorPeerAddress), fc.uint8Array({ maxLength: 40 }));
+    fc.assert(
+      fc.property(fc.array(attr, { maxLength: 8 }), (attrs) => {
+        const w = new StunWriter(StunMethod.Allocate, StunClass.ErrorResponse, tid);
+        for (const [t, v] of attrs) w.add(t, v);
+        readResponse(mustDecode(w.finish()));
+      }),
+    );
   });
 });

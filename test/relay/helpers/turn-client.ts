@@ -1,7 +1,9 @@
 /**
- * A small TURN client for tests, built on our codec: it mints requests, learns
- * REALM/NONCE from 401/438 answers and signs with the long-term key. Transport
- * is the caller's business (virtual server calls or real sockets).
+ * A small TURN client for tests, built on our codec and its client side
+ * (relay/stun/client.ts, shared with the benchmark's load generator): it mints
+ * requests, learns REALM/NONCE from 401/438 answers and signs with the
+ * long-term key. Transport is the caller's business (virtual server calls or
+ * real sockets).
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import {
@@ -9,20 +11,18 @@ import {
   StunClass,
   StunMethod,
   StunWriter,
-  decodeErrorCode,
-  decodeNonce,
-  decodeRealm,
+  addLongTermAuth,
   decodeStun,
-  decodeXorAddress,
   encodeChannelNumber,
   encodeLifetime,
   encodeRequestedTransport,
-  encodeText,
   encodeXorAddress,
   findAttr,
+  longTermKey,
+  readResponse,
   verifyMessageIntegrity,
+  type ResponseFields,
   type StunMessage,
-  type TransportAddress,
 } from '../../../relay/stun/index.js';
 
 export const hmacSha1 = (k: Uint8Array, d: Uint8Array) => new Uint8Array(createHmac('sha1', k).update(d).digest());
@@ -57,7 +57,7 @@ export class TestTurnClient {
   ) {}
 
   get key(): Uint8Array {
-    return md5(new TextEncoder().encode(`${this.username}:${this.realm}:${this.password}`));
+    return longTermKey(md5, this.username, `${this.realm}`, this.password);
   }
 
   /** A request; signed when REALM and NONCE are known (or `sign` forces a choice). */
@@ -66,12 +66,7 @@ export class TestTurnClient {
     const w = new StunWriter(method, StunClass.Request, tid);
     for (const [t, v] of attrs) w.add(t, typeof v === 'function' ? (v as (tid: Uint8Array) => Uint8Array)(tid) : v);
     const doSign = sign ?? (this.realm !== null && this.nonce !== null);
-    if (doSign) {
-      w.add(Attr.Username, encodeText(this.username));
-      w.add(Attr.Realm, encodeText(this.realm ?? 'x'));
-      w.add(Attr.Nonce, encodeText(this.nonce ?? 'x'));
-      w.addMessageIntegrity(this.key, hmacSha1);
-    }
+    if (doSign) addLongTermAuth(w, { username: this.username, realm: this.realm ?? 'x', nonce: this.nonce ?? 'x', key: this.key }, hmacSha1);
     if (this.fingerprint) w.addFingerprint();
     return { tid, bytes: w.finish() };
   }
@@ -88,56 +83,18 @@ export class TestTurnClient {
     const r = decodeStun(bytes);
     if (!r.ok) throw new Error(`bad response: ${r.error.detail}`);
     const m = r.value;
-    const realm = findAttr(m, Attr.Realm);
-    const nonce = findAttr(m, Attr.Nonce);
-    if (realm) {
-      const v = decodeRealm(realm.value);
-      if (v.ok) this.realm = v.value;
-    }
-    if (nonce) {
-      const v = decodeNonce(nonce.value);
-      if (v.ok) this.nonce = v.value;
-    }
-    let code: number | null = null;
-    const ec = findAttr(m, Attr.ErrorCode);
-    if (ec) {
-      const v = decodeErrorCode(ec.value);
-      if (v.ok) code = v.value.code;
-    }
+    const fields = readResponse(m);
+    if (fields.realm !== null) this.realm = fields.realm;
+    if (fields.nonce !== null) this.nonce = fields.nonce;
     const integrityOk = findAttr(m, Attr.MessageIntegrity) ? verifyMessageIntegrity(m, this.key, hmacSha1) : null;
-    const addr = (t: number): TransportAddress | null => {
-      const a = findAttr(m, t);
-      if (!a) return null;
-      const d = decodeXorAddress(a.value, m.transactionId);
-      return d.ok ? d.value : null;
-    };
-    const lifetimeA = findAttr(m, Attr.Lifetime);
-    return {
-      msg: m,
-      cls: m.cls,
-      method: m.method,
-      code,
-      integrityOk,
-      relayed: addr(Attr.XorRelayedAddress),
-      mapped: addr(Attr.XorMappedAddress),
-      peer: addr(Attr.XorPeerAddress),
-      data: findAttr(m, Attr.Data)?.value ?? null,
-      lifetime: lifetimeA ? new DataView(lifetimeA.value.buffer, lifetimeA.value.byteOffset).getUint32(0) : null,
-    };
+    return { ...fields, msg: m, integrityOk };
   }
 }
 
-export interface Response {
+/** A response as the test client reads it: the shared fields, the message, and whether its integrity checked out (null: none). */
+export interface Response extends ResponseFields {
   msg: StunMessage;
-  cls: number;
-  method: number;
-  code: number | null;
   integrityOk: boolean | null;
-  relayed: TransportAddress | null;
-  mapped: TransportAddress | null;
-  peer: TransportAddress | null;
-  data: Uint8Array | null;
-  lifetime: number | null;
 }
 
 export const A = {

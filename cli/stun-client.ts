@@ -21,17 +21,17 @@ import {
   StunWriter,
   StreamFramer,
   TRANSPORT_UDP,
+  addLongTermAuth,
   decodeErrorCode,
-  decodeNonce,
-  decodeRealm,
   decodeStun,
-  decodeXorAddress,
   encodeLifetime,
   encodeRequestedTransport,
-  encodeText,
   encodeXorAddress,
   findAttr,
+  longTermKey,
   looksLikeStun,
+  readResponse,
+  type LongTermAuth,
   type StunMessage,
   type TransportAddress,
 } from '../relay/stun/index.js';
@@ -48,6 +48,7 @@ export const STREAM_REQUEST_TIMEOUT_MS = 2_000;
 const MAX_STREAM_BUFFER = 70 * 1024;
 
 const hmacSha1 = (key: Uint8Array, data: Uint8Array): Uint8Array => new Uint8Array(createHmac('sha1', key).update(data).digest());
+const md5 = (data: Uint8Array): Uint8Array => new Uint8Array(createHash('md5').update(data).digest());
 
 /** A STUN exchange failed: `kind` says how, for the report. */
 export class StunClientError extends Error {
@@ -68,13 +69,6 @@ export { addr as formatAddress };
 export interface StunResponse {
   readonly msg: StunMessage;
   readonly rttMs: number;
-}
-
-function mappedAddress(msg: StunMessage): TransportAddress | null {
-  const a = findAttr(msg, Attr.XorMappedAddress);
-  if (!a) return null;
-  const d = decodeXorAddress(a.value, msg.transactionId);
-  return d.ok ? d.value : null;
 }
 
 /** A UDP socket that can run several STUN transactions and receive stray datagrams. */
@@ -167,7 +161,7 @@ export class UdpStun {
   /** One Binding request; returns the server-reflexive address and the round trip. */
   async binding(host: string, port: number): Promise<{ mapped: TransportAddress; rttMs: number }> {
     const r = await this.request(host, port, (tid) => new StunWriter(StunMethod.Binding, StunClass.Request, tid).addFingerprint().finish());
-    const mapped = mappedAddress(r.msg);
+    const mapped = readResponse(r.msg).mapped;
     if (r.msg.cls !== StunClass.SuccessResponse || !mapped) throw new StunClientError('protocol', `${host}:${port} answered without a mapped address`);
     return { mapped, rttMs: r.rttMs };
   }
@@ -254,7 +248,7 @@ export async function streamBinding(
       });
       sock.write(req);
     });
-    return { connectMs, rttMs: performance.now() - t0, mapped: mappedAddress(msg) };
+    return { connectMs, rttMs: performance.now() - t0, mapped: readResponse(msg).mapped };
   } finally {
     sock.destroy();
   }
@@ -269,58 +263,48 @@ export interface TurnCredentials {
 /**
  * A UDP TURN allocation on `socket` (RFC 8656 §7.1-7.2): the first Allocate is answered 401 with
  * REALM and NONCE (RFC 8489 §9.2.4), the second carries USERNAME, REALM, NONCE and
- * MESSAGE-INTEGRITY with key MD5(username ":" realm ":" password) (§9.2.2).
+ * MESSAGE-INTEGRITY with key MD5(username ":" realm ":" password) (§9.2.2). Signing and reading
+ * the answers is the relay codec's client side (relay/stun/client.ts); this class owns the socket.
  */
 export class TurnAllocation {
   private constructor(
     private readonly udp: UdpStun,
     private readonly host: string,
     private readonly port: number,
-    private readonly creds: TurnCredentials,
-    private readonly realm: string,
-    private nonce: string,
+    private readonly auth: LongTermAuth,
     /** The relayed transport address. */
     readonly relayed: TransportAddress,
   ) {}
 
-  private static key(c: TurnCredentials, realm: string): Uint8Array {
-    return new Uint8Array(createHash('md5').update(`${c.username}:${realm}:${c.password}`).digest());
-  }
-
   private authed(method: number, tid: Uint8Array, add: (w: StunWriter) => void): Uint8Array {
     const w = new StunWriter(method, StunClass.Request, tid);
     add(w);
-    w.add(Attr.Username, encodeText(this.creds.username)).add(Attr.Realm, encodeText(this.realm)).add(Attr.Nonce, encodeText(this.nonce));
-    return w.addMessageIntegrity(TurnAllocation.key(this.creds, this.realm), hmacSha1).addFingerprint().finish();
+    return addLongTermAuth(w, this.auth, hmacSha1).addFingerprint().finish();
   }
 
   static async allocate(udp: UdpStun, host: string, port: number, creds: TurnCredentials): Promise<TurnAllocation> {
     const first = await udp.request(host, port, (tid) =>
       new StunWriter(StunMethod.Allocate, StunClass.Request, tid).add(Attr.RequestedTransport, encodeRequestedTransport(TRANSPORT_UDP)).addFingerprint().finish(),
     );
-    const realmA = findAttr(first.msg, Attr.Realm);
-    const nonceA = findAttr(first.msg, Attr.Nonce);
-    const realm = realmA ? decodeRealm(realmA.value) : null;
-    const nonce = nonceA ? decodeNonce(nonceA.value) : null;
-    if (first.msg.cls !== StunClass.ErrorResponse || !realm?.ok || !nonce?.ok) {
+    const challenge = readResponse(first.msg);
+    if (challenge.cls !== StunClass.ErrorResponse || challenge.realm === null || challenge.nonce === null) {
       throw new StunClientError('protocol', 'the relay did not ask for credentials on Allocate');
     }
-    const key = TurnAllocation.key(creds, realm.value);
+    const auth: LongTermAuth = {
+      username: creds.username,
+      realm: challenge.realm,
+      nonce: challenge.nonce,
+      key: longTermKey(md5, creds.username, challenge.realm, creds.password),
+    };
     const second = await udp.request(host, port, (tid) =>
-      new StunWriter(StunMethod.Allocate, StunClass.Request, tid)
-        .add(Attr.RequestedTransport, encodeRequestedTransport(TRANSPORT_UDP))
-        .add(Attr.Username, encodeText(creds.username))
-        .add(Attr.Realm, encodeText(realm.value))
-        .add(Attr.Nonce, encodeText(nonce.value))
-        .addMessageIntegrity(key, hmacSha1)
+      addLongTermAuth(new StunWriter(StunMethod.Allocate, StunClass.Request, tid).add(Attr.RequestedTransport, encodeRequestedTransport(TRANSPORT_UDP)), auth, hmacSha1)
         .addFingerprint()
         .finish(),
     );
     throwIfError(second.msg, 'Allocate');
-    const ra = findAttr(second.msg, Attr.XorRelayedAddress);
-    const relayed = ra ? decodeXorAddress(ra.value, second.msg.transactionId) : null;
-    if (!relayed?.ok) throw new StunClientError('protocol', 'Allocate succeeded without XOR-RELAYED-ADDRESS');
-    return new TurnAllocation(udp, host, port, creds, realm.value, nonce.value, relayed.value);
+    const relayed = readResponse(second.msg).relayed;
+    if (!relayed) throw new StunClientError('protocol', 'Allocate succeeded without XOR-RELAYED-ADDRESS');
+    return new TurnAllocation(udp, host, port, auth, relayed);
   }
 
   /** CreatePermission for `peer` (RFC 8656 §9). */

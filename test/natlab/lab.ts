@@ -46,6 +46,8 @@ export const PUB = {
   lastDynamic: 250,
 } as const;
 
+/** pub's bridge MAC: fixed and locally administered, so it never follows the ports that come and go. */
+const BRIDGE_MAC = '02:68:6c:00:00:01';
 /** Next hop of pub's default route (RFC 5737 TEST-NET-2) and its fictitious, locally administered MAC. */
 const BLACK_HOLE_GATEWAY = '198.51.100.254';
 const BLACK_HOLE_MAC = '02:00:5e:00:53:fe';
@@ -217,7 +219,10 @@ export class Lab {
     try {
       await lab.addNamespace(lab.pub);
       await lab.ipBatch(lab.pub, [
-        'link add br0 type bridge',
+        // A fixed MAC: a bridge with none takes its lowest port MAC and changes it as cells add
+        // and remove homes, which silences the relay and signaling for every neighbour that
+        // cached the old one until its entry is probed again (tens of seconds; lab.test.ts).
+        `link add br0 address ${BRIDGE_MAC} type bridge`,
         'link set br0 up',
         `addr add ${PUB.signaling}/${PUB.prefix} dev br0`,
         `addr add ${PUB.relay}/${PUB.prefix} dev br0`,

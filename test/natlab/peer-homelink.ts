@@ -49,6 +49,9 @@ function finish(r: PeerResult): void {
 const deadline = setTimeout(() => finish({ ok: false, error: `no verified link within ${cfg.deadlineMs} ms` }), cfg.deadlineMs);
 deadline.unref();
 
+/** With NATLAB_DEBUG set, session phases and link events go to stderr with a timestamp (kept for failed cells). */
+const debug = process.env['NATLAB_DEBUG'] ? (what: string): void => void process.stderr.write(`T ${Date.now()} ${what}\n`) : undefined;
+
 /** Wraps a client Channel (promise-based backpressure) as the transfer's Pipe. */
 function channelPipe(ch: Channel): Pipe {
   return { send: (d) => ch.send(d), onMessage: (cb) => void ch.on('message', cb) };
@@ -96,6 +99,7 @@ async function main(): Promise<void> {
     hostAddresses: [cfg.hostAddress],
     turnTlsOptions: { ca: readFileSync(cfg.caFile, 'utf8') },
     backend,
+    ...(debug ? { trace: (phase: string) => debug(phase) } : {}),
   });
   if (cfg.role === 'answerer') {
     const t0 = performance.now();

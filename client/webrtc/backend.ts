@@ -129,6 +129,28 @@ export interface PeerBackend {
 /** Creates backends; the endpoint receives one so it never imports a WebRTC stack itself. */
 export type BackendFactory = (opts: PeerOptions) => Promise<PeerBackend>;
 
+/** A data channel's init dictionary (W3C webrtc-pc RTCDataChannelInit), as both backends take it. */
+export interface DataChannelInit {
+  readonly ordered: boolean;
+  readonly maxRetransmits?: number;
+  readonly negotiated?: boolean;
+  readonly id?: number;
+}
+
+/**
+ * Maps our channel options to `RTCDataChannelInit`: ordered unless said otherwise; a
+ * `negotiatedId` means both sides create the channel with that stream id (RFC 8832 §6 is skipped).
+ * @example
+ * pc.createDataChannel('stdio', dataChannelInit({ ordered: true }));
+ */
+export function dataChannelInit(opts?: ChannelOptions): DataChannelInit {
+  return {
+    ordered: opts?.ordered ?? true,
+    ...(opts?.maxRetransmits !== undefined ? { maxRetransmits: opts.maxRetransmits } : {}),
+    ...(opts?.negotiatedId !== undefined ? { negotiated: true, id: opts.negotiatedId } : {}),
+  };
+}
+
 /** Normalises a fingerprint to upper-case hex pairs joined by ':' (RFC 8122 §5 form). */
 export function normaliseFingerprint(v: string): string {
   const hex = v.replace(/[^0-9a-fA-F]/g, '').toUpperCase();

@@ -15,6 +15,7 @@
  * every interface by itself, and the local stack is reachable on loopback only.
  */
 import {
+  dataChannelInit,
   normaliseFingerprint,
   parseCandidate,
   sdpFingerprints,
@@ -165,13 +166,7 @@ export class NativeBackend implements PeerBackend {
   }
 
   createChannel(label: string, opts?: ChannelOptions): RawChannel {
-    return new NativeChannel(
-      this.pc.createDataChannel(label, {
-        ordered: opts?.ordered ?? true,
-        ...(opts?.maxRetransmits !== undefined ? { maxRetransmits: opts.maxRetransmits } : {}),
-        ...(opts?.negotiatedId !== undefined ? { negotiated: true, id: opts.negotiatedId } : {}),
-      }),
-    );
+    return new NativeChannel(this.pc.createDataChannel(label, dataChannelInit(opts)));
   }
 
   async localFingerprint(): Promise<string> {

@@ -29,6 +29,7 @@ import {
   type RTCDataChannel,
 } from 'werift';
 import {
+  dataChannelInit,
   normaliseFingerprint,
 
   sdpFingerprints,
@@ -250,12 +251,7 @@ export class WeriftBackend implements PeerBackend {
   }
 
   createChannel(label: string, opts?: ChannelOptions): RawChannel {
-    const dc = this.pc.createDataChannel(label, {
-      ordered: opts?.ordered ?? true,
-      ...(opts?.maxRetransmits !== undefined ? { maxRetransmits: opts.maxRetransmits } : {}),
-      ...(opts?.negotiatedId !== undefined ? { negotiated: true, id: opts.negotiatedId } : {}),
-    });
-    return new WeriftChannel(dc);
+    return new WeriftChannel(this.pc.createDataChannel(label, dataChannelInit(opts)));
   }
 
   async localFingerprint(): Promise<string> {

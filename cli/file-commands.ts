@@ -2,14 +2,9 @@
  * `homelink send <peer> <file>` and `homelink receive`: a file over the encrypted link, with a
  * progress bar, an end-to-end SHA-256 check, and resume after an interruption.
  *
- * On the wire, one reliable ordered channel labelled `file`, opened by the sender:
- *
- *   sender   -> {"t":"offer","name":"photo.jpg","size":12345}
- *   receiver -> {"t":"accept","offset":0}   (offset > 0: it kept a partial file; resume there)
- *            |  {"t":"reject","reason":"..."}
- *   sender   -> binary chunks, from offset to size
- *   sender   -> {"t":"end","sha256":"<hex of the whole file>"}
- *   receiver -> {"t":"result","ok":true|false}
+ * On the wire, one reliable ordered channel labelled `file`, opened by the sender: offer,
+ * accept(offset) or reject, binary chunks, end(sha256), result(ok) (cli/channel-protocols.ts,
+ * shared with the demo page).
  *
  * The receiver writes `<name>.part` and renames it only once the hash matches, so a complete file
  * under its real name has always been verified. An interrupted transfer leaves the `.part`; the
@@ -20,17 +15,14 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
+import { CHUNK_BYTES, FILE_LABEL, parseControl, type Control } from './channel-protocols.js';
 import { resolveCredentials, UsageError, type CredentialFlags } from './credentials.js';
 import { acceptChannel, closeAfterPeer, connectEndpoint, openChannel, type Channel, type Link } from './endpoint.js';
-import { CHUNK_BYTES, reportPath, timeoutMs } from './link-commands.js';
+import { reportPath, timeoutMs } from './link-commands.js';
 import { ENDPOINT_HELP, ENDPOINT_OPTIONS, describeError, type Command } from './main.js';
 import { formatBytes, Progress } from './progress.js';
 import { devDir } from './stack.js';
 
-/** Label of the file channel. */
-export const FILE_LABEL = 'file';
-/** Control messages are tiny; anything longer is refused unparsed. */
-const MAX_CONTROL_BYTES = 1024;
 /** Longest file name accepted from a peer (ext4's limit). */
 const MAX_NAME_BYTES = 255;
 /** How long each side waits for the other's next control message (a person may be slow to start receive). */
@@ -42,13 +34,6 @@ const CONTROL_TIMEOUT_MS = 30_000;
  */
 const DATA_SILENCE_TIMEOUT_MS = 15_000;
 
-type Control =
-  | { t: 'offer'; name: string; size: number }
-  | { t: 'accept'; offset: number }
-  | { t: 'reject'; reason: string }
-  | { t: 'end'; sha256: string }
-  | { t: 'result'; ok: boolean };
-
 const log = (line: string): void => {
   process.stderr.write(`homelink: ${line}\n`);
 };
@@ -56,37 +41,6 @@ const log = (line: string): void => {
 /** A transfer failed; the message says what happened and what to do. */
 class TransferError extends Error {
   override readonly name = 'TransferError';
-}
-
-/**
- * Parses a control message from the peer. Returns null for anything malformed: a peer is
- * untrusted input (size-bounded, every field checked, no prototype keys used).
- */
-export function parseControl(m: string): Control | null {
-  if (m.length > MAX_CONTROL_BYTES) return null;
-  let v: unknown;
-  try {
-    v = JSON.parse(m);
-  } catch {
-    return null;
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return null;
-  const o = v as Record<string, unknown>;
-  const isSize = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
-  switch (o['t']) {
-    case 'offer':
-      return typeof o['name'] === 'string' && isSize(o['size']) ? { t: 'offer', name: o['name'], size: o['size'] } : null;
-    case 'accept':
-      return isSize(o['offset']) ? { t: 'accept', offset: o['offset'] } : null;
-    case 'reject':
-      return typeof o['reason'] === 'string' && o['reason'].length <= 200 ? { t: 'reject', reason: o['reason'] } : null;
-    case 'end':
-      return typeof o['sha256'] === 'string' && /^[0-9a-f]{64}$/.test(o['sha256']) ? { t: 'end', sha256: o['sha256'] } : null;
-    case 'result':
-      return typeof o['ok'] === 'boolean' ? { t: 'result', ok: o['ok'] } : null;
-    default:
-      return null;
-  }
 }
 
 /**

@@ -5,20 +5,17 @@
  *
  * On the wire: one reliable, ordered channel labelled `stdio`, opened by the dialer. Binary
  * messages are data; the text message `{"t":"eof"}` ends one direction (stdin reached its end),
- * like a TCP half-close. When both directions ended, the link closes and both exit 0.
+ * like a TCP half-close (cli/channel-protocols.ts, shared with the demo page). When both
+ * directions ended, the link closes and both exit 0.
  * Node only.
  */
 import { Readable } from 'node:stream';
+import { CHUNK_BYTES, EOF_FRAME, STDIO_LABEL } from './channel-protocols.js';
 import { resolveCredentials, UsageError, type CredentialFlags } from './credentials.js';
 import { acceptChannel, connectEndpoint, describePath, DEFAULT_DIAL_TIMEOUT_MS, openChannel, type Channel, type Endpoint, type Link } from './endpoint.js';
 import { ENDPOINT_HELP, ENDPOINT_OPTIONS, describeError, type Command } from './main.js';
 import { devDir } from './stack.js';
 
-/** Label of the netcat channel. */
-export const STDIO_LABEL = 'stdio';
-/** Largest data message: 16 KiB interoperates with every SCTP stack, browsers included (RFC 8831 §6.6). */
-export const CHUNK_BYTES = 16 * 1024;
-const EOF_FRAME = '{"t":"eof"}';
 /** How long a closing side waits for its last bytes to leave before closing the link. */
 const CLOSE_DRAIN_MS = 5_000;
 

@@ -1,7 +1,8 @@
 /**
  * A one-line progress bar for file transfers: bytes, rate, time left. Redrawn in place on a
  * terminal (at most every `REDRAW_MS`); on a pipe or file, a plain line every `LOG_EVERY_MS` so
- * logs stay readable. Node only.
+ * logs stay readable. `formatBytes` and `formatDuration` are portable (the demo page uses
+ * `formatBytes`); `Progress` draws on a Node stream.
  */
 
 /** Redraw interval on a terminal: smooth enough to look alive, cheap at any rate. */

@@ -1,6 +1,7 @@
 /**
  * The demo page: a browser endpoint (native RTCPeerConnection and WebSocket, `client/browser.ts`)
- * that talks to CLI endpoints with the CLI's own channel protocols:
+ * that talks to CLI endpoints with the CLI's own channel protocols, from their one definition
+ * (cli/channel-protocols.ts):
  *
  *  - chat on the `stdio` channel of `homelink listen` / `dial`: binary messages are bytes of text,
  *    `{"t":"eof"}` ends a direction;
@@ -12,6 +13,8 @@
  * Development credentials come from the local stack's `/dev/credentials` (web/server.ts); the
  * device key is generated here and never leaves the page. Browser only.
  */
+import { CHUNK_BYTES, EOF_FRAME, FILE_LABEL, parseControl, STDIO_LABEL, type Control } from '../cli/channel-protocols.js';
+import { formatBytes } from '../cli/progress.js';
 import { Endpoint, generateDeviceKey, isLinkError, type Channel, type Link, type LinkPath } from '../client/browser.js';
 
 interface WebConfig {
@@ -21,9 +24,6 @@ interface WebConfig {
   readonly loopbackOnly: boolean;
 }
 
-const EOF = '{"t":"eof"}';
-/** Chunk size on the wire: 16 KiB works with every SCTP stack (RFC 8831 §6.6). */
-const CHUNK = 16 * 1024;
 /** The page hashes files in memory with WebCrypto (no streaming SHA-256 there): keep them small. */
 const MAX_FILE_BYTES = 256 * 1024 * 1024;
 /** How often the RTT on the path display refreshes. */
@@ -111,7 +111,7 @@ function attachChat(link: Link, channel: Channel): void {
   const decoder = new TextDecoder();
   channel.on('message', (m) => {
     if (typeof m === 'string') {
-      if (m === EOF) say('sys', `${link.peer} finished sending`);
+      if (m === EOF_FRAME) say('sys', `${link.peer} finished sending`);
       return;
     }
     for (const line of decoder.decode(m, { stream: true }).split('\n')) if (line) say('peer', `${link.peer}: ${line}`);
@@ -132,7 +132,7 @@ function attachChat(link: Link, channel: Channel): void {
 /** Sends a file with the CLI's protocol; resolves with the verified SHA-256. */
 async function sendFile(link: Link, file: File): Promise<string> {
   if (file.size > MAX_FILE_BYTES) throw new Error('the demo page sends files up to 256 MiB; use homelink send for larger ones');
-  const ch = await link.channel('file');
+  const ch = await link.channel(FILE_LABEL);
   const inbox: Array<string | Uint8Array> = [];
   let wake: (() => void) | null = null;
   let closed = false;
@@ -144,7 +144,7 @@ async function sendFile(link: Link, file: File): Promise<string> {
     closed = true;
     wake?.();
   });
-  const next = async (): Promise<Record<string, unknown>> => {
+  const next = async (): Promise<Control> => {
     const deadline = Date.now() + 30_000;
     while (inbox.length === 0) {
       if (closed) throw new Error('the receiver closed the channel');
@@ -156,29 +156,30 @@ async function sendFile(link: Link, file: File): Promise<string> {
       wake = null;
     }
     const m = inbox.shift()!;
-    if (typeof m !== 'string' || m.length > 1024) throw new Error('the receiver broke the protocol');
-    return JSON.parse(m) as Record<string, unknown>;
+    const c = typeof m === 'string' ? parseControl(m) : null;
+    if (!c) throw new Error('the receiver broke the protocol');
+    return c;
   };
   const digestP = crypto.subtle.digest('SHA-256', await file.arrayBuffer());
   await ch.send(JSON.stringify({ t: 'offer', name: file.name, size: file.size }));
   const answer = await next();
-  if (answer['t'] === 'reject') throw new Error(`refused: ${String(answer['reason'])}`);
-  const offset = answer['t'] === 'accept' && Number.isSafeInteger(answer['offset']) ? (answer['offset'] as number) : -1;
-  if (offset < 0 || offset > file.size) throw new Error('the receiver broke the protocol');
+  if (answer.t === 'reject') throw new Error(`refused: ${answer.reason}`);
+  if (answer.t !== 'accept' || answer.offset > file.size) throw new Error('the receiver broke the protocol');
+  const offset = answer.offset;
   const started = performance.now();
-  for (let pos = offset; pos < file.size; pos += CHUNK) {
-    const chunk = new Uint8Array(await file.slice(pos, Math.min(file.size, pos + CHUNK)).arrayBuffer());
+  for (let pos = offset; pos < file.size; pos += CHUNK_BYTES) {
+    const chunk = new Uint8Array(await file.slice(pos, Math.min(file.size, pos + CHUNK_BYTES)).arrayBuffer());
     await ch.send(chunk); // resolves once the send buffer is below its mark: bounded memory
     const done = pos + chunk.length;
     const rate = ((done - offset) * 1000) / Math.max(1, performance.now() - started);
     ui.fileProgress.value = done / file.size;
-    ui.fileStatus.textContent = `sending ${file.name}: ${fmtBytes(done)} / ${fmtBytes(file.size)}, ${fmtBytes(rate)}/s, ${Math.ceil((file.size - done) / Math.max(rate, 1))} s left`;
+    ui.fileStatus.textContent = `sending ${file.name}: ${formatBytes(done)} / ${formatBytes(file.size)}, ${formatBytes(rate)}/s, ${Math.ceil((file.size - done) / Math.max(rate, 1))} s left`;
   }
   const hex = Array.from(new Uint8Array(await digestP), (b) => b.toString(16).padStart(2, '0')).join('');
   await ch.send(JSON.stringify({ t: 'end', sha256: hex }));
   const result = await next();
   ch.close();
-  if (result['t'] !== 'result' || result['ok'] !== true) throw new Error('the receiver computed a different SHA-256: send again');
+  if (result.t !== 'result' || !result.ok) throw new Error('the receiver computed a different SHA-256: send again');
   return hex;
 }
 
@@ -194,21 +195,20 @@ function receiveFile(link: Link, ch: Channel): void {
         parts.push(m);
         got += m.length;
         ui.fileProgress.value = offer.size ? got / offer.size : 1;
-        ui.fileStatus.textContent = `receiving ${offer.name} from ${link.peer}: ${fmtBytes(got)} / ${fmtBytes(offer.size)}`;
+        ui.fileStatus.textContent = `receiving ${offer.name} from ${link.peer}: ${formatBytes(got)} / ${formatBytes(offer.size)}`;
         return;
       }
-      if (m.length > 1024) return ch.close();
-      const o = JSON.parse(m) as Record<string, unknown>;
-      if (o['t'] === 'offer' && !offer && typeof o['name'] === 'string' && Number.isSafeInteger(o['size'])) {
-        const size = o['size'] as number;
-        if (size > MAX_FILE_BYTES) return void ch.send(JSON.stringify({ t: 'reject', reason: 'too large for the demo page' }));
-        offer = { name: o['name'].replace(/[\\/]/g, '_').slice(0, 255), size };
+      const c = parseControl(m);
+      if (!c) return ch.close();
+      if (c.t === 'offer' && !offer) {
+        if (c.size > MAX_FILE_BYTES) return void ch.send(JSON.stringify({ t: 'reject', reason: 'too large for the demo page' }));
+        offer = { name: c.name.replace(/[\\/]/g, '_').slice(0, 255), size: c.size };
         await ch.send(JSON.stringify({ t: 'accept', offset: 0 }));
-      } else if (o['t'] === 'end' && offer && typeof o['sha256'] === 'string') {
+      } else if (c.t === 'end' && offer) {
         const blob = new Blob(parts as BlobPart[]);
         const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()));
         const hex = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
-        const ok = got === offer.size && hex === o['sha256'];
+        const ok = got === offer.size && hex === c.sha256;
         await ch.send(JSON.stringify({ t: 'result', ok }));
         if (!ok) {
           ui.fileStatus.textContent = `received ${offer.name}: SHA-256 MISMATCH, discarded`;
@@ -218,7 +218,7 @@ function receiveFile(link: Link, ch: Channel): void {
         a.href = URL.createObjectURL(blob);
         a.download = offer.name;
         a.textContent = `download ${offer.name}`;
-        ui.fileStatus.textContent = `received ${offer.name} (${fmtBytes(got)}), SHA-256 ${hex} verified `;
+        ui.fileStatus.textContent = `received ${offer.name} (${formatBytes(got)}), SHA-256 ${hex} verified `;
         ui.fileStatus.append(a);
         say('sys', `received file ${offer.name} from ${link.peer}`);
       }
@@ -228,24 +228,14 @@ function receiveFile(link: Link, ch: Channel): void {
   });
 }
 
-function fmtBytes(n: number): string {
-  const u = ['B', 'KiB', 'MiB', 'GiB'];
-  let i = 0;
-  while (n >= 1024 && i < u.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
-}
-
 /** Channels a peer opens on a link: chat or file. */
 function serveLink(link: Link): void {
   link.on('channel', (c) => {
-    if (c.label === 'stdio') {
+    if (c.label === STDIO_LABEL) {
       watchPath(link);
       attachChat(link, c);
       say('sys', `${link.peer} connected`);
-    } else if (c.label === 'file') {
+    } else if (c.label === FILE_LABEL) {
       receiveFile(link, c);
     } else {
       c.close();
@@ -320,7 +310,7 @@ async function main(): Promise<void> {
       const link = await ep.dial(peer, { timeoutMs: 20_000 });
       watchPath(link);
       serveLink(link);
-      const ch = await link.channel('stdio');
+      const ch = await link.channel(STDIO_LABEL);
       attachChat(link, ch);
       say('sys', `connected to ${peer}: ${link.path?.kind ?? 'path unknown'}`);
     } catch (e) {
@@ -331,7 +321,7 @@ async function main(): Promise<void> {
   ui.disconnect.onclick = async () => {
     const c = chat;
     if (!c) return;
-    await c.channel.send(EOF).catch(() => undefined);
+    await c.channel.send(EOF_FRAME).catch(() => undefined);
     await c.channel.drained().catch(() => undefined);
     c.link.close('bye');
   };
@@ -362,7 +352,7 @@ async function main(): Promise<void> {
       if (!reuse) ui.fileStatus.textContent = `connected to ${peer}: ${link.path?.kind ?? 'path unknown'}`;
       const hex = await sendFile(link, file);
       ui.fileProgress.value = 1;
-      ui.fileStatus.textContent = `sent ${file.name} (${fmtBytes(file.size)}), SHA-256 ${hex} verified by ${peer}`;
+      ui.fileStatus.textContent = `sent ${file.name} (${formatBytes(file.size)}), SHA-256 ${hex} verified by ${peer}`;
       if (!reuse) link.close('done');
     } catch (e) {
       ui.fileStatus.textContent = `send failed: ${errText(e)}`;

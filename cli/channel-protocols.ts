@@ -1,0 +1,72 @@
+/**
+ * The wire format of the CLI's two channel protocols, shared with the demo page (web/app.ts) so
+ * both speak them from one definition. Portable: no Node import (web/bundle.ts refuses one).
+ *
+ * `stdio` (`homelink listen` / `dial`, cli/link-commands.ts): one reliable, ordered channel opened
+ * by the dialer. Binary messages are data; the text message {@link EOF_FRAME} ends one direction,
+ * like a TCP half-close.
+ *
+ * `file` (`homelink send` / `receive`, cli/file-commands.ts): one reliable, ordered channel opened
+ * by the sender:
+ *
+ *   sender   -> {"t":"offer","name":"photo.jpg","size":12345}
+ *   receiver -> {"t":"accept","offset":0}   (offset > 0: it kept a partial file; resume there)
+ *            |  {"t":"reject","reason":"..."}
+ *   sender   -> binary chunks, from offset to size
+ *   sender   -> {"t":"end","sha256":"<hex of the whole file>"}
+ *   receiver -> {"t":"result","ok":true|false}
+ */
+
+/** Label of the netcat channel. */
+export const STDIO_LABEL = 'stdio';
+/** Label of the file channel. */
+export const FILE_LABEL = 'file';
+/** Largest data message: 16 KiB interoperates with every SCTP stack, browsers included (RFC 8831 §6.6). */
+export const CHUNK_BYTES = 16 * 1024;
+/** The text message that ends one direction of a `stdio` channel. */
+export const EOF_FRAME = '{"t":"eof"}';
+/** Control messages are tiny; anything longer is refused unparsed. */
+export const MAX_CONTROL_BYTES = 1024;
+/** Longest REJECT reason accepted from a peer. */
+const MAX_REASON_CHARS = 200;
+
+/** A control message of the `file` protocol. */
+export type Control =
+  | { t: 'offer'; name: string; size: number }
+  | { t: 'accept'; offset: number }
+  | { t: 'reject'; reason: string }
+  | { t: 'end'; sha256: string }
+  | { t: 'result'; ok: boolean };
+
+/**
+ * Parses a control message from the peer. Returns null for anything malformed: a peer is
+ * untrusted input (size-bounded, every field checked, no prototype keys used).
+ * @example
+ * const c = parseControl('{"t":"accept","offset":0}'); // { t: 'accept', offset: 0 }
+ */
+export function parseControl(m: string): Control | null {
+  if (m.length > MAX_CONTROL_BYTES) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(m);
+  } catch {
+    return null;
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return null;
+  const o = v as Record<string, unknown>;
+  const isSize = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
+  switch (o['t']) {
+    case 'offer':
+      return typeof o['name'] === 'string' && isSize(o['size']) ? { t: 'offer', name: o['name'], size: o['size'] } : null;
+    case 'accept':
+      return isSize(o['offset']) ? { t: 'accept', offset: o['offset'] } : null;
+    case 'reject':
+      return typeof o['reason'] === 'string' && o['reason'].length <= MAX_REASON_CHARS ? { t: 'reject', reason: o['reason'] } : null;
+    case 'end':
+      return typeof o['sha256'] === 'string' && /^[0-9a-f]{64}$/.test(o['sha256']) ? { t: 'end', sha256: o['sha256'] } : null;
+    case 'result':
+      return typeof o['ok'] === 'boolean' ? { t: 'result', ok: o['ok'] } : null;
+    default:
+      return null;
+  }
+}

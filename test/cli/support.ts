@@ -4,7 +4,7 @@
  * Everything started here is stopped by process group, and the folder is removed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dgram from 'node:dgram';
@@ -81,6 +81,22 @@ const quietEnv = (): NodeJS.ProcessEnv => ({
 });
 
 /** Runs `npm start` in a fresh folder (or `opts.dir`) on free ports and waits until it printed its ready line. */
+/** The last lines of each child's log, for a start-up failure's message. */
+async function childLogTails(logDir: string, lines = 30): Promise<string> {
+  let names: string[];
+  try {
+    names = await readdir(logDir);
+  } catch {
+    return '';
+  }
+  let text = '';
+  for (const name of names) {
+    const body = await readFile(join(logDir, name), 'utf8').catch(() => '');
+    text += `\n--- ${name} (last ${lines} lines)\n${body.split('\n').slice(-lines).join('\n')}`;
+  }
+  return text;
+}
+
 export async function startStack(opts: { dir?: string } = {}): Promise<RunningStack> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'homelink-stack-')));
   const ports: StackPorts = { signaling: await freePort(), relay: await freePort(), relayTls: await freePort(), metrics: await freePort(), web: await freePort() };
@@ -128,8 +144,10 @@ export async function startStack(opts: { dir?: string } = {}): Promise<RunningSt
   const deadline = Date.now() + STACK_READY_TIMEOUT_MS;
   while (!out.includes(READY_LINE)) {
     if (exitCode !== undefined || Date.now() > deadline) {
+      // The children's logs go with the stack's folder: keep their tails in the error.
+      const logs = await childLogTails(join(dir, 'logs'));
       await dispose();
-      throw new Error(`npm start did not become ready (exit ${String(exitCode)}):\n${out}`);
+      throw new Error(`npm start did not become ready (exit ${String(exitCode)}):\n${out}${logs}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }

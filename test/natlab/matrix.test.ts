@@ -21,10 +21,12 @@ import { weriftStack } from './stack-werift.js';
 import { startHomelinkStack } from './stack-homelink.js';
 
 /**
- * Cells run at once (each on its own homes, so independent). One by default: the whole matrix
- * still takes about 3 minutes, and with two at once on this 2-core machine (shared with the
- * other suites) relayed cells sometimes lose their path right after ICE nominated it (see
- * the report); NATLAB_CONCURRENCY=2 reproduces that.
+ * Cells run at once (each on its own homes, so independent). One by default. Relayed cells
+ * used to lose their path right after ICE nominated it when two ran at once: pub's bridge took
+ * its MAC from its lowest port, so another cell adding or removing a home changed the MAC of
+ * the relay and signaling addresses under every cached neighbour entry (fixed in lab.ts,
+ * asserted by lab.test.ts). With two at once on this busy 2-core machine, werift (which
+ * nominates the first pair that succeeds) can still settle a direct-capable cell on the relay.
  */
 const CELL_CONCURRENCY = Number(process.env['NATLAB_CONCURRENCY'] ?? 1);
 const REPORT = 'docs/NATLAB.md';

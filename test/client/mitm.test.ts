@@ -5,15 +5,15 @@
  * and a malicious server's garbage frames do not crash the client.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket, { WebSocketServer } from 'ws';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { Endpoint, LinkError, generateDeviceKey } from '../../client/index.js';
 import { endpointFor, nextLink, randomId } from './helpers.js';
+import { signalingProxy, type SignalingProxy } from './proxy.js';
 
 let sig: SignalingHandle;
 const endpoints: Endpoint[] = [];
 const track = <T extends Endpoint>(e: T): T => (endpoints.push(e), e);
-const proxies: Array<{ close(): Promise<void> }> = [];
+const proxies: SignalingProxy[] = [];
 
 beforeAll(async () => {
   sig = await startSignaling({ offlineWaitMs: 500 });
@@ -30,39 +30,18 @@ type Rewrite = (frame: Record<string, unknown>) => Record<string, unknown> | str
 
 /** A proxy to the worker that passes frames through `toClient` on their way to the client. */
 async function mitmProxy(toClient: Rewrite): Promise<string> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (p) => (p.has('homelink.v1') ? 'homelink.v1' : false) });
-  await new Promise<void>((r) => wss.once('listening', r));
-  const upstreams = new Set<WebSocket>();
-  wss.on('connection', (down, req) => {
-    const protocols = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
-    const up = new WebSocket(sig.url.replace('http', 'ws') + (req.url ?? '/'), protocols);
-    upstreams.add(up);
-    const early: string[] = [];
-    up.on('open', () => early.splice(0).forEach((f) => up.send(f)));
-    down.on('message', (d) => (up.readyState === WebSocket.OPEN ? up.send(d.toString()) : early.push(d.toString())));
-    up.on('message', (d) => {
-      let f: Record<string, unknown>;
-      try {
-        f = JSON.parse(d.toString()) as Record<string, unknown>;
-      } catch {
-        return down.send(d.toString());
-      }
-      const out = toClient(f);
-      if (out !== null) down.send(typeof out === 'string' ? out : JSON.stringify(out));
-    });
-    up.on('close', () => down.close());
-    down.on('close', () => up.close());
-    up.on('error', () => down.close());
+  const proxy = await signalingProxy(sig.url, (text, deliver) => {
+    let f: Record<string, unknown>;
+    try {
+      f = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      return deliver(text);
+    }
+    const out = toClient(f);
+    if (out !== null) deliver(typeof out === 'string' ? out : JSON.stringify(out));
   });
-  proxies.push({
-    close: () =>
-      new Promise<void>((r) => {
-        for (const u of upstreams) u.terminate();
-        for (const c of wss.clients) c.terminate();
-        wss.close(() => r());
-      }),
-  });
-  return `http://127.0.0.1:${(wss.address() as { port: number }).port}`;
+  proxies.push(proxy);
+  return proxy.url;
 }
 
 const signalOf = (f: Record<string, unknown>): Record<string, unknown> | null =>
@@ -200,32 +179,11 @@ describe('identity binding against a hostile signaling path', () => {
 
 /** A proxy that sends `junk` frames to the client before every real frame. */
 async function hostileProxy(junk: string[]): Promise<string> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (p) => (p.has('homelink.v1') ? 'homelink.v1' : false) });
-  await new Promise<void>((r) => wss.once('listening', r));
-  const ups = new Set<WebSocket>();
-  wss.on('connection', (down, req) => {
-    const protocols = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
-    const up = new WebSocket(sig.url.replace('http', 'ws') + (req.url ?? '/'), protocols);
-    ups.add(up);
-    const early: string[] = [];
-    up.on('open', () => early.splice(0).forEach((f) => up.send(f)));
-    down.on('message', (d) => (up.readyState === WebSocket.OPEN ? up.send(d.toString()) : early.push(d.toString())));
-    up.on('message', (d) => {
-      if (down.readyState !== WebSocket.OPEN) return;
-      for (const j of junk) if (j.length < 60_000) down.send(j);
-      down.send(Buffer.from([1, 2, 3]), { binary: true });
-      down.send(d.toString());
-    });
-    up.on('close', () => down.close());
-    down.on('close', () => up.close());
+  const proxy = await signalingProxy(sig.url, (text, deliver) => {
+    for (const j of junk) if (j.length < 60_000) deliver(j);
+    deliver(new Uint8Array([1, 2, 3]));
+    deliver(text);
   });
-  proxies.push({
-    close: () =>
-      new Promise<void>((r) => {
-        for (const u of ups) u.terminate();
-        for (const c of wss.clients) c.terminate();
-        wss.close(() => r());
-      }),
-  });
-  return `http://127.0.0.1:${(wss.address() as { port: number }).port}`;
+  proxies.push(proxy);
+  return proxy.url;
 }

@@ -9,7 +9,7 @@
  * side only after checks began. Both sides must end on `relay`.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket, { WebSocketServer } from 'ws';
+import { signalingProxy } from './proxy.js';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import type { Endpoint, Link, LinkPath } from '../../client/index.js';
 import { MAX_REMOTE_CANDIDATES, PathClassifier } from '../../client/path.js';
@@ -103,47 +103,27 @@ const proxies: Array<() => Promise<void>> = [];
  * candidate are delivered to that endpoint `delayMs` late (in order); everything else at once.
  */
 async function delayingProxy(delayMs: number): Promise<string> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (p) => (p.has('homelink.v1') ? 'homelink.v1' : false) });
-  await new Promise<void>((r) => wss.once('listening', r));
-  const upstreams = new Set<WebSocket>();
   const timers = new Set<ReturnType<typeof setTimeout>>();
-  wss.on('connection', (down, req) => {
-    const protocols = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
-    const up = new WebSocket(sig.url.replace('http', 'ws') + (req.url ?? '/'), protocols);
-    upstreams.add(up);
-    const early: string[] = [];
-    up.on('open', () => early.splice(0).forEach((f) => up.send(f)));
-    down.on('message', (d) => (up.readyState === WebSocket.OPEN ? up.send(d.toString()) : early.push(d.toString())));
-    up.on('message', (d) => {
-      const text = d.toString();
-      let candidate = false;
-      try {
-        const f = JSON.parse(text) as { type?: unknown; data?: { kind?: unknown } };
-        candidate = f.type === 'signal' && f.data?.kind === 'candidate';
-      } catch {
-        // not JSON: pass it on unchanged
-      }
-      if (!candidate) return down.send(text);
-      const t = setTimeout(() => {
-        timers.delete(t);
-        if (down.readyState === WebSocket.OPEN) down.send(text);
-      }, delayMs);
-      timers.add(t);
-    });
-    up.on('close', () => down.close());
-    down.on('close', () => up.close());
-    up.on('error', () => down.close());
+  const proxy = await signalingProxy(sig.url, (text, deliver) => {
+    let candidate = false;
+    try {
+      const f = JSON.parse(text) as { type?: unknown; data?: { kind?: unknown } };
+      candidate = f.type === 'signal' && f.data?.kind === 'candidate';
+    } catch {
+      // not JSON: pass it on unchanged
+    }
+    if (!candidate) return deliver(text);
+    const t = setTimeout(() => {
+      timers.delete(t);
+      deliver(text);
+    }, delayMs);
+    timers.add(t);
   });
-  proxies.push(
-    () =>
-      new Promise<void>((r) => {
-        for (const t of timers) clearTimeout(t);
-        for (const u of upstreams) u.terminate();
-        for (const c of wss.clients) c.terminate();
-        wss.close(() => r());
-      }),
-  );
-  return `http://127.0.0.1:${(wss.address() as { port: number }).port}`;
+  proxies.push(() => {
+    for (const t of timers) clearTimeout(t);
+    return proxy.close();
+  });
+  return proxy.url;
 }
 
 /** Resolves with the link's path once it is relayed (now or after a `path` event), or the last path seen when the bound passes. */

@@ -23,7 +23,7 @@ import { readFile } from 'node:fs/promises';
 import WebSocket from 'ws';
 import { wsProtocols } from '../protocol/messages.js';
 import { formatAddress, StunClientError, streamBinding, TurnAllocation, UdpStun, type TurnCredentials } from './stun-client.js';
-import type { TransportAddress } from '../relay/stun/index.js';
+import type { TransportAddress } from '../protocol/stun/index.js';
 
 /** Bindings per relay over UDP for the RTT: the median of three smooths one scheduling hiccup. */
 export const UDP_RTT_SAMPLES = 3;

@@ -34,7 +34,7 @@ import {
   type LongTermAuth,
   type StunMessage,
   type TransportAddress,
-} from '../relay/stun/index.js';
+} from '../protocol/stun/index.js';
 
 /** First UDP retransmission after this; doubled each time (RFC 8489 §6.2.1 uses 500 ms as RTO). */
 export const UDP_RTO_MS = 250;
@@ -264,7 +264,7 @@ export interface TurnCredentials {
  * A UDP TURN allocation on `socket` (RFC 8656 §7.1-7.2): the first Allocate is answered 401 with
  * REALM and NONCE (RFC 8489 §9.2.4), the second carries USERNAME, REALM, NONCE and
  * MESSAGE-INTEGRITY with key MD5(username ":" realm ":" password) (§9.2.2). Signing and reading
- * the answers is the relay codec's client side (relay/stun/client.ts); this class owns the socket.
+ * the answers is the relay codec's client side (protocol/stun/client.ts); this class owns the socket.
  */
 export class TurnAllocation {
   private constructor(

@@ -39,11 +39,11 @@
  * unspecified address (Linux delivers `0.0.0.0` and `::` to the local host),
  * multicast and broadcast. Loopback opens only with `allowLoopback` (tests).
  *
- * Portable: no Node imports (only `stun/ip.ts`, itself portable), so the
+ * Portable: no Node imports (only `protocol/stun/ip.ts`, itself portable), so the
  * module can move to `protocol/` together with it.
  */
 
-import { MAX_IPV6_TEXT, formatIp, formatIpv4Value, formatIpv6Words, parseIpv4Value, parseIpv6Words } from './stun/ip.js';
+import { MAX_IPV6_TEXT, formatIp, formatIpv4Value, formatIpv6Words, parseIpv4Value, parseIpv6Words } from '../protocol/stun/ip.js';
 
 /** Why a peer address was refused; a fixed set, so metrics can hold one counter per reason. */
 export type DenyReason =

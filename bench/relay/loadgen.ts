@@ -11,7 +11,7 @@
  *
  * Allocate and ChannelBind use long-term credentials (RFC 8489 §9.2) with
  * TURN REST-API usernames, built with the relay's own STUN codec and its
- * client side (relay/stun/client.ts, shared with the test client). Only the
+ * client side (protocol/stun/client.ts, shared with the test client). Only the
  * handshake uses it; the measured loop sends preformatted ChannelData.
  */
 import { createHash, createHmac } from 'node:crypto';
@@ -34,7 +34,7 @@ import {
   type ResponseFields,
   type StunMessage,
   type TransportAddress,
-} from '../../relay/stun/index.js';
+} from '../../protocol/stun/index.js';
 
 /** The first channel number (RFC 8656 §12); one channel per allocation is enough here. */
 const CHANNEL = 0x4000;

@@ -28,7 +28,7 @@ import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { StunClass, StunMethod, StunWriter, decodeStun } from '../../relay/stun/index.js';
+import { StunClass, StunMethod, StunWriter, decodeStun } from '../../protocol/stun/index.js';
 import { allocateMany, closeAll, runLoad, type LoadResult, type LoadTarget } from './loadgen.js';
 
 type RelayName = 'bare' | 'ours-1' | 'ours-2' | 'coturn';

@@ -11,7 +11,7 @@
  * Everything is synchronous: hashes are injected (node:crypto in the Node driver).
  */
 import { parseTurnUsername } from '../../protocol/turn-credentials.js';
-import { longTermKey, type HmacFn } from '../stun/message.js';
+import { longTermKey, type HmacFn } from '../../protocol/stun/message.js';
 
 /** Synchronous primitives the server needs; the Node driver passes node:crypto. */
 export interface TurnCrypto {

@@ -29,7 +29,7 @@ import {
   StunClass,
   StunMethod,
   TRANSPORT_UDP,
-} from '../stun/constants.js';
+} from '../../protocol/stun/constants.js';
 import {
   decodeChannelNumber,
   decodeLifetime,
@@ -46,9 +46,9 @@ import {
   encodeUnknownAttributes,
   encodeXorAddress,
   type TransportAddress,
-} from '../stun/attributes.js';
-import { decodeStun, findAttr, StunWriter, verifyMessageIntegrity, type StunMessage } from '../stun/message.js';
-import { StreamFramer } from '../stun/stream.js';
+} from '../../protocol/stun/attributes.js';
+import { decodeStun, findAttr, StunWriter, verifyMessageIntegrity, type StunMessage } from '../../protocol/stun/message.js';
+import { StreamFramer } from '../../protocol/stun/stream.js';
 import { checkRestUsername, longTermKeys, NonceBook, type TurnCrypto } from './auth.js';
 import { createTurnCounters, type TurnCounters } from './counters.js';
 import { CHANNEL_LIFETIME_S, PERMISSION_LIFETIME_S } from './defaults.js';

@@ -18,7 +18,7 @@ import {
   decodeUsername,
   decodeXorAddress,
   encodeChannelData,
-} from '../../relay/stun/index.js';
+} from '../../protocol/stun/index.js';
 import { A, StunClass, StunMethod, TestTurnClient, restCredential } from './helpers/turn-client.js';
 import { Harness, SECRET } from './helpers/virtual.js';
 

@@ -2,7 +2,7 @@
 import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedRelay } from '../../relay/index.js';
-import { Attr, decodeChannelData, encodeChannelData, encodeRequestedAddressFamily } from '../../relay/stun/index.js';
+import { Attr, decodeChannelData, encodeChannelData, encodeRequestedAddressFamily } from '../../protocol/stun/index.js';
 import { A, StunClass, StunMethod, restClient } from './helpers/turn-client.js';
 import { startLoopbackRelay } from './helpers/relay.js';
 import { UdpEndpoint } from './helpers/sockets.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedRelay } from '../../relay/index.js';
-import { decodeChannelData, encodeChannelData } from '../../relay/stun/index.js';
+import { decodeChannelData, encodeChannelData } from '../../protocol/stun/index.js';
 import { A, StunClass, StunMethod, restClient, type TestTurnClient } from './helpers/turn-client.js';
 import { startLoopbackRelay } from './helpers/relay.js';
 import { StreamEndpoint, UdpEndpoint, udpEcho } from './helpers/sockets.js';

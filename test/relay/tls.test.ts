@@ -1,7 +1,7 @@
 /** TURN over TLS with a self-signed certificate made for the test (openssl CLI). */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedRelay } from '../../relay/index.js';
-import { decodeChannelData, encodeChannelData } from '../../relay/stun/index.js';
+import { decodeChannelData, encodeChannelData } from '../../protocol/stun/index.js';
 import { A, StunClass, StunMethod, restClient } from './helpers/turn-client.js';
 import { StreamEndpoint, udpEcho } from './helpers/sockets.js';
 import { selfSignedCertificate, startLoopbackRelay, type TestCertificate } from './helpers/relay.js';

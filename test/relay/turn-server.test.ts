@@ -13,7 +13,7 @@ import {
   encodeRequestedAddressFamily,
   encodeRequestedTransport,
   findAttr,
-} from '../../relay/stun/index.js';
+} from '../../protocol/stun/index.js';
 import { A, TestTurnClient, restCredential, type AttrList, type Response } from './helpers/turn-client.js';
 import { Harness, RELAY_V4, RELAY_V6, SECRET } from './helpers/virtual.js';
 

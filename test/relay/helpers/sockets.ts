@@ -2,7 +2,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import tls from 'node:tls';
-import { StreamFramer } from '../../../relay/stun/index.js';
+import { StreamFramer } from '../../../protocol/stun/index.js';
 
 /** A UDP socket on 127.0.0.1 with a queue of received datagrams. */
 export class UdpEndpoint {

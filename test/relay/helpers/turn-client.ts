@@ -1,6 +1,6 @@
 /**
  * A small TURN client for tests, built on our codec and its client side
- * (relay/stun/client.ts, shared with the benchmark's load generator): it mints
+ * (protocol/stun/client.ts, shared with the benchmark's load generator): it mints
  * requests, learns REALM/NONCE from 401/438 answers and signs with the
  * long-term key. Transport is the caller's business (virtual server calls or
  * real sockets).
@@ -23,7 +23,7 @@ import {
   verifyMessageIntegrity,
   type ResponseFields,
   type StunMessage,
-} from '../../../relay/stun/index.js';
+} from '../../../protocol/stun/index.js';
 
 export const hmacSha1 = (k: Uint8Array, d: Uint8Array) => new Uint8Array(createHmac('sha1', k).update(d).digest());
 export const md5 = (d: Uint8Array) => new Uint8Array(createHash('md5').update(d).digest());

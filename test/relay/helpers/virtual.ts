@@ -13,7 +13,7 @@ import {
   type RelayAction,
   type TurnServerOptions,
 } from '../../../relay/turn/index.js';
-import { encodeChannelData } from '../../../relay/stun/index.js';
+import { encodeChannelData } from '../../../protocol/stun/index.js';
 
 export const SECRET = 'virtual-secret-1';
 export const RELAY_V4 = '203.0.113.10';

@@ -41,7 +41,7 @@ import {
   readResponse,
   verifyMessageIntegritySha256,
   type StunMessage,
-} from '../../relay/stun/index.js';
+} from '../../protocol/stun/index.js';
 
 const hmacSha1 = (k: Uint8Array, d: Uint8Array) => new Uint8Array(createHmac('sha1', k).update(d).digest());
 const hmacSha256 = (k: Uint8Array, d: Uint8Array) => new Uint8Array(createHmac('sha256', k).update(d).digest());

@@ -40,6 +40,30 @@ export function tokenFromProtocolHeader(header: string | null | undefined): stri
   return token.length > 0 ? token : null;
 }
 
+// ---- Keepalive ---------------------------------------------------------------------------
+
+/**
+ * Application keepalive on both sockets. The client sends exactly {@link PING_FRAME} and
+ * expects exactly {@link PONG_FRAME}; the Durable Objects answer it with
+ * `ctx.setWebSocketAutoResponse`, so a ping neither wakes nor bills a hibernated object.
+ * The frames are fixed strings because auto-response matches the whole frame byte for byte.
+ */
+export const PING_FRAME = '{"v":1,"type":"ping"}';
+export const PONG_FRAME = '{"v":1,"type":"pong"}';
+/**
+ * How often a client pings an idle socket. Home routers commonly drop idle TCP mappings
+ * after 60-300 s (RFC 5382 asks for at least 2 h 4 min, few comply), mobile carriers sooner;
+ * 25 s keeps a mapping alive behind all of them at ~1 frame per 25 s per socket.
+ */
+export const KEEPALIVE_INTERVAL_MS = 25_000;
+/** A pong later than this after its ping means the path is dead: the client reconnects. */
+export const KEEPALIVE_TIMEOUT_MS = 10_000;
+/**
+ * The service drops an endpoint's presence when it has heard nothing (no frame, no ping)
+ * for this long: two missed pings plus the pong deadline.
+ */
+export const PRESENCE_STALE_MS = 2 * KEEPALIVE_INTERVAL_MS + KEEPALIVE_TIMEOUT_MS;
+
 // ---- Limits (named, with reasons) -------------------------------------------------------
 
 /** Largest frame accepted on any socket. An SDP with a few media sections is < 8 KiB; 64 KiB leaves room. */

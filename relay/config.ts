@@ -19,7 +19,10 @@ import {
   MAX_CHANNELS_PER_ALLOCATION,
   MAX_PERMISSIONS_PER_ALLOCATION,
   MAX_STREAM_BUFFER_BYTES,
+  MAX_STREAMS_PER_IP,
   NONCE_LIFETIME_S,
+  STREAM_HANDSHAKE_TIMEOUT_MS,
+  STREAM_IDLE_TIMEOUT_MS,
 } from './turn/defaults.js';
 
 export { ConfigError };
@@ -43,8 +46,13 @@ export interface RelayConfig {
   /** PEM certificate chain and key paths for TURN over TLS. */
   readonly tlsCert: string | null;
   readonly tlsKey: string | null;
-  /** Address relay (peer-facing) sockets bind. */
+  /**
+   * Address relay (peer-facing) sockets bind. A wildcard (0.0.0.0 or ::) serves both families;
+   * a specific address serves its own family only, unless `relayHost6` adds IPv6.
+   */
   readonly relayHost: string;
+  /** Address IPv6 relay sockets bind when `relayHost` is a specific IPv4 address (null: no IPv6 relaying then). */
+  readonly relayHost6: string | null;
   /** Addresses advertised in XOR-RELAYED-ADDRESS: at most one IPv4 and one IPv6. */
   readonly advertisedAddresses: readonly string[];
   /** Relay port range, inclusive; split between workers. */
@@ -62,6 +70,12 @@ export interface RelayConfig {
   readonly bandwidthBurstBytes: number;
   /** Bytes buffered per TCP/TLS connection, in and out. */
   readonly maxStreamBufferBytes: number;
+  /** A TLS connection that has not finished its handshake this long after accept is closed. */
+  readonly streamHandshakeTimeoutMs: number;
+  /** A TCP/TLS connection without an allocation that sends no whole frame for this long is closed. */
+  readonly streamIdleTimeoutMs: number;
+  /** Open TCP/TLS connections per source IPv4 address or IPv6 /64; the next one is closed at accept. */
+  readonly maxStreamsPerIp: number;
   /** CIDRs peers may be in although the default policy denies them (a lab's ranges). */
   readonly allow: readonly string[];
   /** Lets loopback peers through: tests only. */
@@ -101,6 +115,7 @@ export const OPTIONS: readonly Option[] = [
   { key: 'tlsCert', flag: 'tls-cert', env: 'RELAY_TLS_CERT', kind: 'string', def: null, why: 'no default certificate: TLS runs only with a real one' },
   { key: 'tlsKey', flag: 'tls-key', env: 'RELAY_TLS_KEY', kind: 'string', def: null, why: 'goes with tls-cert' },
   { key: 'relayHost', flag: 'relay-host', env: 'RELAY_RELAY_HOST', kind: 'string', def: '0.0.0.0', why: 'peer-facing sockets on every interface, like the listeners' },
+  { key: 'relayHost6', flag: 'relay-host6', env: 'RELAY_RELAY_HOST6', kind: 'string', def: null, why: 'a relay bound to one IPv4 address must not open IPv6 sockets on every address; IPv6 needs its own address' },
   { key: 'advertisedAddresses', flag: 'advertise', env: 'RELAY_ADVERTISE', kind: 'list', def: [], why: 'defaults to relay-host when that is a concrete address; behind 1:1 NAT (cloud) the public IP must be given' },
   { key: 'relayPortMin', flag: 'relay-port-min', env: 'RELAY_PORT_MIN', kind: 'int', def: 49152, why: 'RFC 8656 §7.2: relay ports from the dynamic range 49152-65535' },
   { key: 'relayPortMax', flag: 'relay-port-max', env: 'RELAY_PORT_MAX', kind: 'int', def: 65535, why: 'top of the dynamic range' },
@@ -114,6 +129,9 @@ export const OPTIONS: readonly Option[] = [
   { key: 'bandwidthBytesPerSecond', flag: 'bandwidth', env: 'RELAY_BANDWIDTH', kind: 'int', def: BANDWIDTH_BYTES_PER_SECOND, why: 'see relay/turn/defaults.ts' },
   { key: 'bandwidthBurstBytes', flag: 'bandwidth-burst', env: 'RELAY_BANDWIDTH_BURST', kind: 'int', def: BANDWIDTH_BURST_BYTES, why: 'see relay/turn/defaults.ts' },
   { key: 'maxStreamBufferBytes', flag: 'max-stream-buffer', env: 'RELAY_MAX_STREAM_BUFFER', kind: 'int', def: MAX_STREAM_BUFFER_BYTES, why: 'see relay/turn/defaults.ts' },
+  { key: 'streamHandshakeTimeoutMs', flag: 'stream-handshake-timeout-ms', env: 'RELAY_STREAM_HANDSHAKE_TIMEOUT_MS', kind: 'int', def: STREAM_HANDSHAKE_TIMEOUT_MS, why: 'see relay/turn/defaults.ts' },
+  { key: 'streamIdleTimeoutMs', flag: 'stream-idle-timeout-ms', env: 'RELAY_STREAM_IDLE_TIMEOUT_MS', kind: 'int', def: STREAM_IDLE_TIMEOUT_MS, why: 'see relay/turn/defaults.ts' },
+  { key: 'maxStreamsPerIp', flag: 'max-streams-per-ip', env: 'RELAY_MAX_STREAMS_PER_IP', kind: 'int', def: MAX_STREAMS_PER_IP, why: 'see relay/turn/defaults.ts' },
   { key: 'allow', flag: 'allow', env: 'RELAY_ALLOW', kind: 'list', def: [], why: 'the default policy is closed; a lab opens its own ranges' },
   { key: 'allowLoopback', flag: 'allow-loopback', env: 'RELAY_ALLOW_LOOPBACK', kind: 'bool', def: false, why: 'loopback peers would expose the relay host itself; tests only' },
   { key: 'metricsHost', flag: 'metrics-host', env: 'RELAY_METRICS_HOST', kind: 'string', def: '127.0.0.1', why: 'metrics are for the operator, not the internet' },
@@ -255,6 +273,10 @@ function validate(c: RelayConfig): RelayConfig {
   });
   if (c.software.length > 127) fail('software', 'must be at most 127 characters');
   for (const f of ['listenHost', 'relayHost', 'metricsHost'] as const) if (!isIP(c[f])) fail(f, 'must be an IP address');
+  if (c.relayHost6 !== null) {
+    if (isIP(c.relayHost6) !== 6) fail('relayHost6', 'must be an IPv6 address');
+    if (isIP(c.relayHost) !== 4 || c.relayHost === '0.0.0.0') fail('relayHost6', 'only goes with a specific IPv4 relayHost (a wildcard or IPv6 relayHost already covers IPv6)');
+  }
   port('udpPort', c.udpPort);
   port('tcpPort', c.tcpPort);
   port('tlsPort', c.tlsPort);
@@ -270,10 +292,16 @@ function validate(c: RelayConfig): RelayConfig {
   for (const a of advertised) if (!isIP(a)) fail('advertisedAddresses', `"${a.slice(0, 45)}" is not an IP address`);
   if (advertised.length === 0) {
     if (c.relayHost === '0.0.0.0' || c.relayHost === '::') fail('advertisedAddresses', 'required when relay-host is a wildcard address (the public IP clients reach)');
-    advertised = [c.relayHost];
+    advertised = c.relayHost6 === null ? [c.relayHost] : [c.relayHost, c.relayHost6];
   }
   if (advertised.filter((a) => isIP(a) === 4).length > 1 || advertised.filter((a) => isIP(a) === 6).length > 1) {
     fail('advertisedAddresses', 'at most one IPv4 and one IPv6 address');
+  }
+  const binds = relayBindAddresses(c);
+  for (const family of [4, 6] as const) {
+    if (advertised.some((a) => isIP(a) === family) && binds[family] === null) {
+      fail('advertisedAddresses', `an IPv${family} address is advertised but relay sockets have no IPv${family} address to bind (${family === 6 ? 'set relayHost6, or' : 'use'} a wildcard relayHost)`);
+    }
   }
   positive('defaultLifetimeS', 60);
   positive('maxLifetimeS', 60);
@@ -286,8 +314,22 @@ function validate(c: RelayConfig): RelayConfig {
   positive('bandwidthBytesPerSecond', 0);
   positive('bandwidthBurstBytes', 1500);
   positive('maxStreamBufferBytes', 65_540);
+  positive('streamHandshakeTimeoutMs', 100);
+  positive('streamIdleTimeoutMs', 100);
+  positive('maxStreamsPerIp');
   positive('shutdownDrainMs', 0);
   return Object.freeze({ ...c, advertisedAddresses: Object.freeze(advertised), secrets: Object.freeze([...c.secrets]), allow: Object.freeze([...c.allow]) });
+}
+
+/**
+ * The addresses relay sockets bind, per family (null: that family is not relayed). A wildcard
+ * relayHost covers both families on the wildcard; a specific one covers its own family only, so
+ * a relay told to use one address never opens sockets on every address of the other family.
+ */
+export function relayBindAddresses(c: Pick<RelayConfig, 'relayHost' | 'relayHost6'>): { 4: string | null; 6: string | null } {
+  if (c.relayHost === '0.0.0.0' || c.relayHost === '::') return { 4: '0.0.0.0', 6: '::' };
+  if (isIP(c.relayHost) === 6) return { 4: null, 6: c.relayHost };
+  return { 4: c.relayHost, 6: c.relayHost6 };
 }
 
 /** Help text for the CLI: every flag, its env variable and default. */

@@ -12,14 +12,15 @@
  * by user, allocation or address ever becomes a series, which is what made
  * coturn's Prometheus exporter grow without bound.
  *
- * The field names match the TURN core's counters (relay/turn/counters.ts), so
- * a {@link RelayMetrics} can serve as the core's counters directly, or a
- * driver can {@link RelayMetrics.add} snapshots from several worker
- * processes into one before rendering.
+ * The counters themselves are defined once, in relay/turn/counters.ts; a
+ * {@link RelayMetrics} is the core's counter object with rendering added, and
+ * a primary {@link RelayMetrics.add}s snapshots from its worker processes
+ * into one before rendering.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { DENY_REASONS, type DenyReason } from './policy.js';
+import { DENY_REASONS } from './policy.js';
+import { addCounters, COUNTERS, createTurnCounters, PEERS_DENIED_FAMILY, snapshotCounters, type TurnCounters } from './turn/counters.js';
 
 /** Prefix of every series, so a shared Prometheus can tell our relay from others. */
 const PREFIX = 'homelink_relay_';
@@ -34,81 +35,28 @@ const MAX_HEADER_BYTES = 8 * 1024;
 /** Prometheus scrapes every 10-60 s; close idle keep-alive connections well before that adds up. */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 
-/** The counters of one relay process. All fields are plain numbers, incremented directly. */
+/**
+ * The counters of one relay process ({@link TurnCounters}: the fields come from the one
+ * table in relay/turn/counters.ts), with rendering and worker aggregation.
+ */
+export interface RelayMetrics extends TurnCounters {}
 export class RelayMetrics {
-  // Gauges: current state.
-  /** Live allocations. */
-  allocations = 0;
-  /** Live permissions across all allocations. */
-  permissions = 0;
-  /** Live channel bindings across all allocations. */
-  channels = 0;
-  /** Open TCP/TLS client connections. */
-  streamConnections = 0;
-
-  // Totals since start.
-  allocationsCreated = 0;
-  allocationsExpired = 0;
-  /** STUN/TURN requests handled (all methods). */
-  requests = 0;
-  packetsToPeer = 0;
-  bytesToPeer = 0;
-  packetsToClient = 0;
-  bytesToClient = 0;
-
-  // Packets dropped, by reason.
-  dropMalformed = 0;
-  dropNoAllocation = 0;
-  dropNoPermission = 0;
-  dropNoChannel = 0;
-  dropBandwidth = 0;
-  dropSendFailed = 0;
-  dropBackpressure = 0;
-
-  // Authentication: challenges (401 to a first, unauthenticated request) are normal; the rest are failures.
-  authChallenges = 0;
-  authMissingFields = 0;
-  authStaleNonce = 0;
-  authBadUsername = 0;
-  authExpired = 0;
-  authBadIntegrity = 0;
-  authWrongCredentials = 0;
-
-  // Peers refused by the policy (relay/policy.ts): the total and one counter per reason.
-  peersDenied = 0;
-  readonly peersDeniedByReason: Record<DenyReason, number> = zeroByReason();
-
-  // Quota refusals, by kind.
-  quotaAllocationsPerUser = 0;
-  quotaAllocationsTotal = 0;
-  quotaPermissions = 0;
-  quotaRelayPorts = 0;
-  quotaStreamBuffer = 0;
+  constructor() {
+    Object.assign(this, createTurnCounters());
+  }
 
   /**
    * Adds every counter of `other` (e.g. a snapshot sent by a worker process) into this one.
    * Unknown deny reasons in `other` are ignored; non-finite values count as 0.
    */
   add(other: Partial<RelayMetricsSnapshot>): this {
-    for (const k of NUMERIC_FIELDS) {
-      const v = other[k];
-      if (typeof v === 'number' && Number.isFinite(v)) this[k] += v;
-    }
-    const by = other.peersDeniedByReason;
-    if (by && typeof by === 'object') {
-      for (const r of DENY_REASONS) {
-        const v = (by as Record<string, unknown>)[r];
-        if (typeof v === 'number' && Number.isFinite(v)) this.peersDeniedByReason[r] += v;
-      }
-    }
+    addCounters(this, other);
     return this;
   }
 
   /** A plain-object copy (structured-clone and JSON safe), e.g. to send to a primary process. */
   snapshot(): RelayMetricsSnapshot {
-    const out = { peersDeniedByReason: { ...this.peersDeniedByReason } } as RelayMetricsSnapshot;
-    for (const k of NUMERIC_FIELDS) out[k] = this[k];
-    return out;
+    return snapshotCounters(this);
   }
 
   /**
@@ -124,99 +72,8 @@ export class RelayMetrics {
   }
 }
 
-/** The numeric fields of {@link RelayMetrics}. */
-export type NumericField = {
-  [K in keyof RelayMetrics]: RelayMetrics[K] extends number ? K : never;
-}[keyof RelayMetrics];
-
 /** A plain copy of {@link RelayMetrics} without methods. */
-export type RelayMetricsSnapshot = { [K in NumericField]: number } & { peersDeniedByReason: Record<DenyReason, number> };
-
-function zeroByReason(): Record<DenyReason, number> {
-  const o = {} as Record<DenyReason, number>;
-  for (const r of DENY_REASONS) o[r] = 0;
-  return o;
-}
-
-const NUMERIC_FIELDS: readonly NumericField[] = Object.keys(new RelayMetrics()).filter(
-  (k) => k !== 'peersDeniedByReason',
-) as NumericField[];
-
-type Family = {
-  name: string;
-  type: 'gauge' | 'counter';
-  help: string;
-  series: ReadonlyArray<readonly [labels: string, field: NumericField]>;
-};
-
-/** Every metric family: one place to read what the relay exports. */
-const FAMILIES: readonly Family[] = [
-  { name: 'allocations', type: 'gauge', help: 'Live TURN allocations.', series: [['', 'allocations']] },
-  { name: 'permissions', type: 'gauge', help: 'Live TURN permissions.', series: [['', 'permissions']] },
-  { name: 'channels', type: 'gauge', help: 'Live TURN channel bindings.', series: [['', 'channels']] },
-  { name: 'stream_connections', type: 'gauge', help: 'Open TCP/TLS client connections.', series: [['', 'streamConnections']] },
-  { name: 'allocations_created_total', type: 'counter', help: 'Allocations created.', series: [['', 'allocationsCreated']] },
-  { name: 'allocations_expired_total', type: 'counter', help: 'Allocations that ended by expiry or refresh with lifetime 0.', series: [['', 'allocationsExpired']] },
-  { name: 'requests_total', type: 'counter', help: 'STUN/TURN requests handled.', series: [['', 'requests']] },
-  {
-    name: 'packets_total',
-    type: 'counter',
-    help: 'Packets relayed, by direction.',
-    series: [
-      ['direction="to_peer"', 'packetsToPeer'],
-      ['direction="to_client"', 'packetsToClient'],
-    ],
-  },
-  {
-    name: 'bytes_total',
-    type: 'counter',
-    help: 'Application payload bytes relayed, by direction.',
-    series: [
-      ['direction="to_peer"', 'bytesToPeer'],
-      ['direction="to_client"', 'bytesToClient'],
-    ],
-  },
-  {
-    name: 'dropped_packets_total',
-    type: 'counter',
-    help: 'Packets dropped, by reason.',
-    series: [
-      ['reason="malformed"', 'dropMalformed'],
-      ['reason="no_allocation"', 'dropNoAllocation'],
-      ['reason="no_permission"', 'dropNoPermission'],
-      ['reason="no_channel"', 'dropNoChannel'],
-      ['reason="bandwidth"', 'dropBandwidth'],
-      ['reason="send_failed"', 'dropSendFailed'],
-      ['reason="backpressure"', 'dropBackpressure'],
-    ],
-  },
-  { name: 'auth_challenges_total', type: 'counter', help: '401 challenges to requests sent without credentials (normal).', series: [['', 'authChallenges']] },
-  {
-    name: 'auth_failures_total',
-    type: 'counter',
-    help: 'Authentication failures, by reason.',
-    series: [
-      ['reason="missing_fields"', 'authMissingFields'],
-      ['reason="stale_nonce"', 'authStaleNonce'],
-      ['reason="bad_username"', 'authBadUsername'],
-      ['reason="expired"', 'authExpired'],
-      ['reason="bad_integrity"', 'authBadIntegrity'],
-      ['reason="wrong_credentials"', 'authWrongCredentials'],
-    ],
-  },
-  {
-    name: 'quota_refusals_total',
-    type: 'counter',
-    help: 'Requests refused by a quota, by kind.',
-    series: [
-      ['kind="allocations_per_user"', 'quotaAllocationsPerUser'],
-      ['kind="allocations_total"', 'quotaAllocationsTotal'],
-      ['kind="permissions"', 'quotaPermissions'],
-      ['kind="relay_ports"', 'quotaRelayPorts'],
-      ['kind="stream_buffer"', 'quotaStreamBuffer'],
-    ],
-  },
-];
+export type RelayMetricsSnapshot = TurnCounters;
 
 /** Formats a sample value: integers exactly, anything non-finite as Prometheus spells it. */
 function value(v: number): string {
@@ -225,16 +82,21 @@ function value(v: number): string {
   return v > 0 ? '+Inf' : '-Inf';
 }
 
-/** Renders any object with {@link RelayMetrics}' fields (see {@link RelayMetrics.render}). */
+/** Renders any object with {@link RelayMetrics}' fields (see {@link RelayMetrics.render}), family by family from the counter table. */
 export function renderMetrics(m: RelayMetricsSnapshot): string {
   const lines: string[] = [];
-  for (const f of FAMILIES) {
-    const name = PREFIX + f.name;
-    lines.push(`# HELP ${name} ${f.help}`, `# TYPE ${name} ${f.type}`);
-    for (const [labels, field] of f.series) lines.push(`${name}${labels ? `{${labels}}` : ''} ${value(m[field])}`);
+  let family: string | null = null;
+  for (const d of COUNTERS) {
+    if (d.family === null) continue;
+    const name = PREFIX + d.family;
+    if (d.family !== family) {
+      family = d.family;
+      lines.push(`# HELP ${name} ${d.help}`, `# TYPE ${name} ${d.type}`);
+    }
+    lines.push(`${name}${d.labels ? `{${d.labels}}` : ''} ${value(m[d.field])}`);
   }
-  const denied = PREFIX + 'peers_denied_total';
-  lines.push(`# HELP ${denied} Peer addresses refused by the peer policy, by reason.`, `# TYPE ${denied} counter`);
+  const denied = PREFIX + PEERS_DENIED_FAMILY.family;
+  lines.push(`# HELP ${denied} ${PEERS_DENIED_FAMILY.help}`, `# TYPE ${denied} counter`);
   for (const r of DENY_REASONS) lines.push(`${denied}{reason="${r}"} ${value(m.peersDeniedByReason[r] ?? 0)}`);
   return lines.join('\n') + '\n';
 }

@@ -18,6 +18,9 @@ export interface StreamFrame {
   readonly bytes: Uint8Array;
 }
 
+/** Smallest buffer for an incomplete frame: a STUN header and typical request fit without regrowth. */
+const MIN_PARTIAL_BYTES = 64;
+
 /** Longest possible frame: a ChannelData with 65535 bytes of data, padded (65,540 bytes). */
 export const MAX_STREAM_FRAME = CHANNEL_DATA_HEADER + 65536;
 
@@ -46,6 +49,11 @@ export class StreamFramer {
     return this.partialLen + (this.chunk ? this.chunk.length - this.pos : 0);
   }
 
+  /** Bytes reserved for an incomplete frame (memory held; at most twice what arrived, or 64). */
+  get capacity(): number {
+    return this.partial?.length ?? 0;
+  }
+
   /** Queues a chunk. Call {@link next} until it returns null before the next push. */
   push(chunk: Uint8Array): Decoded<null> {
     if (this.failed) return refused('bad_length', 'stream already failed');
@@ -62,15 +70,31 @@ export class StreamFramer {
     this.pos = 0;
   }
 
+  /**
+   * Appends to the incomplete frame. Capacity doubles (capped at the frame's length once its
+   * header is known), so a frame delivered one byte per chunk costs O(length) copying in all,
+   * not O(length²) (with exact growth a 64 KiB frame sent a byte at a time copied about 2 GB),
+   * while memory stays within twice the bytes actually received: a 4-byte header announcing
+   * 64 KiB does not make us allocate 64 KiB.
+   */
   private appendPartial(bytes: Uint8Array): void {
     const need = this.partialLen + bytes.length;
     if (!this.partial || this.partial.length < need) {
-      const next = new Uint8Array(Math.max(need, 64));
-      if (this.partial) next.set(this.partial.subarray(0, this.partialLen));
-      this.partial = next;
+      let capacity = Math.max(need, (this.partial?.length ?? 0) * 2, MIN_PARTIAL_BYTES);
+      const header = this.partialLen >= 4 ? this.partial! : this.partialLen === 0 && bytes.length >= 4 ? bytes : null;
+      if (header) capacity = Math.max(need, Math.min(capacity, this.declaredLength(header[0]!, header[2]!, header[3]!)));
+      this.reserve(capacity);
     }
-    this.partial.set(bytes, this.partialLen);
+    this.partial!.set(bytes, this.partialLen);
     this.partialLen = need;
+  }
+
+  /** Makes the partial buffer hold at least `capacity` bytes, keeping its contents. */
+  private reserve(capacity: number): void {
+    if (this.partial && this.partial.length >= capacity) return;
+    const next = new Uint8Array(capacity);
+    if (this.partial) next.set(this.partial.subarray(0, this.partialLen));
+    this.partial = next;
   }
 
   private fail(kind: 'oversized' | 'not_stun' | 'bad_length', detail: string): Decoded<never> {
@@ -79,6 +103,12 @@ export class StreamFramer {
     this.partial = null;
     this.partialLen = 0;
     return refused(kind, detail);
+  }
+
+  /** The length a frame header declares (no checks: {@link frameLength} validates). */
+  private declaredLength(b0: number, b2: number, b3: number): number {
+    const len = (b2 << 8) | b3;
+    return (b0 & 0xc0) === 0 ? HEADER_LENGTH + len : CHANNEL_DATA_HEADER + ((len + 3) & ~3);
   }
 
   /** Length of the frame starting with `b0 b1 b2 b3`, or an error. */
@@ -125,9 +155,11 @@ export class StreamFramer {
         }
         return decoded(null);
       }
-      const frame = new Uint8Array(total.value);
-      frame.set(p.subarray(0, this.partialLen));
-      if (missing > 0) frame.set(c!.subarray(this.pos, this.pos + missing), this.partialLen);
+      // The partial buffer becomes the frame: it is dropped here and never written again.
+      this.reserve(total.value);
+      const buf = this.partial!;
+      if (missing > 0) buf.set(c!.subarray(this.pos, this.pos + missing), this.partialLen);
+      const frame = buf.length === total.value ? buf : buf.subarray(0, total.value);
       this.pos += missing;
       this.partial = null;
       this.partialLen = 0;

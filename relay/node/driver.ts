@@ -19,7 +19,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import type { RelayConfig } from '../config.js';
+import { relayBindAddresses, type RelayConfig } from '../config.js';
 import { checkPeer, createPeerPolicy } from '../policy.js';
 import { assertNever, FAST_TO_CLIENT, FAST_TO_PEER, TurnServer, type ClientAddr, type RelayAction } from '../turn/server.js';
 import type { TurnCrypto } from '../turn/auth.js';
@@ -60,6 +60,7 @@ export interface NodeRelayOptions {
   readonly onRelayed?: RelayedHook;
   /** An already-listening TCP server to accept from (shared between workers), instead of listening. */
   readonly sharedTcp?: net.Server;
+  /** The same for TLS: a plain TCP listener whose connections this process wraps in TLS. */
   readonly sharedTls?: net.Server;
   /** Counters shared with the metrics server (incremented in place by the core). */
   readonly metrics?: RelayMetrics;
@@ -92,13 +93,6 @@ const LISTENER_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
  */
 const BIND_ATTEMPTS = 64;
 
-/**
- * A TCP/TLS connection that holds no allocation and sends nothing for this long is closed,
- * so idle connections cannot pile up (clients allocate within a second of connecting);
- * connections with an allocation stay, since clients refresh only every few minutes.
- */
-const STREAM_IDLE_MS = 30_000;
-
 /** A relay socket carries its allocation id and port, so one shared listener serves them all. */
 type RelaySocket = dgram.Socket & { relayId: number; relayPort: number };
 
@@ -108,7 +102,9 @@ export class NodeRelay {
   private readonly cfg: RelayConfig;
   private readonly udp: dgram.Socket[] = [];
   private tcpServer: net.Server | null = null;
-  private tlsServer: tls.Server | null = null;
+  private tlsServer: net.Server | null = null;
+  /** Certificate and key for TURN over TLS, loaded once; connections are wrapped with it at accept. */
+  private tlsContext: tls.SecureContext | null = null;
   private readonly conns = new Map<number, net.Socket>();
   private nextConnId = 1;
   private readonly relays = new Map<number, RelaySocket>();
@@ -120,8 +116,8 @@ export class NodeRelay {
   private closing: Promise<void> | null = null;
   private readonly log: LogFn;
   private readonly onRelayed: RelayedHook | undefined;
-  private readonly relayHost4: string;
-  private readonly relayHost6: string;
+  private readonly relayHost4: string | null;
+  private readonly relayHost6: string | null;
 
   constructor(private readonly opts: NodeRelayOptions) {
     const c = opts.config;
@@ -129,16 +125,18 @@ export class NodeRelay {
     this.log = opts.log;
     this.onRelayed = opts.onRelayed;
     this.pool = new RelayPortPool(opts.relayPortMin, opts.relayPortMax);
-    const v4 = c.advertisedAddresses.find((a) => isIP(a) === 4);
-    const v6 = c.advertisedAddresses.find((a) => isIP(a) === 6);
-    const relayIsV6 = isIP(c.relayHost) === 6;
-    this.relayHost4 = relayIsV6 ? '0.0.0.0' : c.relayHost;
-    this.relayHost6 = relayIsV6 ? c.relayHost : '::';
+    // The config checked that every advertised family has a bind address, so a family the core
+    // relays (it has an advertised address for it) always gets sockets on the address it was given.
+    const binds = relayBindAddresses(c);
+    this.relayHost4 = binds[4];
+    this.relayHost6 = binds[6];
+    const v4 = binds[4] === null ? undefined : c.advertisedAddresses.find((a) => isIP(a) === 4);
+    const v6 = binds[6] === null ? undefined : c.advertisedAddresses.find((a) => isIP(a) === 6);
     const policy = createPeerPolicy({
       allow: [...c.allow],
       allowLoopback: c.allowLoopback,
       // The relay's own addresses (advertised, relay sockets, listeners) are never peers: no loops through ourselves.
-      relayAddresses: [...new Set([...c.advertisedAddresses, c.relayHost, c.listenHost].filter((a) => a !== '0.0.0.0' && a !== '::'))],
+      relayAddresses: [...new Set([...c.advertisedAddresses, c.relayHost, c.relayHost6 ?? '::', c.listenHost].filter((a) => a !== '0.0.0.0' && a !== '::'))],
     });
     this.server = new TurnServer({
       realm: c.realm,
@@ -156,6 +154,9 @@ export class NodeRelay {
       bandwidthBytesPerSecond: c.bandwidthBytesPerSecond,
       bandwidthBurstBytes: c.bandwidthBurstBytes,
       maxStreamBufferBytes: c.maxStreamBufferBytes,
+      streamHandshakeTimeoutMs: c.streamHandshakeTimeoutMs,
+      streamIdleTimeoutMs: c.streamIdleTimeoutMs,
+      maxStreamsPerIp: c.maxStreamsPerIp,
       crypto: nodeTurnCrypto,
       checkPeer: (ip) => checkPeer(policy, ip),
       randomBytes: (n) => new Uint8Array(randomBytes(n)),
@@ -195,26 +196,39 @@ export class NodeRelay {
 
     // Each TCP/TLS allocation needs one connection; twice the allocation quota leaves room for
     // connections still authenticating, and bounds file descriptors a connection flood can take.
+    // Past it Node closes new connections at accept and emits 'drop' (counted).
     const maxConnections = c.maxAllocations * 2;
+    const onDrop = (): void => {
+      this.server.counters.streamRefusedTotal++;
+    };
     let tcp: BoundAddress | null = null;
     if (this.opts.sharedTcp) {
       this.opts.sharedTcp.maxConnections = maxConnections;
-      this.opts.sharedTcp.on('connection', (s) => this.onStream(s, 'tcp'));
+      this.opts.sharedTcp.on('drop', onDrop);
+      this.opts.sharedTcp.on('connection', (s: net.Socket) => this.onStream(s, 'tcp'));
     } else if (c.tcpPort !== null) {
       const srv = net.createServer({ noDelay: true }, (s) => this.onStream(s, 'tcp'));
       srv.maxConnections = maxConnections;
+      srv.on('drop', onDrop);
       this.tcpServer = srv;
       tcp = await listenServer(srv, c.tcpPort, c.listenHost);
     }
+    // TLS: a plain TCP listener; each connection is counted and given its handshake deadline at
+    // accept (relay/turn/server.ts openStream), then wrapped in TLS here.
     let tlsAddr: BoundAddress | null = null;
-    if (this.opts.sharedTls) {
-      this.opts.sharedTls.on('secureConnection', (s: tls.TLSSocket) => this.onStream(s, 'tls'));
-    } else if (c.tlsCert && c.tlsKey) {
-      const srv = tls.createServer({ cert: readFileSync(c.tlsCert), key: readFileSync(c.tlsKey) }, (s) => this.onStream(s, 'tls'));
-      srv.on('tlsClientError', () => {});
-      srv.maxConnections = maxConnections;
-      this.tlsServer = srv;
-      tlsAddr = await listenServer(srv, c.tlsPort, c.listenHost);
+    if (c.tlsCert && c.tlsKey && (this.opts.sharedTls || !this.opts.sharedTcp)) {
+      this.tlsContext = tls.createSecureContext({ cert: readFileSync(c.tlsCert), key: readFileSync(c.tlsKey) });
+      if (this.opts.sharedTls) {
+        this.opts.sharedTls.maxConnections = maxConnections;
+        this.opts.sharedTls.on('drop', onDrop);
+        this.opts.sharedTls.on('connection', (s: net.Socket) => this.onStream(s, 'tls'));
+      } else {
+        const srv = net.createServer({ noDelay: true }, (s) => this.onStream(s, 'tls'));
+        srv.maxConnections = maxConnections;
+        srv.on('drop', onDrop);
+        this.tlsServer = srv;
+        tlsAddr = await listenServer(srv, c.tlsPort, c.listenHost);
+      }
     }
     this.log('info', 'relay_listening', {
       udp: `${udpAddr.address}:${udpAddr.port}`,
@@ -258,32 +272,61 @@ export class NodeRelay {
     if (server.hasActions) this.flush();
   }
 
-  private onStream(s: net.Socket, transport: 'tcp' | 'tls'): void {
-    if (this.closed || s.remoteAddress === undefined || s.remotePort === undefined) {
-      s.destroy();
+  /**
+   * A TCP connection accepted on the TCP or the TLS listener. The core counts it against its
+   * source and sets its deadline (TLS: the handshake; TCP: the first whole frame) before any
+   * byte is read; a refused one is destroyed at once. TLS is then terminated here, and only a
+   * finished handshake starts the idle deadline (`streamSecured`).
+   */
+  private onStream(raw: net.Socket, transport: 'tcp' | 'tls'): void {
+    const ip = raw.remoteAddress;
+    const port = raw.remotePort;
+    if (this.closed || ip === undefined || port === undefined) {
+      raw.destroy();
       return;
     }
     const id = this.nextConnId++;
+    if (!this.server.openStream(id, transport, ip, port, Date.now())) {
+      raw.destroy();
+      return;
+    }
+    raw.setNoDelay(true);
+    // Sockets from a shared listener arrive paused (pauseOnConnect in the primary).
+    raw.resume();
+    let s: net.Socket = raw;
+    if (transport === 'tls') {
+      const t = new tls.TLSSocket(raw, { isServer: true, secureContext: this.tlsContext! });
+      let secured = false;
+      t.once('secure', () => {
+        secured = true;
+        this.server.streamSecured(id, Date.now());
+        this.arm();
+      });
+      // A failed handshake (garbage, wrong version, no shared cipher) must close the connection:
+      // a TLS socket does not destroy itself on a handshake error.
+      t.on('error', () => {
+        if (!secured) this.server.counters.streamTlsErrors++;
+        t.destroy();
+      });
+      s = t;
+    } else {
+      s.on('error', () => {});
+    }
     this.conns.set(id, s);
-    if (this.opts.metrics) this.opts.metrics.streamConnections++;
-    s.setNoDelay(true);
-    this.server.openStream(id, transport, s.remoteAddress, s.remotePort);
+    this.server.counters.streamConnections++;
     s.on('data', (chunk: Buffer) => {
       this.server.handleStream(id, chunk, Date.now());
       if (this.server.hasActions) this.flush();
       this.arm();
     });
-    s.setTimeout(STREAM_IDLE_MS, () => {
-      if (!this.server.streamHasAllocation(id)) s.destroy();
-    });
-    s.on('error', () => {});
     s.on('close', () => {
-      if (this.opts.metrics) this.opts.metrics.streamConnections--;
+      this.server.counters.streamConnections--;
       this.conns.delete(id);
       this.server.closeStream(id);
       if (this.server.hasActions) this.flush();
       this.arm();
     });
+    this.arm();
   }
 
   // --------------------------------------------------------------- outputs
@@ -365,8 +408,9 @@ export class NodeRelay {
   }
 
   private bindRelay(relayId: number, family: 4 | 6, even: boolean, attempts: number): void {
-    const port = this.pool.take(even);
-    if (port === undefined || this.closed) {
+    const host = family === 4 ? this.relayHost4 : this.relayHost6;
+    const port = host === null ? undefined : this.pool.take(even);
+    if (port === undefined || host === null || this.closed) {
       this.server.relayFailed(relayId, 'no relay port available');
       if (this.server.hasActions) this.flush();
       return;
@@ -385,7 +429,7 @@ export class NodeRelay {
       if (this.server.hasActions) this.flush();
     };
     socket.once('error', onBindError);
-    socket.bind(port, family === 4 ? this.relayHost4 : this.relayHost6, () => {
+    socket.bind(port, host, () => {
       socket.off('error', onBindError);
       socket.on('error', this.onRelayError);
       socket.on('message', this.onRelayMessage);

@@ -3,9 +3,7 @@
  * shared TCP/TLS listening handles over IPC, runs one {@link NodeRelay}, and
  * exits after a graceful close when the primary asks (or when the primary dies).
  */
-import { readFileSync } from 'node:fs';
 import type net from 'node:net';
-import tls from 'node:tls';
 import { RelayMetrics } from '../metrics.js';
 import { NodeRelay } from './driver.js';
 import { jsonLogger } from './log.js';
@@ -28,18 +26,6 @@ async function maybeStart(): Promise<void> {
   const s = start;
   const c = s.config;
   const log = jsonLogger(c.logLevel);
-  let sharedTls: net.Server | undefined;
-  if (tlsHandle && c.tlsCert && c.tlsKey) {
-    // Terminate TLS here: raw connections from the shared handle are fed to a local TLS server.
-    const tlsServer = tls.createServer({ cert: readFileSync(c.tlsCert), key: readFileSync(c.tlsKey) });
-    tlsServer.on('tlsClientError', () => {});
-    tlsHandle.maxConnections = c.maxAllocations * 2; // as in the driver
-    tlsHandle.on('connection', (raw: net.Socket) => {
-      tlsServer.emit('connection', raw);
-      raw.resume();
-    });
-    sharedTls = tlsServer;
-  }
   const tcp = tcpHandle;
   relay = new NodeRelay({
     config: c,
@@ -49,10 +35,8 @@ async function maybeStart(): Promise<void> {
     log: (level, event, fields) => log(level, event, { worker: s.index, ...fields }),
     sharedTcp: tcp,
     metrics,
-    ...(sharedTls ? { sharedTls } : {}),
+    ...(tlsHandle ? { sharedTls: tlsHandle } : {}),
   });
-  // Sockets arrive paused (pauseOnConnect in the primary): resume once the relay listens to them.
-  tcp.on('connection', (sock: net.Socket) => sock.resume());
   try {
     const bound = await relay.listen();
     send({ type: 'started', udp: bound.udp });

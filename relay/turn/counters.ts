@@ -1,82 +1,125 @@
 /**
- * The TURN core's counters: plain numeric fields, incremented in place on the
- * hot path (no labels, no per-user keys, so memory is constant). The metrics
- * module reads them to render Prometheus text.
+ * The relay's counters, defined once: {@link COUNTERS} is the only list of them.
+ * From it derive the core's counter object ({@link TurnCounters}, incremented in
+ * place on the hot path), the snapshot a worker process sends its primary and
+ * the sum the primary makes of them ({@link addCounters}), and the Prometheus
+ * families that relay/metrics.ts renders.
+ *
+ * Every series is a property store on one object of fixed shape: no labels are
+ * computed per packet, and labels only ever come from small fixed sets
+ * (direction, drop reason, auth failure reason, deny reason, quota kind, stream
+ * refusal reason). Nothing keyed by user, allocation or address is a series.
  */
-export interface TurnCounters {
-  /** Gauges. */
-  allocations: number;
-  permissions: number;
-  channels: number;
-  /** Totals. */
-  allocationsCreated: number;
-  allocationsExpired: number;
-  requests: number;
-  packetsToPeer: number;
-  bytesToPeer: number;
-  packetsToClient: number;
-  bytesToClient: number;
-  /** Drops by reason. */
-  dropMalformed: number;
-  dropNoAllocation: number;
-  dropNoPermission: number;
-  dropNoChannel: number;
-  dropBandwidth: number;
-  dropSendFailed: number;
-  dropBackpressure: number;
-  /** Auth outcomes (401 challenges to unauthenticated requests are normal, not failures). */
-  authChallenges: number;
-  authMissingFields: number;
-  authStaleNonce: number;
-  authBadUsername: number;
-  authExpired: number;
-  authBadIntegrity: number;
-  authWrongCredentials: number;
-  /** Peers refused by the peer policy (403 or a dropped Send). */
-  peersDenied: number;
-  /** The same by the policy's reason (a fixed set of strings, so bounded). */
-  peersDeniedByReason: Record<string, number>;
-  /** Quota refusals. */
-  quotaAllocationsPerUser: number;
-  quotaAllocationsTotal: number;
-  quotaPermissions: number;
-  quotaRelayPorts: number;
-  quotaStreamBuffer: number;
+import { DENY_REASONS, type DenyReason } from '../policy.js';
+
+/** One counter: its field on the counter object and the Prometheus series it is. */
+export interface CounterDef {
+  /** Field name on {@link TurnCounters}. */
+  readonly field: string;
+  /** Metric family name without the `homelink_relay_` prefix; null for a counter kept but not exported. */
+  readonly family: string | null;
+  readonly type: 'gauge' | 'counter';
+  /** One fixed label pair (`name="value"`) or empty. */
+  readonly labels: string;
+  /** HELP text of the family (the first series of a family carries it). */
+  readonly help: string;
 }
+
+function c<F extends string>(field: F, family: string | null, type: 'gauge' | 'counter', labels: string, help = ''): CounterDef & { readonly field: F } {
+  return { field, family, type, labels, help };
+}
+
+/** Every scalar counter, in exposition order. Series of one family are adjacent. */
+export const COUNTERS = [
+  c('allocations', 'allocations', 'gauge', '', 'Live TURN allocations.'),
+  c('permissions', 'permissions', 'gauge', '', 'Live TURN permissions.'),
+  c('channels', 'channels', 'gauge', '', 'Live TURN channel bindings.'),
+  c('streamConnections', 'stream_connections', 'gauge', '', 'Open TCP/TLS client connections (TLS ones from accept, before the handshake).'),
+  c('allocationsCreated', 'allocations_created_total', 'counter', '', 'Allocations created.'),
+  c('allocationsExpired', 'allocations_expired_total', 'counter', '', 'Allocations that ended by expiry or refresh with lifetime 0.'),
+  c('requests', 'requests_total', 'counter', '', 'STUN/TURN requests handled.'),
+  c('packetsToPeer', 'packets_total', 'counter', 'direction="to_peer"', 'Packets relayed, by direction.'),
+  c('packetsToClient', 'packets_total', 'counter', 'direction="to_client"'),
+  c('bytesToPeer', 'bytes_total', 'counter', 'direction="to_peer"', 'Application payload bytes relayed, by direction.'),
+  c('bytesToClient', 'bytes_total', 'counter', 'direction="to_client"'),
+  c('dropMalformed', 'dropped_packets_total', 'counter', 'reason="malformed"', 'Packets dropped, by reason.'),
+  c('dropNoAllocation', 'dropped_packets_total', 'counter', 'reason="no_allocation"'),
+  c('dropNoPermission', 'dropped_packets_total', 'counter', 'reason="no_permission"'),
+  c('dropNoChannel', 'dropped_packets_total', 'counter', 'reason="no_channel"'),
+  c('dropBandwidth', 'dropped_packets_total', 'counter', 'reason="bandwidth"'),
+  c('dropSendFailed', 'dropped_packets_total', 'counter', 'reason="send_failed"'),
+  c('dropBackpressure', 'dropped_packets_total', 'counter', 'reason="backpressure"'),
+  c('authChallenges', 'auth_challenges_total', 'counter', '', '401 challenges to requests sent without credentials (normal).'),
+  c('authMissingFields', 'auth_failures_total', 'counter', 'reason="missing_fields"', 'Authentication failures, by reason.'),
+  c('authStaleNonce', 'auth_failures_total', 'counter', 'reason="stale_nonce"'),
+  c('authBadUsername', 'auth_failures_total', 'counter', 'reason="bad_username"'),
+  c('authExpired', 'auth_failures_total', 'counter', 'reason="expired"'),
+  c('authBadIntegrity', 'auth_failures_total', 'counter', 'reason="bad_integrity"'),
+  c('authWrongCredentials', 'auth_failures_total', 'counter', 'reason="wrong_credentials"'),
+  c('quotaAllocationsPerUser', 'quota_refusals_total', 'counter', 'kind="allocations_per_user"', 'Requests refused by a quota, by kind.'),
+  c('quotaAllocationsTotal', 'quota_refusals_total', 'counter', 'kind="allocations_total"'),
+  c('quotaPermissions', 'quota_refusals_total', 'counter', 'kind="permissions"'),
+  c('quotaRelayPorts', 'quota_refusals_total', 'counter', 'kind="relay_ports"'),
+  c('quotaStreamBuffer', 'quota_refusals_total', 'counter', 'kind="stream_buffer"'),
+  c('streamRefusedPerIp', 'stream_refusals_total', 'counter', 'reason="per_ip"', 'TCP/TLS connections refused at accept, by reason.'),
+  c('streamRefusedTotal', 'stream_refusals_total', 'counter', 'reason="max_connections"'),
+  c('streamHandshakeTimeouts', 'stream_timeouts_total', 'counter', 'phase="handshake"', 'TCP/TLS connections closed by a deadline, by phase.'),
+  c('streamIdleTimeouts', 'stream_timeouts_total', 'counter', 'phase="idle"'),
+  c('streamTlsErrors', 'stream_tls_errors_total', 'counter', '', 'TLS handshakes that failed (bad ClientHello, protocol or cipher mismatch).'),
+  // The sum of the by-reason series below; kept for the core's tests, not exported (Prometheus sums).
+  c('peersDenied', null, 'counter', ''),
+] as const satisfies readonly CounterDef[];
+
+/** Family and HELP of the per-reason peer denials (one series per {@link DENY_REASONS} entry). */
+export const PEERS_DENIED_FAMILY = { family: 'peers_denied_total', help: 'Peer addresses refused by the peer policy, by reason.' } as const;
+
+/** The name of a scalar counter. */
+export type CounterField = (typeof COUNTERS)[number]['field'];
+
+/** The counters of one relay process: plain numbers, incremented in place. */
+export type TurnCounters = { [K in CounterField]: number } & {
+  /** Peers refused by the policy, by its reason (a fixed set, so bounded). */
+  readonly peersDeniedByReason: Record<DenyReason, number>;
+};
+
+/** The scalar field names, in table order. */
+export const COUNTER_FIELDS: readonly CounterField[] = COUNTERS.map((d) => d.field);
 
 /** Fresh counters, all zero. */
 export function createTurnCounters(): TurnCounters {
-  return {
-    allocations: 0,
-    permissions: 0,
-    channels: 0,
-    allocationsCreated: 0,
-    allocationsExpired: 0,
-    requests: 0,
-    packetsToPeer: 0,
-    bytesToPeer: 0,
-    packetsToClient: 0,
-    bytesToClient: 0,
-    dropMalformed: 0,
-    dropNoAllocation: 0,
-    dropNoPermission: 0,
-    dropNoChannel: 0,
-    dropBandwidth: 0,
-    dropSendFailed: 0,
-    dropBackpressure: 0,
-    authChallenges: 0,
-    authMissingFields: 0,
-    authStaleNonce: 0,
-    authBadUsername: 0,
-    authExpired: 0,
-    authBadIntegrity: 0,
-    authWrongCredentials: 0,
-    peersDenied: 0,
-    peersDeniedByReason: {},
-    quotaAllocationsPerUser: 0,
-    quotaAllocationsTotal: 0,
-    quotaPermissions: 0,
-    quotaRelayPorts: 0,
-    quotaStreamBuffer: 0,
-  };
+  const out = {} as Record<string, unknown>;
+  for (const f of COUNTER_FIELDS) out[f] = 0;
+  const by = {} as Record<DenyReason, number>;
+  for (const r of DENY_REASONS) by[r] = 0;
+  out.peersDeniedByReason = by;
+  return out as TurnCounters;
+}
+
+/** A plain, JSON-safe copy (e.g. for a worker to send to its primary). */
+export function snapshotCounters(from: TurnCounters): TurnCounters {
+  const out = createTurnCounters() as Record<string, unknown> & TurnCounters;
+  for (const f of COUNTER_FIELDS) out[f] = from[f];
+  for (const r of DENY_REASONS) out.peersDeniedByReason[r] = from.peersDeniedByReason[r];
+  return out;
+}
+
+/**
+ * Adds `other` (possibly from another process, so unchecked) into `into`. Unknown fields and
+ * deny reasons are ignored; non-finite or non-numeric values count as 0.
+ */
+export function addCounters(into: TurnCounters, other: unknown): TurnCounters {
+  if (typeof other !== 'object' || other === null) return into;
+  const o = other as Record<string, unknown>;
+  for (const f of COUNTER_FIELDS) {
+    const v = o[f];
+    if (typeof v === 'number' && Number.isFinite(v)) into[f] += v;
+  }
+  const by = o.peersDeniedByReason;
+  if (typeof by === 'object' && by !== null) {
+    for (const r of DENY_REASONS) {
+      const v = (by as Record<string, unknown>)[r];
+      if (typeof v === 'number' && Number.isFinite(v)) into.peersDeniedByReason[r] += v;
+    }
+  }
+  return into;
 }

@@ -38,3 +38,25 @@ export const BANDWIDTH_BYTES_PER_SECOND = 32 * 1024 * 1024;
 export const BANDWIDTH_BURST_BYTES = 8 * 1024 * 1024;
 /** Bytes buffered per TCP/TLS connection for an incomplete frame: the largest legal frame (65,540 B) plus slack. */
 export const MAX_STREAM_BUFFER_BYTES = 66 * 1024;
+/**
+ * A TLS handshake must finish within 10 s of accept. A real one is two round trips plus a
+ * signature (under 1 s even on a congested mobile link with a 1 s RTT); without a deadline a
+ * client that opens connections and never sends a ClientHello holds each one for ever, which
+ * was enough to lock every TCP/TLS user out (issue 9).
+ */
+export const STREAM_HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * A TCP/TLS connection without an allocation is closed when no whole frame arrives for 30 s.
+ * Clients send Allocate right after connecting and the 401 round trip follows at once, so 30 s
+ * is generous; it is measured on whole frames, not bytes, so one byte every few seconds keeps
+ * nothing alive. Connections holding an allocation are bounded by its lifetime instead.
+ */
+export const STREAM_IDLE_TIMEOUT_MS = 30_000;
+/**
+ * Open TCP/TLS connections per source address (IPv6: per /64). An endpoint needs at most two
+ * (one TCP, one TLS allocation per ICE session, plus one during an ICE restart); a carrier-grade
+ * NAT puts many homes behind one IPv4 address, but only those whose UDP is blocked use streams.
+ * 64 serves a large shared address while one host can hold only 64 of the
+ * 2 x MAX_ALLOCATIONS connections a process accepts.
+ */
+export const MAX_STREAMS_PER_IP = 64;

@@ -99,6 +99,12 @@ export interface TurnServerOptions {
   readonly bandwidthBurstBytes: number;
   /** Largest frame / bytes buffered per TCP/TLS connection. */
   readonly maxStreamBufferBytes: number;
+  /** A TLS connection must finish its handshake this long after accept (see relay/turn/defaults.ts). */
+  readonly streamHandshakeTimeoutMs: number;
+  /** A TCP/TLS connection without an allocation must deliver a whole frame at least this often. */
+  readonly streamIdleTimeoutMs: number;
+  /** Open TCP/TLS connections per source (an IPv4 address, an IPv6 /64). */
+  readonly maxStreamsPerIp: number;
   readonly crypto: TurnCrypto;
   /** Peer address policy, called before every permission, channel and Send. */
   readonly checkPeer: (ip: string) => PeerCheck;
@@ -167,10 +173,37 @@ interface Allocation extends Expiring {
   tokensAt: number;
 }
 
-interface StreamConn {
+/**
+ * A TCP/TLS client connection. Its heap deadline is the handshake deadline while a TLS
+ * handshake runs, then the idle deadline, which only whole frames push back: a client
+ * dribbling a byte at a time, or holding a frame half-sent, makes no progress toward it.
+ */
+interface StreamConn extends Expiring {
+  readonly kind: 'stream';
   readonly client: ClientAddr & { kind: 'stream' };
   readonly framer: StreamFramer;
+  /** Key of the per-source count ({@link streamSourceKey}). */
+  readonly source: string;
+  /** 'handshake' until the driver reports a finished TLS handshake; TCP starts 'open'. */
+  phase: 'handshake' | 'open';
   alloc: Allocation | null;
+}
+
+/**
+ * The source a connection is counted against for `maxStreamsPerIp`: an IPv4 address (an
+ * IPv4-mapped IPv6 one as IPv4), or the /64 of an IPv6 address, since one host commonly holds
+ * a whole /64 (RFC 8981 temporary addresses) and could otherwise take a slot per address.
+ */
+export function streamSourceKey(ip: string): string {
+  if (!ip.includes(':')) return ip;
+  const lower = ip.toLowerCase();
+  if (lower.startsWith('::ffff:') && lower.includes('.')) return lower.slice(7);
+  // Expand "::" to find the first four groups.
+  const [head = '', tail] = lower.split('::', 2) as [string, string | undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail === undefined ? [] : tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':') + '::/64';
 }
 
 interface AuthOk {
@@ -250,6 +283,8 @@ export class TurnServer {
    */
   private readonly udpClients = new Map<string, Allocation | Map<number, Allocation>>();
   private readonly conns = new Map<number, StreamConn>();
+  /** Open stream connections per source ({@link streamSourceKey}); sources with none are removed. */
+  private readonly streamsPerSource = new Map<string, number>();
   private readonly perUsername = new Map<string, number>();
   /**
    * Relay ports of live allocations (port -> how many: a v4 and a v6 allocation may share one).
@@ -258,7 +293,7 @@ export class TurnServer {
    * never its listening, metrics or any other port.
    */
   private readonly liveRelayPorts = new Map<number, number>();
-  private readonly heap = new DeadlineHeap<Allocation | Permission | Channel>();
+  private readonly heap = new DeadlineHeap<Allocation | Permission | Channel | StreamConn>();
   private nextRelayId = 1;
   /** Heap entries whose entity is already gone; compacted when they dominate. */
   private deadScheduled = 0;
@@ -326,13 +361,45 @@ export class TurnServer {
     return FAST_NONE;
   }
 
-  /** A new TCP or TLS client connection. */
-  openStream(connId: number, transport: 'tcp' | 'tls', ip: string, port: number): void {
-    this.conns.set(connId, {
+  /**
+   * A new TCP or TLS client connection, at accept (for TLS before its handshake, so that
+   * half-open handshakes count against the source's quota too). Returns false when the source
+   * already holds `maxStreamsPerIp` connections: the driver then closes it at once.
+   */
+  openStream(connId: number, transport: 'tcp' | 'tls', ip: string, port: number, now: number): boolean {
+    const source = streamSourceKey(ip);
+    const open = this.streamsPerSource.get(source) ?? 0;
+    if (open >= this.opts.maxStreamsPerIp) {
+      this.counters.streamRefusedPerIp++;
+      return false;
+    }
+    this.streamsPerSource.set(source, open + 1);
+    const phase = transport === 'tls' ? 'handshake' : 'open';
+    const conn: StreamConn = {
+      kind: 'stream',
       client: { kind: 'stream', connId, transport, ip, port },
       framer: new StreamFramer(this.opts.maxStreamBufferBytes),
+      source,
+      phase,
       alloc: null,
-    });
+      expiresAt: now + (phase === 'handshake' ? this.opts.streamHandshakeTimeoutMs : this.opts.streamIdleTimeoutMs),
+      scheduled: false,
+      dead: false,
+    };
+    this.conns.set(connId, conn);
+    this.heap.schedule(conn);
+    return true;
+  }
+
+  /**
+   * The TLS handshake of `connId` finished: the idle deadline starts now. (It takes effect no
+   * earlier than the handshake deadline already scheduled, when that one is later.)
+   */
+  streamSecured(connId: number, now: number): void {
+    const conn = this.conns.get(connId);
+    if (!conn || conn.phase !== 'handshake') return;
+    conn.phase = 'open';
+    conn.expiresAt = now + this.opts.streamIdleTimeoutMs;
   }
 
   /** Bytes from a stream connection. Relayed data comes out as `send-peer` actions. */
@@ -350,6 +417,8 @@ export class TurnServer {
       }
       const frame = r.value;
       if (!frame) return;
+      // A whole frame is progress: push the idle deadline back (the heap entry moves lazily).
+      if (conn.phase === 'open') conn.expiresAt = now + this.opts.streamIdleTimeoutMs;
       if (frame.kind === 'channel-data') {
         const alloc = conn.alloc;
         if (!alloc || !alloc.active) {
@@ -366,16 +435,15 @@ export class TurnServer {
     }
   }
 
-  /** True when stream connection `connId` holds an allocation (the driver closes idle ones that do not). */
-  streamHasAllocation(connId: number): boolean {
-    return this.conns.get(connId)?.alloc != null;
-  }
-
   /** A stream connection closed: its allocation goes with it (RFC 8656 §3.1). */
   closeStream(connId: number): void {
     const conn = this.conns.get(connId);
     if (!conn) return;
     this.conns.delete(connId);
+    this.bury(conn);
+    const open = (this.streamsPerSource.get(conn.source) ?? 1) - 1;
+    if (open <= 0) this.streamsPerSource.delete(conn.source);
+    else this.streamsPerSource.set(conn.source, open);
     if (conn.alloc) this.removeAllocation(conn.alloc, 'connection closed');
   }
 
@@ -491,6 +559,9 @@ export class TurnServer {
           break;
         case 'channel':
           this.removeChannel(item);
+          break;
+        case 'stream':
+          this.streamDeadline(item, now);
           break;
         default:
           assertNever(item);
@@ -827,8 +898,9 @@ export class TurnServer {
     // and ChannelBind names a port again.
     if (verdict.reason === 'relay_address' && this.liveRelayPorts.has(port)) return true;
     this.counters.peersDenied++;
-    const by = this.counters.peersDeniedByReason;
-    by[verdict.reason] = (by[verdict.reason] ?? 0) + 1;
+    // Only the policy's fixed reasons are series; an unknown one counts in the total alone.
+    const by = this.counters.peersDeniedByReason as Record<string, number>;
+    if (Object.hasOwn(by, verdict.reason)) by[verdict.reason]!++;
     return false;
   }
 
@@ -1026,6 +1098,26 @@ export class TurnServer {
     if (release && (alloc.active || alloc.relayPort !== 0)) this.actions.push({ type: 'release-relay', relayId: alloc.id });
     alloc.active = false;
     this.log('info', 'allocation_deleted', { relayId: alloc.id, reason: why });
+  }
+
+  /**
+   * A stream connection reached its deadline. Mid-handshake: closed. Holding an allocation: kept
+   * (clients with one are quiet for minutes between refreshes; the allocation's own lifetime
+   * bounds it, and when it ends the connection is back on the idle rule). Otherwise no whole
+   * frame came for `streamIdleTimeoutMs`: closed.
+   */
+  private streamDeadline(conn: StreamConn, now: number): void {
+    if (conn.phase === 'handshake') {
+      this.counters.streamHandshakeTimeouts++;
+      return this.failStream(conn, 'handshake_timeout');
+    }
+    if (conn.alloc) {
+      conn.expiresAt = now + this.opts.streamIdleTimeoutMs;
+      this.heap.schedule(conn);
+      return;
+    }
+    this.counters.streamIdleTimeouts++;
+    this.failStream(conn, 'idle_timeout');
   }
 
   private failStream(conn: StreamConn, reason: string): void {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, relayConfig, relayConfigFromArgs } from '../../relay/config.js';
+import { ConfigError, relayBindAddresses, relayConfig, relayConfigFromArgs } from '../../relay/config.js';
 import { A, StunClass, StunMethod, TestTurnClient, restCredential } from './helpers/turn-client.js';
 import { UdpEndpoint } from './helpers/sockets.js';
 
@@ -47,6 +47,25 @@ describe('relay configuration', () => {
     }
   });
 
+  it('has named stream limits, settable by flag and env', () => {
+    const c = relayConfigFromArgs(['--secret', 'a-long-secret', '--relay-host', '127.0.0.1', '--stream-idle-timeout-ms', '5000'], { RELAY_MAX_STREAMS_PER_IP: '8' });
+    expect(c).toMatchObject({ streamHandshakeTimeoutMs: 10_000, streamIdleTimeoutMs: 5000, maxStreamsPerIp: 8 });
+  });
+
+  it('binds relay sockets of a family only where told: a specific IPv4 relayHost gets IPv6 only with relayHost6', () => {
+    const base = { secrets: ['a-long-secret'] };
+    expect(relayBindAddresses(relayConfig({ ...base, relayHost: '0.0.0.0', advertisedAddresses: ['203.0.113.10', '2001:db8::10'] }))).toEqual({ 4: '0.0.0.0', 6: '::' });
+    expect(relayBindAddresses(relayConfig({ ...base, relayHost: '203.0.113.10' }))).toEqual({ 4: '203.0.113.10', 6: null });
+    const dual = relayConfig({ ...base, relayHost: '203.0.113.10', relayHost6: '2001:db8::10' });
+    expect(relayBindAddresses(dual)).toEqual({ 4: '203.0.113.10', 6: '2001:db8::10' });
+    expect(dual.advertisedAddresses).toEqual(['203.0.113.10', '2001:db8::10']);
+    expect(relayBindAddresses(relayConfig({ ...base, relayHost: '2001:db8::10' }))).toEqual({ 4: null, 6: '2001:db8::10' });
+    // Advertising IPv6 with nothing to bind it to used to bind [::]: now a start-up error naming the field.
+    expect(configError(() => relayConfig({ ...base, relayHost: '203.0.113.10', advertisedAddresses: ['203.0.113.10', '2001:db8::10'] })).field).toBe('advertisedAddresses');
+    expect(configError(() => relayConfig({ ...base, relayHost: '203.0.113.10', relayHost6: '203.0.113.11' })).field).toBe('relayHost6');
+    expect(configError(() => relayConfig({ ...base, relayHost: '0.0.0.0', relayHost6: '2001:db8::10', advertisedAddresses: ['203.0.113.10'] })).field).toBe('relayHost6');
+  });
+
   it('rejects bad values with the field named and no secret in the text', () => {
     const base = { secrets: ['a-long-secret'], relayHost: '127.0.0.1' };
     expect(configError(() => relayConfig({ ...base, udpPort: 70000 })).field).toBe('udpPort');
@@ -57,6 +76,10 @@ describe('relay configuration', () => {
     expect(configError(() => relayConfig({ secrets: ['a-long-secret'] })).field).toBe('advertisedAddresses');
     expect(configError(() => relayConfigFromArgs(['--nope', '1'], {})).field).toBe('nope');
     expect(configError(() => relayConfigFromArgs(['--workers', 'many'], {})).field).toBe('workers');
+    expect(configError(() => relayConfig({ ...base, streamHandshakeTimeoutMs: 0 })).field).toBe('streamHandshakeTimeoutMs');
+    expect(configError(() => relayConfig({ ...base, streamIdleTimeoutMs: 'soon' })).field).toBe('streamIdleTimeoutMs');
+    expect(configError(() => relayConfig({ ...base, maxStreamsPerIp: 0 })).field).toBe('maxStreamsPerIp');
+    expect(configError(() => relayConfigFromArgs(['--secret', 'a-long-secret', '--relay-host', '127.0.0.1', '--max-streams-per-ip', '-3'], {})).field).toBe('maxStreamsPerIp');
     const short = configError(() => relayConfig({ secrets: ['ok-secret-1', 'tiny'], relayHost: '127.0.0.1' }));
     expect(short.field).toBe('secrets');
     expect(short.message).toContain('secrets[1]');

@@ -139,7 +139,7 @@ describe('fuzzing', () => {
       } else if (kind < 82) {
         if (open.size < 4 || r.int(50) === 0) {
           const id = nextConn++;
-          h.server.openStream(id, r.int(2) ? 'tcp' : 'tls', c.ip, 50000 + id);
+          h.server.openStream(id, r.int(2) ? 'tcp' : 'tls', c.ip, 50000 + id, h.now);
           open.add(id);
         }
         const ids = [...open];

@@ -472,7 +472,7 @@ describe('quotas', () => {
 describe('stream connections', () => {
   it('serves TURN over a stream; closing the connection deletes the allocation', () => {
     const h = new Harness();
-    h.server.openStream(7, 'tcp', '198.51.100.7', 50000);
+    h.server.openStream(7, 'tcp', '198.51.100.7', 50000, h.now);
     const cred = restCredential(SECRET, 'ep-s', Math.floor(h.now / 1000) + 3600);
     const t = new TestTurnClient(cred.username, cred.password);
     // Challenge and allocate in one write, the second request split over two writes.
@@ -500,10 +500,10 @@ describe('stream connections', () => {
 
   it('closes a connection that announces a frame over the buffer bound or sends garbage', () => {
     const h = new Harness({ maxStreamBufferBytes: 1024 });
-    h.server.openStream(1, 'tcp', '198.51.100.7', 50000);
+    h.server.openStream(1, 'tcp', '198.51.100.7', 50000, h.now);
     h.stream(1, new Uint8Array([0x40, 0x00, 0x08, 0x00]));
     expect(h.closed).toEqual([1]);
-    h.server.openStream(2, 'tls', '198.51.100.7', 50001);
+    h.server.openStream(2, 'tls', '198.51.100.7', 50001, h.now);
     // A TLS ClientHello on a plain TCP port: its first bytes parse as a STUN length, the cookie is wrong.
     const hello = new Uint8Array(300);
     hello.set([0x16, 0x03, 0x01, 0x00, 0x2c, 0x01, 0x00, 0x00, 0x28, 0x03, 0x03]);

@@ -57,6 +57,9 @@ export class Harness {
       bandwidthBytesPerSecond: 0,
       bandwidthBurstBytes: 1 << 20,
       maxStreamBufferBytes: 66 * 1024,
+      streamHandshakeTimeoutMs: 10_000,
+      streamIdleTimeoutMs: 30_000,
+      maxStreamsPerIp: 64,
       crypto: {
         hmacSha1: (k, d) => new Uint8Array(createHmac('sha1', k).update(d).digest()),
         md5: (d) => new Uint8Array(createHash('md5').update(d).digest()),

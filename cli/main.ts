@@ -11,6 +11,7 @@
  * Every failure is one line on stderr saying what to do, with exit code 1 (2 for bad usage).
  * Node only.
  */
+import { createRequire } from 'node:module';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { devDir } from './stack.js';
 import { UsageError } from './credentials.js';
@@ -85,9 +86,21 @@ Start the local stack first with \`npm start\`; then, in two terminals:
   homelink listen --as hub-1
   homelink dial hub-1 --as app-1`;
 
+/**
+ * The package's version. Read through the package's own name (its `exports` lists
+ * `./package.json`), which resolves the same from the sources and from dist/js/cli.
+ */
+export function packageVersion(): string {
+  return (createRequire(import.meta.url)('homelink/package.json') as { version: string }).version;
+}
+
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */
 export async function runCli(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === '--version' || name === '-V' || name === 'version') {
+    process.stdout.write(`homelink ${packageVersion()} (node ${process.versions.node})\n`);
+    return 0;
+  }
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     const topic = name === 'help' ? rest[0] : undefined;
     if (topic && commands[topic]) return runCli([topic, '--help']);

@@ -8,7 +8,8 @@ import { formatIp, parseIp } from './ip.js';
 import { decoded, refused, type Decoded } from './result.js';
 
 const utf8 = new TextEncoder();
-const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM spelled out (its default): workers-types declares it required, and the worker type-checks this file.
+const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 function view(b: Uint8Array): DataView {
   return new DataView(b.buffer, b.byteOffset, b.byteLength);

@@ -53,7 +53,11 @@ describe('homelink CLI on the local stack', () => {
     const r = await runCli(['dial', 'hub-1', '--dir', join(work, 'nothing-here')]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toContain('run `npm start` first');
+    expect(r.stderr).toContain('run `npm start` in a homelink checkout first');
+    // The advice names the flags that exist for a deployment (there is no --relay address flag).
+    expect(r.stderr).toContain('--profile');
+    expect(r.stderr).toContain('--token with --signaling, --identity-cert, --identity-key, --trust-jwks and --trust-issuer');
+    expect(r.stderr).not.toContain('--relay');
   });
 
   it('issues dev tokens and identity certificates that verify against the issuer keys', async () => {

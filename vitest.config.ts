@@ -17,6 +17,7 @@ export default defineConfig({
       { test: { name: 'relay', include: ['test/relay/**/*.test.ts'], testTimeout: 60_000, hookTimeout: 60_000 } },
       { test: { name: 'client', include: ['test/client/**/*.test.ts'], testTimeout: 120_000, hookTimeout: 60_000, fileParallelism: false } },
       { test: { name: 'cli', include: ['test/cli/**/*.test.ts'], testTimeout: 180_000, hookTimeout: 120_000, fileParallelism: false } },
+      { test: { name: 'package', include: ['test/package/**/*.test.ts'], testTimeout: 300_000, hookTimeout: 300_000, fileParallelism: false } },
       { test: { name: 'browser', include: ['test/browser/**/*.test.ts'], testTimeout: 180_000, hookTimeout: 120_000, fileParallelism: false } },
       { test: { name: 'natlab', include: ['test/natlab/**/*.test.ts'], globalSetup: ['test/natlab/global-setup.ts'], testTimeout: 600_000, hookTimeout: 120_000, fileParallelism: false } },
     ],

@@ -1,10 +1,18 @@
 #!/usr/bin/env node
-// The `homelink` command: loads the TypeScript CLI through tsx (a development dependency; the
-// CLI is a development and diagnostics tool of this repository).
-import { register } from 'tsx/esm/api';
+// The `homelink` command (the package's `bin`).
+// - Installed from the package: runs the built JavaScript in dist/js (no TypeScript tooling needed).
+// - In a repository checkout (cli/main.ts beside this file): runs the sources through tsx, a
+//   development dependency, so an edit is live without a build and a stale dist/ is never used.
+import { existsSync } from 'node:fs';
 
-register();
-const { runCli } = await import('./main.ts');
+let runCli;
+if (existsSync(new URL('./main.ts', import.meta.url))) {
+  const { register } = await import('tsx/esm/api');
+  register();
+  ({ runCli } = await import('./main.ts'));
+} else {
+  ({ runCli } = await import('../dist/js/cli/main.js'));
+}
 const code = await runCli(process.argv.slice(2));
 // Exit now: a closed link's WebRTC stack may keep timers alive for a while, and a command is done
 // once it returned. Writes to stdout/stderr on pipes and files are synchronous on Linux; on a

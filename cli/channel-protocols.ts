@@ -15,6 +15,11 @@
  *   sender   -> binary chunks, from offset to size
  *   sender   -> {"t":"end","sha256":"<hex of the whole file>"}
  *   receiver -> {"t":"result","ok":true|false}
+ *
+ * `ping` (`homelink ping`, cli/ping-command.ts): an unordered channel without retransmissions
+ * opened by the pinger (a lost probe is a lost probe, not a late one). It sends {@link PING_PREFIX}
+ * followed by a sequence number; every CLI endpoint that accepts links (`listen`, `receive`)
+ * echoes each such message unchanged, and nothing else.
  */
 
 /** Label of the netcat channel. */
@@ -25,6 +30,18 @@ export const FILE_LABEL = 'file';
 export const CHUNK_BYTES = 16 * 1024;
 /** The text message that ends one direction of a `stdio` channel. */
 export const EOF_FRAME = '{"t":"eof"}';
+/** Label of the ping channel. */
+export const PING_LABEL = 'ping';
+/** Every ping probe starts with this; the rest is the sender's sequence number. */
+export const PING_PREFIX = 'ping ';
+/** Longest probe echoed: a prefix and a number. Anything else on the channel is ignored. */
+export const MAX_PING_CHARS = 32;
+
+/** True for a probe the answering side echoes (`ping 17`). */
+export function isPingProbe(m: Uint8Array | string): m is string {
+  return typeof m === 'string' && m.length <= MAX_PING_CHARS && m.startsWith(PING_PREFIX) && /^\d{1,15}$/.test(m.slice(PING_PREFIX.length));
+}
+
 /** Control messages are tiny; anything longer is refused unparsed. */
 export const MAX_CONTROL_BYTES = 1024;
 /** Longest REJECT reason accepted from a peer. */

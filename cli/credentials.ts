@@ -26,6 +26,55 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
+/** The access token is well-formed but cannot work (expired, not yet valid); the message says what to do. */
+export class TokenProblem extends Error {
+  override readonly name = 'TokenProblem';
+}
+
+/** Access tokens carry this `typ`; identity certificates another (protocol/tokens.ts). */
+const IDENTITY_CERT_TYP = 'homelink-identity+jwt';
+/** The service accepts tokens up to this far past `exp` (worker/auth.ts clock tolerance). */
+const SERVICE_CLOCK_TOLERANCE_S = 30;
+
+const b64urlJson = (part: string): Record<string, unknown> | null => {
+  if (!/^[A-Za-z0-9_-]+$/.test(part)) return null;
+  try {
+    const v: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+};
+
+/**
+ * Looks at an access token before it is sent, so that a garbled one and an expired one get
+ * different advice (the service answers both with the same 401, on purpose: RFC 6750 §3.1 leaves
+ * the detail to the client, and the service never explains refusals). Only the unsigned
+ * header and claims are read; the signature is the service's to check. Messages never quote the token.
+ *
+ * @throws UsageError for something that is not a JWT (or is an identity certificate);
+ *   TokenProblem for an expired or not yet valid token.
+ */
+export function checkAccessToken(token: string, nowMs: number = Date.now()): void {
+  const parts = token.split('.');
+  const header = parts.length === 3 ? b64urlJson(parts[0]!) : null;
+  const claims = header ? b64urlJson(parts[1]!) : null;
+  if (!header || !claims) {
+    throw new UsageError('the access token is not a JWT (three base64url parts separated by dots): pass the token itself, or @FILE for a file holding it');
+  }
+  if (header['typ'] === IDENTITY_CERT_TYP) throw new UsageError('the access token given is an identity certificate: pass it as --identity-cert, and the access token as --token');
+  const now = nowMs / 1000;
+  const exp = claims['exp'];
+  if (typeof exp === 'number' && exp + SERVICE_CLOCK_TOLERANCE_S < now) {
+    const ago = Math.round((now - exp) / 60);
+    throw new TokenProblem(`the access token expired at ${new Date(exp * 1000).toISOString()} (${ago < 120 ? `${ago} min` : `${Math.round(ago / 60)} h`} ago): get a fresh one from your issuer (homelink token for the local stack)`);
+  }
+  const nbf = claims['nbf'];
+  if (typeof nbf === 'number' && nbf - SERVICE_CLOCK_TOLERANCE_S > now) {
+    throw new TokenProblem(`the access token is valid only from ${new Date(nbf * 1000).toISOString()}: check this machine's clock`);
+  }
+}
+
 /** What an endpoint needs to connect. */
 export interface EndpointCredentials {
   readonly endpointId: string;
@@ -104,10 +153,12 @@ export async function resolveCredentials(flags: CredentialFlags, dir: string, de
     const privateKey = (await importJWK(jwk, 'ES256')) as CryptoKey;
     const jwks = await readJson<JSONWebKeySet>(flags['trust-jwks']!, 'trust JWKS');
     if (!Array.isArray(jwks.keys)) throw new UsageError('--trust-jwks must be a JWKS file ({"keys": [...]})');
+    const token = flags.token.startsWith('@') ? await readText(flags.token.slice(1), 'token') : flags.token;
+    checkAccessToken(token);
     return {
       endpointId: id,
       signalingUrl: flags.signaling!,
-      token: flags.token.startsWith('@') ? await readText(flags.token.slice(1), 'token') : flags.token,
+      token,
       identity: { certificate: await readText(flags['identity-cert']!, 'identity certificate'), privateKey },
       trust: { issuer: flags['trust-issuer']!, jwks, audience: IDENTITY_AUDIENCE },
       stack: null,

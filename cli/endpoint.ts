@@ -4,6 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Endpoint, type Channel, type Link, type LinkPath } from '../client/index.js';
+import { isPingProbe, PING_LABEL } from './channel-protocols.js';
 import type { EndpointCredentials } from './credentials.js';
 
 export type { Channel, Link, LinkPath };
@@ -43,7 +44,68 @@ export async function connectEndpoint(creds: EndpointCredentials, flags: Connect
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // The service allows one presence per id: a second process with the same id takes over and this
+  // one would sit there unreachable. Say so and stop, instead of waiting for nothing.
+  ep.on('replaced', () => {
+    process.stderr.write(
+      `homelink: another endpoint connected as ${creds.endpointId} and replaced this one (an id can be online once): stop the other one or pick another --as\n`,
+    );
+    ep.close();
+    process.exit(EXIT_REPLACED);
+  });
   return ep;
+}
+
+/** Exit code when another process took over our id. */
+export const EXIT_REPLACED = 1;
+
+/** Echoes `homelink ping` probes on any ping channel the peer opens on `link` (cli/channel-protocols.ts). */
+export function servePings(link: Link): void {
+  link.on('channel', (ch) => {
+    if (ch.label !== PING_LABEL) return;
+    ch.on('message', (m) => {
+      if (isPingProbe(m)) void ch.send(m).catch(() => undefined);
+    });
+  });
+}
+
+/**
+ * Accepts peers until one opens `label`, and returns that link and channel. Links that only
+ * ping (`homelink ping`) are answered and, once they close, the next request is accepted:
+ * pinging a listener does not use it up. Requests that arrive while a link is up are refused
+ * with `busy`.
+ */
+export function acceptPeer(ep: Endpoint, label: string, log: (line: string) => void): Promise<{ link: Link; channel: Channel }> {
+  return new Promise((resolve) => {
+    let busy = false;
+    ep.on('request', (req) => {
+      if (busy) return void req.reject('busy');
+      busy = true;
+      log(`${req.peer} asks to connect; accepting`);
+      req.accept().then(
+        (link) => {
+          servePings(link);
+          let pinged = false;
+          const offClose = link.on('close', () => {
+            offChannel();
+            busy = false;
+            log(`${link.peer} ${pinged ? 'finished pinging' : 'left'}; still waiting`);
+          });
+          const offChannel = link.on('channel', (c) => {
+            if (c.label === PING_LABEL) pinged = true;
+            if (c.label !== label) return;
+            offChannel();
+            offClose();
+            resolve({ link, channel: c });
+          });
+        },
+        (e: unknown) => {
+          busy = false;
+          log(`link with ${req.peer} failed: ${(e as Error).message}; still waiting`);
+        },
+      );
+    });
+  });
 }
 
 /** `direct udp 127.0.0.1:5000 <-> 127.0.0.1:6000, rtt 0.4 ms` or `relay (tcp) ...`. */

@@ -17,11 +17,12 @@ import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises
 import { basename, join, resolve } from 'node:path';
 import { CHUNK_BYTES, FILE_LABEL, parseControl, type Control } from './channel-protocols.js';
 import { resolveCredentials, UsageError, type CredentialFlags } from './credentials.js';
-import { acceptChannel, closeAfterPeer, connectEndpoint, openChannel, type Channel, type Link } from './endpoint.js';
+import { acceptPeer, closeAfterPeer, connectEndpoint, openChannel, type Channel, type Link } from './endpoint.js';
 import { reportPath, timeoutMs } from './link-commands.js';
 import { ENDPOINT_HELP, ENDPOINT_OPTIONS, describeError, type Command } from './main.js';
 import { formatBytes, Progress } from './progress.js';
 import { devDir } from './stack.js';
+import { DEFAULT_IDS } from './defaults.js';
 
 /** Longest file name accepted from a peer (ext4's limit). */
 const MAX_NAME_BYTES = 255;
@@ -108,7 +109,7 @@ export const sendCommand: Command = {
   summary: 'Send a file to a peer running `homelink receive`: progress bar, SHA-256 verified end to end, resumes an interrupted transfer.',
   usage: `homelink send <peer> <file> [--as ID] [options]
 
-  --as ID              this endpoint's id (default app-1)
+  --as ID              this endpoint's id (default ${DEFAULT_IDS.send})
 ${ENDPOINT_HELP}`,
   options: { ...ENDPOINT_OPTIONS },
   async run(v, positionals) {
@@ -126,7 +127,7 @@ ${ENDPOINT_HELP}`,
     const name = safeFileName(file);
     if (!name) throw new UsageError(`${file}: the file name cannot be sent (hidden or empty name); rename it`);
     const ms = timeoutMs(v['timeout']);
-    const creds = await resolveCredentials(v as CredentialFlags, devDir(v['dir'] as string | undefined), 'app-1');
+    const creds = await resolveCredentials(v as CredentialFlags, devDir(v['dir'] as string | undefined), DEFAULT_IDS.send);
     const ep = await connectEndpoint(creds, { relay: v['relay'] === true });
     try {
       log(`dialing ${peer} ...`);
@@ -177,29 +178,18 @@ export const receiveCommand: Command = {
 
   --out DIR            where to write the file (default: the current directory)
   --force              overwrite a file of the same name
-  --as ID              this endpoint's id (default hub-1)
+  --as ID              this endpoint's id (default ${DEFAULT_IDS.receive}; the demo page sends to it)
 ${ENDPOINT_HELP}`,
   options: { ...ENDPOINT_OPTIONS, out: { type: 'string' }, force: { type: 'boolean' } },
   async run(v) {
     const outDir = resolve((v['out'] as string | undefined) ?? '.');
     await mkdir(outDir, { recursive: true });
-    const creds = await resolveCredentials(v as CredentialFlags, devDir(v['dir'] as string | undefined), 'hub-1');
+    const creds = await resolveCredentials(v as CredentialFlags, devDir(v['dir'] as string | undefined), DEFAULT_IDS.receive);
     const ep = await connectEndpoint(creds, { relay: v['relay'] === true });
     try {
       log(`receiving as ${creds.endpointId} into ${outDir}; waiting for a sender (Ctrl-C to stop)`);
-      const link = await new Promise<Link>((resolveLink) => {
-        let busy = false;
-        ep.on('request', (req) => {
-          if (busy) return void req.reject('busy');
-          busy = true;
-          req.accept().then(resolveLink, (e: unknown) => {
-            busy = false;
-            log(`link with ${req.peer} failed: ${describeError(e)}; still waiting`);
-          });
-        });
-      });
+      const { link, channel: ch } = await acceptPeer(ep, FILE_LABEL, log);
       reportPath(link, link.peer);
-      const ch = await acceptChannel(link, FILE_LABEL);
       const inbox = new Inbox(ch, link);
       const offer = await inbox.control();
       if (offer.t !== 'offer') throw new TransferError('the sender did not start with an offer');

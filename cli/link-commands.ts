@@ -9,12 +9,13 @@
  * directions ended, the link closes and both exit 0.
  * Node only.
  */
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { CHUNK_BYTES, EOF_FRAME, STDIO_LABEL } from './channel-protocols.js';
 import { resolveCredentials, UsageError, type CredentialFlags } from './credentials.js';
-import { acceptChannel, connectEndpoint, describePath, DEFAULT_DIAL_TIMEOUT_MS, openChannel, type Channel, type Endpoint, type Link } from './endpoint.js';
+import { acceptPeer, connectEndpoint, describePath, DEFAULT_DIAL_TIMEOUT_MS, openChannel, type Channel, type Endpoint, type Link } from './endpoint.js';
 import { ENDPOINT_HELP, ENDPOINT_OPTIONS, describeError, type Command } from './main.js';
 import { devDir } from './stack.js';
+import { DEFAULT_IDS } from './defaults.js';
 
 /** How long a closing side waits for its last bytes to leave before closing the link. */
 const CLOSE_DRAIN_MS = 5_000;
@@ -105,31 +106,17 @@ export const listenCommand: Command = {
 
   Accepts the first connection request, refuses later ones while busy, and exits when both sides
   reached the end of their input (or the link closes).
-  --as ID              this endpoint's id (default hub-1)
+  Peers that only ping it (homelink ping) are answered and do not use it up.
+  --as ID              this endpoint's id (default ${DEFAULT_IDS.listen})
 ${ENDPOINT_HELP}`,
   options: { ...ENDPOINT_OPTIONS },
   async run(v) {
-    const ep = await endpointFor(v, 'hub-1');
+    const id = (v['as'] as string | undefined) ?? DEFAULT_IDS.listen;
+    const ep = await endpointFor(v, DEFAULT_IDS.listen);
     try {
-      log(`listening as ${(v['as'] as string | undefined) ?? 'hub-1'}; waiting for a peer (Ctrl-C to stop)`);
-      const link = await new Promise<Link>((resolve, reject) => {
-        let busy = false;
-        ep.on('request', (req) => {
-          if (busy) {
-            req.reject('busy');
-            return;
-          }
-          busy = true;
-          log(`${req.peer} asks to connect; accepting`);
-          req.accept().then(resolve, (e: unknown) => {
-            busy = false;
-            log(`link with ${req.peer} failed: ${describeError(e)}; still listening`);
-          });
-        });
-        ep.on('replaced', () => reject(new Error('another process connected with the same id and took over')));
-      });
+      log(`listening as ${id}; waiting for a peer (Ctrl-C to stop)`);
+      const { link, channel } = await acceptPeer(ep, STDIO_LABEL, log);
       reportPath(link, link.peer);
-      const channel = await acceptChannel(link, STDIO_LABEL);
       const code = await pipe(link, channel, process.stdin);
       link.close();
       return code;
@@ -143,14 +130,14 @@ export const dialCommand: Command = {
   summary: 'Dial a peer by id; then stdin goes to the peer and the peer to stdout (like netcat). The path is printed to stderr.',
   usage: `homelink dial <peer> [--as ID] [options]
 
-  --as ID              this endpoint's id (default app-1)
+  --as ID              this endpoint's id (default ${DEFAULT_IDS.dial})
 ${ENDPOINT_HELP}`,
   options: { ...ENDPOINT_OPTIONS },
   async run(v, positionals) {
     const peer = positionals[0];
     if (!peer || positionals.length > 1) throw new UsageError('give exactly one peer id: homelink dial <peer>');
     const ms = timeoutMs(v['timeout']);
-    const ep = await endpointFor(v, 'app-1');
+    const ep = await endpointFor(v, DEFAULT_IDS.dial);
     try {
       log(`dialing ${peer} ...`);
       const link = await ep.dial(peer, { timeoutMs: ms });

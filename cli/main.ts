@@ -7,14 +7,19 @@
  *   homelink send      <peer> <file> [--as <id>]         send a file (progress, SHA-256 check)
  *   homelink receive   [--as <id>] [--out <dir>]         receive one file
  *   homelink netcheck  [--json]                          NAT, relays, signaling: what works from here
+ *   homelink ping      <peer> [--count N]                RTT and path over a link, probe by probe
  *
+ * Settings come from flags, then HOMELINK_* variables, then a profile file (cli/config.ts).
  * Every failure is one line on stderr saying what to do, with exit code 1 (2 for bad usage).
  * Node only.
  */
+import { createRequire } from 'node:module';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { withSettings } from './config.js';
 import { devDir } from './stack.js';
 import { UsageError } from './credentials.js';
 import { StackError } from './stack.js';
+import { suggest } from './suggest.js';
 
 /** A command: its help text, its flags and what it does. */
 export interface Command {
@@ -40,7 +45,8 @@ export const ENDPOINT_OPTIONS = {
 } as const;
 
 export const ENDPOINT_HELP = `Identity (development, the default): the running \`npm start\` stack mints a token and
-identity certificate for --as <id> (home home-1 unless --home).
+identity certificate for --as <id> (home home-1 unless --home). Run outside the checkout, pass
+--dir <checkout>/.dev.
   --home ID            home id(s) in the dev token (repeatable; default home-1)
   --dir PATH           the local stack's folder (default .dev, or HOMELINK_DEV_DIR)
 Identity (explicit, for a real deployment):
@@ -50,6 +56,10 @@ Identity (explicit, for a real deployment):
   --identity-key FILE  the device's private key (JWK)
   --trust-jwks FILE    issuer public keys peers' certificates are checked with
   --trust-issuer ISS   their issuer
+Each of these can come from HOMELINK_<FLAG> (HOMELINK_SIGNALING, HOMELINK_IDENTITY_CERT, ...) or
+a profile: --profile NAME (HOMELINK_PROFILE) in --config FILE (HOMELINK_CONFIG, default
+~/.config/homelink/config.json), a JSON file {"profiles": {"NAME": {"signaling": ..., ...}}}.
+Flags win over variables, variables over the profile.
 Link:
   --relay              force the path through the relay (iceTransportPolicy relay)
   --timeout SECONDS    give up dialing after this long (default 30)`;
@@ -61,6 +71,7 @@ const commands: Record<string, () => Promise<Command>> = {
   dial: async () => (await import('./link-commands.js')).dialCommand,
   send: async () => (await import('./file-commands.js')).sendCommand,
   receive: async () => (await import('./file-commands.js')).receiveCommand,
+  ping: async () => (await import('./ping-command.js')).pingCommand,
 };
 
 const SUMMARIES: Record<string, string> = {
@@ -70,6 +81,7 @@ const SUMMARIES: Record<string, string> = {
   send: 'send a file to a peer (progress bar, SHA-256 check)',
   receive: 'receive one file from a peer',
   netcheck: 'check NAT type, relays and signaling from this network',
+  ping: 'measure round-trip time and path to a peer over a link',
 };
 
 const MAIN_HELP = `homelink: direct, encrypted links between smart-home endpoints
@@ -81,36 +93,59 @@ ${Object.entries(SUMMARIES)
   .map(([k, v]) => `  ${k.padEnd(9)} ${v}`)
   .join('\n')}
 
+  --version  print the version
+
 Start the local stack first with \`npm start\`; then, in two terminals:
-  homelink listen --as hub-1
-  homelink dial hub-1 --as app-1`;
+  homelink listen            (as hub-1)
+  homelink dial hub-1        (as app-1)
+Against a deployment: a profile (--profile, ~/.config/homelink/config.json) or HOMELINK_* variables;
+see homelink listen --help.`;
+
+/** Options every command takes besides its own. */
+const GLOBAL_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  config: { type: 'string' },
+  profile: { type: 'string' },
+} as const;
+
+/**
+ * The package's version. Read through the package's own name (its `exports` lists
+ * `./package.json`), which resolves the same from the sources and from dist/js/cli.
+ */
+export function packageVersion(): string {
+  return (createRequire(import.meta.url)('homelink/package.json') as { version: string }).version;
+}
 
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */
 export async function runCli(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === '--version' || name === '-V' || name === 'version') {
+    process.stdout.write(`homelink ${packageVersion()} (node ${process.versions.node})\n`);
+    return 0;
+  }
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     const topic = name === 'help' ? rest[0] : undefined;
     if (topic && commands[topic]) return runCli([topic, '--help']);
     process.stdout.write(`${MAIN_HELP}\n`);
     return name === undefined ? 2 : 0;
   }
-  const load = commands[name];
+  const load = Object.hasOwn(commands, name) ? commands[name] : undefined;
   if (!load) {
-    process.stderr.write(`homelink: unknown command '${name}': run homelink --help for the list\n`);
+    const near = suggest(name, Object.keys(commands));
+    process.stderr.write(`homelink: unknown command '${name}'${near ? `: did you mean 'homelink ${near}'?` : ': run homelink --help for the list'}\n`);
     return 2;
   }
   const cmd = await load();
+  const options = { ...cmd.options, ...GLOBAL_OPTIONS };
   let values: Record<string, unknown>;
   let positionals: string[];
   try {
-    ({ values, positionals } = parseArgs({
-      args: rest,
-      options: { ...cmd.options, help: { type: 'boolean', short: 'h' } },
-      allowPositionals: true,
-      strict: true,
-    }) as { values: Record<string, unknown>; positionals: string[] });
+    ({ values, positionals } = parseArgs({ args: rest, options, allowPositionals: true, strict: true }) as {
+      values: Record<string, unknown>;
+      positionals: string[];
+    });
   } catch (e) {
-    process.stderr.write(`homelink ${name}: ${(e as Error).message.split('\n')[0]}: run homelink ${name} --help\n`);
+    process.stderr.write(`homelink ${name}: ${explainParseError(e as Error, Object.keys(options))}: run homelink ${name} --help\n`);
     return 2;
   }
   if (values['help']) {
@@ -118,6 +153,7 @@ export async function runCli(argv: string[]): Promise<number> {
     return 0;
   }
   try {
+    values = await withSettings(values, cmd.options);
     return await cmd.run(values, positionals);
   } catch (e) {
     process.stderr.write(`homelink ${name}: ${describeError(e)}\n`);
@@ -125,9 +161,21 @@ export async function runCli(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * One line for a flag parsing error, with the nearest known flag for an unknown one. Node's
+ * messages quote the flag: "Unknown option '--singaling'. To specify a positional ...".
+ */
+export function explainParseError(e: Error, known: readonly string[]): string {
+  const first = e.message.split('\n')[0]!;
+  const unknown = /^Unknown option '(-{1,2})([^']*)'/.exec(first);
+  if (!unknown) return first.replace(/\.$/, '');
+  const near = suggest(unknown[2]!, known);
+  return `unknown option ${unknown[1]}${unknown[2]}${near ? `: did you mean --${near}?` : ''}`;
+}
+
 /** One line for any error: typed errors carry advice; anything else its name and message. */
 export function describeError(e: unknown): string {
-  if (e instanceof UsageError || e instanceof StackError || (e as Error)?.name === 'TransferError') return (e as Error).message;
+  if (e instanceof UsageError || e instanceof StackError || ['TransferError', 'TokenProblem', 'ReplacedError'].includes((e as Error)?.name)) return (e as Error).message;
   const err = e as { name?: string; code?: string; message?: string; reason?: string };
   if (err?.name === 'LinkError') {
     const advice: Record<string, string> = {

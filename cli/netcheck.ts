@@ -63,6 +63,8 @@ export interface TransportResult {
   /** TCP/TLS: time to connect (and handshake). */
   readonly connectMs?: number;
   readonly error?: string;
+  /** How it failed (StunClientError's kind): only `tls` is a certificate or handshake problem. */
+  readonly failure?: StunClientError['kind'] | 'error';
 }
 
 export interface RelayResult {
@@ -97,6 +99,7 @@ export interface NetcheckReport {
 }
 
 const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+const failed = (e: unknown): TransportResult => ({ ok: false, error: errText(e), failure: e instanceof StunClientError ? e.kind : 'error' });
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sameAddr = (a: TransportAddress, b: TransportAddress): boolean => a.ip === b.ip && a.port === b.port;
 
@@ -135,7 +138,7 @@ async function relayTransports(r: RelayTarget): Promise<RelayResult> {
       const x = await streamBinding(t, r.host, port, { ...(ca ? { ca } : {}), ...(r.servername ? { servername: r.servername } : {}) });
       return { ok: true, rttMs: x.rttMs, connectMs: x.connectMs };
     } catch (e) {
-      return { ok: false, error: errText(e) };
+      return failed(e);
     }
   };
   const udp = async (): Promise<TransportResult> => {
@@ -144,7 +147,7 @@ async function relayTransports(r: RelayTarget): Promise<RelayResult> {
       const x = await udpRtt(s, r.host, r.udpPort);
       return { ok: true, rttMs: x.rttMs };
     } catch (e) {
-      return { ok: false, error: errText(e) };
+      return failed(e);
     } finally {
       s.close();
     }
@@ -354,7 +357,9 @@ export async function netcheck(opts: NetcheckOptions): Promise<NetcheckReport> {
   if (relays.length > 0 && relays.every((r) => !r.udp.ok && !r.tcp.ok && !r.tls.ok)) advice.push('No relay answers on any transport: check the relay address, the firewall, or that the relay runs.');
   if (mapping === 'endpoint-dependent') advice.push('Endpoint-dependent NAT mapping ("symmetric"): direct links need a lenient NAT on the other side; otherwise the relay is used.');
   if (mapping === 'endpoint-independent' || mapping === 'no-nat') advice.push('NAT mapping allows hole punching: direct links should work.');
-  if (relays.some((r) => r.tls.ok === false && r.tls.error?.includes('TLS'))) advice.push('TLS to a relay failed the certificate check: check its certificate (or --ca for a development relay).');
+  // Blame TLS only for a handshake or certificate failure: a relay that is down refuses TLS connections too.
+  if (relays.some((r) => r.tls.failure === 'tls')) advice.push('TLS to a relay failed the certificate check: check its certificate (or --ca for a development relay).');
+  else if (relays.some((r) => !r.tls.ok && r.tcp.ok)) advice.push('A relay answers over TCP but not on its TLS port: check the TLS port and that the relay listens on it.');
   if (turnAllocate === 'refused') advice.push('The relay refused the TURN credentials: the relay and the signaling service may not share a secret, or the clock is off.');
   if (signaling.reachable === false) advice.push('The signaling service does not answer: check the URL and that it runs.');
   if (signaling.token === 'rejected') advice.push('The signaling service rejected the token: get a fresh one (homelink token) from an issuer it trusts.');

@@ -68,7 +68,9 @@ export async function readStack(dir: string): Promise<Stack> {
   try {
     text = await readFile(file, 'utf8');
   } catch {
-    throw new StackError(`no local stack found in ${dir}: run \`npm start\` first (or pass --signaling and --relay)`);
+    throw new StackError(
+      `no local stack found in ${dir}: run \`npm start\` in a homelink checkout first (outside it, add --dir <checkout>/.dev); for a real deployment use a profile (--profile) or --token with --signaling, --identity-cert, --identity-key, --trust-jwks and --trust-issuer`,
+    );
   }
   let v: unknown;
   try {

@@ -237,12 +237,22 @@ export class RoomSocket extends ReconnectingSocket<RoomServerMessage> {
   }
 }
 
-/** Joins the service base URL (`ws://host:port` or with a path prefix) and an API path. */
+/** The presence endpoint's path; a signaling URL may end in it (see `joinUrl`). */
+const PRESENCE_PATH = '/v1/presence';
+
+/**
+ * Joins the service base URL (`ws://host:port` or with a path prefix) and an API path. The
+ * presence URL itself (`ws://host:port/v1/presence`, what `npm start` and operators' dashboards
+ * show) is accepted as the base too: its `/v1/presence` suffix is dropped first, so both forms
+ * reach the same endpoints instead of the second failing with a bare close 1006.
+ */
 export function joinUrl(base: string, path: string): string {
   const u = new URL(base);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   if (u.protocol === 'https:') u.protocol = 'wss:';
-  u.pathname = u.pathname.replace(/\/+$/, '') + path;
+  let prefix = u.pathname.replace(/\/+$/, '');
+  if (prefix.endsWith(PRESENCE_PATH)) prefix = prefix.slice(0, -PRESENCE_PATH.length);
+  u.pathname = prefix + path;
   u.search = '';
   u.hash = '';
   return u.toString();

@@ -53,7 +53,11 @@ describe('homelink CLI on the local stack', () => {
     const r = await runCli(['dial', 'hub-1', '--dir', join(work, 'nothing-here')]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toContain('run `npm start` first');
+    expect(r.stderr).toContain('run `npm start` in a homelink checkout first');
+    // The advice names the flags that exist for a deployment (there is no --relay address flag).
+    expect(r.stderr).toContain('--profile');
+    expect(r.stderr).toContain('--token with --signaling, --identity-cert, --identity-key, --trust-jwks and --trust-issuer');
+    expect(r.stderr).not.toContain('--relay');
   });
 
   it('issues dev tokens and identity certificates that verify against the issuer keys', async () => {
@@ -231,5 +235,94 @@ describe('homelink CLI on the local stack', () => {
     listener.kill();
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('[PeerOffline]');
+  });
+
+  it('pings a listener over the link without using it up; the listener then takes a dial', async () => {
+    const listener = spawnCli(['listen', '--as', 'hub-11', ...dir()], { stdin: 'after the ping\n' });
+    await listener.waitForStderr('waiting for a peer');
+    const ping = await runCli(['ping', 'hub-11', '--as', 'app-11', '--count', '3', '--interval', '0.2', ...dir()]);
+    expect(ping.code, ping.stderr).toBe(0);
+    expect(ping.stdout).toMatch(/^pong from hub-11 \(direct 127\.0\.0\.1:\d+ over udp\) probe 1 in \d+\.\d ms$/m);
+    expect(ping.stdout).toContain('3 sent, 3 answered, 0% lost, rtt min/avg/max');
+    await listener.waitForStderr('app-11 finished pinging; still waiting');
+    const dialer = await runCli(['dial', 'hub-11', '--as', 'app-12', ...dir()], { stdin: 'hello\n' });
+    const l = await listener.done();
+    expect(dialer.code, dialer.stderr).toBe(0);
+    expect(dialer.stdout).toBe('after the ping\n');
+    expect(l.stdout).toBe('hello\n');
+    expect(l.code).toBe(0);
+  });
+
+  it('ping to nobody fails with one line and exit 1', async () => {
+    const r = await runCli(['ping', 'nobody-here', '--count', '1', '--timeout', '15', ...dir()]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('[PeerOffline]');
+  });
+
+  it('listen and receive have distinct default ids; a second endpoint with the same id replaces the first, which says so', async () => {
+    const listener = spawnCli(['listen', ...dir()], { stdin: 'keep-open' });
+    await listener.waitForStderr('listening as hub-1;');
+    const receiver = spawnCli(['receive', '--out', join(work, 'defaults'), ...dir()]);
+    await receiver.waitForStderr('receiving as hub-2 ');
+    const second = spawnCli(['listen', ...dir()], { stdin: 'keep-open' });
+    await second.waitForStderr('listening as hub-1;');
+    const first = await listener.done();
+    second.kill();
+    receiver.kill();
+    expect(first.code).toBe(1);
+    expect(first.stderr).toContain('another endpoint connected as hub-1 and replaced this one');
+    // The receiver (hub-2) was not touched by either listener.
+    expect(receiver.stderr()).not.toContain('replaced');
+  });
+
+  it('prints its version and suggests the nearest command or flag', async () => {
+    const v = await runCli(['--version']);
+    expect(v.code).toBe(0);
+    expect(v.stdout).toMatch(/^homelink \d+\.\d+\.\d+ \(node 22\./);
+    const cmd = await runCli(['recieve']);
+    expect(cmd.code).toBe(2);
+    expect(cmd.stderr.trim()).toBe("homelink: unknown command 'recieve': did you mean 'homelink receive'?");
+    const flag = await runCli(['dial', 'hub-1', '--singaling', 'ws://x']);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr.trim().split('\n')).toHaveLength(1);
+    expect(flag.stderr).toContain('unknown option --singaling: did you mean --signaling?');
+  });
+
+  it('reads the deployment settings from a profile file, and tells an expired token from a garbled one', async () => {
+    // A profile with all six deployment settings, pointing at the local stack like a deployment.
+    const cfg = join(work, 'profile');
+    await mkdir(cfg, { recursive: true });
+    const t = await runCli(['token', '--sub', 'app-13', '--json', ...dir()]);
+    const tok = JSON.parse(t.stdout) as { token: string; certificate: string; deviceKeyFile: string; trust: { issuer: string; jwks: unknown } };
+    await writeFile(join(cfg, 'token.jwt'), tok.token);
+    await writeFile(join(cfg, 'cert.jwt'), tok.certificate);
+    await writeFile(join(cfg, 'jwks.json'), JSON.stringify(tok.trust.jwks));
+    const config = join(cfg, 'config.json');
+    await writeFile(
+      config,
+      JSON.stringify({
+        profiles: {
+          lab: { signaling: st.stack.signalingUrl, token: '@token.jwt', 'identity-cert': 'cert.jwt', 'identity-key': tok.deviceKeyFile, 'trust-jwks': 'jwks.json', 'trust-issuer': tok.trust.issuer, as: 'app-13' },
+        },
+      }),
+    );
+    const listener = spawnCli(['listen', '--as', 'hub-13', ...dir()], { stdin: 'to the profile\n' });
+    await listener.waitForStderr('waiting for a peer');
+    const ok = await runCli(['dial', 'hub-13', '--config', config], { stdin: 'from the profile\n' });
+    const l = await listener.done();
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toBe('to the profile\n');
+    expect(l.stderr).toContain('app-13 asks to connect');
+
+    // The service answers a garbled and an expired token with the same 401; the CLI looks first.
+    const b64 = (o: object): string => Buffer.from(JSON.stringify(o)).toString('base64url');
+    await writeFile(join(cfg, 'expired.jwt'), `${b64({ alg: 'ES256', typ: 'homelink-access+jwt' })}.${b64({ sub: 'app-13', exp: Math.floor(Date.now() / 1000) - 3600 })}.c2ln`);
+    const expired = await runCli(['dial', 'hub-13', '--config', config, '--token', `@${join(cfg, 'expired.jwt')}`, '--timeout', '5']);
+    expect(expired.code).toBe(1);
+    expect(expired.stderr.trim().split('\n')).toHaveLength(1);
+    expect(expired.stderr).toMatch(/the access token expired at .* \(60 min ago\): get a fresh one/);
+    const garbled = await runCli(['dial', 'hub-13', '--config', config, '--token', 'garbage', '--timeout', '5']);
+    expect(garbled.code).toBe(2);
+    expect(garbled.stderr).toContain('the access token is not a JWT');
   });
 });

@@ -65,6 +65,22 @@ describe('netcheck against a relay with two addresses', () => {
     expect(report.relays[0]!.udp.ok).toBe(true);
     expect(report.relays[0]!.tcp.ok).toBe(true);
     expect(report.relays[0]!.tls.ok).toBe(false);
+    // Nothing listens on port 9: a closed TLS port, not a certificate problem.
+    expect(report.relays[0]!.tls.failure).toBe('refused');
+    expect(report.advice.join(' ')).toContain('answers over TCP but not on its TLS port');
+    expect(report.advice.join(' ')).not.toContain('certificate');
+  });
+
+  it('says the relay is down, and does not blame TLS, when nothing answers', async () => {
+    const down = await freePort();
+    const report = await netcheck({ relays: [{ name: 'down', host: '127.0.0.1', udpPort: down, tcpPort: down, tlsPort: down }] });
+    const r = report.relays[0]!;
+    expect([r.udp.ok, r.tcp.ok, r.tls.ok]).toEqual([false, false, false]);
+    expect(r.tls.failure).toBe('refused');
+    const advice = report.advice.join(' ');
+    expect(advice).toContain('No relay answers on any transport');
+    expect(advice).not.toContain('certificate');
+    expect(advice).not.toContain('TLS port');
   });
 
   it('reports refused TURN credentials without failing the rest', async () => {

@@ -21,15 +21,15 @@
  * after a bound); all traffic stays on 127.0.0.1.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StunClass, StunMethod, StunWriter, decodeStun } from '../../protocol/stun/index.js';
 import { allocateMany, closeAll, runLoad, type LoadResult, type LoadTarget } from './loadgen.js';
+import { CLK_TCK, TICK_US, cpuTicks, rssBytes } from './proc.js';
 
 type RelayName = 'bare' | 'ours-1' | 'ours-2' | 'coturn';
 
@@ -56,62 +56,7 @@ const RELAY_PORT_MAX = 52999;
 const START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 5_000;
 
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-const PAGE_CPU_US = 1e6 / CLK_TCK;
-
-/** utime+stime (clock ticks) of `pid` and all its descendants; /proc/<pid>/stat covers every thread. */
-function cpuTicks(rootPid: number): number {
-  const parentOf = new Map<number, number>();
-  const ticks = new Map<number, number>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'latin1');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      parentOf.set(Number(d), Number(f[1])); // field 4: ppid
-      ticks.set(Number(d), Number(f[11]) + Number(f[12])); // fields 14, 15: utime, stime
-    } catch {
-      // process ended while scanning
-    }
-  }
-  let total = 0;
-  for (const [pid, t] of ticks) {
-    for (let p: number | undefined = pid, hops = 0; p !== undefined && p > 1 && hops < 64; p = parentOf.get(p), hops++) {
-      if (p === rootPid) {
-        total += t;
-        break;
-      }
-    }
-  }
-  return total;
-}
-
-/** Resident set size (bytes) of `pid` and its descendants. */
-function rssBytes(rootPid: number): number {
-  let total = 0;
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const pid = Number(d);
-      let p = pid;
-      let mine = false;
-      for (let hops = 0; hops < 64 && p > 1; hops++) {
-        if (p === rootPid) {
-          mine = true;
-          break;
-        }
-        const stat = readFileSync(`/proc/${p}/stat`, 'latin1');
-        p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      }
-      if (!mine) continue;
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
-      if (m) total += Number(m[1]) * 1024;
-    } catch {
-      // gone
-    }
-  }
-  return total;
-}
+const PAGE_CPU_US = TICK_US;
 
 async function freePort(kind: 'tcp' | 'udp'): Promise<number> {
   if (kind === 'udp') {

@@ -15,12 +15,18 @@
  * Run by hand (not part of npm test), on an otherwise idle machine if you can:
  *
  *   node --import tsx bench/relay/run.ts [--relays bare,ours-1,ours-2,coturn] [--measure-ms 5000]
- *        [--allocations 8] [--window 8] [--idle-allocations 10000] [--skip-memory] [--skip-load]
+ *        [--generators 2] [--allocations 32] [--window 8] [--idle-allocations 10000] [--skip-memory] [--skip-load]
+ *
+ * The load comes from `--generators` processes (bench/relay/loadgen-proc.ts), the allocations
+ * split between them. ours-2 serves every client on one advertised port (SO_REUSEPORT); the
+ * relay's CPU is read per process, so the busiest worker's CPU per relayed packet gives the
+ * packets/s the relay would reach with a core of its own per worker ("capacity"), the figure
+ * that shows scaling on a machine whose cores the generator shares.
  *
  * Every child process is started here and stopped here (SIGTERM, then SIGKILL
  * after a bound); all traffic stays on 127.0.0.1.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { readFileSync, rmSync } from 'node:fs';
@@ -28,8 +34,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StunClass, StunMethod, StunWriter, decodeStun } from '../../protocol/stun/index.js';
-import { allocateMany, closeAll, runLoad, type LoadResult, type LoadTarget } from './loadgen.js';
-import { CLK_TCK, TICK_US, cpuTicks, rssBytes } from './proc.js';
+import { allocateMany, closeAll, type LoadResult, type LoadTarget } from './loadgen.js';
+import type { GeneratorJob, GeneratorMessage } from './loadgen-proc.js';
+import { CLK_TCK, TICK_US, cpuTicksOf, processTree, rssBytes } from './proc.js';
 
 type RelayName = 'bare' | 'ours-1' | 'ours-2' | 'coturn';
 
@@ -41,7 +48,10 @@ const RELAYS = arg('relays', 'bare,ours-1,ours-2,coturn').split(',') as RelayNam
 const MEASURE_MS = Number(arg('measure-ms', '5000'));
 /** One second of warm-up lets V8 optimise the hot path and the kernel settle socket buffers. */
 const WARMUP_MS = Number(arg('warmup-ms', '1500'));
-const ALLOCATIONS = Number(arg('allocations', '8'));
+/** Allocations in all (split over the generators): enough distinct 5-tuples for the kernel's hash to spread them. */
+const ALLOCATIONS = Number(arg('allocations', '32'));
+/** Generator processes: one Node process cannot load a relay as hard as it can relay. */
+const GENERATORS = Number(arg('generators', '2'));
 const WINDOW = Number(arg('window', '8'));
 const IDLE_ALLOCATIONS = Number(arg('idle-allocations', '10000'));
 const SKIP_MEMORY = process.argv.includes('--skip-memory');
@@ -182,8 +192,8 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     return { name, child, target: { host: HOST, port: Number(m[1]), mode: 'raw', peer } };
   }
   const workers = name === 'ours-2' ? 2 : 1;
-  // Our relay's worker i listens for UDP on port + i (relay/node/workers.ts), so pick a free run of ports.
-  const port = await freeDualPort(workers);
+  // Every worker of ours shares the one port (SO_REUSEPORT).
+  const port = await freeDualPort(1);
   if (name === 'coturn') {
     const dir = join(tmpdir(), `r2-coturn-${process.pid}`);
     const child = start('turnserver', [
@@ -241,39 +251,105 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     '--drain-ms',
     '0', // nothing to drain in a benchmark; lets --cpu-prof write its profile on SIGTERM
   ]);
-  const ports = Array.from({ length: workers }, (_, i) => port + i);
-  for (const p of ports) await waitForStun(child, p);
-  return { name, child, target: { host: HOST, port, ports, mode: 'turn', secret: SECRET, peer } };
+  await waitForStun(child, port);
+  return { name, child, target: { host: HOST, port, mode: 'turn', secret: SECRET, peer } };
 }
 
 interface Row {
   relay: RelayName;
   payload: number;
   cpuUsPerPacket: number;
+  /** Share of the relay's CPU per process (primary first), for the workers' split. */
+  cpuShares: number[];
+  /** Packets/s if the busiest relay process had a core to itself: packets / its CPU seconds. */
+  capacity: number;
   result: LoadResult;
 }
 
-async function measure(r: RunningRelay, payload: number): Promise<Row> {
-  const allocs = await allocateMany(r.target, ALLOCATIONS, true, `load-${payload}`, `127.0.0.${10 + PAYLOADS.indexOf(payload)}`);
-  let t0 = 0;
-  let t1 = 0;
-  const pid = r.child.proc.pid!;
+/** Starts the generator processes on `target`; resolves once all hold their allocations. */
+async function startGenerators(target: LoadTarget, payload: number): Promise<ChildProcess[]> {
+  const gens: ChildProcess[] = [];
+  const ready: Promise<void>[] = [];
+  for (let g = 0; g < GENERATORS; g++) {
+    const per = Math.floor(ALLOCATIONS / GENERATORS) + (g < ALLOCATIONS % GENERATORS ? 1 : 0);
+    const job: GeneratorJob = {
+      target, allocations: per, window: WINDOW, payload, warmupMs: WARMUP_MS, measureMs: MEASURE_MS,
+      // Own client address per generator and payload: allocations outlive sockets (437 otherwise).
+      prefix: `load-${payload}-${g}`, clientHost: `127.0.${10 + PAYLOADS.indexOf(payload)}.${10 + g}`,
+    };
+    const child = fork('bench/relay/loadgen-proc.ts', [JSON.stringify(job)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    gens.push(child);
+    ready.push(
+      new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`generator ${g} not ready`)), START_TIMEOUT_MS * 2);
+        child.on('message', (m: GeneratorMessage) => {
+          if (m.type === 'ready') {
+            clearTimeout(t);
+            resolve();
+          } else if (m.type === 'failed') {
+            clearTimeout(t);
+            reject(new Error(`generator ${g}: ${m.message}`));
+          }
+        });
+        child.once('exit', () => reject(new Error(`generator ${g} exited`)));
+      }),
+    );
+  }
   try {
-    const result = await runLoad(r.target, allocs, {
-      allocations: ALLOCATIONS,
-      window: WINDOW,
+    await Promise.all(ready);
+  } catch (e) {
+    for (const c of gens) c.kill('SIGKILL');
+    throw e;
+  }
+  return gens;
+}
+
+async function measure(r: RunningRelay, payload: number): Promise<Row> {
+  const gens = await startGenerators(r.target, payload);
+  const results = gens.map(
+    (c) =>
+      new Promise<LoadResult>((resolve, reject) => {
+        c.on('message', (m: GeneratorMessage) => {
+          if (m.type === 'result') resolve(m.result);
+          else if (m.type === 'failed') reject(new Error(m.message));
+        });
+        c.once('exit', () => reject(new Error('generator exited without a result')));
+      }),
+  );
+  try {
+    const pids = processTree(r.child.proc.pid!).sort((a, b) => a - b);
+    for (const c of gens) c.send('go');
+    await new Promise((res) => setTimeout(res, WARMUP_MS));
+    const t0 = pids.map(cpuTicksOf);
+    await new Promise((res) => setTimeout(res, MEASURE_MS));
+    const cpuUs = pids.map((p, i) => (cpuTicksOf(p) - t0[i]!) * PAGE_CPU_US);
+    const parts = await Promise.all(results);
+    const relayedPackets = parts.reduce((n, p) => n + p.relayedPackets, 0);
+    const seconds = Math.max(...parts.map((p) => p.seconds));
+    const median = (xs: number[]): number => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const result: LoadResult = {
+      roundTrips: parts.reduce((n, p) => n + p.roundTrips, 0),
+      relayedPackets,
+      lost: parts.reduce((n, p) => n + p.lost, 0),
+      seconds,
+      packetsPerSecond: relayedPackets / seconds,
+      mbps: (relayedPackets * payload * 8) / seconds / 1e6,
+      rttP50Us: median(parts.map((p) => p.rttP50Us)),
+      rttP99Us: Math.max(...parts.map((p) => p.rttP99Us)),
+    };
+    const total = cpuUs.reduce((a, b) => a + b, 0);
+    const busiest = Math.max(...cpuUs);
+    return {
+      relay: r.name,
       payload,
-      warmupMs: WARMUP_MS,
-      measureMs: MEASURE_MS,
-      onWindow: (edge) => {
-        if (edge === 'start') t0 = cpuTicks(pid);
-        else t1 = cpuTicks(pid);
-      },
-    });
-    const cpuUs = (t1 - t0) * PAGE_CPU_US;
-    return { relay: r.name, payload, cpuUsPerPacket: cpuUs / Math.max(1, result.relayedPackets), result };
+      cpuUsPerPacket: total / Math.max(1, relayedPackets),
+      cpuShares: cpuUs.map((u) => u / Math.max(1, total)),
+      // The measured window is MEASURE_MS of the generators' clock; packets over the busiest's CPU time.
+      capacity: busiest > 0 ? relayedPackets / (busiest / 1e6) : Number.NaN,
+      result,
+    };
   } finally {
-    closeAll(allocs);
+    for (const c of gens) if (c.exitCode === null) c.kill('SIGKILL');
   }
 }
 
@@ -325,20 +401,30 @@ async function main(): Promise<void> {
   }
 
   const base = new Map(rows.filter((r) => r.relay === 'bare').map((r) => [r.payload, r.cpuUsPerPacket]));
+  const coturn = new Map(rows.filter((r) => r.relay === 'coturn').map((r) => [r.payload, r.cpuUsPerPacket]));
+  const ratio = (v: number, b: number | undefined): string => (b ? fmt(v / b, 2) + 'x' : 'n/a');
   const lines = [
-    `| relay | payload | CPU µs / relayed packet | vs bare | relayed packets/s | Mbps (payload, both ways) | RTT p50 µs | RTT p99 µs | lost |`,
-    `|---|---|---|---|---|---|---|---|---|`,
-    ...rows.map((r) => {
-      const b = base.get(r.payload);
-      return `| ${r.relay} | ${r.payload} B | ${fmt(r.cpuUsPerPacket, 2)} | ${b ? fmt(r.cpuUsPerPacket / b, 2) + 'x' : 'n/a'} | ${fmt(r.result.packetsPerSecond, 0)} | ${fmt(r.result.mbps, 1)} | ${fmt(r.result.rttP50Us, 0)} | ${fmt(r.result.rttP99Us, 0)} | ${r.result.lost} |`;
-    }),
+    `| relay | payload | CPU µs / relayed packet | vs bare | vs coturn | relayed packets/s | capacity packets/s (busiest process on its own core) | CPU split per process | Mbps | RTT p50 µs | RTT p99 µs | lost |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|---|`,
+    ...rows.map((r) =>
+      `| ${r.relay} | ${r.payload} B | ${fmt(r.cpuUsPerPacket, 2)} | ${ratio(r.cpuUsPerPacket, base.get(r.payload))} | ${ratio(r.cpuUsPerPacket, coturn.get(r.payload))} | ${fmt(r.result.packetsPerSecond, 0)} | ${r.relay === 'coturn' ? 'n/a (threads)' : fmt(r.capacity, 0)} | ${r.cpuShares.map((x) => fmt(x * 100, 0) + '%').join(' / ')} | ${fmt(r.result.mbps, 1)} | ${fmt(r.result.rttP50Us, 0)} | ${fmt(r.result.rttP99Us, 0)} | ${r.result.lost} |`,
+    ),
   ];
   console.log(lines.join('\n'));
+  for (const payload of PAYLOADS) {
+    const one = rows.find((r) => r.relay === 'ours-1' && r.payload === payload);
+    const two = rows.find((r) => r.relay === 'ours-2' && r.payload === payload);
+    if (one && two) {
+      console.log(
+        `\n${payload} B, ours-2 / ours-1: capacity ${fmt(two.capacity / one.capacity, 2)}x, measured packets/s ${fmt(two.result.packetsPerSecond / one.result.packetsPerSecond, 2)}x (generators share the cores)`,
+      );
+    }
+  }
   for (const [name, m] of Object.entries(memory)) {
     const v = m as { count: number; bytesPerAllocation: number; rssBefore: number; rssAfter: number };
     console.log(`\n${name}: ${v.count} idle allocations, RSS ${fmt(v.rssBefore / 2 ** 20)} -> ${fmt(v.rssAfter / 2 ** 20)} MiB, ${fmt(v.bytesPerAllocation, 0)} bytes per allocation`);
   }
-  console.log(`\nsettings: ${ALLOCATIONS} allocations x ${WINDOW} in flight, warm-up ${WARMUP_MS} ms, measured ${MEASURE_MS} ms, CLK_TCK ${CLK_TCK}, load ${readFileSync('/proc/loadavg', 'latin1').trim()}`);
+  console.log(`\nsettings: ${GENERATORS} generator processes, ${ALLOCATIONS} allocations x ${WINDOW} in flight, warm-up ${WARMUP_MS} ms, measured ${MEASURE_MS} ms, CLK_TCK ${CLK_TCK}, load ${readFileSync('/proc/loadavg', 'latin1').trim()}`);
   if (errors.length) {
     console.log(`\nerrors:\n${errors.join('\n')}`);
     process.exitCode = 1;

@@ -64,6 +64,13 @@ export interface NodeRelayOptions {
    * and a TCP connection, always reach the process holding its allocation.
    */
   readonly reusePort: boolean;
+  /**
+   * Drop client datagrams until {@link NodeRelay.serve}. With SO_REUSEPORT the kernel's choice of
+   * worker for a client depends on how many sockets the group holds, so a UDP allocation made
+   * while only some workers were bound would later hash to another worker and go dark. Workers
+   * hold UDP until all are bound; clients retransmit (RFC 8489 §6.2.1).
+   */
+  readonly holdUdp?: boolean;
   readonly log: LogFn;
   readonly onRelayed?: RelayedHook;
   /** Counters shared with the metrics server (incremented in place by the core). */
@@ -117,6 +124,8 @@ export class NodeRelay {
   private timerAt = -1;
   private closed = false;
   private draining = false;
+  /** False until {@link serve} when `holdUdp` is set: client datagrams are dropped. */
+  private serving: boolean;
   private closing: Promise<void> | null = null;
   private readonly log: LogFn;
   private readonly onRelayed: RelayedHook | undefined;
@@ -126,6 +135,7 @@ export class NodeRelay {
   constructor(private readonly opts: NodeRelayOptions) {
     const c = opts.config;
     this.cfg = c;
+    this.serving = !opts.holdUdp;
     this.log = opts.log;
     this.onRelayed = opts.onRelayed;
     this.pool = new RelayPortPool(opts.relayPortMin, opts.relayPortMax);
@@ -234,6 +244,7 @@ export class NodeRelay {
   // ---------------------------------------------------------------- inputs
 
   private onClientDatagram(listener: number, msg: Buffer, ip: string, port: number): void {
+    if (!this.serving) return;
     const server = this.server;
     const r = server.handleUdp(listener, ip, port, msg, Date.now());
     if (r === FAST_TO_PEER) {
@@ -428,6 +439,11 @@ export class NodeRelay {
       if (this.server.hasActions) this.flush();
       this.arm();
     });
+  }
+
+  /** Starts answering client datagrams (see `holdUdp`). */
+  serve(): void {
+    this.serving = true;
   }
 
   /** Health: false while draining or closed, so a load balancer moves new clients elsewhere. */

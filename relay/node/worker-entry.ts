@@ -31,6 +31,7 @@ async function start(s: Extract<WorkerMessage, { type: 'start' }>): Promise<void
     tcpPort: s.tcpPort,
     tlsPort: s.tlsPort,
     reusePort: true,
+    holdUdp: true,
     log: (level, event, fields) => log(level, event, { worker: s.index, ...fields }),
     metrics,
   });
@@ -46,6 +47,7 @@ async function start(s: Extract<WorkerMessage, { type: 'start' }>): Promise<void
 
 process.on('message', (m: WorkerMessage) => {
   if (m.type === 'start') void start(m);
+  else if (m.type === 'serve') relay?.serve();
   else if (m.type === 'close') {
     void (async () => {
       await relay?.close();

@@ -8,7 +8,10 @@
  *   of the 4-tuple, so a UDP client's 5-tuple always lands on the same worker,
  *   the one holding its allocation, and a TCP/TLS connection lives in the
  *   worker that accepted it. TLS is terminated in the worker. Worker 0 binds
- *   first (port 0 picks free ports) and the others join its ports.
+ *   first (port 0 picks free ports) and the others join its ports. The hash
+ *   maps onto however many sockets the group holds, so workers drop client
+ *   datagrams until all are bound (`serve`): an allocation made earlier would
+ *   hash to another worker afterwards.
  * - Nonces and credentials are stateless HMACs, so any worker can answer any
  *   client's first request.
  * - Relay ports: the configured range is split into N disjoint slices, one per
@@ -35,6 +38,8 @@ export type WorkerMessage =
   | { type: 'started'; udp: BoundAddress; tcp: BoundAddress | null; tls: BoundAddress | null }
   | { type: 'failed'; message: string }
   | { type: 'metrics'; snapshot: RelayMetricsSnapshot }
+  /** Every worker is bound: start answering UDP (see NodeRelayOptions.holdUdp). */
+  | { type: 'serve' }
   | { type: 'close' }
   | { type: 'closed' };
 
@@ -168,6 +173,8 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
     kill();
     throw new Error('tcpPort: the workers need a TCP listener');
   }
+  // The reuseport group is complete: the kernel's worker for each client is fixed from now on.
+  for (const c of children) c.send({ type: 'serve' } satisfies WorkerMessage);
   let metricsServer: MetricsServer | null = null;
   if (config.metricsPort !== null) {
     const sum = {

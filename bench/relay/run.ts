@@ -411,12 +411,23 @@ async function main(): Promise<void> {
     ),
   ];
   console.log(lines.join('\n'));
+  // Relays may be listed more than once (--relays ours-1,ours-2,ours-1,ours-2) to interleave runs on a
+  // noisy machine; the summary takes medians.
+  const med = (xs: number[]): number => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : Number.NaN);
+  const pick = (relay: RelayName, payload: number, f: (r: Row) => number): number => med(rows.filter((r) => r.relay === relay && r.payload === payload).map(f));
   for (const payload of PAYLOADS) {
-    const one = rows.find((r) => r.relay === 'ours-1' && r.payload === payload);
-    const two = rows.find((r) => r.relay === 'ours-2' && r.payload === payload);
-    if (one && two) {
+    const cap1 = pick('ours-1', payload, (r) => r.capacity);
+    const cap2 = pick('ours-2', payload, (r) => r.capacity);
+    const pps1 = pick('ours-1', payload, (r) => r.result.packetsPerSecond);
+    const pps2 = pick('ours-2', payload, (r) => r.result.packetsPerSecond);
+    const cpu1 = pick('ours-1', payload, (r) => r.cpuUsPerPacket);
+    const cpu2 = pick('ours-2', payload, (r) => r.cpuUsPerPacket);
+    const cot = pick('coturn', payload, (r) => r.cpuUsPerPacket);
+    const n = rows.filter((r) => r.relay === 'ours-2' && r.payload === payload).length;
+    if (Number.isFinite(cap1) && Number.isFinite(cap2)) {
       console.log(
-        `\n${payload} B, ours-2 / ours-1: capacity ${fmt(two.capacity / one.capacity, 2)}x, measured packets/s ${fmt(two.result.packetsPerSecond / one.result.packetsPerSecond, 2)}x (generators share the cores)`,
+        `\n${payload} B (medians of ${n} run(s)): ours-2 / ours-1 capacity ${fmt(cap2 / cap1, 2)}x, measured packets/s ${fmt(pps2 / pps1, 2)}x (generators share the cores); ` +
+          `CPU µs/packet ours-1 ${fmt(cpu1, 2)}, ours-2 ${fmt(cpu2, 2)}${Number.isFinite(cot) ? `, coturn ${fmt(cot, 2)}: ours-1 / coturn ${fmt(cpu1 / cot, 2)}x, ours-2 / coturn ${fmt(cpu2 / cot, 2)}x` : ''}`,
       );
     }
   }

@@ -106,7 +106,7 @@ async function canBind(kind: 'tcp' | 'udp', port: number): Promise<boolean> {
   }
 }
 
-/** A port free for TCP whose next `count` ports are free for UDP (STUN/TURN listens on both; worker i on port + i). */
+/** A port free for TCP whose next `count` ports are free for UDP (STUN/TURN listens on both). */
 async function freeDualPort(count = 1): Promise<number> {
   for (let i = 0; i < 20; i++) {
     const p = await freePort('udp');

@@ -338,5 +338,11 @@ export function configHelp(): string {
     const def = o.key === 'secrets' ? '(required)' : JSON.stringify(o.def);
     return `  --${o.flag.padEnd(26)} ${o.env.padEnd(32)} default ${def}`;
   });
-  return ['Usage: tsx relay/main.ts [--config file.json] [flags]', '', '  flag                         env                              ', ...lines].join('\n');
+  return [
+    'Usage: node dist/js/relay/main.js [--config file.json] [flags]',
+    '       (built by `npm run build:js`; from the sources in development: npx tsx relay/main.ts ...)',
+    '',
+    '  flag                         env                              ',
+    ...lines,
+  ].join('\n');
 }

@@ -31,8 +31,8 @@ export interface StartedRelay {
   readonly tls?: BoundAddress;
   /** `http://host:port` of the metrics/health server, when enabled. */
   readonly metricsUrl?: string;
-  /** With `workers` > 1: every worker's UDP listener (worker i on its own port). */
-  readonly udpAll?: readonly BoundAddress[];
+  /** With `workers` > 1: the worker processes' pids, worker 0 first. */
+  readonly pids?: readonly number[];
   /** With `workers` > 1: settles when a worker dies on its own (see relay/node/workers.ts). */
   readonly failure?: Promise<Error>;
   /** Graceful stop: no new allocations, bounded drain (config.shutdownDrainMs), then close. */
@@ -58,6 +58,9 @@ export async function startRelay(config: RelayConfig, hooks: RelayHooks = {}): P
     relayPortMin: config.relayPortMin,
     relayPortMax: config.relayPortMax,
     udpPort: config.udpPort,
+    tcpPort: config.tcpPort,
+    tlsPort: config.tlsPort,
+    reusePort: false,
     log,
     ...(hooks.onRelayed ? { onRelayed: hooks.onRelayed } : {}),
   });

@@ -1,5 +1,7 @@
 /**
- * CLI entry: `tsx relay/main.ts [--config file.json] [--flag value ...]`.
+ * CLI entry. In production, from built JavaScript (`npm run build:js`):
+ * `node dist/js/relay/main.js [--config file.json] [--flag value ...]`; in development from
+ * the sources: `npx tsx relay/main.ts ...`.
  * Configuration errors print one line naming the field and exit 2. SIGTERM and
  * SIGINT start a graceful shutdown (no new allocations, bounded drain, close);
  * a second signal exits at once.

@@ -15,21 +15,28 @@
  * Run by hand (not part of npm test), on an otherwise idle machine if you can:
  *
  *   node --import tsx bench/relay/run.ts [--relays bare,ours-1,ours-2,coturn] [--measure-ms 5000]
- *        [--allocations 8] [--window 8] [--idle-allocations 10000] [--skip-memory] [--skip-load]
+ *        [--generators 2] [--allocations 32] [--window 8] [--idle-allocations 10000] [--skip-memory] [--skip-load]
+ *
+ * The load comes from `--generators` processes (bench/relay/loadgen-proc.ts), the allocations
+ * split between them. ours-2 serves every client on one advertised port (SO_REUSEPORT); the
+ * relay's CPU is read per process, so the busiest worker's CPU per relayed packet gives the
+ * packets/s the relay would reach with a core of its own per worker ("capacity"), the figure
+ * that shows scaling on a machine whose cores the generator shares.
  *
  * Every child process is started here and stopped here (SIGTERM, then SIGKILL
  * after a bound); all traffic stays on 127.0.0.1.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StunClass, StunMethod, StunWriter, decodeStun } from '../../protocol/stun/index.js';
-import { allocateMany, closeAll, runLoad, type LoadResult, type LoadTarget } from './loadgen.js';
+import { allocateMany, closeAll, type LoadResult, type LoadTarget } from './loadgen.js';
+import type { GeneratorJob, GeneratorMessage } from './loadgen-proc.js';
+import { CLK_TCK, TICK_US, cpuTicksOf, processTree, rssBytes } from './proc.js';
 
 type RelayName = 'bare' | 'ours-1' | 'ours-2' | 'coturn';
 
@@ -41,7 +48,10 @@ const RELAYS = arg('relays', 'bare,ours-1,ours-2,coturn').split(',') as RelayNam
 const MEASURE_MS = Number(arg('measure-ms', '5000'));
 /** One second of warm-up lets V8 optimise the hot path and the kernel settle socket buffers. */
 const WARMUP_MS = Number(arg('warmup-ms', '1500'));
-const ALLOCATIONS = Number(arg('allocations', '8'));
+/** Allocations in all (split over the generators): enough distinct 5-tuples for the kernel's hash to spread them. */
+const ALLOCATIONS = Number(arg('allocations', '32'));
+/** Generator processes: one Node process cannot load a relay as hard as it can relay. */
+const GENERATORS = Number(arg('generators', '2'));
 const WINDOW = Number(arg('window', '8'));
 const IDLE_ALLOCATIONS = Number(arg('idle-allocations', '10000'));
 const SKIP_MEMORY = process.argv.includes('--skip-memory');
@@ -56,62 +66,7 @@ const RELAY_PORT_MAX = 52999;
 const START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 5_000;
 
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-const PAGE_CPU_US = 1e6 / CLK_TCK;
-
-/** utime+stime (clock ticks) of `pid` and all its descendants; /proc/<pid>/stat covers every thread. */
-function cpuTicks(rootPid: number): number {
-  const parentOf = new Map<number, number>();
-  const ticks = new Map<number, number>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'latin1');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      parentOf.set(Number(d), Number(f[1])); // field 4: ppid
-      ticks.set(Number(d), Number(f[11]) + Number(f[12])); // fields 14, 15: utime, stime
-    } catch {
-      // process ended while scanning
-    }
-  }
-  let total = 0;
-  for (const [pid, t] of ticks) {
-    for (let p: number | undefined = pid, hops = 0; p !== undefined && p > 1 && hops < 64; p = parentOf.get(p), hops++) {
-      if (p === rootPid) {
-        total += t;
-        break;
-      }
-    }
-  }
-  return total;
-}
-
-/** Resident set size (bytes) of `pid` and its descendants. */
-function rssBytes(rootPid: number): number {
-  let total = 0;
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const pid = Number(d);
-      let p = pid;
-      let mine = false;
-      for (let hops = 0; hops < 64 && p > 1; hops++) {
-        if (p === rootPid) {
-          mine = true;
-          break;
-        }
-        const stat = readFileSync(`/proc/${p}/stat`, 'latin1');
-        p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      }
-      if (!mine) continue;
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
-      if (m) total += Number(m[1]) * 1024;
-    } catch {
-      // gone
-    }
-  }
-  return total;
-}
+const PAGE_CPU_US = TICK_US;
 
 async function freePort(kind: 'tcp' | 'udp'): Promise<number> {
   if (kind === 'udp') {
@@ -151,7 +106,7 @@ async function canBind(kind: 'tcp' | 'udp', port: number): Promise<boolean> {
   }
 }
 
-/** A port free for TCP whose next `count` ports are free for UDP (STUN/TURN listens on both; worker i on port + i). */
+/** A port free for TCP whose next `count` ports are free for UDP (STUN/TURN listens on both). */
 async function freeDualPort(count = 1): Promise<number> {
   for (let i = 0; i < 20; i++) {
     const p = await freePort('udp');
@@ -237,8 +192,8 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     return { name, child, target: { host: HOST, port: Number(m[1]), mode: 'raw', peer } };
   }
   const workers = name === 'ours-2' ? 2 : 1;
-  // Our relay's worker i listens for UDP on port + i (relay/node/workers.ts), so pick a free run of ports.
-  const port = await freeDualPort(workers);
+  // Every worker of ours shares the one port (SO_REUSEPORT).
+  const port = await freeDualPort(1);
   if (name === 'coturn') {
     const dir = join(tmpdir(), `r2-coturn-${process.pid}`);
     const child = start('turnserver', [
@@ -296,39 +251,105 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     '--drain-ms',
     '0', // nothing to drain in a benchmark; lets --cpu-prof write its profile on SIGTERM
   ]);
-  const ports = Array.from({ length: workers }, (_, i) => port + i);
-  for (const p of ports) await waitForStun(child, p);
-  return { name, child, target: { host: HOST, port, ports, mode: 'turn', secret: SECRET, peer } };
+  await waitForStun(child, port);
+  return { name, child, target: { host: HOST, port, mode: 'turn', secret: SECRET, peer } };
 }
 
 interface Row {
   relay: RelayName;
   payload: number;
   cpuUsPerPacket: number;
+  /** Share of the relay's CPU per process (primary first), for the workers' split. */
+  cpuShares: number[];
+  /** Packets/s if the busiest relay process had a core to itself: packets / its CPU seconds. */
+  capacity: number;
   result: LoadResult;
 }
 
-async function measure(r: RunningRelay, payload: number): Promise<Row> {
-  const allocs = await allocateMany(r.target, ALLOCATIONS, true, `load-${payload}`, `127.0.0.${10 + PAYLOADS.indexOf(payload)}`);
-  let t0 = 0;
-  let t1 = 0;
-  const pid = r.child.proc.pid!;
+/** Starts the generator processes on `target`; resolves once all hold their allocations. */
+async function startGenerators(target: LoadTarget, payload: number): Promise<ChildProcess[]> {
+  const gens: ChildProcess[] = [];
+  const ready: Promise<void>[] = [];
+  for (let g = 0; g < GENERATORS; g++) {
+    const per = Math.floor(ALLOCATIONS / GENERATORS) + (g < ALLOCATIONS % GENERATORS ? 1 : 0);
+    const job: GeneratorJob = {
+      target, allocations: per, window: WINDOW, payload, warmupMs: WARMUP_MS, measureMs: MEASURE_MS,
+      // Own client address per generator and payload: allocations outlive sockets (437 otherwise).
+      prefix: `load-${payload}-${g}`, clientHost: `127.0.${10 + PAYLOADS.indexOf(payload)}.${10 + g}`,
+    };
+    const child = fork('bench/relay/loadgen-proc.ts', [JSON.stringify(job)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    gens.push(child);
+    ready.push(
+      new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`generator ${g} not ready`)), START_TIMEOUT_MS * 2);
+        child.on('message', (m: GeneratorMessage) => {
+          if (m.type === 'ready') {
+            clearTimeout(t);
+            resolve();
+          } else if (m.type === 'failed') {
+            clearTimeout(t);
+            reject(new Error(`generator ${g}: ${m.message}`));
+          }
+        });
+        child.once('exit', () => reject(new Error(`generator ${g} exited`)));
+      }),
+    );
+  }
   try {
-    const result = await runLoad(r.target, allocs, {
-      allocations: ALLOCATIONS,
-      window: WINDOW,
+    await Promise.all(ready);
+  } catch (e) {
+    for (const c of gens) c.kill('SIGKILL');
+    throw e;
+  }
+  return gens;
+}
+
+async function measure(r: RunningRelay, payload: number): Promise<Row> {
+  const gens = await startGenerators(r.target, payload);
+  const results = gens.map(
+    (c) =>
+      new Promise<LoadResult>((resolve, reject) => {
+        c.on('message', (m: GeneratorMessage) => {
+          if (m.type === 'result') resolve(m.result);
+          else if (m.type === 'failed') reject(new Error(m.message));
+        });
+        c.once('exit', () => reject(new Error('generator exited without a result')));
+      }),
+  );
+  try {
+    const pids = processTree(r.child.proc.pid!).sort((a, b) => a - b);
+    for (const c of gens) c.send('go');
+    await new Promise((res) => setTimeout(res, WARMUP_MS));
+    const t0 = pids.map(cpuTicksOf);
+    await new Promise((res) => setTimeout(res, MEASURE_MS));
+    const cpuUs = pids.map((p, i) => (cpuTicksOf(p) - t0[i]!) * PAGE_CPU_US);
+    const parts = await Promise.all(results);
+    const relayedPackets = parts.reduce((n, p) => n + p.relayedPackets, 0);
+    const seconds = Math.max(...parts.map((p) => p.seconds));
+    const median = (xs: number[]): number => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const result: LoadResult = {
+      roundTrips: parts.reduce((n, p) => n + p.roundTrips, 0),
+      relayedPackets,
+      lost: parts.reduce((n, p) => n + p.lost, 0),
+      seconds,
+      packetsPerSecond: relayedPackets / seconds,
+      mbps: (relayedPackets * payload * 8) / seconds / 1e6,
+      rttP50Us: median(parts.map((p) => p.rttP50Us)),
+      rttP99Us: Math.max(...parts.map((p) => p.rttP99Us)),
+    };
+    const total = cpuUs.reduce((a, b) => a + b, 0);
+    const busiest = Math.max(...cpuUs);
+    return {
+      relay: r.name,
       payload,
-      warmupMs: WARMUP_MS,
-      measureMs: MEASURE_MS,
-      onWindow: (edge) => {
-        if (edge === 'start') t0 = cpuTicks(pid);
-        else t1 = cpuTicks(pid);
-      },
-    });
-    const cpuUs = (t1 - t0) * PAGE_CPU_US;
-    return { relay: r.name, payload, cpuUsPerPacket: cpuUs / Math.max(1, result.relayedPackets), result };
+      cpuUsPerPacket: total / Math.max(1, relayedPackets),
+      cpuShares: cpuUs.map((u) => u / Math.max(1, total)),
+      // The measured window is MEASURE_MS of the generators' clock; packets over the busiest's CPU time.
+      capacity: busiest > 0 ? relayedPackets / (busiest / 1e6) : Number.NaN,
+      result,
+    };
   } finally {
-    closeAll(allocs);
+    for (const c of gens) if (c.exitCode === null) c.kill('SIGKILL');
   }
 }
 
@@ -380,20 +401,41 @@ async function main(): Promise<void> {
   }
 
   const base = new Map(rows.filter((r) => r.relay === 'bare').map((r) => [r.payload, r.cpuUsPerPacket]));
+  const coturn = new Map(rows.filter((r) => r.relay === 'coturn').map((r) => [r.payload, r.cpuUsPerPacket]));
+  const ratio = (v: number, b: number | undefined): string => (b ? fmt(v / b, 2) + 'x' : 'n/a');
   const lines = [
-    `| relay | payload | CPU µs / relayed packet | vs bare | relayed packets/s | Mbps (payload, both ways) | RTT p50 µs | RTT p99 µs | lost |`,
-    `|---|---|---|---|---|---|---|---|---|`,
-    ...rows.map((r) => {
-      const b = base.get(r.payload);
-      return `| ${r.relay} | ${r.payload} B | ${fmt(r.cpuUsPerPacket, 2)} | ${b ? fmt(r.cpuUsPerPacket / b, 2) + 'x' : 'n/a'} | ${fmt(r.result.packetsPerSecond, 0)} | ${fmt(r.result.mbps, 1)} | ${fmt(r.result.rttP50Us, 0)} | ${fmt(r.result.rttP99Us, 0)} | ${r.result.lost} |`;
-    }),
+    `| relay | payload | CPU µs / relayed packet | vs bare | vs coturn | relayed packets/s | capacity packets/s (busiest process on its own core) | CPU split per process | Mbps | RTT p50 µs | RTT p99 µs | lost |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|---|`,
+    ...rows.map((r) =>
+      `| ${r.relay} | ${r.payload} B | ${fmt(r.cpuUsPerPacket, 2)} | ${ratio(r.cpuUsPerPacket, base.get(r.payload))} | ${ratio(r.cpuUsPerPacket, coturn.get(r.payload))} | ${fmt(r.result.packetsPerSecond, 0)} | ${r.relay === 'coturn' ? 'n/a (threads)' : fmt(r.capacity, 0)} | ${r.cpuShares.map((x) => fmt(x * 100, 0) + '%').join(' / ')} | ${fmt(r.result.mbps, 1)} | ${fmt(r.result.rttP50Us, 0)} | ${fmt(r.result.rttP99Us, 0)} | ${r.result.lost} |`,
+    ),
   ];
   console.log(lines.join('\n'));
+  // Relays may be listed more than once (--relays ours-1,ours-2,ours-1,ours-2) to interleave runs on a
+  // noisy machine; the summary takes medians.
+  const med = (xs: number[]): number => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : Number.NaN);
+  const pick = (relay: RelayName, payload: number, f: (r: Row) => number): number => med(rows.filter((r) => r.relay === relay && r.payload === payload).map(f));
+  for (const payload of PAYLOADS) {
+    const cap1 = pick('ours-1', payload, (r) => r.capacity);
+    const cap2 = pick('ours-2', payload, (r) => r.capacity);
+    const pps1 = pick('ours-1', payload, (r) => r.result.packetsPerSecond);
+    const pps2 = pick('ours-2', payload, (r) => r.result.packetsPerSecond);
+    const cpu1 = pick('ours-1', payload, (r) => r.cpuUsPerPacket);
+    const cpu2 = pick('ours-2', payload, (r) => r.cpuUsPerPacket);
+    const cot = pick('coturn', payload, (r) => r.cpuUsPerPacket);
+    const n = rows.filter((r) => r.relay === 'ours-2' && r.payload === payload).length;
+    if (Number.isFinite(cap1) && Number.isFinite(cap2)) {
+      console.log(
+        `\n${payload} B (medians of ${n} run(s)): ours-2 / ours-1 capacity ${fmt(cap2 / cap1, 2)}x, measured packets/s ${fmt(pps2 / pps1, 2)}x (generators share the cores); ` +
+          `CPU µs/packet ours-1 ${fmt(cpu1, 2)}, ours-2 ${fmt(cpu2, 2)}${Number.isFinite(cot) ? `, coturn ${fmt(cot, 2)}: ours-1 / coturn ${fmt(cpu1 / cot, 2)}x, ours-2 / coturn ${fmt(cpu2 / cot, 2)}x` : ''}`,
+      );
+    }
+  }
   for (const [name, m] of Object.entries(memory)) {
     const v = m as { count: number; bytesPerAllocation: number; rssBefore: number; rssAfter: number };
     console.log(`\n${name}: ${v.count} idle allocations, RSS ${fmt(v.rssBefore / 2 ** 20)} -> ${fmt(v.rssAfter / 2 ** 20)} MiB, ${fmt(v.bytesPerAllocation, 0)} bytes per allocation`);
   }
-  console.log(`\nsettings: ${ALLOCATIONS} allocations x ${WINDOW} in flight, warm-up ${WARMUP_MS} ms, measured ${MEASURE_MS} ms, CLK_TCK ${CLK_TCK}, load ${readFileSync('/proc/loadavg', 'latin1').trim()}`);
+  console.log(`\nsettings: ${GENERATORS} generator processes, ${ALLOCATIONS} allocations x ${WINDOW} in flight, warm-up ${WARMUP_MS} ms, measured ${MEASURE_MS} ms, CLK_TCK ${CLK_TCK}, load ${readFileSync('/proc/loadavg', 'latin1').trim()}`);
   if (errors.length) {
     console.log(`\nerrors:\n${errors.join('\n')}`);
     process.exitCode = 1;

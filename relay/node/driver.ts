@@ -54,14 +54,25 @@ export interface NodeRelayOptions {
   /** This process's relay port range (a worker's share of the configured one). */
   readonly relayPortMin: number;
   readonly relayPortMax: number;
-  /** Port overrides for this process (workers listen on their own UDP ports). */
+  /** Listener ports of this process (worker 1..N-1 get the ports worker 0 bound, when the config says 0). */
   readonly udpPort: number;
+  readonly tcpPort: number | null;
+  readonly tlsPort: number;
+  /**
+   * Bind every listener with SO_REUSEPORT (workers > 1): all workers share the advertised ports
+   * and the kernel hashes each client's 4-tuple to one of them, so a UDP client's datagrams,
+   * and a TCP connection, always reach the process holding its allocation.
+   */
+  readonly reusePort: boolean;
+  /**
+   * Drop client datagrams until {@link NodeRelay.serve}. With SO_REUSEPORT the kernel's choice of
+   * worker for a client depends on how many sockets the group holds, so a UDP allocation made
+   * while only some workers were bound would later hash to another worker and go dark. Workers
+   * hold UDP until all are bound; clients retransmit (RFC 8489 §6.2.1).
+   */
+  readonly holdUdp?: boolean;
   readonly log: LogFn;
   readonly onRelayed?: RelayedHook;
-  /** An already-listening TCP server to accept from (shared between workers), instead of listening. */
-  readonly sharedTcp?: net.Server;
-  /** The same for TLS: a plain TCP listener whose connections this process wraps in TLS. */
-  readonly sharedTls?: net.Server;
   /** Counters shared with the metrics server (incremented in place by the core). */
   readonly metrics?: RelayMetrics;
 }
@@ -113,6 +124,8 @@ export class NodeRelay {
   private timerAt = -1;
   private closed = false;
   private draining = false;
+  /** False until {@link serve} when `holdUdp` is set: client datagrams are dropped. */
+  private serving: boolean;
   private closing: Promise<void> | null = null;
   private readonly log: LogFn;
   private readonly onRelayed: RelayedHook | undefined;
@@ -122,6 +135,7 @@ export class NodeRelay {
   constructor(private readonly opts: NodeRelayOptions) {
     const c = opts.config;
     this.cfg = c;
+    this.serving = !opts.holdUdp;
     this.log = opts.log;
     this.onRelayed = opts.onRelayed;
     this.pool = new RelayPortPool(opts.relayPortMin, opts.relayPortMax);
@@ -172,6 +186,7 @@ export class NodeRelay {
       lookup: literalLookup,
       recvBufferSize: LISTENER_SOCKET_BUFFER_BYTES,
       sendBufferSize: LISTENER_SOCKET_BUFFER_BYTES,
+      reusePort: this.opts.reusePort,
     });
     const listener = this.udp.length;
     this.udp.push(sock);
@@ -201,34 +216,21 @@ export class NodeRelay {
     const onDrop = (): void => {
       this.server.counters.streamRefusedTotal++;
     };
-    let tcp: BoundAddress | null = null;
-    if (this.opts.sharedTcp) {
-      this.opts.sharedTcp.maxConnections = maxConnections;
-      this.opts.sharedTcp.on('drop', onDrop);
-      this.opts.sharedTcp.on('connection', (s: net.Socket) => this.onStream(s, 'tcp'));
-    } else if (c.tcpPort !== null) {
-      const srv = net.createServer({ noDelay: true }, (s) => this.onStream(s, 'tcp'));
+    const listen = async (port: number, transport: 'tcp' | 'tls'): Promise<BoundAddress> => {
+      const srv = net.createServer({ noDelay: true }, (s) => this.onStream(s, transport));
       srv.maxConnections = maxConnections;
       srv.on('drop', onDrop);
-      this.tcpServer = srv;
-      tcp = await listenServer(srv, c.tcpPort, c.listenHost);
-    }
+      if (transport === 'tcp') this.tcpServer = srv;
+      else this.tlsServer = srv;
+      return listenServer(srv, port, c.listenHost, this.opts.reusePort);
+    };
+    const tcp = this.opts.tcpPort === null ? null : await listen(this.opts.tcpPort, 'tcp');
     // TLS: a plain TCP listener; each connection is counted and given its handshake deadline at
     // accept (relay/turn/server.ts openStream), then wrapped in TLS here.
     let tlsAddr: BoundAddress | null = null;
-    if (c.tlsCert && c.tlsKey && (this.opts.sharedTls || !this.opts.sharedTcp)) {
+    if (c.tlsCert && c.tlsKey) {
       this.tlsContext = tls.createSecureContext({ cert: readFileSync(c.tlsCert), key: readFileSync(c.tlsKey) });
-      if (this.opts.sharedTls) {
-        this.opts.sharedTls.maxConnections = maxConnections;
-        this.opts.sharedTls.on('drop', onDrop);
-        this.opts.sharedTls.on('connection', (s: net.Socket) => this.onStream(s, 'tls'));
-      } else {
-        const srv = net.createServer({ noDelay: true }, (s) => this.onStream(s, 'tls'));
-        srv.maxConnections = maxConnections;
-        srv.on('drop', onDrop);
-        this.tlsServer = srv;
-        tlsAddr = await listenServer(srv, c.tlsPort, c.listenHost);
-      }
+      tlsAddr = await listen(this.opts.tlsPort, 'tls');
     }
     this.log('info', 'relay_listening', {
       udp: `${udpAddr.address}:${udpAddr.port}`,
@@ -242,6 +244,7 @@ export class NodeRelay {
   // ---------------------------------------------------------------- inputs
 
   private onClientDatagram(listener: number, msg: Buffer, ip: string, port: number): void {
+    if (!this.serving) return;
     const server = this.server;
     const r = server.handleUdp(listener, ip, port, msg, Date.now());
     if (r === FAST_TO_PEER) {
@@ -291,8 +294,6 @@ export class NodeRelay {
       return;
     }
     raw.setNoDelay(true);
-    // Sockets from a shared listener arrive paused (pauseOnConnect in the primary).
-    raw.resume();
     let s: net.Socket = raw;
     if (transport === 'tls') {
       const t = new tls.TLSSocket(raw, { isServer: true, secureContext: this.tlsContext! });
@@ -440,6 +441,11 @@ export class NodeRelay {
     });
   }
 
+  /** Starts answering client datagrams (see `holdUdp`). */
+  serve(): void {
+    this.serving = true;
+  }
+
   /** Health: false while draining or closed, so a load balancer moves new clients elsewhere. */
   health(): { ok: boolean; draining: boolean; allocations: number; relayPortsFree: number } {
     return { ok: !this.draining && !this.closed, draining: this.draining, allocations: this.server.allocationCount, relayPortsFree: this.pool.available };
@@ -509,10 +515,10 @@ export class NodeRelay {
   }
 }
 
-function listenServer(srv: net.Server, port: number, host: string): Promise<BoundAddress> {
+function listenServer(srv: net.Server, port: number, host: string, reusePort: boolean): Promise<BoundAddress> {
   return new Promise((resolve, reject) => {
     srv.once('error', reject);
-    srv.listen(port, host, () => {
+    srv.listen({ port, host, reusePort }, () => {
       srv.off('error', reject);
       const a = srv.address() as net.AddressInfo;
       resolve({ host: a.address, port: a.port });

@@ -2,18 +2,30 @@
  * Multi-process mode (`workers: N`): allocations are independent, so one
  * process per core with its own sockets scales throughput with cores.
  *
- * - UDP: Node 20 has no SO_REUSEPORT for dgram, and a shared UDP socket would
- *   spread one client's 5-tuple over processes (its allocation lives in one).
- *   So worker i listens on its own UDP port (udpPort + i; any free port when
- *   udpPort is 0). Operators list each worker's port as a TURN URL, or put them
- *   behind DNS SRV / the signaling service's relay list.
- * - TCP/TLS: the primary listens once and hands the listening handle to every
- *   worker (child_process `send(msg, server)`); the kernel spreads accepted
- *   connections, and a connection's allocation stays in the process that took it.
- *   TLS is terminated in the worker.
- * - Relay ports: the configured range is split into N disjoint slices.
+ * - One advertised port per transport: every worker binds the UDP, TCP and TLS
+ *   listeners itself with SO_REUSEPORT (Node >= 22.12: dgram `reusePort`,
+ *   `net.Server.listen({ reusePort })`). The kernel picks the socket by a hash
+ *   of the 4-tuple, so a UDP client's 5-tuple always lands on the same worker,
+ *   the one holding its allocation, and a TCP/TLS connection lives in the
+ *   worker that accepted it. TLS is terminated in the worker. Worker 0 binds
+ *   first (port 0 picks free ports) and the others join its ports. The hash
+ *   maps onto however many sockets the group holds, so workers drop client
+ *   datagrams until all are bound (`serve`): an allocation made earlier would
+ *   hash to another worker afterwards.
+ * - Nonces and credentials are stateless HMACs, so any worker can answer any
+ *   client's first request.
+ * - Relay ports: the configured range is split into N disjoint slices, one per
+ *   worker, so relayed addresses stay unique across workers.
+ * - The kernel joins any socket of the same user that sets SO_REUSEPORT on the
+ *   port to the group, so the primary first checks that the configured ports
+ *   are free (an exclusive bind): a second relay started by mistake fails
+ *   instead of silently taking a share of the clients.
+ * - The worker entry is the sibling file of this module (`worker-entry.ts`
+ *   under tsx in development and tests, `worker-entry.js` when run from built
+ *   JavaScript), so production needs no TypeScript loader.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { RelayConfig } from '../config.js';
@@ -22,18 +34,19 @@ import type { BoundAddress } from './driver.js';
 
 /** Messages between the primary and a worker. */
 export type WorkerMessage =
-  | { type: 'start'; index: number; config: RelayConfig; udpPort: number; relayPortMin: number; relayPortMax: number; sharedTls: boolean }
-  | { type: 'started'; udp: BoundAddress }
+  | { type: 'start'; index: number; config: RelayConfig; udpPort: number; tcpPort: number | null; tlsPort: number; relayPortMin: number; relayPortMax: number }
+  | { type: 'started'; udp: BoundAddress; tcp: BoundAddress | null; tls: BoundAddress | null }
   | { type: 'failed'; message: string }
   | { type: 'metrics'; snapshot: RelayMetricsSnapshot }
+  /** Every worker is bound: start answering UDP (see NodeRelayOptions.holdUdp). */
+  | { type: 'serve' }
   | { type: 'close' }
   | { type: 'closed' };
 
 /** A running set of worker processes. */
 export interface StartedWorkers {
+  /** The one UDP port every worker serves. */
   readonly udp: BoundAddress;
-  /** Every worker's UDP listener, worker 0 first. */
-  readonly udpAll: readonly BoundAddress[];
   readonly tcp: BoundAddress;
   readonly tls?: BoundAddress;
   readonly pids: readonly number[];
@@ -69,31 +82,46 @@ export function portSlice(min: number, max: number, i: number, n: number): { min
   return { min: lo, max: i === n - 1 ? max : lo + size - 1 };
 }
 
-function listen(srv: net.Server, port: number, host: string): Promise<BoundAddress> {
-  return new Promise((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen({ port, host, exclusive: false }, () => {
-      srv.off('error', reject);
-      const a = srv.address() as net.AddressInfo;
-      resolve({ host: a.address, port: a.port });
-    });
-  });
+/**
+ * The worker entry: this module's sibling, with the same extension. From TypeScript sources
+ * (tests, `npm start`) it runs under the tsx loader the parent also runs under; from built
+ * JavaScript (production: `node dist/js/relay/main.js`) it runs with plain node.
+ */
+export function workerEntry(moduleUrl: string = import.meta.url): { path: string; execArgv: string[] } {
+  const ts = new URL(moduleUrl).pathname.endsWith('.ts');
+  const path = fileURLToPath(new URL(ts ? './worker-entry.ts' : './worker-entry.js', moduleUrl));
+  return { path, execArgv: [...(ts ? ['--import', 'tsx'] : []), ...WORKER_EXEC_ARGV] };
 }
 
-/** Starts `config.workers` relay processes sharing TCP/TLS listeners. */
+/** Fails when something already holds `port` (checked with an exclusive bind, then released). */
+async function assertFree(kind: 'udp' | 'tcp', host: string, port: number, field: string): Promise<void> {
+  if (port === 0) return;
+  const err = await new Promise<Error | null>((resolve) => {
+    if (kind === 'udp') {
+      const s = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+      s.once('error', (e) => {
+        s.close();
+        resolve(e);
+      });
+      s.bind(port, host, () => s.close(() => resolve(null)));
+    } else {
+      const srv = net.createServer();
+      srv.once('error', resolve);
+      srv.listen({ port, host, exclusive: true }, () => srv.close(() => resolve(null)));
+    }
+  });
+  if (err) throw new Error(`${field}: ${kind.toUpperCase()} port ${port} on ${host} is in use (${(err as NodeJS.ErrnoException).code ?? err.message})`, { cause: err });
+}
+
+/** Starts `config.workers` relay processes that share the listening ports (SO_REUSEPORT). */
 export async function startWorkers(config: RelayConfig): Promise<StartedWorkers> {
   const n = config.workers;
-  const tcpSrv = net.createServer({ pauseOnConnect: true });
-  const tcp = await listen(tcpSrv, config.tcpPort ?? 0, config.listenHost);
-  let tlsSrv: net.Server | null = null;
-  let tls: BoundAddress | undefined;
-  if (config.tlsCert && config.tlsKey) {
-    tlsSrv = net.createServer({ pauseOnConnect: true });
-    tls = await listen(tlsSrv, config.tlsPort, config.listenHost);
-  }
-  const entry = fileURLToPath(new URL('./worker-entry.ts', import.meta.url));
+  const tlsOn = config.tlsCert !== null && config.tlsKey !== null;
+  await assertFree('udp', config.listenHost, config.udpPort, 'udpPort');
+  if (config.tcpPort !== null) await assertFree('tcp', config.listenHost, config.tcpPort, 'tcpPort');
+  if (tlsOn) await assertFree('tcp', config.listenHost, config.tlsPort, 'tlsPort');
+  const entry = workerEntry();
   const children: ChildProcess[] = [];
-  const udpAll: BoundAddress[] = [];
   const snapshots: Array<RelayMetricsSnapshot | null> = [];
   let draining = false;
   let reportFailure: (e: Error) => void = () => {};
@@ -101,18 +129,21 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
   const kill = () => {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   };
+  // Worker 0 binds the configured ports (0: free ones); the others join what it bound.
+  let ports = { udpPort: config.udpPort, tcpPort: config.tcpPort, tlsPort: config.tlsPort };
+  let first: Extract<WorkerMessage, { type: 'started' }> | null = null;
   try {
     for (let i = 0; i < n; i++) {
-      const child = fork(entry, [], { execArgv: ['--import', 'tsx', ...WORKER_EXEC_ARGV], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+      const child = fork(entry.path, [], { execArgv: entry.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
       children.push(child);
       const slice = portSlice(config.relayPortMin, config.relayPortMax, i, n);
-      const started = new Promise<BoundAddress>((resolve, reject) => {
+      const started = new Promise<Extract<WorkerMessage, { type: 'started' }>>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`worker ${i} did not start in time`)), WORKER_START_TIMEOUT_MS);
         child.on('message', (m: WorkerMessage) => {
           if (m.type === 'metrics') snapshots[i] = m.snapshot;
           else if (m.type === 'started') {
             clearTimeout(t);
-            resolve(m.udp);
+            resolve(m);
           } else if (m.type === 'failed') {
             clearTimeout(t);
             reject(new Error(`worker ${i}: ${m.message}`));
@@ -123,32 +154,27 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
           reject(new Error(`worker ${i} exited with ${code}`));
         });
       });
-      const start: WorkerMessage = {
-        type: 'start',
-        index: i,
-        config,
-        udpPort: config.udpPort === 0 ? 0 : config.udpPort + i,
-        relayPortMin: slice.min,
-        relayPortMax: slice.max,
-        sharedTls: tlsSrv !== null,
-      };
+      const start: WorkerMessage = { type: 'start', index: i, config, ...ports, relayPortMin: slice.min, relayPortMax: slice.max };
       child.send(start);
-      child.send({ type: 'tcp' }, tcpSrv);
-      if (tlsSrv) child.send({ type: 'tls' }, tlsSrv);
-      udpAll.push(await started);
+      const bound = await started;
+      if (i === 0) {
+        first = bound;
+        ports = { udpPort: bound.udp.port, tcpPort: bound.tcp?.port ?? null, tlsPort: bound.tls?.port ?? config.tlsPort };
+      }
       child.once('exit', (code, signal) => {
         if (!draining) reportFailure(new Error(`worker ${i} exited unexpectedly (${signal ?? code})`));
       });
     }
   } catch (e) {
     kill();
-    tcpSrv.close();
-    tlsSrv?.close();
     throw e;
   }
-  // The workers hold the listening handles now; the primary stops accepting.
-  tcpSrv.close();
-  tlsSrv?.close();
+  if (!first?.tcp) {
+    kill();
+    throw new Error('tcpPort: the workers need a TCP listener');
+  }
+  // The reuseport group is complete: the kernel's worker for each client is fixed from now on.
+  for (const c of children) c.send({ type: 'serve' } satisfies WorkerMessage);
   let metricsServer: MetricsServer | null = null;
   if (config.metricsPort !== null) {
     const sum = {
@@ -176,10 +202,9 @@ export async function startWorkers(config: RelayConfig): Promise<StartedWorkers>
   let closing: Promise<void> | null = null;
   return {
     ...(metricsServer ? { metricsUrl: `http://${metricsHost}:${metricsServer.port}` } : {}),
-    udp: udpAll[0]!,
-    udpAll,
-    tcp,
-    ...(tls ? { tls } : {}),
+    udp: first.udp,
+    tcp: first.tcp,
+    ...(first.tls ? { tls: first.tls } : {}),
     pids: children.map((c) => c.pid!),
     failure,
     close: () => (closing ??= stopAll()),

@@ -57,6 +57,7 @@ export const STREAM_IDLE_TIMEOUT_MS = 30_000;
  * (one TCP, one TLS allocation per ICE session, plus one during an ICE restart); a carrier-grade
  * NAT puts many homes behind one IPv4 address, but only those whose UDP is blocked use streams.
  * 64 serves a large shared address while one host can hold only 64 of the
- * 2 x MAX_ALLOCATIONS connections a process accepts.
+ * 2 x MAX_ALLOCATIONS connections a process accepts. The count is per process: with N workers
+ * (the kernel spreads a source's connections over them) a source holds at most N x 64.
  */
 export const MAX_STREAMS_PER_IP = 64;

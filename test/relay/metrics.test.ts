@@ -2,6 +2,7 @@ import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MetricsServerError, RelayMetrics, renderMetrics, startMetricsServer, type MetricsServer } from '../../relay/metrics.js';
 import { DENY_REASONS } from '../../relay/policy.js';
+import { COUNTERS } from '../../relay/turn/counters.js';
 
 /** Parses exposition text into { "name{labels}": value } and checks every family has HELP and TYPE before its samples. */
 function parseExposition(text: string): Map<string, number> {
@@ -78,6 +79,23 @@ describe('RelayMetrics.render', () => {
       m.peersDeniedByReason[DENY_REASONS[i % DENY_REASONS.length]!]++;
     }
     expect(parseExposition(m.render()).size).toBe(before);
+  });
+
+  it('renders every counter of the one table once, and carries each through a worker snapshot', () => {
+    const m = new RelayMetrics();
+    COUNTERS.forEach((d, i) => (m[d.field] = 1000 + i));
+    // The way a worker's counters reach the primary: JSON over IPC, then summed.
+    const total = new RelayMetrics().add(JSON.parse(JSON.stringify(m.snapshot())));
+    const s = parseExposition(total.render());
+    COUNTERS.forEach((d, i) => {
+      expect(total[d.field]).toBe(1000 + i);
+      if (d.family === null) return;
+      expect(s.get(`homelink_relay_${d.family}${d.labels ? `{${d.labels}}` : ''}`), d.field).toBe(1000 + i);
+    });
+    // Nothing else: the table's series, the per-reason denials and nothing keyed by a user.
+    const exported = COUNTERS.filter((d) => d.family !== null).length + DENY_REASONS.length;
+    expect(s.size).toBe(exported);
+    expect(new Set(COUNTERS.map((d) => d.field)).size).toBe(COUNTERS.length);
   });
 
   it('sums worker snapshots and ignores junk in them', () => {

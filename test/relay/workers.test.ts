@@ -1,13 +1,15 @@
 /**
- * Multi-process mode: two worker processes, each with its own UDP port and a
- * disjoint relay port slice, sharing one TCP listener; the primary serves the
- * sum of their counters.
+ * Multi-process mode: two worker processes sharing one UDP, one TCP and one TLS
+ * port (SO_REUSEPORT), each with a disjoint relay port slice; the primary
+ * serves the sum of their counters. Which worker served a client shows in its
+ * relayed port (worker i allocates from slice i).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedRelay } from '../../relay/index.js';
 import { portSlice } from '../../relay/node/workers.js';
 import { A, StunClass, StunMethod, restClient, type TestTurnClient } from './helpers/turn-client.js';
-import { StreamEndpoint, UdpEndpoint } from './helpers/sockets.js';
+import { StreamEndpoint, UdpEndpoint, udpEcho } from './helpers/sockets.js';
+import { decodeChannelData, encodeChannelData } from '../../protocol/stun/index.js';
 import { selfSignedCertificate, startLoopbackRelay, type TestCertificate } from './helpers/relay.js';
 
 const SECRET = 'workers-test-secret';
@@ -39,46 +41,71 @@ describe('workers: 2', () => {
     expect(portSlice(1000, 1010, 2, 3)).toEqual({ min: 1006, max: 1010 });
   });
 
-  it('each worker allocates on its own UDP port from its own slice', async () => {
-    expect(relay.udpAll).toHaveLength(2);
-    expect(new Set(relay.udpAll!.map((u) => u.port)).size).toBe(2);
-    const relayed: number[] = [];
-    for (const [i, udp] of relay.udpAll!.entries()) {
-      const ep = await UdpEndpoint.open();
-      try {
-        const c = client(`worker-client-${i}`);
-        ep.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, udp.port);
-        expect(c.read(await ep.next()).code).toBe(401);
-        ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, udp.port);
-        const r = c.read(await ep.next());
-        expect(r.cls).toBe(StunClass.SuccessResponse);
-        relayed.push(r.relayed!.port);
-      } finally {
-        await ep.close();
-      }
+  it('many UDP clients on the one advertised port all allocate and relay, and both workers serve some', async () => {
+    const echo = await udpEcho();
+    const clients = 24;
+    const slices = [0, 0];
+    try {
+      await Promise.all(
+        Array.from({ length: clients }, async (_, i) => {
+          const ep = await UdpEndpoint.open();
+          try {
+            const c = client(`udp-client-${i}`);
+            ep.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, relay.udp.port);
+            expect(c.read(await ep.next(10_000)).code).toBe(401);
+            ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
+            const r = c.read(await ep.next(10_000));
+            expect(r.cls).toBe(StunClass.SuccessResponse);
+            const port = r.relayed!.port;
+            expect(port).toBeGreaterThanOrEqual(43000);
+            expect(port).toBeLessThanOrEqual(43099);
+            slices[port <= 43049 ? 0 : 1]!++;
+            // Relay data: a channel to the echo peer, one round trip.
+            ep.send(c.request(StunMethod.ChannelBind, [A.channel(0x4000 + i), A.peer('127.0.0.1', echo.port)]).bytes, relay.udp.port);
+            expect(c.read(await ep.next(10_000)).cls).toBe(StunClass.SuccessResponse);
+            const payload = new Uint8Array([i, 1, 2, 3]);
+            ep.send(encodeChannelData(0x4000 + i, payload, false), relay.udp.port);
+            const back = decodeChannelData(await ep.next(10_000), false);
+            expect(back.ok && [...back.value.data]).toEqual([...payload]);
+          } finally {
+            await ep.close();
+          }
+        }),
+      );
+    } finally {
+      await echo.close();
     }
-    expect(relayed[0]).toBeGreaterThanOrEqual(43000);
-    expect(relayed[0]).toBeLessThanOrEqual(43049);
-    expect(relayed[1]).toBeGreaterThanOrEqual(43050);
-    expect(relayed[1]).toBeLessThanOrEqual(43099);
+    // Every client was served on the one port; the kernel spread them over both workers
+    // (all 24 on one worker by chance: probability 2^-23).
+    expect(slices[0]! + slices[1]!).toBe(clients);
+    expect(slices[0]).toBeGreaterThan(0);
+    expect(slices[1]).toBeGreaterThan(0);
   });
 
-  it('serves TURN over the shared TCP listener', async () => {
-    for (let i = 0; i < 4; i++) {
-      const s = await StreamEndpoint.connect(relay.tcp.port);
-      try {
+  it('serves TURN over the shared TCP port, from both workers', async () => {
+    const slices = [0, 0];
+    const held: StreamEndpoint[] = [];
+    try {
+      for (let i = 0; i < 16; i++) {
+        const s = await StreamEndpoint.connect(relay.tcp.port);
+        held.push(s);
         const c = client(`tcp-client-${i}`);
         s.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes);
-        expect(c.read(await s.next()).code).toBe(401);
+        expect(c.read(await s.next(10_000)).code).toBe(401);
         s.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes);
-        expect(c.read(await s.next()).cls).toBe(StunClass.SuccessResponse);
-      } finally {
-        s.close();
+        const r = c.read(await s.next(10_000));
+        expect(r.cls).toBe(StunClass.SuccessResponse);
+        slices[r.relayed!.port <= 43049 ? 0 : 1]!++;
       }
+    } finally {
+      for (const s of held) s.close();
     }
+    // 16 connections, all on one worker by chance: probability 2^-15.
+    expect(slices[0]).toBeGreaterThan(0);
+    expect(slices[1]).toBeGreaterThan(0);
   });
 
-  it('terminates TLS in the workers behind the shared listener', async () => {
+  it('terminates TLS in the workers behind the shared TLS port', async () => {
     expect(relay.tls).toBeDefined();
     for (let i = 0; i < 3; i++) {
       const ep = await StreamEndpoint.connectTls(relay.tls!.port, cert.ca);
@@ -96,14 +123,26 @@ describe('workers: 2', () => {
     expect(relay.metricsUrl).toBeDefined();
     // Workers push counters every second: poll, bounded.
     let created = 0;
-    for (let i = 0; i < 50 && created < 6; i++) {
+    for (let i = 0; i < 50 && created < 24 + 16; i++) {
       const text = await (await fetch(`${relay.metricsUrl}/metrics`)).text();
       created = Number(/homelink_relay_allocations_created_total (\d+)/.exec(text)?.[1] ?? 0);
-      if (created < 6) await new Promise((r) => setTimeout(r, 200));
+      if (created < 24 + 16) await new Promise((r) => setTimeout(r, 200));
     }
-    expect(created).toBe(6);
+    expect(created).toBe(24 + 16);
     const health = await (await fetch(`${relay.metricsUrl}/health`)).json();
     expect(health).toMatchObject({ ok: true, workers: 2, alive: 2 });
+  });
+
+  it('refuses to start a second relay on ports a relay already holds (SO_REUSEPORT would share them silently)', async () => {
+    const err = await startLoopbackRelay({
+      secret: SECRET,
+      relayPorts: [43100, 43199],
+      config: { workers: 2, udpPort: relay.udp.port, tcpPort: relay.tcp.port },
+    }).then(
+      (r) => r.close().then(() => null),
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).toMatch(/^udpPort: UDP port \d+ on 127\.0\.0\.1 is in use/);
   });
 
   it('reports a worker that dies on its own (last: it breaks the relay)', async () => {

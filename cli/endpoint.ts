@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Endpoint, type Channel, type Link, type LinkPath } from '../client/index.js';
-import { isPingProbe, PING_LABEL } from './channel-protocols.js';
+import { isPingProbe, PING_LABEL } from '../protocol/channels.js';
 import type { EndpointCredentials } from './credentials.js';
 
 export type { Channel, Link, LinkPath };
@@ -59,7 +59,7 @@ export async function connectEndpoint(creds: EndpointCredentials, flags: Connect
 /** Exit code when another process took over our id. */
 export const EXIT_REPLACED = 1;
 
-/** Echoes `homelink ping` probes on any ping channel the peer opens on `link` (cli/channel-protocols.ts). */
+/** Echoes `homelink ping` probes on any ping channel the peer opens on `link` (protocol/channels.ts). */
 export function servePings(link: Link): void {
   link.on('channel', (ch) => {
     if (ch.label !== PING_LABEL) return;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { joinUrl } from '../../client/signaling.js';
-import { isPingProbe } from '../../cli/channel-protocols.js';
+import { isPingProbe } from '../../protocol/channels.js';
 import { defaultConfigFile, envName, fromEnv, loadProfile, withSettings } from '../../cli/config.js';
 import { checkAccessToken, TokenProblem, UsageError } from '../../cli/credentials.js';
 import { ENDPOINT_OPTIONS, explainParseError } from '../../cli/main.js';

@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseControl } from '../../cli/channel-protocols.js';
+import { parseControl } from '../../protocol/channels.js';
 import { safeFileName } from '../../cli/file-commands.js';
 import { formatBytes, formatDuration, renderProgress } from '../../cli/progress.js';
 import { readStack, StackError } from '../../cli/stack.js';

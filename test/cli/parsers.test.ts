@@ -96,7 +96,7 @@ describe('stack description', () => {
   it('says to run npm start when missing, and refuses a foreign or broken file', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'homelink-stackfile-'));
     try {
-      await expect(readStack(dir)).rejects.toThrow(/run `npm start` first/);
+      await expect(readStack(dir)).rejects.toThrow(/run `npm start` in a homelink checkout first/);
       await writeFile(join(dir, 'stack.json'), '{nope');
       await expect(readStack(dir)).rejects.toBeInstanceOf(StackError);
       await writeFile(join(dir, 'stack.json'), JSON.stringify({ version: 2 }));

@@ -31,6 +31,19 @@ export class TokenProblem extends Error {
   override readonly name = 'TokenProblem';
 }
 
+/**
+ * Why the service may have refused `token` (it answers every refusal with the same 401): the
+ * pre-check's finding, or, for a well-formed token within its lifetime, the remaining causes.
+ */
+export function explainRejectedToken(token: string, nowMs: number = Date.now()): string {
+  try {
+    checkAccessToken(token, nowMs);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return 'the token is well-formed and within its lifetime: the service does not trust its issuer, audience or signature (a token of another deployment, or the service has other issuer keys)';
+}
+
 /** Access tokens carry this `typ`; identity certificates another (protocol/tokens.ts). */
 const IDENTITY_CERT_TYP = 'homelink-identity+jwt';
 /** The service accepts tokens up to this far past `exp` (worker/auth.ts clock tolerance). */

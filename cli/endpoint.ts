@@ -3,12 +3,11 @@
  * credentials and describes a link's path for humans. Node only.
  */
 import { readFile } from 'node:fs/promises';
-import { Endpoint, type Channel, type Link, type LinkPath } from '../client/index.js';
-import { isPingProbe, PING_LABEL } from './channel-protocols.js';
+import type { Channel, Endpoint, Link, LinkPath } from '../client/index.js';
+import { isPingProbe, PING_LABEL } from '../protocol/channels.js';
 import type { EndpointCredentials } from './credentials.js';
 
-export type { Channel, Link, LinkPath };
-export { Endpoint };
+export type { Channel, Endpoint, Link, LinkPath };
 
 /** Default dial deadline: the signaling service waits up to 30 s for a person to accept. */
 export const DEFAULT_DIAL_TIMEOUT_MS = 30_000;
@@ -26,6 +25,9 @@ export interface ConnectFlags {
  */
 export async function connectEndpoint(creds: EndpointCredentials, flags: ConnectFlags): Promise<Endpoint> {
   const ca = creds.stack?.relay.caFile ? await readFile(creds.stack.relay.caFile, 'utf8').catch(() => undefined) : undefined;
+  // Loaded here, not at the top: the WebRTC stack takes seconds to load on a busy machine, and
+  // `homelink <command> --help` or a usage error should not wait for it.
+  const { Endpoint } = await import('../client/index.js');
   const ep = await Endpoint.connect({
     signalingUrl: creds.signalingUrl,
     token: creds.token,
@@ -59,7 +61,7 @@ export async function connectEndpoint(creds: EndpointCredentials, flags: Connect
 /** Exit code when another process took over our id. */
 export const EXIT_REPLACED = 1;
 
-/** Echoes `homelink ping` probes on any ping channel the peer opens on `link` (cli/channel-protocols.ts). */
+/** Echoes `homelink ping` probes on any ping channel the peer opens on `link` (protocol/channels.ts). */
 export function servePings(link: Link): void {
   link.on('channel', (ch) => {
     if (ch.label !== PING_LABEL) return;

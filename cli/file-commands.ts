@@ -3,7 +3,7 @@
  * progress bar, an end-to-end SHA-256 check, and resume after an interruption.
  *
  * On the wire, one reliable ordered channel labelled `file`, opened by the sender: offer,
- * accept(offset) or reject, binary chunks, end(sha256), result(ok) (cli/channel-protocols.ts,
+ * accept(offset) or reject, binary chunks, end(sha256), result(ok) (protocol/channels.ts,
  * shared with the demo page).
  *
  * The receiver writes `<name>.part` and renames it only once the hash matches, so a complete file
@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { CHUNK_BYTES, FILE_LABEL, parseControl, type Control } from './channel-protocols.js';
+import { CHUNK_BYTES, FILE_LABEL, parseControl, type Control } from '../protocol/channels.js';
 import { resolveCredentials, UsageError, type CredentialFlags } from './credentials.js';
 import { acceptPeer, closeAfterPeer, connectEndpoint, openChannel, type Channel, type Link } from './endpoint.js';
 import { reportPath, timeoutMs } from './link-commands.js';

@@ -5,12 +5,12 @@
  *
  * On the wire: one reliable, ordered channel labelled `stdio`, opened by the dialer. Binary
  * messages are data; the text message `{"t":"eof"}` ends one direction (stdin reached its end),
- * like a TCP half-close (cli/channel-protocols.ts, shared with the demo page). When both
+ * like a TCP half-close (protocol/channels.ts, shared with the demo page). When both
  * directions ended, the link closes and both exit 0.
  * Node only.
  */
 import type { Readable } from 'node:stream';
-import { CHUNK_BYTES, EOF_FRAME, STDIO_LABEL } from './channel-protocols.js';
+import { CHUNK_BYTES, EOF_FRAME, STDIO_LABEL } from '../protocol/channels.js';
 import { resolveCredentials, UsageError, type CredentialFlags } from './credentials.js';
 import { acceptPeer, connectEndpoint, describePath, DEFAULT_DIAL_TIMEOUT_MS, openChannel, type Channel, type Endpoint, type Link } from './endpoint.js';
 import { ENDPOINT_HELP, ENDPOINT_OPTIONS, describeError, type Command } from './main.js';

@@ -22,6 +22,7 @@ import dgram from 'node:dgram';
 import { readFile } from 'node:fs/promises';
 import WebSocket from 'ws';
 import { wsProtocols } from '../protocol/messages.js';
+import { explainRejectedToken } from './credentials.js';
 import { formatAddress, StunClientError, streamBinding, TurnAllocation, UdpStun, type TurnCredentials } from './stun-client.js';
 import type { TransportAddress } from '../protocol/stun/index.js';
 
@@ -273,7 +274,7 @@ async function checkSignaling(s: NonNullable<NetcheckOptions['signaling']>): Pro
     });
     ws.on('unexpected-response', (_req, res) => {
       const code = res.statusCode ?? 0;
-      finish(code === 401 || code === 403 ? { token: 'rejected', detail: `HTTP ${code}` } : { token: 'unknown', detail: `HTTP ${code}` });
+      finish(code === 401 || code === 403 ? { token: 'rejected', detail: `HTTP ${code}: ${explainRejectedToken(s.token!)}` } : { token: 'unknown', detail: `HTTP ${code}` });
     });
     ws.on('error', (e) => finish({ token: 'unknown', detail: errText(e) }));
   });
@@ -362,7 +363,7 @@ export async function netcheck(opts: NetcheckOptions): Promise<NetcheckReport> {
   else if (relays.some((r) => !r.tls.ok && r.tcp.ok)) advice.push('A relay answers over TCP but not on its TLS port: check the TLS port and that the relay listens on it.');
   if (turnAllocate === 'refused') advice.push('The relay refused the TURN credentials: the relay and the signaling service may not share a secret, or the clock is off.');
   if (signaling.reachable === false) advice.push('The signaling service does not answer: check the URL and that it runs.');
-  if (signaling.token === 'rejected') advice.push('The signaling service rejected the token: get a fresh one (homelink token) from an issuer it trusts.');
+  if (signaling.token === 'rejected') advice.push('The signaling service rejected the token (the Signaling line says why): get a valid one (homelink token locally) from an issuer it trusts.');
   return { udp: udpOk, local, mapped: mapped ? formatAddress(mapped) : null, mapping, mappingDetail, filtering, filteringDetail, turnAllocate, relays, signaling, advice };
 }
 

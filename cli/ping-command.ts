@@ -2,11 +2,11 @@
  * `homelink ping <peer>`: round-trip time and path over a real link, probe by probe, like
  * `tailscale ping`. It dials the peer (which must run `homelink listen` or `receive`: they
  * answer pings without using up their one link), opens the `ping` channel
- * (cli/channel-protocols.ts: unordered, no retransmissions, so a lost probe shows as lost) and
+ * (protocol/channels.ts: unordered, no retransmissions, so a lost probe shows as lost) and
  * sends one probe per interval. Each line names the path the probe took, so a switch from the
  * relay to a direct path (or back) shows as it happens. Node only.
  */
-import { PING_LABEL, PING_PREFIX, isPingProbe } from './channel-protocols.js';
+import { PING_LABEL, PING_PREFIX, isPingProbe } from '../protocol/channels.js';
 import { resolveCredentials, UsageError, type CredentialFlags } from './credentials.js';
 import { DEFAULT_IDS } from './defaults.js';
 import { connectEndpoint, describePath, type Link } from './endpoint.js';

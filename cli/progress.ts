@@ -1,9 +1,12 @@
 /**
  * A one-line progress bar for file transfers: bytes, rate, time left. Redrawn in place on a
  * terminal (at most every `REDRAW_MS`); on a pipe or file, a plain line every `LOG_EVERY_MS` so
- * logs stay readable. `formatBytes` and `formatDuration` are portable (the demo page uses
- * `formatBytes`); `Progress` draws on a Node stream.
+ * logs stay readable. `formatDuration` is portable; `formatBytes` lives with the file protocol
+ * (protocol/channels.ts, shared with the demo page); `Progress` draws on a Node stream.
  */
+import { formatBytes } from '../protocol/channels.js';
+
+export { formatBytes };
 
 /** Redraw interval on a terminal: smooth enough to look alive, cheap at any rate. */
 export const REDRAW_MS = 100;
@@ -12,18 +15,6 @@ export const LOG_EVERY_MS = 2_000;
 /** Rate is averaged over this window, so one stall does not make the ETA jump around. */
 const RATE_WINDOW_MS = 3_000;
 const BAR_WIDTH = 24;
-
-/** `1.5 MiB` style sizes. */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
-}
 
 /** `1:05` / `1:02:03` style durations. */
 export function formatDuration(seconds: number): string {

@@ -24,6 +24,7 @@ import {
   addLongTermAuth,
   decodeErrorCode,
   decodeStun,
+  encodeBindingRequest,
   encodeLifetime,
   encodeRequestedTransport,
   encodeXorAddress,
@@ -160,7 +161,7 @@ export class UdpStun {
 
   /** One Binding request; returns the server-reflexive address and the round trip. */
   async binding(host: string, port: number): Promise<{ mapped: TransportAddress; rttMs: number }> {
-    const r = await this.request(host, port, (tid) => new StunWriter(StunMethod.Binding, StunClass.Request, tid).addFingerprint().finish());
+    const r = await this.request(host, port, (tid) => encodeBindingRequest(tid, { fingerprint: true }));
     const mapped = readResponse(r.msg).mapped;
     if (r.msg.cls !== StunClass.SuccessResponse || !mapped) throw new StunClientError('protocol', `${host}:${port} answered without a mapped address`);
     return { mapped, rttMs: r.rttMs };
@@ -220,7 +221,7 @@ export async function streamBinding(
   const connectMs = performance.now() - start;
   try {
     const tid = new Uint8Array(randomBytes(12));
-    const req = new StunWriter(StunMethod.Binding, StunClass.Request, tid).addFingerprint().finish();
+    const req = encodeBindingRequest(tid, { fingerprint: true });
     const t0 = performance.now();
     const msg = await new Promise<StunMessage>((resolve, reject) => {
       const framer = new StreamFramer(MAX_STREAM_BUFFER);

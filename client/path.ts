@@ -17,6 +17,7 @@
  * A later candidate can change the answer; the link re-reads its path when one arrives.
  * Portable: no Node-only import.
  */
+import { parseIceUrl } from '../protocol/ice-url.js';
 import { parseCandidate, type CandidateInfo, type CandidateType, type SelectedPair } from './webrtc/backend.js';
 
 /** Where a link's packets go. */
@@ -41,8 +42,6 @@ export const MAX_REMOTE_CANDIDATES = 256;
 /** Relay server addresses remembered (a service hands out a handful of URLs per relay). */
 const MAX_RELAY_HOSTS = 32;
 
-/** `turn:host[:port][?transport=..]` and `turns:` (RFC 7065 §3.1); IPv6 hosts are bracketed. */
-const TURN_URL = /^turns?:(\[[0-9A-Fa-f:.]{2,45}\]|[^:?/\s[\]]{1,253})/i;
 
 /** Lower-cased, brackets removed: the form candidates carry (RFC 8839 §5.1). */
 const normHost = (h: string): string => h.replace(/^\[|\]$/g, '').toLowerCase();
@@ -60,8 +59,8 @@ export class PathClassifier {
     const hosts = new Set<string>();
     for (const s of servers) {
       for (const u of s.urls) {
-        const m = TURN_URL.exec(u);
-        if (m && hosts.size < MAX_RELAY_HOSTS) hosts.add(normHost(m[1]!));
+        const url = parseIceUrl(u);
+        if (url?.kind === 'turn' && hosts.size < MAX_RELAY_HOSTS) hosts.add(normHost(url.host));
       }
     }
     this.relayHosts = hosts;

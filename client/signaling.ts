@@ -8,11 +8,19 @@
  * WebSockets come from a factory: the `ws` package in Node (`client/node.ts`), the global
  * `WebSocket` in browsers, so this file stays portable.
  */
-import { encode, wsProtocols, type PresenceClientMessage, type PresenceServerMessage, type RoomClientMessage, type RoomServerMessage } from '../protocol/messages.js';
+import {
+  encode,
+  parsePresenceServerMessage,
+  parseRoomServerMessage,
+  wsProtocols,
+  type PresenceClientMessage,
+  type PresenceServerMessage,
+  type RoomClientMessage,
+  type RoomServerMessage,
+} from '../protocol/messages.js';
 import type { Parsed } from '../protocol/errors.js';
 import { Emitter } from './emitter.js';
 import { LinkError } from './errors.js';
-import { parsePresenceServerMessage, parseRoomServerMessage } from './wire.js';
 
 /** The part of the WHATWG WebSocket API we use (the `ws` package implements it too). */
 export interface WebSocketLike {

@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { createDevIssuer, devWorkerVars } from '../dev/issuer.js';
 import { STACK_FILE, type Stack } from '../cli/stack.js';
+import { encodeBindingRequest, readBindingResponse } from '../protocol/stun/binding.js';
 import { startWebServer, type WebServer } from '../web/server.js';
 
 // ---- Defaults (named, with reasons) --------------------------------------------------------
@@ -371,11 +372,8 @@ async function httpAnswers(url: string): Promise<boolean> {
 export function stunAnswers(host: string, port: number, timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
-    const tid = randomBytes(12);
-    const req = Buffer.alloc(20);
-    req.writeUInt16BE(0x0001, 0);
-    req.writeUInt32BE(0x2112a442, 4);
-    tid.copy(req, 8);
+    const tid = new Uint8Array(randomBytes(12));
+    const req = encodeBindingRequest(tid);
     const done = (v: boolean): void => {
       clearTimeout(t);
       s.close();
@@ -384,7 +382,7 @@ export function stunAnswers(host: string, port: number, timeoutMs = 500): Promis
     const t = setTimeout(() => done(false), timeoutMs);
     s.on('error', () => done(false));
     s.on('message', (m) => {
-      if (m.length >= 20 && m.readUInt16BE(0) === 0x0101 && m.subarray(8, 20).equals(tid)) done(true);
+      if (readBindingResponse(new Uint8Array(m.buffer, m.byteOffset, m.length), tid)?.ok) done(true);
     });
     s.send(req, port, host);
   });

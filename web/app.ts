@@ -1,7 +1,7 @@
 /**
  * The demo page: a browser endpoint (native RTCPeerConnection and WebSocket, `client/browser.ts`)
  * that talks to CLI endpoints with the CLI's own channel protocols, from their one definition
- * (cli/channel-protocols.ts):
+ * (protocol/channels.ts):
  *
  *  - chat on the `stdio` channel of `homelink listen` / `dial`: binary messages are bytes of text,
  *    `{"t":"eof"}` ends a direction;
@@ -13,8 +13,7 @@
  * Development credentials come from the local stack's `/dev/credentials` (web/server.ts); the
  * device key is generated here and never leaves the page. Browser only.
  */
-import { CHUNK_BYTES, EOF_FRAME, FILE_LABEL, parseControl, STDIO_LABEL, type Control } from '../cli/channel-protocols.js';
-import { formatBytes } from '../cli/progress.js';
+import { CHUNK_BYTES, EOF_FRAME, FILE_LABEL, formatBytes, parseControl, STDIO_LABEL, type Control } from '../protocol/channels.js';
 import { Endpoint, generateDeviceKey, isLinkError, type Channel, type Link, type LinkPath } from '../client/browser.js';
 
 interface WebConfig {

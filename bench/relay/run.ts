@@ -33,7 +33,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { StunClass, StunMethod, StunWriter, decodeStun } from '../../protocol/stun/index.js';
+import { encodeBindingRequest, readBindingResponse } from '../../protocol/stun/index.js';
 import { allocateMany, closeAll, type LoadResult, type LoadTarget } from './loadgen.js';
 import type { GeneratorJob, GeneratorMessage } from './loadgen-proc.js';
 import { CLK_TCK, TICK_US, cpuTicksOf, processTree, rssBytes } from './proc.js';
@@ -158,14 +158,13 @@ async function waitForLine(c: Child, re: RegExp): Promise<RegExpExecArray> {
 async function waitForStun(c: Child, port: number): Promise<void> {
   const sock = createSocket('udp4');
   await new Promise<void>((r) => sock.bind(0, HOST, r));
-  const tid = randomBytes(12);
-  const req = new StunWriter(StunMethod.Binding, StunClass.Request, tid).finish();
+  const tid = new Uint8Array(randomBytes(12));
+  const req = encodeBindingRequest(tid);
   try {
     const deadline = Date.now() + START_TIMEOUT_MS;
     let answered = false;
     sock.on('message', (m) => {
-      const d = decodeStun(new Uint8Array(m));
-      if (d.ok && d.value.cls === StunClass.SuccessResponse) answered = true;
+      if (readBindingResponse(new Uint8Array(m), tid)?.ok) answered = true;
     });
     while (!answered && Date.now() < deadline) {
       if (c.proc.exitCode !== null) throw new Error(`relay exited: ${c.output()}`);

@@ -13,6 +13,8 @@ import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import tls from 'node:tls';
+import { parseIceUrl, type IceTransport, type IceUrl } from '../../protocol/ice-url.js';
+import { encodeBindingRequest, readBindingResponse } from '../../protocol/stun/binding.js';
 import type { IceServerConfig } from './backend.js';
 
 /** Delay between starting successive transports: UDP wins on any network where it works (RFC 8305 §5 uses 250 ms for TCP; ours is a one-RTT probe). */
@@ -25,51 +27,22 @@ export const PROBE_DEADLINE_MS = 1_500;
  */
 export const STUN_GRACE_MIN_MS = 25;
 
-const MAGIC_COOKIE = 0x2112a442;
+type Transport = IceTransport;
 
-type Transport = 'udp' | 'tcp' | 'tls';
+/** The ICE URL parser lives in protocol/ice-url.ts; re-exported for this module's callers. */
+export { parseIceUrl };
 
-interface ParsedUrl {
-  readonly kind: 'stun' | 'turn';
-  readonly transport: Transport;
-  readonly host: string;
-  readonly port: number;
-}
+/** Largest Binding response read from a stream: an answer is well under 100 bytes; a bigger one is not an answer. */
+const MAX_STREAM_RESPONSE_BYTES = 1280;
 
-/** Parses `stun:`, `turn:` and `turns:` URLs (RFC 7064 / RFC 7065); null for anything else. */
-export function parseIceUrl(url: string): ParsedUrl | null {
-  const m = /^(stuns?|turns?):(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?(?:\?transport=(udp|tcp))?$/i.exec(url.trim());
-  if (!m) return null;
-  const scheme = m[1]!.toLowerCase();
-  const secure = scheme.endsWith('s');
-  const transport: Transport = secure ? 'tls' : ((m[4]?.toLowerCase() as Transport | undefined) ?? 'udp');
-  const port = m[3] ? Number(m[3]) : secure ? 5349 : 3478;
-  if (port < 1 || port > 65535) return null;
-  return { kind: scheme.startsWith('stun') ? 'stun' : 'turn', transport, host: m[2]!.replace(/^\[|\]$/g, ''), port };
-}
-
-function bindingRequest(): { msg: Buffer; tid: Buffer } {
-  const tid = randomBytes(12);
-  const msg = Buffer.alloc(20);
-  msg.writeUInt16BE(0x0001, 0); // Binding request
-  msg.writeUInt16BE(0, 2);
-  msg.writeUInt32BE(MAGIC_COOKIE, 4);
-  tid.copy(msg, 8);
-  return { msg, tid };
-}
-
-/** Any STUN response (success or error class) carrying our transaction id proves reachability. */
-function isResponseTo(buf: Buffer, tid: Buffer): boolean {
-  if (buf.length < 20) return false;
-  const type = buf.readUInt16BE(0);
-  const isResponse = (type & 0x0110) === 0x0100 || (type & 0x0110) === 0x0110;
-  return isResponse && buf.readUInt32BE(4) === MAGIC_COOKIE && buf.subarray(8, 20).equals(tid);
-}
+/** Any response (success or error class) to our transaction proves the transport reaches the relay. */
+const answers = (bytes: Uint8Array, tid: Uint8Array): boolean => readBindingResponse(bytes, tid) !== null;
 
 /** Sends one Binding request; resolves true when answered, false on error, abort or deadline. */
-function probe(u: ParsedUrl, signal: AbortSignal, tlsOptions?: tls.ConnectionOptions): Promise<boolean> {
+function probe(u: IceUrl, signal: AbortSignal, tlsOptions?: tls.ConnectionOptions): Promise<boolean> {
   return new Promise((resolve) => {
-    const { msg, tid } = bindingRequest();
+    const tid = new Uint8Array(randomBytes(12));
+    const msg = encodeBindingRequest(tid);
     let done = false;
     let cleanup = (): void => undefined;
     const finish = (v: boolean): void => {
@@ -86,7 +59,7 @@ function probe(u: ParsedUrl, signal: AbortSignal, tlsOptions?: tls.ConnectionOpt
       const sock = dgram.createSocket(net.isIPv6(u.host) ? 'udp6' : 'udp4');
       cleanup = () => sock.close();
       sock.on('error', () => finish(false));
-      sock.on('message', (b) => isResponseTo(b, tid) && finish(true));
+      sock.on('message', (b) => answers(b, tid) && finish(true));
       // Retransmit once (RFC 8489 §6.2.1 uses an RTO; one resend covers a lost first packet).
       const resend = setTimeout(() => !done && sock.send(msg, u.port, u.host, () => undefined), 250);
       const prev = cleanup;
@@ -107,8 +80,12 @@ function probe(u: ParsedUrl, signal: AbortSignal, tlsOptions?: tls.ConnectionOpt
     sock.on('close', () => finish(false));
     sock.on(u.transport === 'tls' ? 'secureConnect' : 'connect', () => sock.write(msg));
     sock.on('data', (b: Buffer) => {
-      acc = Buffer.concat([acc, b]).subarray(0, 64); // only the header matters
-      if (acc.length >= 20) finish(isResponseTo(acc, tid));
+      acc = Buffer.concat([acc, b]);
+      if (acc.length < 20) return;
+      // Over a stream a STUN message is its 20-byte header plus the header's length (RFC 8489 §6.2.2).
+      const total = 20 + acc.readUInt16BE(2);
+      if (total > MAX_STREAM_RESPONSE_BYTES) return finish(false);
+      if (acc.length >= total) finish(answers(new Uint8Array(acc.buffer, acc.byteOffset, total), tid));
     });
   });
 }
@@ -121,7 +98,7 @@ export async function orderIceServers(
   servers: readonly IceServerConfig[],
   tlsOptions?: tls.ConnectionOptions | { readonly ca?: string | Uint8Array; readonly rejectUnauthorized?: boolean; readonly servername?: string },
 ): Promise<IceServerConfig[]> {
-  type Entry = { url: string; parsed: ParsedUrl; server: IceServerConfig };
+  type Entry = { url: string; parsed: IceUrl; server: IceServerConfig };
   const entries: Entry[] = [];
   for (const server of servers) {
     for (const url of server.urls) {

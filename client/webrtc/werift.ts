@@ -45,6 +45,7 @@ import {
   type TransportState,
   type TransportStats,
 } from './backend.js';
+import { parseIceUrl } from '../../protocol/ice-url.js';
 import { orderIceServers } from './turn-probe.js';
 
 /** Minimal view of werift internals we read (typed loosely: they are not public API). */
@@ -118,15 +119,15 @@ function toInfo(c: { type: string; host: string; port: number; transport: string
 function relayTransportOf(servers: readonly IceServerConfig[]): 'udp' | 'tcp' | 'tls' | undefined {
   for (const s of servers) {
     for (const u of s.urls) {
-      if (/^turns:/i.test(u)) return 'tls';
-      if (/^turn:/i.test(u)) return /[?&]transport=tcp/i.test(u) ? 'tcp' : 'udp';
+      const url = parseIceUrl(u);
+      if (url?.kind === 'turn') return url.transport;
     }
   }
   return undefined;
 }
 
 function hasStun(servers: readonly IceServerConfig[]): boolean {
-  return servers.some((s) => s.urls.some((u) => /^stuns?:/i.test(u)));
+  return servers.some((s) => s.urls.some((u) => parseIceUrl(u)?.kind === 'stun'));
 }
 
 /** A `PeerBackend` on werift. Construct with `createWeriftBackend`. */

@@ -8,3 +8,4 @@ export * from './attributes.js';
 export * from './channel-data.js';
 export * from './stream.js';
 export * from './client.js';
+export * from './binding.js';

@@ -106,7 +106,10 @@ describe('homelink CLI on the local stack', () => {
     ]);
     expect(r.code).toBe(1);
     expect(r.stdout).toContain('token rejected');
+    // The service's 401 says nothing; the report says this token is not even a JWT.
+    expect(r.stdout).toContain('the access token is not a JWT');
     expect(r.stdout).toContain('No relay answers');
+    expect(r.stdout).not.toContain('certificate check');
     expect(r.stdout).not.toContain('not-a-token');
   });
 

@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { joinUrl } from '../../client/signaling.js';
-import { isPingProbe } from '../../cli/channel-protocols.js';
+import { isPingProbe } from '../../protocol/channels.js';
 import { defaultConfigFile, envName, fromEnv, loadProfile, withSettings } from '../../cli/config.js';
-import { checkAccessToken, TokenProblem, UsageError } from '../../cli/credentials.js';
+import { checkAccessToken, explainRejectedToken, TokenProblem, UsageError } from '../../cli/credentials.js';
 import { ENDPOINT_OPTIONS, explainParseError } from '../../cli/main.js';
 import { summarize } from '../../cli/ping-command.js';
 import { editDistance, suggest } from '../../cli/suggest.js';
@@ -148,6 +148,13 @@ describe('the access token before it is sent', () => {
     // Within the service's 30 s clock tolerance: still sent.
     expect(call(jwt({ alg: 'ES256' }, { exp: now - 10 }))).toBeNull();
     expect(call(jwt({ alg: 'ES256' }, { exp: now + 600 }))).toBeNull();
+  });
+
+  it('explains a refusal by the service differently for garbage, expiry and distrust', () => {
+    const now = NOW / 1000;
+    expect(explainRejectedToken('garbage', NOW)).toContain('not a JWT');
+    expect(explainRejectedToken(jwt({ alg: 'ES256' }, { exp: now - 7200 }), NOW)).toContain('expired at');
+    expect(explainRejectedToken(jwt({ alg: 'ES256' }, { exp: now + 600 }), NOW)).toContain('does not trust its issuer, audience or signature');
   });
 });
 

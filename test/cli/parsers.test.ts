@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseControl } from '../../cli/channel-protocols.js';
+import { parseControl } from '../../protocol/channels.js';
 import { safeFileName } from '../../cli/file-commands.js';
 import { formatBytes, formatDuration, renderProgress } from '../../cli/progress.js';
 import { readStack, StackError } from '../../cli/stack.js';
@@ -96,7 +96,7 @@ describe('stack description', () => {
   it('says to run npm start when missing, and refuses a foreign or broken file', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'homelink-stackfile-'));
     try {
-      await expect(readStack(dir)).rejects.toThrow(/run `npm start` first/);
+      await expect(readStack(dir)).rejects.toThrow(/run `npm start` in a homelink checkout first/);
       await writeFile(join(dir, 'stack.json'), '{nope');
       await expect(readStack(dir)).rejects.toBeInstanceOf(StackError);
       await writeFile(join(dir, 'stack.json'), JSON.stringify({ version: 2 }));

@@ -13,38 +13,25 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { streamBinding } from '../../cli/stun-client.js';
+import { encodeBindingRequest, readBindingResponse } from '../../protocol/stun/binding.js';
 import { gone, ROOT, startArgs, startStack, type RunningStack } from './support.js';
 
 function stunBinding(port: number): Promise<{ ip: string; port: number } | null> {
   return new Promise((resolve) => {
     const s = createSocket('udp4');
-    const tid = randomBytes(12);
-    const req = Buffer.alloc(20);
-    req.writeUInt16BE(0x0001, 0);
-    req.writeUInt32BE(0x2112a442, 4);
-    tid.copy(req, 8);
+    const tid = new Uint8Array(randomBytes(12));
     const t = setTimeout(() => {
       s.close();
       resolve(null);
     }, 2000);
     s.on('message', (m) => {
-      if (m.readUInt16BE(0) !== 0x0101 || !m.subarray(8, 20).equals(tid)) return;
-      // XOR-MAPPED-ADDRESS (RFC 8489 §14.2), the first attribute our relay writes or any other.
-      for (let off = 20; off + 4 <= m.length; ) {
-        const type = m.readUInt16BE(off);
-        const len = m.readUInt16BE(off + 2);
-        if (type === 0x0020 && len === 8) {
-          const xport = m.readUInt16BE(off + 6) ^ 0x2112;
-          const ip = [0, 1, 2, 3].map((i) => m[off + 8 + i]! ^ [0x21, 0x12, 0xa4, 0x42][i]!).join('.');
-          clearTimeout(t);
-          s.close();
-          resolve({ ip, port: xport });
-          return;
-        }
-        off += 4 + ((len + 3) & ~3);
-      }
+      const r = readBindingResponse(new Uint8Array(m), tid);
+      if (!r?.ok || !r.mapped) return;
+      clearTimeout(t);
+      s.close();
+      resolve({ ip: r.mapped.ip, port: r.mapped.port });
     });
-    s.bind(0, '127.0.0.1', () => s.send(req, port, '127.0.0.1'));
+    s.bind(0, '127.0.0.1', () => s.send(encodeBindingRequest(tid), port, '127.0.0.1'));
   });
 }
 

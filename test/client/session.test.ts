@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Session, SESSION_DEFAULTS, credentialExpiry, type SessionAction } from '../../client/session.js';
-import { parsePresenceServerMessage, parseRoomServerMessage } from '../../client/wire.js';
+import { parsePresenceServerMessage, parseRoomServerMessage } from '../../protocol/messages.js';
 import { parseIceUrl } from '../../client/webrtc/turn-probe.js';
 
 const FP_A = Array.from({ length: 32 }, () => 'AA').join(':');

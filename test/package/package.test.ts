@@ -11,7 +11,7 @@
 import { execFile } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, startStack, type RunningStack } from '../cli/support.js';
 
@@ -24,13 +24,16 @@ interface Run {
   readonly stderr: string;
 }
 
+/** npm, npx and `#!/usr/bin/env node` bins run on the Node running this test, whatever else PATH holds. */
+const SAME_NODE_PATH = `${dirname(process.execPath)}${delimiter}${process.env['PATH'] ?? ''}`;
+
 /** Runs a command to completion (bounded), never throwing on a non-zero exit. */
 function run(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<Run> {
   return new Promise((resolve) => {
     execFile(
       cmd,
       args,
-      { cwd: opts.cwd, env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? CHILD_TIMEOUT_MS, maxBuffer: 16 << 20, killSignal: 'SIGKILL' },
+      { cwd: opts.cwd, env: { ...process.env, PATH: SAME_NODE_PATH, ...opts.env }, timeout: opts.timeoutMs ?? CHILD_TIMEOUT_MS, maxBuffer: 16 << 20, killSignal: 'SIGKILL' },
       (err, stdout, stderr) => {
         const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
         resolve({ code, stdout, stderr });

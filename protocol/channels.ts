@@ -1,6 +1,7 @@
 /**
- * The wire format of the CLI's two channel protocols, shared with the demo page (web/app.ts) so
- * both speak them from one definition. Portable: no Node import (web/bundle.ts refuses one).
+ * The wire format of the application channel protocols the `homelink` command (cli/) and the
+ * demo page (web/app.ts) speak over a link, defined once in the shared wire contract so neither
+ * imports the other. Portable: no Node import (web/bundle.ts refuses one).
  *
  * `stdio` (`homelink listen` / `dial`, cli/link-commands.ts): one reliable, ordered channel opened
  * by the dialer. Binary messages are data; the text message {@link EOF_FRAME} ends one direction,
@@ -86,4 +87,16 @@ export function parseControl(m: string): Control | null {
     default:
       return null;
   }
+}
+
+/** `1.5 MiB` style sizes, as both ends of the file protocol show them to people. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
 }

@@ -45,7 +45,12 @@ const PROGRESS_EVERY = 1024 * 1024;
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as StreamPeerConfig;
 const out = (line: string): void => void process.stdout.write(line + '\n');
-const event = (e: Record<string, unknown>): void => out(`E ${JSON.stringify({ t: Date.now(), ...e })}`);
+/** With NATLAB_DEBUG set, session phases and events go to stderr with a timestamp (kept by the harness). */
+const debug = process.env['NATLAB_DEBUG'] ? (what: string): void => void process.stderr.write(`T ${Date.now()} ${what}\n`) : undefined;
+const event = (e: Record<string, unknown>): void => {
+  out(`E ${JSON.stringify({ t: Date.now(), ...e })}`);
+  if (debug && e['event'] !== 'progress') debug(`event ${JSON.stringify(e)}`);
+};
 
 let finished = false;
 function finish(r: Record<string, unknown>): void {
@@ -158,6 +163,7 @@ async function main(): Promise<void> {
     ...(cfg.hostAddress ? { hostAddresses: [cfg.hostAddress] } : {}),
     turnTlsOptions: { ca: readFileSync(cfg.caFile, 'utf8') },
     ...(cfg.directRetryMs !== undefined ? { session: { directRetryMs: cfg.directRetryMs } } : {}),
+    ...(debug ? { trace: (phase: string) => debug(phase) } : {}),
   });
   if (cfg.role === 'answerer') {
     ep.on('request', (req) => {

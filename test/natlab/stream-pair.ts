@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Host, Lab, LabProcess } from './lab.js';
 import type { StreamPeerConfig } from './peer-stream.js';
 import type { HomelinkStack } from './stack-homelink.js';
-import { onLines, tsxArgs, waitForLine } from './support.js';
+import { dumpOnFailure, onLines, tsxArgs, waitForLine } from './support.js';
 
 /** Bound on an endpoint connecting to presence (tsx start-up on a busy machine included). */
 const READY_TIMEOUT_MS = 30_000;
@@ -125,13 +125,18 @@ export async function startStreamPair(
     deadlineMs: opts.deadlineMs,
     ...(opts.directRetryMs !== undefined ? { directRetryMs: opts.directRetryMs } : {}),
   });
-  const a = lab.spawn(hosts.answerer.ns, process.execPath, tsxArgs('test/natlab/peer-stream.ts', JSON.stringify(cfg('answerer', hosts.answerer, true))));
-  const d = lab.spawn(hosts.dialer.ns, process.execPath, tsxArgs('test/natlab/peer-stream.ts', JSON.stringify(cfg('dialer', hosts.dialer, opts.pinDialer))));
+  // NATLAB_WERIFT_DEBUG=<debug pattern> turns on werift's own logs (developer aid, with NATLAB_DEBUG).
+  const env: Record<string, string> = process.env['NATLAB_WERIFT_DEBUG'] ? { DEBUG: process.env['NATLAB_WERIFT_DEBUG'] } : {};
+  const a = lab.spawn(hosts.answerer.ns, process.execPath, tsxArgs('test/natlab/peer-stream.ts', JSON.stringify(cfg('answerer', hosts.answerer, true))), env);
+  const d = lab.spawn(hosts.dialer.ns, process.execPath, tsxArgs('test/natlab/peer-stream.ts', JSON.stringify(cfg('dialer', hosts.dialer, opts.pinDialer))), env);
   const pair: StreamPair = {
     dialer: side(d, opts.deadlineMs + READY_TIMEOUT_MS),
     answerer: side(a, opts.deadlineMs + READY_TIMEOUT_MS),
     tell: (line) => void d.child.stdin?.write(line + '\n'),
-    stop: async () => void (await Promise.all([d.stop(), a.stop()])),
+    stop: async () => {
+      await Promise.all([d.stop(), a.stop()]);
+      dumpOnFailure(`stream-${tag}`, { dialer: d, answerer: a }, true);
+    },
   };
   try {
     await Promise.all([

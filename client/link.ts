@@ -417,8 +417,9 @@ export class Link extends Emitter<LinkEvents> {
           if (!this.alive) {
             this.alive = true;
             this.feed({ type: 'liveness', alive: true });
-            this.apply([{ type: 'read-path' }]);
           }
+          // Bytes arrive: the pair they arrive on may be new (an ICE restart selected it).
+          this.apply([{ type: 'read-path' }]);
         } else if (this.alive && now - this.lastProgress > LIVENESS_TIMEOUT_MS) {
           this.alive = false;
           this.feed({ type: 'liveness', alive: false });

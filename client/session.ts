@@ -256,6 +256,14 @@ export class Session {
         break;
       case 'path':
         if (ev.kind === 'direct') this.endDirectAttempt(out);
+        // A new pair selected while the path was lost: the restart found one and bytes flow on
+        // it (the driver reads the path as they arrive). werift does not always report the
+        // transport connected again after a restart, so this is the recovery signal too.
+        if (this.pathLost && this.phase === 'open') {
+          this.pathLost = false;
+          this.restarts = 0;
+          out.push({ type: 'clear-timer', name: 'grace' }, { type: 'clear-timer', name: 'restart' }, { type: 'path-restored' });
+        }
         if (ev.kind !== this.lastPath) {
           this.lastPath = ev.kind;
           if (ev.kind === 'relay' && this.directRetryUseful()) {

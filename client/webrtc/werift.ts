@@ -273,7 +273,10 @@ export class WeriftBackend implements PeerBackend {
     conn.send = async (data) => {
       const held = this.held;
       if (conn.nominated || !held) {
-        if (held && conn.nominated) this.held = null;
+        if (held && conn.nominated) {
+          this.held = null;
+          this.pruneRelays(conn);
+        }
         return send(data);
       }
       if (Date.now() > held.until) {
@@ -302,6 +305,21 @@ export class WeriftBackend implements PeerBackend {
       }
       return start(pair);
     };
+  }
+
+  /**
+   * werift allocates on the relay at every gathering and keeps (and refreshes) every earlier
+   * allocation for the life of the connection: a link retrying direct every minute would hold
+   * one more allocation each time. Once a restart nominated its pair, only the allocation that
+   * pair uses and the newest one stay.
+   */
+  private pruneRelays(conn: IceConnectionInternals): void {
+    const relays = conn.protocols.filter((p) => p.localCandidate?.type === 'relay');
+    const keep = new Set([conn.nominated?.protocol, relays.at(-1)]);
+    const drop = relays.filter((p) => !keep.has(p));
+    if (drop.length === 0) return;
+    conn.protocols = conn.protocols.filter((p) => !drop.includes(p));
+    for (const p of drop) void p.close().catch(() => undefined);
   }
 
   /** Before a restart: keep the pair in use (make before break). */

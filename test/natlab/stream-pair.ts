@@ -106,7 +106,7 @@ export async function startStreamPair(
   stack: HomelinkStack,
   caFile: string,
   hosts: { dialer: Host; answerer: Host },
-  opts: Pick<StreamPeerConfig, 'mode' | 'bytes' | 'paceMs' | 'deadlineMs'> & { pinDialer: boolean; directRetryMs?: number },
+  opts: Pick<StreamPeerConfig, 'mode' | 'bytes' | 'paceMs' | 'deadlineMs'> & { pinDialer: boolean; pinAnswerer?: boolean; directRetryMs?: number },
 ): Promise<StreamPair> {
   const tag = randomBytes(3).toString('hex');
   const ids = { dialer: `sd-${tag}`, answerer: `sa-${tag}` };
@@ -127,7 +127,7 @@ export async function startStreamPair(
   });
   // NATLAB_WERIFT_DEBUG=<debug pattern> turns on werift's own logs (developer aid, with NATLAB_DEBUG).
   const env: Record<string, string> = process.env['NATLAB_WERIFT_DEBUG'] ? { DEBUG: process.env['NATLAB_WERIFT_DEBUG'] } : {};
-  const a = lab.spawn(hosts.answerer.ns, process.execPath, tsxArgs('test/natlab/peer-stream.ts', JSON.stringify(cfg('answerer', hosts.answerer, true))), env);
+  const a = lab.spawn(hosts.answerer.ns, process.execPath, tsxArgs('test/natlab/peer-stream.ts', JSON.stringify(cfg('answerer', hosts.answerer, opts.pinAnswerer ?? true))), env);
   const d = lab.spawn(hosts.dialer.ns, process.execPath, tsxArgs('test/natlab/peer-stream.ts', JSON.stringify(cfg('dialer', hosts.dialer, opts.pinDialer))), env);
   const pair: StreamPair = {
     dialer: side(d, opts.deadlineMs + READY_TIMEOUT_MS),

@@ -247,6 +247,7 @@ export class Link extends Emitter<LinkEvents> {
             b.onCandidate = (candidate) => this.feed({ type: 'local-candidate', candidate });
             b.onState = (state) => this.feed({ type: 'transport', state });
             b.onChannel = (ch) => this.onRemoteChannel(ch);
+            b.onNetworkChange = () => this.feed({ type: 'network-change' });
             this.control = b.createChannel(CONTROL_LABEL, { negotiatedId: CONTROL_CHANNEL_ID });
             this.control.onMessage = () => undefined; // pings only keep bytes flowing
             this.feed({ type: 'backend-ready' });
@@ -258,7 +259,9 @@ export class Link extends Emitter<LinkEvents> {
       case 'create-offer':
         if (a.restart) this.restarts++;
         return this.serial(async (b) => {
-          const sdp = await b.createOffer(a.restart ? { iceRestart: true } : undefined);
+          // A direct-only attempt skips pairs this link would call relayed (client/path.ts).
+          const avoidRelay = (p: SelectedPair): boolean => this.paths.classify(p).kind === 'relay';
+          const sdp = await b.createOffer(a.restart ? { iceRestart: true, ...(a.directOnly ? { avoidRelay } : {}) } : undefined);
           this.feed({ type: 'local-description', kind: 'offer', sdp, fingerprint: await b.localFingerprint(), restart: a.restart });
         });
       case 'accept-offer':
@@ -311,6 +314,9 @@ export class Link extends Emitter<LinkEvents> {
         return;
       case 'request-ice-servers':
         this.room.post({ type: 'ice_servers' });
+        return;
+      case 'reconnect-signaling':
+        this.room.reconnectNow();
         return;
       case 'set-timer': {
         clearTimeout(this.timers.get(a.name));
@@ -411,8 +417,9 @@ export class Link extends Emitter<LinkEvents> {
           if (!this.alive) {
             this.alive = true;
             this.feed({ type: 'liveness', alive: true });
-            this.apply([{ type: 'read-path' }]);
           }
+          // Bytes arrive: the pair they arrive on may be new (an ICE restart selected it).
+          this.apply([{ type: 'read-path' }]);
         } else if (this.alive && now - this.lastProgress > LIVENESS_TIMEOUT_MS) {
           this.alive = false;
           this.feed({ type: 'liveness', alive: false });

@@ -13,12 +13,21 @@
  *              ICE restart through the room after a short grace, retried with a bound, then NoPath;
  *              a relayed path retries direct every `directRetryMs`; TURN credentials are renewed
  *              through the room `ice_servers` message before they expire.
+ * Direct retry: an ICE restart that checks direct pairs only (`create-offer` with `directOnly`;
+ *              the relayed pair keeps carrying data meanwhile). A direct path selected ends it;
+ *              no direct path within `directAttemptMs` (or the attempt failing) restarts once
+ *              more with the relay allowed. A peer that signals relayed candidates only is forced
+ *              onto the relay (its policy): no direct retries then.
+ * Network change (local addresses changed): the room socket is reconnected at once (it belonged
+ *              to the old address) and the initiator restarts ICE as soon as it is back in the room
+ *              (`joined`); a responder's reconnect reaches the initiator as `peer-joined`, which
+ *              restarts ICE from its side. No waiting for the liveness probe to hear silence.
  */
 import type { IceServer, Role, SignalData } from '../protocol/messages.js';
 import { parseTurnUsername } from '../protocol/turn-credentials.js';
 import type { LinkErrorCode } from './errors.js';
 import type { PeerVerdict } from './identity.js';
-import { sdpFingerprints, type CandidateInit, type TransportState } from './webrtc/backend.js';
+import { parseCandidate, sdpFingerprints, type CandidateInit, type TransportState } from './webrtc/backend.js';
 
 /** Named defaults, with the reason beside each. */
 export const SESSION_DEFAULTS = {
@@ -32,6 +41,12 @@ export const SESSION_DEFAULTS = {
   maxRestarts: 5,
   /** While relayed, try for a direct path this often (a restart costs a few packets and no data). */
   directRetryMs: 60_000,
+  /**
+   * A direct-only attempt gets this long to select a direct pair before the relay is allowed again.
+   * Checks retransmit for about 8 s (RFC 8445 §14.3 pacing, werift's 4 retries), but two NATs
+   * open to each other within the first round trips once both sides send, so 5 s is plenty.
+   */
+  directAttemptMs: 5_000,
   /** Renew TURN credentials this long before they expire (a restart needs a valid credential). */
   credentialLeadMs: 60_000,
   /** Remote candidates buffered per negotiation before the remote description is applied; bounds a hostile room. */
@@ -47,7 +62,7 @@ export type SessionOptions = {
   readonly forceRelay?: boolean;
 } & Partial<{ -readonly [K in keyof typeof SESSION_DEFAULTS]: number }>;
 
-export type TimerName = 'connect' | 'grace' | 'restart' | 'direct-retry' | 'renew';
+export type TimerName = 'connect' | 'grace' | 'restart' | 'direct-retry' | 'direct-attempt' | 'renew';
 
 export type SessionEvent =
   | { readonly type: 'joined'; readonly peerPresent: boolean; readonly iceServers: readonly IceServer[] }
@@ -64,6 +79,8 @@ export type SessionEvent =
   | { readonly type: 'presented'; readonly verdict: PeerVerdict | null }
   | { readonly type: 'path'; readonly kind: 'direct' | 'relay' }
   | { readonly type: 'ice-servers'; readonly iceServers: readonly IceServer[] }
+  /** The backend saw the local addresses change (Node backends poll the interfaces). */
+  | { readonly type: 'network-change' }
   | { readonly type: 'room-closed'; readonly reason: string }
   | { readonly type: 'backend-error'; readonly message: string }
   | { readonly type: 'timer'; readonly name: TimerName }
@@ -71,7 +88,7 @@ export type SessionEvent =
 
 export type SessionAction =
   | { readonly type: 'create-backend'; readonly iceServers: readonly IceServer[]; readonly policy: 'all' | 'relay' }
-  | { readonly type: 'create-offer'; readonly restart: boolean }
+  | { readonly type: 'create-offer'; readonly restart: boolean; readonly directOnly?: boolean }
   | { readonly type: 'accept-offer'; readonly sdp: string }
   | { readonly type: 'accept-answer'; readonly sdp: string }
   | { readonly type: 'add-candidate'; readonly candidate: CandidateInit | null }
@@ -81,6 +98,8 @@ export type SessionAction =
   | { readonly type: 'check-presented'; readonly signed: string }
   | { readonly type: 'set-ice-servers'; readonly iceServers: readonly IceServer[] }
   | { readonly type: 'request-ice-servers' }
+  /** Drop the room socket without a close handshake and join again now (it may sit on a gone address). */
+  | { readonly type: 'reconnect-signaling' }
   | { readonly type: 'set-timer'; readonly name: TimerName; readonly at: number }
   | { readonly type: 'clear-timer'; readonly name: TimerName }
   | { readonly type: 'read-path' }
@@ -123,6 +142,11 @@ export class Session {
   private peerPresent = false;
   private heldOffer: SignalData | null = null;
   private joined = false;
+  /** A direct-only restart is in flight (see the module header). */
+  private directAttempt = false;
+  /** Candidate types the peer signaled: only `relay` means it is forced onto the relay. */
+  private peerRelayed = false;
+  private peerDirect = false;
 
   constructor(opts: SessionOptions) {
     this.o = { ...SESSION_DEFAULTS, forceRelay: false, ...opts } as typeof this.o;
@@ -162,7 +186,21 @@ export class Session {
       case 'peer-joined':
         this.peerPresent = true;
         out.push(...this.maybeOffer());
-        if (this.pathLost && this.o.role === 'initiator' && this.phase === 'open') out.push(...this.restart(now));
+        // The peer came back to the room while the link is open: its signaling dropped, most
+        // likely because its network changed (it reconnects at once when it notices). Its old
+        // path is then dead or about to be; restart now rather than after the silence.
+        if (this.o.role === 'initiator' && this.phase === 'open') out.push(...this.restart(now));
+        break;
+      case 'network-change':
+        out.push({ type: 'reconnect-signaling' });
+        if (this.phase !== 'open') break;
+        if (!this.pathLost) {
+          this.pathLost = true;
+          out.push({ type: 'path-lost' });
+        }
+        this.endDirectAttempt(out);
+        // The restart itself waits for the room (`joined`); this bounds the wait.
+        out.push({ type: 'clear-timer', name: 'grace' }, { type: 'set-timer', name: 'restart', at: now + this.o.restartTimeoutMs });
         break;
       case 'backend-ready': {
         this.backendReady = true;
@@ -217,9 +255,18 @@ export class Session {
         out.push(...this.onTransport(ev.alive ? 'connected' : 'disconnected', now));
         break;
       case 'path':
+        if (ev.kind === 'direct') this.endDirectAttempt(out);
+        // A new pair selected while the path was lost: the restart found one and bytes flow on
+        // it (the driver reads the path as they arrive). werift does not always report the
+        // transport connected again after a restart, so this is the recovery signal too.
+        if (this.pathLost && this.phase === 'open') {
+          this.pathLost = false;
+          this.restarts = 0;
+          out.push({ type: 'clear-timer', name: 'grace' }, { type: 'clear-timer', name: 'restart' }, { type: 'path-restored' });
+        }
         if (ev.kind !== this.lastPath) {
           this.lastPath = ev.kind;
-          if (ev.kind === 'relay' && !this.o.forceRelay && this.o.role === 'initiator') {
+          if (ev.kind === 'relay' && this.directRetryUseful()) {
             out.push({ type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs });
           } else out.push({ type: 'clear-timer', name: 'direct-retry' });
         }
@@ -279,6 +326,9 @@ export class Session {
       }
       case 'candidate': {
         const c: CandidateInit | null = d.candidate === '' ? null : { candidate: d.candidate, sdpMid: d.sdpMid ?? null, sdpMLineIndex: d.sdpMLineIndex ?? null };
+        const type = c ? parseCandidate(c.candidate)?.type : undefined;
+        if (type === 'relay') this.peerRelayed = true;
+        else if (type !== undefined) this.peerDirect = true;
         if (this.remoteApplied && !this.negotiating) return [{ type: 'add-candidate', candidate: c }];
         // Trickled candidates can overtake the description they belong to: buffer per negotiation.
         if (this.pendingCandidates.length < this.o.maxBufferedCandidates) this.pendingCandidates.push(c);
@@ -333,12 +383,19 @@ export class Session {
       const first = !this.connected;
       this.connected = true;
       if (first) out.push(...this.maybeCheckPresented(), ...this.maybeOpen());
+      // Connected again after a restart: the selected pair may be another one (relay to direct).
+      else if (this.phase === 'open' && !this.pathLost) out.push({ type: 'read-path' });
       if (this.pathLost) {
         this.pathLost = false;
         this.restarts = 0;
         out.push({ type: 'clear-timer', name: 'grace' }, { type: 'clear-timer', name: 'restart' }, { type: 'path-restored' }, { type: 'read-path' });
       }
       return out;
+    }
+    if ((s === 'disconnected' || s === 'failed') && this.phase === 'open' && this.directAttempt) {
+      // The direct-only attempt found nothing (its checks all failed, or the carried-over pair
+      // went quiet): allow the relay again at once.
+      return this.fallBack(now);
     }
     if ((s === 'disconnected' || s === 'failed') && this.phase === 'open' && !this.pathLost) {
       this.pathLost = true;
@@ -348,8 +405,29 @@ export class Session {
     return out;
   }
 
+  /** Relayed, and a direct path could exist: we drive restarts, nothing forces the relay here or at the peer. */
+  private directRetryUseful(): boolean {
+    return !this.o.forceRelay && this.o.role === 'initiator' && !(this.peerRelayed && !this.peerDirect);
+  }
+
+  private endDirectAttempt(out: SessionAction[]): void {
+    if (!this.directAttempt) return;
+    this.directAttempt = false;
+    out.push({ type: 'clear-timer', name: 'direct-attempt' });
+  }
+
+  /** Ends a direct-only attempt that found no direct path: one restart with the relay allowed. */
+  private fallBack(now: number): SessionAction[] {
+    const out: SessionAction[] = [];
+    this.endDirectAttempt(out);
+    this.remoteApplied = false;
+    out.push({ type: 'create-offer', restart: true }, { type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs });
+    return out;
+  }
+
   private restart(now: number): SessionAction[] {
     if (this.o.role !== 'initiator') return [{ type: 'set-timer', name: 'restart', at: now + this.o.restartTimeoutMs }];
+    this.endDirectAttempt([]);
     if (this.restarts >= this.o.maxRestarts) return this.fail('NoPath', 'no path after ICE restarts');
     this.restarts++;
     this.remoteApplied = false;
@@ -372,9 +450,16 @@ export class Session {
         }
         return this.restart(now);
       case 'direct-retry':
-        if (this.phase !== 'open' || this.pathLost || this.lastPath !== 'relay' || this.o.forceRelay) return [];
+        if (this.phase !== 'open' || this.pathLost || this.lastPath !== 'relay' || !this.directRetryUseful()) return [];
         this.remoteApplied = false;
-        return [{ type: 'create-offer', restart: true }, { type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs }];
+        this.directAttempt = true;
+        return [
+          { type: 'create-offer', restart: true, directOnly: true },
+          { type: 'set-timer', name: 'direct-attempt', at: now + this.o.directAttemptMs },
+          { type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs },
+        ];
+      case 'direct-attempt':
+        return this.directAttempt && this.phase === 'open' ? this.fallBack(now) : [];
       case 'renew':
         return [{ type: 'request-ice-servers' }];
     }
@@ -405,6 +490,6 @@ export class Session {
   }
 
   private clearAll(): SessionAction[] {
-    return (['connect', 'grace', 'restart', 'direct-retry', 'renew'] as const).map((name) => ({ type: 'clear-timer', name }) as const);
+    return (['connect', 'grace', 'restart', 'direct-retry', 'direct-attempt', 'renew'] as const).map((name) => ({ type: 'clear-timer', name }) as const);
   }
 }

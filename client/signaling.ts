@@ -199,6 +199,31 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
     return false;
   }
 
+  /**
+   * The local network changed: the current socket may belong to an address that is gone, where a
+   * close handshake would wait for its timeout. Abandon it without one and connect again now;
+   * frames sent meanwhile queue as on any reconnect.
+   */
+  reconnectNow(): void {
+    if (this.closed) return;
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onclose = null;
+      ws.onmessage = null;
+      ws.onopen = null;
+      try {
+        ws.close(4000, 'network changed');
+      } catch {
+        // already closing
+      }
+    }
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
+    this.attempt = 0;
+    void this.open();
+  }
+
   /** Test and fault hook: drops the current socket as a network failure would; it reconnects. */
   drop(): void {
     this.ws?.close(4000, 'dropped');

@@ -97,10 +97,22 @@ export interface TransportStats {
   readonly rttMs?: number;
 }
 
+/** Options of `createOffer`. */
+export interface OfferOptions {
+  /** New ICE credentials: every pair is checked again and a new one selected (RFC 8445 §9). */
+  readonly iceRestart?: boolean;
+  /**
+   * With `iceRestart`: a direct-only attempt. Pairs this predicate calls relayed are not checked,
+   * so the first pair to succeed (the one nominated) is direct; the path in use keeps carrying
+   * data until then. Backends that cannot filter pairs may ignore it.
+   */
+  readonly avoidRelay?: (pair: SelectedPair) => boolean;
+}
+
 /** One peer connection. Every method may be called once the previous promise settled. */
 export interface PeerBackend {
   /** Creates an offer, applies it locally and returns its SDP before gathering completes. */
-  createOffer(opts?: { iceRestart?: boolean }): Promise<string>;
+  createOffer(opts?: OfferOptions): Promise<string>;
   /** Applies a remote offer, creates and applies the answer, returns its SDP. */
   acceptOffer(sdp: string): Promise<string>;
   acceptAnswer(sdp: string): Promise<void>;
@@ -109,6 +121,11 @@ export interface PeerBackend {
   /** Local candidates as gathered; `null` when gathering ended. */
   onCandidate: ((c: CandidateInit | null) => void) | null;
   onState: ((s: TransportState) => void) | null;
+  /**
+   * Backends that discover local interfaces (Node): the usable local addresses changed. The next
+   * ICE restart gathers from the new addresses on new sockets. Optional; never called elsewhere.
+   */
+  onNetworkChange?: (() => void) | null;
   /** A channel the peer opened. */
   onChannel: ((c: RawChannel) => void) | null;
   createChannel(label: string, opts?: ChannelOptions): RawChannel;

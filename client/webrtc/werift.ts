@@ -24,6 +24,7 @@ import {
   HashAlgorithm,
   NamedCurveAlgorithm,
   RTCPeerConnection,
+  serverReflexiveCandidate,
   SignatureAlgorithm,
   type DtlsKeys,
   type RTCDataChannel,
@@ -38,6 +39,7 @@ import {
   type ChannelOptions,
   type ChannelState,
   type IceServerConfig,
+  type OfferOptions,
   type PeerBackend,
   type PeerOptions,
   type RawChannel,
@@ -46,18 +48,59 @@ import {
   type TransportStats,
 } from './backend.js';
 import { parseIceUrl } from '../../protocol/ice-url.js';
+import { NetworkWatch, type NetworkWatchOptions } from './network-watch.js';
 import { orderIceServers } from './turn-probe.js';
 
 /** Minimal view of werift internals we read (typed loosely: they are not public API). */
+interface CandidateInternals {
+  type: string;
+  host: string;
+  port: number;
+  transport: string;
+}
+interface ProtocolInternals {
+  localIp?: string;
+  localCandidate?: CandidateInternals;
+  sendData(data: Buffer, addr: [string, number]): Promise<void>;
+  close(): Promise<void>;
+}
+interface PairInternals {
+  id: string;
+  protocol: ProtocolInternals;
+  remoteAddr: [string, number];
+  localCandidate: CandidateInternals;
+  remoteCandidate: CandidateInternals;
+  rtt?: number;
+  bytesSent: number;
+  bytesReceived: number;
+  updateState(state: number): void;
+}
 interface IceConnectionInternals {
   stunServer?: [string, number] | undefined;
-  nominated?: {
-    localCandidate: { type: string; host: string; port: number; transport: string };
-    remoteCandidate: { type: string; host: string; port: number; transport: string };
-    rtt?: number;
-  };
+  turnServer?: [string, number] | undefined;
+  generation: number;
+  nominated?: PairInternals;
   options: { turnUsername?: string; turnPassword?: string };
-  candidatePairs: Array<{ id: string; bytesSent: number; bytesReceived: number }>;
+  candidatePairs: PairInternals[];
+  protocols: ProtocolInternals[];
+  send: (data: Buffer) => Promise<void>;
+  checkStart: (pair: PairInternals) => { awaitable: Promise<unknown>; resolve: () => void };
+  checkComplete(pair: PairInternals): void;
+  appendLocalCandidate(c: unknown): void;
+}
+
+/** werift's `CandidatePairState.FAILED` (ice/src/iceBase.ts). */
+const PAIR_FAILED = 4;
+/**
+ * How long the pair in use before an ICE restart keeps carrying data while the restart finds a
+ * new one: RFC 7675 §5.1 lets an agent send for 30 s after its last consent response.
+ */
+const CARRY_OVER_MS = 30_000;
+
+/** Node-only options of the werift backend (tests inject the interface reader). */
+export interface WeriftOptions {
+  /** Local address watch; `false` turns it off. Off anyway when `hostAddresses` pins the addresses. */
+  readonly networkWatch?: NetworkWatchOptions | false;
 }
 
 function toChannelState(s: string): ChannelState {
@@ -116,6 +159,13 @@ function toInfo(c: { type: string; host: string; port: number; transport: string
   return { type, address: c.host, port: c.port, protocol: c.transport.toLowerCase() === 'tcp' ? 'tcp' : 'udp' };
 }
 
+/** A werift candidate pair as the portable `SelectedPair`. */
+function pairInfo(pair: PairInternals, servers: readonly IceServerConfig[]): SelectedPair {
+  const local = toInfo(pair.localCandidate);
+  const relayProtocol = local.type === 'relay' ? relayTransportOf(servers) : undefined;
+  return { local, remote: toInfo(pair.remoteCandidate), ...(relayProtocol ? { relayProtocol } : {}) };
+}
+
 function relayTransportOf(servers: readonly IceServerConfig[]): 'udp' | 'tcp' | 'tls' | undefined {
   for (const s of servers) {
     for (const u of s.urls) {
@@ -135,18 +185,38 @@ export class WeriftBackend implements PeerBackend {
   onCandidate: ((c: CandidateInit | null) => void) | null = null;
   onState: ((s: TransportState) => void) | null = null;
   onChannel: ((c: RawChannel) => void) | null = null;
+  onNetworkChange: (() => void) | null = null;
 
   private readonly pc: RTCPeerConnection;
   private servers: readonly IceServerConfig[];
   private localFp: string | null = null;
   private closed = false;
+  private readonly watch: NetworkWatch | null;
+  /** Local addresses that went away since the last restart: their sockets and relay allocations are dropped on the next one. */
+  private networkChanged = false;
+  /** The pair in use when a restart began, carrying data until the restart nominates another (see `carryOver`). */
+  private held: { pair: PairInternals; until: number } | null = null;
+  /** A direct-only attempt: the restart generation it applies to, and what counts as relayed. */
+  private avoid: { generation: number; relayed: (p: SelectedPair) => boolean } | null = null;
+  private readonly patched = new WeakSet<object>();
 
   constructor(
     private readonly opts: PeerOptions,
     servers: readonly IceServerConfig[],
     keys: DtlsKeys,
+    nodeOpts: WeriftOptions = {},
   ) {
     this.servers = servers;
+    // Pinned host addresses are the caller's to change; otherwise we gather on what the
+    // interfaces hold, so we watch them.
+    this.watch =
+      opts.hostAddresses || nodeOpts.networkWatch === false
+        ? null
+        : new NetworkWatch((c) => {
+            if (this.closed) return;
+            if (c.removed.length > 0) this.networkChanged = true;
+            this.onNetworkChange?.();
+          }, nodeOpts.networkWatch ?? {});
     const host = opts.hostAddresses;
     this.pc = new RTCPeerConnection({
       iceServers: servers.map((s) => ({ urls: [...s.urls], username: s.username, credential: s.credential })),
@@ -173,11 +243,127 @@ export class WeriftBackend implements PeerBackend {
     this.pc.onDataChannel.subscribe((dc) => this.onChannel?.(new WeriftChannel(dc)));
   }
 
-  /** Clears werift's built-in public STUN default when we configured none (no internet here, and no leak there). */
+  private connections(): IceConnectionInternals[] {
+    return this.pc.iceTransports.map((t) => t.connection as unknown as IceConnectionInternals);
+  }
+
+  /**
+   * Clears werift's built-in public STUN default when we configured none (no internet here, and
+   * no leak there), and wraps each ICE agent once (`carryOver`, `filterChecks`).
+   */
   private patchTransports(): void {
-    if (hasStun(this.servers)) return;
-    for (const t of this.pc.iceTransports) {
-      (t.connection as unknown as IceConnectionInternals).stunServer = undefined;
+    for (const conn of this.connections()) {
+      if (!hasStun(this.servers)) conn.stunServer = undefined;
+      if (this.patched.has(conn)) continue;
+      this.patched.add(conn);
+      this.carryOver(conn);
+      this.filterChecks(conn);
+    }
+  }
+
+  /**
+   * Make before break. werift 0.24.4 drops its selected pair the moment an ICE restart begins
+   * (`Connection.restart` clears `nominated`), so nothing is sent until the restart nominates a
+   * new pair: a restart to try a direct path would stall a relayed link that works. Browsers keep
+   * sending on the old pair until the new one is selected (RFC 8445 §9 leaves it to the agent);
+   * so do we, for at most `CARRY_OVER_MS`. Data that arrives on the old pair is delivered anyway
+   * (werift hands every non-STUN datagram of any of its sockets to DTLS).
+   */
+  private carryOver(conn: IceConnectionInternals): void {
+    const send = conn.send;
+    conn.send = async (data) => {
+      const held = this.held;
+      if (conn.nominated || !held) {
+        if (held && conn.nominated) {
+          this.held = null;
+          this.pruneRelays(conn);
+        }
+        return send(data);
+      }
+      if (Date.now() > held.until) {
+        this.held = null;
+        return;
+      }
+      await held.pair.protocol.sendData(data, held.pair.remoteAddr).catch(() => undefined);
+    };
+  }
+
+  /**
+   * A direct-only attempt (`createOffer({ avoidRelay })`): werift nominates the first pair whose
+   * check succeeds (aggressive nomination), and a relayed pair answers at once while a direct one
+   * waits for both NATs to open, so a restart lands on the relay again however direct the
+   * network has become. While the attempt runs, relayed pairs fail without a packet sent, both
+   * ordinary and triggered checks (an incoming check from the peer's relay triggers one).
+   */
+  private filterChecks(conn: IceConnectionInternals): void {
+    const start = conn.checkStart;
+    conn.checkStart = (pair) => {
+      const avoid = this.avoid;
+      if (avoid && avoid.generation === conn.generation && avoid.relayed(pairInfo(pair, this.servers))) {
+        pair.updateState(PAIR_FAILED);
+        conn.checkComplete(pair);
+        return { awaitable: Promise.resolve(), resolve: () => undefined };
+      }
+      return start(pair);
+    };
+  }
+
+  /**
+   * werift allocates on the relay at every gathering and keeps (and refreshes) every earlier
+   * allocation for the life of the connection: a link retrying direct every minute would hold
+   * one more allocation each time. Once a restart nominated its pair, only the allocation that
+   * pair uses and the newest one stay.
+   */
+  private pruneRelays(conn: IceConnectionInternals): void {
+    const relays = conn.protocols.filter((p) => p.localCandidate?.type === 'relay');
+    const keep = new Set([conn.nominated?.protocol, relays.at(-1)]);
+    const drop = relays.filter((p) => !keep.has(p));
+    if (drop.length === 0) return;
+    conn.protocols = conn.protocols.filter((p) => !drop.includes(p));
+    for (const p of drop) void p.close().catch(() => undefined);
+  }
+
+  /** Before a restart: keep the pair in use (make before break). */
+  private holdPath(): void {
+    const pair = this.connections()[0]?.nominated;
+    if (pair) this.held = { pair, until: Date.now() + CARRY_OVER_MS };
+  }
+
+  /**
+   * After werift restarted an agent (new credentials): werift keeps every socket of earlier
+   * generations and advertises their host and relayed candidates again, but queries STUN only
+   * from sockets it creates now, for addresses it had none on. So:
+   *  - after a network change, sockets on addresses that are gone and every relay allocation
+   *    (its 5-tuple to the relay is gone too) are closed, so gathering starts over on new sockets
+   *    (the pair carrying data is dropped with them: it is dead);
+   *  - sockets that stay get their server-reflexive candidate again (a NAT behind which the
+   *    address did not change may still have mapped it anew), or a peer behind a port-restricted
+   *    NAT never learns where to punch and a direct path cannot open after a restart.
+   */
+  private refreshSockets(): void {
+    const stale = this.networkChanged;
+    this.networkChanged = false;
+    const current = new Set(this.watch?.addresses ?? []);
+    for (const conn of this.connections()) {
+      if (stale) {
+        const keep: ProtocolInternals[] = [];
+        for (const p of conn.protocols) {
+          const gone = p.localCandidate?.type === 'relay' || (p.localIp !== undefined && !current.has(p.localIp));
+          if (gone) void p.close().catch(() => undefined);
+          else keep.push(p);
+        }
+        conn.protocols = keep;
+        if (this.held && !keep.includes(this.held.pair.protocol)) this.held = null;
+      }
+      const stun = conn.stunServer;
+      if (!stun) continue;
+      for (const p of conn.protocols) {
+        if (p.localCandidate?.type !== 'host' || p.localCandidate.transport.toLowerCase() !== 'udp') continue;
+        void serverReflexiveCandidate(p as never, stun).then(
+          (c) => c && !this.closed && conn.appendLocalCandidate(c),
+          () => undefined,
+        );
+      }
     }
   }
 
@@ -216,19 +402,34 @@ export class WeriftBackend implements PeerBackend {
     }
   }
 
-  async createOffer(opts?: { iceRestart?: boolean }): Promise<string> {
+  async createOffer(opts?: OfferOptions): Promise<string> {
     if (this.pc.sctpTransport === undefined) {
       // An application m-section needs a channel before the first offer; id 0 is reserved for it.
       this.pc.createDataChannel('homelink', { negotiated: true, id: 0 });
     }
+    this.patchTransports();
+    if (opts?.iceRestart) this.holdPath();
     const offer = await this.pc.createOffer(opts?.iceRestart ? { iceRestart: true } : {});
     this.localFp ??= sdpFingerprints(offer.sdp)[0] ?? null;
+    const conn = this.connections()[0];
+    this.avoid = opts?.iceRestart && opts.avoidRelay && conn ? { generation: conn.generation, relayed: opts.avoidRelay } : null;
+    if (opts?.iceRestart) this.refreshSockets();
+    // A direct-only attempt needs no new relay allocation (the one in use is advertised again).
+    const turn = conn?.turnServer;
+    if (this.avoid && conn) conn.turnServer = undefined;
     this.startGathering(offer);
+    if (this.avoid && conn) void this.gathering.then(() => void (conn.turnServer = turn));
     return offer.sdp;
   }
 
   async acceptOffer(sdp: string): Promise<string> {
+    this.patchTransports();
+    const before = this.connections()[0]?.generation;
+    this.holdPath();
     await this.pc.setRemoteDescription({ type: 'offer', sdp });
+    // A new generation means the offer restarted ICE (new credentials): werift restarted the agent.
+    if (before !== undefined && this.connections()[0]?.generation !== before) this.refreshSockets();
+    else this.held = null;
     this.patchTransports();
     const answer = await this.pc.createAnswer();
     this.localFp ??= sdpFingerprints(answer.sdp)[0] ?? null;
@@ -321,6 +522,7 @@ export class WeriftBackend implements PeerBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.watch?.stop();
     await this.pc.close().catch(() => undefined);
   }
 }
@@ -347,8 +549,8 @@ async function newDtlsKeys(): Promise<DtlsKeys> {
  * const pc = await createWeriftBackend({ iceServers, hostAddresses: ['127.0.0.1'] });
  * ```
  */
-export async function createWeriftBackend(opts: PeerOptions): Promise<PeerBackend> {
+export async function createWeriftBackend(opts: PeerOptions, nodeOpts: WeriftOptions = {}): Promise<PeerBackend> {
   const [servers, keys] = await Promise.all([orderIceServers(opts.iceServers, opts.turnTlsOptions), newDtlsKeys()]);
-  return new WeriftBackend(opts, servers, keys);
+  return new WeriftBackend(opts, servers, keys, nodeOpts);
 }
 

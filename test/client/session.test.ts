@@ -79,7 +79,7 @@ describe('session state machine', () => {
   it('an SDP whose fingerprint changes mid-session is an identity failure', () => {
     const { s, t } = openInitiator();
     s.handle({ type: 'path', kind: 'relay' }, t);
-    expect(s.handle({ type: 'timer', name: 'direct-retry' }, t + SESSION_DEFAULTS.directRetryMs)).toContainEqual({ type: 'create-offer', restart: true });
+    expect(s.handle({ type: 'timer', name: 'direct-retry' }, t + SESSION_DEFAULTS.directRetryMs)).toContainEqual({ type: 'create-offer', restart: true, directOnly: true });
     s.handle({ type: 'local-description', kind: 'offer', sdp: sdp(FP_A), fingerprint: FP_A, restart: true }, t);
     const out = s.handle({ type: 'signal', data: { kind: 'answer', sdp: sdp(FP_A) } }, t);
     expect(out.at(-1)).toMatchObject({ type: 'closed', reason: expect.stringMatching(/^IdentityMismatch/) });
@@ -126,7 +126,7 @@ describe('session state machine', () => {
   it('relayed path: retries direct periodically (not when relay is forced)', () => {
     const { s, t } = openInitiator();
     expect(s.handle({ type: 'path', kind: 'relay' }, t)).toEqual([{ type: 'set-timer', name: 'direct-retry', at: t + SESSION_DEFAULTS.directRetryMs }]);
-    expect(s.handle({ type: 'timer', name: 'direct-retry' }, t + SESSION_DEFAULTS.directRetryMs)).toContainEqual({ type: 'create-offer', restart: true });
+    expect(s.handle({ type: 'timer', name: 'direct-retry' }, t + SESSION_DEFAULTS.directRetryMs)).toContainEqual({ type: 'create-offer', restart: true, directOnly: true });
     const forced = new Session({ sessionId: 'session-0123456789abcdef', role: 'initiator', peer: 'hub-1', forceRelay: true });
     expect(forced.handle({ type: 'path', kind: 'relay' }, 0)).toEqual([{ type: 'clear-timer', name: 'direct-retry' }]);
   });

@@ -54,6 +54,8 @@ const BLACK_HOLE_MAC = '02:00:5e:00:53:fe';
 
 /** Home LANs are 198.18.<i>.0/24 (RFC 2544 benchmarking range 198.18.0.0/15). */
 const HOME_OCTET_MAX = 250;
+/** nftables table of `blockUdp` on a router, apart from the NAT table so lifting it touches nothing else. */
+const BLOCK_TABLE = 'homelink_block';
 
 export class LabError extends Error {
   override readonly name = 'LabError';
@@ -202,6 +204,10 @@ export class Lab {
   private readonly usedPub = new Set<number>();
   private readonly usedHome = new Set<number>();
   private nextPort = 0;
+  /** Names of the router-side ports of moved hosts (`m<n>`), unique per run. */
+  private movedPorts = 0;
+  /** Next host octet per home LAN (`renumberHost`, `moveHost`), after the hosts it was built with. */
+  private readonly hostOctets = new Map<string, number>();
   private readonly cursor = new Map<Set<number>, number>();
   private destroyed = false;
 
@@ -300,6 +306,13 @@ export class Lab {
     return host;
   }
 
+  private nextHostOctet(home: Home): number {
+    const n = this.hostOctets.get(home.router) ?? 2 + home.hosts.length;
+    if (n > 254) throw new LabError(`no free host address left on ${home.lanSubnet}`);
+    this.hostOctets.set(home.router, n + 1);
+    return n;
+  }
+
   /** Removes a home (its router and hosts) and frees its addresses for later cases. */
   async removeHome(home: Home): Promise<void> {
     await this.stopProcessesIn([home.router, ...home.hosts.map((h) => h.ns)]);
@@ -318,6 +331,60 @@ export class Lab {
     await this.detachFromPub(`o${k}`, host.address);
     await this.deleteNamespace(host.ns);
     this.usedPub.delete(k);
+  }
+
+  /**
+   * Gives a host of `home` a new address on the same LAN, as a DHCP lease change would: the
+   * old address goes (and with it every socket bound to it and the default route), the next
+   * free address of the LAN comes up, the default route is put back. Returns the host as it
+   * is now; the namespace and its processes stay.
+   */
+  async renumberHost(home: Home, host: Host): Promise<Host> {
+    const lan = home.lanSubnet.replace(/\.0\/24$/, '');
+    const address = `${lan}.${this.nextHostOctet(home)}`;
+    await this.ipBatch(host.ns, [`addr del ${host.address}/24 dev eth0`, `addr add ${address}/24 dev eth0`, `route replace default via ${lan}.1 dev eth0`]);
+    return { ...host, address };
+  }
+
+  /**
+   * Moves a host to another home, as a phone leaving one Wi-Fi for another: its `eth0` (and the
+   * LAN port behind it on the old router) is deleted, a new `eth0` is cabled to `to`'s LAN and
+   * takes the next free address there. The namespace and its processes stay; sockets bound to
+   * the old address are left with nothing under them.
+   */
+  async moveHost(host: Host, to: Home): Promise<Host> {
+    const lan = to.lanSubnet.replace(/\.0\/24$/, '');
+    const address = `${lan}.${this.nextHostOctet(to)}`;
+    const port = `m${this.movedPorts++}`;
+    await this.ipBatch(host.ns, ['link del eth0']);
+    await run('ip', ['-n', host.ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', port, 'netns', to.router]);
+    await this.ipBatch(to.router, [`link set ${port} master lan0`, `link set ${port} up`]);
+    await this.ipBatch(host.ns, ['link set eth0 up', `addr add ${address}/24 dev eth0`, `route add default via ${lan}.1 dev eth0`]);
+    return { ...host, address, behaviour: to.behaviour };
+  }
+
+  /**
+   * A firewall rule on `home`'s router dropping UDP between its LAN and `remote` (a public
+   * address: another home's WAN), in both directions; TCP and every other destination (the
+   * relay, signaling) are untouched. Its own nftables table, so `unblockUdp` lifts it whole.
+   */
+  async blockUdp(home: Home, remote: string): Promise<void> {
+    const rules = [
+      `table ip ${BLOCK_TABLE} {`,
+      '  chain forward {',
+      // Before the NAT table's forward chain (priority filter), so established flows are cut too.
+      '    type filter hook forward priority filter - 10; policy accept;',
+      `    ip daddr ${remote} meta l4proto udp drop`,
+      `    ip saddr ${remote} meta l4proto udp drop`,
+      '  }',
+      '}',
+    ];
+    await run('ip', ['netns', 'exec', home.router, 'nft', '-f', '-'], rules.join('\n') + '\n');
+  }
+
+  /** Lifts `blockUdp`. */
+  async unblockUdp(home: Home): Promise<void> {
+    await run('ip', ['netns', 'exec', home.router, 'nft', 'delete', 'table', 'ip', BLOCK_TABLE]);
   }
 
   /** The NAT summary of a host, for reports. */

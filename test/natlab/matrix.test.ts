@@ -8,7 +8,8 @@
  * Stack: NATLAB_STACK=werift runs bare werift peers with coturn (the reference that proves
  * the lab and harness); the default runs the product (see stack-homelink.ts).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { keepSections } from './report-section.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { matrixCells, renderReport, runCells, type CellResult, type Stack } from './cells.js';
 import { makeLabTls, startCoturn, type LabTls } from './coturn.js';
@@ -90,9 +91,12 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
     // the reference stack writes under test-output/ instead.
     const reference = process.env['NATLAB_STACK'] === 'werift';
     if (only || reference) mkdirSync('test-output', { recursive: true });
+    const target = only ? 'test-output/NATLAB.partial.md' : reference ? 'test-output/NATLAB.werift.md' : REPORT;
+    // Sections other suites wrote into the report (report-section.ts) survive the rewrite.
+    const previous = target === REPORT && existsSync(REPORT) ? readFileSync(REPORT, 'utf8') : '';
     writeFileSync(
-      only ? 'test-output/NATLAB.partial.md' : reference ? 'test-output/NATLAB.werift.md' : REPORT,
-      renderReport({
+      target,
+      keepSections(renderReport({
         stack: stack.name,
         results,
         durationS,
@@ -100,7 +104,7 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
         controlMarkerFound: scan.controlFound,
         markersFound: scan.found,
         birthday,
-      }),
+      }), previous),
     );
     const table = results.map((r) => ({ cell: r.spec.id, expected: r.spec.expected, observed: r.kind, transfer: r.transferOk, error: r.error }));
     expect(table.filter((c) => c.observed === 'none' || !c.transfer), 'cells that failed').toEqual([]);

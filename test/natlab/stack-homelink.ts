@@ -34,6 +34,9 @@ const READY_TIMEOUT_MS = 30_000;
 export interface HomelinkStack extends Stack {
   readonly relay: LabProcess;
   readonly signaling: LabProcess;
+  /** Signaling base URL and the development issuer's folder, for endpoint processes of other scenarios. */
+  readonly signalingUrl: string;
+  readonly issuerDir: string;
   stop(): Promise<void>;
 }
 
@@ -92,6 +95,8 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls): Promise<Homelin
     name: 'homelink: client library (werift backend) + our relay (relay/main.ts) + signaling worker in workerd (Miniflare)',
     relay,
     signaling,
+    signalingUrl,
+    issuerDir,
     stop,
     async runPair(l: Lab, dialer: Host, answerer: Host, cell: CellSpec, marker: string): Promise<[PeerResult, PeerResult]> {
       const tag = randomBytes(3).toString('hex');

@@ -131,10 +131,10 @@ ${ENDPOINT_HELP}`,
       reportPath(link, link.peer);
       const channel = await acceptChannel(link, STDIO_LABEL);
       const code = await pipe(link, channel, process.stdin);
-      link.close();
+      await link.close();
       return code;
     } finally {
-      ep.close();
+      await ep.close();
     }
   },
 };
@@ -157,10 +157,10 @@ ${ENDPOINT_HELP}`,
       reportPath(link, peer);
       const channel = await openChannel(link, STDIO_LABEL);
       const code = await pipe(link, channel, process.stdin);
-      link.close();
+      await link.close();
       return code;
     } finally {
-      ep.close();
+      await ep.close();
     }
   },
 };

@@ -10,6 +10,7 @@ import { PathClassifier, type LinkPath } from './path.js';
 import { LinkError } from './errors.js';
 import { checkPresentedFingerprint, signProof, verifyPeer, type DeviceIdentity, type Trust } from './identity.js';
 import type { KeepaliveOptions } from './keepalive.js';
+import { RoomLease } from './room-lease.js';
 import { Session, type SessionAction, type SessionEvent, type SessionOptions, type TimerName } from './session.js';
 import { RoomSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
 import type { BackendFactory, PeerBackend, RawChannel, SelectedPair } from './webrtc/backend.js';
@@ -125,6 +126,10 @@ export class Link extends Emitter<LinkEvents> {
   private chain: Promise<void> = Promise.resolve();
   /** Settles once the closed link released its sockets, timers and TURN allocations. */
   private released: Promise<void> | null = null;
+  /** Renews the room before its deadline, so an old link can still restart ICE (client/room-lease.ts). */
+  private readonly lease = new RoomLease();
+  private leaseTimer: ReturnType<typeof setTimeout> | null = null;
+  private roomRenewals = 0;
 
   /** @internal */
   constructor(private readonly init: LinkInit) {
@@ -203,23 +208,53 @@ export class Link extends Emitter<LinkEvents> {
           this.feed({ type: 'backend-error', message: 'room names another peer or session' });
           return;
         }
+        this.extendLease(m.deadline);
         return this.feed({ type: 'joined', peerPresent: m.peerPresent, iceServers: m.iceServers });
       case 'peer_joined':
         return this.feed({ type: 'peer-joined' });
       case 'signal':
         return this.feed({ type: 'signal', data: m.data });
       case 'ice_servers':
+        if (m.deadline !== undefined) {
+          this.roomRenewals++;
+          this.extendLease(m.deadline);
+        }
         this.renewals++;
         return this.feed({ type: 'ice-servers', iceServers: m.iceServers });
       case 'closed':
         // The room is gone for good (deadline, bye): stop reconnecting to it. An open link lives
         // on without signaling; it can no longer restart ICE or renew TURN credentials.
+        this.lease.stop();
+        this.armLease();
         setTimeout(() => this.room.close(), 0);
         return this.feed({ type: 'room-closed', reason: m.reason });
       case 'peer_left':
       case 'error':
         return;
     }
+  }
+
+  private extendLease(deadline: number): void {
+    if (this.state === 'closed') return;
+    this.lease.update(deadline, Date.now());
+    this.armLease();
+  }
+
+  private armLease(): void {
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
+    this.leaseTimer = null;
+    const at = this.lease.nextAt();
+    if (at === null || this.state === 'closed') return;
+    this.leaseTimer = setTimeout(() => {
+      this.leaseTimer = null;
+      if (this.lease.poll(Date.now())) this.room.post({ type: 'renew' });
+      this.armLease();
+    }, Math.max(0, at - Date.now()));
+  }
+
+  /** Times the room's deadline was extended (`renew` answered) since the link started. */
+  get roomRenewalCount(): number {
+    return this.roomRenewals;
   }
 
   private feed(ev: SessionEvent): void {
@@ -475,6 +510,7 @@ export class Link extends Emitter<LinkEvents> {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.liveness) clearInterval(this.liveness);
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     for (const ch of this.held.splice(0)) ch.close();

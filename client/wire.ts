@@ -119,7 +119,9 @@ export function parseRoomServerMessage(frame: unknown): Parsed<RoomServerMessage
     }
     case 'ice_servers': {
       const ice = parseIceServers(o['iceServers']);
-      return ice ? ok({ type: 'ice_servers', iceServers: ice }) : bad('ice_servers');
+      const deadline = o['deadline'];
+      if (!ice || (deadline !== undefined && !(typeof deadline === 'number' && Number.isFinite(deadline)))) return bad('ice_servers');
+      return ok(deadline === undefined ? { type: 'ice_servers', iceServers: ice } : { type: 'ice_servers', iceServers: ice, deadline });
     }
     case 'closed': {
       const r = o['reason'];

@@ -14,7 +14,8 @@ if (existsSync(new URL('./main.ts', import.meta.url))) {
   ({ runCli } = await import('../dist/js/cli/main.js'));
 }
 const code = await runCli(process.argv.slice(2));
-// Exit now: a closed link's WebRTC stack may keep timers alive for a while, and a command is done
-// once it returned. Writes to stdout/stderr on pipes and files are synchronous on Linux; on a
-// TTY, wait for them to flush first.
+// Exit with the command's code once its output is flushed. Commands await their links' and
+// endpoint's close() before returning, so byes have left and TURN allocations are released by
+// now. Writes to stdout/stderr on pipes and files are synchronous on Linux; on a TTY, wait for
+// them to flush first.
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

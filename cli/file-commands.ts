@@ -164,10 +164,10 @@ ${ENDPOINT_HELP}`,
         if (e instanceof TransferError) throw e;
         throw new TransferError(`transfer interrupted (${describeError(e)}): run the same send again; the receiver keeps what arrived and it resumes from there`);
       }
-      link.close();
+      await link.close();
       return 0;
     } finally {
-      ep.close();
+      await ep.close();
     }
   },
 };
@@ -254,10 +254,10 @@ ${ENDPOINT_HELP}`,
       } finally {
         await fh?.close();
       }
-      link.close();
+      await link.close();
       return 0;
     } finally {
-      ep.close();
+      await ep.close();
     }
   },
 };

@@ -118,10 +118,10 @@ ${ENDPOINT_HELP}`,
       const { link, channel } = await acceptPeer(ep, STDIO_LABEL, log);
       reportPath(link, link.peer);
       const code = await pipe(link, channel, process.stdin);
-      link.close();
+      await link.close();
       return code;
     } finally {
-      ep.close();
+      await ep.close();
     }
   },
 };
@@ -144,10 +144,10 @@ ${ENDPOINT_HELP}`,
       reportPath(link, peer);
       const channel = await openChannel(link, STDIO_LABEL);
       const code = await pipe(link, channel, process.stdin);
-      link.close();
+      await link.close();
       return code;
     } finally {
-      ep.close();
+      await ep.close();
     }
   },
 };

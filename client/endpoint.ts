@@ -13,6 +13,7 @@ import { ENDPOINT_ID_RE } from '../protocol/turn-credentials.js';
 import { Emitter } from './emitter.js';
 import { LinkError } from './errors.js';
 import type { DeviceIdentity, Trust } from './identity.js';
+import type { KeepaliveOptions } from './keepalive.js';
 import { Link, type LinkInit, type TraceFn } from './link.js';
 import type { SessionOptions } from './session.js';
 import { PresenceSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
@@ -45,6 +46,12 @@ export interface EndpointOptions {
   readonly session?: Partial<Omit<SessionOptions, 'sessionId' | 'role' | 'peer'>>;
   /** Diagnostics: called at each step of every session (`dial`, `session`, `joined`, ..., `open`). */
   readonly trace?: TraceFn;
+  /**
+   * Keepalive of the presence and room sockets (client/keepalive.ts): ping after `intervalMs`
+   * idle (default `KEEPALIVE_INTERVAL_MS`, 25 s), reconnect when no frame came back within
+   * `timeoutMs` (default `KEEPALIVE_TIMEOUT_MS`, 10 s). Tests shorten them.
+   */
+  readonly keepalive?: KeepaliveOptions;
 }
 
 /** Everything `EndpointCore.open` needs beyond the public options. */
@@ -105,6 +112,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
   private readonly pending = new Map<string, Pending>();
   private readonly linkSet = new Set<Link>();
   private closed = false;
+  private closing: Promise<void> | null = null;
   private online = false;
 
   protected constructor(
@@ -112,7 +120,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     private readonly rt: EndpointRuntime,
   ) {
     super();
-    this.presence = new PresenceSocket(opts.signalingUrl, opts.token, rt.webSocket);
+    this.presence = new PresenceSocket(opts.signalingUrl, opts.token, rt.webSocket, opts.keepalive);
     this.presence.on('message', (m) => this.onPresence(m));
     this.presence.on('unauthorized', () => {
       if (!this.id) return; // the first connect reports it by rejecting
@@ -211,16 +219,31 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     }
   }
 
-  /** Leaves presence and closes every link. Idempotent. */
-  close(): void {
-    if (this.closed) return;
+  /**
+   * Leaves presence and closes every link (each peer gets a bye, each TURN allocation is
+   * released). Resolves when everything is released: no socket, timer or allocation of this
+   * endpoint is left, so a Node process with nothing else to do exits by itself. Idempotent.
+   *
+   * @example
+   * ```ts
+   * process.once('SIGINT', () => void ep.close().then(() => (process.exitCode = 130)));
+   * ```
+   */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
     this.closed = true;
-    for (const l of this.linkSet) l.close('endpoint closed');
+    const links = [...this.linkSet].map((l) => l.close('endpoint closed'));
     this.linkSet.clear();
     for (const [, p] of this.pending) p.resolve({ type: 'cancelled', reqId: '' });
     this.pending.clear();
-    this.presence.close();
     this.online = false;
+    this.closing = Promise.all([...links, this.presence.close()]).then(() => undefined);
+    return this.closing;
+  }
+
+  /** Presence socket restarts because its keepalive found the path dead (diagnostics, tests). */
+  get deadSignalingPaths(): number {
+    return this.presence.deadPaths;
   }
 
   /** Test and fault hook: drops the presence socket as a network failure would. */
@@ -251,6 +274,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       ...(this.opts.turnTlsOptions ? { turnTlsOptions: this.opts.turnTlsOptions } : {}),
       session: { connectTimeoutMs, ...this.opts.session },
       ...(this.opts.trace ? { trace: this.opts.trace } : {}),
+      ...(this.opts.keepalive ? { keepalive: this.opts.keepalive } : {}),
     });
     this.linkSet.add(link);
     link.on('close', () => this.linkSet.delete(link));

@@ -3,12 +3,14 @@
  * backend, the timers and the liveness probe, carries out the session's actions, and turns its
  * outcome into the public API: `opened()`, channels, `path`, `stats()`, `close()`.
  */
-import type { Role, RoomServerMessage } from '../protocol/messages.js';
+import { parseSignalData, type Role, type RoomServerMessage, type SignalData } from '../protocol/messages.js';
 import { Channel, type ChannelInit } from './channel.js';
 import { Emitter } from './emitter.js';
 import { PathClassifier, type LinkPath } from './path.js';
 import { LinkError } from './errors.js';
 import { checkPresentedFingerprint, signProof, verifyPeer, type DeviceIdentity, type Trust } from './identity.js';
+import type { KeepaliveOptions } from './keepalive.js';
+import { RoomLease } from './room-lease.js';
 import { Session, type SessionAction, type SessionEvent, type SessionOptions, type TimerName } from './session.js';
 import { RoomSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
 import type { BackendFactory, PeerBackend, RawChannel, SelectedPair } from './webrtc/backend.js';
@@ -22,6 +24,13 @@ const CONTROL_CHANNEL_ID = 0;
 const CONTROL_LABEL = 'homelink-control';
 /** Channels the peer may open before we verified it; they are held, not handed out. */
 const MAX_HELD_CHANNELS = 64;
+/**
+ * Closing waits at most this long for the bye on the control channel to leave before the peer
+ * connection closes (DTLS and SCTP shut down with it, and would drop a message still queued).
+ */
+export const CONTROL_BYE_FLUSH_MS = 250;
+/** A control-channel frame longer than this is not a bye (a bye with the longest reason is < 300 bytes). */
+const MAX_CONTROL_FRAME = 1024;
 
 export type { LinkPath };
 
@@ -71,6 +80,8 @@ export interface LinkInit {
   readonly turnTlsOptions?: { readonly ca?: string | Uint8Array; readonly rejectUnauthorized?: boolean; readonly servername?: string };
   readonly session?: Partial<SessionOptions>;
   readonly trace?: TraceFn;
+  /** Keepalive of the room socket (see `EndpointOptions.keepalive`). */
+  readonly keepalive?: KeepaliveOptions;
 }
 
 /** Diagnostics hook: called with a phase name at each session step (benchmarks, debugging). Never given secrets. */
@@ -113,6 +124,12 @@ export class Link extends Emitter<LinkEvents> {
   private readonly openWaiters: Array<{ resolve: () => void; reject: (e: LinkError) => void }> = [];
   private failure: LinkError | null = null;
   private chain: Promise<void> = Promise.resolve();
+  /** Settles once the closed link released its sockets, timers and TURN allocations. */
+  private released: Promise<void> | null = null;
+  /** Renews the room before its deadline, so an old link can still restart ICE (client/room-lease.ts). */
+  private readonly lease = new RoomLease();
+  private leaseTimer: ReturnType<typeof setTimeout> | null = null;
+  private roomRenewals = 0;
 
   /** @internal */
   constructor(private readonly init: LinkInit) {
@@ -120,7 +137,7 @@ export class Link extends Emitter<LinkEvents> {
     this.peer = init.peer;
     this.sessionId = init.sessionId;
     this.session = new Session({ ...init.session, sessionId: init.sessionId, role: init.role, peer: init.peer, forceRelay: init.forceRelay ?? false });
-    this.room = new RoomSocket(init.signalingUrl, init.sessionId, init.token, init.webSocket);
+    this.room = new RoomSocket(init.signalingUrl, init.sessionId, init.token, init.webSocket, init.keepalive);
     this.room.on('message', (m) => this.onRoom(m));
     if (init.iceServers) this.paths.setIceServers(init.iceServers);
   }
@@ -167,9 +184,14 @@ export class Link extends Emitter<LinkEvents> {
     return { ...s, path: this.currentPath, restarts: this.restarts, badFrames: this.room.badFrames, credentialRenewals: this.renewals };
   }
 
-  /** Closes the link, tells the peer, and releases sockets and timers. Idempotent. */
-  close(reason?: string): void {
+  /**
+   * Closes the link: the peer gets a bye (through the room and, when open, the control channel,
+   * whichever arrives first) with `reason`, and hears of the close within about one round trip.
+   * Resolves once sockets, timers and TURN allocations are released. Idempotent.
+   */
+  close(reason?: string): Promise<void> {
     this.feed({ type: 'close', ...(reason ? { reason } : {}) });
+    return this.released ?? Promise.resolve();
   }
 
   /** Test and fault hook: drops the room socket as a network failure would (it reconnects). */
@@ -186,23 +208,53 @@ export class Link extends Emitter<LinkEvents> {
           this.feed({ type: 'backend-error', message: 'room names another peer or session' });
           return;
         }
+        this.extendLease(m.deadline);
         return this.feed({ type: 'joined', peerPresent: m.peerPresent, iceServers: m.iceServers });
       case 'peer_joined':
         return this.feed({ type: 'peer-joined' });
       case 'signal':
         return this.feed({ type: 'signal', data: m.data });
       case 'ice_servers':
+        if (m.deadline !== undefined) {
+          this.roomRenewals++;
+          this.extendLease(m.deadline);
+        }
         this.renewals++;
         return this.feed({ type: 'ice-servers', iceServers: m.iceServers });
       case 'closed':
         // The room is gone for good (deadline, bye): stop reconnecting to it. An open link lives
         // on without signaling; it can no longer restart ICE or renew TURN credentials.
+        this.lease.stop();
+        this.armLease();
         setTimeout(() => this.room.close(), 0);
         return this.feed({ type: 'room-closed', reason: m.reason });
       case 'peer_left':
       case 'error':
         return;
     }
+  }
+
+  private extendLease(deadline: number): void {
+    if (this.state === 'closed') return;
+    this.lease.update(deadline, Date.now());
+    this.armLease();
+  }
+
+  private armLease(): void {
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
+    this.leaseTimer = null;
+    const at = this.lease.nextAt();
+    if (at === null || this.state === 'closed') return;
+    this.leaseTimer = setTimeout(() => {
+      this.leaseTimer = null;
+      if (this.lease.poll(Date.now())) this.room.post({ type: 'renew' });
+      this.armLease();
+    }, Math.max(0, at - Date.now()));
+  }
+
+  /** Times the room's deadline was extended (`renew` answered) since the link started. */
+  get roomRenewalCount(): number {
+    return this.roomRenewals;
   }
 
   private feed(ev: SessionEvent): void {
@@ -242,14 +294,14 @@ export class Link extends Emitter<LinkEvents> {
               ...(this.init.hostAddresses ? { hostAddresses: this.init.hostAddresses } : {}),
               ...(this.init.turnTlsOptions ? { turnTlsOptions: this.init.turnTlsOptions } : {}),
             });
-            if (this.state === 'closed') return void b.close();
+            if (this.state === 'closed') return await b.close();
             this.backend = b;
             b.onCandidate = (candidate) => this.feed({ type: 'local-candidate', candidate });
             b.onState = (state) => this.feed({ type: 'transport', state });
             b.onChannel = (ch) => this.onRemoteChannel(ch);
             b.onNetworkChange = () => this.feed({ type: 'network-change' });
             this.control = b.createChannel(CONTROL_LABEL, { negotiatedId: CONTROL_CHANNEL_ID });
-            this.control.onMessage = () => undefined; // pings only keep bytes flowing
+            this.control.onMessage = (m) => this.onControl(m);
             this.feed({ type: 'backend-ready' });
           } catch (e) {
             this.feed({ type: 'backend-error', message: e instanceof Error ? e.message : 'backend failed' });
@@ -284,6 +336,7 @@ export class Link extends Emitter<LinkEvents> {
         });
       case 'send':
         this.room.post({ type: 'signal', data: a.data });
+        if (a.data.kind === 'bye') this.sendControlBye(a.data);
         return;
       case 'sign-proof':
         void signProof(this.init.identity, { sid: this.sessionId, role: this.init.role, fp: [a.fp[0], a.fp[1]] }).then(
@@ -428,18 +481,64 @@ export class Link extends Emitter<LinkEvents> {
     }, LIVENESS_INTERVAL_MS);
   }
 
+  /**
+   * The control channel carries the liveness pings (`p`, ignored here) and a bye, as the
+   * `SignalData` JSON the room carries: the peer hears of a close over the data path even when
+   * signaling is slow or down. Anything else is ignored.
+   */
+  private onControl(m: Uint8Array | string): void {
+    if (typeof m !== 'string' || m.length > MAX_CONTROL_FRAME || m[0] !== '{') return;
+    let v: unknown;
+    try {
+      v = JSON.parse(m);
+    } catch {
+      return;
+    }
+    const d = parseSignalData(v);
+    if (d.ok && d.value.kind === 'bye') this.feed({ type: 'signal', data: d.value });
+  }
+
+  private sendControlBye(bye: SignalData): void {
+    if (this.control?.state !== 'open') return;
+    try {
+      this.control.send(JSON.stringify(bye));
+    } catch {
+      // the transport is gone; the room carries the bye
+    }
+  }
+
+  /**
+   * Order of release: the room socket closes after the bye it already carries (its close frame
+   * follows it on the same connection); the peer connection closes once pending backend calls
+   * settled and the control-channel bye left; closing the werift backend releases its TURN
+   * allocations (client/webrtc/werift.ts).
+   */
   private teardown(reason: string): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.liveness) clearInterval(this.liveness);
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     for (const ch of this.held.splice(0)) ch.close();
-    // Let a final bye leave before the room socket closes.
-    setTimeout(() => this.room.close(), 50);
+    const room = this.room.close();
     const b = this.backend;
+    const control = this.control;
     this.backend = null;
-    void this.chain.then(() => b?.close());
+    this.released = (async () => {
+      await this.chain;
+      if (b) {
+        await flushed(control, CONTROL_BYE_FLUSH_MS);
+        await b.close().catch(() => undefined);
+      }
+      await room;
+    })();
     this.emit('close', reason);
   }
+}
+
+/** Resolves when the channel has nothing left to send (or is not open), or after `maxMs`. */
+async function flushed(ch: RawChannel | null, maxMs: number): Promise<void> {
+  const until = Date.now() + maxMs;
+  while (ch?.state === 'open' && ch.bufferedAmount > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
 }

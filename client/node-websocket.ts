@@ -2,9 +2,14 @@
  * The Node WebSocket factory, on the `ws` package (Node 20 has no global WebSocket). An HTTP
  * 401/403 answer to the upgrade is reported as close code 4401/4403, so the presence socket can
  * tell "token refused" from "network down" and stop retrying.
+ *
+ * `close()` starts the close handshake and drops the TCP connection after `CLOSE_HANDSHAKE_MS`
+ * if the server has not closed it by then: workerd keeps the connection of a closed hibernatable
+ * socket until the object hibernates, and `ws` would hold it (and the process) for its 30 s
+ * close timeout. RFC 6455 §7.1.1 lets the client close the TCP connection once it sent its close.
  */
 import WebSocket from 'ws';
-import type { WebSocketFactory, WebSocketLike } from './signaling.js';
+import { CLOSE_HANDSHAKE_MS, type WebSocketFactory, type WebSocketLike } from './signaling.js';
 
 /** Largest frame we accept from the service (protocol MAX_FRAME_BYTES is 64 KiB; ws enforces this before parsing). */
 const MAX_PAYLOAD = 64 * 1024;
@@ -23,12 +28,17 @@ export const nodeWebSocket: WebSocketFactory = (url, protocols) => {
     },
     send: (d) => ws.send(d),
     close: (code, reason) => {
+      if (ws.readyState === WebSocket.CLOSED) return;
       try {
         ws.close(code, reason);
       } catch {
         ws.terminate();
+        return;
       }
+      const t = setTimeout(() => ws.terminate(), CLOSE_HANDSHAKE_MS);
+      ws.once('close', () => clearTimeout(t));
     },
+    terminate: () => ws.terminate(),
     onopen: null,
     onmessage: null,
     onclose: null,

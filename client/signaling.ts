@@ -5,6 +5,16 @@
  * themselves with exponential backoff and jitter, and parse every server frame (`wire.ts`):
  * a malformed frame is dropped and counted, never thrown.
  *
+ * Keepalive (client/keepalive.ts): an idle socket pings the service every
+ * `KEEPALIVE_INTERVAL_MS`; no frame back within `KEEPALIVE_TIMEOUT_MS` means the path died
+ * silently (a NAT lost the mapping), so the socket is dropped without a close handshake and a
+ * fresh one is opened. `PONG_FRAME` is consumed here and never reaches the parser.
+ *
+ * Close: `close()` sends the close frame after every queued frame (a final `bye` leaves first)
+ * and resolves once the socket is closed or `CLOSE_HANDSHAKE_MS` passed; the Node factory then
+ * drops the TCP connection, so no handle outlives the socket (README: workerd keeps the TCP
+ * connection of a closed hibernatable socket for a while).
+ *
  * WebSockets come from a factory: the `ws` package in Node (`client/node.ts`), the global
  * `WebSocket` in browsers, so this file stays portable.
  */
@@ -12,6 +22,8 @@ import {
   encode,
   parsePresenceServerMessage,
   parseRoomServerMessage,
+  PING_FRAME,
+  PONG_FRAME,
   wsProtocols,
   type PresenceClientMessage,
   type PresenceServerMessage,
@@ -21,6 +33,7 @@ import {
 import type { Parsed } from '../protocol/errors.js';
 import { Emitter } from './emitter.js';
 import { LinkError } from './errors.js';
+import { Keepalive, type KeepaliveOptions } from './keepalive.js';
 
 /** The part of the WHATWG WebSocket API we use (the `ws` package implements it too). */
 export interface WebSocketLike {
@@ -31,6 +44,11 @@ export interface WebSocketLike {
   onmessage: ((ev: { data: unknown }) => void) | null;
   onclose: ((ev: { code: number; reason: string }) => void) | null;
   onerror: ((ev: unknown) => void) | null;
+  /**
+   * Drops the connection at once, without a close handshake (Node's `ws` has it; browsers do
+   * not, and `close()` is used there). For a dead path, where a handshake can never complete.
+   */
+  terminate?(): void;
 }
 
 /**
@@ -50,6 +68,13 @@ export const OPEN_TIMEOUT_MS = 10_000;
 export const MAX_QUEUED_FRAMES = 512;
 /** Fresh tokens tried after the service refused one on a reconnect, before giving up. */
 export const MAX_AUTH_RETRIES = 3;
+/**
+ * How long `close()` waits for the close handshake before the connection is dropped: the close
+ * frame (and the frames before it) left long before; waiting longer only keeps a handle open.
+ */
+export const CLOSE_HANDSHAKE_MS = 1_000;
+/** Close code reported (in `down`) when the keepalive declared the path dead (RFC 6455 §7.4.1: abnormal closure). */
+export const DEAD_PATH_CLOSE_CODE = 1006;
 /** WebSocket close codes that mean "your credentials are refused": stop retrying. */
 const AUTH_CLOSE_CODES = new Set([1008, 4401, 4403]);
 
@@ -79,8 +104,12 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
   private queue: string[] = [];
   private everOpened = false;
   private authRetries = 0;
+  private keepalive: Keepalive | null = null;
+  private keepaliveTimer: ReturnType<typeof setTimeout> | null = null;
   /** Frames the server sent that did not parse (a hostile or buggy server). */
   badFrames = 0;
+  /** Connections given up because the keepalive found the path dead. */
+  deadPaths = 0;
 
   constructor(
     private readonly url: string,
@@ -88,6 +117,7 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
     private readonly factory: WebSocketFactory,
     private readonly parse: (f: unknown) => Parsed<M>,
     private readonly queueWhileDown: boolean,
+    private readonly keepaliveOptions: KeepaliveOptions = {},
   ) {
     super();
   }
@@ -143,12 +173,17 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
       clearTimeout(openTimer);
       this.attempt = 0;
       this.everOpened = true;
+      this.keepalive = new Keepalive(Date.now(), this.keepaliveOptions);
+      this.armKeepalive(ws);
       const q = this.queue;
       this.queue = [];
       for (const f of q) ws.send(f);
       this.emit('open');
     };
     ws.onmessage = (ev) => {
+      // Any frame proves the path alive; a pong carries nothing else.
+      this.keepalive?.received(Date.now());
+      if (ev.data === PONG_FRAME) return;
       const m = this.parse(ev.data);
       if (!m.ok) {
         this.badFrames++;
@@ -161,6 +196,7 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
       clearTimeout(openTimer);
       if (this.ws !== ws) return;
       this.ws = null;
+      this.stopKeepalive();
       if (AUTH_CLOSE_CODES.has(ev.code)) {
         // A token source that can mint a fresh token gets another try (the old one may have
         // expired); a fixed token that is refused will be refused again: stop.
@@ -176,6 +212,59 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
       this.emit('down', ev.code);
       this.scheduleRetry();
     };
+  }
+
+  /** One timer per socket, set for the keepalive's next deadline; messages only move the deadline. */
+  private armKeepalive(ws: WebSocketLike): void {
+    const ka = this.keepalive;
+    if (!ka) return;
+    if (this.keepaliveTimer) clearTimeout(this.keepaliveTimer);
+    this.keepaliveTimer = setTimeout(() => {
+      this.keepaliveTimer = null;
+      if (this.ws !== ws || this.keepalive !== ka) return;
+      switch (ka.poll(Date.now())) {
+        case 'ping':
+          try {
+            ws.send(PING_FRAME);
+          } catch {
+            // the socket is failing; its close event or the pong deadline will tell
+          }
+          break;
+        case 'dead':
+          return this.abandon(ws);
+        case null:
+          break;
+      }
+      this.armKeepalive(ws);
+    }, Math.max(0, ka.nextAt() - Date.now()));
+  }
+
+  private stopKeepalive(): void {
+    if (this.keepaliveTimer) clearTimeout(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+    this.keepalive = null;
+  }
+
+  /**
+   * The path is dead: drop the connection without a handshake (none could complete; `ws` would
+   * otherwise hold it for its 30 s close timeout) and reconnect at once, which opens a new
+   * connection and so a new NAT mapping.
+   */
+  private abandon(ws: WebSocketLike): void {
+    this.deadPaths++;
+    this.ws = null;
+    this.stopKeepalive();
+    ws.onclose = null;
+    ws.onmessage = null;
+    ws.onopen = null;
+    try {
+      if (ws.terminate) ws.terminate();
+      else ws.close(4000, 'keepalive timeout');
+    } catch {
+      // already closed
+    }
+    this.emit('down', DEAD_PATH_CLOSE_CODE);
+    this.scheduleRetry();
   }
 
   private scheduleRetry(): void {
@@ -229,31 +318,43 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
     this.ws?.close(4000, 'dropped');
   }
 
-  close(code = 1000): void {
+  /**
+   * Closes for good: frames already sent leave before the close frame. Resolves once the socket
+   * is closed, or after `CLOSE_HANDSHAKE_MS` (the Node factory drops the connection by then).
+   * Idempotent.
+   */
+  close(code = 1000): Promise<void> {
     this.closed = true;
     if (this.retry) clearTimeout(this.retry);
     this.retry = null;
     this.queue = [];
+    this.stopKeepalive();
     const ws = this.ws;
     this.ws = null;
-    if (ws) {
-      ws.onclose = null;
+    this.removeAllListeners();
+    if (!ws) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, CLOSE_HANDSHAKE_MS);
       ws.onmessage = null;
       ws.onopen = null;
+      ws.onclose = () => {
+        clearTimeout(t);
+        resolve();
+      };
       try {
         ws.close(code);
       } catch {
-        // already closing
+        clearTimeout(t);
+        resolve();
       }
-    }
-    this.removeAllListeners();
+    });
   }
 }
 
 /** The presence socket: `GET /v1/presence`. */
 export class PresenceSocket extends ReconnectingSocket<PresenceServerMessage> {
-  constructor(signalingUrl: string, token: TokenSource, factory: WebSocketFactory) {
-    super(joinUrl(signalingUrl, '/v1/presence'), token, factory, parsePresenceServerMessage, false);
+  constructor(signalingUrl: string, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions) {
+    super(joinUrl(signalingUrl, '/v1/presence'), token, factory, parsePresenceServerMessage, false, keepalive);
   }
   post(m: PresenceClientMessage): boolean {
     return this.send(encode(m));
@@ -262,8 +363,8 @@ export class PresenceSocket extends ReconnectingSocket<PresenceServerMessage> {
 
 /** A pair room socket: `GET /v1/rooms/:sessionId`. */
 export class RoomSocket extends ReconnectingSocket<RoomServerMessage> {
-  constructor(signalingUrl: string, sessionId: string, token: TokenSource, factory: WebSocketFactory) {
-    super(joinUrl(signalingUrl, `/v1/rooms/${encodeURIComponent(sessionId)}`), token, factory, parseRoomServerMessage, true);
+  constructor(signalingUrl: string, sessionId: string, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions) {
+    super(joinUrl(signalingUrl, `/v1/rooms/${encodeURIComponent(sessionId)}`), token, factory, parseRoomServerMessage, true, keepalive);
   }
   post(m: RoomClientMessage): boolean {
     return this.send(encode(m));

@@ -149,7 +149,14 @@ export type SignalData =
 
 export type RoomClientMessage =
   | { readonly type: 'signal'; readonly data: SignalData }
-  | { readonly type: 'ice_servers' };
+  | { readonly type: 'ice_servers' }
+  /**
+   * Extends the room's deadline to a full session TTL from now, so a link that outlives the TTL
+   * can still signal (ICE restarts, credential renewals). Answered with `ice_servers` carrying
+   * the new `deadline`. A service that does not know it answers `error`; the room then closes at
+   * its old deadline as before.
+   */
+  | { readonly type: 'renew' };
 
 export type RoomServerMessage =
   | {
@@ -164,7 +171,8 @@ export type RoomServerMessage =
   | { readonly type: 'peer_joined' }
   | { readonly type: 'peer_left' }
   | { readonly type: 'signal'; readonly seq: number; readonly data: SignalData }
-  | { readonly type: 'ice_servers'; readonly iceServers: IceServer[] }
+  /** `deadline` (unix ms) is present when answering `renew`: the room's new deadline. */
+  | { readonly type: 'ice_servers'; readonly iceServers: IceServer[]; readonly deadline?: number }
   | { readonly type: 'closed'; readonly reason: 'deadline' | 'bye' | 'ended' }
   | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string };
 
@@ -288,6 +296,8 @@ export function parseRoomClientMessage(frame: unknown): Parsed<RoomClientMessage
     }
     case 'ice_servers':
       return ok({ type: 'ice_servers' });
+    case 'renew':
+      return ok({ type: 'renew' });
     default:
       return fail('unknown_type', 'unknown message type');
   }

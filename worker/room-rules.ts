@@ -73,8 +73,8 @@ export type RoomAction =
       readonly peerPresent: boolean;
       readonly deadline: number;
     }
-  /** Send `ice_servers` with freshly minted ICE servers for `to`. */
-  | { readonly type: 'send_ice_servers'; readonly to: string }
+  /** Send `ice_servers` with freshly minted ICE servers for `to` (and the room's deadline after a renew). */
+  | { readonly type: 'send_ice_servers'; readonly to: string; readonly deadline?: number }
   /** Send an `error` frame to the socket the event came from. */
   | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string }
   /** Close every socket of `to` (or the joining socket, when `to` is null). */
@@ -98,6 +98,15 @@ const other = (m: RoomMeta, e: string): string => (e === m.initiator ? m.respond
 const roleOf = (m: RoomMeta, e: string): Role => (e === m.initiator ? 'initiator' : 'responder');
 const isMember = (m: RoomMeta, e: string): boolean => e === m.initiator || e === m.responder;
 
+/**
+ * A `renew` moves the deadline to `now + sessionTtlMs`, never backwards. The deadline bounds how
+ * long a pair can signal without asking; a member renewing with a valid token (checked on every
+ * frame by the driver) shows the session is still wanted.
+ */
+function renewedDeadline(m: RoomMeta, now: number, sessionTtlMs: number): number {
+  return Math.max(m.deadline, now + sessionTtlMs);
+}
+
 /** When to wake next: the deadline, or sooner when nobody is present (to delete after `graceMs`). */
 function alarmAt(s: RoomState, present: readonly string[], now: number, graceMs: number): number {
   const deadline = s.meta?.deadline ?? now;
@@ -110,10 +119,11 @@ function alarmAt(s: RoomState, present: readonly string[], now: number, graceMs:
  * state as it was and yield an `error` or `close` action only.
  *
  * @param graceMs how long an empty or ended room waits before it is deleted.
+ * @param sessionTtlMs how far a `renew` moves the deadline from now (the service's session TTL).
  * @example
- * const { state, actions } = step(emptyRoom(), { type: 'init', meta, now: Date.now() }, 15_000);
+ * const { state, actions } = step(emptyRoom(), { type: 'init', meta, now: Date.now() }, 15_000, 600_000);
  */
-export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
+export function step(s: RoomState, ev: RoomEvent, graceMs: number, sessionTtlMs = 0): Step {
   switch (ev.type) {
     case 'init': {
       if (s.meta !== null) {
@@ -176,6 +186,18 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
       }
       if (s.ended !== null) return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'room has closed' }] };
       if (ev.message.type === 'ice_servers') return { state: s, actions: [{ type: 'send_ice_servers', to: ev.endpoint }] };
+      if (ev.message.type === 'renew') {
+        const deadline = renewedDeadline(m, ev.now, sessionTtlMs);
+        const state: RoomState = deadline === m.deadline ? s : { ...s, meta: { ...m, deadline } };
+        return {
+          state,
+          actions: [
+            ...(state === s ? [] : [{ type: 'persist' } as const]),
+            { type: 'set_alarm', at: alarmAt(state, ev.present, ev.now, graceMs) },
+            { type: 'send_ice_servers', to: ev.endpoint, deadline },
+          ],
+        };
+      }
       const peer = other(m, ev.endpoint);
       const data = ev.message.data;
       const seq = s.nextSeq[peer] ?? 1;

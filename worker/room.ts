@@ -206,7 +206,7 @@ export class Room extends DurableObject<Env> {
   /** Runs the rules and carries out their actions in order. */
   private async apply(ev: RoomEvent, source: WebSocket | null): Promise<void> {
     const before = this.state;
-    const { state, actions } = step(before, ev, this.graceMs());
+    const { state, actions } = step(before, ev, this.graceMs(), this.config.sessionTtlSeconds * 1000);
     this.state = state;
     for (const act of actions) await this.run(act, before, source);
   }
@@ -240,7 +240,7 @@ export class Room extends DurableObject<Env> {
       }
       case 'send_ice_servers': {
         const iceServers = await iceServersFor(this.config, act.to, this.locOf(act.to), Date.now());
-        return this.sendTo(act.to, { type: 'ice_servers', iceServers });
+        return this.sendTo(act.to, { type: 'ice_servers', iceServers, ...(act.deadline !== undefined ? { deadline: act.deadline } : {}) });
       }
       case 'error':
         if (source) safeSend(source, encode({ type: 'error', code: act.code, message: act.message }));

@@ -13,6 +13,11 @@
  * - `setLocalDescription` waits for gathering, so the SDP is returned from `createOffer` /
  *   `createAnswer` before it, and gathering runs in the background while candidates trickle.
  *
+ * - its TURN client never releases an allocation (no Refresh with LIFETIME 0 on close) and
+ *   sleeps between refreshes on a timer nothing can cancel, so a closed connection leaves its
+ *   allocation on the relay for the whole lifetime and keeps the process alive for minutes;
+ *   `releaseTurnOnClose` below replaces both (see there).
+ *
  * DTLS: every connection gets its own certificate (`newDtlsKeys`). werift itself refuses a peer whose certificate does not match the SDP fingerprint
  * (`RTCDtlsTransport.verifyRemoteCertificateFingerprint`, checked in test/client/backend.test.ts);
  * we still compute the presented certificate's fingerprint ourselves from its DER bytes so the
@@ -22,10 +27,12 @@ import { createHash } from 'node:crypto';
 import {
   CipherContext,
   HashAlgorithm,
+  Message,
   NamedCurveAlgorithm,
   RTCPeerConnection,
   serverReflexiveCandidate,
   SignatureAlgorithm,
+  TurnProtocol,
   type DtlsKeys,
   type RTCDataChannel,
 } from 'werift';
@@ -526,6 +533,95 @@ export class WeriftBackend implements PeerBackend {
     await this.pc.close().catch(() => undefined);
   }
 }
+
+// ---- TURN allocation release -------------------------------------------------------------
+
+/** RFC 8489 §5 / RFC 8656 §7.2 method and class numbers of a Refresh request. */
+const STUN_METHOD_REFRESH = 0x004;
+const STUN_CLASS_REQUEST = 0x000;
+/**
+ * How long closing waits for the relay to confirm the deallocation. One round trip to a relay is
+ * tens of milliseconds; after this the allocation is left to expire on the relay rather than
+ * keeping the application's close (and its process) waiting on an unreachable relay.
+ */
+export const DEALLOCATE_TIMEOUT_MS = 1_000;
+/** Refresh this long before the allocation would expire, as a fraction of its lifetime (werift's own 5/6). */
+const REFRESH_AT_FRACTION = 5 / 6;
+
+/** The parts of werift's `TurnProtocol` (0.24.4) this patch reads and replaces; not public API. */
+interface TurnInternals {
+  server: unknown;
+  relayedAddress?: unknown;
+  transport: { closed?: boolean };
+  transactions: Record<string, { cancel(): void }>;
+  refresh: (lifetimeSeconds: number) => void;
+  requestWithRetry(request: Message, addr: unknown): Promise<[Message, unknown]>;
+  connectionMade(): Promise<void>;
+  close(): Promise<void>;
+  /** Set by this patch: the pending refresh timer, and whether the allocation was released. */
+  homelinkRefreshTimer?: ReturnType<typeof setTimeout>;
+  homelinkReleased?: boolean;
+}
+
+const PATCHED = Symbol.for('homelink.werift.turnRelease');
+
+/**
+ * Makes werift's TURN client release what it holds when its connection closes:
+ *  1. the refresh loop runs on a timer kept on the instance (werift awaits an uncancellable
+ *     `timers/promises` sleep of 5/6 of the lifetime, 500 s by default, which outlives `close()`
+ *     and keeps Node running);
+ *  2. `close()` first deletes the allocation with a Refresh request carrying LIFETIME 0
+ *     (RFC 8656 §7.2: "a Refresh request with a requested lifetime of 0 ... deletes the
+ *     allocation"), bounded by `DEALLOCATE_TIMEOUT_MS`, cancels any transaction still
+ *     retransmitting (their timers would run up to 39.5 s, RFC 8489 §6.2.1), then closes the socket.
+ * Patched once per process on the prototype, since werift creates its TURN clients internally
+ * during gathering. Every connection of this backend closes through it.
+ */
+function releaseTurnOnClose(): void {
+  const proto = TurnProtocol.prototype as unknown as TurnInternals & { [PATCHED]?: true };
+  if (proto[PATCHED]) return;
+  proto[PATCHED] = true;
+  const connectionMade = proto.connectionMade;
+  const close = proto.close;
+  proto.connectionMade = function (this: TurnInternals): Promise<void> {
+    this.refresh = (lifetimeSeconds) => scheduleRefresh(this, lifetimeSeconds);
+    return connectionMade.call(this);
+  };
+  proto.close = async function (this: TurnInternals): Promise<void> {
+    clearTimeout(this.homelinkRefreshTimer);
+    if (!this.homelinkReleased && this.relayedAddress && !this.transport.closed) {
+      this.homelinkReleased = true;
+      await deallocate(this);
+    }
+    for (const t of Object.values(this.transactions)) t.cancel();
+    return close.call(this);
+  };
+}
+
+function scheduleRefresh(turn: TurnInternals, lifetimeSeconds: number): void {
+  clearTimeout(turn.homelinkRefreshTimer);
+  if (turn.homelinkReleased || !(lifetimeSeconds > 0)) return;
+  turn.homelinkRefreshTimer = setTimeout(() => {
+    const request = new Message(STUN_METHOD_REFRESH, STUN_CLASS_REQUEST).setAttribute('LIFETIME', lifetimeSeconds);
+    turn.requestWithRetry(request, turn.server).then(
+      ([response]) => scheduleRefresh(turn, Number(response.getAttributeValue('LIFETIME') ?? lifetimeSeconds)),
+      // A lost refresh is retried on the same schedule, as werift does.
+      () => scheduleRefresh(turn, lifetimeSeconds),
+    );
+  }, REFRESH_AT_FRACTION * lifetimeSeconds * 1000);
+}
+
+async function deallocate(turn: TurnInternals): Promise<void> {
+  const request = new Message(STUN_METHOD_REFRESH, STUN_CLASS_REQUEST).setAttribute('LIFETIME', 0);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    turn.requestWithRetry(request, turn.server).catch(() => undefined),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, DEALLOCATE_TIMEOUT_MS))),
+  ]);
+  clearTimeout(timer);
+}
+
+releaseTurnOnClose();
 
 /**
  * A fresh ECDSA P-256 DTLS certificate per connection. werift otherwise shares one certificate

@@ -18,12 +18,14 @@ export interface TestRelay {
   ca: string;
   /** Every payload forwarded, as seen by the relay (cleared by the test when it wants). */
   tap: (dir: 'to-peer' | 'to-client', payload: Uint8Array) => void;
+  /** The relay's live-allocations gauge, read from its metrics endpoint (needs `{ metrics: true }`). */
+  allocations(): Promise<number>;
   stop(): Promise<void>;
   start(): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function testRelay(portMin: number, portMax: number, onRelayed: TestRelay['tap']): Promise<TestRelay> {
+export async function testRelay(portMin: number, portMax: number, onRelayed: TestRelay['tap'], opts: { metrics?: boolean } = {}): Promise<TestRelay> {
   const dir = mkdtempSync(join(tmpdir(), 'homelink-client-relay-'));
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
@@ -46,7 +48,7 @@ export async function testRelay(portMin: number, portMax: number, onRelayed: Tes
           ...ports,
           tlsCert: cert,
           tlsKey: key,
-          metricsPort: null,
+          metricsPort: opts.metrics ? 0 : null,
           allowLoopback: true,
           relayPortMin: portMin,
           relayPortMax: portMax,
@@ -59,6 +61,14 @@ export async function testRelay(portMin: number, portMax: number, onRelayed: Tes
       ports.tcpPort = relay.tcp.port;
       ports.tlsPort = relay.tls!.port;
       handle.entry = { ...handle.entry, ...ports };
+    },
+    async allocations() {
+      const url = relay?.metricsUrl;
+      if (!url) throw new Error('test relay started without metrics');
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const m = /^homelink_relay_allocations (\d+)$/m.exec(text);
+      if (!m) throw new Error('no allocations gauge in the relay metrics');
+      return Number(m[1]);
     },
     async stop() {
       await relay?.close();

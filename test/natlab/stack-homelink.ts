@@ -34,10 +34,18 @@ const READY_TIMEOUT_MS = 30_000;
 export interface HomelinkStack extends Stack {
   readonly relay: LabProcess;
   readonly signaling: LabProcess;
-  /** Signaling base URL and the development issuer's folder, for endpoint processes of other scenarios. */
+  /** `http://203.0.113.5:443`, for endpoint processes of other scenarios. */
   readonly signalingUrl: string;
+  /** The development issuer's folder: endpoint processes load it to mint tokens and certificates. */
   readonly issuerDir: string;
+  /** The relay's live-allocations gauge (only with `metricsPort`). */
+  allocations(): Promise<number>;
   stop(): Promise<void>;
+}
+
+export interface HomelinkStackOptions {
+  /** Serve the relay's metrics on 127.0.0.1:<port> inside `pub` (read with `allocations()`). */
+  readonly metricsPort?: number;
 }
 
 async function waitForPort(lab: Lab, proto: 'u' | 't', port: number, proc: LabProcess, what: string): Promise<void> {
@@ -52,7 +60,7 @@ async function waitForPort(lab: Lab, proto: 'u' | 't', port: number, proc: LabPr
 }
 
 /** Starts relay and signaling in `pub`; resolves when both serve. */
-export async function startHomelinkStack(lab: Lab, tls: LabTls): Promise<HomelinkStack> {
+export async function startHomelinkStack(lab: Lab, tls: LabTls, opts: HomelinkStackOptions = {}): Promise<HomelinkStack> {
   const issuerDir = mkdtempSync(join(tmpdir(), `natlab-${lab.runId}-issuer-`));
   const turnSecret = randomBytes(24).toString('hex');
   const relay = lab.spawn(lab.pub, process.execPath, tsxArgs(
@@ -62,7 +70,7 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls): Promise<Homelin
     '--udp-port', String(TURN_PORT), '--tcp-port', String(TURN_PORT),
     '--tls-port', String(FIREWALL_TCP_PORT), '--tls-cert', tls.cert, '--tls-key', tls.key,
     ...LAB_ALLOW.flatMap((a) => ['--allow', a]),
-    '--metrics-port', 'off', '--drain-ms', '0', '--log-level', process.env['NATLAB_DEBUG'] ? 'info' : 'warn',
+    '--metrics-port', opts.metricsPort !== undefined ? String(opts.metricsPort) : 'off', '--drain-ms', '0', '--log-level', process.env['NATLAB_DEBUG'] ? 'info' : 'warn',
   ));
   const sigCfg: LabSignalingConfig = {
     host: PUB.signaling,
@@ -97,6 +105,14 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls): Promise<Homelin
     signaling,
     signalingUrl,
     issuerDir,
+    async allocations() {
+      if (opts.metricsPort === undefined) throw new Error('stack started without relay metrics');
+      const script = `fetch('http://127.0.0.1:${opts.metricsPort}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
+      const { stdout } = await lab.exec(lab.pub, process.execPath, ['-e', script]);
+      const m = /^homelink_relay_allocations (\d+)$/m.exec(stdout);
+      if (!m) throw new Error('no allocations gauge in the relay metrics');
+      return Number(m[1]);
+    },
     stop,
     async runPair(l: Lab, dialer: Host, answerer: Host, cell: CellSpec, marker: string): Promise<[PeerResult, PeerResult]> {
       const tag = randomBytes(3).toString('hex');

@@ -170,9 +170,22 @@ export function nextWake(dials: readonly Dial[], incoming: readonly Incoming[], 
   return times.length === 0 ? null : Math.min(...times);
 }
 
-/** When the state next needs an alarm. */
-export const wakeOf = (s: PresenceState): number | null =>
-  nextWake(Object.values(s.dials), Object.values(s.incoming), Object.values(s.sessions));
+/**
+ * When the state next needs an alarm: the next record, or `socketStaleAt` (when the current
+ * presence socket turns stale unless heard from again), whichever is first.
+ */
+export function wakeOf(s: PresenceState, socketStaleAt: number | null = null): number | null {
+  const next = nextWake(Object.values(s.dials), Object.values(s.incoming), Object.values(s.sessions));
+  if (socketStaleAt === null) return next;
+  return next === null ? socketStaleAt : Math.min(next, socketStaleAt);
+}
+
+/**
+ * When a presence socket last heard from at `lastHeard` counts as gone. A live client pings
+ * every KEEPALIVE_INTERVAL_MS; `staleMs` (PRESENCE_STALE_MS by default) covers two missed pings
+ * and the pong deadline, so one lost ping never drops a live endpoint.
+ */
+export const staleAt = (lastHeard: number, staleMs: number): number => lastHeard + staleMs;
 
 /** The caller's live session with that id, if it is in one. */
 export function sessionOf(s: PresenceState, sessionId: string, now: number): SessionRecord | null {

@@ -14,14 +14,13 @@
  * Everything needed after a wake-up is in storage (records, mirrored in memory once loaded) or in
  * the socket attachment (the verified identity); the alarm drives expiry.
  */
-import { DurableObject } from 'cloudflare:workers';
-import { encode, parsePresenceClientMessage, WS_PROTOCOL, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
-import { loadConfig, type Config } from './config.js';
-import { readIdentity, type Env } from './env.js';
-import { iceServersFor, type Location } from './ice.js';
+import { parsePresenceClientMessage, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
+import type { Env } from './env.js';
+import { iceServersFor } from './ice.js';
 import {
   randomId,
   sessionOf,
+  staleAt,
   step,
   wakeOf,
   type AnsweredCall,
@@ -36,43 +35,19 @@ import {
   type PresenceState,
   type SessionRecord,
 } from './presence-rules.js';
-import { fullBucket, take, type Bucket } from './rate-limit.js';
 import { roomName } from './room.js';
-import { CLOSE_NORMAL, CLOSE_POLICY } from './room-rules.js';
+import {
+  assertNever,
+  CLOSE_GOING_AWAY,
+  CLOSE_NORMAL,
+  readAttachment,
+  safeClose,
+  safeSend,
+  SocketObject,
+  type SocketAttachment,
+} from './socket-object.js';
 
 export type { IncomingCall } from './presence-rules.js';
-
-interface PresenceAttachment {
-  readonly v: 1;
-  readonly sub: string;
-  readonly homes: readonly string[];
-  readonly exp: number;
-  readonly loc: Location | null;
-  readonly connectedAt: number;
-}
-
-const readAttachment = (ws: WebSocket): PresenceAttachment | null => {
-  const a = ws.deserializeAttachment() as Partial<PresenceAttachment> | null;
-  return a && a.v === 1 && typeof a.sub === 'string' && Array.isArray(a.homes) && typeof a.exp === 'number'
-    ? (a as PresenceAttachment)
-    : null;
-};
-
-const safeSend = (ws: WebSocket, m: PresenceServerMessage): void => {
-  try {
-    ws.send(encode(m));
-  } catch {
-    // Closing already; the close handler cleans up.
-  }
-};
-
-const safeClose = (ws: WebSocket, code: number, reason: string): void => {
-  try {
-    ws.close(code, reason);
-  } catch {
-    // Already closed.
-  }
-};
 
 const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
 
@@ -86,10 +61,9 @@ const PREFIX = { dials: 'out:', incoming: 'in:', sessions: 'sess:' } as const;
  * const presence = env.PRESENCE.get(env.PRESENCE.idFromName(endpointId));
  * const session = await presence.sessionPeer(sessionId); // null unless this endpoint is in it
  */
-export class Presence extends DurableObject<Env> {
-  private readonly config: Config;
+export class Presence extends SocketObject {
+  protected readonly kind = 'presence';
   private readonly rules: PresenceConfig;
-  private readonly buckets = new WeakMap<WebSocket, Bucket>();
   /** Loaded from storage on first use, so a rebuilt instance starts from what was persisted. */
   private loaded: PresenceState | null = null;
   /** The alarm as last set by this instance; undefined until read back after a wake-up. */
@@ -97,7 +71,7 @@ export class Presence extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.config = loadConfig(env);
+    this.trace('wake');
     this.rules = {
       offlineWaitMs: this.config.offlineWaitMs,
       requestTimeoutMs: this.config.requestTimeoutMs,
@@ -137,9 +111,13 @@ export class Presence extends DurableObject<Env> {
     }
   }
 
-  /** Points the alarm at the next record that needs attention; touches it only when that moved. */
+  /**
+   * Points the alarm at the next moment anything needs attention (a record, or the current
+   * socket turning stale); touches it only when that moved.
+   */
   private async rearm(): Promise<void> {
-    const at = wakeOf(this.state);
+    const c = this.current();
+    const at = wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs) : null);
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (at === this.alarmAt) return;
     this.alarmAt = at;
@@ -227,8 +205,8 @@ export class Presence extends DurableObject<Env> {
   // ---- the socket ------------------------------------------------------------------------
 
   /** The current presence socket: the newest open one. */
-  private current(except?: WebSocket): { ws: WebSocket; id: PresenceAttachment } | null {
-    let best: { ws: WebSocket; id: PresenceAttachment } | null = null;
+  private current(except?: WebSocket): { ws: WebSocket; id: SocketAttachment } | null {
+    let best: { ws: WebSocket; id: SocketAttachment } | null = null;
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except || ws.readyState !== WebSocket.OPEN) continue;
       const id = readAttachment(ws);
@@ -242,6 +220,20 @@ export class Presence extends DurableObject<Env> {
     return c ? { sub: c.id.sub, homes: c.id.homes } : null;
   }
 
+  /**
+   * Drops the current socket when nothing was heard on it (no frame, no ping) for
+   * `presenceStaleMs`: its NAT mapping or its host is gone, and a request sent there would be
+   * lost while the initiator waits for a timeout. Closed with 1001; the endpoint counts as
+   * offline from here on (its own dials are withdrawn, new requests are held for it).
+   */
+  private async dropStale(now: number): Promise<void> {
+    const c = this.current();
+    if (c === null || now < staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs)) return;
+    this.trace('stale');
+    safeClose(c.ws, CLOSE_GOING_AWAY, 'stale');
+    await this.apply({ type: 'gone', me: this.me(c.ws) });
+  }
+
   private send(m: PresenceServerMessage): void {
     const c = this.current();
     if (c) safeSend(c.ws, m);
@@ -252,21 +244,12 @@ export class Presence extends DurableObject<Env> {
   }
 
   override async fetch(req: Request): Promise<Response> {
-    const id = readIdentity(req);
-    if (id === null || req.headers.get('Upgrade')?.toLowerCase() !== 'websocket') return new Response(null, { status: 400 });
-    const pair = new WebSocketPair();
-    const [client, server] = [pair[0], pair[1]];
+    const up = this.upgrade(req);
+    if (up instanceof Response) return up;
+    const { id, client, server } = up;
     const previous = this.ctx.getWebSockets();
     this.ctx.acceptWebSocket(server);
-    const attachment: PresenceAttachment = {
-      v: 1,
-      sub: id.sub,
-      homes: id.homes,
-      exp: id.exp,
-      loc: id.lat !== null && id.lon !== null ? { lat: id.lat, lon: id.lon } : null,
-      connectedAt: Date.now(),
-    };
-    server.serializeAttachment(attachment);
+    server.serializeAttachment(this.attachmentFor(id, Date.now()));
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
     for (const old of previous) {
       safeSend(old, { type: 'replaced' });
@@ -274,22 +257,14 @@ export class Presence extends DurableObject<Env> {
     }
     safeSend(server, { type: 'hello', endpointId: id.sub });
     await this.apply({ type: 'connected', me: { sub: id.sub, homes: id.homes }, now: Date.now() });
-    return new Response(null, { status: 101, webSocket: client, headers: { 'Sec-WebSocket-Protocol': WS_PROTOCOL } });
+    return this.switching(client);
   }
 
-  override async webSocketMessage(ws: WebSocket, frame: string | ArrayBuffer): Promise<void> {
-    const me = readAttachment(ws);
-    if (me === null) return safeClose(ws, CLOSE_POLICY, 'unknown socket');
-    const now = Date.now();
-    if (now >= me.exp * 1000) return safeClose(ws, CLOSE_POLICY, 'token expired');
-    let bucket = this.buckets.get(ws);
-    if (!bucket) this.buckets.set(ws, (bucket = fullBucket(now)));
-    if (!take(bucket, now)) return safeSend(ws, { type: 'error', code: 'rate_limited', message: 'too many messages' });
+  protected override async onFrame(ws: WebSocket, me: SocketAttachment, frame: string | ArrayBuffer, now: number): Promise<void> {
+    // Heard from: the socket is live (pings are seen through the auto-response timestamp).
+    ws.serializeAttachment({ ...me, seenAt: now });
     const parsed = parsePresenceClientMessage(frame);
-    if (!parsed.ok) {
-      const code = parsed.error.code === 'unauthorized' || parsed.error.code === 'forbidden' ? 'malformed' : parsed.error.code;
-      return safeSend(ws, { type: 'error', code, message: parsed.error.message });
-    }
+    if (this.refused(ws, parsed)) return;
     try {
       await this.apply(this.toEvent({ sub: me.sub, homes: me.homes }, parsed.value, now));
     } catch (e) {
@@ -311,18 +286,15 @@ export class Presence extends DurableObject<Env> {
     }
   }
 
-  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    safeClose(ws, code === 1005 || code === 1006 ? CLOSE_NORMAL : code, reason);
-    await this.apply({ type: 'gone', me: this.me(ws) });
-  }
-
-  override async webSocketError(ws: WebSocket): Promise<void> {
+  protected override async onLeave(ws: WebSocket): Promise<void> {
     await this.apply({ type: 'gone', me: this.me(ws) });
   }
 
   override async alarm(): Promise<void> {
     // The alarm that fired is spent.
     this.alarmAt = null;
+    this.trace('alarm');
+    await this.dropStale(Date.now());
     await this.apply({ type: 'alarm', now: Date.now() });
   }
 
@@ -330,6 +302,8 @@ export class Presence extends DurableObject<Env> {
 
   /** Target side: a request arrives. Returns whether it reached the target's socket now. */
   async incoming(call: IncomingCall): Promise<{ delivered: boolean }> {
+    // A silent socket is not a way to reach the endpoint: hold the request for its return.
+    await this.dropStale(Date.now());
     const reply = await this.apply({ type: 'incoming', me: this.me(), call, reqId: randomId(random) });
     return reply as { delivered: boolean };
   }
@@ -353,9 +327,5 @@ export class Presence extends DurableObject<Env> {
   async sessionPeer(sessionId: string): Promise<SessionRecord | null> {
     return sessionOf(this.state, sessionId, Date.now());
   }
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unhandled ${JSON.stringify(x)}`);
 }
 

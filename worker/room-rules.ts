@@ -92,6 +92,8 @@ export interface Step {
 
 /** WebSocket close codes (RFC 6455 §7.4.1). */
 export const CLOSE_NORMAL = 1000;
+/** The endpoint went away: its socket was silent past the staleness bound. */
+export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_POLICY = 1008;
 
 const other = (m: RoomMeta, e: string): string => (e === m.initiator ? m.responder : m.initiator);

@@ -7,47 +7,16 @@
  * accepts. After hibernation or eviction the constructor reloads the state from storage and who is
  * present comes from `ctx.getWebSockets()`, so nothing needed after a wake-up lives only in memory.
  */
-import { DurableObject } from 'cloudflare:workers';
-import { encode, parseRoomClientMessage, WS_PROTOCOL, type RoomServerMessage } from '../protocol/messages.js';
-import { loadConfig, type Config } from './config.js';
-import { readIdentity, type Env } from './env.js';
+import { parseRoomClientMessage, type RoomServerMessage } from '../protocol/messages.js';
+import type { Env } from './env.js';
 import { iceServersFor, type Location } from './ice.js';
-import { fullBucket, take, type Bucket } from './rate-limit.js';
-import { CLOSE_POLICY, emptyRoom, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
-
-/** The attachment each room socket carries; checked when read back. */
-interface RoomAttachment {
-  readonly v: 1;
-  readonly endpoint: string;
-  readonly exp: number;
-  readonly loc: Location | null;
-}
-
-const readAttachment = (ws: WebSocket): RoomAttachment | null => {
-  const a = ws.deserializeAttachment() as Partial<RoomAttachment> | null;
-  return a && a.v === 1 && typeof a.endpoint === 'string' && typeof a.exp === 'number' ? (a as RoomAttachment) : null;
-};
+import { emptyRoom, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
+import { assertNever, CLOSE_NORMAL, CLOSE_POLICY, readAttachment, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
 
 /** Sorted pair + session: the same name whichever side computes it. */
 export function roomName(a: string, b: string, sessionId: string): string {
   return a < b ? `${a}:${b}:${sessionId}` : `${b}:${a}:${sessionId}`;
 }
-
-const safeSend = (ws: WebSocket, frame: string): void => {
-  try {
-    ws.send(frame);
-  } catch {
-    // The socket is already closing; its close event does the bookkeeping.
-  }
-};
-
-const safeClose = (ws: WebSocket, code: number, reason: string): void => {
-  try {
-    ws.close(code, reason);
-  } catch {
-    // Already closed.
-  }
-};
 
 /**
  * One accepted session between two endpoints. Reached only through the Worker (which verified
@@ -58,16 +27,15 @@ const safeClose = (ws: WebSocket, code: number, reason: string): void => {
  * const room = env.ROOM.get(env.ROOM.idFromName(roomName(a, b, sessionId)));
  * await room.init({ sessionId, initiator: a, responder: b, deadline });
  */
-export class Room extends DurableObject<Env> {
+export class Room extends SocketObject {
+  protected readonly kind = 'room';
   private state: RoomState = emptyRoom();
-  private config: Config;
-  private readonly buckets = new WeakMap<WebSocket, Bucket>();
   /** Events are handled one at a time, in arrival order, even across awaits. */
   private queue: Promise<void> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.config = loadConfig(env);
+    this.trace('wake');
     // Rebuild from storage (synchronous SQLite-backed KV): after hibernation or eviction the
     // constructor runs again and nothing needed lives only in memory.
     const kv = ctx.storage.kv;
@@ -104,7 +72,7 @@ export class Room extends DurableObject<Env> {
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except || ws.readyState !== WebSocket.OPEN) continue;
       const a = readAttachment(ws);
-      if (a) out.add(a.endpoint);
+      if (a) out.add(a.sub);
     }
     return [...out];
   }
@@ -131,16 +99,10 @@ export class Room extends DurableObject<Env> {
   }
 
   override async fetch(req: Request): Promise<Response> {
-    const id = readIdentity(req);
-    if (id === null || req.headers.get('Upgrade')?.toLowerCase() !== 'websocket') return new Response(null, { status: 400 });
-    const pair = new WebSocketPair();
-    const [client, server] = [pair[0], pair[1]];
-    const attachment: RoomAttachment = {
-      v: 1,
-      endpoint: id.sub,
-      exp: id.exp,
-      loc: id.lat !== null && id.lon !== null ? { lat: id.lat, lon: id.lon } : null,
-    };
+    const up = this.upgrade(req);
+    if (up instanceof Response) return up;
+    const { id, client, server } = up;
+    const attachment = this.attachmentFor(id, Date.now());
     await this.enqueue(async () => {
       const m = this.state.meta;
       if (m === null || (id.sub !== m.initiator && id.sub !== m.responder)) {
@@ -150,51 +112,31 @@ export class Room extends DurableObject<Env> {
         return;
       }
       // A second socket of the same side replaces the first (a reconnect after a network drop).
-      for (const old of this.socketsOf(id.sub)) safeClose(old, 1000, 'replaced');
+      for (const old of this.socketsOf(id.sub)) safeClose(old, CLOSE_NORMAL, 'replaced');
       this.ctx.acceptWebSocket(server, [id.sub]);
       server.serializeAttachment(attachment);
       await this.apply({ type: 'join', endpoint: id.sub, present: this.present(), now: Date.now() }, server);
     });
-    return new Response(null, { status: 101, webSocket: client, headers: { 'Sec-WebSocket-Protocol': WS_PROTOCOL } });
+    return this.switching(client);
   }
 
-  override async webSocketMessage(ws: WebSocket, frame: string | ArrayBuffer): Promise<void> {
-    const a = readAttachment(ws);
-    if (a === null) return safeClose(ws, CLOSE_POLICY, 'unknown socket');
-    const now = Date.now();
-    if (now >= a.exp * 1000) return safeClose(ws, CLOSE_POLICY, 'token expired');
-    let bucket = this.buckets.get(ws);
-    if (!bucket) this.buckets.set(ws, (bucket = fullBucket(now)));
-    if (!take(bucket, now)) return safeSend(ws, encode({ type: 'error', code: 'rate_limited', message: 'too many messages' }));
+  protected override async onFrame(ws: WebSocket, a: SocketAttachment, frame: string | ArrayBuffer): Promise<void> {
     const parsed = parseRoomClientMessage(frame);
-    if (!parsed.ok) {
-      const code = parsed.error.code === 'unauthorized' || parsed.error.code === 'forbidden' ? 'malformed' : parsed.error.code;
-      return safeSend(ws, encode({ type: 'error', code, message: parsed.error.message }));
-    }
+    if (this.refused(ws, parsed)) return;
     try {
       await this.enqueue(() =>
-        this.apply({ type: 'message', endpoint: a.endpoint, message: parsed.value, present: this.present(), now: Date.now() }, ws),
+        this.apply({ type: 'message', endpoint: a.sub, message: parsed.value, present: this.present(), now: Date.now() }, ws),
       );
     } catch (e) {
       // A bug or a storage failure: the sender learns, the object stays up, nothing is echoed.
       console.error('room: handler failed', (e as Error).name);
-      safeSend(ws, encode({ type: 'error', code: 'internal', message: 'internal error' }));
+      safeSend(ws, { type: 'error', code: 'internal', message: 'internal error' });
     }
   }
 
-  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    safeClose(ws, code === 1005 || code === 1006 ? 1000 : code, reason);
-    await this.leave(ws);
-  }
-
-  override async webSocketError(ws: WebSocket): Promise<void> {
-    await this.leave(ws);
-  }
-
-  private leave(ws: WebSocket): Promise<void> {
-    const a = readAttachment(ws);
+  protected override onLeave(ws: WebSocket, a: SocketAttachment | null): Promise<void> {
     if (a === null) return Promise.resolve();
-    return this.enqueue(() => this.apply({ type: 'leave', endpoint: a.endpoint, present: this.present(ws), now: Date.now() }, ws));
+    return this.enqueue(() => this.apply({ type: 'leave', endpoint: a.sub, present: this.present(ws), now: Date.now() }, ws));
   }
 
   override async alarm(): Promise<void> {
@@ -212,7 +154,7 @@ export class Room extends DurableObject<Env> {
   }
 
   private sendTo(endpoint: string, m: RoomServerMessage): void {
-    const frame = encode(m);
+    const frame = JSON.stringify(m);
     for (const ws of this.socketsOf(endpoint)) safeSend(ws, frame);
   }
 
@@ -243,7 +185,7 @@ export class Room extends DurableObject<Env> {
         return this.sendTo(act.to, { type: 'ice_servers', iceServers });
       }
       case 'error':
-        if (source) safeSend(source, encode({ type: 'error', code: act.code, message: act.message }));
+        if (source) safeSend(source, { type: 'error', code: act.code, message: act.message });
         return;
       case 'close':
         if (act.to === null) {
@@ -277,8 +219,4 @@ export class Room extends DurableObject<Env> {
       if (buf !== before.buffer[e]) kv.put(`buf:${e}`, buf);
     }
   }
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unhandled action ${JSON.stringify(x)}`);
 }

@@ -5,6 +5,7 @@
  */
 import { fail, ok, type Parsed } from '../protocol/errors.js';
 import {
+  MAX_DIAL_TIMEOUT_MS,
   MAX_REASON_LENGTH,
   REQ_ID_RE,
   SESSION_ID_RE,
@@ -57,7 +58,10 @@ export function parsePresenceServerMessage(frame: unknown): Parsed<PresenceServe
       const from = o['from'];
       const sid = o['sessionId'];
       if (!reqId || !isStr(from, 128) || !ENDPOINT_ID_RE.test(from) || !isStr(sid, 64) || !SESSION_ID_RE.test(sid)) return bad('request');
-      return ok({ type: 'request', reqId, from, sessionId: sid });
+      const t = o['timeoutMs'];
+      if (t === undefined) return ok({ type: 'request', reqId, from, sessionId: sid });
+      if (!Number.isSafeInteger(t) || (t as number) < 0 || (t as number) > MAX_DIAL_TIMEOUT_MS) return bad('request');
+      return ok({ type: 'request', reqId, from, sessionId: sid, timeoutMs: t as number });
     }
     case 'session': {
       const sid = o['sessionId'];

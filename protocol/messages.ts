@@ -76,6 +76,13 @@ export const MAX_IDENTITY_BYTES = 8 * 1024;
 export const MAX_REASON_LENGTH = 200;
 export const REQ_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 export const SESSION_ID_RE = /^[A-Za-z0-9_-]{16,64}$/;
+/**
+ * Bounds of a dial's time budget (`dial.timeoutMs`). Below a second nothing could answer (the
+ * service's own offline verdict takes longer); five minutes is the service's largest request
+ * timeout, and the service caps a budget at its configured one anyway.
+ */
+export const MIN_DIAL_TIMEOUT_MS = 1000;
+export const MAX_DIAL_TIMEOUT_MS = 300_000;
 /** Per-socket message rate: bursts of trickled candidates fit; floods do not. */
 export const RATE_LIMIT = { burst: 200, perSecond: 50 } as const;
 
@@ -105,7 +112,13 @@ export type ErrorCode =
 // ---- Presence socket ----------------------------------------------------------------------
 
 export type PresenceClientMessage =
-  | { readonly type: 'dial'; readonly reqId: string; readonly to: string }
+  /**
+   * `timeoutMs`: how much longer the dialer will wait for the link (its remaining budget when it
+   * sends the dial; relative, since clocks differ). The service times the request out then
+   * (capped at its REQUEST_TIMEOUT_MS) and tells the target what is left in `request.timeoutMs`,
+   * so all three give up together. Absent: the service's request timeout.
+   */
+  | { readonly type: 'dial'; readonly reqId: string; readonly to: string; readonly timeoutMs?: number }
   | { readonly type: 'answer'; readonly reqId: string; readonly accept: boolean; readonly reason?: string }
   | { readonly type: 'cancel'; readonly reqId: string };
 
@@ -121,7 +134,11 @@ export interface SessionInfo {
 
 export type PresenceServerMessage =
   | { readonly type: 'hello'; readonly endpointId: string }
-  | { readonly type: 'request'; readonly reqId: string; readonly from: string; readonly sessionId: string }
+  /**
+   * `timeoutMs`: what is left of the dialer's budget when the request is sent (ms, ≥ 0). This
+   * service always sends it; optional for clients talking to an older one.
+   */
+  | { readonly type: 'request'; readonly reqId: string; readonly from: string; readonly sessionId: string; readonly timeoutMs?: number }
   | ({ readonly type: 'session' } & SessionInfo)
   | { readonly type: 'rejected'; readonly reqId: string; readonly reason: string }
   | { readonly type: 'dial_failed'; readonly reqId: string; readonly code: DialFailure }
@@ -212,7 +229,12 @@ export function parsePresenceClientMessage(frame: unknown): Parsed<PresenceClien
     case 'dial': {
       const to = str(o, 'to', ENDPOINT_ID_RE, 128);
       if (!reqId || !to) return fail('invalid_field', 'dial needs reqId and to');
-      return ok({ type: 'dial', reqId, to });
+      const t = o['timeoutMs'];
+      if (t === undefined) return ok({ type: 'dial', reqId, to });
+      if (!Number.isSafeInteger(t) || (t as number) < MIN_DIAL_TIMEOUT_MS || (t as number) > MAX_DIAL_TIMEOUT_MS) {
+        return fail('invalid_field', `timeoutMs must be an integer from ${MIN_DIAL_TIMEOUT_MS} to ${MAX_DIAL_TIMEOUT_MS}`);
+      }
+      return ok({ type: 'dial', reqId, to, timeoutMs: t as number });
     }
     case 'answer': {
       if (!reqId || typeof o['accept'] !== 'boolean') return fail('invalid_field', 'answer needs reqId and accept');

@@ -92,14 +92,23 @@ export const emptyPresence = (): PresenceState => ({ dials: {}, incoming: {}, se
 export type PresenceEvent =
   // From this endpoint's socket
   | { readonly type: 'connected'; readonly me: Me; readonly now: number }
-  | { readonly type: 'dial'; readonly me: Me; readonly reqId: string; readonly to: string; readonly sessionId: string; readonly now: number }
+  | {
+      readonly type: 'dial';
+      readonly me: Me;
+      readonly reqId: string;
+      readonly to: string;
+      readonly sessionId: string;
+      /** The dialer's remaining budget, when it sent one. */
+      readonly timeoutMs?: number;
+      readonly now: number;
+    }
   | { readonly type: 'answer'; readonly me: Me; readonly reqId: string; readonly accept: boolean; readonly reason?: string; readonly now: number }
   | { readonly type: 'cancel'; readonly reqId: string }
   /** A socket closed; `me` is whoever is still connected. */
   | { readonly type: 'gone'; readonly me: Me | null }
   | { readonly type: 'alarm'; readonly now: number }
   // Calls from other objects (each gets a reply)
-  | { readonly type: 'incoming'; readonly me: Me | null; readonly call: IncomingCall; readonly reqId: string }
+  | { readonly type: 'incoming'; readonly me: Me | null; readonly call: IncomingCall; readonly reqId: string; readonly now: number }
   | { readonly type: 'delivered'; readonly reqId: string; readonly sessionId: string }
   | { readonly type: 'answered'; readonly me: Me | null; readonly call: AnsweredCall; readonly now: number }
   | { readonly type: 'cancel_incoming'; readonly sessionId: string }
@@ -205,6 +214,15 @@ export function randomId(random: (n: number) => Uint8Array): string {
 
 // ---- step ----------------------------------------------------------------------------------
 
+/** The `request` frame for `r` at `now`, with what is left of the dialer's budget. */
+const requestMessage = (r: Incoming, now: number): PresenceServerMessage => ({
+  type: 'request',
+  reqId: r.reqId,
+  from: r.from,
+  sessionId: r.sessionId,
+  timeoutMs: Math.max(0, r.timeoutAt - now),
+});
+
 const without = <T>(o: Readonly<Record<string, T>>, key: string): Record<string, T> => {
   const { [key]: _gone, ...rest } = o;
   return rest;
@@ -236,7 +254,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
           if (expired || r.delivered) incoming = without(incoming, r.reqId);
           continue;
         }
-        actions.push({ type: 'send', message: { type: 'request', reqId: r.reqId, from: r.from, sessionId: r.sessionId } });
+        actions.push({ type: 'send', message: requestMessage(r, ev.now) });
         if (r.delivered) continue;
         incoming = { ...incoming, [r.reqId]: { ...r, delivered: true } };
         actions.push({ type: 'call_delivered', to: r.from, initiatorReqId: r.initiatorReqId, sessionId: r.sessionId, reqId: r.reqId });
@@ -253,7 +271,8 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         sessionId: ev.sessionId,
         ringing: false,
         offlineAt: ev.now + config.offlineWaitMs,
-        timeoutAt: ev.now + config.requestTimeoutMs,
+        // The dialer's budget when it sent one, never beyond the service's own timeout.
+        timeoutAt: ev.now + Math.min(ev.timeoutMs ?? config.requestTimeoutMs, config.requestTimeoutMs),
       };
       const call: IncomingCall = {
         from: ev.me.sub,
@@ -340,8 +359,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       if (held.some((r) => r.sessionId === ev.call.sessionId)) return no;
       if (ev.me === null && held.length >= MAX_HELD_REQUESTS) return no;
       const r: Incoming = { reqId: ev.reqId, ...ev.call, delivered: ev.me !== null };
-      const actions: PresenceAction[] =
-        ev.me !== null ? [{ type: 'send', message: { type: 'request', reqId: r.reqId, from: r.from, sessionId: r.sessionId } }] : [];
+      const actions: PresenceAction[] = ev.me !== null ? [{ type: 'send', message: requestMessage(r, ev.now) }] : [];
       return result({ ...s, incoming: { ...s.incoming, [r.reqId]: r } }, actions, { delivered: ev.me !== null });
     }
     case 'answered': {

@@ -247,7 +247,8 @@ export class Presence extends SocketObject {
     const up = this.upgrade(req);
     if (up instanceof Response) return up;
     const { id, client, server } = up;
-    const previous = this.ctx.getWebSockets();
+    // Refused sockets (closing, no attachment) are not presence sockets.
+    const previous = this.ctx.getWebSockets().filter((ws) => readAttachment(ws) !== null);
     this.ctx.acceptWebSocket(server);
     server.serializeAttachment(this.attachmentFor(id, Date.now()));
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
@@ -276,7 +277,7 @@ export class Presence extends SocketObject {
   private toEvent(me: Me, m: PresenceClientMessage, now: number): PresenceEvent {
     switch (m.type) {
       case 'dial':
-        return { type: 'dial', me, reqId: m.reqId, to: m.to, sessionId: randomId(random), now };
+        return { type: 'dial', me, reqId: m.reqId, to: m.to, sessionId: randomId(random), ...(m.timeoutMs !== undefined ? { timeoutMs: m.timeoutMs } : {}), now };
       case 'answer':
         return { type: 'answer', me, reqId: m.reqId, accept: m.accept, ...(m.reason !== undefined ? { reason: m.reason } : {}), now };
       case 'cancel':
@@ -304,7 +305,7 @@ export class Presence extends SocketObject {
   async incoming(call: IncomingCall): Promise<{ delivered: boolean }> {
     // A silent socket is not a way to reach the endpoint: hold the request for its return.
     await this.dropStale(Date.now());
-    const reply = await this.apply({ type: 'incoming', me: this.me(), call, reqId: randomId(random) });
+    const reply = await this.apply({ type: 'incoming', me: this.me(), call, reqId: randomId(random), now: Date.now() });
     return reply as { delivered: boolean };
   }
 

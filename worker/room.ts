@@ -11,7 +11,7 @@ import { parseRoomClientMessage, type RoomServerMessage } from '../protocol/mess
 import type { Env } from './env.js';
 import { iceServersFor, type Location } from './ice.js';
 import { emptyRoom, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
-import { assertNever, CLOSE_NORMAL, CLOSE_POLICY, readAttachment, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
+import { assertNever, CLOSE_NORMAL, readAttachment, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
 
 /** Sorted pair + session: the same name whichever side computes it. */
 export function roomName(a: string, b: string, sessionId: string): string {
@@ -103,12 +103,12 @@ export class Room extends SocketObject {
     if (up instanceof Response) return up;
     const { id, client, server } = up;
     const attachment = this.attachmentFor(id, Date.now());
+    let response: Response | null = null;
     await this.enqueue(async () => {
       const m = this.state.meta;
       if (m === null || (id.sub !== m.initiator && id.sub !== m.responder)) {
-        // Accept only to close with a policy code: a stranger never gets a room socket.
-        server.accept();
-        safeClose(server, CLOSE_POLICY, 'not a member of this session');
+        // A stranger never gets a room socket (the Worker's routing makes this a second check).
+        response = this.refuse(client, server, 'not a member of this session');
         return;
       }
       // A second socket of the same side replaces the first (a reconnect after a network drop).
@@ -117,7 +117,7 @@ export class Room extends SocketObject {
       server.serializeAttachment(attachment);
       await this.apply({ type: 'join', endpoint: id.sub, present: this.present(), now: Date.now() }, server);
     });
-    return this.switching(client);
+    return response ?? this.switching(client);
   }
 
   protected override async onFrame(ws: WebSocket, a: SocketAttachment, frame: string | ArrayBuffer): Promise<void> {

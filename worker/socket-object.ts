@@ -14,7 +14,7 @@ import { DurableObject } from 'cloudflare:workers';
 import { encode, PING_FRAME, PONG_FRAME, WS_PROTOCOL, type ErrorCode, type PresenceServerMessage, type RoomServerMessage } from '../protocol/messages.js';
 import type { Parsed } from '../protocol/errors.js';
 import { loadConfig, type Config } from './config.js';
-import { readIdentity, type Env, type Identity } from './env.js';
+import { readIdentity, REFUSE_HEADER, type Env, type Identity } from './env.js';
 import type { Location } from './ice.js';
 import { fullBucket, take, type Bucket } from './rate-limit.js';
 import { CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY } from './room-rules.js';
@@ -22,6 +22,9 @@ import { CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY } from './room-rules.js';
 export { CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY };
 
 /** What every socket of either object carries (≤ 2 KiB serialized, the runtime's limit). */
+/** Tag of refused sockets; `!` is outside ENDPOINT_ID_RE, so no endpoint's tag can collide. */
+export const REFUSED_TAG = '!refused';
+
 export interface SocketAttachment {
   readonly v: 1;
   /** The endpoint id the Worker verified. */
@@ -109,12 +112,28 @@ export abstract class SocketObject extends DurableObject<Env> {
     if (this.config.traceEvents) console.log(`homelink-trace ${this.kind} ${event}`);
   }
 
-  /** Checks the upgrade the Worker forwarded; the verified identity and a fresh socket pair, or a 400. */
+  /**
+   * Checks the upgrade the Worker forwarded: the verified identity and a fresh socket pair, a 400,
+   * or, when the Worker asked for a refusal, the 101 of a socket already closed with 1008.
+   */
   protected upgrade(req: Request): { id: Identity; client: WebSocket; server: WebSocket } | Response {
     const id = readIdentity(req);
     if (id === null || req.headers.get('Upgrade')?.toLowerCase() !== 'websocket') return new Response(null, { status: 400 });
     const pair = new WebSocketPair();
+    const refuse = req.headers.get(REFUSE_HEADER);
+    if (refuse !== null) return this.refuse(pair[0], pair[1], refuse.slice(0, 120));
     return { id, client: pair[0], server: pair[1] };
+  }
+
+  /**
+   * Accepts a socket only to close it with 1008. Through the hibernation API (no attachment, a tag
+   * no endpoint id can have), not `accept()`: a socket accepted in JS and closed at once made the
+   * runtime log an uncaught "Network connection lost".
+   */
+  protected refuse(client: WebSocket, server: WebSocket, reason: string): Response {
+    this.ctx.acceptWebSocket(server, [REFUSED_TAG]);
+    safeClose(server, CLOSE_POLICY, reason);
+    return this.switching(client);
   }
 
   protected attachmentFor(id: Identity, now: number): SocketAttachment {

@@ -99,7 +99,20 @@ function removeAtExit(dir: string): void {
   });
 }
 
-/** Splits the runtime's output streams into lines for `onOutput`. */
+/** The text of one structured workerd log line (`{"level","message"}`), or the line as is. */
+function textOf(line: string): string {
+  try {
+    const v = JSON.parse(line) as { message?: unknown };
+    return typeof v.message === 'string' ? v.message : line;
+  } catch {
+    return line;
+  }
+}
+
+/**
+ * Splits the runtime's output streams into lines for `onOutput`. workerd writes structured logs
+ * (`structuredWorkerdLogs`), so uncaught errors are printed too, not only console output.
+ */
 function forwardLines(streams: Readable[], onLine: (line: string) => void): void {
   for (const st of streams) {
     let rest = '';
@@ -107,10 +120,10 @@ function forwardLines(streams: Readable[], onLine: (line: string) => void): void
     st.on('data', (chunk: string) => {
       const lines = (rest + chunk).split('\n');
       rest = lines.pop() ?? '';
-      for (const l of lines) onLine(l);
+      for (const l of lines) onLine(textOf(l));
     });
     st.on('end', () => {
-      if (rest !== '') onLine(rest);
+      if (rest !== '') onLine(textOf(rest));
     });
   }
 }
@@ -166,7 +179,9 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
       host,
       port,
       cf: opts.cf ?? {},
-      ...(opts.onOutput ? { handleRuntimeStdio: (out: Readable, err: Readable) => forwardLines([out, err], opts.onOutput!) } : {}),
+      ...(opts.onOutput
+        ? { structuredWorkerdLogs: true, handleRuntimeStdio: (out: Readable, err: Readable) => forwardLines([out, err], opts.onOutput!) }
+        : {}),
     });
   let mf = make(opts.port ?? 0);
   let url: URL;

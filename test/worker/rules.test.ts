@@ -223,6 +223,22 @@ describe('presence machine on virtual time', () => {
     expect(wakeOf(dialed.state)).toBe(3000);
   });
 
+  it("the dialer's budget sets the request timeout (capped by the service's), and reaches the target", () => {
+    const short = run(emptyPresence(), { type: 'dial', me: app, reqId: 'r2', to: 'hub', sessionId: SID, timeoutMs: 8000, now: 1000 });
+    const call = (short.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
+    expect(call).toMatchObject({ offlineAt: 4000, timeoutAt: 9000 });
+    const rang = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't2', now: 1500 });
+    expect(rang.actions).toEqual([{ type: 'send', message: { type: 'request', reqId: 't2', from: 'app', sessionId: SID, timeoutMs: 7500 } }]);
+    // Ringing but unanswered: the verdict comes when the dialer gives up, not 30 s later.
+    const ringing = run(short.state, { type: 'incoming_result', reqId: 'r2', sessionId: SID, delivered: true });
+    expect(run(ringing.state, { type: 'alarm', now: 8999 }).actions).toEqual([]);
+    expect(run(ringing.state, { type: 'alarm', now: 9000 }).actions[0]).toEqual({ type: 'send', message: { type: 'dial_failed', reqId: 'r2', code: 'timeout' } });
+    expect(run(rang.state, { type: 'alarm', now: 9000 }).actions).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't2' } }]);
+    // A budget beyond the service's own timeout is capped.
+    const long = run(emptyPresence(), { type: 'dial', me: app, reqId: 'r3', to: 'hub', sessionId: SID, timeoutMs: 300_000, now: 0 });
+    expect((long.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call.timeoutAt).toBe(30_000);
+  });
+
   it('initiator side: unknown, offline and forbidden targets all end the same way at offlineAt', () => {
     // Whatever the target side did, the initiator hears no result but "not delivered".
     const unknown = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: false }, { type: 'alarm', now: 2999 });
@@ -237,21 +253,22 @@ describe('presence machine on virtual time', () => {
 
   it('target side: forbidden and offline answer the caller identically; only the allowed one rings', () => {
     const call = (dialed.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
-    const forbidden = run(emptyPresence(), { type: 'incoming', me: stranger, call, reqId: 't1' });
+    const forbidden = run(emptyPresence(), { type: 'incoming', me: stranger, call, reqId: 't1', now: 0 });
     expect(forbidden.replies).toEqual([{ delivered: false }]);
     expect(forbidden.actions).toEqual([]);
     expect(forbidden.state).toEqual(emptyPresence());
-    const offline = run(emptyPresence(), { type: 'incoming', me: null, call, reqId: 't1' });
+    const offline = run(emptyPresence(), { type: 'incoming', me: null, call, reqId: 't1', now: 0 });
     expect(offline.replies).toEqual([{ delivered: false }]);
     expect(offline.actions).toEqual([]);
-    const online = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1' });
+    const online = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1', now: 0 });
     expect(online.replies).toEqual([{ delivered: true }]);
-    expect(online.actions).toEqual([{ type: 'send', message: { type: 'request', reqId: 't1', from: 'app', sessionId: SID } }]);
+    expect(online.actions).toEqual([{ type: 'send', message: { type: 'request', reqId: 't1', from: 'app', sessionId: SID, timeoutMs: 30_000 } }]);
     // The held request reaches the target when it connects with a home in common, and not otherwise.
     expect(run(offline.state, { type: 'connected', me: stranger, now: 100 }).actions).toEqual([]);
     const back = run(offline.state, { type: 'connected', me: hub, now: 100 });
     expect(back.actions).toEqual([
-      { type: 'send', message: { type: 'request', reqId: 't1', from: 'app', sessionId: SID } },
+      // What is left of the dialer's budget when it is delivered, not the whole of it.
+      { type: 'send', message: { type: 'request', reqId: 't1', from: 'app', sessionId: SID, timeoutMs: 29_900 } },
       { type: 'call_delivered', to: 'app', initiatorReqId: 'r1', sessionId: SID, reqId: 't1' },
     ]);
     // The initiator had already given up: the target hears cancelled.
@@ -282,7 +299,7 @@ describe('presence machine on virtual time', () => {
 
   it('target answers: the record goes at once; a refused answer tells the target cancelled', () => {
     const call = (dialed.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
-    const rang = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1' }).state;
+    const rang = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1', now: 0 }).state;
     const ans = run(rang, { type: 'answer', me: hub, reqId: 't1', accept: true, now: 10 });
     expect(ans.actions).toEqual([{ type: 'call_answered', to: 'app', call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true }, reqId: 't1' }]);
     expect(run(ans.state, { type: 'answer', me: hub, reqId: 't1', accept: true, now: 11 }).actions[0]).toMatchObject({

@@ -125,6 +125,11 @@ export function parseRoomServerMessage(frame: unknown): Parsed<RoomServerMessage
       const ice = parseIceServers(o['iceServers']);
       return ice ? ok({ type: 'ice_servers', iceServers: ice }) : bad('ice_servers');
     }
+    case 'renewed': {
+      const ice = parseIceServers(o['iceServers']);
+      const d = o['deadline'];
+      return ice && typeof d === 'number' && Number.isSafeInteger(d) ? ok({ type: 'renewed', deadline: d, iceServers: ice }) : bad('renewed');
+    }
     case 'closed': {
       const r = o['reason'];
       return r === 'deadline' || r === 'bye' || r === 'ended' ? ok({ type: 'closed', reason: r }) : bad('closed');

@@ -11,7 +11,8 @@
  * Flow: initiator `dial{reqId,to}` on presence -> target gets `request{reqId,from,sessionId}`
  * -> target `answer{reqId,accept}` -> both get `session{...iceServers}` (or the initiator
  * gets `rejected` / `dial_failed{code:'peer_offline'|'timeout'}`) -> both open the room
- * socket and exchange `signal{data}` frames.
+ * socket and exchange `signal{data}` frames; `renew` there extends a session both sides are
+ * still using past its deadline.
  *
  * Every parser returns a typed value or a typed error (`Parsed<T>`); it never throws.
  */
@@ -163,9 +164,20 @@ export type SignalData =
   | { readonly kind: 'identity'; readonly cert: string; readonly proof: string }
   | { readonly kind: 'bye'; readonly reason?: string };
 
+/**
+ * Room socket, client to server.
+ * - `signal`: relayed to the peer in order.
+ * - `ice_servers`: fresh TURN credentials for the asking side only (`ice_servers` back).
+ * - `renew`: extends the session past its deadline (a link that outlives SESSION_TTL_SECONDS
+ *   must still be able to restart ICE). Granted only while both sides are connected to the room
+ *   with unexpired tokens: the room's deadline becomes now + SESSION_TTL_SECONDS, both presence
+ *   records follow (a side can still rejoin), and both sides get `renewed{deadline, iceServers}`
+ *   with TURN credentials minted anew. Otherwise `error{out_of_state}` and nothing changes.
+ */
 export type RoomClientMessage =
   | { readonly type: 'signal'; readonly data: SignalData }
-  | { readonly type: 'ice_servers' };
+  | { readonly type: 'ice_servers' }
+  | { readonly type: 'renew' };
 
 export type RoomServerMessage =
   | {
@@ -181,6 +193,8 @@ export type RoomServerMessage =
   | { readonly type: 'peer_left' }
   | { readonly type: 'signal'; readonly seq: number; readonly data: SignalData }
   | { readonly type: 'ice_servers'; readonly iceServers: IceServer[] }
+  /** The session was renewed (by either side): the new deadline (unix ms) and fresh ICE servers. */
+  | { readonly type: 'renewed'; readonly deadline: number; readonly iceServers: IceServer[] }
   | { readonly type: 'closed'; readonly reason: 'deadline' | 'bye' | 'ended' }
   | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string };
 
@@ -309,6 +323,8 @@ export function parseRoomClientMessage(frame: unknown): Parsed<RoomClientMessage
     }
     case 'ice_servers':
       return ok({ type: 'ice_servers' });
+    case 'renew':
+      return ok({ type: 'renew' });
     default:
       return fail('unknown_type', 'unknown message type');
   }

@@ -112,6 +112,8 @@ export type PresenceEvent =
   | { readonly type: 'delivered'; readonly reqId: string; readonly sessionId: string }
   | { readonly type: 'answered'; readonly me: Me | null; readonly call: AnsweredCall; readonly now: number }
   | { readonly type: 'cancel_incoming'; readonly sessionId: string }
+  /** The room of `sessionId` (with `peer`) was renewed: the session record follows its deadline. */
+  | { readonly type: 'renew_session'; readonly sessionId: string; readonly peer: string; readonly deadline: number }
   // Results of this object's own calls, fed back by the driver
   | { readonly type: 'incoming_result'; readonly reqId: string; readonly sessionId: string; readonly delivered: boolean }
   | { readonly type: 'delivered_result'; readonly reqId: string; readonly live: boolean }
@@ -382,6 +384,11 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         ],
         { ok: true, deadline },
       );
+    }
+    case 'renew_session': {
+      const r = s.sessions[ev.sessionId];
+      if (!r || r.peer !== ev.peer || ev.deadline <= r.deadline) return result(s);
+      return result({ ...s, sessions: { ...s.sessions, [ev.sessionId]: { ...r, deadline: ev.deadline } } });
     }
     case 'cancel_incoming': {
       const actions: PresenceAction[] = [];

@@ -324,6 +324,11 @@ export class Presence extends SocketObject {
     await this.apply({ type: 'cancel_incoming', sessionId });
   }
 
+  /** From the room: the session with `peer` was renewed until `deadline` (unix ms). */
+  async renewSession(sessionId: string, peer: string, deadline: number): Promise<void> {
+    await this.apply({ type: 'renew_session', sessionId, peer, deadline });
+  }
+
   /** Used by the Worker to route a room socket: the caller's session with that id, if any. */
   async sessionPeer(sessionId: string): Promise<SessionRecord | null> {
     return sessionOf(this.state, sessionId, Date.now());

@@ -7,6 +7,7 @@
  *   -> join (either side, any order; a second socket of the same side replaces the first)
  *   -> signal frames relayed to the other side in order, each with a per-recipient `seq`;
  *      while the other side is absent they are buffered (bounded) and delivered on its join
+ *   -> `renew` while both sides are connected (and authenticated) moves the deadline on
  *   -> `bye` from either side, or the deadline, ends the room (`closed` to both)
  *   -> when both sides have left, or it ended, the room is deleted after a short grace.
  *
@@ -59,7 +60,12 @@ export type RoomEvent =
       readonly present: readonly string[];
       readonly now: number;
     }
-  | { readonly type: 'alarm'; readonly present: readonly string[]; readonly now: number };
+  | { readonly type: 'alarm'; readonly present: readonly string[]; readonly now: number }
+  /**
+   * `renew` from `endpoint`. `fresh`: the members connected now whose tokens have not expired;
+   * `ttlMs`: the session lifetime a renewal grants from `now`.
+   */
+  | { readonly type: 'renew'; readonly endpoint: string; readonly fresh: readonly string[]; readonly ttlMs: number; readonly now: number };
 
 export type RoomAction =
   /** Send a frame to every open socket of `to`. */
@@ -75,6 +81,10 @@ export type RoomAction =
     }
   /** Send `ice_servers` with freshly minted ICE servers for `to`. */
   | { readonly type: 'send_ice_servers'; readonly to: string }
+  /** Move both sides' session records (their presence objects) to the new deadline. */
+  | { readonly type: 'renew_sessions'; readonly meta: RoomMeta }
+  /** Send `renewed` with the deadline and freshly minted ICE servers for `to`. */
+  | { readonly type: 'send_renewed'; readonly to: string; readonly deadline: number }
   /** Send an `error` frame to the socket the event came from. */
   | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string }
   /** Close every socket of `to` (or the joining socket, when `to` is null). */
@@ -178,6 +188,8 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
       }
       if (s.ended !== null) return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'room has closed' }] };
       if (ev.message.type === 'ice_servers') return { state: s, actions: [{ type: 'send_ice_servers', to: ev.endpoint }] };
+      // The driver turns `renew` into its own event (it needs who is authenticated now).
+      if (ev.message.type === 'renew') return { state: s, actions: [{ type: 'error', code: 'internal', message: 'renew arrived as a signal' }] };
       const peer = other(m, ev.endpoint);
       const data = ev.message.data;
       const seq = s.nextSeq[peer] ?? 1;
@@ -207,6 +219,31 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
       }
       actions.push({ type: 'persist' });
       return { state, actions };
+    }
+    case 'renew': {
+      const m = s.meta;
+      if (m === null || !isMember(m, ev.endpoint)) {
+        return { state: s, actions: [{ type: 'close', to: null, code: CLOSE_POLICY, reason: 'not a member of this session' }] };
+      }
+      if (s.ended !== null || ev.now >= m.deadline) return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'room has closed' }] };
+      // Both sides, authenticated now: one side alone cannot keep a room (and its relay
+      // credentials) alive for a peer that has gone.
+      if (!ev.fresh.includes(m.initiator) || !ev.fresh.includes(m.responder)) {
+        return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'renewal needs both sides connected' }] };
+      }
+      // Never shortens: a renewal just after another keeps the later deadline.
+      const deadline = Math.max(m.deadline, ev.now + ev.ttlMs);
+      const meta: RoomMeta = { ...m, deadline };
+      return {
+        state: { ...s, meta },
+        actions: [
+          { type: 'persist' },
+          { type: 'set_alarm', at: deadline },
+          { type: 'renew_sessions', meta },
+          { type: 'send_renewed', to: m.initiator, deadline },
+          { type: 'send_renewed', to: m.responder, deadline },
+        ],
+      };
     }
     case 'alarm': {
       const m = s.meta;

@@ -77,6 +77,17 @@ export class Room extends SocketObject {
     return [...out];
   }
 
+  /** Endpoints with an open socket whose token has not expired at `now`. */
+  private fresh(now: number): string[] {
+    const out = new Set<string>();
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      const a = readAttachment(ws);
+      if (a && now < a.exp * 1000) out.add(a.sub);
+    }
+    return [...out];
+  }
+
   private socketsOf(endpoint: string): WebSocket[] {
     return this.ctx.getWebSockets(endpoint).filter((ws) => ws.readyState === WebSocket.OPEN);
   }
@@ -123,10 +134,17 @@ export class Room extends SocketObject {
   protected override async onFrame(ws: WebSocket, a: SocketAttachment, frame: string | ArrayBuffer): Promise<void> {
     const parsed = parseRoomClientMessage(frame);
     if (this.refused(ws, parsed)) return;
+    const m = parsed.value;
     try {
-      await this.enqueue(() =>
-        this.apply({ type: 'message', endpoint: a.sub, message: parsed.value, present: this.present(), now: Date.now() }, ws),
-      );
+      await this.enqueue(() => {
+        const now = Date.now();
+        return this.apply(
+          m.type === 'renew'
+            ? { type: 'renew', endpoint: a.sub, fresh: this.fresh(now), ttlMs: this.config.sessionTtlSeconds * 1000, now }
+            : { type: 'message', endpoint: a.sub, message: m, present: this.present(), now },
+          ws,
+        );
+      });
     } catch (e) {
       // A bug or a storage failure: the sender learns, the object stays up, nothing is echoed.
       console.error('room: handler failed', (e as Error).name);
@@ -183,6 +201,22 @@ export class Room extends SocketObject {
       case 'send_ice_servers': {
         const iceServers = await iceServersFor(this.config, act.to, this.locOf(act.to), Date.now());
         return this.sendTo(act.to, { type: 'ice_servers', iceServers });
+      }
+      case 'renew_sessions': {
+        // Before either side hears: a side that rejoins after `renewed` is routed by these records.
+        const m = act.meta;
+        await Promise.all(
+          [[m.initiator, m.responder] as const, [m.responder, m.initiator] as const].map(([who, peer]) =>
+            this.env.PRESENCE.get(this.env.PRESENCE.idFromName(who))
+              .renewSession(m.sessionId, peer, m.deadline)
+              .catch((e: unknown) => console.error('room: renewSession failed', (e as Error).name)),
+          ),
+        );
+        return;
+      }
+      case 'send_renewed': {
+        const iceServers = await iceServersFor(this.config, act.to, this.locOf(act.to), Date.now());
+        return this.sendTo(act.to, { type: 'renewed', deadline: act.deadline, iceServers });
       }
       case 'error':
         if (source) safeSend(source, { type: 'error', code: act.code, message: act.message });

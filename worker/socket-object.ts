@@ -113,10 +113,20 @@ export abstract class SocketObject extends DurableObject<Env> {
   }
 
   /**
+   * Counts a billable unit (bench/signaling reads these with `DEBUG_TRACE_EVENTS`): `request`
+   * (an upgrade, RPC call or alarm reaching the object), `message` (an incoming WebSocket frame),
+   * `read` / `write` (storage rows), `alarm_set` (an alarm moved).
+   */
+  protected meter(unit: 'request' | 'message' | 'read' | 'write' | 'alarm_set', n = 1): void {
+    if (this.config.traceEvents && n > 0) console.log(`homelink-meter ${this.kind} ${unit} ${n}`);
+  }
+
+  /**
    * Checks the upgrade the Worker forwarded: the verified identity and a fresh socket pair, a 400,
    * or, when the Worker asked for a refusal, the 101 of a socket already closed with 1008.
    */
   protected upgrade(req: Request): { id: Identity; client: WebSocket; server: WebSocket } | Response {
+    this.meter('request');
     const id = readIdentity(req);
     if (id === null || req.headers.get('Upgrade')?.toLowerCase() !== 'websocket') return new Response(null, { status: 400 });
     const pair = new WebSocketPair();
@@ -173,6 +183,7 @@ export abstract class SocketObject extends DurableObject<Env> {
 
   override async webSocketMessage(ws: WebSocket, frame: string | ArrayBuffer): Promise<void> {
     this.trace('message');
+    this.meter('message');
     const a = readAttachment(ws);
     if (a === null) return safeClose(ws, CLOSE_POLICY, 'unknown socket');
     const now = Date.now();

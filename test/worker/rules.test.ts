@@ -105,6 +105,38 @@ describe('room rules', () => {
     expect(late.actions[0]).toMatchObject({ type: 'error', code: 'out_of_state' });
   });
 
+  it('renew: only with both sides fresh, never after the end, never shortening; a stranger is closed', () => {
+    const s = init();
+    const TTL = 600_000;
+    const renew = (over: Partial<{ endpoint: string; fresh: string[]; now: number }>, st: RoomState = s) =>
+      step(st, { type: 'renew', endpoint: 'app', fresh: ['app', 'hub'], ttlMs: TTL, now: 100_000, ...over }, GRACE);
+    const ok = renew({});
+    expect(ok.state.meta?.deadline).toBe(700_000);
+    expect(ok.actions).toEqual([
+      { type: 'persist' },
+      { type: 'set_alarm', at: 700_000 },
+      { type: 'renew_sessions', meta: { ...META, deadline: 700_000 } },
+      { type: 'send_renewed', to: 'app', deadline: 700_000 },
+      { type: 'send_renewed', to: 'hub', deadline: 700_000 },
+    ]);
+    // A later renewal from the other side moves it on; an earlier clock never shortens it.
+    expect(renew({ endpoint: 'hub', now: 200_000 }, ok.state).state.meta?.deadline).toBe(800_000);
+    expect(renew({ now: 50_000 }, ok.state).state.meta?.deadline).toBe(700_000);
+    // The peer away, or its token expired (not fresh): refused, nothing changes.
+    for (const fresh of [['app'], ['hub'], []]) {
+      const r = renew({ fresh });
+      expect(r.state).toBe(s);
+      expect(r.actions).toEqual([{ type: 'error', code: 'out_of_state', message: 'renewal needs both sides connected' }]);
+    }
+    // At or past the deadline, or after bye: too late.
+    expect(renew({ now: META.deadline }).actions[0]).toMatchObject({ type: 'error', code: 'out_of_state' });
+    const ended = step(s, { type: 'message', endpoint: 'hub', message: { type: 'signal', data: { kind: 'bye' } }, present: ['app', 'hub'], now: 10 }, GRACE).state;
+    expect(renew({}, ended).actions).toEqual([{ type: 'error', code: 'out_of_state', message: 'room has closed' }]);
+    const stranger = renew({ endpoint: 'eve', fresh: ['app', 'hub', 'eve'] });
+    expect(stranger.state).toBe(s);
+    expect(stranger.actions).toEqual([{ type: 'close', to: null, code: 1008, reason: 'not a member of this session' }]);
+  });
+
   it('alarms: deletes an empty room after the grace, closes at the deadline, otherwise waits for the deadline', () => {
     const s = init();
     expect(step(s, { type: 'alarm', present: [], now: GRACE }, GRACE).actions).toEqual([{ type: 'delete' }]);
@@ -310,6 +342,17 @@ describe('presence machine on virtual time', () => {
     ]);
     const done = run(ans.state, { type: 'answered_result', reqId: 't1', from: 'app', sessionId: SID, accept: true, ok: true, deadline: 99 });
     expect(done.actions).toEqual([{ type: 'send_session', reqId: 't1', sessionId: SID, peer: 'app', role: 'responder', deadline: 99 }]);
+  });
+
+  it('a renewed room moves the session record on, only for the right peer and only later', () => {
+    const rec = { sessionId: SID, peer: 'hub', role: 'initiator' as const, deadline: 1000 };
+    const s: PresenceState = { ...emptyPresence(), sessions: { [SID]: rec } };
+    const moved = run(s, { type: 'renew_session', sessionId: SID, peer: 'hub', deadline: 5000 });
+    expect(sessionOf(moved.state, SID, 4999)).toMatchObject({ deadline: 5000 });
+    expect(wakeOf(moved.state)).toBe(5000);
+    expect(run(s, { type: 'renew_session', sessionId: SID, peer: 'eve', deadline: 5000 }).state).toBe(s);
+    expect(run(s, { type: 'renew_session', sessionId: SID, peer: 'hub', deadline: 900 }).state).toBe(s);
+    expect(run(s, { type: 'renew_session', sessionId: 'T'.repeat(22), peer: 'hub', deadline: 5000 }).state).toBe(s);
   });
 
   it('cancel, leaving, and refused dials', () => {

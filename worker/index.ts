@@ -40,6 +40,8 @@ const json = (status: number, error: string): Response =>
 
 /** Verifies the upgrade request; a Response when it must be refused, else the identity. */
 async function authenticate(c: Ctx): Promise<Response | Identity> {
+  // A billable Worker request (bench/signaling counts these with DEBUG_TRACE_EVENTS).
+  if (setup(c.env).config.traceEvents) console.log('homelink-meter worker request 1');
   if (c.req.header('Upgrade')?.toLowerCase() !== 'websocket') return json(426, 'websocket upgrade required');
   const token = tokenFromRequest(c.req.raw);
   if (token === null) return json(401, 'unauthorized');

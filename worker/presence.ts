@@ -87,7 +87,12 @@ export class Presence extends SocketObject {
       const kv = this.ctx.storage.kv;
       const load = <T>(prefix: string, key: (v: T) => string): Record<string, T> => {
         const out: Record<string, T> = {};
-        for (const [, v] of kv.list<T>({ prefix })) out[key(v)] = v;
+        let rows = 0;
+        for (const [, v] of kv.list<T>({ prefix })) {
+          out[key(v)] = v;
+          rows++;
+        }
+        this.meter('read', rows);
         return out;
       };
       this.loaded = {
@@ -106,8 +111,16 @@ export class Presence extends SocketObject {
       const a = before[kind] as Record<string, unknown>;
       const b = after[kind] as Record<string, unknown>;
       if (a === b) continue;
-      for (const k of Object.keys(a)) if (!(k in b)) kv.delete(PREFIX[kind] + k);
-      for (const [k, v] of Object.entries(b)) if (a[k] !== v) kv.put(PREFIX[kind] + k, v);
+      for (const k of Object.keys(a)) {
+        if (k in b) continue;
+        kv.delete(PREFIX[kind] + k);
+        this.meter('write');
+      }
+      for (const [k, v] of Object.entries(b)) {
+        if (a[k] === v) continue;
+        kv.put(PREFIX[kind] + k, v);
+        this.meter('write');
+      }
     }
   }
 
@@ -121,6 +134,7 @@ export class Presence extends SocketObject {
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (at === this.alarmAt) return;
     this.alarmAt = at;
+    this.meter('alarm_set');
     if (at === null) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(at);
   }
@@ -295,6 +309,7 @@ export class Presence extends SocketObject {
     // The alarm that fired is spent.
     this.alarmAt = null;
     this.trace('alarm');
+    this.meter('request');
     await this.dropStale(Date.now());
     await this.apply({ type: 'alarm', now: Date.now() });
   }
@@ -303,6 +318,7 @@ export class Presence extends SocketObject {
 
   /** Target side: a request arrives. Returns whether it reached the target's socket now. */
   async incoming(call: IncomingCall): Promise<{ delivered: boolean }> {
+    this.meter('request');
     // A silent socket is not a way to reach the endpoint: hold the request for its return.
     await this.dropStale(Date.now());
     const reply = await this.apply({ type: 'incoming', me: this.me(), call, reqId: randomId(random), now: Date.now() });
@@ -311,26 +327,31 @@ export class Presence extends SocketObject {
 
   /** Initiator side: a held request reached the target. `live` false when the dial is gone. */
   async delivered(reqId: string, sessionId: string): Promise<{ live: boolean }> {
+    this.meter('request');
     return (await this.apply({ type: 'delivered', reqId, sessionId })) as { live: boolean };
   }
 
   /** Initiator side: the target answered. Creates the room on accept, before either side hears. */
   async answered(call: AnsweredCall): Promise<{ ok: boolean; deadline?: number }> {
+    this.meter('request');
     return (await this.apply({ type: 'answered', me: this.me(), call, now: Date.now() })) as { ok: boolean; deadline?: number };
   }
 
   /** Target side: the initiator withdrew (cancel, timeout, offline verdict, or it left). */
   async cancelIncoming(sessionId: string): Promise<void> {
+    this.meter('request');
     await this.apply({ type: 'cancel_incoming', sessionId });
   }
 
   /** From the room: the session with `peer` was renewed until `deadline` (unix ms). */
   async renewSession(sessionId: string, peer: string, deadline: number): Promise<void> {
+    this.meter('request');
     await this.apply({ type: 'renew_session', sessionId, peer, deadline });
   }
 
   /** Used by the Worker to route a room socket: the caller's session with that id, if any. */
   async sessionPeer(sessionId: string): Promise<SessionRecord | null> {
+    this.meter('request');
     return sessionOf(this.state, sessionId, Date.now());
   }
 }

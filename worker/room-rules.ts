@@ -89,7 +89,10 @@ export type RoomAction =
   | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string }
   /** Close every socket of `to` (or the joining socket, when `to` is null). */
   | { readonly type: 'close'; readonly to: string | null; readonly code: number; readonly reason: string }
-  /** Persist the state (meta, ended, nextSeq and the buffer changes). */
+  /**
+   * Persist what changed and must survive without sockets (the driver decides where: storage
+   * rows, or a connected member's socket attachment for its seq counter).
+   */
   | { readonly type: 'persist' }
   | { readonly type: 'set_alarm'; readonly at: number }
   /** Delete everything: the room is over. */
@@ -178,6 +181,8 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
       if (s.ended === null && !ev.present.includes(ev.endpoint) && ev.present.includes(other(m, ev.endpoint))) {
         actions.push({ type: 'send', to: other(m, ev.endpoint), message: { type: 'peer_left' } });
       }
+      // The leaver's seq counter was on its socket: the driver keeps it if the room goes on.
+      if (s.ended === null && !ev.present.includes(ev.endpoint)) actions.push({ type: 'persist' });
       actions.push({ type: 'set_alarm', at: alarmAt(s, ev.present, ev.now, graceMs) });
       return { state: s, actions };
     }

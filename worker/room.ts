@@ -13,6 +13,26 @@ import { iceServersFor, type Location } from './ice.js';
 import { emptyRoom, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
 import { assertNever, CLOSE_NORMAL, readAttachment, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
 
+/** A room socket's attachment: the identity, and the next seq for signals to this side. */
+interface RoomAttachment extends SocketAttachment {
+  readonly next?: number;
+}
+
+/** The room row in storage. */
+interface StoredRoom {
+  readonly meta: RoomMeta;
+  readonly ended: RoomState['ended'];
+}
+
+/** A member's queue row in storage: the next seq for it and signals waiting for it. */
+interface StoredQueue {
+  readonly next: number;
+  readonly items: readonly BufferedSignal[];
+}
+
+/** What an absent row means: nothing sent to that member yet. */
+const EMPTY_QUEUE: StoredQueue = { next: 1, items: [] };
+
 /** Sorted pair + session: the same name whichever side computes it. */
 export function roomName(a: string, b: string, sessionId: string): string {
   return a < b ? `${a}:${b}:${sessionId}` : `${b}:${a}:${sessionId}`;
@@ -33,22 +53,40 @@ export class Room extends SocketObject {
   /** Events are handled one at a time, in arrival order, even across awaits. */
   private queue: Promise<void> = Promise.resolve();
 
+  /**
+   * What storage holds for each member's queue (`q:<endpoint>`), by identity, so `persist` writes
+   * a row only when it must: the next seq (while the member has no socket) and signals buffered
+   * for it. While a member is connected its next seq lives in its socket's attachment instead, so
+   * a relayed signal costs no storage write.
+   */
+  private stored: Record<string, StoredQueue> = {};
+  /** Rows this object holds in storage (for the meter: `deleteAll` removes them). */
+  private rows = 0;
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.trace('wake');
-    // Rebuild from storage (synchronous SQLite-backed KV): after hibernation or eviction the
-    // constructor runs again and nothing needed lives only in memory.
+    // Rebuild from storage (synchronous SQLite-backed KV) and the sockets' attachments: after
+    // hibernation or eviction the constructor runs again and nothing needed lives only in memory.
     const kv = ctx.storage.kv;
-    const meta = kv.get<RoomMeta>('meta') ?? null;
-    if (meta !== null) {
-      const buffer: Record<string, BufferedSignal[]> = {};
-      for (const e of [meta.initiator, meta.responder]) buffer[e] = kv.get<BufferedSignal[]>(`buf:${e}`) ?? [];
-      this.state = {
-        meta,
-        ended: kv.get<RoomState['ended']>('ended') ?? null,
-        nextSeq: kv.get<Record<string, number>>('seq') ?? {},
-        buffer,
-      };
+    const row = kv.get<StoredRoom>('room') ?? null;
+    this.meter('read');
+    if (row !== null) {
+      this.rows = 1;
+      const nextSeq: Record<string, number> = {};
+      const buffer: Record<string, readonly BufferedSignal[]> = {};
+      for (const e of [row.meta.initiator, row.meta.responder]) {
+        const q = kv.get<StoredQueue>(`q:${e}`);
+        this.meter('read');
+        if (q) this.rows++;
+        this.stored[e] = q ?? EMPTY_QUEUE;
+        buffer[e] = this.stored[e].items;
+        // A connected member's counter is on its socket; it is never behind the stored one.
+        let next = this.stored[e].next;
+        for (const ws of this.socketsOf(e)) next = Math.max(next, readAttachment<RoomAttachment>(ws)?.next ?? 0);
+        nextSeq[e] = next;
+      }
+      this.state = { meta: row.meta, ended: row.ended, nextSeq, buffer };
     }
   }
 
@@ -59,6 +97,7 @@ export class Room extends SocketObject {
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (this.alarmAt === at) return;
     this.alarmAt = at;
+    this.meter('alarm_set');
     await this.ctx.storage.setAlarm(at);
   }
 
@@ -125,7 +164,9 @@ export class Room extends SocketObject {
       // A second socket of the same side replaces the first (a reconnect after a network drop).
       for (const old of this.socketsOf(id.sub)) safeClose(old, CLOSE_NORMAL, 'replaced');
       this.ctx.acceptWebSocket(server, [id.sub]);
-      server.serializeAttachment(attachment);
+      // The side's counter moves to the new socket (the old one is closing).
+      const next = this.state.nextSeq[id.sub];
+      server.serializeAttachment(next !== undefined ? ({ ...attachment, next } satisfies RoomAttachment) : attachment);
       await this.apply({ type: 'join', endpoint: id.sub, present: this.present(), now: Date.now() }, server);
     });
     return response ?? this.switching(client);
@@ -160,6 +201,7 @@ export class Room extends SocketObject {
   override async alarm(): Promise<void> {
     // The alarm that fired is spent.
     this.alarmAt = null;
+    this.meter('request');
     await this.enqueue(() => this.apply({ type: 'alarm', present: this.present(), now: Date.now() }, null));
   }
 
@@ -168,7 +210,9 @@ export class Room extends SocketObject {
     const before = this.state;
     const { state, actions } = step(before, ev, this.graceMs());
     this.state = state;
-    for (const act of actions) await this.run(act, before, source);
+    // Who is connected after the event (a leaving socket no longer counts).
+    const present = 'present' in ev ? ev.present : this.present();
+    for (const act of actions) await this.run(act, before, source, present);
   }
 
   private sendTo(endpoint: string, m: RoomServerMessage): void {
@@ -181,7 +225,7 @@ export class Room extends SocketObject {
     return ws ? (readAttachment(ws)?.loc ?? null) : null;
   }
 
-  private async run(act: RoomAction, before: RoomState, source: WebSocket | null): Promise<void> {
+  private async run(act: RoomAction, before: RoomState, source: WebSocket | null, present: readonly string[]): Promise<void> {
     switch (act.type) {
       case 'send':
         return this.sendTo(act.to, act.message);
@@ -229,11 +273,14 @@ export class Room extends SocketObject {
         for (const ws of this.socketsOf(act.to)) safeClose(ws, act.code, act.reason);
         return;
       case 'persist':
-        return this.persist(before);
+        return this.persist(before, present);
       case 'set_alarm':
         return this.setAlarm(act.at);
       case 'delete':
         this.alarmAt = null;
+        this.meter('write', this.rows);
+        this.rows = 0;
+        this.stored = {};
         await this.ctx.storage.deleteAlarm();
         await this.ctx.storage.deleteAll();
         return;
@@ -242,15 +289,44 @@ export class Room extends SocketObject {
     }
   }
 
-  /** Writes only what changed since `before`. */
-  private persist(before: RoomState): void {
+  /**
+   * Writes only what must survive without a socket. The room row (meta, ended) when it changed; a
+   * member's queue row when signals were buffered for it or flushed, or when its counter moved
+   * while it has no socket (it left, so the count must outlive the socket). A connected member's
+   * counter goes to its sockets' attachments, which cost no storage write.
+   */
+  private persist(before: RoomState, present: readonly string[]): void {
     const s = this.state;
     const kv = this.ctx.storage.kv;
-    if (s.meta !== before.meta && s.meta !== null) kv.put('meta', s.meta);
-    if (s.ended !== before.ended) kv.put('ended', s.ended);
-    if (s.nextSeq !== before.nextSeq) kv.put('seq', s.nextSeq);
-    for (const [e, buf] of Object.entries(s.buffer)) {
-      if (buf !== before.buffer[e]) kv.put(`buf:${e}`, buf);
+    if (s.meta === null) return;
+    if (s.meta !== before.meta || s.ended !== before.ended) {
+      const row: StoredRoom = { meta: s.meta, ended: s.ended };
+      kv.put('room', row);
+      this.meter('write');
+      if (before.meta === null) this.rows++;
+    }
+    for (const e of [s.meta.initiator, s.meta.responder]) {
+      const next = s.nextSeq[e] ?? 1;
+      const items = s.buffer[e] ?? [];
+      const here = present.includes(e);
+      if (here && next !== before.nextSeq[e]) this.keepCounter(e, next);
+      const st = this.stored[e] ?? EMPTY_QUEUE;
+      const bufferMoved = items !== st.items && !(items.length === 0 && st.items.length === 0);
+      const counterOrphaned = !here && s.ended === null && next !== st.next;
+      if (!bufferMoved && !counterOrphaned) continue;
+      const q: StoredQueue = { next, items };
+      kv.put(`q:${e}`, q);
+      this.meter('write');
+      if (this.stored[e] === undefined || this.stored[e] === EMPTY_QUEUE) this.rows++;
+      this.stored[e] = q;
+    }
+  }
+
+  /** Puts `e`'s next seq on its open sockets' attachments (free, unlike a storage row). */
+  private keepCounter(e: string, next: number): void {
+    for (const ws of this.socketsOf(e)) {
+      const a = readAttachment<RoomAttachment>(ws);
+      if (a) ws.serializeAttachment({ ...a, next } satisfies RoomAttachment);
     }
   }
 }

@@ -148,9 +148,18 @@ describe('room rules', () => {
       { type: 'delete' },
     ]);
     const left = step(s, { type: 'leave', endpoint: 'hub', present: ['app'], now: 50 }, GRACE);
-    expect(left.actions).toEqual([{ type: 'send', to: 'app', message: { type: 'peer_left' } }, { type: 'set_alarm', at: META.deadline }]);
+    // The leaver's seq counter (kept on its socket) is handed to the driver to keep.
+    expect(left.actions).toEqual([
+      { type: 'send', to: 'app', message: { type: 'peer_left' } },
+      { type: 'persist' },
+      { type: 'set_alarm', at: META.deadline },
+    ]);
     const empty = step(s, { type: 'leave', endpoint: 'hub', present: [], now: 50 }, GRACE);
-    expect(empty.actions).toEqual([{ type: 'set_alarm', at: 50 + GRACE }]);
+    expect(empty.actions).toEqual([{ type: 'persist' }, { type: 'set_alarm', at: 50 + GRACE }]);
+    // A second socket of the same side still there: nothing to keep.
+    expect(step(s, { type: 'leave', endpoint: 'hub', present: ['hub', 'app'], now: 50 }, GRACE).actions).toEqual([
+      { type: 'set_alarm', at: META.deadline },
+    ]);
   });
 
   it('property: whatever the interleaving, each side receives its signals once, in order, numbered 1..n', () => {

@@ -170,8 +170,8 @@ export type SignalData =
  * - `ice_servers`: fresh TURN credentials for the asking side only (`ice_servers` back).
  * - `renew`: extends the session past its deadline (a link that outlives SESSION_TTL_SECONDS
  *   must still be able to restart ICE). Granted only while both sides are connected to the room
- *   with unexpired tokens: the room's deadline becomes now + SESSION_TTL_SECONDS, both presence
- *   records follow (a side can still rejoin), and both sides get `renewed{deadline, iceServers}`
+ *   with unexpired tokens: the room's deadline becomes now + SESSION_TTL_SECONDS (a side can
+ *   still rejoin until then), and both sides get `renewed{deadline, iceServers}`
  *   with TURN credentials minted anew. Otherwise `error{out_of_state}` and nothing changes.
  */
 export type RoomClientMessage =

@@ -4,9 +4,8 @@
  * then handed to the object that owns it with the verified identity attached:
  *
  *   GET /v1/presence           -> Presence object named by the caller's endpoint id
- *   GET /v1/rooms/:sessionId   -> Room object named by the sorted pair + session id, found through
- *                                 the caller's own presence object (it knows its sessions), so a
- *                                 stranger never reaches the room
+ *   GET /v1/rooms/:sessionId   -> Room object named by the session id (132 random bits the service
+ *                                 chose); the room admits only its two members
  *   GET /healthz               -> 200
  */
 import { Hono, type Context } from 'hono';
@@ -15,7 +14,7 @@ import { makeVerifier, tokenFromRequest, type Verifier } from './auth.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { IDENTITY_HEADER, REFUSE_HEADER, type Env, type Identity } from './env.js';
 import { locationFromCf } from './ice.js';
-import { roomName } from './room.js';
+import { roomKey } from './room.js';
 
 export { Presence } from './presence.js';
 export { Room } from './room.js';
@@ -106,10 +105,7 @@ app.get('/v1/rooms/:sessionId', async (c) => {
   if (id instanceof Response) return id;
   const sessionId = c.req.param('sessionId');
   if (!SESSION_ID_RE.test(sessionId)) return refuseSocket(c, id);
-  const presence = c.env.PRESENCE.get(c.env.PRESENCE.idFromName(id.sub));
-  const session = await presence.sessionPeer(sessionId);
-  if (session === null) return refuseSocket(c, id);
-  const room = c.env.ROOM.get(c.env.ROOM.idFromName(roomName(id.sub, session.peer, sessionId)));
+  const room = c.env.ROOM.get(c.env.ROOM.idFromName(roomKey(sessionId)));
   return room.fetch(forward(c.req.raw, id));
 });
 

@@ -43,13 +43,6 @@ export interface Incoming {
   readonly timeoutAt: number;
 }
 
-export interface SessionRecord {
-  readonly sessionId: string;
-  readonly peer: string;
-  readonly role: Role;
-  readonly deadline: number;
-}
-
 /** What the initiator's object tells the target's. */
 export interface IncomingCall {
   readonly from: string;
@@ -78,7 +71,6 @@ export interface Me {
 export interface PresenceState {
   readonly dials: Readonly<Record<string, Dial>>;
   readonly incoming: Readonly<Record<string, Incoming>>;
-  readonly sessions: Readonly<Record<string, SessionRecord>>;
 }
 
 export interface PresenceConfig {
@@ -87,7 +79,7 @@ export interface PresenceConfig {
   readonly sessionTtlMs: number;
 }
 
-export const emptyPresence = (): PresenceState => ({ dials: {}, incoming: {}, sessions: {} });
+export const emptyPresence = (): PresenceState => ({ dials: {}, incoming: {} });
 
 export type PresenceEvent =
   // From this endpoint's socket
@@ -112,8 +104,6 @@ export type PresenceEvent =
   | { readonly type: 'delivered'; readonly reqId: string; readonly sessionId: string }
   | { readonly type: 'answered'; readonly me: Me | null; readonly call: AnsweredCall; readonly now: number }
   | { readonly type: 'cancel_incoming'; readonly sessionId: string }
-  /** The room of `sessionId` (with `peer`) was renewed: the session record follows its deadline. */
-  | { readonly type: 'renew_session'; readonly sessionId: string; readonly peer: string; readonly deadline: number }
   // Results of this object's own calls, fed back by the driver
   | { readonly type: 'incoming_result'; readonly reqId: string; readonly sessionId: string; readonly delivered: boolean }
   | { readonly type: 'delivered_result'; readonly reqId: string; readonly live: boolean }
@@ -173,11 +163,10 @@ export function incomingExpired(r: Incoming, now: number): boolean {
 }
 
 /** The next moment any record needs attention, or null when none does. */
-export function nextWake(dials: readonly Dial[], incoming: readonly Incoming[], sessions: readonly SessionRecord[]): number | null {
+export function nextWake(dials: readonly Dial[], incoming: readonly Incoming[]): number | null {
   const times: number[] = [];
   for (const d of dials) times.push(d.ringing ? d.timeoutAt : Math.min(d.offlineAt, d.timeoutAt));
   for (const r of incoming) times.push(r.delivered ? r.timeoutAt : Math.min(r.offlineAt, r.timeoutAt));
-  for (const s of sessions) times.push(s.deadline);
   return times.length === 0 ? null : Math.min(...times);
 }
 
@@ -186,7 +175,7 @@ export function nextWake(dials: readonly Dial[], incoming: readonly Incoming[], 
  * presence socket turns stale unless heard from again), whichever is first.
  */
 export function wakeOf(s: PresenceState, socketStaleAt: number | null = null): number | null {
-  const next = nextWake(Object.values(s.dials), Object.values(s.incoming), Object.values(s.sessions));
+  const next = nextWake(Object.values(s.dials), Object.values(s.incoming));
   if (socketStaleAt === null) return next;
   return next === null ? socketStaleAt : Math.min(next, socketStaleAt);
 }
@@ -197,12 +186,6 @@ export function wakeOf(s: PresenceState, socketStaleAt: number | null = null): n
  * and the pong deadline, so one lost ping never drops a live endpoint.
  */
 export const staleAt = (lastHeard: number, staleMs: number): number => lastHeard + staleMs;
-
-/** The caller's live session with that id, if it is in one. */
-export function sessionOf(s: PresenceState, sessionId: string, now: number): SessionRecord | null {
-  const r = s.sessions[sessionId];
-  return r && now < r.deadline ? r : null;
-}
 
 const ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
@@ -316,10 +299,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
     case 'answered_result': {
       if (!ev.ok) return result(s, [{ type: 'send', message: { type: 'cancelled', reqId: ev.reqId } }]);
       if (!ev.accept || ev.deadline === undefined) return result(s);
-      const rec: SessionRecord = { sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline };
-      return result({ ...s, sessions: { ...s.sessions, [ev.sessionId]: rec } }, [
-        { type: 'send_session', reqId: ev.reqId, sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline },
-      ]);
+      return result(s, [{ type: 'send_session', reqId: ev.reqId, sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline }]);
     }
     case 'cancel': {
       const d = s.dials[ev.reqId];
@@ -337,7 +317,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
     }
     case 'alarm': {
       const actions: PresenceAction[] = [];
-      let { dials, incoming, sessions } = s;
+      let { dials, incoming } = s;
       for (const d of Object.values(s.dials)) {
         const outcome = dialOutcome(d, ev.now);
         if (outcome === null) continue;
@@ -350,8 +330,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         incoming = without(incoming, r.reqId);
         if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId } });
       }
-      for (const x of Object.values(s.sessions)) if (ev.now >= x.deadline) sessions = without(sessions, x.sessionId);
-      return result({ dials, incoming, sessions }, actions);
+      return result({ dials, incoming }, actions);
     }
     case 'incoming': {
       const no = result(s, [], { delivered: false });
@@ -375,20 +354,14 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       // Nobody here to tell: the session would be half-open, so the target is told it was cancelled.
       if (ev.me === null) return result({ ...s, dials }, [], { ok: false });
       const deadline = ev.now + config.sessionTtlMs;
-      const rec: SessionRecord = { sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline };
       return result(
-        { ...s, dials, sessions: { ...s.sessions, [c.sessionId]: rec } },
+        { ...s, dials },
         [
           { type: 'init_room', meta: { sessionId: c.sessionId, initiator: ev.me.sub, responder: c.responder, deadline } },
           { type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline },
         ],
         { ok: true, deadline },
       );
-    }
-    case 'renew_session': {
-      const r = s.sessions[ev.sessionId];
-      if (!r || r.peer !== ev.peer || ev.deadline <= r.deadline) return result(s);
-      return result({ ...s, sessions: { ...s.sessions, [ev.sessionId]: { ...r, deadline: ev.deadline } } });
     }
     case 'cancel_incoming': {
       const actions: PresenceAction[] = [];

@@ -19,7 +19,6 @@ import type { Env } from './env.js';
 import { iceServersFor } from './ice.js';
 import {
   randomId,
-  sessionOf,
   staleAt,
   step,
   wakeOf,
@@ -33,9 +32,8 @@ import {
   type PresenceEvent,
   type PresenceReply,
   type PresenceState,
-  type SessionRecord,
 } from './presence-rules.js';
-import { roomName } from './room.js';
+import { roomKey } from './room.js';
 import {
   assertNever,
   CLOSE_GOING_AWAY,
@@ -52,14 +50,14 @@ export type { IncomingCall } from './presence-rules.js';
 const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
 
 /** Storage key prefix of each record kind. */
-const PREFIX = { dials: 'out:', incoming: 'in:', sessions: 'sess:' } as const;
+const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
 
 /**
- * One endpoint's presence: its socket, its pending requests both ways and its sessions.
+ * One endpoint's presence: its socket and its pending requests both ways.
  *
  * @example
  * const presence = env.PRESENCE.get(env.PRESENCE.idFromName(endpointId));
- * const session = await presence.sessionPeer(sessionId); // null unless this endpoint is in it
+ * const { delivered } = await presence.incoming(call); // a request from another endpoint
  */
 export class Presence extends SocketObject {
   protected readonly kind = 'presence';
@@ -98,7 +96,6 @@ export class Presence extends SocketObject {
       this.loaded = {
         dials: load<Dial>(PREFIX.dials, (d) => d.reqId),
         incoming: load<Incoming>(PREFIX.incoming, (r) => r.reqId),
-        sessions: load<SessionRecord>(PREFIX.sessions, (s) => s.sessionId),
       };
     }
     return this.loaded;
@@ -107,7 +104,7 @@ export class Presence extends SocketObject {
   /** Writes what changed between two states (records are immutable, so identity tells). */
   private persist(before: PresenceState, after: PresenceState): void {
     const kv = this.ctx.storage.kv;
-    for (const kind of ['dials', 'incoming', 'sessions'] as const) {
+    for (const kind of ['dials', 'incoming'] as const) {
       const a = before[kind] as Record<string, unknown>;
       const b = after[kind] as Record<string, unknown>;
       if (a === b) continue;
@@ -207,7 +204,7 @@ export class Presence extends SocketObject {
         return;
       case 'init_room': {
         const m = act.meta;
-        const room = this.env.ROOM.get(this.env.ROOM.idFromName(roomName(m.initiator, m.responder, m.sessionId)));
+        const room = this.env.ROOM.get(this.env.ROOM.idFromName(roomKey(m.sessionId)));
         await room.init(m);
         return;
       }
@@ -314,7 +311,7 @@ export class Presence extends SocketObject {
     await this.apply({ type: 'alarm', now: Date.now() });
   }
 
-  // ---- RPC from other presence objects and the Worker ---------------------------------------
+  // ---- RPC from other presence objects ---------------------------------------
 
   /** Target side: a request arrives. Returns whether it reached the target's socket now. */
   async incoming(call: IncomingCall): Promise<{ delivered: boolean }> {
@@ -341,18 +338,6 @@ export class Presence extends SocketObject {
   async cancelIncoming(sessionId: string): Promise<void> {
     this.meter('request');
     await this.apply({ type: 'cancel_incoming', sessionId });
-  }
-
-  /** From the room: the session with `peer` was renewed until `deadline` (unix ms). */
-  async renewSession(sessionId: string, peer: string, deadline: number): Promise<void> {
-    this.meter('request');
-    await this.apply({ type: 'renew_session', sessionId, peer, deadline });
-  }
-
-  /** Used by the Worker to route a room socket: the caller's session with that id, if any. */
-  async sessionPeer(sessionId: string): Promise<SessionRecord | null> {
-    this.meter('request');
-    return sessionOf(this.state, sessionId, Date.now());
   }
 }
 

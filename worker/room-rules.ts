@@ -81,8 +81,6 @@ export type RoomAction =
     }
   /** Send `ice_servers` with freshly minted ICE servers for `to`. */
   | { readonly type: 'send_ice_servers'; readonly to: string }
-  /** Move both sides' session records (their presence objects) to the new deadline. */
-  | { readonly type: 'renew_sessions'; readonly meta: RoomMeta }
   /** Send `renewed` with the deadline and freshly minted ICE servers for `to`. */
   | { readonly type: 'send_renewed'; readonly to: string; readonly deadline: number }
   /** Send an `error` frame to the socket the event came from. */
@@ -219,7 +217,12 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
           actions.push({ type: 'send', to: e, message: { type: 'closed', reason: 'bye' } });
           actions.push({ type: 'close', to: e, code: CLOSE_NORMAL, reason: 'bye' });
         }
-        actions.push({ type: 'persist' }, { type: 'set_alarm', at: ev.now + graceMs });
+        // Both sides were told and closed: nobody needs to learn it later, so `ended` stays in
+        // memory (a rejoin within the grace hears it) and costs no write. A side that was away
+        // learns it on its rejoin, so then it is stored.
+        const allTold = ev.present.includes(m.initiator) && ev.present.includes(m.responder);
+        if (!allTold) actions.push({ type: 'persist' });
+        actions.push({ type: 'set_alarm', at: ev.now + graceMs });
         return { state, actions };
       }
       actions.push({ type: 'persist' });
@@ -244,7 +247,6 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
         actions: [
           { type: 'persist' },
           { type: 'set_alarm', at: deadline },
-          { type: 'renew_sessions', meta },
           { type: 'send_renewed', to: m.initiator, deadline },
           { type: 'send_renewed', to: m.responder, deadline },
         ],

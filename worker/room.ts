@@ -3,8 +3,7 @@
  * WebSockets (one per side, tagged with the endpoint id, identity in the attachment), the storage
  * (meta, seq counters, buffered signals) and the alarm, and carries out the rules' actions.
  *
- * Named `<lower id>:<higher id>:<sessionId>` by the Worker; created by `init` when the target
- * accepts. After hibernation or eviction the constructor reloads the state from storage and who is
+ * Named by the session id (`roomKey`); created by `init` when the target accepts. After hibernation or eviction the constructor reloads the state from storage and who is
  * present comes from `ctx.getWebSockets()`, so nothing needed after a wake-up lives only in memory.
  */
 import { parseRoomClientMessage, type RoomServerMessage } from '../protocol/messages.js';
@@ -33,9 +32,14 @@ interface StoredQueue {
 /** What an absent row means: nothing sent to that member yet. */
 const EMPTY_QUEUE: StoredQueue = { next: 1, items: [] };
 
-/** Sorted pair + session: the same name whichever side computes it. */
-export function roomName(a: string, b: string, sessionId: string): string {
-  return a < b ? `${a}:${b}:${sessionId}` : `${b}:${a}:${sessionId}`;
+/**
+ * The object name of a session's room: the session id alone. Session ids are 132 random bits
+ * chosen by the service, so nobody can name a room they were not told about; the room itself
+ * admits only its two members (its stored meta), and an unknown id reaches an empty object that
+ * refuses the socket and stores nothing.
+ */
+export function roomKey(sessionId: string): string {
+  return `room:${sessionId}`;
 }
 
 /**
@@ -44,7 +48,7 @@ export function roomName(a: string, b: string, sessionId: string): string {
  * accepting side's presence object.
  *
  * @example
- * const room = env.ROOM.get(env.ROOM.idFromName(roomName(a, b, sessionId)));
+ * const room = env.ROOM.get(env.ROOM.idFromName(roomKey(sessionId)));
  * await room.init({ sessionId, initiator: a, responder: b, deadline });
  */
 export class Room extends SocketObject {
@@ -245,18 +249,6 @@ export class Room extends SocketObject {
       case 'send_ice_servers': {
         const iceServers = await iceServersFor(this.config, act.to, this.locOf(act.to), Date.now());
         return this.sendTo(act.to, { type: 'ice_servers', iceServers });
-      }
-      case 'renew_sessions': {
-        // Before either side hears: a side that rejoins after `renewed` is routed by these records.
-        const m = act.meta;
-        await Promise.all(
-          [[m.initiator, m.responder] as const, [m.responder, m.initiator] as const].map(([who, peer]) =>
-            this.env.PRESENCE.get(this.env.PRESENCE.idFromName(who))
-              .renewSession(m.sessionId, peer, m.deadline)
-              .catch((e: unknown) => console.error('room: renewSession failed', (e as Error).name)),
-          ),
-        );
-        return;
       }
       case 'send_renewed': {
         const iceServers = await iceServersFor(this.config, act.to, this.locOf(act.to), Date.now());

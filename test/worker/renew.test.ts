@@ -2,7 +2,7 @@
  * Session renewal (issue 9 item 5), against the real Worker in workerd: a link that outlives
  * SESSION_TTL_SECONDS must still be able to restart ICE. `renew` on the room socket, while both
  * sides are connected with unexpired tokens, moves the deadline on, re-mints TURN credentials for
- * both, and keeps both presence records in step (so a side can rejoin after the old deadline).
+ * both, and a side can still rejoin after the old deadline.
  * Unrenewed rooms still close at their deadline and refuse joins after it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -82,7 +82,7 @@ describe('renew', () => {
       // An ICE restart still gets through.
       r.ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'restart', restart: true } });
       expect(await r.rb.next('signal')).toMatchObject({ data: { kind: 'offer', sdp: 'restart', restart: true } });
-      // A side that drops can come back: its presence record followed the renewal.
+      // A side that drops can come back: the room kept the new deadline.
       await r.rb.closeAndWait();
       const rb2 = await connect(sig.url, `/v1/rooms/${r.sessionId}`, r.ht);
       expect(await rb2.next('joined')).toMatchObject({ deadline: a.deadline, peerPresent: true });

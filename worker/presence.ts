@@ -62,6 +62,8 @@ const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
 export class Presence extends SocketObject {
   protected readonly kind = 'presence';
   private readonly rules: PresenceConfig;
+  /** The state as last written to storage (records are immutable, so identity tells what changed). */
+  private stored: PresenceState | null = null;
   /** Loaded from storage on first use, so a rebuilt instance starts from what was persisted. */
   private loaded: PresenceState | null = null;
   /** The alarm as last set by this instance; undefined until read back after a wake-up. */
@@ -97,6 +99,7 @@ export class Presence extends SocketObject {
         dials: load<Dial>(PREFIX.dials, (d) => d.reqId),
         incoming: load<Incoming>(PREFIX.incoming, (r) => r.reqId),
       };
+      this.stored = this.loaded;
     }
     return this.loaded;
   }
@@ -144,7 +147,12 @@ export class Presence extends SocketObject {
     const before = this.state;
     const { state, actions, reply } = step(before, ev, this.rules);
     this.loaded = state;
-    this.persist(before, state);
+    // A new dial is written together with what its first call returns (ringing or not), in the
+    // same handler: one row instead of a put and an update. Every other event writes at once.
+    if (ev.type !== 'dial' || actions.every((a) => a.type !== 'call_incoming')) {
+      this.persist(this.stored ?? before, state);
+      this.stored = state;
+    }
     await this.rearm();
     for (const act of actions) await this.run(act);
     return reply;

@@ -1,8 +1,9 @@
 /**
  * Storage writes per exchange (issue 10 item 4), counted by the worker's own meters
  * (`DEBUG_TRACE_EVENTS`) in real workerd: relayed signals cost no storage write (a connected
- * side's seq counter lives in its socket attachment), and a room that ends with `bye` costs two
- * rows written in all (created, deleted). bench/signaling prices the same counts.
+ * side's seq counter lives in its socket attachment), a room that ends with `bye` costs two rows
+ * written in all (created, deleted), and the request costs one row on each side's presence
+ * (written, deleted). bench/signaling prices the same counts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
@@ -78,6 +79,8 @@ describe('storage writes', () => {
     // The grace passes and the room deletes its one row.
     await settle(() => count('room.write') >= 2);
     expect(count('room.write')).toBe(2);
+    // Presence: the pending request on each side, written once and deleted once.
+    expect(count('presence.write')).toBe(4);
     app.close();
     hub.close();
   });

@@ -8,7 +8,7 @@
  * Accept: `request{reqId,from,sessionId}` -> the app's `request` listener calls `accept()` ->
  * `answer{accept:true}` -> `session` -> a responder `Link`.
  */
-import type { IceServer, PresenceServerMessage } from '../protocol/messages.js';
+import { MAX_DIAL_TIMEOUT_MS, MIN_DIAL_TIMEOUT_MS, type IceServer, type PresenceServerMessage } from '../protocol/messages.js';
 import { ENDPOINT_ID_RE } from '../protocol/turn-credentials.js';
 import { Emitter } from './emitter.js';
 import { LinkError } from './errors.js';
@@ -190,7 +190,9 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     try {
       await Promise.race([this.waitOnline(), stop]);
       const answer = new Promise<PresenceServerMessage>((resolve) => this.pending.set(reqId, { resolve }));
-      this.presence.post({ type: 'dial', reqId, to: peerId });
+      // The budget left goes with the dial, so the service and the peer give up when we do.
+      const left = Math.min(MAX_DIAL_TIMEOUT_MS, Math.max(MIN_DIAL_TIMEOUT_MS, Math.round(deadline - Date.now())));
+      this.presence.post({ type: 'dial', reqId, to: peerId, timeoutMs: left });
       const m = await Promise.race([answer, stop]);
       switch (m.type) {
         case 'session':
@@ -292,7 +294,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
         }
         return;
       case 'request':
-        return this.onRequest(m.reqId, m.from, m.sessionId);
+        return this.onRequest(m.reqId, m.from, m.sessionId, m.timeoutMs);
       case 'session':
       case 'rejected':
       case 'dial_failed':
@@ -318,12 +320,14 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     }
   }
 
-  private onRequest(reqId: string, from: string, sessionId: string): void {
+  /** `timeoutMs`: what is left of the dialer's budget; the accepting side keeps to it. */
+  private onRequest(reqId: string, from: string, sessionId: string, timeoutMs?: number): void {
     if (this.listenerCount('request') === 0 || this.pending.size >= MAX_PENDING_REQUESTS) {
       this.presence.post({ type: 'answer', reqId, accept: false, reason: 'not accepting connections' });
       return;
     }
     let answered = false;
+    const receivedAt = Date.now();
     const req: IncomingRequest = {
       peer: from,
       sessionId,
@@ -331,12 +335,13 @@ export class EndpointCore extends Emitter<EndpointEvents> {
         if (answered) throw new LinkError('Closed', 'request already answered');
         answered = true;
         const answer = new Promise<PresenceServerMessage>((resolve) => this.pending.set(reqId, { resolve }));
-        const deadline = Date.now() + DEFAULT_ACCEPT_TIMEOUT_MS;
+        const budget = timeoutMs !== undefined ? Math.max(0, receivedAt + timeoutMs - Date.now()) : DEFAULT_ACCEPT_TIMEOUT_MS;
+        const deadline = Date.now() + budget;
         const t = setTimeout(() => {
           const p = this.pending.get(reqId);
           this.pending.delete(reqId);
           p?.resolve({ type: 'cancelled', reqId });
-        }, DEFAULT_ACCEPT_TIMEOUT_MS);
+        }, budget);
         this.presence.post({ type: 'answer', reqId, accept: true });
         const m = await answer.finally(() => clearTimeout(t));
         if (m.type !== 'session') throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);

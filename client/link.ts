@@ -215,10 +215,12 @@ export class Link extends Emitter<LinkEvents> {
       case 'signal':
         return this.feed({ type: 'signal', data: m.data });
       case 'ice_servers':
-        if (m.deadline !== undefined) {
-          this.roomRenewals++;
-          this.extendLease(m.deadline);
-        }
+        this.renewals++;
+        return this.feed({ type: 'ice-servers', iceServers: m.iceServers });
+      case 'renewed':
+        // Either side's renewal moves the room's deadline and re-mints TURN credentials.
+        this.roomRenewals++;
+        this.extendLease(m.deadline);
         this.renewals++;
         return this.feed({ type: 'ice-servers', iceServers: m.iceServers });
       case 'closed':

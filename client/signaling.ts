@@ -369,6 +369,13 @@ export class RoomSocket extends ReconnectingSocket<RoomServerMessage> {
   post(m: RoomClientMessage): boolean {
     return this.send(encode(m));
   }
+  /**
+   * Asks the service to extend the session past its deadline (both sides must be in the room);
+   * both sides then get `renewed{deadline, iceServers}`, or this side an `error{out_of_state}`.
+   */
+  renew(): boolean {
+    return this.post({ type: 'renew' });
+  }
 }
 
 /** The presence endpoint's path; a signaling URL may end in it (see `joinUrl`). */

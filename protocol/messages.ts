@@ -11,7 +11,8 @@
  * Flow: initiator `dial{reqId,to}` on presence -> target gets `request{reqId,from,sessionId}`
  * -> target `answer{reqId,accept}` -> both get `session{...iceServers}` (or the initiator
  * gets `rejected` / `dial_failed{code:'peer_offline'|'timeout'}`) -> both open the room
- * socket and exchange `signal{data}` frames.
+ * socket and exchange `signal{data}` frames; `renew` there extends a session both sides are
+ * still using past its deadline.
  *
  * Every parser returns a typed value or a typed error (`Parsed<T>`); it never throws.
  */
@@ -77,6 +78,13 @@ export const MAX_IDENTITY_BYTES = 8 * 1024;
 export const MAX_REASON_LENGTH = 200;
 export const REQ_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 export const SESSION_ID_RE = /^[A-Za-z0-9_-]{16,64}$/;
+/**
+ * Bounds of a dial's time budget (`dial.timeoutMs`). Below a second nothing could answer (the
+ * service's own offline verdict takes longer); five minutes is the service's largest request
+ * timeout, and the service caps a budget at its configured one anyway.
+ */
+export const MIN_DIAL_TIMEOUT_MS = 1000;
+export const MAX_DIAL_TIMEOUT_MS = 300_000;
 /** Per-socket message rate: bursts of trickled candidates fit; floods do not. */
 export const RATE_LIMIT = { burst: 200, perSecond: 50 } as const;
 
@@ -106,7 +114,13 @@ export type ErrorCode =
 // ---- Presence socket ----------------------------------------------------------------------
 
 export type PresenceClientMessage =
-  | { readonly type: 'dial'; readonly reqId: string; readonly to: string }
+  /**
+   * `timeoutMs`: how much longer the dialer will wait for the link (its remaining budget when it
+   * sends the dial; relative, since clocks differ). The service times the request out then
+   * (capped at its REQUEST_TIMEOUT_MS) and tells the target what is left in `request.timeoutMs`,
+   * so all three give up together. Absent: the service's request timeout.
+   */
+  | { readonly type: 'dial'; readonly reqId: string; readonly to: string; readonly timeoutMs?: number }
   | { readonly type: 'answer'; readonly reqId: string; readonly accept: boolean; readonly reason?: string }
   | { readonly type: 'cancel'; readonly reqId: string };
 
@@ -122,7 +136,11 @@ export interface SessionInfo {
 
 export type PresenceServerMessage =
   | { readonly type: 'hello'; readonly endpointId: string }
-  | { readonly type: 'request'; readonly reqId: string; readonly from: string; readonly sessionId: string }
+  /**
+   * `timeoutMs`: what is left of the dialer's budget when the request is sent (ms, ≥ 0). This
+   * service always sends it; optional for clients talking to an older one.
+   */
+  | { readonly type: 'request'; readonly reqId: string; readonly from: string; readonly sessionId: string; readonly timeoutMs?: number }
   | ({ readonly type: 'session' } & SessionInfo)
   | { readonly type: 'rejected'; readonly reqId: string; readonly reason: string }
   | { readonly type: 'dial_failed'; readonly reqId: string; readonly code: DialFailure }
@@ -147,15 +165,19 @@ export type SignalData =
   | { readonly kind: 'identity'; readonly cert: string; readonly proof: string }
   | { readonly kind: 'bye'; readonly reason?: string };
 
+/**
+ * Room socket, client to server.
+ * - `signal`: relayed to the peer in order.
+ * - `ice_servers`: fresh TURN credentials for the asking side only (`ice_servers` back).
+ * - `renew`: extends the session past its deadline (a link that outlives SESSION_TTL_SECONDS
+ *   must still be able to restart ICE). Granted only while both sides are connected to the room
+ *   with unexpired tokens: the room's deadline becomes now + SESSION_TTL_SECONDS (a side can
+ *   still rejoin until then), and both sides get `renewed{deadline, iceServers}`
+ *   with TURN credentials minted anew. Otherwise `error{out_of_state}` and nothing changes.
+ */
 export type RoomClientMessage =
   | { readonly type: 'signal'; readonly data: SignalData }
   | { readonly type: 'ice_servers' }
-  /**
-   * Extends the room's deadline to a full session TTL from now, so a link that outlives the TTL
-   * can still signal (ICE restarts, credential renewals). Answered with `ice_servers` carrying
-   * the new `deadline`. A service that does not know it answers `error`; the room then closes at
-   * its old deadline as before.
-   */
   | { readonly type: 'renew' };
 
 export type RoomServerMessage =
@@ -171,8 +193,9 @@ export type RoomServerMessage =
   | { readonly type: 'peer_joined' }
   | { readonly type: 'peer_left' }
   | { readonly type: 'signal'; readonly seq: number; readonly data: SignalData }
-  /** `deadline` (unix ms) is present when answering `renew`: the room's new deadline. */
-  | { readonly type: 'ice_servers'; readonly iceServers: IceServer[]; readonly deadline?: number }
+  | { readonly type: 'ice_servers'; readonly iceServers: IceServer[] }
+  /** The session was renewed (by either side): the new deadline (unix ms) and fresh ICE servers. */
+  | { readonly type: 'renewed'; readonly deadline: number; readonly iceServers: IceServer[] }
   | { readonly type: 'closed'; readonly reason: 'deadline' | 'bye' | 'ended' }
   | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string };
 
@@ -221,7 +244,12 @@ export function parsePresenceClientMessage(frame: unknown): Parsed<PresenceClien
     case 'dial': {
       const to = str(o, 'to', ENDPOINT_ID_RE, 128);
       if (!reqId || !to) return fail('invalid_field', 'dial needs reqId and to');
-      return ok({ type: 'dial', reqId, to });
+      const t = o['timeoutMs'];
+      if (t === undefined) return ok({ type: 'dial', reqId, to });
+      if (!Number.isSafeInteger(t) || (t as number) < MIN_DIAL_TIMEOUT_MS || (t as number) > MAX_DIAL_TIMEOUT_MS) {
+        return fail('invalid_field', `timeoutMs must be an integer from ${MIN_DIAL_TIMEOUT_MS} to ${MAX_DIAL_TIMEOUT_MS}`);
+      }
+      return ok({ type: 'dial', reqId, to, timeoutMs: t as number });
     }
     case 'answer': {
       if (!reqId || typeof o['accept'] !== 'boolean') return fail('invalid_field', 'answer needs reqId and accept');
@@ -360,7 +388,10 @@ export function parsePresenceServerMessage(frame: unknown): Parsed<PresenceServe
       const from = o['from'];
       const sid = o['sessionId'];
       if (!reqId || !isStr(from, 128) || !ENDPOINT_ID_RE.test(from) || !isStr(sid, 64) || !SESSION_ID_RE.test(sid)) return bad('request');
-      return ok({ type: 'request', reqId, from, sessionId: sid });
+      const t = o['timeoutMs'];
+      if (t === undefined) return ok({ type: 'request', reqId, from, sessionId: sid });
+      if (!Number.isSafeInteger(t) || (t as number) < 0 || (t as number) > MAX_DIAL_TIMEOUT_MS) return bad('request');
+      return ok({ type: 'request', reqId, from, sessionId: sid, timeoutMs: t as number });
     }
     case 'session': {
       const sid = o['sessionId'];
@@ -423,6 +454,11 @@ export function parseRoomServerMessage(frame: unknown): Parsed<RoomServerMessage
     case 'ice_servers': {
       const ice = parseIceServers(o['iceServers']);
       return ice ? ok({ type: 'ice_servers', iceServers: ice }) : bad('ice_servers');
+    }
+    case 'renewed': {
+      const ice = parseIceServers(o['iceServers']);
+      const d = o['deadline'];
+      return ice && typeof d === 'number' && Number.isSafeInteger(d) ? ok({ type: 'renewed', deadline: d, iceServers: ice }) : bad('renewed');
     }
     case 'closed': {
       const r = o['reason'];

@@ -96,11 +96,21 @@ async function verifyTyped(
   }
 }
 
+/**
+ * The `sub` claim as an endpoint id. Checked as a string first: `RegExp.test` turns its argument
+ * into text, so a numeric `sub` (12345) or an array (["hub-1"]) would otherwise pass as an id
+ * (RFC 7519 §4.1.2: `sub` is a StringOrURI).
+ */
+function endpointSub(p: JWTPayload): string {
+  const sub: unknown = p.sub;
+  if (typeof sub !== 'string' || !ENDPOINT_ID_RE.test(sub)) throw new TokenError('claims', 'sub is not a valid endpoint id');
+  return sub;
+}
+
 /** Verifies an access token and returns its typed claims. Throws TokenError. */
 export async function verifyAccessToken(token: string, key: KeySource, opts: VerifyOptions): Promise<AccessClaims> {
   const p = await verifyTyped(token, key, ACCESS_TOKEN_TYP, opts);
-  const sub = p.sub!;
-  if (!ENDPOINT_ID_RE.test(sub)) throw new TokenError('claims', 'sub is not a valid endpoint id');
+  const sub = endpointSub(p);
   const homes = p['homes'];
   if (!Array.isArray(homes) || homes.length > MAX_HOMES || !homes.every((h) => typeof h === 'string' && HOME_RE.test(h))) {
     throw new TokenError('claims', 'homes claim missing or invalid');
@@ -115,8 +125,7 @@ export async function verifyIdentityCertificate(
   opts: VerifyOptions,
 ): Promise<IdentityClaims> {
   const p = await verifyTyped(cert, key, IDENTITY_CERT_TYP, opts);
-  const sub = p.sub!;
-  if (!ENDPOINT_ID_RE.test(sub)) throw new TokenError('claims', 'sub is not a valid endpoint id');
+  const sub = endpointSub(p);
   const cnf = p['cnf'] as { jwk?: JWK } | undefined;
   const jwk = cnf?.jwk;
   if (!jwk || typeof jwk !== 'object' || typeof jwk.kty !== 'string' || 'd' in jwk) {

@@ -7,6 +7,7 @@
  * and `WorkerVars` from here to write the vars for local runs.
  */
 import type { JWK } from 'jose';
+import { PRESENCE_STALE_MS } from '../protocol/messages.js';
 
 /** One TURN/STUN relay the service hands out to endpoints. */
 export interface RelayEntry {
@@ -40,6 +41,8 @@ export interface WorkerVars {
   readonly REQUEST_TIMEOUT_MS?: string;
   readonly SESSION_TTL_SECONDS?: string;
   readonly ROOM_GRACE_MS?: string;
+  readonly PRESENCE_STALE_MS?: string;
+  readonly DEBUG_TRACE_EVENTS?: string;
 }
 
 // ---- Defaults (named, with reasons) ------------------------------------------------------
@@ -63,6 +66,8 @@ const LIMITS = {
   requestTimeout: [100, 300_000],
   sessionTtl: [2, 86_400],
   roomGrace: [0, 600_000],
+  // Below a second a loaded client's ping could be late; above an hour a dead hub lingers.
+  presenceStale: [1000, 3_600_000],
   relays: 32,
   secrets: 8,
 } as const;
@@ -84,6 +89,10 @@ export interface Config {
   readonly requestTimeoutMs: number;
   readonly sessionTtlSeconds: number;
   readonly roomGraceMs: number;
+  /** Presence silent (no frame, no ping) this long is dropped. */
+  readonly presenceStaleMs: number;
+  /** Log one line per object event (wake, message); for tests, never on in production. */
+  readonly traceEvents: boolean;
 }
 
 /** A configuration error; `field` names the offending var. The message never contains its value. */
@@ -236,5 +245,7 @@ export function loadConfig(vars: WorkerVars): Config {
     requestTimeoutMs: intField(vars, 'REQUEST_TIMEOUT_MS', DEFAULT_REQUEST_TIMEOUT_MS, LIMITS.requestTimeout),
     sessionTtlSeconds: intField(vars, 'SESSION_TTL_SECONDS', DEFAULT_SESSION_TTL_SECONDS, LIMITS.sessionTtl),
     roomGraceMs: intField(vars, 'ROOM_GRACE_MS', DEFAULT_ROOM_GRACE_MS, LIMITS.roomGrace),
+    presenceStaleMs: intField(vars, 'PRESENCE_STALE_MS', PRESENCE_STALE_MS, LIMITS.presenceStale),
+    traceEvents: vars.DEBUG_TRACE_EVENTS === '1',
   };
 }

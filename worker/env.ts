@@ -15,6 +15,12 @@ export interface Env extends WorkerVars {
 /** Verified identity of the caller, JSON: `Identity`. */
 export const IDENTITY_HEADER = 'x-homelink-identity';
 
+/**
+ * Set by the Worker (never by a client: any copy is dropped) on an upgrade the object must accept
+ * only to close with 1008; the value is the close reason.
+ */
+export const REFUSE_HEADER = 'x-homelink-refuse';
+
 /** What the Worker proved about the caller, passed to the object that owns the socket. */
 export interface Identity {
   readonly sub: string;

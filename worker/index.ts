@@ -4,19 +4,17 @@
  * then handed to the object that owns it with the verified identity attached:
  *
  *   GET /v1/presence           -> Presence object named by the caller's endpoint id
- *   GET /v1/rooms/:sessionId   -> Room object named by the sorted pair + session id, found through
- *                                 the caller's own presence object (it knows its sessions), so a
- *                                 stranger never reaches the room
+ *   GET /v1/rooms/:sessionId   -> Room object named by the session id (132 random bits the service
+ *                                 chose); the room admits only its two members
  *   GET /healthz               -> 200
  */
 import { Hono, type Context } from 'hono';
-import { SESSION_ID_RE, WS_PROTOCOL } from '../protocol/messages.js';
+import { SESSION_ID_RE } from '../protocol/messages.js';
 import { makeVerifier, tokenFromRequest, type Verifier } from './auth.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { IDENTITY_HEADER, type Env, type Identity } from './env.js';
+import { IDENTITY_HEADER, REFUSE_HEADER, type Env, type Identity } from './env.js';
 import { locationFromCf } from './ice.js';
-import { roomName } from './room.js';
-import { CLOSE_POLICY } from './room-rules.js';
+import { roomKey } from './room.js';
 
 export { Presence } from './presence.js';
 export { Room } from './room.js';
@@ -41,6 +39,8 @@ const json = (status: number, error: string): Response =>
 
 /** Verifies the upgrade request; a Response when it must be refused, else the identity. */
 async function authenticate(c: Ctx): Promise<Response | Identity> {
+  // A billable Worker request (bench/signaling counts these with DEBUG_TRACE_EVENTS).
+  if (setup(c.env).config.traceEvents) console.log('homelink-meter worker request 1');
   if (c.req.header('Upgrade')?.toLowerCase() !== 'websocket') return json(426, 'websocket upgrade required');
   const token = tokenFromRequest(c.req.raw);
   if (token === null) return json(401, 'unauthorized');
@@ -59,18 +59,25 @@ async function authenticate(c: Ctx): Promise<Response | Identity> {
 function forward(req: Request, id: Identity): Request {
   const headers = new Headers(req.headers);
   headers.delete(IDENTITY_HEADER);
+  headers.delete(REFUSE_HEADER);
   // The token has done its job; it does not travel further.
   headers.delete('Sec-WebSocket-Protocol');
   headers.set(IDENTITY_HEADER, JSON.stringify(id));
   return new Request(req.url, { method: 'GET', headers });
 }
 
-/** Accepts the upgrade only to close it with a policy code (RFC 6455 §7.4.1, 1008). */
-function refuseSocket(reason: string): Response {
-  const pair = new WebSocketPair();
-  pair[1].accept();
-  pair[1].close(CLOSE_POLICY, reason);
-  return new Response(null, { status: 101, webSocket: pair[0], headers: { 'Sec-WebSocket-Protocol': WS_PROTOCOL } });
+/**
+ * Refuses a room join: the caller's own presence object accepts the upgrade only to close it with
+ * a policy code (RFC 6455 §7.4.1, 1008), the same answer whether the session is unknown, foreign
+ * or malformed. A Durable Object does it with the hibernation API: a socket accepted and closed
+ * in the Worker itself made the runtime log an uncaught "Network connection lost" for every
+ * refused join.
+ */
+function refuseSocket(c: Ctx, id: Identity): Promise<Response> {
+  const stub = c.env.PRESENCE.get(c.env.PRESENCE.idFromName(id.sub));
+  const req = forward(c.req.raw, id);
+  req.headers.set(REFUSE_HEADER, 'not a member of this session');
+  return stub.fetch(req);
 }
 
 export const app = new Hono<{ Bindings: Env }>();
@@ -97,11 +104,8 @@ app.get('/v1/rooms/:sessionId', async (c) => {
   const id = await authenticate(c);
   if (id instanceof Response) return id;
   const sessionId = c.req.param('sessionId');
-  if (!SESSION_ID_RE.test(sessionId)) return refuseSocket('not a member of this session');
-  const presence = c.env.PRESENCE.get(c.env.PRESENCE.idFromName(id.sub));
-  const session = await presence.sessionPeer(sessionId);
-  if (session === null) return refuseSocket('not a member of this session');
-  const room = c.env.ROOM.get(c.env.ROOM.idFromName(roomName(id.sub, session.peer, sessionId)));
+  if (!SESSION_ID_RE.test(sessionId)) return refuseSocket(c, id);
+  const room = c.env.ROOM.get(c.env.ROOM.idFromName(roomKey(sessionId)));
   return room.fetch(forward(c.req.raw, id));
 });
 

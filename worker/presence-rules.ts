@@ -43,13 +43,6 @@ export interface Incoming {
   readonly timeoutAt: number;
 }
 
-export interface SessionRecord {
-  readonly sessionId: string;
-  readonly peer: string;
-  readonly role: Role;
-  readonly deadline: number;
-}
-
 /** What the initiator's object tells the target's. */
 export interface IncomingCall {
   readonly from: string;
@@ -78,7 +71,6 @@ export interface Me {
 export interface PresenceState {
   readonly dials: Readonly<Record<string, Dial>>;
   readonly incoming: Readonly<Record<string, Incoming>>;
-  readonly sessions: Readonly<Record<string, SessionRecord>>;
 }
 
 export interface PresenceConfig {
@@ -87,19 +79,28 @@ export interface PresenceConfig {
   readonly sessionTtlMs: number;
 }
 
-export const emptyPresence = (): PresenceState => ({ dials: {}, incoming: {}, sessions: {} });
+export const emptyPresence = (): PresenceState => ({ dials: {}, incoming: {} });
 
 export type PresenceEvent =
   // From this endpoint's socket
   | { readonly type: 'connected'; readonly me: Me; readonly now: number }
-  | { readonly type: 'dial'; readonly me: Me; readonly reqId: string; readonly to: string; readonly sessionId: string; readonly now: number }
+  | {
+      readonly type: 'dial';
+      readonly me: Me;
+      readonly reqId: string;
+      readonly to: string;
+      readonly sessionId: string;
+      /** The dialer's remaining budget, when it sent one. */
+      readonly timeoutMs?: number;
+      readonly now: number;
+    }
   | { readonly type: 'answer'; readonly me: Me; readonly reqId: string; readonly accept: boolean; readonly reason?: string; readonly now: number }
   | { readonly type: 'cancel'; readonly reqId: string }
   /** A socket closed; `me` is whoever is still connected. */
   | { readonly type: 'gone'; readonly me: Me | null }
   | { readonly type: 'alarm'; readonly now: number }
   // Calls from other objects (each gets a reply)
-  | { readonly type: 'incoming'; readonly me: Me | null; readonly call: IncomingCall; readonly reqId: string }
+  | { readonly type: 'incoming'; readonly me: Me | null; readonly call: IncomingCall; readonly reqId: string; readonly now: number }
   | { readonly type: 'delivered'; readonly reqId: string; readonly sessionId: string }
   | { readonly type: 'answered'; readonly me: Me | null; readonly call: AnsweredCall; readonly now: number }
   | { readonly type: 'cancel_incoming'; readonly sessionId: string }
@@ -162,23 +163,29 @@ export function incomingExpired(r: Incoming, now: number): boolean {
 }
 
 /** The next moment any record needs attention, or null when none does. */
-export function nextWake(dials: readonly Dial[], incoming: readonly Incoming[], sessions: readonly SessionRecord[]): number | null {
+export function nextWake(dials: readonly Dial[], incoming: readonly Incoming[]): number | null {
   const times: number[] = [];
   for (const d of dials) times.push(d.ringing ? d.timeoutAt : Math.min(d.offlineAt, d.timeoutAt));
   for (const r of incoming) times.push(r.delivered ? r.timeoutAt : Math.min(r.offlineAt, r.timeoutAt));
-  for (const s of sessions) times.push(s.deadline);
   return times.length === 0 ? null : Math.min(...times);
 }
 
-/** When the state next needs an alarm. */
-export const wakeOf = (s: PresenceState): number | null =>
-  nextWake(Object.values(s.dials), Object.values(s.incoming), Object.values(s.sessions));
-
-/** The caller's live session with that id, if it is in one. */
-export function sessionOf(s: PresenceState, sessionId: string, now: number): SessionRecord | null {
-  const r = s.sessions[sessionId];
-  return r && now < r.deadline ? r : null;
+/**
+ * When the state next needs an alarm: the next record, or `socketStaleAt` (when the current
+ * presence socket turns stale unless heard from again), whichever is first.
+ */
+export function wakeOf(s: PresenceState, socketStaleAt: number | null = null): number | null {
+  const next = nextWake(Object.values(s.dials), Object.values(s.incoming));
+  if (socketStaleAt === null) return next;
+  return next === null ? socketStaleAt : Math.min(next, socketStaleAt);
 }
+
+/**
+ * When a presence socket last heard from at `lastHeard` counts as gone. A live client pings
+ * every KEEPALIVE_INTERVAL_MS; `staleMs` (PRESENCE_STALE_MS by default) covers two missed pings
+ * and the pong deadline, so one lost ping never drops a live endpoint.
+ */
+export const staleAt = (lastHeard: number, staleMs: number): number => lastHeard + staleMs;
 
 const ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
@@ -191,6 +198,15 @@ export function randomId(random: (n: number) => Uint8Array): string {
 }
 
 // ---- step ----------------------------------------------------------------------------------
+
+/** The `request` frame for `r` at `now`, with what is left of the dialer's budget. */
+const requestMessage = (r: Incoming, now: number): PresenceServerMessage => ({
+  type: 'request',
+  reqId: r.reqId,
+  from: r.from,
+  sessionId: r.sessionId,
+  timeoutMs: Math.max(0, r.timeoutAt - now),
+});
 
 const without = <T>(o: Readonly<Record<string, T>>, key: string): Record<string, T> => {
   const { [key]: _gone, ...rest } = o;
@@ -223,7 +239,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
           if (expired || r.delivered) incoming = without(incoming, r.reqId);
           continue;
         }
-        actions.push({ type: 'send', message: { type: 'request', reqId: r.reqId, from: r.from, sessionId: r.sessionId } });
+        actions.push({ type: 'send', message: requestMessage(r, ev.now) });
         if (r.delivered) continue;
         incoming = { ...incoming, [r.reqId]: { ...r, delivered: true } };
         actions.push({ type: 'call_delivered', to: r.from, initiatorReqId: r.initiatorReqId, sessionId: r.sessionId, reqId: r.reqId });
@@ -240,7 +256,8 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         sessionId: ev.sessionId,
         ringing: false,
         offlineAt: ev.now + config.offlineWaitMs,
-        timeoutAt: ev.now + config.requestTimeoutMs,
+        // The dialer's budget when it sent one, never beyond the service's own timeout.
+        timeoutAt: ev.now + Math.min(ev.timeoutMs ?? config.requestTimeoutMs, config.requestTimeoutMs),
       };
       const call: IncomingCall = {
         from: ev.me.sub,
@@ -282,10 +299,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
     case 'answered_result': {
       if (!ev.ok) return result(s, [{ type: 'send', message: { type: 'cancelled', reqId: ev.reqId } }]);
       if (!ev.accept || ev.deadline === undefined) return result(s);
-      const rec: SessionRecord = { sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline };
-      return result({ ...s, sessions: { ...s.sessions, [ev.sessionId]: rec } }, [
-        { type: 'send_session', reqId: ev.reqId, sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline },
-      ]);
+      return result(s, [{ type: 'send_session', reqId: ev.reqId, sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline }]);
     }
     case 'cancel': {
       const d = s.dials[ev.reqId];
@@ -303,7 +317,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
     }
     case 'alarm': {
       const actions: PresenceAction[] = [];
-      let { dials, incoming, sessions } = s;
+      let { dials, incoming } = s;
       for (const d of Object.values(s.dials)) {
         const outcome = dialOutcome(d, ev.now);
         if (outcome === null) continue;
@@ -316,8 +330,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         incoming = without(incoming, r.reqId);
         if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId } });
       }
-      for (const x of Object.values(s.sessions)) if (ev.now >= x.deadline) sessions = without(sessions, x.sessionId);
-      return result({ dials, incoming, sessions }, actions);
+      return result({ dials, incoming }, actions);
     }
     case 'incoming': {
       const no = result(s, [], { delivered: false });
@@ -327,8 +340,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       if (held.some((r) => r.sessionId === ev.call.sessionId)) return no;
       if (ev.me === null && held.length >= MAX_HELD_REQUESTS) return no;
       const r: Incoming = { reqId: ev.reqId, ...ev.call, delivered: ev.me !== null };
-      const actions: PresenceAction[] =
-        ev.me !== null ? [{ type: 'send', message: { type: 'request', reqId: r.reqId, from: r.from, sessionId: r.sessionId } }] : [];
+      const actions: PresenceAction[] = ev.me !== null ? [{ type: 'send', message: requestMessage(r, ev.now) }] : [];
       return result({ ...s, incoming: { ...s.incoming, [r.reqId]: r } }, actions, { delivered: ev.me !== null });
     }
     case 'answered': {
@@ -342,9 +354,8 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       // Nobody here to tell: the session would be half-open, so the target is told it was cancelled.
       if (ev.me === null) return result({ ...s, dials }, [], { ok: false });
       const deadline = ev.now + config.sessionTtlMs;
-      const rec: SessionRecord = { sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline };
       return result(
-        { ...s, dials, sessions: { ...s.sessions, [c.sessionId]: rec } },
+        { ...s, dials },
         [
           { type: 'init_room', meta: { sessionId: c.sessionId, initiator: ev.me.sub, responder: c.responder, deadline } },
           { type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline },

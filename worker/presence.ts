@@ -14,14 +14,12 @@
  * Everything needed after a wake-up is in storage (records, mirrored in memory once loaded) or in
  * the socket attachment (the verified identity); the alarm drives expiry.
  */
-import { DurableObject } from 'cloudflare:workers';
-import { encode, parsePresenceClientMessage, WS_PROTOCOL, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
-import { loadConfig, type Config } from './config.js';
-import { readIdentity, type Env } from './env.js';
-import { iceServersFor, type Location } from './ice.js';
+import { parsePresenceClientMessage, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
+import type { Env } from './env.js';
+import { iceServersFor } from './ice.js';
 import {
   randomId,
-  sessionOf,
+  staleAt,
   step,
   wakeOf,
   type AnsweredCall,
@@ -34,62 +32,38 @@ import {
   type PresenceEvent,
   type PresenceReply,
   type PresenceState,
-  type SessionRecord,
 } from './presence-rules.js';
-import { fullBucket, take, type Bucket } from './rate-limit.js';
-import { roomName } from './room.js';
-import { CLOSE_NORMAL, CLOSE_POLICY } from './room-rules.js';
+import { roomKey } from './room.js';
+import {
+  assertNever,
+  CLOSE_GOING_AWAY,
+  CLOSE_NORMAL,
+  readAttachment,
+  safeClose,
+  safeSend,
+  SocketObject,
+  type SocketAttachment,
+} from './socket-object.js';
 
 export type { IncomingCall } from './presence-rules.js';
-
-interface PresenceAttachment {
-  readonly v: 1;
-  readonly sub: string;
-  readonly homes: readonly string[];
-  readonly exp: number;
-  readonly loc: Location | null;
-  readonly connectedAt: number;
-}
-
-const readAttachment = (ws: WebSocket): PresenceAttachment | null => {
-  const a = ws.deserializeAttachment() as Partial<PresenceAttachment> | null;
-  return a && a.v === 1 && typeof a.sub === 'string' && Array.isArray(a.homes) && typeof a.exp === 'number'
-    ? (a as PresenceAttachment)
-    : null;
-};
-
-const safeSend = (ws: WebSocket, m: PresenceServerMessage): void => {
-  try {
-    ws.send(encode(m));
-  } catch {
-    // Closing already; the close handler cleans up.
-  }
-};
-
-const safeClose = (ws: WebSocket, code: number, reason: string): void => {
-  try {
-    ws.close(code, reason);
-  } catch {
-    // Already closed.
-  }
-};
 
 const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
 
 /** Storage key prefix of each record kind. */
-const PREFIX = { dials: 'out:', incoming: 'in:', sessions: 'sess:' } as const;
+const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
 
 /**
- * One endpoint's presence: its socket, its pending requests both ways and its sessions.
+ * One endpoint's presence: its socket and its pending requests both ways.
  *
  * @example
  * const presence = env.PRESENCE.get(env.PRESENCE.idFromName(endpointId));
- * const session = await presence.sessionPeer(sessionId); // null unless this endpoint is in it
+ * const { delivered } = await presence.incoming(call); // a request from another endpoint
  */
-export class Presence extends DurableObject<Env> {
-  private readonly config: Config;
+export class Presence extends SocketObject {
+  protected readonly kind = 'presence';
   private readonly rules: PresenceConfig;
-  private readonly buckets = new WeakMap<WebSocket, Bucket>();
+  /** The state as last written to storage (records are immutable, so identity tells what changed). */
+  private stored: PresenceState | null = null;
   /** Loaded from storage on first use, so a rebuilt instance starts from what was persisted. */
   private loaded: PresenceState | null = null;
   /** The alarm as last set by this instance; undefined until read back after a wake-up. */
@@ -97,7 +71,7 @@ export class Presence extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.config = loadConfig(env);
+    this.trace('wake');
     this.rules = {
       offlineWaitMs: this.config.offlineWaitMs,
       requestTimeoutMs: this.config.requestTimeoutMs,
@@ -113,14 +87,19 @@ export class Presence extends DurableObject<Env> {
       const kv = this.ctx.storage.kv;
       const load = <T>(prefix: string, key: (v: T) => string): Record<string, T> => {
         const out: Record<string, T> = {};
-        for (const [, v] of kv.list<T>({ prefix })) out[key(v)] = v;
+        let rows = 0;
+        for (const [, v] of kv.list<T>({ prefix })) {
+          out[key(v)] = v;
+          rows++;
+        }
+        this.meter('read', rows);
         return out;
       };
       this.loaded = {
         dials: load<Dial>(PREFIX.dials, (d) => d.reqId),
         incoming: load<Incoming>(PREFIX.incoming, (r) => r.reqId),
-        sessions: load<SessionRecord>(PREFIX.sessions, (s) => s.sessionId),
       };
+      this.stored = this.loaded;
     }
     return this.loaded;
   }
@@ -128,21 +107,34 @@ export class Presence extends DurableObject<Env> {
   /** Writes what changed between two states (records are immutable, so identity tells). */
   private persist(before: PresenceState, after: PresenceState): void {
     const kv = this.ctx.storage.kv;
-    for (const kind of ['dials', 'incoming', 'sessions'] as const) {
+    for (const kind of ['dials', 'incoming'] as const) {
       const a = before[kind] as Record<string, unknown>;
       const b = after[kind] as Record<string, unknown>;
       if (a === b) continue;
-      for (const k of Object.keys(a)) if (!(k in b)) kv.delete(PREFIX[kind] + k);
-      for (const [k, v] of Object.entries(b)) if (a[k] !== v) kv.put(PREFIX[kind] + k, v);
+      for (const k of Object.keys(a)) {
+        if (k in b) continue;
+        kv.delete(PREFIX[kind] + k);
+        this.meter('write');
+      }
+      for (const [k, v] of Object.entries(b)) {
+        if (a[k] === v) continue;
+        kv.put(PREFIX[kind] + k, v);
+        this.meter('write');
+      }
     }
   }
 
-  /** Points the alarm at the next record that needs attention; touches it only when that moved. */
+  /**
+   * Points the alarm at the next moment anything needs attention (a record, or the current
+   * socket turning stale); touches it only when that moved.
+   */
   private async rearm(): Promise<void> {
-    const at = wakeOf(this.state);
+    const c = this.current();
+    const at = wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs) : null);
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (at === this.alarmAt) return;
     this.alarmAt = at;
+    this.meter('alarm_set');
     if (at === null) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(at);
   }
@@ -155,7 +147,12 @@ export class Presence extends DurableObject<Env> {
     const before = this.state;
     const { state, actions, reply } = step(before, ev, this.rules);
     this.loaded = state;
-    this.persist(before, state);
+    // A new dial is written together with what its first call returns (ringing or not), in the
+    // same handler: one row instead of a put and an update. Every other event writes at once.
+    if (ev.type !== 'dial' || actions.every((a) => a.type !== 'call_incoming')) {
+      this.persist(this.stored ?? before, state);
+      this.stored = state;
+    }
     await this.rearm();
     for (const act of actions) await this.run(act);
     return reply;
@@ -215,7 +212,7 @@ export class Presence extends DurableObject<Env> {
         return;
       case 'init_room': {
         const m = act.meta;
-        const room = this.env.ROOM.get(this.env.ROOM.idFromName(roomName(m.initiator, m.responder, m.sessionId)));
+        const room = this.env.ROOM.get(this.env.ROOM.idFromName(roomKey(m.sessionId)));
         await room.init(m);
         return;
       }
@@ -227,8 +224,8 @@ export class Presence extends DurableObject<Env> {
   // ---- the socket ------------------------------------------------------------------------
 
   /** The current presence socket: the newest open one. */
-  private current(except?: WebSocket): { ws: WebSocket; id: PresenceAttachment } | null {
-    let best: { ws: WebSocket; id: PresenceAttachment } | null = null;
+  private current(except?: WebSocket): { ws: WebSocket; id: SocketAttachment } | null {
+    let best: { ws: WebSocket; id: SocketAttachment } | null = null;
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except || ws.readyState !== WebSocket.OPEN) continue;
       const id = readAttachment(ws);
@@ -242,6 +239,20 @@ export class Presence extends DurableObject<Env> {
     return c ? { sub: c.id.sub, homes: c.id.homes } : null;
   }
 
+  /**
+   * Drops the current socket when nothing was heard on it (no frame, no ping) for
+   * `presenceStaleMs`: its NAT mapping or its host is gone, and a request sent there would be
+   * lost while the initiator waits for a timeout. Closed with 1001; the endpoint counts as
+   * offline from here on (its own dials are withdrawn, new requests are held for it).
+   */
+  private async dropStale(now: number): Promise<void> {
+    const c = this.current();
+    if (c === null || now < staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs)) return;
+    this.trace('stale');
+    safeClose(c.ws, CLOSE_GOING_AWAY, 'stale');
+    await this.apply({ type: 'gone', me: this.me(c.ws) });
+  }
+
   private send(m: PresenceServerMessage): void {
     const c = this.current();
     if (c) safeSend(c.ws, m);
@@ -252,21 +263,13 @@ export class Presence extends DurableObject<Env> {
   }
 
   override async fetch(req: Request): Promise<Response> {
-    const id = readIdentity(req);
-    if (id === null || req.headers.get('Upgrade')?.toLowerCase() !== 'websocket') return new Response(null, { status: 400 });
-    const pair = new WebSocketPair();
-    const [client, server] = [pair[0], pair[1]];
-    const previous = this.ctx.getWebSockets();
+    const up = this.upgrade(req);
+    if (up instanceof Response) return up;
+    const { id, client, server } = up;
+    // Refused sockets (closing, no attachment) are not presence sockets.
+    const previous = this.ctx.getWebSockets().filter((ws) => readAttachment(ws) !== null);
     this.ctx.acceptWebSocket(server);
-    const attachment: PresenceAttachment = {
-      v: 1,
-      sub: id.sub,
-      homes: id.homes,
-      exp: id.exp,
-      loc: id.lat !== null && id.lon !== null ? { lat: id.lat, lon: id.lon } : null,
-      connectedAt: Date.now(),
-    };
-    server.serializeAttachment(attachment);
+    server.serializeAttachment(this.attachmentFor(id, Date.now()));
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
     for (const old of previous) {
       safeSend(old, { type: 'replaced' });
@@ -274,22 +277,14 @@ export class Presence extends DurableObject<Env> {
     }
     safeSend(server, { type: 'hello', endpointId: id.sub });
     await this.apply({ type: 'connected', me: { sub: id.sub, homes: id.homes }, now: Date.now() });
-    return new Response(null, { status: 101, webSocket: client, headers: { 'Sec-WebSocket-Protocol': WS_PROTOCOL } });
+    return this.switching(client);
   }
 
-  override async webSocketMessage(ws: WebSocket, frame: string | ArrayBuffer): Promise<void> {
-    const me = readAttachment(ws);
-    if (me === null) return safeClose(ws, CLOSE_POLICY, 'unknown socket');
-    const now = Date.now();
-    if (now >= me.exp * 1000) return safeClose(ws, CLOSE_POLICY, 'token expired');
-    let bucket = this.buckets.get(ws);
-    if (!bucket) this.buckets.set(ws, (bucket = fullBucket(now)));
-    if (!take(bucket, now)) return safeSend(ws, { type: 'error', code: 'rate_limited', message: 'too many messages' });
+  protected override async onFrame(ws: WebSocket, me: SocketAttachment, frame: string | ArrayBuffer, now: number): Promise<void> {
+    // Heard from: the socket is live (pings are seen through the auto-response timestamp).
+    ws.serializeAttachment({ ...me, seenAt: now });
     const parsed = parsePresenceClientMessage(frame);
-    if (!parsed.ok) {
-      const code = parsed.error.code === 'unauthorized' || parsed.error.code === 'forbidden' ? 'malformed' : parsed.error.code;
-      return safeSend(ws, { type: 'error', code, message: parsed.error.message });
-    }
+    if (this.refused(ws, parsed)) return;
     try {
       await this.apply(this.toEvent({ sub: me.sub, homes: me.homes }, parsed.value, now));
     } catch (e) {
@@ -301,7 +296,7 @@ export class Presence extends DurableObject<Env> {
   private toEvent(me: Me, m: PresenceClientMessage, now: number): PresenceEvent {
     switch (m.type) {
       case 'dial':
-        return { type: 'dial', me, reqId: m.reqId, to: m.to, sessionId: randomId(random), now };
+        return { type: 'dial', me, reqId: m.reqId, to: m.to, sessionId: randomId(random), ...(m.timeoutMs !== undefined ? { timeoutMs: m.timeoutMs } : {}), now };
       case 'answer':
         return { type: 'answer', me, reqId: m.reqId, accept: m.accept, ...(m.reason !== undefined ? { reason: m.reason } : {}), now };
       case 'cancel':
@@ -311,51 +306,46 @@ export class Presence extends DurableObject<Env> {
     }
   }
 
-  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    safeClose(ws, code === 1005 || code === 1006 ? CLOSE_NORMAL : code, reason);
-    await this.apply({ type: 'gone', me: this.me(ws) });
-  }
-
-  override async webSocketError(ws: WebSocket): Promise<void> {
+  protected override async onLeave(ws: WebSocket): Promise<void> {
     await this.apply({ type: 'gone', me: this.me(ws) });
   }
 
   override async alarm(): Promise<void> {
     // The alarm that fired is spent.
     this.alarmAt = null;
+    this.trace('alarm');
+    this.meter('request');
+    await this.dropStale(Date.now());
     await this.apply({ type: 'alarm', now: Date.now() });
   }
 
-  // ---- RPC from other presence objects and the Worker ---------------------------------------
+  // ---- RPC from other presence objects ---------------------------------------
 
   /** Target side: a request arrives. Returns whether it reached the target's socket now. */
   async incoming(call: IncomingCall): Promise<{ delivered: boolean }> {
-    const reply = await this.apply({ type: 'incoming', me: this.me(), call, reqId: randomId(random) });
+    this.meter('request');
+    // A silent socket is not a way to reach the endpoint: hold the request for its return.
+    await this.dropStale(Date.now());
+    const reply = await this.apply({ type: 'incoming', me: this.me(), call, reqId: randomId(random), now: Date.now() });
     return reply as { delivered: boolean };
   }
 
   /** Initiator side: a held request reached the target. `live` false when the dial is gone. */
   async delivered(reqId: string, sessionId: string): Promise<{ live: boolean }> {
+    this.meter('request');
     return (await this.apply({ type: 'delivered', reqId, sessionId })) as { live: boolean };
   }
 
   /** Initiator side: the target answered. Creates the room on accept, before either side hears. */
   async answered(call: AnsweredCall): Promise<{ ok: boolean; deadline?: number }> {
+    this.meter('request');
     return (await this.apply({ type: 'answered', me: this.me(), call, now: Date.now() })) as { ok: boolean; deadline?: number };
   }
 
   /** Target side: the initiator withdrew (cancel, timeout, offline verdict, or it left). */
   async cancelIncoming(sessionId: string): Promise<void> {
+    this.meter('request');
     await this.apply({ type: 'cancel_incoming', sessionId });
   }
-
-  /** Used by the Worker to route a room socket: the caller's session with that id, if any. */
-  async sessionPeer(sessionId: string): Promise<SessionRecord | null> {
-    return sessionOf(this.state, sessionId, Date.now());
-  }
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unhandled ${JSON.stringify(x)}`);
 }
 

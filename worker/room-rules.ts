@@ -7,6 +7,7 @@
  *   -> join (either side, any order; a second socket of the same side replaces the first)
  *   -> signal frames relayed to the other side in order, each with a per-recipient `seq`;
  *      while the other side is absent they are buffered (bounded) and delivered on its join
+ *   -> `renew` while both sides are connected (and authenticated) moves the deadline on
  *   -> `bye` from either side, or the deadline, ends the room (`closed` to both)
  *   -> when both sides have left, or it ended, the room is deleted after a short grace.
  *
@@ -59,7 +60,12 @@ export type RoomEvent =
       readonly present: readonly string[];
       readonly now: number;
     }
-  | { readonly type: 'alarm'; readonly present: readonly string[]; readonly now: number };
+  | { readonly type: 'alarm'; readonly present: readonly string[]; readonly now: number }
+  /**
+   * `renew` from `endpoint`. `fresh`: the members connected now whose tokens have not expired;
+   * `ttlMs`: the session lifetime a renewal grants from `now`.
+   */
+  | { readonly type: 'renew'; readonly endpoint: string; readonly fresh: readonly string[]; readonly ttlMs: number; readonly now: number };
 
 export type RoomAction =
   /** Send a frame to every open socket of `to`. */
@@ -73,13 +79,18 @@ export type RoomAction =
       readonly peerPresent: boolean;
       readonly deadline: number;
     }
-  /** Send `ice_servers` with freshly minted ICE servers for `to` (and the room's deadline after a renew). */
-  | { readonly type: 'send_ice_servers'; readonly to: string; readonly deadline?: number }
+  /** Send `ice_servers` with freshly minted ICE servers for `to`. */
+  | { readonly type: 'send_ice_servers'; readonly to: string }
+  /** Send `renewed` with the deadline and freshly minted ICE servers for `to`. */
+  | { readonly type: 'send_renewed'; readonly to: string; readonly deadline: number }
   /** Send an `error` frame to the socket the event came from. */
   | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string }
   /** Close every socket of `to` (or the joining socket, when `to` is null). */
   | { readonly type: 'close'; readonly to: string | null; readonly code: number; readonly reason: string }
-  /** Persist the state (meta, ended, nextSeq and the buffer changes). */
+  /**
+   * Persist what changed and must survive without sockets (the driver decides where: storage
+   * rows, or a connected member's socket attachment for its seq counter).
+   */
   | { readonly type: 'persist' }
   | { readonly type: 'set_alarm'; readonly at: number }
   /** Delete everything: the room is over. */
@@ -92,20 +103,13 @@ export interface Step {
 
 /** WebSocket close codes (RFC 6455 §7.4.1). */
 export const CLOSE_NORMAL = 1000;
+/** The endpoint went away: its socket was silent past the staleness bound. */
+export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_POLICY = 1008;
 
 const other = (m: RoomMeta, e: string): string => (e === m.initiator ? m.responder : m.initiator);
 const roleOf = (m: RoomMeta, e: string): Role => (e === m.initiator ? 'initiator' : 'responder');
 const isMember = (m: RoomMeta, e: string): boolean => e === m.initiator || e === m.responder;
-
-/**
- * A `renew` moves the deadline to `now + sessionTtlMs`, never backwards. The deadline bounds how
- * long a pair can signal without asking; a member renewing with a valid token (checked on every
- * frame by the driver) shows the session is still wanted.
- */
-function renewedDeadline(m: RoomMeta, now: number, sessionTtlMs: number): number {
-  return Math.max(m.deadline, now + sessionTtlMs);
-}
 
 /** When to wake next: the deadline, or sooner when nobody is present (to delete after `graceMs`). */
 function alarmAt(s: RoomState, present: readonly string[], now: number, graceMs: number): number {
@@ -119,11 +123,10 @@ function alarmAt(s: RoomState, present: readonly string[], now: number, graceMs:
  * state as it was and yield an `error` or `close` action only.
  *
  * @param graceMs how long an empty or ended room waits before it is deleted.
- * @param sessionTtlMs how far a `renew` moves the deadline from now (the service's session TTL).
  * @example
- * const { state, actions } = step(emptyRoom(), { type: 'init', meta, now: Date.now() }, 15_000, 600_000);
+ * const { state, actions } = step(emptyRoom(), { type: 'init', meta, now: Date.now() }, 15_000);
  */
-export function step(s: RoomState, ev: RoomEvent, graceMs: number, sessionTtlMs = 0): Step {
+export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
   switch (ev.type) {
     case 'init': {
       if (s.meta !== null) {
@@ -176,6 +179,8 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number, sessionTtlMs 
       if (s.ended === null && !ev.present.includes(ev.endpoint) && ev.present.includes(other(m, ev.endpoint))) {
         actions.push({ type: 'send', to: other(m, ev.endpoint), message: { type: 'peer_left' } });
       }
+      // The leaver's seq counter was on its socket: the driver keeps it if the room goes on.
+      if (s.ended === null && !ev.present.includes(ev.endpoint)) actions.push({ type: 'persist' });
       actions.push({ type: 'set_alarm', at: alarmAt(s, ev.present, ev.now, graceMs) });
       return { state: s, actions };
     }
@@ -186,18 +191,8 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number, sessionTtlMs 
       }
       if (s.ended !== null) return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'room has closed' }] };
       if (ev.message.type === 'ice_servers') return { state: s, actions: [{ type: 'send_ice_servers', to: ev.endpoint }] };
-      if (ev.message.type === 'renew') {
-        const deadline = renewedDeadline(m, ev.now, sessionTtlMs);
-        const state: RoomState = deadline === m.deadline ? s : { ...s, meta: { ...m, deadline } };
-        return {
-          state,
-          actions: [
-            ...(state === s ? [] : [{ type: 'persist' } as const]),
-            { type: 'set_alarm', at: alarmAt(state, ev.present, ev.now, graceMs) },
-            { type: 'send_ice_servers', to: ev.endpoint, deadline },
-          ],
-        };
-      }
+      // The driver turns `renew` into its own event (it needs who is authenticated now).
+      if (ev.message.type === 'renew') return { state: s, actions: [{ type: 'error', code: 'internal', message: 'renew arrived as a signal' }] };
       const peer = other(m, ev.endpoint);
       const data = ev.message.data;
       const seq = s.nextSeq[peer] ?? 1;
@@ -222,11 +217,40 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number, sessionTtlMs 
           actions.push({ type: 'send', to: e, message: { type: 'closed', reason: 'bye' } });
           actions.push({ type: 'close', to: e, code: CLOSE_NORMAL, reason: 'bye' });
         }
-        actions.push({ type: 'persist' }, { type: 'set_alarm', at: ev.now + graceMs });
+        // Both sides were told and closed: nobody needs to learn it later, so `ended` stays in
+        // memory (a rejoin within the grace hears it) and costs no write. A side that was away
+        // learns it on its rejoin, so then it is stored.
+        const allTold = ev.present.includes(m.initiator) && ev.present.includes(m.responder);
+        if (!allTold) actions.push({ type: 'persist' });
+        actions.push({ type: 'set_alarm', at: ev.now + graceMs });
         return { state, actions };
       }
       actions.push({ type: 'persist' });
       return { state, actions };
+    }
+    case 'renew': {
+      const m = s.meta;
+      if (m === null || !isMember(m, ev.endpoint)) {
+        return { state: s, actions: [{ type: 'close', to: null, code: CLOSE_POLICY, reason: 'not a member of this session' }] };
+      }
+      if (s.ended !== null || ev.now >= m.deadline) return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'room has closed' }] };
+      // Both sides, authenticated now: one side alone cannot keep a room (and its relay
+      // credentials) alive for a peer that has gone.
+      if (!ev.fresh.includes(m.initiator) || !ev.fresh.includes(m.responder)) {
+        return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'renewal needs both sides connected' }] };
+      }
+      // Never shortens: a renewal just after another keeps the later deadline.
+      const deadline = Math.max(m.deadline, ev.now + ev.ttlMs);
+      const meta: RoomMeta = { ...m, deadline };
+      return {
+        state: { ...s, meta },
+        actions: [
+          { type: 'persist' },
+          { type: 'set_alarm', at: deadline },
+          { type: 'send_renewed', to: m.initiator, deadline },
+          { type: 'send_renewed', to: m.responder, deadline },
+        ],
+      };
     }
     case 'alarm': {
       const m = s.meta;

@@ -3,51 +3,44 @@
  * WebSockets (one per side, tagged with the endpoint id, identity in the attachment), the storage
  * (meta, seq counters, buffered signals) and the alarm, and carries out the rules' actions.
  *
- * Named `<lower id>:<higher id>:<sessionId>` by the Worker; created by `init` when the target
- * accepts. After hibernation or eviction the constructor reloads the state from storage and who is
+ * Named by the session id (`roomKey`); created by `init` when the target accepts. After hibernation or eviction the constructor reloads the state from storage and who is
  * present comes from `ctx.getWebSockets()`, so nothing needed after a wake-up lives only in memory.
  */
-import { DurableObject } from 'cloudflare:workers';
-import { encode, parseRoomClientMessage, WS_PROTOCOL, type RoomServerMessage } from '../protocol/messages.js';
-import { loadConfig, type Config } from './config.js';
-import { readIdentity, type Env } from './env.js';
+import { parseRoomClientMessage, type RoomServerMessage } from '../protocol/messages.js';
+import type { Env } from './env.js';
 import { iceServersFor, type Location } from './ice.js';
-import { fullBucket, take, type Bucket } from './rate-limit.js';
-import { CLOSE_POLICY, emptyRoom, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
+import { emptyRoom, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
+import { assertNever, CLOSE_NORMAL, readAttachment, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
 
-/** The attachment each room socket carries; checked when read back. */
-interface RoomAttachment {
-  readonly v: 1;
-  readonly endpoint: string;
-  readonly exp: number;
-  readonly loc: Location | null;
+/** A room socket's attachment: the identity, and the next seq for signals to this side. */
+interface RoomAttachment extends SocketAttachment {
+  readonly next?: number;
 }
 
-const readAttachment = (ws: WebSocket): RoomAttachment | null => {
-  const a = ws.deserializeAttachment() as Partial<RoomAttachment> | null;
-  return a && a.v === 1 && typeof a.endpoint === 'string' && typeof a.exp === 'number' ? (a as RoomAttachment) : null;
-};
-
-/** Sorted pair + session: the same name whichever side computes it. */
-export function roomName(a: string, b: string, sessionId: string): string {
-  return a < b ? `${a}:${b}:${sessionId}` : `${b}:${a}:${sessionId}`;
+/** The room row in storage. */
+interface StoredRoom {
+  readonly meta: RoomMeta;
+  readonly ended: RoomState['ended'];
 }
 
-const safeSend = (ws: WebSocket, frame: string): void => {
-  try {
-    ws.send(frame);
-  } catch {
-    // The socket is already closing; its close event does the bookkeeping.
-  }
-};
+/** A member's queue row in storage: the next seq for it and signals waiting for it. */
+interface StoredQueue {
+  readonly next: number;
+  readonly items: readonly BufferedSignal[];
+}
 
-const safeClose = (ws: WebSocket, code: number, reason: string): void => {
-  try {
-    ws.close(code, reason);
-  } catch {
-    // Already closed.
-  }
-};
+/** What an absent row means: nothing sent to that member yet. */
+const EMPTY_QUEUE: StoredQueue = { next: 1, items: [] };
+
+/**
+ * The object name of a session's room: the session id alone. Session ids are 132 random bits
+ * chosen by the service, so nobody can name a room they were not told about; the room itself
+ * admits only its two members (its stored meta), and an unknown id reaches an empty object that
+ * refuses the socket and stores nothing.
+ */
+export function roomKey(sessionId: string): string {
+  return `room:${sessionId}`;
+}
 
 /**
  * One accepted session between two endpoints. Reached only through the Worker (which verified
@@ -55,32 +48,49 @@ const safeClose = (ws: WebSocket, code: number, reason: string): void => {
  * accepting side's presence object.
  *
  * @example
- * const room = env.ROOM.get(env.ROOM.idFromName(roomName(a, b, sessionId)));
+ * const room = env.ROOM.get(env.ROOM.idFromName(roomKey(sessionId)));
  * await room.init({ sessionId, initiator: a, responder: b, deadline });
  */
-export class Room extends DurableObject<Env> {
+export class Room extends SocketObject {
+  protected readonly kind = 'room';
   private state: RoomState = emptyRoom();
-  private config: Config;
-  private readonly buckets = new WeakMap<WebSocket, Bucket>();
   /** Events are handled one at a time, in arrival order, even across awaits. */
   private queue: Promise<void> = Promise.resolve();
 
+  /**
+   * What storage holds for each member's queue (`q:<endpoint>`), by identity, so `persist` writes
+   * a row only when it must: the next seq (while the member has no socket) and signals buffered
+   * for it. While a member is connected its next seq lives in its socket's attachment instead, so
+   * a relayed signal costs no storage write.
+   */
+  private stored: Record<string, StoredQueue> = {};
+  /** Rows this object holds in storage (for the meter: `deleteAll` removes them). */
+  private rows = 0;
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.config = loadConfig(env);
-    // Rebuild from storage (synchronous SQLite-backed KV): after hibernation or eviction the
-    // constructor runs again and nothing needed lives only in memory.
+    this.trace('wake');
+    // Rebuild from storage (synchronous SQLite-backed KV) and the sockets' attachments: after
+    // hibernation or eviction the constructor runs again and nothing needed lives only in memory.
     const kv = ctx.storage.kv;
-    const meta = kv.get<RoomMeta>('meta') ?? null;
-    if (meta !== null) {
-      const buffer: Record<string, BufferedSignal[]> = {};
-      for (const e of [meta.initiator, meta.responder]) buffer[e] = kv.get<BufferedSignal[]>(`buf:${e}`) ?? [];
-      this.state = {
-        meta,
-        ended: kv.get<RoomState['ended']>('ended') ?? null,
-        nextSeq: kv.get<Record<string, number>>('seq') ?? {},
-        buffer,
-      };
+    const row = kv.get<StoredRoom>('room') ?? null;
+    this.meter('read');
+    if (row !== null) {
+      this.rows = 1;
+      const nextSeq: Record<string, number> = {};
+      const buffer: Record<string, readonly BufferedSignal[]> = {};
+      for (const e of [row.meta.initiator, row.meta.responder]) {
+        const q = kv.get<StoredQueue>(`q:${e}`);
+        this.meter('read');
+        if (q) this.rows++;
+        this.stored[e] = q ?? EMPTY_QUEUE;
+        buffer[e] = this.stored[e].items;
+        // A connected member's counter is on its socket; it is never behind the stored one.
+        let next = this.stored[e].next;
+        for (const ws of this.socketsOf(e)) next = Math.max(next, readAttachment<RoomAttachment>(ws)?.next ?? 0);
+        nextSeq[e] = next;
+      }
+      this.state = { meta: row.meta, ended: row.ended, nextSeq, buffer };
     }
   }
 
@@ -91,6 +101,7 @@ export class Room extends DurableObject<Env> {
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (this.alarmAt === at) return;
     this.alarmAt = at;
+    this.meter('alarm_set');
     await this.ctx.storage.setAlarm(at);
   }
 
@@ -104,7 +115,18 @@ export class Room extends DurableObject<Env> {
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except || ws.readyState !== WebSocket.OPEN) continue;
       const a = readAttachment(ws);
-      if (a) out.add(a.endpoint);
+      if (a) out.add(a.sub);
+    }
+    return [...out];
+  }
+
+  /** Endpoints with an open socket whose token has not expired at `now`. */
+  private fresh(now: number): string[] {
+    const out = new Set<string>();
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      const a = readAttachment(ws);
+      if (a && now < a.exp * 1000) out.add(a.sub);
     }
     return [...out];
   }
@@ -131,88 +153,74 @@ export class Room extends DurableObject<Env> {
   }
 
   override async fetch(req: Request): Promise<Response> {
-    const id = readIdentity(req);
-    if (id === null || req.headers.get('Upgrade')?.toLowerCase() !== 'websocket') return new Response(null, { status: 400 });
-    const pair = new WebSocketPair();
-    const [client, server] = [pair[0], pair[1]];
-    const attachment: RoomAttachment = {
-      v: 1,
-      endpoint: id.sub,
-      exp: id.exp,
-      loc: id.lat !== null && id.lon !== null ? { lat: id.lat, lon: id.lon } : null,
-    };
+    const up = this.upgrade(req);
+    if (up instanceof Response) return up;
+    const { id, client, server } = up;
+    const attachment = this.attachmentFor(id, Date.now());
+    let response: Response | null = null;
     await this.enqueue(async () => {
       const m = this.state.meta;
       if (m === null || (id.sub !== m.initiator && id.sub !== m.responder)) {
-        // Accept only to close with a policy code: a stranger never gets a room socket.
-        server.accept();
-        safeClose(server, CLOSE_POLICY, 'not a member of this session');
+        // A stranger never gets a room socket (the Worker's routing makes this a second check).
+        response = this.refuse(client, server, 'not a member of this session');
         return;
       }
       // A second socket of the same side replaces the first (a reconnect after a network drop).
-      for (const old of this.socketsOf(id.sub)) safeClose(old, 1000, 'replaced');
+      for (const old of this.socketsOf(id.sub)) safeClose(old, CLOSE_NORMAL, 'replaced');
       this.ctx.acceptWebSocket(server, [id.sub]);
-      server.serializeAttachment(attachment);
+      // The side's counter moves to the new socket (the old one is closing).
+      const next = this.state.nextSeq[id.sub];
+      server.serializeAttachment(next !== undefined ? ({ ...attachment, next } satisfies RoomAttachment) : attachment);
       await this.apply({ type: 'join', endpoint: id.sub, present: this.present(), now: Date.now() }, server);
     });
-    return new Response(null, { status: 101, webSocket: client, headers: { 'Sec-WebSocket-Protocol': WS_PROTOCOL } });
+    return response ?? this.switching(client);
   }
 
-  override async webSocketMessage(ws: WebSocket, frame: string | ArrayBuffer): Promise<void> {
-    const a = readAttachment(ws);
-    if (a === null) return safeClose(ws, CLOSE_POLICY, 'unknown socket');
-    const now = Date.now();
-    if (now >= a.exp * 1000) return safeClose(ws, CLOSE_POLICY, 'token expired');
-    let bucket = this.buckets.get(ws);
-    if (!bucket) this.buckets.set(ws, (bucket = fullBucket(now)));
-    if (!take(bucket, now)) return safeSend(ws, encode({ type: 'error', code: 'rate_limited', message: 'too many messages' }));
+  protected override async onFrame(ws: WebSocket, a: SocketAttachment, frame: string | ArrayBuffer): Promise<void> {
     const parsed = parseRoomClientMessage(frame);
-    if (!parsed.ok) {
-      const code = parsed.error.code === 'unauthorized' || parsed.error.code === 'forbidden' ? 'malformed' : parsed.error.code;
-      return safeSend(ws, encode({ type: 'error', code, message: parsed.error.message }));
-    }
+    if (this.refused(ws, parsed)) return;
+    const m = parsed.value;
     try {
-      await this.enqueue(() =>
-        this.apply({ type: 'message', endpoint: a.endpoint, message: parsed.value, present: this.present(), now: Date.now() }, ws),
-      );
+      await this.enqueue(() => {
+        const now = Date.now();
+        return this.apply(
+          m.type === 'renew'
+            ? { type: 'renew', endpoint: a.sub, fresh: this.fresh(now), ttlMs: this.config.sessionTtlSeconds * 1000, now }
+            : { type: 'message', endpoint: a.sub, message: m, present: this.present(), now },
+          ws,
+        );
+      });
     } catch (e) {
       // A bug or a storage failure: the sender learns, the object stays up, nothing is echoed.
       console.error('room: handler failed', (e as Error).name);
-      safeSend(ws, encode({ type: 'error', code: 'internal', message: 'internal error' }));
+      safeSend(ws, { type: 'error', code: 'internal', message: 'internal error' });
     }
   }
 
-  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    safeClose(ws, code === 1005 || code === 1006 ? 1000 : code, reason);
-    await this.leave(ws);
-  }
-
-  override async webSocketError(ws: WebSocket): Promise<void> {
-    await this.leave(ws);
-  }
-
-  private leave(ws: WebSocket): Promise<void> {
-    const a = readAttachment(ws);
+  protected override onLeave(ws: WebSocket, a: SocketAttachment | null): Promise<void> {
     if (a === null) return Promise.resolve();
-    return this.enqueue(() => this.apply({ type: 'leave', endpoint: a.endpoint, present: this.present(ws), now: Date.now() }, ws));
+    return this.enqueue(() => this.apply({ type: 'leave', endpoint: a.sub, present: this.present(ws), now: Date.now() }, ws));
   }
 
   override async alarm(): Promise<void> {
     // The alarm that fired is spent.
     this.alarmAt = null;
+    this.meter('request');
     await this.enqueue(() => this.apply({ type: 'alarm', present: this.present(), now: Date.now() }, null));
   }
 
   /** Runs the rules and carries out their actions in order. */
   private async apply(ev: RoomEvent, source: WebSocket | null): Promise<void> {
     const before = this.state;
-    const { state, actions } = step(before, ev, this.graceMs(), this.config.sessionTtlSeconds * 1000);
+    const { state, actions } = step(before, ev, this.graceMs());
     this.state = state;
-    for (const act of actions) await this.run(act, before, source);
+    // Who is connected after the event (a leaving socket no longer counts).
+    const present = 'present' in ev ? ev.present : this.present();
+    for (const act of actions) await this.run(act, before, source, present);
   }
 
   private sendTo(endpoint: string, m: RoomServerMessage): void {
-    const frame = encode(m);
+    const frame = JSON.stringify(m);
     for (const ws of this.socketsOf(endpoint)) safeSend(ws, frame);
   }
 
@@ -221,7 +229,7 @@ export class Room extends DurableObject<Env> {
     return ws ? (readAttachment(ws)?.loc ?? null) : null;
   }
 
-  private async run(act: RoomAction, before: RoomState, source: WebSocket | null): Promise<void> {
+  private async run(act: RoomAction, before: RoomState, source: WebSocket | null, present: readonly string[]): Promise<void> {
     switch (act.type) {
       case 'send':
         return this.sendTo(act.to, act.message);
@@ -240,10 +248,14 @@ export class Room extends DurableObject<Env> {
       }
       case 'send_ice_servers': {
         const iceServers = await iceServersFor(this.config, act.to, this.locOf(act.to), Date.now());
-        return this.sendTo(act.to, { type: 'ice_servers', iceServers, ...(act.deadline !== undefined ? { deadline: act.deadline } : {}) });
+        return this.sendTo(act.to, { type: 'ice_servers', iceServers });
+      }
+      case 'send_renewed': {
+        const iceServers = await iceServersFor(this.config, act.to, this.locOf(act.to), Date.now());
+        return this.sendTo(act.to, { type: 'renewed', deadline: act.deadline, iceServers });
       }
       case 'error':
-        if (source) safeSend(source, encode({ type: 'error', code: act.code, message: act.message }));
+        if (source) safeSend(source, { type: 'error', code: act.code, message: act.message });
         return;
       case 'close':
         if (act.to === null) {
@@ -253,11 +265,14 @@ export class Room extends DurableObject<Env> {
         for (const ws of this.socketsOf(act.to)) safeClose(ws, act.code, act.reason);
         return;
       case 'persist':
-        return this.persist(before);
+        return this.persist(before, present);
       case 'set_alarm':
         return this.setAlarm(act.at);
       case 'delete':
         this.alarmAt = null;
+        this.meter('write', this.rows);
+        this.rows = 0;
+        this.stored = {};
         await this.ctx.storage.deleteAlarm();
         await this.ctx.storage.deleteAll();
         return;
@@ -266,19 +281,44 @@ export class Room extends DurableObject<Env> {
     }
   }
 
-  /** Writes only what changed since `before`. */
-  private persist(before: RoomState): void {
+  /**
+   * Writes only what must survive without a socket. The room row (meta, ended) when it changed; a
+   * member's queue row when signals were buffered for it or flushed, or when its counter moved
+   * while it has no socket (it left, so the count must outlive the socket). A connected member's
+   * counter goes to its sockets' attachments, which cost no storage write.
+   */
+  private persist(before: RoomState, present: readonly string[]): void {
     const s = this.state;
     const kv = this.ctx.storage.kv;
-    if (s.meta !== before.meta && s.meta !== null) kv.put('meta', s.meta);
-    if (s.ended !== before.ended) kv.put('ended', s.ended);
-    if (s.nextSeq !== before.nextSeq) kv.put('seq', s.nextSeq);
-    for (const [e, buf] of Object.entries(s.buffer)) {
-      if (buf !== before.buffer[e]) kv.put(`buf:${e}`, buf);
+    if (s.meta === null) return;
+    if (s.meta !== before.meta || s.ended !== before.ended) {
+      const row: StoredRoom = { meta: s.meta, ended: s.ended };
+      kv.put('room', row);
+      this.meter('write');
+      if (before.meta === null) this.rows++;
+    }
+    for (const e of [s.meta.initiator, s.meta.responder]) {
+      const next = s.nextSeq[e] ?? 1;
+      const items = s.buffer[e] ?? [];
+      const here = present.includes(e);
+      if (here && next !== before.nextSeq[e]) this.keepCounter(e, next);
+      const st = this.stored[e] ?? EMPTY_QUEUE;
+      const bufferMoved = items !== st.items && !(items.length === 0 && st.items.length === 0);
+      const counterOrphaned = !here && s.ended === null && next !== st.next;
+      if (!bufferMoved && !counterOrphaned) continue;
+      const q: StoredQueue = { next, items };
+      kv.put(`q:${e}`, q);
+      this.meter('write');
+      if (this.stored[e] === undefined || this.stored[e] === EMPTY_QUEUE) this.rows++;
+      this.stored[e] = q;
     }
   }
-}
 
-function assertNever(x: never): never {
-  throw new Error(`unhandled action ${JSON.stringify(x)}`);
+  /** Puts `e`'s next seq on its open sockets' attachments (free, unlike a storage row). */
+  private keepCounter(e: string, next: number): void {
+    for (const ws of this.socketsOf(e)) {
+      const a = readAttachment<RoomAttachment>(ws);
+      if (a) ws.serializeAttachment({ ...a, next } satisfies RoomAttachment);
+    }
+  }
 }

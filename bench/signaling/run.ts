@@ -13,7 +13,20 @@
  * Baseline, same run and same workerd: one presence-socket round trip per endpoint (a frame the
  * presence object answers with an error), N pairs at once. The ratio exchange/baseline says how
  * many round trips' worth an exchange costs, which transfers across machines better than ms.
+ *
+ * Billable units (`--count K`, default 20 exchanges, on a separate service with the worker's
+ * `DEBUG_TRACE_EVENTS` meters on, so the logging does not touch the timed runs): Worker requests,
+ * Durable Object requests (upgrades, RPC calls, alarms), incoming WebSocket messages, storage rows
+ * read and written, alarms moved, per exchange including its teardown (bye, room deletion, the
+ * session records' expiry). Priced per million connection setups with the list prices in
+ * docs/BENCHMARKS.md.
+ *
+ * PeerJS (`--peerjs`): the `peer` package's server in its own process on loopback
+ * (bench/signaling/peerjs-server.mjs), the same N pairs doing the same offer, answer and
+ * candidates exchange through it (it has no request/accept, rooms or authentication), with its
+ * CPU per exchange read from /proc like workerd's.
  */
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
@@ -121,8 +134,11 @@ const SDP = 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=application 9 
 const PHASES = ['request', 'sessions', 'joined', 'done'] as const;
 type Marks = Partial<Record<(typeof PHASES)[number], number>>;
 
-/** One whole exchange; returns its latency in ms and closes the room sockets. */
-async function exchange(sig: SignalingHandle, p: Pair, reqId: string, marks: Marks = {}): Promise<number> {
+/**
+ * One whole exchange; returns its latency in ms and closes the room sockets. With `bye`, the
+ * initiator ends the room afterwards (as a link that closes does) and both wait for `closed`.
+ */
+async function exchange(sig: SignalingHandle, p: Pair, reqId: string, marks: Marks = {}, bye = false): Promise<number> {
   const ws = sig.url.replace(/^http/, 'ws');
   const t0 = performance.now();
   p.appSock.send({ type: 'dial', reqId, to: p.hub });
@@ -151,6 +167,10 @@ async function exchange(sig: SignalingHandle, p: Pair, reqId: string, marks: Mar
   const rooms = await Promise.all([side(p.appToken, sa.sessionId as string, true), side(p.hubToken, sb.sessionId as string, false)]);
   const ms = performance.now() - t0;
   marks.done = ms;
+  if (bye) {
+    rooms[0].send({ type: 'signal', data: { kind: 'bye' } });
+    await Promise.all(rooms.map((r) => r.next('closed')));
+  }
   for (const r of rooms) r.close();
   return ms;
 }
@@ -176,12 +196,17 @@ const USER_HZ = 100;
  * exchange hardly depends on what else the shared machine runs, unlike wall-clock latency.
  */
 function workerdCpuMs(): number {
+  return childCpuMs('workerd');
+}
+
+/** CPU time (ms) of this script's child processes named `name` (see workerdCpuMs). */
+function childCpuMs(name: string, pid?: number): number {
   let ticks = 0;
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
+  for (const pidDir of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pidDir)) continue;
     let stat: string;
     try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      stat = readFileSync(`/proc/${pidDir}/stat`, 'utf8');
     } catch {
       continue;
     }
@@ -189,7 +214,7 @@ function workerdCpuMs(): number {
     const close = stat.lastIndexOf(')');
     const comm = stat.slice(stat.indexOf('(') + 1, close);
     const f = stat.slice(close + 2).split(' ');
-    if (comm !== 'workerd' || Number(f[1]) !== process.pid) continue;
+    if (comm !== name || (pid !== undefined ? Number(pidDir) !== pid : Number(f[1]) !== process.pid)) continue;
     ticks += Number(f[11]) + Number(f[12]);
   }
   return (ticks * 1000) / USER_HZ;
@@ -200,16 +225,207 @@ const pct = (xs: number[], q: number): number => {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
 };
 
+/** Meters the worker prints with DEBUG_TRACE_EVENTS: `homelink-meter <object> <unit> <n>`. */
+const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
+/** Session lifetime in the counting pass: short, so the session records' expiry is counted too. */
+const COUNT_SESSION_TTL_S = 2;
+/** Room grace in the counting pass: short, so the room's deletion is counted too. */
+const COUNT_ROOM_GRACE_MS = 200;
+
+/** Billable units per exchange, by `<object>.<unit>`, over `k` exchanges (10 at a time). */
+async function countUnits(k: number): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  const sig = await startSignaling({
+    offlineWaitMs: 3000,
+    requestTimeoutMs: 60_000,
+    sessionTtlSeconds: COUNT_SESSION_TTL_S,
+    roomGraceMs: COUNT_ROOM_GRACE_MS,
+    vars: { DEBUG_TRACE_EVENTS: '1' },
+    onOutput: (line) => {
+      const m = METER_RE.exec(line);
+      if (m) counts[`${m[1]}.${m[2]}`] = (counts[`${m[1]}.${m[2]}`] ?? 0) + Number(m[3]);
+    },
+  });
+  try {
+    const pairs = await makePairs(sig, k, 'count');
+    // Presence sockets are per endpoint, not per exchange: count from here.
+    await new Promise((r) => setTimeout(r, 500));
+    for (const key of Object.keys(counts)) delete counts[key];
+    for (let i = 0; i < k; i += 10) {
+      await withTimeout(Promise.all(pairs.slice(i, i + 10).map((p, j) => exchange(sig, p, `c${i + j}`, {}, true))), 'count pass');
+    }
+    // Teardown: rooms deleted after the grace, session records expire at the deadline.
+    await new Promise((r) => setTimeout(r, COUNT_SESSION_TTL_S * 1000 + COUNT_ROOM_GRACE_MS + 2000));
+    for (const p of pairs) {
+      p.appSock.close();
+      p.hubSock.close();
+    }
+  } finally {
+    await sig.close();
+  }
+  const per: Record<string, number> = {};
+  for (const [key, v] of Object.entries(counts)) per[key] = v / k;
+  return per;
+}
+
+/**
+ * List prices (USD) used for the cost per million connection setups; docs/BENCHMARKS.md cites
+ * each one. Durable Object duration is priced on the objects' CPU time as a lower bound of their
+ * active wall-clock time, at the 128 MB every object is billed for.
+ */
+const PRICE = {
+  workerRequestPerM: 0.3,
+  workerCpuMsPerM: 0.02,
+  doRequestPerM: 0.15,
+  /** Incoming WebSocket messages are billed as requests at 20:1. */
+  wsMessagesPerRequest: 20,
+  doGbSecondPerM: 12.5,
+  doMemoryGb: 0.128,
+  rowsWrittenPerM: 1.0,
+  rowsReadPerM: 0.001,
+} as const;
+
+function printUnits(per: Record<string, number>, cpuMsPerExchange: number): void {
+  const get = (k: string): number => per[k] ?? 0;
+  const workerReq = get('worker.request');
+  const doReq = get('presence.request') + get('room.request');
+  const msgs = get('presence.message') + get('room.message');
+  const written = get('presence.write') + get('room.write');
+  const read = get('presence.read') + get('room.read');
+  const alarms = get('presence.alarm_set') + get('room.alarm_set');
+  console.log('\n| unit per exchange | presence | room | worker | total |');
+  console.log('|---|---:|---:|---:|---:|');
+  for (const [label, unit] of [
+    ['requests (upgrades, RPC calls, alarms)', 'request'],
+    ['incoming WebSocket messages', 'message'],
+    ['storage rows written', 'write'],
+    ['storage rows read', 'read'],
+    ['alarms set or moved', 'alarm_set'],
+  ] as const) {
+    const p = get(`presence.${unit}`);
+    const r = get(`room.${unit}`);
+    const w = get(`worker.${unit}`);
+    console.log(`| ${label} | ${p.toFixed(2)} | ${r.toFixed(2)} | ${w.toFixed(2)} | ${(p + r + w).toFixed(2)} |`);
+  }
+  const costs = {
+    'Worker requests': workerReq * PRICE.workerRequestPerM,
+    'Worker CPU (all workerd CPU, upper bound)': cpuMsPerExchange * PRICE.workerCpuMsPerM,
+    'DO requests incl. messages at 20:1': (doReq + msgs / PRICE.wsMessagesPerRequest) * PRICE.doRequestPerM,
+    'DO duration (CPU ms x 128 MB, lower bound)': ((cpuMsPerExchange / 1000) * PRICE.doMemoryGb * PRICE.doGbSecondPerM),
+    'storage rows written': written * PRICE.rowsWrittenPerM,
+    'storage rows read': read * PRICE.rowsReadPerM,
+  };
+  console.log(`\n| cost per million connection setups (USD) | |\n|---|---:|`);
+  let total = 0;
+  for (const [k, v] of Object.entries(costs)) {
+    total += v;
+    console.log(`| ${k} | ${v.toFixed(3)} |`);
+  }
+  console.log(`| **total** | **${total.toFixed(3)}** |`);
+  console.log(`\n(alarms set or moved per exchange: ${alarms.toFixed(2)}; workerd CPU per exchange used above: ${cpuMsPerExchange.toFixed(2)} ms)`);
+}
+
+/** PeerJS's server in its own process; resolves with its port and pid. */
+async function startPeerjs(): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [new URL('./peerjs-server.mjs', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('PeerJS server did not start')), 20_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      const m = /port (\d+)/.exec(d.toString());
+      if (m) {
+        clearTimeout(t);
+        resolve(Number(m[1]));
+      }
+    });
+    child.once('exit', () => reject(new Error('PeerJS server exited')));
+  });
+  return {
+    port,
+    pid: child.pid!,
+    async stop() {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.stdin!.end();
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+/** N PeerJS pairs at once: OFFER, ANSWER, 10 candidates plus end-of-candidates each way. */
+async function peerjsRound(port: number, pid: number, n: number, tag: string): Promise<{ lat: number[]; cpuMs: number; wall: number }> {
+  const url = (id: string): string => `ws://127.0.0.1:${port}/peerjs?key=peerjs&id=${id}&token=t${id}`;
+  const open = (id: string): Promise<Sock> =>
+    new Promise((resolve, reject) => {
+      const ws = new WebSocket(url(id));
+      const s = new Sock(ws);
+      ws.once('error', reject);
+      void s.next('OPEN').then(() => resolve(s));
+    });
+  const pairs: Array<{ a: string; b: string; sa: Sock; sb: Sock }> = [];
+  for (let i = 0; i < n; i += 50) {
+    pairs.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(50, n - i) }, async (_, k) => {
+          const a = `pj-${tag}-a-${i + k}`;
+          const b = `pj-${tag}-b-${i + k}`;
+          const [sa, sb] = await Promise.all([open(a), open(b)]);
+          return { a, b, sa, sb };
+        }),
+      )),
+    );
+  }
+  const side = async (me: Sock, peer: string, initiator: boolean): Promise<void> => {
+    if (initiator) me.send({ type: 'OFFER', dst: peer, payload: { sdp: { type: 'offer', sdp: SDP } } });
+    const cand = (i: number): unknown => ({ type: 'CANDIDATE', dst: peer, payload: { candidate: candidate(i).data } });
+    if (!initiator) {
+      await me.next('OFFER');
+      me.send({ type: 'ANSWER', dst: peer, payload: { sdp: { type: 'answer', sdp: SDP } } });
+    }
+    for (let i = 0; i < CANDIDATES; i++) me.send(cand(i));
+    me.send({ type: 'CANDIDATE', dst: peer, payload: { candidate: { candidate: '' } } });
+    if (initiator) await me.next('ANSWER');
+    for (let i = 0; i < CANDIDATES + 1; i++) await me.next('CANDIDATE');
+  };
+  const cpu0 = childCpuMs('node', pid);
+  const t0 = performance.now();
+  const lat = await withTimeout(
+    Promise.all(
+      pairs.map(async (p) => {
+        const s = performance.now();
+        await Promise.all([side(p.sa, p.b, true), side(p.sb, p.a, false)]);
+        return performance.now() - s;
+      }),
+    ),
+    `PeerJS N=${n}`,
+  );
+  const wall = (performance.now() - t0) / 1000;
+  const cpuMs = (childCpuMs('node', pid) - cpu0) / n;
+  for (const p of pairs) {
+    p.sa.close();
+    p.sb.close();
+  }
+  return { lat, cpuMs, wall };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { n: { type: 'string', default: '10,100,500' }, rounds: { type: 'string', default: '1' }, phases: { type: 'boolean', default: false } },
+    options: {
+      n: { type: 'string', default: '10,100,500' },
+      rounds: { type: 'string', default: '1' },
+      phases: { type: 'boolean', default: false },
+      count: { type: 'string', default: '20' },
+      peerjs: { type: 'boolean', default: false },
+    },
   });
+  const countK = Number(values.count);
+  if (!Number.isInteger(countK) || countK < 0 || countK > 500) throw new Error('--count takes 0..500 (0: skip the counting pass)');
   const ns = values.n.split(',').map((x) => Number(x));
   const rounds = Number(values.rounds);
   if (ns.some((x) => !Number.isInteger(x) || x < 1 || x > 2000) || !Number.isInteger(rounds) || rounds < 1 || rounds > 10) {
     throw new Error('--n takes integers 1..2000, --rounds 1..10');
   }
   const sig = await startSignaling({ offlineWaitMs: 3000, requestTimeoutMs: 60_000 });
+  let cpuPerExchange: number[] = [];
   try {
     // Warm-up (not reported): JIT, the bundle's first isolate, the first objects.
     {
@@ -235,6 +451,7 @@ async function main(): Promise<void> {
         const lat = await withTimeout(Promise.all(pairs.map((p, i) => exchange(sig, p, `r${i}`, marks[i]))), `N=${n}`);
         const wall = (performance.now() - t0) / 1000;
         const serverCpu = (workerdCpuMs() - cpu0) / n;
+        cpuPerExchange.push(serverCpu);
         const c = process.cpuUsage(client0);
         const clientCpu = (c.user + c.system) / 1000 / n;
         const p50 = pct(lat, 0.5);
@@ -256,6 +473,30 @@ async function main(): Promise<void> {
     }
   } finally {
     await sig.close();
+  }
+  if (values.peerjs) {
+    const pj = await startPeerjs();
+    try {
+      // Warm-up, not reported.
+      await peerjsRound(pj.port, pj.pid, 10, 'warm');
+      console.log('\nPeerJS server (`peer` 1.0.2, own process), same exchange without request/accept:\n');
+      console.log('| N pairs | p50 exchange (ms) | p99 exchange (ms) | exchanges/s | PeerJS server CPU / exchange (ms) |');
+      console.log('|---:|---:|---:|---:|---:|');
+      for (const n of ns) {
+        for (let round = 0; round < rounds; round++) {
+          const r = await peerjsRound(pj.port, pj.pid, n, `${n}-${round}`);
+          console.log(`| ${n} | ${pct(r.lat, 0.5).toFixed(1)} | ${pct(r.lat, 0.99).toFixed(1)} | ${(n / r.wall).toFixed(0)} | ${r.cpuMs.toFixed(2)} |`);
+        }
+      }
+    } finally {
+      await pj.stop();
+    }
+  }
+  if (countK > 0) {
+    const per = await countUnits(countK);
+    // CPU per exchange for pricing: the median over the timed runs above.
+    const cpu = cpuPerExchange.length > 0 ? pct(cpuPerExchange, 0.5) : 0;
+    printUnits(per, cpu);
   }
 }
 

@@ -16,6 +16,7 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
@@ -53,8 +54,13 @@ export interface StartSignalingOptions {
   cf?: Record<string, unknown>;
   /** An issuer to trust instead of a fresh in-memory one. */
   issuer?: DevIssuer;
-  /** Extra or overriding worker vars (e.g. DEV_HS256_SECRET). */
+  /** Extra or overriding worker vars (e.g. DEV_HS256_SECRET, PRESENCE_STALE_MS). */
   vars?: Record<string, string>;
+  /**
+   * Receives every line workerd writes to stdout and stderr (the worker's console output and
+   * uncaught errors) instead of the terminal; for suites that assert on the service's logs.
+   */
+  onOutput?: (line: string) => void;
 }
 
 export interface SignalingHandle {
@@ -91,6 +97,35 @@ function removeAtExit(dir: string): void {
   process.once('exit', () => {
     for (const d of openDirs) rmSync(d, { recursive: true, force: true });
   });
+}
+
+/** The text of one structured workerd log line (`{"level","message"}`), or the line as is. */
+function textOf(line: string): string {
+  try {
+    const v = JSON.parse(line) as { message?: unknown };
+    return typeof v.message === 'string' ? v.message : line;
+  } catch {
+    return line;
+  }
+}
+
+/**
+ * Splits the runtime's output streams into lines for `onOutput`. workerd writes structured logs
+ * (`structuredWorkerdLogs`), so uncaught errors are printed too, not only console output.
+ */
+function forwardLines(streams: Readable[], onLine: (line: string) => void): void {
+  for (const st of streams) {
+    let rest = '';
+    st.setEncoding('utf8');
+    st.on('data', (chunk: string) => {
+      const lines = (rest + chunk).split('\n');
+      rest = lines.pop() ?? '';
+      for (const l of lines) onLine(textOf(l));
+    });
+    st.on('end', () => {
+      if (rest !== '') onLine(textOf(rest));
+    });
+  }
 }
 
 let bundle: Promise<string> | null = null;
@@ -144,6 +179,9 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
       host,
       port,
       cf: opts.cf ?? {},
+      ...(opts.onOutput
+        ? { structuredWorkerdLogs: true, handleRuntimeStdio: (out: Readable, err: Readable) => forwardLines([out, err], opts.onOutput!) }
+        : {}),
     });
   let mf = make(opts.port ?? 0);
   let url: URL;

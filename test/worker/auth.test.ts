@@ -130,6 +130,10 @@ describe('refused with 401, nothing touched', () => {
     ],
     ['missing sub', () => craft({ claims: { sub: undefined } })],
     ['sub not an endpoint id', () => craft({ claims: { sub: 'hub 1/../x' } })],
+    // A number that reads as an endpoint id once turned into text ("12345") is still not a string.
+    ['numeric sub', () => craft({ claims: { sub: 12345 } })],
+    ['sub as an array', () => craft({ claims: { sub: ['hub-1'] } })],
+    ['numeric home', () => craft({ claims: { homes: [1] } })],
     ['missing homes', () => craft({ claims: { homes: undefined } })],
     ['missing exp', () => craft({ claims: { exp: undefined } })],
     ['garbage', async () => 'not-a-jwt'],

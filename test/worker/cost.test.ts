@@ -1,0 +1,110 @@
+/**
+ * Storage writes per exchange (issue 10 item 4), counted by the worker's own meters
+ * (`DEBUG_TRACE_EVENTS`) in real workerd: relayed signals cost no storage write (a connected
+ * side's seq counter lives in its socket attachment), a room that ends with `bye` costs two rows
+ * written in all (created, deleted), and the request costs one row on each side's presence
+ * (written, deleted). bench/signaling prices the same counts.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSignaling, type SignalingHandle } from '../support/signaling.js';
+import { connect, online } from './helpers.js';
+
+const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
+/** Short grace so the room's deletion is counted within the test. */
+const GRACE_MS = 200;
+
+let sig: SignalingHandle;
+const counts: Record<string, number> = {};
+const count = (key: string): number => counts[key] ?? 0;
+
+beforeAll(async () => {
+  sig = await startSignaling({
+    roomGraceMs: GRACE_MS,
+    vars: { DEBUG_TRACE_EVENTS: '1' },
+    onOutput: (line) => {
+      const m = METER_RE.exec(line);
+      if (m) counts[`${m[1]}.${m[2]}`] = count(`${m[1]}.${m[2]}`) + Number(m[3]);
+    },
+  });
+});
+afterAll(async () => sig?.close());
+
+/** Meter lines arrive through the runtime's output pipe: wait until `probe` holds or a bound passes. */
+async function settle(probe: () => boolean): Promise<void> {
+  const end = Date.now() + 5000;
+  while (!probe() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  // And a little more, for lines still in flight.
+  await new Promise((r) => setTimeout(r, 300));
+}
+
+describe('storage writes', () => {
+  it('relayed signals write nothing; a room ended with bye writes two rows in all', async () => {
+    const at = await sig.issuer.accessToken({ sub: 'w-app', homes: ['home-w'] });
+    const ht = await sig.issuer.accessToken({ sub: 'w-hub', homes: ['home-w'] });
+    const app = await online(sig.url, at);
+    const hub = await online(sig.url, ht);
+    app.send({ type: 'dial', reqId: 'w', to: 'w-hub' });
+    const req = await hub.next('request');
+    hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+    const s = await app.next('session');
+    await hub.next('session');
+    const ra = await connect(sig.url, `/v1/rooms/${s.sessionId}`, at);
+    await ra.next('joined');
+    const rb = await connect(sig.url, `/v1/rooms/${s.sessionId}`, ht);
+    await rb.next('joined');
+    await ra.next('peer_joined');
+    await settle(() => count('room.write') >= 1);
+    const roomWritesBefore = count('room.write');
+    // The room row, written once when the room was created.
+    expect(roomWritesBefore).toBe(1);
+
+    ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
+    for (let i = 0; i < 11; i++) ra.send({ type: 'signal', data: { kind: 'candidate', candidate: `a${i}` } });
+    rb.send({ type: 'signal', data: { kind: 'answer', sdp: 'a' } });
+    for (let i = 0; i < 11; i++) rb.send({ type: 'signal', data: { kind: 'candidate', candidate: `b${i}` } });
+    const toB = [];
+    const toA = [];
+    for (let i = 0; i < 12; i++) toB.push(await rb.next('signal'));
+    for (let i = 0; i < 12; i++) toA.push(await ra.next('signal'));
+    // Numbered 1..12 for each side, in order, as before.
+    expect(toB.map((f) => f.seq)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expect(toA.map((f) => f.seq)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    await settle(() => count('room.message') >= 24);
+    expect(count('room.message')).toBeGreaterThanOrEqual(24);
+    expect(count('room.write')).toBe(roomWritesBefore);
+
+    ra.send({ type: 'signal', data: { kind: 'bye' } });
+    await rb.next('closed');
+    await ra.next('closed');
+    // The grace passes and the room deletes its one row.
+    await settle(() => count('room.write') >= 2);
+    expect(count('room.write')).toBe(2);
+    // Presence: the pending request on each side, written once and deleted once.
+    expect(count('presence.write')).toBe(4);
+    app.close();
+    hub.close();
+  });
+
+  it('a side that leaves and rejoins keeps its numbering (its counter is stored when it leaves)', async () => {
+    const at = await sig.issuer.accessToken({ sub: 'x-app', homes: ['home-x'] });
+    const ht = await sig.issuer.accessToken({ sub: 'x-hub', homes: ['home-x'] });
+    const app = await online(sig.url, at);
+    const hub = await online(sig.url, ht);
+    app.send({ type: 'dial', reqId: 'x', to: 'x-hub' });
+    const req = await hub.next('request');
+    hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+    const s = await app.next('session');
+    const ra = await connect(sig.url, `/v1/rooms/${s.sessionId}`, at);
+    await ra.next('joined');
+    const rb = await connect(sig.url, `/v1/rooms/${s.sessionId}`, ht);
+    await rb.next('joined');
+    for (let i = 0; i < 3; i++) ra.send({ type: 'signal', data: { kind: 'candidate', candidate: `c${i}` } });
+    for (let i = 0; i < 3; i++) await rb.next('signal');
+    await rb.closeAndWait();
+    const rb2 = await connect(sig.url, `/v1/rooms/${s.sessionId}`, ht);
+    await rb2.next('joined');
+    ra.send({ type: 'signal', data: { kind: 'candidate', candidate: 'after' } });
+    expect(await rb2.next('signal')).toMatchObject({ seq: 4, data: { candidate: 'after' } });
+    for (const x of [ra, rb2, app, hub]) x.close();
+  });
+});

@@ -16,7 +16,7 @@ import type { DeviceIdentity, Trust } from './identity.js';
 import { Link, type LinkInit, type TraceFn } from './link.js';
 import type { SessionOptions } from './session.js';
 import { PresenceSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
-import type { BackendFactory } from './webrtc/backend.js';
+import type { BackendChoice, BackendFactory } from './webrtc/backend.js';
 
 /** Default for `dial({ timeoutMs })`: the service's offline wait plus a relayed connect, with room to spare. */
 export const DEFAULT_DIAL_TIMEOUT_MS = 20_000;
@@ -45,6 +45,11 @@ export interface EndpointOptions {
   readonly session?: Partial<Omit<SessionOptions, 'sessionId' | 'role' | 'peer'>>;
   /** Diagnostics: called at each step of every session (`dial`, `session`, `joined`, ..., `open`). */
   readonly trace?: TraceFn;
+  /**
+   * Node: which WebRTC stack links run on. `auto` (the default, or `HOMELINK_BACKEND` when set)
+   * takes node-datachannel where it is installed, werift otherwise. Browsers use their own.
+   */
+  readonly webrtcBackend?: BackendChoice;
 }
 
 /** Everything `EndpointCore.open` needs beyond the public options. */

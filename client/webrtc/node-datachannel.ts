@@ -51,7 +51,22 @@ import {
   type TransportState,
   type TransportStats,
 } from './backend.js';
-import { parseIceUrl } from './turn-probe.js';
+
+/**
+ * `stun:`/`turn:`/`turns:` URL fields (RFC 7064 / RFC 7065), null for anything else. The same
+ * grammar as turn-probe.ts's parser, kept local: importing that Node-socket module here changes
+ * the type checker's file order and trips a DOM/Node `TextDecoder` typing clash.
+ */
+function parseIceUrl(url: string): { kind: 'stun' | 'turn'; transport: 'udp' | 'tcp' | 'tls'; host: string; port: number } | null {
+  const m = /^(stuns?|turns?):(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?(?:\?transport=(udp|tcp))?$/i.exec(url.trim());
+  if (!m) return null;
+  const scheme = m[1]!.toLowerCase();
+  const secure = scheme.endsWith('s');
+  const port = m[3] ? Number(m[3]) : secure ? 5349 : 3478;
+  if (port < 1 || port > 65535) return null;
+  const transport = secure ? 'tls' : m[4]?.toLowerCase() === 'tcp' ? 'tcp' : 'udp';
+  return { kind: scheme.startsWith('stun') ? 'stun' : 'turn', transport, host: m[2]!.replace(/^\[|\]$/g, ''), port };
+}
 
 /**
  * The part of node-datachannel 0.33's API this backend uses, declared here rather than imported:

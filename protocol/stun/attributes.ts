@@ -8,7 +8,7 @@ import { formatIp, parseIp } from './ip.js';
 import { decoded, refused, type Decoded } from './result.js';
 
 const utf8 = new TextEncoder();
-const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }); // ignoreBOM spelled out: one of the Node/DOM typings requires it
 
 function view(b: Uint8Array): DataView {
   return new DataView(b.buffer, b.byteOffset, b.byteLength);

@@ -7,10 +7,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createWeriftBackend } from '../../client/webrtc/werift.js';
-import { BackendUnsupportedError, createNodeDatachannelBackend, loadNodeDatachannel, toNdcIceServers } from '../../client/webrtc/node-datachannel.js';
 import { BackendChoiceError, chooseBackend, parseBackendChoice, sdpFingerprints, type BackendFactory, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
-import { nodeBackend } from '../../client/index.js';
 import { Channel } from '../../client/channel.js';
+import { BackendUnsupportedError, createNodeDatachannelBackend, loadNodeDatachannel, toNdcIceServers } from '../../client/webrtc/node-datachannel.js';
 import { sha256Of, transfer } from './helpers.js';
 
 const LOOPBACK = { iceServers: [], hostAddresses: ['127.0.0.1'] } as const;
@@ -188,10 +187,5 @@ describe('backend selection', () => {
     expect(chooseBackend('auto', false)).toBe('werift');
     expect(chooseBackend('werift', true)).toBe('werift');
     expect(() => chooseBackend('node-datachannel', false)).toThrow(BackendChoiceError);
-  });
-
-  it('nodeBackend resolves names to the real factories', async () => {
-    expect((await nodeBackend('werift')).factory).toBe(createWeriftBackend);
-    expect(await nodeBackend('auto')).toMatchObject({ name: 'node-datachannel', factory: createNodeDatachannelBackend });
   });
 });

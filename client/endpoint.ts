@@ -17,7 +17,7 @@ import type { KeepaliveOptions } from './keepalive.js';
 import { Link, type LinkInit, type TraceFn } from './link.js';
 import type { SessionOptions } from './session.js';
 import { PresenceSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
-import type { BackendFactory } from './webrtc/backend.js';
+import type { BackendChoice, BackendFactory } from './webrtc/backend.js';
 
 /** Default for `dial({ timeoutMs })`: the service's offline wait plus a relayed connect, with room to spare. */
 export const DEFAULT_DIAL_TIMEOUT_MS = 20_000;
@@ -52,6 +52,14 @@ export interface EndpointOptions {
    * `timeoutMs` (default `KEEPALIVE_TIMEOUT_MS`, 10 s). Tests shorten them.
    */
   readonly keepalive?: KeepaliveOptions;
+  /**
+   * Node: which WebRTC stack links run on: `werift` (pure JS) or `node-datachannel`
+   * (libdatachannel, faster; no ICE restart and TURN over UDP only, so no recovery from network
+   * change or relay-to-direct upgrade, and no relay for UDP-blocked networks). `auto` (the
+   * default, or `HOMELINK_BACKEND` when set) is werift until node-datachannel can restart ICE.
+   * Browsers use their own.
+   */
+  readonly webrtcBackend?: BackendChoice;
 }
 
 /** Everything `EndpointCore.open` needs beyond the public options. */

@@ -1,5 +1,6 @@
 /**
- * The client library for Node: `Endpoint.connect` with werift and `ws` wired in.
+ * The client library for Node: `Endpoint.connect` with node-datachannel (or werift where it is
+ * not installed) and `ws` wired in.
  * Browsers import `client/browser.ts` instead (native RTCPeerConnection and WebSocket).
  *
  * @example
@@ -15,7 +16,21 @@
  */
 import { EndpointCore, type EndpointOptions, type EndpointRuntime } from './endpoint.js';
 import { nodeWebSocket } from './node-websocket.js';
+import { chooseBackend, parseBackendChoice, type BackendChoice, type BackendFactory, type BackendName } from './webrtc/backend.js';
 import { createWeriftBackend } from './webrtc/werift.js';
+import { createNodeDatachannelBackend, loadNodeDatachannel } from './webrtc/node-datachannel.js';
+
+/**
+ * Resolves a backend choice to a factory on Node: an explicit choice, else `HOMELINK_BACKEND`,
+ * else `auto` (werift; see `chooseBackend`).
+ * @example
+ * const { name, factory } = await nodeBackend('auto');
+ */
+export async function nodeBackend(choice?: BackendChoice): Promise<{ name: BackendName; factory: BackendFactory }> {
+  const c = choice ?? parseBackendChoice(process.env['HOMELINK_BACKEND'], 'HOMELINK_BACKEND');
+  const name = chooseBackend(c, c === 'node-datachannel' ? (await loadNodeDatachannel()) !== null : false);
+  return { name, factory: name === 'node-datachannel' ? createNodeDatachannelBackend : createWeriftBackend };
+}
 
 /** An endpoint on Node. */
 export class Endpoint extends EndpointCore {
@@ -24,7 +39,8 @@ export class Endpoint extends EndpointCore {
    * Rejects with `Unauthorized` when the token is refused.
    */
   static async connect(opts: EndpointOptions & Partial<EndpointRuntime>): Promise<Endpoint> {
-    const rt: EndpointRuntime = { webSocket: opts.webSocket ?? nodeWebSocket, backend: opts.backend ?? createWeriftBackend };
+    const backend = opts.backend ?? (await nodeBackend(opts.webrtcBackend)).factory;
+    const rt: EndpointRuntime = { webSocket: opts.webSocket ?? nodeWebSocket, backend };
     return EndpointCore.openWith(new Endpoint(opts, rt));
   }
 }
@@ -35,4 +51,4 @@ export { LinkError, isLinkError, type LinkErrorCode } from './errors.js';
 export { generateDeviceKey, IDENTITY_AUDIENCE, type DeviceIdentity, type Trust } from './identity.js';
 export { Link, type LinkPath, type LinkStats } from './link.js';
 export { SESSION_DEFAULTS } from './session.js';
-export type { BackendFactory, PeerBackend } from './webrtc/backend.js';
+export type { BackendChoice, BackendFactory, BackendName, PeerBackend } from './webrtc/backend.js';

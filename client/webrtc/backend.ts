@@ -1,9 +1,10 @@
 /**
  * The one small interface the rest of the library sees of a WebRTC stack.
  *
- * Two implementations: `werift.ts` (Node; the only file that imports werift) and `native.ts`
- * (browsers' `RTCPeerConnection`). A faster native backend (node-datachannel) can be added as a
- * third file without touching the session, identity or endpoint code.
+ * Three implementations: `werift.ts` (Node, pure JS; the only file that imports werift),
+ * `node-datachannel.ts` (Node, libdatachannel's native stack, an optional dependency) and
+ * `native.ts` (browsers' `RTCPeerConnection`). `chooseBackend` below is the selection rule on
+ * Node; `client/index.ts` applies it.
  *
  * The interface is deliberately narrower than `RTCPeerConnection`: SDP travels as strings,
  * `createOffer`/`acceptOffer` hand the description back as soon as it exists (before gathering
@@ -145,6 +146,44 @@ export interface PeerBackend {
 
 /** Creates backends; the endpoint receives one so it never imports a WebRTC stack itself. */
 export type BackendFactory = (opts: PeerOptions) => Promise<PeerBackend>;
+
+/** The WebRTC stacks a Node endpoint can run on. */
+export const BACKEND_NAMES = ['werift', 'node-datachannel'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+/** `auto`: werift, the backend with every recovery feature (see `chooseBackend`). */
+export type BackendChoice = BackendName | 'auto';
+
+/** A backend name that is not one of `BACKEND_NAMES` or `auto`. */
+export class BackendChoiceError extends Error {
+  override readonly name = 'BackendChoiceError';
+}
+
+/**
+ * Parses a backend choice from configuration (an option or the `HOMELINK_BACKEND` variable);
+ * `undefined` or empty is `auto`. `source` names the setting in the error.
+ * @example
+ * parseBackendChoice(process.env['HOMELINK_BACKEND'], 'HOMELINK_BACKEND'); // 'auto' when unset
+ */
+export function parseBackendChoice(v: string | undefined, source = 'backend'): BackendChoice {
+  if (v === undefined || v === '' || v === 'auto') return 'auto';
+  if ((BACKEND_NAMES as readonly string[]).includes(v)) return v as BackendName;
+  throw new BackendChoiceError(`${source} must be one of auto, ${BACKEND_NAMES.join(', ')} (got ${JSON.stringify(v.slice(0, 40))})`);
+}
+
+/**
+ * The selection rule: an explicit name is taken as is (asking for node-datachannel where it is
+ * missing is a configuration error, not a silent fallback). `auto` is werift even where
+ * node-datachannel is installed: libdatachannel has no ICE restart (its issue #545) and relays
+ * over UDP only, so a link on it cannot recover from a network change, upgrade from relay to
+ * direct, or cross a UDP-blocking firewall. It becomes the automatic choice once it can.
+ * @example
+ * chooseBackend('auto', true); // 'werift'
+ */
+export function chooseBackend(choice: BackendChoice, nativeAvailable: boolean): BackendName {
+  if (choice === 'auto') return 'werift';
+  if (choice === 'node-datachannel' && !nativeAvailable) throw new BackendChoiceError('backend node-datachannel was asked for but is not installed (optional dependency)');
+  return choice;
+}
 
 /** A data channel's init dictionary (W3C webrtc-pc RTCDataChannelInit), as both backends take it. */
 export interface DataChannelInit {

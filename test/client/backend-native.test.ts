@@ -1,0 +1,191 @@
+/**
+ * The node-datachannel backend against itself and against werift, on real peers wired back to
+ * back in process (no signaling service): both offer directions of the interop pair, the DTLS
+ * role ordering that removes the 1 s connect stall, fingerprints from the presented
+ * certificates, refusal of a certificate that does not match the SDP, bulk transfer with
+ * SHA-256 intact, unreliable channels, the restart limit as a typed error, and the selection rule.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { createWeriftBackend } from '../../client/webrtc/werift.js';
+import { BackendChoiceError, chooseBackend, parseBackendChoice, sdpFingerprints, type BackendFactory, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
+import { Channel } from '../../client/channel.js';
+import { BackendUnsupportedError, createNodeDatachannelBackend, loadNodeDatachannel, toNdcIceServers } from '../../client/webrtc/node-datachannel.js';
+import { sha256Of, transfer } from './helpers.js';
+
+const LOOPBACK = { iceServers: [], hostAddresses: ['127.0.0.1'] } as const;
+const open: PeerBackend[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((b) => b.close()));
+});
+
+const ndc = createNodeDatachannelBackend;
+const werift = createWeriftBackend;
+
+async function pair(
+  fa: BackendFactory,
+  fb: BackendFactory,
+  rewriteOffer?: (sdp: string) => string,
+): Promise<{ a: PeerBackend; b: PeerBackend; offer: string; answer: string }> {
+  const a = await fa(LOOPBACK);
+  const b = await fb(LOOPBACK);
+  open.push(a, b);
+  a.onCandidate = (c) => void b.addCandidate(c).catch(() => undefined);
+  b.onCandidate = (c) => void a.addCandidate(c).catch(() => undefined);
+  // The negotiated control channel every link has (id 0 is the offer's placeholder, as the session does).
+  const offer = await a.createOffer();
+  const answer = await b.acceptOffer(rewriteOffer ? rewriteOffer(offer) : offer);
+  await a.acceptAnswer(answer);
+  return { a, b, offer, answer };
+}
+
+const ended = (p: PeerBackend): Promise<void> =>
+  new Promise((resolve) => {
+    p.onState = (s) => (s === 'failed' || s === 'closed' ? resolve() : undefined);
+  });
+
+const state = (p: PeerBackend, want: string): Promise<void> =>
+  new Promise((resolve) => {
+    const prev = p.onState;
+    p.onState = (s) => {
+      prev?.(s);
+      if (s === want) resolve();
+    };
+  });
+
+const accepted = (p: PeerBackend): Promise<RawChannel> => new Promise((resolve) => (p.onChannel = resolve));
+
+const setup = (sdp: string): string[] => [...sdp.matchAll(/^a=setup:(\w+)/gm)].map((m) => m[1]!);
+
+describe('node-datachannel backend', () => {
+  it('is installed here (the optional dependency resolved to a prebuilt binary)', async () => {
+    expect(await loadNodeDatachannel()).not.toBeNull();
+  });
+
+  const combos: Array<[string, BackendFactory, BackendFactory]> = [
+    ['node-datachannel -> node-datachannel', ndc, ndc],
+    ['node-datachannel -> werift', ndc, werift],
+    ['werift -> node-datachannel', werift, ndc],
+  ];
+
+  for (const [name, fa, fb] of combos) {
+    it(`${name}: connects, fingerprints come from the presented certificates, 8 MiB each way intact`, async () => {
+      const { a, b, offer, answer } = await pair(fa, fb);
+      const acc = accepted(b);
+      const ca = new Channel(a.createChannel('bulk'));
+      const cb = new Channel(await acc);
+      await ca.opened();
+      await Promise.all([cb.opened()]);
+      // The offerer is the DTLS client whenever node-datachannel takes part (see node-datachannel.ts).
+      if (fa === ndc) expect(setup(offer)).toEqual(['active']);
+      if (fa === ndc && fb === ndc) expect(setup(answer)).toEqual(['passive']);
+      const [fpa, fpb] = [await a.localFingerprint(), await b.localFingerprint()];
+      expect(sdpFingerprints(offer)).toEqual([fpa]);
+      expect(sdpFingerprints(answer)).toEqual([fpb]);
+      expect(fpa).not.toBe(fpb);
+      expect(await a.remoteCertificateFingerprint()).toBe(fpb);
+      expect(await b.remoteCertificateFingerprint()).toBe(fpa);
+      const sel = await a.selectedPair();
+      expect(sel).toMatchObject({ local: { type: 'host', address: '127.0.0.1', protocol: 'udp' }, remote: { address: '127.0.0.1' } });
+      const total = 8 * 1024 * 1024;
+      expect(await transfer(ca, cb, total)).toBe(sha256Of(total));
+      expect(await transfer(cb, ca, total, 7)).toBe(sha256Of(total, 7));
+      const st = await a.stats();
+      expect(st.bytesSent).toBeGreaterThanOrEqual(total);
+      expect(st.bytesReceived).toBeGreaterThanOrEqual(total);
+    });
+  }
+
+  it('every connection has its own DTLS certificate (sessions are not linkable by fingerprint)', async () => {
+    const x = await ndc(LOOPBACK);
+    const y = await ndc(LOOPBACK);
+    open.push(x, y);
+    await Promise.all([x.createOffer(), y.createOffer()]);
+    expect(await x.localFingerprint()).not.toBe(await y.localFingerprint());
+  });
+
+  it('refuses a DTLS peer whose certificate differs from the SDP fingerprint (as answerer and as offerer)', async () => {
+    const fake = 'AA:'.repeat(31) + 'AA';
+    const lie = (sdp: string): string => sdp.replace(/^a=fingerprint:sha-256 .*$/gm, `a=fingerprint:sha-256 ${fake}`);
+    // node-datachannel answers an offer whose fingerprint is not the werift offerer's certificate.
+    const r1 = await pair(werift, ndc, lie);
+    await ended(r1.b);
+    expect(await r1.b.remoteCertificateFingerprint()).toBeNull();
+    // The same lie towards a node-datachannel answerer from a node-datachannel offerer.
+    const r2 = await pair(ndc, ndc, lie);
+    await ended(r2.b);
+    expect(await r2.b.remoteCertificateFingerprint()).toBeNull();
+  });
+
+  it('carries unreliable unordered channels both ways and keeps the send buffer bounded', async () => {
+    const { a, b } = await pair(ndc, ndc);
+    const acc = accepted(b);
+    const ca = new Channel(a.createChannel('telemetry', { ordered: false, maxRetransmits: 0 }), { highWaterMark: 64 * 1024 });
+    const rb = new Channel(await acc);
+    expect(ca.ordered).toBe(false);
+    expect(ca.maxRetransmits).toBe(0);
+    await ca.opened();
+    let got = 0;
+    rb.on('message', (m) => void (got += typeof m === 'string' ? 0 : m.byteLength));
+    let peak = 0;
+    for (let i = 0; i < 200; i++) {
+      await ca.send(new Uint8Array(16 * 1024));
+      peak = Math.max(peak, ca.bufferedAmount);
+    }
+    expect(peak).toBeLessThanOrEqual(64 * 1024 + 16 * 1024);
+    await expect.poll(() => got, { timeout: 10_000 }).toBeGreaterThan(0);
+  });
+
+  it('negotiated channels (the control channel) open on both sides without an in-band open', async () => {
+    const a = await ndc(LOOPBACK);
+    const b = await werift(LOOPBACK);
+    open.push(a, b);
+    const ca = new Channel(a.createChannel('control', { negotiatedId: 1 }));
+    const cb = new Channel(b.createChannel('control', { negotiatedId: 1 }));
+    a.onCandidate = (c) => void b.addCandidate(c).catch(() => undefined);
+    b.onCandidate = (c) => void a.addCandidate(c).catch(() => undefined);
+    await a.acceptAnswer(await b.acceptOffer(await a.createOffer()));
+    await Promise.all([ca.opened(), cb.opened()]);
+    const msg = new Promise<string | Uint8Array>((resolve) => cb.once('message', resolve));
+    await ca.send('ping');
+    expect(await msg).toBe('ping');
+  });
+
+  it('an ICE restart is refused with a typed error both ways (libdatachannel has none)', async () => {
+    const { a, b } = await pair(werift, ndc);
+    await state(b, 'connected');
+    await expect(b.createOffer({ iceRestart: true })).rejects.toBeInstanceOf(BackendUnsupportedError);
+    const restartOffer = await a.createOffer({ iceRestart: true });
+    await expect(b.acceptOffer(restartOffer)).rejects.toBeInstanceOf(BackendUnsupportedError);
+  });
+
+  it('ICE servers become structured entries: credentials with colons intact, TCP/TLS relays left out', () => {
+    const out = toNdcIceServers([
+      { urls: ['stun:198.51.100.7:3478', 'stuns:198.51.100.7'] },
+      { urls: ['turn:198.51.100.7:3478?transport=udp', 'turn:198.51.100.7:3478?transport=tcp', 'turns:relay.example:5349', 'bogus:x'], username: '1767225600:hub-1', credential: 'c:r/e+d=' },
+      { urls: ['turn:[2001:db8::1]:3479'], username: 'u', credential: 'p' },
+    ]);
+    expect(out).toEqual([
+      { hostname: '198.51.100.7', port: 3478 },
+      { hostname: '198.51.100.7', port: 3478, username: '1767225600:hub-1', password: 'c:r/e+d=', relayType: 'TurnUdp' },
+      { hostname: '2001:db8::1', port: 3479, username: 'u', password: 'p', relayType: 'TurnUdp' },
+    ]);
+  });
+});
+
+describe('backend selection', () => {
+  it('parses choices and names the setting in errors', () => {
+    expect(parseBackendChoice(undefined)).toBe('auto');
+    expect(parseBackendChoice('')).toBe('auto');
+    expect(parseBackendChoice('werift')).toBe('werift');
+    expect(parseBackendChoice('node-datachannel')).toBe('node-datachannel');
+    expect(() => parseBackendChoice('libwebrtc', 'HOMELINK_BACKEND')).toThrow(BackendChoiceError);
+    expect(() => parseBackendChoice('libwebrtc', 'HOMELINK_BACKEND')).toThrow(/HOMELINK_BACKEND/);
+  });
+
+  it('auto prefers the native stack and falls back to werift; an explicit missing stack is an error', () => {
+    expect(chooseBackend('auto', true)).toBe('werift');
+    expect(chooseBackend('auto', false)).toBe('werift');
+    expect(chooseBackend('werift', true)).toBe('werift');
+    expect(() => chooseBackend('node-datachannel', false)).toThrow(BackendChoiceError);
+  });
+});

@@ -38,7 +38,8 @@ describe('the browser bundle', () => {
       const js = await bundleBrowserApp(entry);
       expect(js.length).toBeGreaterThan(10_000);
       expect(js).not.toMatch(/\bprocess\.(env|nextTick|versions)|\brequire\(["']|from ["']node:/);
-      expect(js).not.toContain('werift');
+      // werift's code or an import of it (the word itself may stand in a doc comment esbuild keeps).
+      expect(js).not.toMatch(/node_modules\/werift|["']werift["']|node-datachannel["']/);
     }
   });
 });

@@ -344,7 +344,9 @@ export class Session {
       }
       case 'bye':
         if (this.phase === 'open') return this.finish(d.reason ? `peer closed: ${d.reason}` : 'peer closed the link');
-        return this.fail(d.reason === 'identity' ? 'IdentityMismatch' : 'Closed', d.reason ? `peer ended the session (${d.reason})` : 'peer ended the session');
+        // A peer that gave up at the dial's deadline says why (its bye carries its code); both
+        // sides keep to the one deadline the dialer set, so this side's outcome is the same one.
+        return this.fail(d.reason === 'identity' ? 'IdentityMismatch' : d.reason === 'Timeout' || d.reason === 'NoPath' ? d.reason : 'Closed', d.reason ? `peer ended the session (${d.reason})` : 'peer ended the session');
     }
   }
 

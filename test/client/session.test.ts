@@ -76,6 +76,20 @@ describe('session state machine', () => {
     expect(s.handle({ type: 'transport', state: 'connected' }, 1)).toEqual([]);
   });
 
+  it('a peer that gave up at the dial deadline (bye Timeout/NoPath) ends this side with the same code; other byes are Closed', () => {
+    const outcome = (reason?: string): SessionAction | undefined => {
+      const s = new Session({ sessionId: 'session-0123456789abcdef', role: 'responder', peer: 'app-1' });
+      s.handle({ type: 'joined', peerPresent: true, iceServers: [] }, 0);
+      s.handle({ type: 'backend-ready' }, 0);
+      return s.handle({ type: 'signal', data: reason ? { kind: 'bye', reason } : { kind: 'bye' } }, 1).at(-1);
+    };
+    expect(outcome('Timeout')).toMatchObject({ type: 'failed', code: 'Timeout' });
+    expect(outcome('NoPath')).toMatchObject({ type: 'failed', code: 'NoPath' });
+    expect(outcome('identity')).toMatchObject({ type: 'failed', code: 'IdentityMismatch' });
+    expect(outcome('endpoint closed')).toMatchObject({ type: 'failed', code: 'Closed' });
+    expect(outcome()).toMatchObject({ type: 'failed', code: 'Closed' });
+  });
+
   it('an SDP whose fingerprint changes mid-session is an identity failure', () => {
     const { s, t } = openInitiator();
     s.handle({ type: 'path', kind: 'relay' }, t);

@@ -3,13 +3,13 @@
  * side, and two hosts of one home for each behaviour, run through real NAT rule sets in the
  * namespace lab. Asserts that every cell connects with a checked transfer, that the path is
  * direct exactly when theory allows, and that the relay only ever saw ciphertext; writes the
- * table into docs/NATLAB.md.
+ * table into its own section of docs/NATLAB.md (the rest of the file is kept).
  *
  * Stack: NATLAB_STACK=werift runs bare werift peers with coturn (the reference that proves
  * the lab and harness); the default runs the product (see stack-homelink.ts).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { keepSections } from './report-section.js';
+import { mergeMatrixReport } from './report-section.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { matrixCells, renderReport, runCells, type CellResult, type Stack } from './cells.js';
 import { makeLabTls, startCoturn, type LabTls } from './coturn.js';
@@ -92,11 +92,12 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
     const reference = process.env['NATLAB_STACK'] === 'werift';
     if (only || reference) mkdirSync('test-output', { recursive: true });
     const target = only ? 'test-output/NATLAB.partial.md' : reference ? 'test-output/NATLAB.werift.md' : REPORT;
-    // Sections other suites wrote into the report (report-section.ts) survive the rewrite.
+    // The run replaces only the matrix's own section of the report; other suites' sections and
+    // hand-written text around them stay as they were (report-section.ts).
     const previous = target === REPORT && existsSync(REPORT) ? readFileSync(REPORT, 'utf8') : '';
     writeFileSync(
       target,
-      keepSections(renderReport({
+      mergeMatrixReport(previous, renderReport({
         stack: stack.name,
         results,
         durationS,

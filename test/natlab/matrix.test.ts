@@ -105,7 +105,7 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
         controlMarkerFound: scan.controlFound,
         markersFound: scan.found,
         birthday,
-      }), previous),
+      })),
     );
     const table = results.map((r) => ({ cell: r.spec.id, expected: r.spec.expected, observed: r.kind, transfer: r.transferOk, error: r.error }));
     expect(table.filter((c) => c.observed === 'none' || !c.transfer), 'cells that failed').toEqual([]);

@@ -49,14 +49,35 @@ export function diffAddresses(before: readonly string[], after: readonly string[
   return added.length === 0 && removed.length === 0 ? null : { added, removed, current: [...after] };
 }
 
+/**
+ * `change` restricted to the `pinned` addresses: what a host that gathers only on those addresses
+ * must react to. A pinned address that leaves the interfaces (DHCP handed out another one, the
+ * cable was pulled) takes its sockets' path with it; one that comes back can carry a path again.
+ * Changes to other addresses do not concern it. Null when no pinned address changed.
+ */
+export function pinnedChange(change: AddressChange | null, pinned: readonly string[]): AddressChange | null {
+  if (!change) return null;
+  const mine = new Set(pinned);
+  const added = change.added.filter((a) => mine.has(a));
+  const removed = change.removed.filter((a) => mine.has(a));
+  return added.length === 0 && removed.length === 0 ? null : { added, removed, current: change.current };
+}
+
 export interface NetworkWatchOptions {
   readonly read?: InterfaceReader;
   readonly pollMs?: number;
   readonly ipv6?: boolean;
+  /**
+   * Report only changes to these addresses (hosts that pin their host candidates with
+   * `hostAddresses`). A pinned address the interfaces never held (loopback, which is never
+   * usable) never changes, so it never reports.
+   */
+  readonly pinned?: readonly string[];
 }
 
 /**
- * Polls the interfaces and calls `onChange` when the usable addresses differ from the last poll.
+ * Polls the interfaces and calls `onChange` when the usable addresses differ from the last poll
+ * (with `pinned`, when a pinned address left or came back).
  * The timer is unref'd: a watch never keeps a process alive.
  *
  * @example
@@ -71,6 +92,8 @@ export class NetworkWatch {
   private readonly timer: ReturnType<typeof setInterval>;
   private readonly read: InterfaceReader;
   private readonly ipv6: boolean;
+  private readonly pinned: readonly string[] | null;
+  private readonly seen = new Set<string>();
 
   constructor(
     private readonly onChange: (c: AddressChange) => void,
@@ -78,6 +101,7 @@ export class NetworkWatch {
   ) {
     this.read = opts.read ?? networkInterfaces;
     this.ipv6 = opts.ipv6 ?? false;
+    this.pinned = opts.pinned ?? null;
     this.last = this.poll() ?? [];
     this.timer = setInterval(() => this.check(), opts.pollMs ?? NETWORK_POLL_MS);
     this.timer.unref?.();
@@ -88,11 +112,20 @@ export class NetworkWatch {
     return this.last;
   }
 
+  /**
+   * True when `address` was usable at some poll and is not now. An address the interfaces never
+   * listed as usable (a pinned loopback address) has not vanished: it cannot go away.
+   */
+  vanished(address: string): boolean {
+    return this.seen.has(address) && !this.last.includes(address);
+  }
+
   /** Polls now (the timer calls this); returns the change it reported, if any. */
   check(): AddressChange | null {
     const now = this.poll();
     if (now === null) return null;
-    const change = diffAddresses(this.last, now);
+    const all = diffAddresses(this.last, now);
+    const change = this.pinned ? pinnedChange(all, this.pinned) : all;
     this.last = now;
     if (change) this.onChange(change);
     return change;
@@ -104,7 +137,9 @@ export class NetworkWatch {
 
   private poll(): string[] | null {
     try {
-      return usableAddresses(this.read(), this.ipv6);
+      const now = usableAddresses(this.read(), this.ipv6);
+      for (const a of now) this.seen.add(a);
+      return now;
     } catch {
       // A failing read (a sandbox without getifaddrs) reports nothing rather than a change.
       return null;

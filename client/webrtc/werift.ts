@@ -106,7 +106,7 @@ const CARRY_OVER_MS = 30_000;
 
 /** Node-only options of the werift backend (tests inject the interface reader). */
 export interface WeriftOptions {
-  /** Local address watch; `false` turns it off. Off anyway when `hostAddresses` pins the addresses. */
+  /** Local address watch; `false` turns it off. With `hostAddresses` it watches those addresses only. */
   readonly networkWatch?: NetworkWatchOptions | false;
 }
 
@@ -214,16 +214,21 @@ export class WeriftBackend implements PeerBackend {
     nodeOpts: WeriftOptions = {},
   ) {
     this.servers = servers;
-    // Pinned host addresses are the caller's to change; otherwise we gather on what the
-    // interfaces hold, so we watch them.
+    // We gather on what the interfaces hold, so we watch them. With pinned host addresses only
+    // those matter: one that leaves the interfaces takes its sockets' path along, and its return
+    // lets a restart bind there again; either way the link restarts at once instead of waiting
+    // for the liveness timeout to hear the silence.
     this.watch =
-      opts.hostAddresses || nodeOpts.networkWatch === false
+      nodeOpts.networkWatch === false
         ? null
-        : new NetworkWatch((c) => {
-            if (this.closed) return;
-            if (c.removed.length > 0) this.networkChanged = true;
-            this.onNetworkChange?.();
-          }, nodeOpts.networkWatch ?? {});
+        : new NetworkWatch(
+            (c) => {
+              if (this.closed) return;
+              if (c.removed.length > 0) this.networkChanged = true;
+              this.onNetworkChange?.();
+            },
+            { ...(nodeOpts.networkWatch ?? {}), ...(opts.hostAddresses ? { pinned: opts.hostAddresses } : {}) },
+          );
     const host = opts.hostAddresses;
     this.pc = new RTCPeerConnection({
       iceServers: servers.map((s) => ({ urls: [...s.urls], username: s.username, credential: s.credential })),
@@ -350,12 +355,11 @@ export class WeriftBackend implements PeerBackend {
   private refreshSockets(): void {
     const stale = this.networkChanged;
     this.networkChanged = false;
-    const current = new Set(this.watch?.addresses ?? []);
     for (const conn of this.connections()) {
       if (stale) {
         const keep: ProtocolInternals[] = [];
         for (const p of conn.protocols) {
-          const gone = p.localCandidate?.type === 'relay' || (p.localIp !== undefined && !current.has(p.localIp));
+          const gone = p.localCandidate?.type === 'relay' || (p.localIp !== undefined && this.watch?.vanished(p.localIp) === true);
           if (gone) void p.close().catch(() => undefined);
           else keep.push(p);
         }

@@ -7,7 +7,7 @@
 import type { NetworkInterfaceInfo } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { Session, SESSION_DEFAULTS, type SessionAction } from '../../client/session.js';
-import { diffAddresses, NetworkWatch, usableAddresses } from '../../client/webrtc/network-watch.js';
+import { diffAddresses, NetworkWatch, pinnedChange, usableAddresses } from '../../client/webrtc/network-watch.js';
 import { createWeriftBackend } from '../../client/webrtc/werift.js';
 
 const FP_A = Array.from({ length: 32 }, () => 'AA').join(':');
@@ -168,7 +168,60 @@ describe('interface watch', () => {
     }
   });
 
-  it('a real werift backend reports a change of its interfaces, and none when its host addresses are pinned', async () => {
+  it('pinned addresses: only their leaving or coming back is a change', () => {
+    const pinned = ['198.18.1.2'];
+    expect(pinnedChange(diffAddresses(['198.18.1.2', '198.18.9.2'], ['198.18.9.2']), pinned)).toEqual({ added: [], removed: ['198.18.1.2'], current: ['198.18.9.2'] });
+    expect(pinnedChange(diffAddresses(['198.18.9.2'], ['198.18.1.2', '198.18.9.2']), pinned)).toEqual({ added: ['198.18.1.2'], removed: [], current: ['198.18.1.2', '198.18.9.2'] });
+    expect(pinnedChange(diffAddresses(['198.18.1.2', '198.18.9.2'], ['198.18.1.2', '198.18.9.3']), pinned)).toBeNull();
+    expect(pinnedChange(null, pinned)).toBeNull();
+  });
+
+  it('a pinned watch reports its address leaving and coming back, not other changes; vanished() says which addresses went away', () => {
+    let now: NodeJS.Dict<NetworkInterfaceInfo[]> = { eth0: [iface('198.18.1.2')], wlan0: [iface('198.18.9.2')] };
+    const seen: unknown[] = [];
+    const w = new NetworkWatch((c) => seen.push(c), { pollMs: 3_600_000, read: () => now, pinned: ['198.18.1.2', '127.0.0.1'] });
+    try {
+      now = { eth0: [iface('198.18.1.2')], wlan0: [iface('198.18.9.3')] }; // another interface renumbered: not ours
+      expect(w.check()).toBeNull();
+      now = { wlan0: [iface('198.18.9.3')] }; // the pinned address is gone (cable pulled, lease lost)
+      expect(w.check()).toEqual({ added: [], removed: ['198.18.1.2'], current: ['198.18.9.3'] });
+      expect(w.vanished('198.18.1.2')).toBe(true);
+      expect(w.vanished('127.0.0.1')).toBe(false); // never usable, so it cannot go away
+      now = { eth0: [iface('198.18.1.2')], wlan0: [iface('198.18.9.3')] }; // back
+      expect(w.check()).toEqual({ added: ['198.18.1.2'], removed: [], current: ['198.18.1.2', '198.18.9.3'] });
+      expect(w.vanished('198.18.1.2')).toBe(false);
+      expect(seen).toHaveLength(2);
+    } finally {
+      w.stop();
+    }
+  });
+
+  it('a real werift backend with a pinned host address reports that address leaving and coming back (so the link restarts at once)', async () => {
+    let now: NodeJS.Dict<NetworkInterfaceInfo[]> = { eth0: [iface('198.18.1.2')], eth1: [iface('198.18.7.2')] };
+    const read = (): NodeJS.Dict<NetworkInterfaceInfo[]> => now;
+    const pinned = await createWeriftBackend({ iceServers: [], hostAddresses: ['198.18.1.2'] }, { networkWatch: { read, pollMs: 20 } });
+    const waitFor = async (cond: () => boolean): Promise<void> => {
+      const deadline = Date.now() + 10_000;
+      while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    };
+    try {
+      let changes = 0;
+      pinned.onNetworkChange = () => changes++;
+      now = { eth0: [iface('198.18.1.2')], eth1: [iface('198.18.7.3')] }; // not the pinned address
+      await new Promise((r) => setTimeout(r, 200));
+      expect(changes).toBe(0);
+      now = { eth1: [iface('198.18.7.3')] };
+      await waitFor(() => changes === 1);
+      expect(changes).toBe(1);
+      now = { eth0: [iface('198.18.1.2')], eth1: [iface('198.18.7.3')] };
+      await waitFor(() => changes === 2);
+      expect(changes).toBe(2);
+    } finally {
+      await pinned.close();
+    }
+  });
+
+  it('a real werift backend reports a change of its interfaces, and none when its pinned host addresses are not affected', async () => {
     let now: NodeJS.Dict<NetworkInterfaceInfo[]> = { eth0: [iface('198.18.1.2')] };
     const read = (): NodeJS.Dict<NetworkInterfaceInfo[]> => now;
     const watched = await createWeriftBackend({ iceServers: [] }, { networkWatch: { read, pollMs: 20 } });

@@ -119,6 +119,13 @@ export class Link extends Emitter<LinkEvents> {
   private currentPair: SelectedPair | null = null;
   private readonly paths = new PathClassifier();
   private restarts = 0;
+  /**
+   * An ICE restart (ours or the peer's offer) cleared the selected pair and none was read since.
+   * The next pair read is the restart's result even when it is the pair from before (a network
+   * change that left the old address working restarts onto the same pair): the session must hear
+   * of it, or it keeps restarting a working link until NoPath.
+   */
+  private awaitingNomination = false;
   private renewals = 0;
   private state: 'connecting' | 'open' | 'closed' = 'connecting';
   private readonly openWaiters: Array<{ resolve: () => void; reject: (e: LinkError) => void }> = [];
@@ -316,11 +323,13 @@ export class Link extends Emitter<LinkEvents> {
           // A direct-only attempt skips pairs this link would call relayed (client/path.ts).
           const avoidRelay = (p: SelectedPair): boolean => this.paths.classify(p).kind === 'relay';
           const sdp = await b.createOffer(a.restart ? { iceRestart: true, ...(a.directOnly ? { avoidRelay } : {}) } : undefined);
+          if (a.restart) this.awaitingNomination = true;
           this.feed({ type: 'local-description', kind: 'offer', sdp, fingerprint: await b.localFingerprint(), restart: a.restart });
         });
       case 'accept-offer':
         return this.serial(async (b) => {
           const sdp = await b.acceptOffer(a.sdp);
+          this.awaitingNomination = true;
           this.feed({ type: 'local-description', kind: 'answer', sdp, fingerprint: await b.localFingerprint(), restart: false });
         });
       case 'accept-answer':
@@ -420,12 +429,12 @@ export class Link extends Emitter<LinkEvents> {
     const path = this.paths.classify(p);
     const prev = this.currentPath;
     const changed = !prev || prev.local !== path.local || prev.remote !== path.remote || prev.kind !== path.kind;
+    const renominated = this.awaitingNomination;
+    this.awaitingNomination = false;
     this.currentPair = p;
     this.currentPath = path;
-    if (changed) {
-      this.emit('path', path);
-      this.feed({ type: 'path', kind: path.kind });
-    }
+    if (changed) this.emit('path', path);
+    if (changed || renominated) this.feed({ type: 'path', kind: path.kind });
   }
 
   /**

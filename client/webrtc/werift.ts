@@ -351,6 +351,15 @@ export class WeriftBackend implements PeerBackend {
    *  - sockets that stay get their server-reflexive candidate again (a NAT behind which the
    *    address did not change may still have mapped it anew), or a peer behind a port-restricted
    *    NAT never learns where to punch and a direct path cannot open after a restart.
+   * Every relay allocation closed here or in `pruneRelays` goes through `releaseTurnOnClose`: a
+   * Refresh with LIFETIME 0 from the allocation's own socket first. That deletes it where the
+   * socket can still reach the relay from the address it allocated from (the change only added
+   * an address, or took away another one; test/natlab/relay-release.test.ts). Where that address
+   * is gone it cannot: a socket bound to it can no longer send, and an unbound one now leaves
+   * from another address, a 5-tuple the relay knows no allocation for (RFC 8656 §7.3 answers
+   * 437). Such an allocation stays on the relay until its lifetime runs out (werift asks for
+   * 600 s), bounded by the relay's per-user quota; the attempt costs at most
+   * `DEALLOCATE_TIMEOUT_MS` in the background.
    */
   private refreshSockets(): void {
     const stale = this.networkChanged;

@@ -42,7 +42,7 @@ function section(f: { baseline: number; before: { live: number; created: number 
     '',
     'Where the change takes the old address away (renumbering, a moved host; the network-change scenarios above), nothing can release those allocations: a socket bound to the gone address cannot send, and an unbound one now leaves from another address, a 5-tuple the relay holds no allocation for (it answers 437, RFC 8656 §7.3). They expire on the relay at the end of their lifetime; until then they count against the endpoint\'s allocation quota. `client/webrtc/werift.ts` (`refreshSockets`) says the same.',
     '',
-    'Found on the way: after a change that leaves the old address working, the restart may nominate the very pair it had before. The link did not count that as the path coming back (it looked for a different pair or a transport state change), so it restarted again and again and closed a working link with `NoPath` after five tries (3 of 4 runs before the fix). A pair nominated by a restart now ends the interruption whatever it is (`client/link.ts`, `awaitingNomination`).',
+    'Found on the way: after a change that leaves the old address working, the restart may nominate the very pair it had before. The link did not count that as the path coming back (it looked for a different pair or a transport state change), so it restarted again and again and closed a working link with `NoPath` after five tries (2 of 3 runs before the fix). A pair nominated by a restart now ends the interruption whatever it is (`client/link.ts`, `awaitingNomination`).',
   ].join('\n');
 }
 

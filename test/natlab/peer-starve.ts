@@ -68,7 +68,7 @@ async function dialOnce(ep: Endpoint, n: number, timeoutMs: number | undefined):
   try {
     link = await ep.dial(cfg.peer, timeoutMs !== undefined ? { timeoutMs } : {});
   } catch (e) {
-    event({ event: 'dial', n, ok: false, code: codeOf(e), failMs: Date.now() - t0 });
+    event({ event: 'dial', n, ok: false, code: codeOf(e), message: e instanceof Error ? e.message : String(e), failMs: Date.now() - t0 });
     return;
   }
   const openMs = Date.now() - t0;
@@ -105,7 +105,7 @@ async function main(): Promise<void> {
           link.on('channel', (ch) => ch.on('message', (m) => void ch.send(m).catch(() => undefined)));
           link.on('close', (reason) => event({ event: 'link-closed', sessionId: req.sessionId, reason }));
         },
-        (e: unknown) => event({ event: 'accept-failed', sessionId: req.sessionId, code: codeOf(e), failMs: Date.now() - t0 }),
+        (e: unknown) => event({ event: 'accept-failed', sessionId: req.sessionId, code: codeOf(e), message: e instanceof Error ? e.message : String(e), failMs: Date.now() - t0 }),
       );
     });
     out('ready');

@@ -6,7 +6,7 @@
  * Both cgroup versions are supported, since this machine has v1 and others have v2:
  *  - v1: the `cpu` hierarchy (`/sys/fs/cgroup/cpu`), limit in `cpu.cfs_period_us` and
  *    `cpu.cfs_quota_us`, throttling in `cpu.stat` (`nr_throttled`, `throttled_time` in ns);
- *  - v2: the unified hierarchy with the `cpu` controller enabled for its children, limit in
+ *  - v2: the unified hierarchy whose root hands the `cpu` controller to its children, limit in
  *    `cpu.max` (`<quota> <period>`), throttling in `cpu.stat` (`nr_throttled`, `throttled_usec`).
  * In both, the kernel lets the group's tasks run `quota` microseconds per `period`, summed over
  * all their threads (Documentation/scheduler/sched-bwc.rst), then parks them until the next period.
@@ -44,20 +44,16 @@ function cgroup2Mounts(): string[] {
 }
 
 /**
- * A v2 hierarchy whose root offers `cpu` to its children. The root cgroup is exempt from the
- * "no internal processes" rule (cgroup-v2.rst), so enabling the controller there is allowed
- * even while processes sit in it.
+ * A v2 hierarchy whose root already hands `cpu` to its children (`cgroup.subtree_control`; systemd
+ * enables it on v2 machines). We do not enable it ourselves: that would change the machine's
+ * configuration for every other cgroup, beyond the one group a test may create and remove.
  */
 function findV2(): Hierarchy | null {
   for (const root of cgroup2Mounts()) {
     try {
-      const controllers = readFileSync(join(root, 'cgroup.controllers'), 'utf8').split(/\s+/);
-      if (!controllers.includes('cpu')) continue;
-      const subtree = join(root, 'cgroup.subtree_control');
-      if (!readFileSync(subtree, 'utf8').split(/\s+/).includes('cpu')) writeFileSync(subtree, '+cpu');
-      return { version: 2, root };
+      if (readFileSync(join(root, 'cgroup.subtree_control'), 'utf8').split(/\s+/).includes('cpu')) return { version: 2, root };
     } catch {
-      // not writable here, or the controller is bound to a v1 hierarchy: try the next
+      // unreadable here: try the next
     }
   }
   return null;

@@ -130,6 +130,22 @@ function drainAndRemove(root: string, dir: string): void {
 }
 
 let counter = 0;
+/** The kernel refuses a CFS quota under 1 ms (sched-bwc.rst). */
+const MIN_QUOTA_US = 1_000;
+
+/**
+ * Reads a `cpu.stat` file: v1 counts throttled time in ns (`throttled_time`), v2 in µs
+ * (`throttled_usec`); both have `nr_periods` and `nr_throttled`. Unknown lines are ignored.
+ */
+export function parseCpuStat(text: string, version: 1 | 2): CpuThrottling {
+  const stat = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const [k, v, ...rest] = line.trim().split(/\s+/);
+    if (k && v !== undefined && rest.length === 0 && /^\d+$/.test(v)) stat.set(k, Number(v));
+  }
+  const throttledMs = version === 1 ? (stat.get('throttled_time') ?? 0) / 1e6 : (stat.get('throttled_usec') ?? 0) / 1e3;
+  return { nrThrottled: stat.get('nr_throttled') ?? 0, throttledMs, nrPeriods: stat.get('nr_periods') ?? 0 };
+}
 
 /**
  * One CPU-limited cgroup.
@@ -166,11 +182,8 @@ export class CpuGroup {
 
   /** Lets the group's tasks use `cpus` CPUs' worth of time (0.1 = 10 ms per 100 ms), measured per `periodUs`. */
   limit(cpus: number, periodUs = 100_000): void {
-    const quota = Math.max(1_000, Math.round(cpus * periodUs));
-    if (this.h.version === 1) {
-      writeFileSync(join(this.dir, 'cpu.cfs_period_us'), String(periodUs));
-      writeFileSync(join(this.dir, 'cpu.cfs_quota_us'), String(quota));
-    } else writeFileSync(join(this.dir, 'cpu.max'), `${quota} ${periodUs}`);
+    // v1: the period first, so the quota is checked against the period it belongs to.
+    for (const [file, value] of Object.entries(CpuGroup.limitFiles(this.h.version, cpus, periodUs))) writeFileSync(join(this.dir, file), value);
   }
 
   /** Removes the limit. */
@@ -181,15 +194,13 @@ export class CpuGroup {
 
   /** The group's throttling counters so far. */
   throttling(): CpuThrottling {
-    const stat = new Map(
-      readFileSync(join(this.dir, 'cpu.stat'), 'utf8')
-        .split('\n')
-        .map((l) => l.split(' ') as [string, string])
-        .filter((f) => f.length === 2)
-        .map(([k, v]) => [k, Number(v)]),
-    );
-    const throttledMs = this.h.version === 1 ? (stat.get('throttled_time') ?? 0) / 1e6 : (stat.get('throttled_usec') ?? 0) / 1e3;
-    return { nrThrottled: stat.get('nr_throttled') ?? 0, throttledMs, nrPeriods: stat.get('nr_periods') ?? 0 };
+    return parseCpuStat(readFileSync(join(this.dir, 'cpu.stat'), 'utf8'), this.h.version);
+  }
+
+  /** The CFS limit file(s) as written for `cpus` (exposed for the unit test of both versions). */
+  static limitFiles(version: 1 | 2, cpus: number, periodUs = 100_000): Record<string, string> {
+    const quota = String(Math.max(MIN_QUOTA_US, Math.round(cpus * periodUs)));
+    return version === 1 ? { 'cpu.cfs_period_us': String(periodUs), 'cpu.cfs_quota_us': quota } : { 'cpu.max': `${quota} ${periodUs}` };
   }
 
   /** Moves what is left back to the root and deletes the group. Idempotent. */

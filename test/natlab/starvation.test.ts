@@ -155,6 +155,8 @@ function section(): string {
     '|---|---|---|---|---|---|---|---|---|',
     ...rounds.map(row),
     '',
+    'Knobs: \`NATLAB_STARVE_CPUS=<share of one CPU>\` changes the starved round\'s quota; \`NATLAB_NO_CGROUP=1\` behaves as a machine without a cgroup \`cpu\` controller (the suite prints \`skipped: needs a cgroup cpu controller\` once). The group is named \`homelink-natlab-<run id>-<n>\` and removed at the end; groups of dead runs are removed at the next start.',
+    '',
     'Gap left: where the withdrawal overtakes the answering side\'s \`accept()\` (a starved side reads the request late, and the dialer\'s \`cancel\` or the service\'s timeout is already queued behind it), \`accept()\` rejects with \`Closed\` ("the request ended before a session (cancelled)"), not \`Timeout\`: the \`cancelled\` message carries no reason, so the library cannot tell a deadline from a dialer\'s abort. Fixing it needs a reason on \`cancelled\` (worker, protocol/messages.ts) or the mapping in client/endpoint.ts.',
     '',
     'Before the fix in client/session.ts, a dialer that gave up sent a bye carrying \`Timeout\` but the answering side reported any bye before the open as \`Closed\` (2 of 5 dials of this round in the first run of this scenario); it now keeps the peer\'s \`Timeout\` or \`NoPath\`.',

@@ -47,7 +47,6 @@ import {
   assertNever,
   CLOSE_GOING_AWAY,
   CLOSE_NORMAL,
-  readAttachment,
   safeClose,
   safeSend,
   SocketObject,
@@ -147,7 +146,7 @@ export class Presence extends SocketObject {
       }
       this.meter('read', rows);
       const ws = holder ?? this.current()?.ws;
-      const rec = ws ? recordsOf(readAttachment<PresenceAttachment>(ws)) : null;
+      const rec = ws ? recordsOf(this.attachment<PresenceAttachment>(ws)) : null;
       if (rec) {
         Object.assign(out.dials, rec.dials);
         Object.assign(out.incoming, rec.incoming);
@@ -208,10 +207,10 @@ export class Presence extends SocketObject {
    */
   private attach(ws: WebSocket, base: SocketAttachment, rec: PresenceState | null): void {
     try {
-      ws.serializeAttachment(rec ? ({ ...base, rec } satisfies PresenceAttachment) : base);
+      this.setAttachment(ws, rec ? ({ ...base, rec } satisfies PresenceAttachment) : base);
     } catch (e) {
       if (rec === null) throw e;
-      ws.serializeAttachment(base);
+      this.setAttachment(ws, base);
       const kv = this.ctx.storage.kv;
       for (const kind of KINDS) {
         for (const [k, v] of Object.entries(rec[kind] as Record<string, Dial | Incoming>)) {
@@ -327,7 +326,7 @@ export class Presence extends SocketObject {
     let best: { ws: WebSocket; id: SocketAttachment } | null = null;
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except || ws.readyState !== WebSocket.OPEN) continue;
-      const id = readAttachment(ws);
+      const id = this.attachment(ws);
       if (id && (best === null || id.connectedAt >= best.id.connectedAt)) best = { ws, id };
     }
     return best;
@@ -366,15 +365,15 @@ export class Presence extends SocketObject {
     if (up instanceof Response) return up;
     const { id, client, server } = up;
     // Refused sockets (closing, no attachment) are not presence sockets.
-    const previous = this.ctx.getWebSockets().filter((ws) => readAttachment(ws) !== null);
+    const previous = this.ctx.getWebSockets().filter((ws) => this.attachment(ws) !== null);
     // The records on the old socket's attachment are read now; `connected` places them on the new one.
     this.load();
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment(this.attachmentFor(id, Date.now()));
+    this.setAttachment(server, this.attachmentFor(id, Date.now()));
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
     for (const old of previous) {
       // Its records move to the new socket; a stale copy must not come back after a wake-up.
-      const a = readAttachment<PresenceAttachment>(old);
+      const a = this.attachment<PresenceAttachment>(old);
       if (a?.rec !== undefined) this.attach(old, baseOf(a), null);
       safeSend(old, { type: 'replaced' });
       safeClose(old, CLOSE_NORMAL, 'replaced');
@@ -387,7 +386,7 @@ export class Presence extends SocketObject {
   protected override async onFrame(ws: WebSocket, me: SocketAttachment, frame: string | ArrayBuffer, now: number): Promise<void> {
     // Heard from: the socket is live (pings are seen through the auto-response timestamp). The
     // spread keeps the records it carries.
-    ws.serializeAttachment({ ...me, seenAt: now });
+    this.setAttachment(ws, { ...me, seenAt: now });
     const parsed = parsePresenceClientMessage(frame);
     if (this.refused(ws, parsed)) return;
     try {

@@ -74,7 +74,7 @@ export interface IsolateCpu {
   /** Time of samples that were not `(idle)`: JS, GC and `(program)` (native work on the isolate). */
   readonly busyMs: number;
   /**
-   * Not-idle samples times the typical sampling period (the median of all deltas). V8 samples on
+   * Not-idle samples times the typical sampling period (the median delta of those samples). V8 samples on
    * a wall-clock timer, so a thread descheduled on a loaded machine stretches `busyMs` (one
    * sample's delta covers the wait) but not the sample count: on a busy machine this is the
    * closer estimate of CPU time. The real period is longer than the one asked for, hence the
@@ -83,7 +83,7 @@ export interface IsolateCpu {
   readonly sampledMs: number;
   readonly gcMs: number;
   readonly programMs: number;
-  /** Self time by function (`name url:line`), descending. */
+  /** Self time by function (`name url:line`), descending, by sample count (as `sampledMs`). */
   readonly top: ReadonlyArray<{ readonly fn: string; readonly ms: number }>;
 }
 
@@ -94,6 +94,7 @@ function summarise(isolate: string, p: Profile): IsolateCpu {
   let gc = 0;
   let program = 0;
   let count = 0;
+  const busyDeltas: number[] = [];
   for (let i = 0; i < p.samples.length; i++) {
     // timeDeltas[i] is the time since the previous sample: it belongs to sample i's frame.
     const dt = (p.timeDeltas[i] ?? 0) / 1000;
@@ -103,15 +104,16 @@ function summarise(isolate: string, p: Profile): IsolateCpu {
     if (name === '(idle)') continue;
     busy += dt;
     count++;
+    busyDeltas.push(dt);
     if (name === '(garbage collector)') gc += dt;
     if (name === '(program)') program += dt;
     const file = n.callFrame.url.split('/').pop() ?? '';
     const key = `${name || '(anonymous)'} ${file}:${n.callFrame.lineNumber + 1}`;
-    self.set(key, (self.get(key) ?? 0) + dt);
+    self.set(key, (self.get(key) ?? 0) + 1);
   }
-  const top = [...self.entries()].sort((a, b) => b[1] - a[1]).map(([fn, ms]) => ({ fn, ms }));
-  const deltas = [...p.timeDeltas].sort((a, b) => a - b);
-  const period = deltas.length > 0 ? deltas[Math.floor(deltas.length / 2)]! / 1000 : SAMPLING_INTERVAL_US / 1000;
+  busyDeltas.sort((a, b) => a - b);
+  const period = busyDeltas.length > 0 ? busyDeltas[Math.floor(busyDeltas.length / 2)]! : SAMPLING_INTERVAL_US / 1000;
+  const top = [...self.entries()].sort((a, b) => b[1] - a[1]).map(([fn, n]) => ({ fn, ms: n * period }));
   return { isolate, busyMs: busy, sampledMs: count * period, gcMs: gc, programMs: program, top };
 }
 

@@ -83,6 +83,9 @@ describe('storage writes', () => {
     expect(count('room.write')).toBe(2);
     // Presence: the pending request on each side lived in the sockets' attachments.
     expect(count('presence.write')).toBe(0);
+    // Room alarms: at creation, at the first join (to the deadline), at bye (to the grace); both
+    // sides' leaving after bye moves nothing.
+    expect(count('room.alarm_set')).toBe(3);
     app.close();
     hub.close();
   });

@@ -101,9 +101,9 @@ const jsonSize = (v: unknown): number => JSON.stringify(v).length;
 export class Presence extends SocketObject {
   protected readonly kind = 'presence';
   private readonly rules: PresenceConfig;
-  /** The state as last written to storage (records are immutable, so identity tells what changed). */
+  /** The state as last persisted (records are immutable, so identity tells what changed). */
   private stored: PresenceState | null = null;
-  /** Loaded from storage on first use, so a rebuilt instance starts from what was persisted. */
+  /** Loaded from storage and the socket's attachment on first use (see `load`). */
   private loaded: PresenceState | null = null;
   /** The alarm as last set by this instance; undefined until read back after a wake-up. */
   private alarmAt: number | null | undefined;

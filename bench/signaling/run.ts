@@ -518,6 +518,10 @@ function printIsolates(label: string, n: number, isolates: IsolateCpu[], threads
   for (const i of [...isolates].sort((a, b) => b.busyMs - a.busyMs)) console.log(`| ${i.isolate} | ${per(i.busyMs)} | ${per(i.sampledMs)} | ${per(i.gcMs)} | ${per(i.programMs)} |`);
   const user = isolates.find((i) => i.isolate.startsWith('core:user'));
   if (!user) return;
+  const whole = threads.reduce((a, t) => a + t.ms, 0);
+  console.log(
+    `\n${label}, N = ${n}: Worker isolate ${per(user.sampledMs)} ms of ${whole.toFixed(2)} ms whole-process CPU per exchange in the profiled pass; the rest (${(whole - user.sampledMs / n).toFixed(2)} ms) is Miniflare's proxy isolate, the runtime's I/O and V8's background threads`,
+  );
   console.log(`\n${label}: hottest functions of the Worker's isolate (self ms per exchange)`);
   for (const f of user.top.slice(0, top)) console.log(`  ${per(f.ms)}  ${f.fn}`);
 }
@@ -599,7 +603,7 @@ async function main(): Promise<void> {
       console.log(`\nBillable units, ${v.label}:`);
       // CPU per exchange for pricing: this tree's median over the timed runs above.
       const cpus = results.filter((r) => r.v === v).map((r) => r.f.processCpu);
-      const isoCpus = results.filter((r) => r.v === v && r.f.isolates).map((r) => r.f.isolates!.find((i) => i.isolate.startsWith('core:user'))!.busyMs / r.n);
+      const isoCpus = results.filter((r) => r.v === v && r.f.isolates).map((r) => r.f.isolates!.find((i) => i.isolate.startsWith('core:user'))!.sampledMs / r.n);
       printUnits(per, cpus.length > 0 ? pct(cpus, 0.5) : 0, isoCpus.length > 0 ? pct(isoCpus, 0.5) : null);
     }
   }

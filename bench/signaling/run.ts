@@ -1,7 +1,8 @@
 /**
  * Signaling benchmark (run by hand, not by `npm test`):
  *
- *   npx tsx bench/signaling/run.ts [--n 10,100,500] [--rounds 1]
+ *   npx tsx bench/signaling/run.ts [--n 10,100,500] [--rounds 1] [--count 20] [--peerjs]
+ *                                  [--before <commit>] [--profile] [--phases]
  *
  * For each N, N endpoint pairs concurrently complete a whole exchange through the real Worker in
  * local workerd (Miniflare, test/support/signaling.ts): dial, request, accept, both `session`s,
@@ -20,6 +21,14 @@
  * read and written, alarms moved, per exchange including its teardown (bye, room deletion, the
  * session records' expiry). Priced per million connection setups with the list prices in
  * docs/BENCHMARKS.md.
+ *
+ * Before/after (`--before <commit>`): that commit's worker/ and protocol/ are bundled and run
+ * against this tree's, alternating the order each round, each run on a fresh service.
+ *
+ * Where the CPU goes (`--profile`): after each timed pass, a second pass of N exchanges with V8's
+ * sampling profiler on every workerd isolate (bench/signaling/profile.ts): the Worker isolate's
+ * CPU (what Cloudflare bills) apart from Miniflare's proxy and the runtime's I/O, and the hottest
+ * functions. workerd's CPU per thread is read from /proc in both passes.
  *
  * PeerJS (`--peerjs`): the `peer` package's server in its own process on loopback
  * (bench/signaling/peerjs-server.mjs), the same N pairs doing the same offer, answer and

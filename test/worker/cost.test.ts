@@ -14,6 +14,8 @@ import { connect, online } from './helpers.js';
 const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
 /** Short grace so the room's deletion is counted within the test. */
 const GRACE_MS = 200;
+/** Far longer than the held-request test needs to bring its target online. */
+const OFFLINE_WAIT_MS = 15_000;
 
 let sig: SignalingHandle;
 const counts: Record<string, number> = {};
@@ -22,6 +24,9 @@ const count = (key: string): number => counts[key] ?? 0;
 beforeAll(async () => {
   sig = await startSignaling({
     roomGraceMs: GRACE_MS,
+    // The held-request test connects its target after a pause; a loaded machine must not turn
+    // that into an offline verdict.
+    offlineWaitMs: OFFLINE_WAIT_MS,
     vars: { DEBUG_TRACE_EVENTS: '1' },
     onOutput: (line) => {
       const m = METER_RE.exec(line);

@@ -11,8 +11,17 @@
  *                     <-------  session      <-- answered() --  (A inits the Room)
  *                                                                session ------------>
  *
- * Everything needed after a wake-up is in storage (records, mirrored in memory once loaded) or in
- * the socket attachment (the verified identity); the alarm drives expiry.
+ * Where the records live (issue 10 item 4: storage rows are the largest billed unit per exchange).
+ * A pending request ends with the presence socket that made or received it, so while a socket is
+ * connected the records ride in its attachment (`PresenceAttachment.rec`), which survives
+ * hibernation and costs no storage write. Storage is the overflow path: records that do not fit
+ * the attachment's 2 KiB (a token may list 64 homes, and an incoming request carries the
+ * initiator's), and every record while no socket is connected (a request held for an offline
+ * target, or a delivered one kept for the endpoint's return). Everything needed after a wake-up is
+ * therefore in storage or in an attachment, mirrored in memory once loaded; the alarm drives
+ * expiry. A restart of the runtime that drops the sockets drops their records with them: the
+ * dialer's socket is gone (its requests are withdrawn anyway) and a target's delivered request
+ * ends as the initiator's `timeout`.
  */
 import { parsePresenceClientMessage, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
 import type { Env } from './env.js';
@@ -38,7 +47,6 @@ import {
   assertNever,
   CLOSE_GOING_AWAY,
   CLOSE_NORMAL,
-  readAttachment,
   safeClose,
   safeSend,
   SocketObject,
@@ -51,6 +59,37 @@ const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(
 
 /** Storage key prefix of each record kind. */
 const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
+const KINDS = ['dials', 'incoming'] as const;
+
+/**
+ * The runtime refuses attachments over 2,048 bytes of V8 serialization. Records are sized by their
+ * JSON length, which for these ASCII-only values (ids, homes and reqIds are checked against ASCII
+ * patterns) is longer than V8's encoding (no quotes or commas; timestamps are 9-byte doubles, not
+ * 13 digits); the margin covers the serializer's headers and tags.
+ */
+export const ATTACHMENT_LIMIT_BYTES = 2048;
+const ATTACHMENT_BUDGET = ATTACHMENT_LIMIT_BYTES - 128;
+
+/** The records a presence socket carries in its attachment (see the module header). */
+interface PresenceAttachment extends SocketAttachment {
+  readonly rec?: PresenceState;
+}
+
+/** The records of a presence attachment, checked when read back (absent or malformed: none). */
+function recordsOf(a: PresenceAttachment | null): PresenceState | null {
+  const r = a?.rec;
+  if (r === undefined || r === null || typeof r !== 'object') return null;
+  const ok = (o: unknown): o is Record<string, object> => typeof o === 'object' && o !== null && Object.values(o).every((v) => typeof v === 'object' && v !== null && typeof (v as { reqId?: unknown }).reqId === 'string');
+  return ok(r.dials) && ok(r.incoming) ? r : null;
+}
+
+/** The attachment without its records. */
+function baseOf(a: PresenceAttachment): SocketAttachment {
+  const { rec: _rec, ...base } = a;
+  return base;
+}
+
+const jsonSize = (v: unknown): number => JSON.stringify(v).length;
 
 /**
  * One endpoint's presence: its socket and its pending requests both ways.
@@ -62,9 +101,9 @@ const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
 export class Presence extends SocketObject {
   protected readonly kind = 'presence';
   private readonly rules: PresenceConfig;
-  /** The state as last written to storage (records are immutable, so identity tells what changed). */
+  /** The state as last persisted (records are immutable, so identity tells what changed). */
   private stored: PresenceState | null = null;
-  /** Loaded from storage on first use, so a rebuilt instance starts from what was persisted. */
+  /** Loaded from storage and the socket's attachment on first use (see `load`). */
   private loaded: PresenceState | null = null;
   /** The alarm as last set by this instance; undefined until read back after a wake-up. */
   private alarmAt: number | null | undefined;
@@ -81,45 +120,104 @@ export class Presence extends SocketObject {
 
   // ---- state and storage ------------------------------------------------------------------
 
-  /** Records live in the SQLite-backed synchronous KV; a presence object holds a handful. */
+  /** Storage keys (`out:` / `in:`) of the records that are in storage rather than an attachment. */
+  private rows = new Set<string>();
+
+  /**
+   * The records: storage rows (the overflow path) plus those on the current socket's attachment,
+   * loaded on first use so a rebuilt instance starts from what was persisted. `holder` is a socket
+   * whose attachment to read when it is not the current one (a socket being closed).
+   */
   private get state(): PresenceState {
+    return this.load();
+  }
+
+  private load(holder?: WebSocket): PresenceState {
     if (this.loaded === null) {
       const kv = this.ctx.storage.kv;
-      const load = <T>(prefix: string, key: (v: T) => string): Record<string, T> => {
-        const out: Record<string, T> = {};
-        let rows = 0;
-        for (const [, v] of kv.list<T>({ prefix })) {
-          out[key(v)] = v;
+      const out: { dials: Record<string, Dial>; incoming: Record<string, Incoming> } = { dials: {}, incoming: {} };
+      let rows = 0;
+      for (const kind of KINDS) {
+        for (const [key, v] of kv.list<Dial | Incoming>({ prefix: PREFIX[kind] })) {
+          (out[kind] as Record<string, Dial | Incoming>)[v.reqId] = v;
+          this.rows.add(key);
           rows++;
         }
-        this.meter('read', rows);
-        return out;
-      };
-      this.loaded = {
-        dials: load<Dial>(PREFIX.dials, (d) => d.reqId),
-        incoming: load<Incoming>(PREFIX.incoming, (r) => r.reqId),
-      };
-      this.stored = this.loaded;
+      }
+      this.meter('read', rows);
+      const ws = holder ?? this.current()?.ws;
+      const rec = ws ? recordsOf(this.attachment<PresenceAttachment>(ws)) : null;
+      if (rec) {
+        Object.assign(out.dials, rec.dials);
+        Object.assign(out.incoming, rec.incoming);
+      }
+      this.loaded = out;
+      this.stored = out;
     }
     return this.loaded;
   }
 
-  /** Writes what changed between two states (records are immutable, so identity tells). */
+  /**
+   * Places the records after a change: on the current socket's attachment while they fit, in
+   * storage otherwise or when no socket is connected. A record already in a row stays there until
+   * it changes (then it moves to the attachment: deleting the row now saves deleting it later).
+   * Only rows cost writes; `before` tells which records changed (records are immutable).
+   */
   private persist(before: PresenceState, after: PresenceState): void {
     const kv = this.ctx.storage.kv;
-    for (const kind of ['dials', 'incoming'] as const) {
-      const a = before[kind] as Record<string, unknown>;
-      const b = after[kind] as Record<string, unknown>;
-      if (a === b) continue;
-      for (const k of Object.keys(a)) {
-        if (k in b) continue;
-        kv.delete(PREFIX[kind] + k);
+    const c = this.current();
+    const base = c ? baseOf(c.id) : null;
+    const rec: { dials: Record<string, Dial>; incoming: Record<string, Incoming> } = { dials: {}, incoming: {} };
+    let size = base ? jsonSize(base) + jsonSize(rec) + '"rec":,'.length : Infinity;
+    let onSocket = 0;
+    const wanted = new Set<string>();
+    for (const kind of KINDS) {
+      for (const [k, v] of Object.entries(after[kind] as Record<string, Dial | Incoming>)) {
+        const key = PREFIX[kind] + k;
+        wanted.add(key);
+        const inRow = this.rows.has(key);
+        const changed = (before[kind] as Record<string, unknown>)[k] !== v;
+        if (inRow && !changed) continue;
+        const add = jsonSize(k) + jsonSize(v) + 2;
+        if (size + add <= ATTACHMENT_BUDGET) {
+          size += add;
+          (rec[kind] as Record<string, Dial | Incoming>)[k] = v;
+          onSocket++;
+          if (inRow) this.dropRow(key);
+          continue;
+        }
+        kv.put(key, v);
+        this.rows.add(key);
         this.meter('write');
       }
-      for (const [k, v] of Object.entries(b)) {
-        if (a[k] === v) continue;
-        kv.put(PREFIX[kind] + k, v);
-        this.meter('write');
+    }
+    for (const key of [...this.rows]) if (!wanted.has(key)) this.dropRow(key);
+    if (c && base) this.attach(c.ws, base, onSocket > 0 ? rec : null);
+  }
+
+  private dropRow(key: string): void {
+    this.ctx.storage.kv.delete(key);
+    this.rows.delete(key);
+    this.meter('write');
+  }
+
+  /**
+   * Writes `ws`'s attachment with `rec` (none when null). Should the runtime still refuse it, the
+   * records go to storage instead: the size estimate is a bound, not the serializer.
+   */
+  private attach(ws: WebSocket, base: SocketAttachment, rec: PresenceState | null): void {
+    try {
+      this.setAttachment(ws, rec ? ({ ...base, rec } satisfies PresenceAttachment) : base);
+    } catch (e) {
+      if (rec === null) throw e;
+      this.setAttachment(ws, base);
+      const kv = this.ctx.storage.kv;
+      for (const kind of KINDS) {
+        for (const [k, v] of Object.entries(rec[kind] as Record<string, Dial | Incoming>)) {
+          kv.put(PREFIX[kind] + k, v);
+          this.rows.add(PREFIX[kind] + k);
+          this.meter('write');
+        }
       }
     }
   }
@@ -228,7 +326,7 @@ export class Presence extends SocketObject {
     let best: { ws: WebSocket; id: SocketAttachment } | null = null;
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except || ws.readyState !== WebSocket.OPEN) continue;
-      const id = readAttachment(ws);
+      const id = this.attachment(ws);
       if (id && (best === null || id.connectedAt >= best.id.connectedAt)) best = { ws, id };
     }
     return best;
@@ -267,11 +365,16 @@ export class Presence extends SocketObject {
     if (up instanceof Response) return up;
     const { id, client, server } = up;
     // Refused sockets (closing, no attachment) are not presence sockets.
-    const previous = this.ctx.getWebSockets().filter((ws) => readAttachment(ws) !== null);
+    const previous = this.ctx.getWebSockets().filter((ws) => this.attachment(ws) !== null);
+    // The records on the old socket's attachment are read now; `connected` places them on the new one.
+    this.load();
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment(this.attachmentFor(id, Date.now()));
+    this.setAttachment(server, this.attachmentFor(id, Date.now()));
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
     for (const old of previous) {
+      // Its records move to the new socket; a stale copy must not come back after a wake-up.
+      const a = this.attachment<PresenceAttachment>(old);
+      if (a?.rec !== undefined) this.attach(old, baseOf(a), null);
       safeSend(old, { type: 'replaced' });
       safeClose(old, CLOSE_NORMAL, 'replaced');
     }
@@ -281,8 +384,9 @@ export class Presence extends SocketObject {
   }
 
   protected override async onFrame(ws: WebSocket, me: SocketAttachment, frame: string | ArrayBuffer, now: number): Promise<void> {
-    // Heard from: the socket is live (pings are seen through the auto-response timestamp).
-    ws.serializeAttachment({ ...me, seenAt: now });
+    // Heard from: the socket is live (pings are seen through the auto-response timestamp). The
+    // spread keeps the records it carries.
+    this.setAttachment(ws, { ...me, seenAt: now });
     const parsed = parsePresenceClientMessage(frame);
     if (this.refused(ws, parsed)) return;
     try {
@@ -307,6 +411,9 @@ export class Presence extends SocketObject {
   }
 
   protected override async onLeave(ws: WebSocket): Promise<void> {
+    // The leaving socket may hold the records (after a wake-up nothing is loaded yet): read them
+    // from it, so `gone` places them on the next socket or in storage.
+    this.load(ws);
     await this.apply({ type: 'gone', me: this.me(ws) });
   }
 

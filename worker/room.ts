@@ -6,11 +6,12 @@
  * Named by the session id (`roomKey`); created by `init` when the target accepts. After hibernation or eviction the constructor reloads the state from storage and who is
  * present comes from `ctx.getWebSockets()`, so nothing needed after a wake-up lives only in memory.
  */
-import { parseRoomClientMessage, type RoomServerMessage } from '../protocol/messages.js';
+import type { RoomServerMessage, SignalData } from '../protocol/messages.js';
 import type { Env } from './env.js';
 import { iceServersFor, type Location } from './ice.js';
+import { parseRoomFrame, spliceSeq } from './room-frame.js';
 import { emptyRoom, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
-import { assertNever, CLOSE_NORMAL, readAttachment, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
+import { assertNever, CLOSE_NORMAL, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
 
 /** A room socket's attachment: the identity, and the next seq for signals to this side. */
 interface RoomAttachment extends SocketAttachment {
@@ -66,6 +67,8 @@ export class Room extends SocketObject {
   private stored: Record<string, StoredQueue> = {};
   /** Rows this object holds in storage (for the meter: `deleteAll` removes them). */
   private rows = 0;
+  /** The signal being handled and its checked text, while its event runs (see `parseRoomFrame`). */
+  private relaying: { readonly data: SignalData; readonly raw: string } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -87,7 +90,7 @@ export class Room extends SocketObject {
         buffer[e] = this.stored[e].items;
         // A connected member's counter is on its socket; it is never behind the stored one.
         let next = this.stored[e].next;
-        for (const ws of this.socketsOf(e)) next = Math.max(next, readAttachment<RoomAttachment>(ws)?.next ?? 0);
+        for (const ws of this.socketsOf(e)) next = Math.max(next, this.attachment<RoomAttachment>(ws)?.next ?? 0);
         nextSeq[e] = next;
       }
       this.state = { meta: row.meta, ended: row.ended, nextSeq, buffer };
@@ -100,6 +103,10 @@ export class Room extends SocketObject {
   private async setAlarm(at: number): Promise<void> {
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (this.alarmAt === at) return;
+    // An ended room only waits out its grace before deletion: an alarm already due sooner (set
+    // when it ended) serves as well as a later one, so the sides' leaving moves nothing (two
+    // alarm writes fewer per exchange ended with `bye`).
+    if (this.state.ended !== null && this.alarmAt !== null && this.alarmAt <= at) return;
     this.alarmAt = at;
     this.meter('alarm_set');
     await this.ctx.storage.setAlarm(at);
@@ -114,7 +121,7 @@ export class Room extends SocketObject {
     const out = new Set<string>();
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except || ws.readyState !== WebSocket.OPEN) continue;
-      const a = readAttachment(ws);
+      const a = this.attachment(ws);
       if (a) out.add(a.sub);
     }
     return [...out];
@@ -125,7 +132,7 @@ export class Room extends SocketObject {
     const out = new Set<string>();
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue;
-      const a = readAttachment(ws);
+      const a = this.attachment(ws);
       if (a && now < a.exp * 1000) out.add(a.sub);
     }
     return [...out];
@@ -170,25 +177,31 @@ export class Room extends SocketObject {
       this.ctx.acceptWebSocket(server, [id.sub]);
       // The side's counter moves to the new socket (the old one is closing).
       const next = this.state.nextSeq[id.sub];
-      server.serializeAttachment(next !== undefined ? ({ ...attachment, next } satisfies RoomAttachment) : attachment);
+      this.setAttachment(server, next !== undefined ? ({ ...attachment, next } satisfies RoomAttachment) : attachment);
       await this.apply({ type: 'join', endpoint: id.sub, present: this.present(), now: Date.now() }, server);
     });
     return response ?? this.switching(client);
   }
 
   protected override async onFrame(ws: WebSocket, a: SocketAttachment, frame: string | ArrayBuffer): Promise<void> {
-    const parsed = parseRoomClientMessage(frame);
+    const { parsed, raw } = parseRoomFrame(frame);
     if (this.refused(ws, parsed)) return;
     const m = parsed.value;
     try {
-      await this.enqueue(() => {
+      await this.enqueue(async () => {
         const now = Date.now();
-        return this.apply(
-          m.type === 'renew'
-            ? { type: 'renew', endpoint: a.sub, fresh: this.fresh(now), ttlMs: this.config.sessionTtlSeconds * 1000, now }
-            : { type: 'message', endpoint: a.sub, message: m, present: this.present(), now },
-          ws,
-        );
+        // The rules relay `m.data` itself; `run` recognises it by identity and sends the raw text.
+        this.relaying = raw !== null && m.type === 'signal' ? { data: m.data, raw } : null;
+        try {
+          await this.apply(
+            m.type === 'renew'
+              ? { type: 'renew', endpoint: a.sub, fresh: this.fresh(now), ttlMs: this.config.sessionTtlSeconds * 1000, now }
+              : { type: 'message', endpoint: a.sub, message: m, present: this.present(), now },
+            ws,
+          );
+        } finally {
+          this.relaying = null;
+        }
       });
     } catch (e) {
       // A bug or a storage failure: the sender learns, the object stays up, nothing is echoed.
@@ -226,13 +239,20 @@ export class Room extends SocketObject {
 
   private locOf(endpoint: string): Location | null {
     const ws = this.socketsOf(endpoint)[0];
-    return ws ? (readAttachment(ws)?.loc ?? null) : null;
+    return ws ? (this.attachment(ws)?.loc ?? null) : null;
   }
 
   private async run(act: RoomAction, before: RoomState, source: WebSocket | null, present: readonly string[]): Promise<void> {
     switch (act.type) {
-      case 'send':
-        return this.sendTo(act.to, act.message);
+      case 'send': {
+        const m = act.message;
+        if (m.type === 'signal' && this.relaying !== null && m.data === this.relaying.data) {
+          const frame = spliceSeq(this.relaying.raw, m.seq);
+          for (const ws of this.socketsOf(act.to)) safeSend(ws, frame);
+          return;
+        }
+        return this.sendTo(act.to, m);
+      }
       case 'send_joined': {
         const iceServers = await iceServersFor(this.config, act.to, this.locOf(act.to), Date.now());
         const sessionId = this.state.meta?.sessionId ?? before.meta?.sessionId ?? '';
@@ -317,8 +337,8 @@ export class Room extends SocketObject {
   /** Puts `e`'s next seq on its open sockets' attachments (free, unlike a storage row). */
   private keepCounter(e: string, next: number): void {
     for (const ws of this.socketsOf(e)) {
-      const a = readAttachment<RoomAttachment>(ws);
-      if (a) ws.serializeAttachment({ ...a, next } satisfies RoomAttachment);
+      const a = this.attachment<RoomAttachment>(ws);
+      if (a) this.setAttachment(ws, { ...a, next } satisfies RoomAttachment);
     }
   }
 }

@@ -94,6 +94,13 @@ export function assertNever(x: never): never {
 export abstract class SocketObject extends DurableObject<Env> {
   protected readonly config: Config;
   private readonly buckets = new WeakMap<WebSocket, Bucket>();
+  /**
+   * Attachments as last read or written by this instance. Deserializing one is a structured-clone
+   * read in the runtime, and the room's hot path (24 relayed signals per exchange) asked for them
+   * several times per frame; an instance sees every write (`setAttachment`), and a new instance
+   * after hibernation starts empty, so the cache never disagrees with the runtime's copy.
+   */
+  private readonly attachments = new WeakMap<WebSocket, SocketAttachment | null>();
   /** For logs and traces. */
   protected abstract readonly kind: 'presence' | 'room';
 
@@ -176,6 +183,19 @@ export abstract class SocketObject extends DurableObject<Env> {
     return Math.max(a.connectedAt, a.seenAt ?? 0, pinged);
   }
 
+  /** `ws`'s attachment, checked (see `readAttachment`), read from the runtime once per instance. */
+  protected attachment<A extends SocketAttachment = SocketAttachment>(ws: WebSocket): A | null {
+    let a = this.attachments.get(ws);
+    if (a === undefined) this.attachments.set(ws, (a = readAttachment(ws)));
+    return a as A | null;
+  }
+
+  /** Writes `ws`'s attachment (throws, changing nothing, when the runtime refuses it). */
+  protected setAttachment<A extends SocketAttachment>(ws: WebSocket, a: A): void {
+    ws.serializeAttachment(a);
+    this.attachments.set(ws, a);
+  }
+
   /** A frame that passed identity, expiry and rate checks. */
   protected abstract onFrame(ws: WebSocket, a: SocketAttachment, frame: string | ArrayBuffer, now: number): Promise<void>;
   /** The socket closed or failed; `a` is null for a socket without a valid attachment. */
@@ -184,7 +204,7 @@ export abstract class SocketObject extends DurableObject<Env> {
   override async webSocketMessage(ws: WebSocket, frame: string | ArrayBuffer): Promise<void> {
     this.trace('message');
     this.meter('message');
-    const a = readAttachment(ws);
+    const a = this.attachment(ws);
     if (a === null) return safeClose(ws, CLOSE_POLICY, 'unknown socket');
     const now = Date.now();
     if (now >= a.exp * 1000) return safeClose(ws, CLOSE_POLICY, 'token expired');
@@ -204,10 +224,10 @@ export abstract class SocketObject extends DurableObject<Env> {
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     // Complete the closing handshake (RFC 6455 §5.5.1); 1005/1006 must not be sent on the wire.
     safeClose(ws, code === 1005 || code === 1006 ? CLOSE_NORMAL : code, reason);
-    await this.onLeave(ws, readAttachment(ws));
+    await this.onLeave(ws, this.attachment(ws));
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
-    await this.onLeave(ws, readAttachment(ws));
+    await this.onLeave(ws, this.attachment(ws));
   }
 }

@@ -1,7 +1,8 @@
 /**
  * Signaling benchmark (run by hand, not by `npm test`):
  *
- *   npx tsx bench/signaling/run.ts [--n 10,100,500] [--rounds 1]
+ *   npx tsx bench/signaling/run.ts [--n 10,100,500] [--rounds 1] [--count 20] [--peerjs]
+ *                                  [--before <commit>] [--profile] [--phases]
  *
  * For each N, N endpoint pairs concurrently complete a whole exchange through the real Worker in
  * local workerd (Miniflare, test/support/signaling.ts): dial, request, accept, both `session`s,
@@ -21,17 +22,29 @@
  * session records' expiry). Priced per million connection setups with the list prices in
  * docs/BENCHMARKS.md.
  *
+ * Before/after (`--before <commit>`): that commit's worker/ and protocol/ are bundled and run
+ * against this tree's, alternating the order each round, each run on a fresh service.
+ *
+ * Where the CPU goes (`--profile`): after each timed pass, a second pass of N exchanges with V8's
+ * sampling profiler on every workerd isolate (bench/signaling/profile.ts): the Worker isolate's
+ * CPU (what Cloudflare bills) apart from Miniflare's proxy and the runtime's I/O, and the hottest
+ * functions. workerd's CPU per thread is read from /proc in both passes.
+ *
  * PeerJS (`--peerjs`): the `peer` package's server in its own process on loopback
  * (bench/signaling/peerjs-server.mjs), the same N pairs doing the same offer, answer and
  * candidates exchange through it (it has no request/accept, rooms or authentication), with its
  * CPU per exchange read from /proc like workerd's.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { wsProtocols } from '../../protocol/messages.js';
-import { startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
+import { bundleWorkerAt, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
+import { profileIsolates, threadDelta, workerdThreadsMs, type IsolateCpu } from './profile.js';
 
 /** Candidates each side trickles, as the issue asks. */
 const CANDIDATES = 10;
@@ -233,9 +246,10 @@ const COUNT_SESSION_TTL_S = 2;
 const COUNT_ROOM_GRACE_MS = 200;
 
 /** Billable units per exchange, by `<object>.<unit>`, over `k` exchanges (10 at a time). */
-async function countUnits(k: number): Promise<Record<string, number>> {
+async function countUnits(k: number, v: Variant): Promise<Record<string, number>> {
   const counts: Record<string, number> = {};
   const sig = await startSignaling({
+    ...(v.bundle !== undefined ? { bundle: v.bundle } : {}),
     offlineWaitMs: 3000,
     requestTimeoutMs: 60_000,
     sessionTtlSeconds: COUNT_SESSION_TTL_S,
@@ -285,7 +299,12 @@ const PRICE = {
   rowsReadPerM: 0.001,
 } as const;
 
-function printUnits(per: Record<string, number>, cpuMsPerExchange: number): void {
+/**
+ * `cpuMsPerExchange`: workerd's whole-process CPU (an upper bound of what is billed);
+ * `isolateMsPerExchange`: the Worker isolate's busy time from the profiled pass, when there was one
+ * (what Cloudflare bills as CPU; priced instead of the upper bound, which is shown alongside).
+ */
+function printUnits(per: Record<string, number>, cpuMsPerExchange: number, isolateMsPerExchange: number | null): void {
   const get = (k: string): number => per[k] ?? 0;
   const workerReq = get('worker.request');
   const doReq = get('presence.request') + get('room.request');
@@ -307,11 +326,13 @@ function printUnits(per: Record<string, number>, cpuMsPerExchange: number): void
     const w = get(`worker.${unit}`);
     console.log(`| ${label} | ${p.toFixed(2)} | ${r.toFixed(2)} | ${w.toFixed(2)} | ${(p + r + w).toFixed(2)} |`);
   }
+  const cpu = isolateMsPerExchange ?? cpuMsPerExchange;
+  const cpuLabel = isolateMsPerExchange !== null ? 'isolate CPU' : 'all workerd CPU, upper bound';
   const costs = {
     'Worker requests': workerReq * PRICE.workerRequestPerM,
-    'Worker CPU (all workerd CPU, upper bound)': cpuMsPerExchange * PRICE.workerCpuMsPerM,
+    [`Worker CPU (${cpuLabel})`]: cpu * PRICE.workerCpuMsPerM,
     'DO requests incl. messages at 20:1': (doReq + msgs / PRICE.wsMessagesPerRequest) * PRICE.doRequestPerM,
-    'DO duration (CPU ms x 128 MB, lower bound)': ((cpuMsPerExchange / 1000) * PRICE.doMemoryGb * PRICE.doGbSecondPerM),
+    [`DO duration (${cpuLabel} x 128 MB, lower bound)`]: (cpu / 1000) * PRICE.doMemoryGb * PRICE.doGbSecondPerM,
     'storage rows written': written * PRICE.rowsWrittenPerM,
     'storage rows read': read * PRICE.rowsReadPerM,
   };
@@ -322,7 +343,10 @@ function printUnits(per: Record<string, number>, cpuMsPerExchange: number): void
     console.log(`| ${k} | ${v.toFixed(3)} |`);
   }
   console.log(`| **total** | **${total.toFixed(3)}** |`);
-  console.log(`\n(alarms set or moved per exchange: ${alarms.toFixed(2)}; workerd CPU per exchange used above: ${cpuMsPerExchange.toFixed(2)} ms)`);
+  const upper = total - cpu * PRICE.workerCpuMsPerM - (cpu / 1000) * PRICE.doMemoryGb * PRICE.doGbSecondPerM + cpuMsPerExchange * PRICE.workerCpuMsPerM + (cpuMsPerExchange / 1000) * PRICE.doMemoryGb * PRICE.doGbSecondPerM;
+  console.log(
+    `\n(alarms set or moved per exchange: ${alarms.toFixed(2)}; CPU per exchange priced: ${cpu.toFixed(2)} ms (${cpuLabel}); with all workerd CPU instead (${cpuMsPerExchange.toFixed(2)} ms): ${upper.toFixed(3)})`,
+  );
 }
 
 /** PeerJS's server in its own process; resolves with its port and pid. */
@@ -407,6 +431,110 @@ async function peerjsRound(port: number, pid: number, n: number, tag: string): P
   return { lat, cpuMs, wall };
 }
 
+/** One tree's worker: this checkout, or an earlier commit's (`--before`). */
+interface Variant {
+  readonly label: string;
+  readonly bundle?: string;
+}
+
+/** Bundles the worker of commit `ref` (its worker/ and protocol/ folders) for a `--before` run. */
+async function bundleAt(ref: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'homelink-bench-ref-'));
+  try {
+    const tar = execFileSync('git', ['archive', ref, 'worker', 'protocol'], { maxBuffer: 64 * 1024 * 1024 });
+    execFileSync('tar', ['-x', '-C', dir], { input: tar });
+    return await bundleWorkerAt(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+interface RunFigures {
+  readonly row: string;
+  readonly phases: string;
+  readonly processCpu: number;
+  readonly threads: Array<{ thread: string; ms: number }>;
+  readonly isolates: IsolateCpu[] | null;
+  /** workerd's CPU per exchange over the profiled pass, by thread. */
+  readonly profiledThreads: Array<{ thread: string; ms: number }>;
+}
+
+/**
+ * One timed pass of N exchanges on a fresh service running `v`, after a warm-up; with `profile`,
+ * then a second pass of N with V8's profiler on every isolate (reported apart: the profiler slows
+ * the sampled thread).
+ */
+async function runVariant(v: Variant, n: number, tag: string, profile: boolean): Promise<RunFigures> {
+  const sig = await startSignaling({ offlineWaitMs: 3000, requestTimeoutMs: 60_000, ...(v.bundle !== undefined ? { bundle: v.bundle } : {}), inspector: profile });
+  try {
+    // Warm-up (not reported): JIT, the bundle's first isolate, the first objects.
+    const warm = await makePairs(sig, 10, `${tag}-warmup`);
+    await withTimeout(Promise.all(warm.map((p, i) => exchange(sig, p, `w${i}`))), 'warm-up');
+    for (const p of warm) {
+      p.appSock.close();
+      p.hubSock.close();
+    }
+    const pairs = await makePairs(sig, n, tag);
+    const base = await baseline(pairs);
+    const cpu0 = workerdCpuMs();
+    const threads0 = workerdThreadsMs();
+    const client0 = process.cpuUsage();
+    const t0 = performance.now();
+    const marks: Marks[] = pairs.map(() => ({}));
+    const lat = await withTimeout(Promise.all(pairs.map((p, i) => exchange(sig, p, `r${i}`, marks[i]))), `N=${n}`);
+    const wall = (performance.now() - t0) / 1000;
+    const serverCpu = (workerdCpuMs() - cpu0) / n;
+    const threads = threadDelta(threads0, workerdThreadsMs(), n);
+    const c = process.cpuUsage(client0);
+    const clientCpu = (c.user + c.system) / 1000 / n;
+    const p50 = pct(lat, 0.5);
+    const p99 = pct(lat, 0.99);
+    const b50 = pct(base, 0.5);
+    const b99 = pct(base, 0.99);
+    const row = `| ${v.label} | ${n} | ${p50.toFixed(1)} | ${p99.toFixed(1)} | ${(n / wall).toFixed(0)} | ${b50.toFixed(1)} / ${b99.toFixed(1)} | ${(p50 / b50).toFixed(1)} | ${(p99 / b99).toFixed(1)} | ${serverCpu.toFixed(2)} | ${clientCpu.toFixed(1)} |`;
+    const at = (k: (typeof PHASES)[number], q: number): string => pct(marks.map((m) => m[k] ?? 0), q).toFixed(0);
+    const phases = `|   phases (ms since dial, p50/p99): ${PHASES.map((k) => `${k} ${at(k, 0.5)}/${at(k, 0.99)}`).join(', ')} |`;
+    let isolates: IsolateCpu[] | null = null;
+    let profiledThreads: Array<{ thread: string; ms: number }> = [];
+    if (profile) {
+      const again = await makePairs(sig, n, `${tag}-prof`);
+      const th0 = workerdThreadsMs();
+      isolates = await profileIsolates(await sig.inspectorUrl(), async () => {
+        await withTimeout(Promise.all(again.map((p, i) => exchange(sig, p, `q${i}`))), `profiled N=${n}`);
+      });
+      profiledThreads = threadDelta(th0, workerdThreadsMs(), n);
+      for (const p of again) {
+        p.appSock.close();
+        p.hubSock.close();
+      }
+    }
+    for (const p of pairs) {
+      p.appSock.close();
+      p.hubSock.close();
+    }
+    return { row, phases, processCpu: serverCpu, threads, isolates, profiledThreads };
+  } finally {
+    await sig.close();
+  }
+}
+
+function printIsolates(label: string, n: number, isolates: IsolateCpu[], threads: Array<{ thread: string; ms: number }>, top: number): void {
+  const per = (ms: number): string => (ms / n).toFixed(3);
+  console.log(`\n${label}, N = ${n}, profiled pass: per exchange (ms), isolate busy (JS + GC + native work on the isolate's thread)`);
+  console.log(`workerd threads during this pass: ${threads.filter((t) => t.ms >= 0.01).map((t) => `${t.thread} ${t.ms.toFixed(2)}`).join(', ')}`);
+  console.log('| isolate | busy (sample time) | busy (samples x period) | of which GC | of which (program) |');
+  console.log('|---|---:|---:|---:|---:|');
+  for (const i of [...isolates].sort((a, b) => b.busyMs - a.busyMs)) console.log(`| ${i.isolate} | ${per(i.busyMs)} | ${per(i.sampledMs)} | ${per(i.gcMs)} | ${per(i.programMs)} |`);
+  const user = isolates.find((i) => i.isolate.startsWith('core:user'));
+  if (!user) return;
+  const whole = threads.reduce((a, t) => a + t.ms, 0);
+  console.log(
+    `\n${label}, N = ${n}: Worker isolate ${per(user.sampledMs)} ms of ${whole.toFixed(2)} ms whole-process CPU per exchange in the profiled pass; the rest (${(whole - user.sampledMs / n).toFixed(2)} ms) is Miniflare's proxy isolate, the runtime's I/O and V8's background threads`,
+  );
+  console.log(`\n${label}: hottest functions of the Worker's isolate (self ms per exchange)`);
+  for (const f of user.top.slice(0, top)) console.log(`  ${per(f.ms)}  ${f.fn}`);
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -415,6 +543,9 @@ async function main(): Promise<void> {
       phases: { type: 'boolean', default: false },
       count: { type: 'string', default: '20' },
       peerjs: { type: 'boolean', default: false },
+      before: { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      top: { type: 'string', default: '25' },
     },
   });
   const countK = Number(values.count);
@@ -424,55 +555,38 @@ async function main(): Promise<void> {
   if (ns.some((x) => !Number.isInteger(x) || x < 1 || x > 2000) || !Number.isInteger(rounds) || rounds < 1 || rounds > 10) {
     throw new Error('--n takes integers 1..2000, --rounds 1..10');
   }
-  const sig = await startSignaling({ offlineWaitMs: 3000, requestTimeoutMs: 60_000 });
-  let cpuPerExchange: number[] = [];
-  try {
-    // Warm-up (not reported): JIT, the bundle's first isolate, the first objects.
-    {
-      const warm = await makePairs(sig, 10, 'warmup');
-      await withTimeout(Promise.all(warm.map((p, i) => exchange(sig, p, `w${i}`))), 'warm-up');
-      for (const p of warm) {
-        p.appSock.close();
-        p.hubSock.close();
+  const variants: Variant[] = [{ label: 'this tree' }];
+  if (values.before !== undefined) {
+    if (!/^[\w./-]{1,100}$/.test(values.before)) throw new Error('--before takes a commit or branch name');
+    variants.unshift({ label: `before (${values.before})`, bundle: await bundleAt(values.before) });
+  }
+  const cpuPerExchange: number[] = [];
+  const results: Array<{ v: Variant; n: number; f: RunFigures }> = [];
+  console.log(`load at start: ${loadavg()}`);
+  console.log(
+    '| tree | N pairs | p50 exchange (ms) | p99 exchange (ms) | exchanges/s | baseline RTT p50 / p99 (ms) | p50 ratio | p99 ratio | workerd CPU / exchange (ms, whole process) | client CPU / exchange (ms) |',
+  );
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const n of ns) {
+    for (let round = 0; round < rounds; round++) {
+      // Alternate the order, so drift in the machine's load falls on both trees alike.
+      const order = round % 2 === 0 ? variants : [...variants].reverse();
+      for (const v of order) {
+        const f = await runVariant(v, n, `${n}-${round}-${variants.indexOf(v)}`, values.profile);
+        console.log(f.row);
+        if (values.phases) console.log(f.phases);
+        if (v === variants[variants.length - 1]) cpuPerExchange.push(f.processCpu);
+        results.push({ v, n, f });
       }
     }
-    console.log(
-      '| N pairs | p50 exchange (ms) | p99 exchange (ms) | exchanges/s | baseline RTT p50 / p99 (ms) | p50 ratio | p99 ratio | workerd CPU / exchange (ms) | client CPU / exchange (ms) |',
-    );
-    console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-    for (const n of ns) {
-      for (let round = 0; round < rounds; round++) {
-        const pairs = await makePairs(sig, n, `${n}-${round}`);
-        const base = await baseline(pairs);
-        const cpu0 = workerdCpuMs();
-        const client0 = process.cpuUsage();
-        const t0 = performance.now();
-        const marks: Marks[] = pairs.map(() => ({}));
-        const lat = await withTimeout(Promise.all(pairs.map((p, i) => exchange(sig, p, `r${i}`, marks[i]))), `N=${n}`);
-        const wall = (performance.now() - t0) / 1000;
-        const serverCpu = (workerdCpuMs() - cpu0) / n;
-        cpuPerExchange.push(serverCpu);
-        const c = process.cpuUsage(client0);
-        const clientCpu = (c.user + c.system) / 1000 / n;
-        const p50 = pct(lat, 0.5);
-        const p99 = pct(lat, 0.99);
-        const b50 = pct(base, 0.5);
-        const b99 = pct(base, 0.99);
-        console.log(
-          `| ${n} | ${p50.toFixed(1)} | ${p99.toFixed(1)} | ${(n / wall).toFixed(0)} | ${b50.toFixed(1)} / ${b99.toFixed(1)} | ${(p50 / b50).toFixed(1)} | ${(p99 / b99).toFixed(1)} | ${serverCpu.toFixed(1)} | ${clientCpu.toFixed(1)} |`,
-        );
-        if (values.phases) {
-          const at = (k: (typeof PHASES)[number], q: number): string => pct(marks.map((m) => m[k] ?? 0), q).toFixed(0);
-          console.log(`|   phases (ms since dial, p50/p99): ${PHASES.map((k) => `${k} ${at(k, 0.5)}/${at(k, 0.99)}`).join(', ')} |`);
-        }
-        for (const p of pairs) {
-          p.appSock.close();
-          p.hubSock.close();
-        }
-      }
-    }
-  } finally {
-    await sig.close();
+  }
+  console.log(`load after timed runs: ${loadavg()}`);
+  console.log('\nworkerd CPU per exchange by thread (ms; median over rounds; threads named by workerd, #tid)');
+  for (const { v, n, f } of results) {
+    console.log(`  ${v.label} N=${n}: ${f.threads.filter((t) => t.ms >= 0.01).map((t) => `${t.thread} ${t.ms.toFixed(2)}`).join(', ')}`);
+  }
+  if (values.profile) {
+    for (const { v, n, f } of results) if (f.isolates) printIsolates(v.label, n, f.isolates, f.profiledThreads, Number(values.top));
   }
   if (values.peerjs) {
     const pj = await startPeerjs();
@@ -493,12 +607,19 @@ async function main(): Promise<void> {
     }
   }
   if (countK > 0) {
-    const per = await countUnits(countK);
-    // CPU per exchange for pricing: the median over the timed runs above.
-    const cpu = cpuPerExchange.length > 0 ? pct(cpuPerExchange, 0.5) : 0;
-    printUnits(per, cpu);
+    for (const v of variants) {
+      const per = await countUnits(countK, v);
+      console.log(`\nBillable units, ${v.label}:`);
+      // CPU per exchange for pricing: this tree's median over the timed runs above.
+      const cpus = results.filter((r) => r.v === v).map((r) => r.f.processCpu);
+      const isoCpus = results.filter((r) => r.v === v && r.f.isolates).map((r) => r.f.isolates!.find((i) => i.isolate.startsWith('core:user'))!.sampledMs / r.n);
+      printUnits(per, cpus.length > 0 ? pct(cpus, 0.5) : 0, isoCpus.length > 0 ? pct(isoCpus, 0.5) : null);
+    }
   }
+  console.log(`\nload at end: ${loadavg()}`);
 }
+
+const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 main().then(
   () => process.exit(0),

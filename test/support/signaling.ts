@@ -61,6 +61,10 @@ export interface StartSignalingOptions {
    * uncaught errors) instead of the terminal; for suites that assert on the service's logs.
    */
   onOutput?: (line: string) => void;
+  /** Worker code to run instead of this tree's bundle (bench/signaling: an earlier commit's). */
+  bundle?: string;
+  /** Opens workerd's inspector (DevTools protocol) on a free loopback port: `inspectorUrl()`. */
+  inspector?: boolean;
 }
 
 export interface SignalingHandle {
@@ -72,6 +76,8 @@ export interface SignalingHandle {
    * every object is re-created from storage and every socket is dropped.
    */
   restart(): Promise<void>;
+  /** The runtime inspector's base URL (`ws://127.0.0.1:PORT`); only with `inspector: true`. */
+  inspectorUrl(): Promise<URL>;
   close(): Promise<void>;
 }
 
@@ -132,8 +138,18 @@ let bundle: Promise<string> | null = null;
 
 /** Bundles worker/index.ts once per process. */
 export function bundleWorker(): Promise<string> {
-  bundle ??= build({
-    entryPoints: [join(ROOT, 'worker/index.ts')],
+  bundle ??= bundleWorkerAt(ROOT);
+  return bundle;
+}
+
+/**
+ * Bundles `<root>/worker/index.ts` (a checkout of any commit), resolving packages from this
+ * tree's node_modules.
+ */
+export function bundleWorkerAt(root: string): Promise<string> {
+  return build({
+    entryPoints: [join(root, 'worker/index.ts')],
+    nodePaths: [join(ROOT, 'node_modules')],
     bundle: true,
     format: 'esm',
     platform: 'neutral',
@@ -144,13 +160,12 @@ export function bundleWorker(): Promise<string> {
     write: false,
     logLevel: 'silent',
   }).then((r) => r.outputFiles[0]!.text);
-  return bundle;
 }
 
 /** Starts the worker in workerd; always `close()` it (in a `finally` or `afterAll`). */
 export async function startSignaling(opts: StartSignalingOptions = {}): Promise<SignalingHandle> {
   const issuer = opts.issuer ?? (await createDevIssuer());
-  const code = await bundleWorker();
+  const code = opts.bundle ?? (await bundleWorker());
   const persist = await storageDir();
   removeAtExit(persist);
   const bindings = {
@@ -179,6 +194,7 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
       host,
       port,
       cf: opts.cf ?? {},
+      ...(opts.inspector ? { inspectorPort: 0 } : {}),
       ...(opts.onOutput
         ? { structuredWorkerdLogs: true, handleRuntimeStdio: (out: Readable, err: Readable) => forwardLines([out, err], opts.onOutput!) }
         : {}),
@@ -202,6 +218,9 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
       await mf.dispose();
       mf = make(port);
       await mf.ready;
+    },
+    inspectorUrl() {
+      return mf.getInspectorURL();
     },
     async close() {
       if (closed) return;

@@ -2,8 +2,10 @@
  * Storage writes per exchange (issue 10 item 4), counted by the worker's own meters
  * (`DEBUG_TRACE_EVENTS`) in real workerd: relayed signals cost no storage write (a connected
  * side's seq counter lives in its socket attachment), a room that ends with `bye` costs two rows
- * written in all (created, deleted), and the request costs one row on each side's presence
- * (written, deleted). bench/signaling prices the same counts.
+ * written in all (created, deleted), and the request costs none: while both sides are connected
+ * it rides in their presence sockets' attachments. Storage is presence's overflow path: a request
+ * held for an offline target, and records too large for an attachment, are written (and still
+ * work). bench/signaling prices the same counts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
@@ -12,6 +14,8 @@ import { connect, online } from './helpers.js';
 const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
 /** Short grace so the room's deletion is counted within the test. */
 const GRACE_MS = 200;
+/** Far longer than the held-request test needs to bring its target online. */
+const OFFLINE_WAIT_MS = 15_000;
 
 let sig: SignalingHandle;
 const counts: Record<string, number> = {};
@@ -20,6 +24,9 @@ const count = (key: string): number => counts[key] ?? 0;
 beforeAll(async () => {
   sig = await startSignaling({
     roomGraceMs: GRACE_MS,
+    // The held-request test connects its target after a pause; a loaded machine must not turn
+    // that into an offline verdict.
+    offlineWaitMs: OFFLINE_WAIT_MS,
     vars: { DEBUG_TRACE_EVENTS: '1' },
     onOutput: (line) => {
       const m = METER_RE.exec(line);
@@ -79,8 +86,11 @@ describe('storage writes', () => {
     // The grace passes and the room deletes its one row.
     await settle(() => count('room.write') >= 2);
     expect(count('room.write')).toBe(2);
-    // Presence: the pending request on each side, written once and deleted once.
-    expect(count('presence.write')).toBe(4);
+    // Presence: the pending request on each side lived in the sockets' attachments.
+    expect(count('presence.write')).toBe(0);
+    // Room alarms: at creation, at the first join (to the deadline), at bye (to the grace); both
+    // sides' leaving after bye moves nothing.
+    expect(count('room.alarm_set')).toBe(3);
     app.close();
     hub.close();
   });
@@ -106,5 +116,50 @@ describe('storage writes', () => {
     ra.send({ type: 'signal', data: { kind: 'candidate', candidate: 'after' } });
     expect(await rb2.next('signal')).toMatchObject({ seq: 4, data: { candidate: 'after' } });
     for (const x of [ra, rb2, app, hub]) x.close();
+  });
+
+  it('a request held for an offline target is stored, and leaves storage once its target connects', async () => {
+    const at = await sig.issuer.accessToken({ sub: 'o-app', homes: ['home-o'] });
+    const ht = await sig.issuer.accessToken({ sub: 'o-hub', homes: ['home-o'] });
+    const app = await online(sig.url, at);
+    await settle(() => true);
+    const before = count('presence.write');
+    app.send({ type: 'dial', reqId: 'o', to: 'o-hub' });
+    // The target's object holds it in a row (no socket to carry it)...
+    await settle(() => count('presence.write') > before);
+    expect(count('presence.write') - before).toBe(1);
+    // ...which moves to the socket's attachment once the target connects and has it delivered.
+    const hub = await online(sig.url, ht);
+    const req = await hub.next('request');
+    expect(req.from).toBe('o-app');
+    hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+    await app.next('session');
+    await hub.next('session');
+    await settle(() => count('presence.write') >= before + 2);
+    expect(count('presence.write') - before).toBe(2);
+    app.close();
+    hub.close();
+  });
+
+  it('records too large for an attachment overflow to storage, and the exchange works', async () => {
+    // 20 homes of 40 characters: the identity fits an attachment, the incoming request (which
+    // carries the initiator's homes too) does not, the initiator's dial does.
+    const homes = Array.from({ length: 20 }, (_, i) => `big-home-${i}-`.padEnd(40, 'x'));
+    const at = await sig.issuer.accessToken({ sub: 'v-app', homes });
+    const ht = await sig.issuer.accessToken({ sub: 'v-hub', homes });
+    const app = await online(sig.url, at);
+    const hub = await online(sig.url, ht);
+    await settle(() => true);
+    const before = count('presence.write');
+    app.send({ type: 'dial', reqId: 'v', to: 'v-hub' });
+    const req = await hub.next('request');
+    hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+    const s = await app.next('session');
+    expect(await hub.next('session')).toMatchObject({ sessionId: s.sessionId });
+    // The target's row, written and deleted; the dial rode in the initiator's attachment.
+    await settle(() => count('presence.write') >= before + 2);
+    expect(count('presence.write') - before).toBe(2);
+    app.close();
+    hub.close();
   });
 });

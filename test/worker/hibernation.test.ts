@@ -1,7 +1,9 @@
 /**
  * Hibernation with sockets open: workerd hibernates an idle object after about 10 s and builds a
  * new instance on the next event, so everything after the pause runs on objects rebuilt from
- * storage and socket attachments. Also: a socket whose token has expired is closed with 1008.
+ * storage and socket attachments (a pending request lives only in the presence sockets'
+ * attachments while both sides are connected). Also: a socket whose token has expired is closed
+ * with 1008.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
@@ -11,8 +13,11 @@ import { connect, online } from './helpers.js';
 const IDLE_MS = 12_000;
 
 let sig: SignalingHandle;
+/** The objects' trace lines (`DEBUG_TRACE_EVENTS`): `wake` proves an instance was built again. */
+const lines: string[] = [];
+const wakes = (kind: string): number => lines.filter((l) => l === `homelink-trace ${kind} wake`).length;
 beforeAll(async () => {
-  sig = await startSignaling({});
+  sig = await startSignaling({ vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: (l) => lines.push(l) });
 });
 afterAll(async () => sig?.close());
 
@@ -49,6 +54,37 @@ describe('after hibernation', () => {
     hub.send({ type: 'answer', reqId: req2.reqId, accept: false, reason: 'later' });
     expect(await app.next('rejected')).toMatchObject({ reqId: 'two', reason: 'later' });
     for (const x of [app, hub, ra, rb]) x.close();
+  });
+});
+
+describe('a pending request across hibernation', () => {
+  it('is answered, and expires by the alarm, after both presence objects were rebuilt', { timeout: 60_000 }, async () => {
+    const tok = (sub: string): Promise<string> => sig.issuer.accessToken({ sub, homes: ['home-p'] });
+    const [app, hub, app2, hub2] = await Promise.all([online(sig.url, await tok('p-app')), online(sig.url, await tok('p-hub')), online(sig.url, await tok('p-app2')), online(sig.url, await tok('p-hub2'))]);
+    // Pair 1 rings and is answered after the pause; pair 2's budget ends after the objects hibernated.
+    app.send({ type: 'dial', reqId: 'held', to: 'p-hub' });
+    app2.send({ type: 'dial', reqId: 'short', to: 'p-hub2', timeoutMs: IDLE_MS + 2000 });
+    const req = await hub.next('request');
+    const req2 = await hub2.next('request');
+    const wakesBefore = wakes('presence');
+
+    await new Promise((r) => setTimeout(r, IDLE_MS));
+
+    hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+    const sa = await app.next('session');
+    const sb = await hub.next('session');
+    expect(sa).toMatchObject({ reqId: 'held', peer: 'p-hub', role: 'initiator' });
+    expect(sb).toMatchObject({ reqId: req.reqId, peer: 'p-app', role: 'responder', sessionId: sa.sessionId });
+    // The alarm woke pair 2's objects: the dial, read back from the attachment, timed out.
+    expect(await app2.next('dial_failed')).toMatchObject({ reqId: 'short', code: 'timeout' });
+    expect(await hub2.next('cancelled')).toMatchObject({ reqId: req2.reqId });
+    // All four presence objects were built again after the pause: the requests survived
+    // hibernation, not a live instance.
+    expect(wakes('presence') - wakesBefore).toBeGreaterThanOrEqual(4);
+    // And a second answer to the same request is out of state: the record is gone from the attachment.
+    hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+    expect(await hub.next('error')).toMatchObject({ code: 'out_of_state' });
+    for (const x of [app, hub, app2, hub2]) x.close();
   });
 });
 

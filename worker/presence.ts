@@ -14,10 +14,11 @@
  * Everything needed after a wake-up is in storage (records, mirrored in memory once loaded) or in
  * the socket attachment (the verified identity); the alarm drives expiry.
  */
-import { parsePresenceClientMessage, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
+import { parsePresenceCaps, parsePresenceClientMessage, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
 import type { Env } from './env.js';
 import { iceServersFor } from './ice.js';
 import {
+  DELIVERY_ACK_MS,
   randomId,
   staleAt,
   step,
@@ -49,6 +50,10 @@ export type { IncomingCall } from './presence-rules.js';
 
 const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
 
+/** A presence socket's attachment: `acks` when the client declared `?caps=ack` (it sends `ringing`). */
+type PresenceAttachment = SocketAttachment & { readonly acks?: true };
+const meOf = (a: PresenceAttachment): Me => ({ sub: a.sub, homes: a.homes, acks: a.acks === true });
+
 /** Storage key prefix of each record kind. */
 const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
 
@@ -76,6 +81,7 @@ export class Presence extends SocketObject {
       offlineWaitMs: this.config.offlineWaitMs,
       requestTimeoutMs: this.config.requestTimeoutMs,
       sessionTtlMs: this.config.sessionTtlSeconds * 1000,
+      ackDeadlineMs: DELIVERY_ACK_MS,
     };
   }
 
@@ -210,6 +216,20 @@ export class Presence extends SocketObject {
           .cancelIncoming(act.sessionId)
           .catch(() => undefined);
         return;
+      case 'call_unreachable':
+        // If the initiator's object cannot be reached, its dial ends in its own timeout.
+        await this.peer(act.to)
+          .unreachable(act.initiatorReqId, act.sessionId)
+          .catch(() => undefined);
+        return;
+      case 'close_socket': {
+        const c = this.current();
+        if (!c) return;
+        this.trace(act.reason);
+        safeClose(c.ws, CLOSE_GOING_AWAY, act.reason);
+        await this.apply({ type: 'gone', me: this.me(c.ws) });
+        return;
+      }
       case 'init_room': {
         const m = act.meta;
         const room = this.env.ROOM.get(this.env.ROOM.idFromName(roomKey(m.sessionId)));
@@ -236,7 +256,7 @@ export class Presence extends SocketObject {
 
   private me(except?: WebSocket): Me | null {
     const c = this.current(except);
-    return c ? { sub: c.id.sub, homes: c.id.homes } : null;
+    return c ? meOf(c.id) : null;
   }
 
   /**
@@ -269,14 +289,16 @@ export class Presence extends SocketObject {
     // Refused sockets (closing, no attachment) are not presence sockets.
     const previous = this.ctx.getWebSockets().filter((ws) => readAttachment(ws) !== null);
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment(this.attachmentFor(id, Date.now()));
+    const acks = parsePresenceCaps(new URL(req.url).search).deliveryAck;
+    const attachment: PresenceAttachment = { ...this.attachmentFor(id, Date.now()), ...(acks ? { acks: true as const } : {}) };
+    server.serializeAttachment(attachment);
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
     for (const old of previous) {
       safeSend(old, { type: 'replaced' });
       safeClose(old, CLOSE_NORMAL, 'replaced');
     }
     safeSend(server, { type: 'hello', endpointId: id.sub });
-    await this.apply({ type: 'connected', me: { sub: id.sub, homes: id.homes }, now: Date.now() });
+    await this.apply({ type: 'connected', me: meOf(attachment), now: Date.now() });
     return this.switching(client);
   }
 
@@ -286,7 +308,7 @@ export class Presence extends SocketObject {
     const parsed = parsePresenceClientMessage(frame);
     if (this.refused(ws, parsed)) return;
     try {
-      await this.apply(this.toEvent({ sub: me.sub, homes: me.homes }, parsed.value, now));
+      await this.apply(this.toEvent(meOf(me), parsed.value, now));
     } catch (e) {
       console.error('presence: handler failed', (e as Error).name);
       safeSend(ws, { type: 'error', code: 'internal', message: 'internal error', reqId: parsed.value.reqId });
@@ -301,6 +323,8 @@ export class Presence extends SocketObject {
         return { type: 'answer', me, reqId: m.reqId, accept: m.accept, ...(m.reason !== undefined ? { reason: m.reason } : {}), now };
       case 'cancel':
         return { type: 'cancel', reqId: m.reqId };
+      case 'ringing':
+        return { type: 'ringing', reqId: m.reqId };
       default:
         return assertNever(m);
     }
@@ -316,7 +340,8 @@ export class Presence extends SocketObject {
     this.trace('alarm');
     this.meter('request');
     await this.dropStale(Date.now());
-    await this.apply({ type: 'alarm', now: Date.now() });
+    const c = this.current();
+    await this.apply({ type: 'alarm', now: Date.now(), heardAt: c ? this.lastHeard(c.ws, c.id) : null });
   }
 
   // ---- RPC from other presence objects ---------------------------------------
@@ -340,6 +365,12 @@ export class Presence extends SocketObject {
   async answered(call: AnsweredCall): Promise<{ ok: boolean; deadline?: number }> {
     this.meter('request');
     return (await this.apply({ type: 'answered', me: this.me(), call, now: Date.now() })) as { ok: boolean; deadline?: number };
+  }
+
+  /** Initiator side: the target's socket died with the request on it; the dial fails `peer_offline` now. */
+  async unreachable(reqId: string, sessionId: string): Promise<{ live: boolean }> {
+    this.meter('request');
+    return (await this.apply({ type: 'unreachable', reqId, sessionId })) as { live: boolean };
   }
 
   /** Target side: the initiator withdrew (cancel, timeout, offline verdict, or it left). */

@@ -5,7 +5,8 @@
  *
  * Dial: `dial{reqId,to}` on presence -> `session` (or `rejected` / `dial_failed` / timeout) ->
  * a `Link` joins the pair room and runs the session until the link is open and verified.
- * Accept: `request{reqId,from,sessionId}` -> the app's `request` listener calls `accept()` ->
+ * Accept: `request{reqId,from,sessionId}` -> `ringing{reqId}` (the receipt the service waits
+ * for, unless the answer went out at once) -> the app's `request` listener calls `accept()` ->
  * `answer{accept:true}` -> `session` -> a responder `Link`.
  */
 import { MAX_DIAL_TIMEOUT_MS, MIN_DIAL_TIMEOUT_MS, type IceServer, type PresenceServerMessage } from '../protocol/messages.js';
@@ -366,5 +367,9 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       },
     };
     this.emit('request', req);
+    // The receipt the service waits for: it takes a socket that stays silent after a request for
+    // one whose path died, and fails the dial. A listener that answered at once (accept() and
+    // reject() post synchronously) has proved delivery already: one frame fewer.
+    if (!answered) this.presence.post({ type: 'ringing', reqId });
   }
 }

@@ -24,6 +24,7 @@ import {
   parseRoomServerMessage,
   PING_FRAME,
   PONG_FRAME,
+  presenceQuery,
   wsProtocols,
   type PresenceClientMessage,
   type PresenceServerMessage,
@@ -351,10 +352,14 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
   }
 }
 
-/** The presence socket: `GET /v1/presence`. */
+/**
+ * The presence socket: `GET /v1/presence?caps=ack`. It declares the delivery-ack capability: the
+ * endpoint (client/endpoint.ts) answers every `request` with `ringing` at once, so the service
+ * can tell a request lost on a dead socket from one the endpoint is deciding on.
+ */
 export class PresenceSocket extends ReconnectingSocket<PresenceServerMessage> {
   constructor(signalingUrl: string, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions) {
-    super(joinUrl(signalingUrl, '/v1/presence'), token, factory, parsePresenceServerMessage, false, keepalive);
+    super(joinUrl(signalingUrl, '/v1/presence') + presenceQuery({ deliveryAck: true }), token, factory, parsePresenceServerMessage, false, keepalive);
   }
   post(m: PresenceClientMessage): boolean {
     return this.send(encode(m));

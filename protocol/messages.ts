@@ -9,7 +9,8 @@
  *                               identity proofs and bye, relayed in order to the peer
  *
  * Flow: initiator `dial{reqId,to}` on presence -> target gets `request{reqId,from,sessionId}`
- * -> target `answer{reqId,accept}` -> both get `session{...iceServers}` (or the initiator
+ * (and acknowledges it with `ringing{reqId}` when it declared `?caps=ack`) -> target
+ * `answer{reqId,accept}` -> both get `session{...iceServers}` (or the initiator
  * gets `rejected` / `dial_failed{code:'peer_offline'|'timeout'}`) -> both open the room
  * socket and exchange `signal{data}` frames; `renew` there extends a session both sides are
  * still using past its deadline.
@@ -122,7 +123,61 @@ export type PresenceClientMessage =
    */
   | { readonly type: 'dial'; readonly reqId: string; readonly to: string; readonly timeoutMs?: number }
   | { readonly type: 'answer'; readonly reqId: string; readonly accept: boolean; readonly reason?: string }
-  | { readonly type: 'cancel'; readonly reqId: string };
+  | { readonly type: 'cancel'; readonly reqId: string }
+  /**
+   * Delivery receipt: the endpoint got `request{reqId}` and is deciding. Sent at once by a
+   * client that declared {@link CAP_DELIVERY_ACK} when it connected (unless its answer goes out
+   * at once, which proves delivery just the same). A request sent on a socket that stays silent
+   * past the service's ack deadline was lost with the socket's path: the service closes that
+   * socket (1001 `unresponsive`) and the dialer gets `dial_failed{peer_offline}` at once instead
+   * of waiting for its timeout.
+   */
+  | { readonly type: 'ringing'; readonly reqId: string };
+
+// ---- Presence capabilities ---------------------------------------------------------------
+
+/**
+ * Capabilities travel in the presence URL's query (`/v1/presence?caps=ack`), so the service
+ * knows them when it accepts the socket, before it delivers any held request there. A frame
+ * would arrive only after those. Unknown capabilities are ignored (newer clients, older
+ * service); a service that knows none ignores the query.
+ */
+export const CAPS_PARAM = 'caps';
+/** The client sends `ringing{reqId}` for every `request` it gets (see `PresenceClientMessage`). */
+export const CAP_DELIVERY_ACK = 'ack';
+/** Longest `caps` value read: a handful of short names; anything longer is ignored whole. */
+export const MAX_CAPS_CHARS = 128;
+
+export interface PresenceCaps {
+  /** The client acknowledges every delivered request (`ringing`). */
+  readonly deliveryAck: boolean;
+}
+
+/**
+ * Reads the capabilities from a presence URL's query string (`?caps=a,b`). Never throws: a
+ * missing, repeated, oversized or garbled value declares nothing, which is the legacy behaviour.
+ *
+ * @example
+ * parsePresenceCaps(new URL(req.url).search) // { deliveryAck: true } for '?caps=ack'
+ */
+export function parsePresenceCaps(search: string): PresenceCaps {
+  const none: PresenceCaps = { deliveryAck: false };
+  if (search.length > 4 * MAX_CAPS_CHARS) return none;
+  let values: string[];
+  try {
+    values = new URLSearchParams(search).getAll(CAPS_PARAM);
+  } catch {
+    return none;
+  }
+  if (values.length !== 1 || values[0]!.length > MAX_CAPS_CHARS) return none;
+  const caps = values[0]!.split(',');
+  return { deliveryAck: caps.includes(CAP_DELIVERY_ACK) };
+}
+
+/** The query string a client appends to the presence URL to declare `caps`. */
+export function presenceQuery(caps: PresenceCaps): string {
+  return caps.deliveryAck ? `?${CAPS_PARAM}=${CAP_DELIVERY_ACK}` : '';
+}
 
 export interface SessionInfo {
   readonly reqId: string;
@@ -260,6 +315,9 @@ export function parsePresenceClientMessage(frame: unknown): Parsed<PresenceClien
     case 'cancel':
       if (!reqId) return fail('invalid_field', 'cancel needs reqId');
       return ok({ type: 'cancel', reqId });
+    case 'ringing':
+      if (!reqId) return fail('invalid_field', 'ringing needs reqId');
+      return ok({ type: 'ringing', reqId });
     default:
       return fail('unknown_type', 'unknown message type');
   }

@@ -10,6 +10,17 @@
  * The initiator side owns the outcome: it alone sends `dial_failed`, so an unreachable target
  * (offline, unknown, or not allowed) always yields `dial_failed{peer_offline}` at the same moment,
  * `offlineAt`, whatever the target side did.
+ *
+ * Confirmed delivery (issue 9): a socket whose NAT mapping vanished silently still looks open
+ * here until it turns stale (PRESENCE_STALE_MS, 60 s), and a request sent there is lost while the
+ * dialer waits for its timeout. A target that declared the `ack` capability when it connected
+ * answers every `request` with `ringing` (or its answer) at once; the request waits for that
+ * (`awaitingAck`) until `ackDeadlineMs`. If nothing at all was heard on the socket by then, the
+ * socket is dead: it is closed (`close_socket`, 1001 `unresponsive`), and each request lost on it
+ * is dropped here and reported to its initiator (`call_unreachable`), which fails the dial with
+ * `peer_offline` at once. A target that reconnects before the deadline gets its pending requests
+ * again on the new socket (`connected`), and the deadline starts over there. Targets without the
+ * capability keep the old rules: their requests are never failed for want of a receipt.
  */
 import type { ErrorCode, PresenceServerMessage, Role } from '../protocol/messages.js';
 import type { RoomMeta } from './room-rules.js';
@@ -18,6 +29,17 @@ import type { RoomMeta } from './room-rules.js';
 export const MAX_PENDING_DIALS = 16;
 /** Requests held for one offline target: beyond this they are dropped, which looks like offline. */
 export const MAX_HELD_REQUESTS = 64;
+/**
+ * How long a delivered request waits for a sign of life from an `ack`-capable target's socket
+ * (`ringing`, an answer, any frame or ping) before the socket counts as dead. The client sends
+ * `ringing` from its frame handler, so a live target needs one round trip (under 1 s even on poor
+ * cellular or satellite paths) plus however long its event loop is stalled: a hub busy with DTLS
+ * handshakes or GC on a small or shared CPU stalls for a second or two. 5 s leaves that margin
+ * twice over and still turns a dead socket into `peer_offline` with three quarters of the
+ * client's default 20 s dial budget left. A live target missing it only costs one failed dial and
+ * a reconnect (the client reconnects on the 1001 at once).
+ */
+export const DELIVERY_ACK_MS = 5000;
 
 export interface Dial {
   readonly reqId: string;
@@ -41,6 +63,12 @@ export interface Incoming {
   readonly delivered: boolean;
   readonly offlineAt: number;
   readonly timeoutAt: number;
+  /**
+   * Sent to an `ack`-capable socket at `sentAt` and not yet acknowledged: unless the socket is
+   * heard from after `sentAt`, the request is lost at `by`. Absent once acknowledged, and for
+   * targets without the capability.
+   */
+  readonly awaitingAck?: { readonly sentAt: number; readonly by: number };
 }
 
 /** What the initiator's object tells the target's. */
@@ -66,6 +94,8 @@ export interface AnsweredCall {
 export interface Me {
   readonly sub: string;
   readonly homes: readonly string[];
+  /** The socket declared the `ack` capability (protocol/messages.ts `CAP_DELIVERY_ACK`). */
+  readonly acks?: boolean;
 }
 
 export interface PresenceState {
@@ -77,6 +107,8 @@ export interface PresenceConfig {
   readonly offlineWaitMs: number;
   readonly requestTimeoutMs: number;
   readonly sessionTtlMs: number;
+  /** See DELIVERY_ACK_MS. */
+  readonly ackDeadlineMs: number;
 }
 
 export const emptyPresence = (): PresenceState => ({ dials: {}, incoming: {} });
@@ -96,14 +128,19 @@ export type PresenceEvent =
     }
   | { readonly type: 'answer'; readonly me: Me; readonly reqId: string; readonly accept: boolean; readonly reason?: string; readonly now: number }
   | { readonly type: 'cancel'; readonly reqId: string }
+  /** The endpoint's receipt for a request it was sent. */
+  | { readonly type: 'ringing'; readonly reqId: string }
   /** A socket closed; `me` is whoever is still connected. */
   | { readonly type: 'gone'; readonly me: Me | null }
-  | { readonly type: 'alarm'; readonly now: number }
+  /** `heardAt`: when the current socket was last heard from (frame, ping, upgrade); null when none is connected. */
+  | { readonly type: 'alarm'; readonly now: number; readonly heardAt: number | null }
   // Calls from other objects (each gets a reply)
   | { readonly type: 'incoming'; readonly me: Me | null; readonly call: IncomingCall; readonly reqId: string; readonly now: number }
   | { readonly type: 'delivered'; readonly reqId: string; readonly sessionId: string }
   | { readonly type: 'answered'; readonly me: Me | null; readonly call: AnsweredCall; readonly now: number }
   | { readonly type: 'cancel_incoming'; readonly sessionId: string }
+  /** Initiator side: the target's object lost the request with the target's socket. */
+  | { readonly type: 'unreachable'; readonly reqId: string; readonly sessionId: string }
   // Results of this object's own calls, fed back by the driver
   | { readonly type: 'incoming_result'; readonly reqId: string; readonly sessionId: string; readonly delivered: boolean }
   | { readonly type: 'delivered_result'; readonly reqId: string; readonly live: boolean }
@@ -130,6 +167,13 @@ export type PresenceAction =
   | { readonly type: 'call_answered'; readonly to: string; readonly call: AnsweredCall; readonly reqId: string }
   /** Tell the target's object the request is withdrawn (no reply needed). */
   | { readonly type: 'call_cancel_incoming'; readonly to: string; readonly sessionId: string }
+  /** Tell the initiator's object its request was lost with this endpoint's socket (no reply needed). */
+  | { readonly type: 'call_unreachable'; readonly to: string; readonly initiatorReqId: string; readonly sessionId: string }
+  /**
+   * Close the current presence socket with 1001 and `reason` (it did not acknowledge in time, so
+   * its path is dead), then treat the endpoint as gone.
+   */
+  | { readonly type: 'close_socket'; readonly reason: 'unresponsive' }
   /** Create the room (before anyone is told about the session). */
   | { readonly type: 'init_room'; readonly meta: RoomMeta };
 
@@ -166,7 +210,10 @@ export function incomingExpired(r: Incoming, now: number): boolean {
 export function nextWake(dials: readonly Dial[], incoming: readonly Incoming[]): number | null {
   const times: number[] = [];
   for (const d of dials) times.push(d.ringing ? d.timeoutAt : Math.min(d.offlineAt, d.timeoutAt));
-  for (const r of incoming) times.push(r.delivered ? r.timeoutAt : Math.min(r.offlineAt, r.timeoutAt));
+  for (const r of incoming) {
+    const until = r.delivered ? r.timeoutAt : Math.min(r.offlineAt, r.timeoutAt);
+    times.push(r.awaitingAck ? Math.min(until, r.awaitingAck.by) : until);
+  }
   return times.length === 0 ? null : Math.min(...times);
 }
 
@@ -208,6 +255,16 @@ const requestMessage = (r: Incoming, now: number): PresenceServerMessage => ({
   timeoutMs: Math.max(0, r.timeoutAt - now),
 });
 
+/**
+ * `r` as sent to the socket of `me` at `now`: waiting for a receipt when that socket acknowledges
+ * requests, else without one (a legacy socket, or a new one that replaced an acking socket).
+ */
+function sentTo(r: Incoming, me: Me, now: number, config: PresenceConfig): Incoming {
+  const { awaitingAck: _old, ...rest } = r;
+  const sent: Incoming = { ...rest, delivered: true };
+  return me.acks ? { ...sent, awaitingAck: { sentAt: now, by: now + config.ackDeadlineMs } } : sent;
+}
+
 const without = <T>(o: Readonly<Record<string, T>>, key: string): Record<string, T> => {
   const { [key]: _gone, ...rest } = o;
   return rest;
@@ -240,8 +297,12 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
           continue;
         }
         actions.push({ type: 'send', message: requestMessage(r, ev.now) });
-        if (r.delivered) continue;
-        incoming = { ...incoming, [r.reqId]: { ...r, delivered: true } };
+        // Already delivered to an old socket: only the receipt starts over, on this socket.
+        if (r.delivered) {
+          if (r.awaitingAck || ev.me.acks) incoming = { ...incoming, [r.reqId]: sentTo(r, ev.me, ev.now, config) };
+          continue;
+        }
+        incoming = { ...incoming, [r.reqId]: sentTo(r, ev.me, ev.now, config) };
         actions.push({ type: 'call_delivered', to: r.from, initiatorReqId: r.initiatorReqId, sessionId: r.sessionId, reqId: r.reqId });
       }
       return result({ ...s, incoming }, actions);
@@ -309,6 +370,13 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         { type: 'call_cancel_incoming', to: d.to, sessionId: d.sessionId },
       ]);
     }
+    case 'ringing': {
+      // A receipt for a request already answered, cancelled or expired is a harmless race.
+      const r = s.incoming[ev.reqId];
+      if (!r?.awaitingAck) return result(s);
+      const { awaitingAck: _acked, ...rest } = r;
+      return result({ ...s, incoming: { ...s.incoming, [r.reqId]: rest } });
+    }
     case 'gone': {
       // Replaced by a newer socket: nothing changes. Gone for good: its requests are withdrawn.
       if (ev.me !== null) return result(s);
@@ -325,10 +393,31 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         actions.push({ type: 'send', message: { type: 'dial_failed', reqId: d.reqId, code: outcome } });
         actions.push({ type: 'call_cancel_incoming', to: d.to, sessionId: d.sessionId });
       }
+      const lost: Incoming[] = [];
       for (const r of Object.values(s.incoming)) {
-        if (!incomingExpired(r, ev.now)) continue;
+        if (incomingExpired(r, ev.now)) {
+          incoming = without(incoming, r.reqId);
+          if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId } });
+          continue;
+        }
+        const ack = r.awaitingAck;
+        if (!ack || ev.now < ack.by) continue;
+        if (ev.heardAt !== null && ev.heardAt > ack.sentAt) {
+          // Heard from after the request went out (a frame, or a ping the runtime answered): the
+          // socket is alive, so the request reached the endpoint.
+          const { awaitingAck: _alive, ...rest } = r;
+          incoming = { ...incoming, [r.reqId]: rest };
+          continue;
+        }
+        lost.push(r);
         incoming = without(incoming, r.reqId);
-        if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId } });
+      }
+      if (lost.length > 0) {
+        // Nothing came back on the socket since the request: its path is dead. Closing it makes
+        // the endpoint offline here (new requests are held for its return) and, should the
+        // endpoint still hear us, tells it to reconnect.
+        if (ev.heardAt !== null) actions.push({ type: 'close_socket', reason: 'unresponsive' });
+        for (const r of lost) actions.push({ type: 'call_unreachable', to: r.from, initiatorReqId: r.initiatorReqId, sessionId: r.sessionId });
       }
       return result({ dials, incoming }, actions);
     }
@@ -339,7 +428,8 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       const held = Object.values(s.incoming);
       if (held.some((r) => r.sessionId === ev.call.sessionId)) return no;
       if (ev.me === null && held.length >= MAX_HELD_REQUESTS) return no;
-      const r: Incoming = { reqId: ev.reqId, ...ev.call, delivered: ev.me !== null };
+      const record: Incoming = { reqId: ev.reqId, ...ev.call, delivered: false };
+      const r = ev.me !== null ? sentTo(record, ev.me, ev.now, config) : record;
       const actions: PresenceAction[] = ev.me !== null ? [{ type: 'send', message: requestMessage(r, ev.now) }] : [];
       return result({ ...s, incoming: { ...s.incoming, [r.reqId]: r } }, actions, { delivered: ev.me !== null });
     }
@@ -362,6 +452,12 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         ],
         { ok: true, deadline },
       );
+    }
+    case 'unreachable': {
+      const d = s.dials[ev.reqId];
+      if (!d || d.sessionId !== ev.sessionId) return result(s, [], { live: false });
+      // The target's object already dropped its side: nothing to cancel there.
+      return result({ ...s, dials: without(s.dials, ev.reqId) }, [{ type: 'send', message: { type: 'dial_failed', reqId: ev.reqId, code: 'peer_offline' } }], { live: true });
     }
     case 'cancel_incoming': {
       const actions: PresenceAction[] = [];

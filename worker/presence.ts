@@ -23,10 +23,11 @@
  * dialer's socket is gone (its requests are withdrawn anyway) and a target's delivered request
  * ends as the initiator's `timeout`.
  */
-import { parsePresenceClientMessage, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
+import { parsePresenceCaps, parsePresenceClientMessage, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
 import type { Env } from './env.js';
 import { iceServersFor } from './ice.js';
 import {
+  DELIVERY_ACK_MS,
   randomId,
   staleAt,
   step,
@@ -57,6 +58,8 @@ export type { IncomingCall } from './presence-rules.js';
 
 const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
 
+const meOf = (a: PresenceAttachment): Me => ({ sub: a.sub, homes: a.homes, acks: a.acks === true });
+
 /** Storage key prefix of each record kind. */
 const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
 const KINDS = ['dials', 'incoming'] as const;
@@ -70,9 +73,13 @@ const KINDS = ['dials', 'incoming'] as const;
 export const ATTACHMENT_LIMIT_BYTES = 2048;
 const ATTACHMENT_BUDGET = ATTACHMENT_LIMIT_BYTES - 128;
 
-/** The records a presence socket carries in its attachment (see the module header). */
+/**
+ * A presence socket's attachment: the records it carries (see the module header), and `acks` when
+ * the client declared `?caps=ack` (it answers each request with `ringing`).
+ */
 interface PresenceAttachment extends SocketAttachment {
   readonly rec?: PresenceState;
+  readonly acks?: true;
 }
 
 /** The records of a presence attachment, checked when read back (absent or malformed: none). */
@@ -115,6 +122,7 @@ export class Presence extends SocketObject {
       offlineWaitMs: this.config.offlineWaitMs,
       requestTimeoutMs: this.config.requestTimeoutMs,
       sessionTtlMs: this.config.sessionTtlSeconds * 1000,
+      ackDeadlineMs: DELIVERY_ACK_MS,
     };
   }
 
@@ -308,6 +316,20 @@ export class Presence extends SocketObject {
           .cancelIncoming(act.sessionId)
           .catch(() => undefined);
         return;
+      case 'call_unreachable':
+        // If the initiator's object cannot be reached, its dial ends in its own timeout.
+        await this.peer(act.to)
+          .unreachable(act.initiatorReqId, act.sessionId)
+          .catch(() => undefined);
+        return;
+      case 'close_socket': {
+        const c = this.current();
+        if (!c) return;
+        this.trace(act.reason);
+        safeClose(c.ws, CLOSE_GOING_AWAY, act.reason);
+        await this.apply({ type: 'gone', me: this.me(c.ws) });
+        return;
+      }
       case 'init_room': {
         const m = act.meta;
         const room = this.env.ROOM.get(this.env.ROOM.idFromName(roomKey(m.sessionId)));
@@ -334,7 +356,7 @@ export class Presence extends SocketObject {
 
   private me(except?: WebSocket): Me | null {
     const c = this.current(except);
-    return c ? { sub: c.id.sub, homes: c.id.homes } : null;
+    return c ? meOf(c.id) : null;
   }
 
   /**
@@ -369,7 +391,9 @@ export class Presence extends SocketObject {
     // The records on the old socket's attachment are read now; `connected` places them on the new one.
     this.load();
     this.ctx.acceptWebSocket(server);
-    this.setAttachment(server, this.attachmentFor(id, Date.now()));
+    const acks = parsePresenceCaps(new URL(req.url).search).deliveryAck;
+    const attachment: PresenceAttachment = { ...this.attachmentFor(id, Date.now()), ...(acks ? { acks: true as const } : {}) };
+    this.setAttachment(server, attachment);
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
     for (const old of previous) {
       // Its records move to the new socket; a stale copy must not come back after a wake-up.
@@ -379,7 +403,7 @@ export class Presence extends SocketObject {
       safeClose(old, CLOSE_NORMAL, 'replaced');
     }
     safeSend(server, { type: 'hello', endpointId: id.sub });
-    await this.apply({ type: 'connected', me: { sub: id.sub, homes: id.homes }, now: Date.now() });
+    await this.apply({ type: 'connected', me: meOf(attachment), now: Date.now() });
     return this.switching(client);
   }
 
@@ -390,7 +414,7 @@ export class Presence extends SocketObject {
     const parsed = parsePresenceClientMessage(frame);
     if (this.refused(ws, parsed)) return;
     try {
-      await this.apply(this.toEvent({ sub: me.sub, homes: me.homes }, parsed.value, now));
+      await this.apply(this.toEvent(meOf(me), parsed.value, now));
     } catch (e) {
       console.error('presence: handler failed', (e as Error).name);
       safeSend(ws, { type: 'error', code: 'internal', message: 'internal error', reqId: parsed.value.reqId });
@@ -405,6 +429,8 @@ export class Presence extends SocketObject {
         return { type: 'answer', me, reqId: m.reqId, accept: m.accept, ...(m.reason !== undefined ? { reason: m.reason } : {}), now };
       case 'cancel':
         return { type: 'cancel', reqId: m.reqId };
+      case 'ringing':
+        return { type: 'ringing', reqId: m.reqId };
       default:
         return assertNever(m);
     }
@@ -423,7 +449,8 @@ export class Presence extends SocketObject {
     this.trace('alarm');
     this.meter('request');
     await this.dropStale(Date.now());
-    await this.apply({ type: 'alarm', now: Date.now() });
+    const c = this.current();
+    await this.apply({ type: 'alarm', now: Date.now(), heardAt: c ? this.lastHeard(c.ws, c.id) : null });
   }
 
   // ---- RPC from other presence objects ---------------------------------------
@@ -447,6 +474,12 @@ export class Presence extends SocketObject {
   async answered(call: AnsweredCall): Promise<{ ok: boolean; deadline?: number }> {
     this.meter('request');
     return (await this.apply({ type: 'answered', me: this.me(), call, now: Date.now() })) as { ok: boolean; deadline?: number };
+  }
+
+  /** Initiator side: the target's socket died with the request on it; the dial fails `peer_offline` now. */
+  async unreachable(reqId: string, sessionId: string): Promise<{ live: boolean }> {
+    this.meter('request');
+    return (await this.apply({ type: 'unreachable', reqId, sessionId })) as { live: boolean };
   }
 
   /** Target side: the initiator withdrew (cancel, timeout, offline verdict, or it left). */

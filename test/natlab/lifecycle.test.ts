@@ -7,6 +7,10 @@
  * dropped afterwards (no mid-stream pickup, invalid packets dropped), as on a home router that
  * rebooted or timed the mapping out. Measured: time until the hub is registered again, and until
  * a dial to it succeeds (goal: within 60 s; before keepalives it stayed unreachable for good).
+ * The first dial goes out right after the flush, while the service still counts the hub's dead
+ * socket as present: confirmed delivery (the hub's receipt, `ringing`) turns it into `PeerOffline`
+ * at the ack deadline (before that change it hung until its own `Timeout`). No dial may end in
+ * `Timeout`.
  *
  * "peer Ctrl-C" (item 4): two endpoints connected by the CLI's own code, linked through the relay;
  * the dialing process gets SIGINT. Measured: time until the other side reports the close, and
@@ -20,6 +24,7 @@ import { Lab, type Host, type LabProcess } from './lab.js';
 import { startHomelinkStack, type HomelinkStack } from './stack-homelink.js';
 import type { LifecyclePeerConfig } from './peer-lifecycle.js';
 import { labAvailable, tsxArgs, waitForLine } from './support.js';
+import { DELIVERY_ACK_MS } from '../../worker/presence-rules.js';
 
 /** The issue's goal: reachable again within 60 s of a silent mapping loss. */
 const RECOVERY_GOAL_MS = 60_000;
@@ -128,6 +133,7 @@ describe.skipIf(!labAvailable())('NAT lab: signaling keepalive and clean close',
       const flushedAt = Date.now();
       await lab.exec(home.router, 'conntrack', ['-F']);
       // Dial again and again from the flush on, as an app would, until one succeeds.
+      // The first one inside the window: the service still holds the hub's dead socket.
       const outcomes: Array<{ startedMs: number; endedMs: number; result: string }> = [];
       let okAt: number | null = null;
       while (okAt === null && Date.now() - flushedAt < RECOVERY_BOUND_MS) {
@@ -140,13 +146,21 @@ describe.skipIf(!labAvailable())('NAT lab: signaling keepalive and clean close',
       }
       const after = (name: string): number | null => hub.events().find(([t, e]) => t >= flushedAt && e === name)?.[0] ?? null;
       const since = (t: number | null): number | null => (t === null ? null : t - flushedAt);
+      const first = outcomes[0]!;
       const figures = {
+        firstDial: first,
         detectedMs: since(after('offline')),
         registeredAgainMs: since(after('online')),
         dialSucceededMs: since(okAt),
         outcomes,
       };
       console.log(`silent mapping loss: ${JSON.stringify(figures)}`);
+      // The dial inside the window ends PeerOffline (or, had the hub been quicker, succeeds), and
+      // it ends about when the ack deadline passes, long before its own timeout would.
+      expect(first.startedMs, 'the first dial must go out inside the window').toBeLessThan(DELIVERY_ACK_MS);
+      expect(first.result).toMatch(/^dial-(ok|fail PeerOffline)/);
+      expect(first.endedMs - first.startedMs).toBeLessThan(DIAL_TIMEOUT_MS);
+      expect(outcomes.filter((o) => o.result === 'dial-fail Timeout'), `a dial hung until its own timeout: ${JSON.stringify(figures)}`).toEqual([]);
       expect(figures.dialSucceededMs, `no dial succeeded within ${RECOVERY_BOUND_MS} ms: ${JSON.stringify(figures)}`).not.toBeNull();
       expect(figures.registeredAgainMs, `the hub never re-registered: ${JSON.stringify(figures)}`).not.toBeNull();
       expect(figures.registeredAgainMs!).toBeLessThan(RECOVERY_GOAL_MS);

@@ -1,8 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  CAP_DELIVERY_ACK,
+  MAX_CAPS_CHARS,
   MAX_FRAME_BYTES,
+  parsePresenceCaps,
   parsePresenceClientMessage,
+  presenceQuery,
   parseRoomClientMessage,
   parseServerFrame,
   tokenFromProtocolHeader,
@@ -34,15 +38,59 @@ describe('presence client messages', () => {
     ['accept not boolean', '{"type":"answer","reqId":"r1","accept":"yes"}', 'invalid_field'],
     ['long reason', `{"type":"answer","reqId":"r1","accept":false,"reason":"${'x'.repeat(201)}"}`, 'invalid_field'],
     ['oversized', `{"type":"dial","pad":"${'x'.repeat(MAX_FRAME_BYTES)}"}`, 'oversized'],
+    ['ringing without reqId', '{"type":"ringing"}', 'invalid_field'],
+    ['ringing with a numeric reqId', '{"type":"ringing","reqId":7}', 'invalid_field'],
+    ['ringing with a bad reqId', '{"type":"ringing","reqId":"a/b"}', 'invalid_field'],
+    ['ringing with a long reqId', `{"type":"ringing","reqId":"${'r'.repeat(65)}"}`, 'invalid_field'],
+    ['oversized ringing', `{"type":"ringing","reqId":"r1","pad":"${'x'.repeat(MAX_FRAME_BYTES)}"}`, 'oversized'],
   ])('rejects %s with a typed error', (_name, frame, code) => {
     const r = parsePresenceClientMessage(frame);
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.error.code).toBe(code);
   });
 
+  it('parses the ringing receipt and drops unknown fields', () => {
+    expect(parsePresenceClientMessage('{"type":"ringing","reqId":"t-1_A","extra":{"x":1}}')).toEqual({
+      ok: true,
+      value: { type: 'ringing', reqId: 't-1_A' },
+    });
+  });
+
   it('counts the size limit in UTF-8 bytes, not UTF-16 units', () => {
     const r = parsePresenceClientMessage(`{"type":"dial","pad":"${'é'.repeat(MAX_FRAME_BYTES / 2)}"}`);
     expect(r.ok === false && r.error.code).toBe('oversized');
+  });
+});
+
+describe('presence capabilities in the URL query', () => {
+  it('reads the delivery-ack capability, alone or among others', () => {
+    expect(parsePresenceCaps(`?caps=${CAP_DELIVERY_ACK}`)).toEqual({ deliveryAck: true });
+    expect(parsePresenceCaps('?caps=future,ack,other')).toEqual({ deliveryAck: true });
+    expect(parsePresenceCaps('caps=ack')).toEqual({ deliveryAck: true });
+    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true }))).toEqual({ deliveryAck: true });
+    expect(presenceQuery({ deliveryAck: false })).toBe('');
+  });
+
+  it.each([
+    ['no query', ''],
+    ['another parameter', '?x=ack'],
+    ['an unknown capability', '?caps=acknowledge'],
+    ['a different case', '?caps=ACK'],
+    ['a repeated parameter', '?caps=ack&caps=ack'],
+    ['an oversized value', `?caps=${'x,'.repeat(MAX_CAPS_CHARS)}ack`],
+    ['an oversized query', `?pad=${'x'.repeat(4 * MAX_CAPS_CHARS)}&caps=ack`],
+    ['a garbled escape', '?caps=%E0%A4%A'],
+  ])('declares nothing for %s', (_name, search) => {
+    expect(parsePresenceCaps(search)).toEqual({ deliveryAck: false });
+  });
+
+  it('never throws on arbitrary query strings', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 600 }), (q) => {
+        const caps = parsePresenceCaps(q);
+        expect(typeof caps.deliveryAck).toBe('boolean');
+      }),
+    );
   });
 });
 

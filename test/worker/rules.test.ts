@@ -240,7 +240,7 @@ describe('presence rules', () => {
 });
 
 describe('presence machine on virtual time', () => {
-  const CFG = { offlineWaitMs: 3000, requestTimeoutMs: 30_000, sessionTtlMs: 600_000 };
+  const CFG = { offlineWaitMs: 3000, requestTimeoutMs: 30_000, sessionTtlMs: 600_000, ackDeadlineMs: 5000 };
   const app = { sub: 'app', homes: ['home-1'] };
   const hub = { sub: 'hub', homes: ['home-1', 'home-2'] };
   const stranger = { sub: 'hub', homes: ['home-9'] };
@@ -273,9 +273,9 @@ describe('presence machine on virtual time', () => {
     expect(rang.actions).toEqual([{ type: 'send', message: { type: 'request', reqId: 't2', from: 'app', sessionId: SID, timeoutMs: 7500 } }]);
     // Ringing but unanswered: the verdict comes when the dialer gives up, not 30 s later.
     const ringing = run(short.state, { type: 'incoming_result', reqId: 'r2', sessionId: SID, delivered: true });
-    expect(run(ringing.state, { type: 'alarm', now: 8999 }).actions).toEqual([]);
-    expect(run(ringing.state, { type: 'alarm', now: 9000 }).actions[0]).toEqual({ type: 'send', message: { type: 'dial_failed', reqId: 'r2', code: 'timeout' } });
-    expect(run(rang.state, { type: 'alarm', now: 9000 }).actions).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't2' } }]);
+    expect(run(ringing.state, { type: 'alarm', now: 8999, heardAt: null }).actions).toEqual([]);
+    expect(run(ringing.state, { type: 'alarm', now: 9000, heardAt: null }).actions[0]).toEqual({ type: 'send', message: { type: 'dial_failed', reqId: 'r2', code: 'timeout' } });
+    expect(run(rang.state, { type: 'alarm', now: 9000, heardAt: null }).actions).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't2' } }]);
     // A budget beyond the service's own timeout is capped.
     const long = run(emptyPresence(), { type: 'dial', me: app, reqId: 'r3', to: 'hub', sessionId: SID, timeoutMs: 300_000, now: 0 });
     expect((long.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call.timeoutAt).toBe(30_000);
@@ -283,9 +283,9 @@ describe('presence machine on virtual time', () => {
 
   it('initiator side: unknown, offline and forbidden targets all end the same way at offlineAt', () => {
     // Whatever the target side did, the initiator hears no result but "not delivered".
-    const unknown = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: false }, { type: 'alarm', now: 2999 });
+    const unknown = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: false }, { type: 'alarm', now: 2999, heardAt: null });
     expect(unknown.actions).toEqual([]);
-    const failed = run(unknown.state, { type: 'alarm', now: 3000 });
+    const failed = run(unknown.state, { type: 'alarm', now: 3000, heardAt: null });
     expect(failed.actions).toEqual([
       { type: 'send', message: { type: 'dial_failed', reqId: 'r1', code: 'peer_offline' } },
       { type: 'call_cancel_incoming', to: 'hub', sessionId: SID },
@@ -320,7 +320,7 @@ describe('presence machine on virtual time', () => {
   });
 
   it('ringing: no offline verdict; accept creates the room before anyone hears, once', () => {
-    const ringing = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: true }, { type: 'alarm', now: 3000 });
+    const ringing = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: true }, { type: 'alarm', now: 3000, heardAt: null });
     expect(ringing.actions).toEqual([]);
     const accept = { type: 'answered' as const, me: app, call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true }, now: 5000 };
     const ok = run(ringing.state, accept);
@@ -335,7 +335,7 @@ describe('presence machine on virtual time', () => {
     // Someone else answering for the request, or too late, is refused.
     expect(run(ringing.state, { ...accept, call: { ...accept.call, responder: 'eve' } }).replies).toEqual([{ ok: false }]);
     expect(run(ringing.state, { ...accept, now: 30_000 }).replies).toEqual([{ ok: false }]);
-    const timedOut = run(ringing.state, { type: 'alarm', now: 30_000 });
+    const timedOut = run(ringing.state, { type: 'alarm', now: 30_000, heardAt: null });
     expect(timedOut.actions[0]).toEqual({ type: 'send', message: { type: 'dial_failed', reqId: 'r1', code: 'timeout' } });
   });
 
@@ -369,6 +369,90 @@ describe('presence machine on virtual time', () => {
     let s = emptyPresence();
     for (let i = 0; i < 16; i++) s = run(s, { type: 'dial', me: app, reqId: `d${i}`, to: 'hub', sessionId: `${SID}${i}`, now: 0 }).state;
     expect(run(s, { type: 'dial', me: app, reqId: 'd99', to: 'hub', sessionId: SID, now: 0 }).actions[0]).toMatchObject({ message: { code: 'rate_limited' } });
+  });
+
+  describe('confirmed delivery (ack-capable targets)', () => {
+    const call = (dialed.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
+    const acking = { ...hub, acks: true };
+    const lost: PresenceAction[] = [
+      { type: 'close_socket', reason: 'unresponsive' },
+      { type: 'call_unreachable', to: 'app', initiatorReqId: 'r1', sessionId: SID },
+    ];
+    const rang = run(emptyPresence(), { type: 'incoming', me: acking, call, reqId: 't1', now: 1000 });
+
+    it('a delivered request waits for a receipt until the ack deadline, and the alarm is set for it', () => {
+      expect(rang.replies).toEqual([{ delivered: true }]);
+      expect(rang.state.incoming['t1']).toMatchObject({ delivered: true, awaitingAck: { sentAt: 1000, by: 6000 } });
+      expect(wakeOf(rang.state)).toBe(6000);
+      // The stale sweep of the socket stays the alarm when it is earlier.
+      expect(wakeOf(rang.state, 4000)).toBe(4000);
+    });
+
+    it('a silent socket at the deadline is closed and the initiator told, once', () => {
+      expect(run(rang.state, { type: 'alarm', now: 5999, heardAt: 1000 }).actions).toEqual([]);
+      const dead = run(rang.state, { type: 'alarm', now: 6000, heardAt: 1000 });
+      expect(dead.actions).toEqual(lost);
+      expect(dead.state).toEqual(emptyPresence());
+      expect(wakeOf(dead.state)).toBeNull();
+      expect(run(dead.state, { type: 'alarm', now: 7000, heardAt: 1000 }).actions).toEqual([]);
+      // The socket closed meanwhile (no current socket): only the initiator is told.
+      expect(run(rang.state, { type: 'alarm', now: 6000, heardAt: null }).actions).toEqual([lost[1]]);
+    });
+
+    it('ringing, or anything heard after the request, confirms it: no failure, the request stays', () => {
+      const acked = run(rang.state, { type: 'ringing', reqId: 't1' });
+      expect(acked.actions).toEqual([]);
+      expect(acked.state.incoming['t1']?.awaitingAck).toBeUndefined();
+      expect(wakeOf(acked.state)).toBe(call.timeoutAt);
+      expect(run(acked.state, { type: 'alarm', now: 6000, heardAt: 1000 }).actions).toEqual([]);
+      const heard = run(rang.state, { type: 'alarm', now: 6000, heardAt: 1001 });
+      expect(heard.actions).toEqual([]);
+      expect(heard.state.incoming['t1']).toMatchObject({ delivered: true });
+      expect(heard.state.incoming['t1']?.awaitingAck).toBeUndefined();
+      // A receipt for an unknown or already confirmed request changes nothing.
+      expect(run(acked.state, { type: 'ringing', reqId: 't1' }).state).toBe(acked.state);
+      expect(run(rang.state, { type: 'ringing', reqId: 'nope' }).state).toBe(rang.state);
+    });
+
+    it('a target without the capability never has a request failed for want of a receipt', () => {
+      const legacy = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1', now: 1000 });
+      expect(legacy.state.incoming['t1']?.awaitingAck).toBeUndefined();
+      expect(wakeOf(legacy.state)).toBe(call.timeoutAt);
+      expect(run(legacy.state, { type: 'alarm', now: 6000, heardAt: 1000 }).actions).toEqual([]);
+      expect(run(legacy.state, { type: 'alarm', now: 6000, heardAt: null }).actions).toEqual([]);
+    });
+
+    it('a target that reconnects before the deadline gets the request again, and the deadline starts over', () => {
+      const back = run(rang.state, { type: 'connected', me: acking, now: 4000 });
+      expect(back.actions).toEqual([{ type: 'send', message: { type: 'request', reqId: 't1', from: 'app', sessionId: SID, timeoutMs: call.timeoutAt - 4000 } }]);
+      expect(back.state.incoming['t1']?.awaitingAck).toEqual({ sentAt: 4000, by: 9000 });
+      expect(run(back.state, { type: 'alarm', now: 6000, heardAt: 4000 }).actions).toEqual([]);
+      expect(run(back.state, { type: 'alarm', now: 9000, heardAt: 4000 }).actions).toEqual(lost);
+      // Back on a socket without the capability: the old rules.
+      const legacy = run(rang.state, { type: 'connected', me: hub, now: 4000 });
+      expect(legacy.state.incoming['t1']?.awaitingAck).toBeUndefined();
+      expect(run(legacy.state, { type: 'alarm', now: 9000, heardAt: 4000 }).actions).toEqual([]);
+    });
+
+    it('a held request delivered on connect waits for its receipt too', () => {
+      const held = run(emptyPresence(), { type: 'incoming', me: null, call, reqId: 't1', now: 0 });
+      const back = run(held.state, { type: 'connected', me: acking, now: 500 });
+      expect(back.state.incoming['t1']).toMatchObject({ delivered: true, awaitingAck: { sentAt: 500, by: 5500 } });
+      expect(run(back.state, { type: 'alarm', now: 5500, heardAt: 500 }).actions).toEqual(lost);
+    });
+
+    it('initiator side: unreachable fails a live dial with peer_offline at once, and nothing else', () => {
+      const ringing = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: true });
+      const failed = run(ringing.state, { type: 'unreachable', reqId: 'r1', sessionId: SID });
+      expect(failed.replies).toEqual([{ live: true }]);
+      expect(failed.actions).toEqual([{ type: 'send', message: { type: 'dial_failed', reqId: 'r1', code: 'peer_offline' } }]);
+      expect(failed.state).toEqual(emptyPresence());
+      // Too late (answered, cancelled) or another session: nothing happens.
+      expect(run(failed.state, { type: 'unreachable', reqId: 'r1', sessionId: SID })).toMatchObject({ actions: [], replies: [{ live: false }] });
+      const other = run(ringing.state, { type: 'unreachable', reqId: 'r1', sessionId: 'X'.repeat(22) });
+      expect(other).toMatchObject({ actions: [], replies: [{ live: false }] });
+      expect(other.state).toBe(ringing.state);
+    });
   });
 });
 

@@ -20,11 +20,17 @@
  * answerer is the DTLS client (RFC 8842 §5.3: it answers `actpass` with `active`), so its
  * ClientHello reaches an offerer that has no DTLS transport yet and is lost; the next try comes
  * from OpenSSL's retransmission timer, whose first interval is 1 s (RFC 6347 §4.2.4.1). The
- * fix orders the roles so the side that is ready first waits: whenever a node-datachannel peer
- * is involved, the offerer is the DTLS client and the answerer the server (`a=setup:active` in
- * the offer, `passive` in the answer, RFC 4145 §4). The offerer's ICE can only complete after
- * the answer arrived, by which time the answerer's DTLS server exists. werift and Chromium
- * accept either role.
+ * fix orders the roles so the side that is ready first waits: the node-datachannel answerer is
+ * always the DTLS server (`a=setup:passive`, RFC 4145 §4; `actpass` lets the answerer choose) and a
+ * node-datachannel offerer offers `active`. The offerer's ICE can only complete after the answer
+ * arrived, by which time the answerer's DTLS server exists. Chromium accepts either role. werift
+ * 0.24.4 answers `active` whatever the offer says; libdatachannel keeps its own offer `actpass`
+ * internally (only the SDP we send is rewritten), so it then takes the server role, and werift's
+ * client waits 100 ms after its ICE completes before its ClientHello, long enough for ours. As an
+ * offerer told `passive`, werift becomes the DTLS client but numbers its channels by its ICE role
+ * (RFC 8832 §6 wants the DTLS role); werift.ts aligns that (`alignStreamParity`).
+ * Measured (docs/BENCHMARKS.md): werift -> node-datachannel went from about 1,030 ms to about
+ * 140 ms (werift <-> werift takes the same), node-datachannel <-> node-datachannel 3-5 ms.
  *
  * Limits (reported by the session as a failed restart, recovered by dialing again):
  * - no ICE restart (libdatachannel issue #545): `createOffer({ iceRestart: true })` and a
@@ -390,10 +396,13 @@ export class NodeDatachannelBackend implements PeerBackend {
   async acceptOffer(sdp: string): Promise<string> {
     this.checkRestart(sdp);
     this.remoteMid = applicationMid(sdp) ?? this.remoteMid;
-    // An offer from node-datachannel says `active` (see createOffer) and we answer `passive`. An
-    // `actpass` offer (werift, browsers) is answered `active` as RFC 8842 §5.3 asks: werift 0.24.4
-    // fails as an offerer told to be the DTLS client, and both buffer an early ClientHello.
-    this.pc.setRemoteDescription(sdp, 'offer');
+    // We answer `passive` whatever the offer allows: the answerer's ICE completes first, so it
+    // must be the DTLS side that waits (module header). An offer from node-datachannel already says
+    // `active`; an `actpass` offer (werift, browsers) lets the answerer choose (RFC 4145 §4,
+    // RFC 8842 §5.3 only recommends `active`). libdatachannel picks the role itself from the
+    // remote offer, so it is shown the offer with `actpass` read as `active` and then answers
+    // `passive`; the peer, which offered `actpass`, becomes the DTLS client as the answer says.
+    this.pc.setRemoteDescription(pinSetup(sdp, 'active'), 'offer');
     this.pc.setLocalDescription('answer');
     return fingerprintPerMedia(this.localSdp());
   }

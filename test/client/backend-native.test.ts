@@ -77,7 +77,8 @@ describe('node-datachannel backend', () => {
       await Promise.all([cb.opened()]);
       // The offerer is the DTLS client whenever node-datachannel takes part (see node-datachannel.ts).
       if (fa === ndc) expect(setup(offer)).toEqual(['active']);
-      if (fa === ndc && fb === ndc) expect(setup(answer)).toEqual(['passive']);
+      // A node-datachannel answerer is the DTLS server whatever the offer allowed (actpass from werift).
+      if (fb === ndc) expect(setup(answer)).toEqual(['passive']);
       const [fpa, fpb] = [await a.localFingerprint(), await b.localFingerprint()];
       expect(sdpFingerprints(offer)).toEqual([fpa]);
       expect(sdpFingerprints(answer)).toEqual([fpb]);
@@ -92,6 +93,42 @@ describe('node-datachannel backend', () => {
       const st = await a.stats();
       expect(st.bytesSent).toBeGreaterThanOrEqual(total);
       expect(st.bytesReceived).toBeGreaterThanOrEqual(total);
+    });
+  }
+
+  for (const [name, fa, fb] of combos) {
+    it(`${name}: both sides open channels in-band after the control channel (RFC 8832 §6 stream ids by DTLS role)`, async () => {
+      const a = await fa(LOOPBACK);
+      const b = await fb(LOOPBACK);
+      open.push(a, b);
+      // As client/link.ts does: the negotiated control channel on id 0 before the offer.
+      const ctlA = new Channel(a.createChannel('homelink-control', { negotiatedId: 0 }));
+      const ctlB = new Channel(b.createChannel('homelink-control', { negotiatedId: 0 }));
+      a.onCandidate = (c) => void b.addCandidate(c).catch(() => undefined);
+      b.onCandidate = (c) => void a.addCandidate(c).catch(() => undefined);
+      await a.acceptAnswer(await b.acceptOffer(await a.createOffer()));
+      await Promise.all([ctlA.opened(), ctlB.opened()]);
+      const inbox = (p: PeerBackend, n: number): Promise<Map<string, string>> =>
+        new Promise((resolve) => {
+          const got = new Map<string, string>();
+          p.onChannel = (raw) => {
+            raw.onMessage = (m) => {
+              got.set(raw.label, String(m));
+              if (got.size === n) resolve(got);
+            };
+          };
+        });
+      const atA = inbox(a, 2);
+      const atB = inbox(b, 2);
+      // Opened from both ends at the same time: each side's ids must be of its own parity or they collide.
+      const opened = ['a1', 'a2'].map((l) => new Channel(a.createChannel(l))).concat(['b1', 'b2'].map((l) => new Channel(b.createChannel(l))));
+      await Promise.all(opened.map(async (c) => {
+        await c.opened();
+        await c.send(`hi from ${c.label}`);
+      }));
+      expect(Object.fromEntries(await atB)).toEqual({ a1: 'hi from a1', a2: 'hi from a2' });
+      expect(Object.fromEntries(await atA)).toEqual({ b1: 'hi from b1', b2: 'hi from b2' });
+      expect(opened.every((c) => c.state === 'open')).toBe(true);
     });
   }
 

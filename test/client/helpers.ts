@@ -87,14 +87,14 @@ export const randomId = (p: string): string => `${p}-${randomBytes(4).toString('
 
 import type { SignalingHandle } from '../support/signaling.js';
 import { Endpoint } from '../../client/index.js';
-import type { EndpointOptions } from '../../client/endpoint.js';
+import type { EndpointOptions, EndpointRuntime } from '../../client/endpoint.js';
 
 /** Connects an endpoint `sub` in `homes` to the worker, with an identity certified by its issuer. */
 export async function endpointFor(
   sig: SignalingHandle,
   sub: string,
   homes: string[],
-  extra: Partial<EndpointOptions> = {},
+  extra: Partial<EndpointOptions & EndpointRuntime> = {},
 ): Promise<Endpoint> {
   const k = await generateDeviceKey();
   const certificate = await sig.issuer.identityCertificate({ sub, publicJwk: k.publicJwk });

@@ -244,6 +244,7 @@ class NdcChannel implements RawChannel {
   onError: ((err: Error) => void) | null = null;
   private st: ChannelState;
   private lowThreshold = 0;
+  private readonly closedWaiters: Array<() => void> = [];
 
   constructor(
     private readonly dc: Ndc.DataChannel,
@@ -259,6 +260,7 @@ class NdcChannel implements RawChannel {
     dc.onClosed(() => {
       if (this.st === 'closed') return;
       this.st = 'closed';
+      for (const cb of this.closedWaiters.splice(0)) cb();
       this.onClose?.();
     });
     dc.onError((e) => this.onError?.(new Error(`data channel error: ${e}`)));
@@ -292,6 +294,11 @@ class NdcChannel implements RawChannel {
     this.st = 'closing';
     this.dc.close();
   }
+  /** Calls `cb` once the channel is closed (now, if it already is). */
+  whenClosed(cb: () => void): void {
+    if (this.st === 'closed') return cb();
+    this.closedWaiters.push(cb);
+  }
 }
 
 function toCandidateType(t: string): CandidateInfo['type'] {
@@ -322,6 +329,13 @@ const STATE_MAP: Readonly<Record<string, TransportState>> = {
 };
 
 let nextPeerId = 0;
+
+/**
+ * Bound on `close()` waiting for the peer to acknowledge our stream resets. A loopback or LAN
+ * peer answers in a round trip; 500 ms covers a slow relayed path on a loaded machine without
+ * holding a close to a vanished peer for long (the link's own bye wait is in client/link.ts).
+ */
+const CLOSE_FLUSH_MS = 500;
 
 /** A `PeerBackend` on libdatachannel. Construct with `createNodeDatachannelBackend`. */
 export class NodeDatachannelBackend implements PeerBackend {
@@ -362,7 +376,12 @@ export class NodeDatachannelBackend implements PeerBackend {
     });
     this.pc.onStateChange((s) => {
       const st = STATE_MAP[s];
-      if (st && !this.closed) this.onState?.(st);
+      if (!st || this.closed) return;
+      // libdatachannel says `closed` when the peer ended DTLS/SCTP too. W3C webrtc-pc keeps
+      // `closed` for a local close(); a peer's close is a lost transport (`disconnected`), so the
+      // session waits its grace for the peer's bye (room or control channel) instead of failing
+      // the link with NoPath the moment the peer's close_notify arrives.
+      this.onState?.(st === 'closed' ? 'disconnected' : st);
     });
     this.pc.onDataChannel((dc) => {
       // The peer's reliability parameters are not exposed by the bindings; report the defaults.
@@ -484,8 +503,19 @@ export class NodeDatachannelBackend implements PeerBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Closing a channel resets its outgoing SCTP stream (RFC 8831 §6.7) after the data queued on
+    // it, so the peer acknowledging the reset means what we sent last (a bye on the control
+    // channel) was delivered. libdatachannel's close() tears the association down at once and
+    // would drop it; wait for the resets first, bounded for a peer that is gone.
+    const open = [...this.channels].filter((ch) => ch.state === 'open');
+    const resets = open.map((ch) => new Promise<void>((resolve) => ch.whenClosed(resolve)));
     for (const ch of this.channels) ch.close();
     this.channels.clear();
+    if (resets.length > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([Promise.all(resets), new Promise<void>((r) => (timer = setTimeout(r, CLOSE_FLUSH_MS)))]);
+      clearTimeout(timer);
+    }
     this.pc.close();
   }
 }

@@ -129,3 +129,25 @@ export function nextLink(ep: Endpoint): Promise<import('../../client/link.js').L
 export function nextChannel(link: import('../../client/link.js').Link): Promise<Channel> {
   return new Promise((resolve) => link.once('channel', resolve));
 }
+
+// ---- running the suite on the native backend ---------------------------------------------
+
+/** The suite runs on node-datachannel (`HOMELINK_BACKEND=node-datachannel`, `npm run test:client:native`). */
+export const ON_NATIVE_BACKEND = process.env['HOMELINK_BACKEND'] === 'node-datachannel';
+
+/**
+ * For `it.skipIf`: true on the native backend, after printing one `skipped: ...` line that says
+ * what the test needs and the native stack lacks, so a skip is never silent.
+ * @example
+ * it.skipIf(needsWerift('ICE restart', 'relay restarted mid-transfer'))('relay restarted mid-transfer', ...)
+ */
+export function needsWerift(what: string, test: string): boolean {
+  if (ON_NATIVE_BACKEND) console.log(`skipped: needs werift (${what}): ${test}`);
+  return ON_NATIVE_BACKEND;
+}
+
+/** For `it.skipIf`: a test known to fail on the native backend for a reason not yet found (reported, not hidden). */
+export function failsOnNative(why: string, test: string): boolean {
+  if (ON_NATIVE_BACKEND) console.log(`skipped: fails on node-datachannel (${why}): ${test}`);
+  return ON_NATIVE_BACKEND;
+}

@@ -119,6 +119,7 @@ declare namespace Ndc {
     setLocalDescription(type?: 'offer' | 'answer'): void;
     setRemoteDescription(sdp: string, type: 'offer' | 'answer'): void;
     localDescription(): { type: string; sdp: string } | null;
+    remoteDescription(): { type: string; sdp: string } | null;
     remoteFingerprint(): { value: string; algorithm: string } | null;
     addRemoteCandidate(candidate: string, mid: string): void;
     createDataChannel(label: string, config?: { negotiated?: boolean; id?: number; unordered?: boolean; maxRetransmits?: number }): DataChannel;
@@ -337,6 +338,9 @@ let nextPeerId = 0;
  */
 const CLOSE_FLUSH_MS = 500;
 
+/** Remote candidates held until their description arrives; a peer gathers a handful, this bounds a flood. */
+const MAX_EARLY_CANDIDATES = 64;
+
 /** A `PeerBackend` on libdatachannel. Construct with `createNodeDatachannelBackend`. */
 export class NodeDatachannelBackend implements PeerBackend {
   onCandidate: ((c: CandidateInit | null) => void) | null = null;
@@ -422,6 +426,7 @@ export class NodeDatachannelBackend implements PeerBackend {
     // remote offer, so it is shown the offer with `actpass` read as `active` and then answers
     // `passive`; the peer, which offered `actpass`, becomes the DTLS client as the answer says.
     this.pc.setRemoteDescription(pinSetup(sdp, 'active'), 'offer');
+    await this.flushEarly();
     this.pc.setLocalDescription('answer');
     return fingerprintPerMedia(this.localSdp());
   }
@@ -430,6 +435,13 @@ export class NodeDatachannelBackend implements PeerBackend {
     this.checkRestart(sdp);
     this.remoteMid = applicationMid(sdp) ?? this.remoteMid;
     this.pc.setRemoteDescription(sdp, 'answer');
+    await this.flushEarly();
+  }
+
+  private early: CandidateInit[] = [];
+
+  private async flushEarly(): Promise<void> {
+    for (const c of this.early.splice(0)) await this.addCandidate(c);
   }
 
   /** A second remote description with new ICE credentials is a restart, which libdatachannel cannot do. */
@@ -444,7 +456,21 @@ export class NodeDatachannelBackend implements PeerBackend {
   async addCandidate(c: CandidateInit | null): Promise<void> {
     // libdatachannel has no end-of-candidates call; its checks end by themselves.
     if (c === null || c.candidate === '' || this.closed) return;
-    this.pc.addRemoteCandidate(c.candidate.startsWith('a=') ? c.candidate : `a=${c.candidate}`, c.sdpMid ?? this.remoteMid);
+    // Trickled candidates can overtake the description they belong to (NATLAB.md); libdatachannel
+    // then fails the description itself, so they wait here until it is applied.
+    if (!this.pc.remoteDescription()) {
+      if (this.early.length < MAX_EARLY_CANDIDATES) this.early.push(c);
+      return;
+    }
+    try {
+      this.pc.addRemoteCandidate(c.candidate.startsWith('a=') ? c.candidate : `a=${c.candidate}`, c.sdpMid ?? this.remoteMid);
+    } catch (e) {
+      // A candidate that trickles in after the peer ended the connection is moot (werift ignores
+      // it too); the session hears of the end from the transport state and the room, with the
+      // reason the peer gave (an identity verdict, a bye), not as a backend error.
+      if (this.pc.state() === 'closed' || this.pc.state() === 'failed') return;
+      throw e;
+    }
   }
 
   createChannel(label: string, opts?: ChannelOptions): RawChannel {

@@ -132,6 +132,34 @@ describe('node-datachannel backend', () => {
     });
   }
 
+  it('candidates that overtake their description are held and applied with it (both roles)', async () => {
+    const a = await ndc(LOOPBACK);
+    const b = await ndc(LOOPBACK);
+    open.push(a, b);
+    const fromA: Array<Parameters<PeerBackend['addCandidate']>[0]> = [];
+    const fromB: typeof fromA = [];
+    a.onCandidate = (c) => void fromA.push(c);
+    b.onCandidate = (c) => void fromB.push(c);
+    const acc = accepted(b);
+    const ca = new Channel(a.createChannel('early'));
+    const offer = await a.createOffer();
+    await expect.poll(() => fromA.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    // The offerer's candidates reach the answerer before the offer does.
+    for (const c of fromA.splice(0)) await b.addCandidate(c);
+    a.onCandidate = (c) => void b.addCandidate(c).catch(() => undefined);
+    const answer = await b.acceptOffer(offer);
+    await expect.poll(() => fromB.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    // And the answerer's reach the offerer before the answer.
+    for (const c of fromB.splice(0)) await a.addCandidate(c);
+    b.onCandidate = (c) => void a.addCandidate(c).catch(() => undefined);
+    await a.acceptAnswer(answer);
+    const cb = new Channel(await acc);
+    await Promise.all([ca.opened(), cb.opened()]);
+    const got = new Promise<string | Uint8Array>((resolve) => cb.once('message', resolve));
+    await ca.send('after early candidates');
+    expect(await got).toBe('after early candidates');
+  });
+
   it('every connection has its own DTLS certificate (sessions are not linkable by fingerprint)', async () => {
     const x = await ndc(LOOPBACK);
     const y = await ndc(LOOPBACK);

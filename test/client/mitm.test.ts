@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { Endpoint, LinkError, generateDeviceKey } from '../../client/index.js';
-import { endpointFor, nextLink, randomId, failsOnNative } from './helpers.js';
+import { endpointFor, nextLink, randomId } from './helpers.js';
 import { signalingProxy, type SignalingProxy } from './proxy.js';
 
 let sig: SignalingHandle;
@@ -97,7 +97,7 @@ describe('identity binding against a hostile signaling path', () => {
     expect(leakedUdp).toBeLessThanOrEqual(0);
   });
 
-  it.skipIf(failsOnNative('the dial fails with Protocol, not IdentityMismatch; open', 'a proxy that swaps the identity certificate for one naming another endpoint -> IdentityMismatch'))('a proxy that swaps the identity certificate for one naming another endpoint -> IdentityMismatch', async () => {
+  it('a proxy that swaps the identity certificate for one naming another endpoint -> IdentityMismatch', async () => {
     const k = await generateDeviceKey();
     const other = await sig.issuer.identityCertificate({ sub: 'mallory', publicJwk: k.publicJwk });
     const url = await mitmProxy((f) => {

@@ -245,7 +245,6 @@ class NdcChannel implements RawChannel {
   onError: ((err: Error) => void) | null = null;
   private st: ChannelState;
   private lowThreshold = 0;
-  private readonly closedWaiters: Array<() => void> = [];
 
   constructor(
     private readonly dc: Ndc.DataChannel,
@@ -261,7 +260,6 @@ class NdcChannel implements RawChannel {
     dc.onClosed(() => {
       if (this.st === 'closed') return;
       this.st = 'closed';
-      for (const cb of this.closedWaiters.splice(0)) cb();
       this.onClose?.();
     });
     dc.onError((e) => this.onError?.(new Error(`data channel error: ${e}`)));
@@ -295,11 +293,7 @@ class NdcChannel implements RawChannel {
     this.st = 'closing';
     this.dc.close();
   }
-  /** Calls `cb` once the channel is closed (now, if it already is). */
-  whenClosed(cb: () => void): void {
-    if (this.st === 'closed') return cb();
-    this.closedWaiters.push(cb);
-  }
+
 }
 
 function toCandidateType(t: string): CandidateInfo['type'] {
@@ -332,11 +326,12 @@ const STATE_MAP: Readonly<Record<string, TransportState>> = {
 let nextPeerId = 0;
 
 /**
- * Bound on `close()` waiting for the peer to acknowledge our stream resets. A loopback or LAN
- * peer answers in a round trip; 500 ms covers a slow relayed path on a loaded machine without
- * holding a close to a vanished peer for long (the link's own bye wait is in client/link.ts).
+ * Bound on the wait in `close()` for a last message to leave: two round trips of a slow relayed
+ * path fit, and a close to a vanished peer is not held for long (client/link.ts has its own bye wait).
  */
 const CLOSE_FLUSH_MS = 500;
+/** At least this long even where the round trip reads 0 (loopback) or unknown: scheduling on a loaded machine. */
+const CLOSE_MIN_WAIT_MS = 20;
 
 /** Remote candidates held until their description arrives; a peer gathers a handful, this bounds a flood. */
 const MAX_EARLY_CANDIDATES = 64;
@@ -529,19 +524,21 @@ export class NodeDatachannelBackend implements PeerBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Closing a channel resets its outgoing SCTP stream (RFC 8831 §6.7) after the data queued on
-    // it, so the peer acknowledging the reset means what we sent last (a bye on the control
-    // channel) was delivered. libdatachannel's close() tears the association down at once and
-    // would drop it; wait for the resets first, bounded for a peer that is gone.
-    const open = [...this.channels].filter((ch) => ch.state === 'open');
-    const resets = open.map((ch) => new Promise<void>((resolve) => ch.whenClosed(resolve)));
+    // libdatachannel's close() tears the SCTP association down at once, and a message handed to
+    // usrsctp a moment before (a bye on the control channel) can go with it: libdatachannel has
+    // no "delivered" signal, and a closed channel reports closed before its stream reset is
+    // acknowledged. So when a channel was open, wait about two round trips (the first
+    // transmission arrives in one; RFC 9260 §6.3 retransmits only after the RTO) before closing,
+    // bounded for a peer that is gone.
+    // The wait comes before closing the channels: closing one drops what it still queues.
+    const hadOpen = [...this.channels].some((ch) => ch.state === 'open');
+    if (hadOpen && this.pc.state() === 'connected') {
+      const rtt = this.pc.rtt();
+      const wait = Math.min(CLOSE_FLUSH_MS, Math.max(CLOSE_MIN_WAIT_MS, 2 * (rtt > 0 ? rtt : 0)));
+      await new Promise((r) => setTimeout(r, wait));
+    }
     for (const ch of this.channels) ch.close();
     this.channels.clear();
-    if (resets.length > 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([Promise.all(resets), new Promise<void>((r) => (timer = setTimeout(r, CLOSE_FLUSH_MS)))]);
-      clearTimeout(timer);
-    }
     this.pc.close();
   }
 }

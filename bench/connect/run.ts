@@ -4,11 +4,15 @@
  * werift peers exchanging offer/answer in-process (no signaling service, no identity) in the same
  * run, and werift handed the service's URLs as they come with UDP blocked. Run by hand:
  *
+ * Each homelink row runs on both Node backends (werift, node-datachannel) in the same run;
+ * node-datachannel skips `relay-udp-blocked` (libjuice relays over UDP only).
+ *
  *   npx tsx bench/connect/run.ts [iterations=10]
  */
 import { barePair, median, ourPair, quantile, startStack } from './stack.js';
 
 const N = Number(process.argv[2] ?? 10);
+const BACKENDS = ['werift', 'node-datachannel'] as const;
 
 async function main(): Promise<void> {
   const stack = await startStack();
@@ -45,15 +49,17 @@ async function main(): Promise<void> {
       void p.then((x) => x.close(), () => undefined);
     }
     process.stderr.write(`naive werift, UDP blocked: ${naive.join(', ')}\n`);
+    for (const backend of BACKENDS)
     for (const mode of ['direct', 'relay', 'relay-udp-blocked'] as const) {
+      if (backend === 'node-datachannel' && mode === 'relay-udp-blocked') continue;
       let t0 = 0;
       let current: Record<string, number> = {};
       const perPhase: Record<string, number[]> = {};
       const pair = await ourPair(stack, mode, (side, phase) => {
         const k = `${side}:${phase}`;
         if (current[k] === undefined) current[k] = performance.now() - t0;
-      });
-      await time(`homelink dial, ${mode}`, async () => {
+      }, backend);
+      await time(`homelink dial, ${backend}, ${mode}`, async () => {
         current = {};
         t0 = performance.now();
         const { link } = await pair.dial();
@@ -61,7 +67,7 @@ async function main(): Promise<void> {
         return () => link.close();
       });
       pair.close();
-      phases.push({ mode, perPhase });
+      phases.push({ mode: `${backend}, ${mode}`, perPhase });
     }
   } finally {
     await stack.close();
@@ -71,7 +77,7 @@ async function main(): Promise<void> {
   console.log('| case | median ms | p90 ms | vs bare werift (same path) |');
   console.log('|---|---|---|---|');
   for (const r of rows) {
-    const b = r.name.includes('direct') ? base.direct : base.relay;
+    const b = r.name.includes('direct') && !r.name.includes('blocked') ? base.direct : base.relay;
     console.log(`| ${r.name} | ${median(r.ms).toFixed(0)} | ${quantile(r.ms, 0.9).toFixed(0)} | ${(median(r.ms) / b).toFixed(2)}x |`);
   }
   console.log(`| bare werift, UDP to the relay blocked, service URL order as given | ${naive.join('; ')} | | |`);

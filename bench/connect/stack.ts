@@ -2,6 +2,7 @@
  * Shared set-up for the client benchmarks: our relay and the real worker in workerd on loopback,
  * endpoint pairs of our stack, and bare werift peer pairs (the baseline) wired in-process.
  */
+import type { BackendName } from '../../client/index.js';
 import dgram from 'node:dgram';
 import { RTCPeerConnection, type RTCDataChannel } from 'werift';
 import { mintTurnCredential } from '../../protocol/turn-credentials.js';
@@ -53,10 +54,11 @@ export async function ourPair(
   stack: Stack,
   mode: 'direct' | 'relay' | 'relay-udp-blocked',
   trace?: (side: 'app' | 'hub', phase: string) => void,
+  backend: BackendName = 'werift',
 ): Promise<OurPair> {
   const sig = mode === 'relay-udp-blocked' ? stack.sigUdpBlocked : stack.sig;
   const home = `bench-home-${n++}`;
-  const extra = mode === 'direct' ? {} : { iceTransportPolicy: 'relay' as const, turnTlsOptions: { ca: stack.relay.ca } };
+  const extra = { webrtcBackend: backend, ...(mode === 'direct' ? {} : { iceTransportPolicy: 'relay' as const, turnTlsOptions: { ca: stack.relay.ca } }) };
   const hub = await endpointFor(sig, `bench-hub-${n}`, [home], { ...extra, ...(trace ? { trace: (p: string) => trace('hub', p) } : {}) });
   const app = await endpointFor(sig, `bench-app-${n}`, [home], { ...extra, ...(trace ? { trace: (p: string) => trace('app', p) } : {}) });
   hub.on('request', (r) => void r.accept().catch(() => undefined));

@@ -4,6 +4,8 @@
  * peers (the same 16 KiB messages, the same 1 MiB / 256 KiB buffer marks, driven by hand) in the
  * same run. Run by hand:
  *
+ * The homelink rows run on both Node backends (werift, node-datachannel) in the same run.
+ *
  *   npx tsx bench/throughput/run.ts [MiB=32] [rounds=3]
  */
 import { randomBytes } from 'node:crypto';
@@ -61,7 +63,8 @@ async function main(): Promise<void> {
         add(`bare werift, ${mode}`, await bareRun(bare.ca, bare.cb));
         await bare.close();
 
-        const pair = await ourPair(stack, mode);
+        for (const backend of ['werift', 'node-datachannel'] as const) {
+        const pair = await ourPair(stack, mode, undefined, backend);
         const { link, peer } = await pair.dial();
         const incoming = new Promise<import('../../client/channel.js').Channel>((res) => peer.once('channel', res));
         const ch = await link.channel('bulk');
@@ -80,8 +83,9 @@ async function main(): Promise<void> {
         const t0 = performance.now();
         for (let sent = 0; sent < TOTAL; sent += CHUNK.length) await ch.send(CHUNK);
         await done;
-        add(`homelink, ${mode}`, { mbps: TOTAL / 1e6 / ((performance.now() - t0) / 1000), cpu: cpuMsPerMiB(c0) });
+        add(`homelink ${backend}, ${mode}`, { mbps: TOTAL / 1e6 / ((performance.now() - t0) / 1000), cpu: cpuMsPerMiB(c0) });
         pair.close();
+        }
       }
     }
   } finally {
@@ -95,10 +99,12 @@ async function main(): Promise<void> {
   const row = (k: string, base: string, note: string): void =>
     console.log(`| ${k} | ${m(k).toFixed(2)} | ${(m(k) / m(base)).toFixed(2)} ${note} | ${c(k).toFixed(0)} | ${(c(k) / c(base)).toFixed(2)} |`);
   row('bare werift, direct', 'bare werift, direct', '');
-  row('homelink, direct', 'bare werift, direct', 'of bare direct');
   row('bare werift, relay', 'bare werift, direct', 'of bare direct');
-  row('homelink, relay', 'bare werift, relay', 'of bare relay');
-  console.log(`homelink relayed / homelink direct: ${(m('homelink, relay') / m('homelink, direct')).toFixed(2)} (MB/s)`);
+  for (const b of ['werift', 'node-datachannel']) {
+    row(`homelink ${b}, direct`, 'bare werift, direct', 'of bare direct');
+    row(`homelink ${b}, relay`, 'bare werift, relay', 'of bare relay');
+    console.log(`homelink ${b} relayed / direct: ${(m(`homelink ${b}, relay`) / m(`homelink ${b}, direct`)).toFixed(2)} (MB/s)`);
+  }
 }
 
 void main().then(

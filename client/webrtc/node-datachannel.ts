@@ -20,11 +20,17 @@
  * answerer is the DTLS client (RFC 8842 §5.3: it answers `actpass` with `active`), so its
  * ClientHello reaches an offerer that has no DTLS transport yet and is lost; the next try comes
  * from OpenSSL's retransmission timer, whose first interval is 1 s (RFC 6347 §4.2.4.1). The
- * fix orders the roles so the side that is ready first waits: whenever a node-datachannel peer
- * is involved, the offerer is the DTLS client and the answerer the server (`a=setup:active` in
- * the offer, `passive` in the answer, RFC 4145 §4). The offerer's ICE can only complete after
- * the answer arrived, by which time the answerer's DTLS server exists. werift and Chromium
- * accept either role.
+ * fix orders the roles so the side that is ready first waits: the node-datachannel answerer is
+ * always the DTLS server (`a=setup:passive`, RFC 4145 §4; `actpass` lets the answerer choose) and a
+ * node-datachannel offerer offers `active`. The offerer's ICE can only complete after the answer
+ * arrived, by which time the answerer's DTLS server exists. Chromium accepts either role. werift
+ * 0.24.4 answers `active` whatever the offer says; libdatachannel keeps its own offer `actpass`
+ * internally (only the SDP we send is rewritten), so it then takes the server role, and werift's
+ * client waits 100 ms after its ICE completes before its ClientHello, long enough for ours. As an
+ * offerer told `passive`, werift becomes the DTLS client but numbers its channels by its ICE role
+ * (RFC 8832 §6 wants the DTLS role); werift.ts aligns that (`alignStreamParity`).
+ * Measured (docs/BENCHMARKS.md): werift -> node-datachannel went from about 1,030 ms to about
+ * 140 ms (werift <-> werift takes the same), node-datachannel <-> node-datachannel 3-5 ms.
  *
  * Limits (reported by the session as a failed restart, recovered by dialing again):
  * - no ICE restart (libdatachannel issue #545): `createOffer({ iceRestart: true })` and a
@@ -113,6 +119,7 @@ declare namespace Ndc {
     setLocalDescription(type?: 'offer' | 'answer'): void;
     setRemoteDescription(sdp: string, type: 'offer' | 'answer'): void;
     localDescription(): { type: string; sdp: string } | null;
+    remoteDescription(): { type: string; sdp: string } | null;
     remoteFingerprint(): { value: string; algorithm: string } | null;
     addRemoteCandidate(candidate: string, mid: string): void;
     createDataChannel(label: string, config?: { negotiated?: boolean; id?: number; unordered?: boolean; maxRetransmits?: number }): DataChannel;
@@ -286,6 +293,7 @@ class NdcChannel implements RawChannel {
     this.st = 'closing';
     this.dc.close();
   }
+
 }
 
 function toCandidateType(t: string): CandidateInfo['type'] {
@@ -316,6 +324,17 @@ const STATE_MAP: Readonly<Record<string, TransportState>> = {
 };
 
 let nextPeerId = 0;
+
+/**
+ * Bound on the wait in `close()` for a last message to leave: two round trips of a slow relayed
+ * path fit, and a close to a vanished peer is not held for long (client/link.ts has its own bye wait).
+ */
+const CLOSE_FLUSH_MS = 500;
+/** At least this long even where the round trip reads 0 (loopback) or unknown: scheduling on a loaded machine. */
+const CLOSE_MIN_WAIT_MS = 20;
+
+/** Remote candidates held until their description arrives; a peer gathers a handful, this bounds a flood. */
+const MAX_EARLY_CANDIDATES = 64;
 
 /** A `PeerBackend` on libdatachannel. Construct with `createNodeDatachannelBackend`. */
 export class NodeDatachannelBackend implements PeerBackend {
@@ -356,7 +375,12 @@ export class NodeDatachannelBackend implements PeerBackend {
     });
     this.pc.onStateChange((s) => {
       const st = STATE_MAP[s];
-      if (st && !this.closed) this.onState?.(st);
+      if (!st || this.closed) return;
+      // libdatachannel says `closed` when the peer ended DTLS/SCTP too. W3C webrtc-pc keeps
+      // `closed` for a local close(); a peer's close is a lost transport (`disconnected`), so the
+      // session waits its grace for the peer's bye (room or control channel) instead of failing
+      // the link with NoPath the moment the peer's close_notify arrives.
+      this.onState?.(st === 'closed' ? 'disconnected' : st);
     });
     this.pc.onDataChannel((dc) => {
       // The peer's reliability parameters are not exposed by the bindings; report the defaults.
@@ -390,10 +414,14 @@ export class NodeDatachannelBackend implements PeerBackend {
   async acceptOffer(sdp: string): Promise<string> {
     this.checkRestart(sdp);
     this.remoteMid = applicationMid(sdp) ?? this.remoteMid;
-    // An offer from node-datachannel says `active` (see createOffer) and we answer `passive`. An
-    // `actpass` offer (werift, browsers) is answered `active` as RFC 8842 §5.3 asks: werift 0.24.4
-    // fails as an offerer told to be the DTLS client, and both buffer an early ClientHello.
-    this.pc.setRemoteDescription(sdp, 'offer');
+    // We answer `passive` whatever the offer allows: the answerer's ICE completes first, so it
+    // must be the DTLS side that waits (module header). An offer from node-datachannel already says
+    // `active`; an `actpass` offer (werift, browsers) lets the answerer choose (RFC 4145 §4,
+    // RFC 8842 §5.3 only recommends `active`). libdatachannel picks the role itself from the
+    // remote offer, so it is shown the offer with `actpass` read as `active` and then answers
+    // `passive`; the peer, which offered `actpass`, becomes the DTLS client as the answer says.
+    this.pc.setRemoteDescription(pinSetup(sdp, 'active'), 'offer');
+    await this.flushEarly();
     this.pc.setLocalDescription('answer');
     return fingerprintPerMedia(this.localSdp());
   }
@@ -402,6 +430,13 @@ export class NodeDatachannelBackend implements PeerBackend {
     this.checkRestart(sdp);
     this.remoteMid = applicationMid(sdp) ?? this.remoteMid;
     this.pc.setRemoteDescription(sdp, 'answer');
+    await this.flushEarly();
+  }
+
+  private early: CandidateInit[] = [];
+
+  private async flushEarly(): Promise<void> {
+    for (const c of this.early.splice(0)) await this.addCandidate(c);
   }
 
   /** A second remote description with new ICE credentials is a restart, which libdatachannel cannot do. */
@@ -416,7 +451,21 @@ export class NodeDatachannelBackend implements PeerBackend {
   async addCandidate(c: CandidateInit | null): Promise<void> {
     // libdatachannel has no end-of-candidates call; its checks end by themselves.
     if (c === null || c.candidate === '' || this.closed) return;
-    this.pc.addRemoteCandidate(c.candidate.startsWith('a=') ? c.candidate : `a=${c.candidate}`, c.sdpMid ?? this.remoteMid);
+    // Trickled candidates can overtake the description they belong to (NATLAB.md); libdatachannel
+    // then fails the description itself, so they wait here until it is applied.
+    if (!this.pc.remoteDescription()) {
+      if (this.early.length < MAX_EARLY_CANDIDATES) this.early.push(c);
+      return;
+    }
+    try {
+      this.pc.addRemoteCandidate(c.candidate.startsWith('a=') ? c.candidate : `a=${c.candidate}`, c.sdpMid ?? this.remoteMid);
+    } catch (e) {
+      // A candidate that trickles in after the peer ended the connection is moot (werift ignores
+      // it too); the session hears of the end from the transport state and the room, with the
+      // reason the peer gave (an identity verdict, a bye), not as a backend error.
+      if (this.pc.state() === 'closed' || this.pc.state() === 'failed') return;
+      throw e;
+    }
   }
 
   createChannel(label: string, opts?: ChannelOptions): RawChannel {
@@ -475,6 +524,19 @@ export class NodeDatachannelBackend implements PeerBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // libdatachannel's close() tears the SCTP association down at once, and a message handed to
+    // usrsctp a moment before (a bye on the control channel) can go with it: libdatachannel has
+    // no "delivered" signal, and a closed channel reports closed before its stream reset is
+    // acknowledged. So when a channel was open, wait about two round trips (the first
+    // transmission arrives in one; RFC 9260 §6.3 retransmits only after the RTO) before closing,
+    // bounded for a peer that is gone.
+    // The wait comes before closing the channels: closing one drops what it still queues.
+    const hadOpen = [...this.channels].some((ch) => ch.state === 'open');
+    if (hadOpen && this.pc.state() === 'connected') {
+      const rtt = this.pc.rtt();
+      const wait = Math.min(CLOSE_FLUSH_MS, Math.max(CLOSE_MIN_WAIT_MS, 2 * (rtt > 0 ? rtt : 0)));
+      await new Promise((r) => setTimeout(r, wait));
+    }
     for (const ch of this.channels) ch.close();
     this.channels.clear();
     this.pc.close();

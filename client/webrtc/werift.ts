@@ -82,6 +82,13 @@ interface PairInternals {
   bytesReceived: number;
   updateState(state: number): void;
 }
+/** werift's `RTCSctpTransport` fields `alignStreamParity` adjusts. */
+interface SctpTransportInternals {
+  start(remotePort?: number): Promise<void>;
+  dataChannelId: number;
+  readonly dtlsTransport: { readonly role: string };
+}
+
 interface IceConnectionInternals {
   stunServer?: [string, number] | undefined;
   turnServer?: [string, number] | undefined;
@@ -255,6 +262,32 @@ export class WeriftBackend implements PeerBackend {
     this.pc.onDataChannel.subscribe((dc) => this.onChannel?.(new WeriftChannel(dc)));
   }
 
+  /**
+   * RFC 8832 §6: the DTLS client opens data channels on even SCTP stream ids, the DTLS server on
+   * odd ones, so the two sides never pick the same id. werift 0.24.4 takes the parity from the ICE
+   * role instead (`RTCSctpTransport.start`: controlled = even), which agrees with the DTLS role only
+   * when werift picked that role itself from `actpass`. A peer that fixes the roles otherwise
+   * (node-datachannel answers a werift offer `passive` and offers `active`, RFC 4145 §4) would see
+   * werift's channels on ids of its own parity, and libdatachannel refuses those (it resets the
+   * stream). Once werift started SCTP, its DTLS role is final; the id counter follows it.
+   */
+  private alignStreamParity(): void {
+    const sctp = this.pc.sctpTransport as unknown as SctpTransportInternals | undefined;
+    if (!sctp || this.parityAligned.has(sctp)) return;
+    this.parityAligned.add(sctp);
+    const start = sctp.start.bind(sctp);
+    sctp.start = (remotePort) => {
+      // `start` assigns `dataChannelId` synchronously before its first await; channels get ids
+      // only once the association is up (`dataChannelFlush`), so overriding it here is in time.
+      const started = start(remotePort);
+      const role = sctp.dtlsTransport.role;
+      if (role === 'client' || role === 'server') sctp.dataChannelId = role === 'client' ? 0 : 1;
+      return started;
+    };
+  }
+
+  private readonly parityAligned = new WeakSet<object>();
+
   private connections(): IceConnectionInternals[] {
     return this.pc.iceTransports.map((t) => t.connection as unknown as IceConnectionInternals);
   }
@@ -264,6 +297,7 @@ export class WeriftBackend implements PeerBackend {
    * no leak there), and wraps each ICE agent once (`carryOver`, `filterChecks`).
    */
   private patchTransports(): void {
+    this.alignStreamParity();
     for (const conn of this.connections()) {
       if (!hasStun(this.servers)) conn.stunServer = undefined;
       if (this.patched.has(conn)) continue;

@@ -4,7 +4,9 @@
  * native RTCPeerConnection, dials a CLI endpoint, chats both ways and sends a file that the CLI
  * verifies with SHA-256, and receives one from a CLI sender. The second test forces the browser through our relay
  * (iceTransportPolicy 'relay'): Chromium's own TURN client, libwebrtc, is the referee for the
- * relay. Screenshots go to test-output/.
+ * relay. The third runs the CLI on the native backend (node-datachannel, HOMELINK_BACKEND): the
+ * page's Chromium offers to libdatachannel and a libdatachannel sender offers to Chromium.
+ * Screenshots go to test-output/.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -81,7 +83,11 @@ describe.skipIf(!hasChromium)('demo page in Chromium against a CLI endpoint', ()
     return page;
   }
 
-  async function chatAndFile(me: string, relay: boolean): Promise<Page> {
+  /**
+   * `whileOpen` runs with the listener's pid once the page's link to it is open (the native test
+   * checks there which WebRTC stack the CLI process loaded).
+   */
+  async function chatAndFile(me: string, relay: boolean, whileOpen?: (listenerPid: number) => Promise<void>): Promise<Page> {
     const hub = `hub-${me}`;
     const listener = spawnCli(['listen', '--as', hub, '--dir', st.dir], { stdin: 'keep-open' });
     const receiver = spawnCli(['receive', '--as', `files-${me}`, '--out', join(work, me), '--dir', st.dir]);
@@ -95,6 +101,7 @@ describe.skipIf(!hasChromium)('demo page in Chromium against a CLI endpoint', ()
       await page.click('#connect');
       await page.waitForFunction(() => document.getElementById('log')!.textContent!.includes('hello from the CLI'), null, { timeout: STEP_TIMEOUT_MS });
       expect(await page.textContent('#path-kind')).toBe(relay ? 'relay' : 'direct');
+      await whileOpen?.(listener.proc.pid!);
       await page.fill('#msg', 'hello from the browser');
       await page.press('#msg', 'Enter');
       const deadline = Date.now() + STEP_TIMEOUT_MS;
@@ -151,5 +158,22 @@ describe.skipIf(!hasChromium)('demo page in Chromium against a CLI endpoint', ()
     expect(await metric(st, 'homelink_relay_allocations_created_total')).toBeGreaterThan(allocationsBefore);
     expect(await metric(st, 'homelink_relay_packets_total{direction="to_peer"}')).toBeGreaterThan(toPeerBefore);
     await page.close();
+  });
+
+  it('interoperates with a CLI endpoint on node-datachannel both ways (Chromium offers to it, it offers to Chromium)', async () => {
+    const nativeMapped = async (pid: number): Promise<boolean> => (await readFile(`/proc/${pid}/maps`, 'utf8')).includes('node_datachannel.node');
+    const before = process.env['HOMELINK_BACKEND'];
+    // The CLI children inherit it (test/cli/support.ts passes the environment on).
+    process.env['HOMELINK_BACKEND'] = 'node-datachannel';
+    try {
+      const page = await chatAndFile('b3', false, async (pid) => {
+        // The listener carrying the page's link runs libdatachannel, not werift.
+        expect(await nativeMapped(pid)).toBe(true);
+      });
+      await page.close();
+    } finally {
+      if (before === undefined) delete process.env['HOMELINK_BACKEND'];
+      else process.env['HOMELINK_BACKEND'] = before;
+    }
   });
 });

@@ -77,7 +77,8 @@ describe('node-datachannel backend', () => {
       await Promise.all([cb.opened()]);
       // The offerer is the DTLS client whenever node-datachannel takes part (see node-datachannel.ts).
       if (fa === ndc) expect(setup(offer)).toEqual(['active']);
-      if (fa === ndc && fb === ndc) expect(setup(answer)).toEqual(['passive']);
+      // A node-datachannel answerer is the DTLS server whatever the offer allowed (actpass from werift).
+      if (fb === ndc) expect(setup(answer)).toEqual(['passive']);
       const [fpa, fpb] = [await a.localFingerprint(), await b.localFingerprint()];
       expect(sdpFingerprints(offer)).toEqual([fpa]);
       expect(sdpFingerprints(answer)).toEqual([fpb]);
@@ -94,6 +95,70 @@ describe('node-datachannel backend', () => {
       expect(st.bytesReceived).toBeGreaterThanOrEqual(total);
     });
   }
+
+  for (const [name, fa, fb] of combos) {
+    it(`${name}: both sides open channels in-band after the control channel (RFC 8832 §6 stream ids by DTLS role)`, async () => {
+      const a = await fa(LOOPBACK);
+      const b = await fb(LOOPBACK);
+      open.push(a, b);
+      // As client/link.ts does: the negotiated control channel on id 0 before the offer.
+      const ctlA = new Channel(a.createChannel('homelink-control', { negotiatedId: 0 }));
+      const ctlB = new Channel(b.createChannel('homelink-control', { negotiatedId: 0 }));
+      a.onCandidate = (c) => void b.addCandidate(c).catch(() => undefined);
+      b.onCandidate = (c) => void a.addCandidate(c).catch(() => undefined);
+      await a.acceptAnswer(await b.acceptOffer(await a.createOffer()));
+      await Promise.all([ctlA.opened(), ctlB.opened()]);
+      const inbox = (p: PeerBackend, n: number): Promise<Map<string, string>> =>
+        new Promise((resolve) => {
+          const got = new Map<string, string>();
+          p.onChannel = (raw) => {
+            raw.onMessage = (m) => {
+              got.set(raw.label, String(m));
+              if (got.size === n) resolve(got);
+            };
+          };
+        });
+      const atA = inbox(a, 2);
+      const atB = inbox(b, 2);
+      // Opened from both ends at the same time: each side's ids must be of its own parity or they collide.
+      const opened = ['a1', 'a2'].map((l) => new Channel(a.createChannel(l))).concat(['b1', 'b2'].map((l) => new Channel(b.createChannel(l))));
+      await Promise.all(opened.map(async (c) => {
+        await c.opened();
+        await c.send(`hi from ${c.label}`);
+      }));
+      expect(Object.fromEntries(await atB)).toEqual({ a1: 'hi from a1', a2: 'hi from a2' });
+      expect(Object.fromEntries(await atA)).toEqual({ b1: 'hi from b1', b2: 'hi from b2' });
+      expect(opened.every((c) => c.state === 'open')).toBe(true);
+    });
+  }
+
+  it('candidates that overtake their description are held and applied with it (both roles)', async () => {
+    const a = await ndc(LOOPBACK);
+    const b = await ndc(LOOPBACK);
+    open.push(a, b);
+    const fromA: Array<Parameters<PeerBackend['addCandidate']>[0]> = [];
+    const fromB: typeof fromA = [];
+    a.onCandidate = (c) => void fromA.push(c);
+    b.onCandidate = (c) => void fromB.push(c);
+    const acc = accepted(b);
+    const ca = new Channel(a.createChannel('early'));
+    const offer = await a.createOffer();
+    await expect.poll(() => fromA.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    // The offerer's candidates reach the answerer before the offer does.
+    for (const c of fromA.splice(0)) await b.addCandidate(c);
+    a.onCandidate = (c) => void b.addCandidate(c).catch(() => undefined);
+    const answer = await b.acceptOffer(offer);
+    await expect.poll(() => fromB.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    // And the answerer's reach the offerer before the answer.
+    for (const c of fromB.splice(0)) await a.addCandidate(c);
+    b.onCandidate = (c) => void a.addCandidate(c).catch(() => undefined);
+    await a.acceptAnswer(answer);
+    const cb = new Channel(await acc);
+    await Promise.all([ca.opened(), cb.opened()]);
+    const got = new Promise<string | Uint8Array>((resolve) => cb.once('message', resolve));
+    await ca.send('after early candidates');
+    expect(await got).toBe('after early candidates');
+  });
 
   it('every connection has its own DTLS certificate (sessions are not linkable by fingerprint)', async () => {
     const x = await ndc(LOOPBACK);

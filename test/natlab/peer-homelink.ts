@@ -13,8 +13,7 @@
 import { createInterface } from 'node:readline';
 import { readFileSync } from 'node:fs';
 import { createDevIssuer } from '../../dev/issuer.js';
-import { Endpoint, generateDeviceKey, type Channel, type Link } from '../../client/index.js';
-import { createWeriftBackend } from '../../client/webrtc/werift.js';
+import { Endpoint, generateDeviceKey, nodeBackend, type BackendName, type Channel, type Link } from '../../client/index.js';
 import type { PeerBackend, PeerOptions } from '../../client/webrtc/backend.js';
 import { receiveTransfer, sendTransfer, type CandidateKind, type Pipe, type PeerResult } from './transfer.js';
 
@@ -32,6 +31,8 @@ export interface HomelinkPeerConfig {
   readonly bytes: number;
   readonly marker: string;
   readonly deadlineMs: number;
+  /** The WebRTC stack (werift when absent), chosen as the library chooses it (`nodeBackend`). */
+  readonly backend?: BackendName;
 }
 
 /** dial() gives up this much before the process deadline, so its typed error is what gets reported. */
@@ -57,11 +58,13 @@ function channelPipe(ch: Channel): Pipe {
   return { send: (d) => ch.send(d), onMessage: (cb) => void ch.on('message', cb) };
 }
 
-// The real werift backend, kept so the selected pair's candidate types can be read after the
-// link opened (link.path has addresses and transport; the matrix also records candidate types).
+// The real backend (werift or node-datachannel), kept so the selected pair's candidate types can
+// be read after the link opened (link.path has addresses and transport; the matrix also records
+// candidate types).
+const chosen = await nodeBackend(cfg.backend ?? 'werift');
 const backends: PeerBackend[] = [];
 const backend = async (opts: PeerOptions): Promise<PeerBackend> => {
-  const b = await createWeriftBackend(opts);
+  const b = await chosen.factory(opts);
   backends.push(b);
   return b;
 };

@@ -21,6 +21,7 @@ import type { HomelinkPeerConfig } from './peer-homelink.js';
 import type { LabSignalingConfig } from './signaling-server.js';
 import { dumpOnFailure, tsxArgs, waitForLine } from './support.js';
 import type { PeerResult } from './transfer.js';
+import type { BackendName } from '../../client/index.js';
 
 /** TURN's registered port (RFC 8656 section 3), for UDP and TCP. */
 const TURN_PORT = 3478;
@@ -46,6 +47,8 @@ export interface HomelinkStack extends Stack {
 export interface HomelinkStackOptions {
   /** Serve the relay's metrics on 127.0.0.1:<port> inside `pub` (read with `allocations()`). */
   readonly metricsPort?: number;
+  /** The endpoints' WebRTC stack (default werift, the library's automatic choice). */
+  readonly backend?: BackendName;
 }
 
 async function waitForPort(lab: Lab, proto: 'u' | 't', port: number, proc: LabProcess, what: string): Promise<void> {
@@ -100,7 +103,7 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls, opts: HomelinkSt
   const signalingUrl = `http://${PUB.signaling}:${FIREWALL_TCP_PORT}`;
 
   return {
-    name: 'homelink: client library (werift backend) + our relay (relay/main.ts) + signaling worker in workerd (Miniflare)',
+    name: `homelink: client library (${opts.backend ?? 'werift'} backend) + our relay (relay/main.ts) + signaling worker in workerd (Miniflare)`,
     relay,
     signaling,
     signalingUrl,
@@ -124,6 +127,7 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls, opts: HomelinkSt
         id: role === 'dialer' ? ids.dialer : ids.answerer,
         peer: role === 'dialer' ? ids.answerer : ids.dialer,
         hostAddress: host.address,
+        ...(opts.backend ? { backend: opts.backend } : {}),
       });
       const a = l.spawn(answerer.ns, process.execPath, tsxArgs('test/natlab/peer-homelink.ts', JSON.stringify(cfgFor('answerer', answerer))));
       const d = l.spawn(dialer.ns, process.execPath, tsxArgs('test/natlab/peer-homelink.ts', JSON.stringify(cfgFor('dialer', dialer))));

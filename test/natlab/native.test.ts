@@ -1,0 +1,83 @@
+/**
+ * The product on the native backend (node-datachannel, libdatachannel) through the NAT lab: a
+ * representative subset of the matrix (matrix.test.ts runs all 41 cells on werift), each NAT
+ * behaviour at least once and the relay cell (symmetric on both sides), both endpoints on
+ * libdatachannel, with our relay and the signaling worker in `pub`. Asserts what the matrix asserts
+ * for those cells: a checked transfer, the path theory predicts, two hosts of one home stay on the
+ * LAN, and the relay only ever carried ciphertext. Results go to test-output/NATLAB.native.md.
+ *
+ * UDP-blocked cells are not run: libjuice (the ICE agent in node-datachannel's prebuilt binary)
+ * relays over UDP only, and those networks need TURN over TCP or TLS.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { matrixCells, renderReport, runCells, type CellResult } from './cells.js';
+import { makeLabTls, type LabTls } from './coturn.js';
+import { Lab } from './lab.js';
+import { startRelayCapture, type RelayCapture } from './capture.js';
+import { labAvailable } from './support.js';
+import { startHomelinkStack, type HomelinkStack } from './stack-homelink.js';
+import { loadNodeDatachannel } from '../../client/webrtc/node-datachannel.js';
+
+/** One cell per behaviour (as dialer or answerer), the relay-only cell, and one LAN pair. */
+const NATIVE_CELLS = [
+  'full-cone--address-restricted',
+  'port-restricted--port-restricted',
+  'symmetric--full-cone',
+  'symmetric--symmetric',
+  'open--symmetric',
+  'same-lan--port-restricted',
+];
+const nativeInstalled = (await loadNodeDatachannel()) !== null;
+if (labAvailable() && !nativeInstalled) console.log('skipped: needs node-datachannel (optional dependency) for the native NAT lab subset');
+if (labAvailable()) console.log('skipped: udp-blocked cells on node-datachannel: needs werift (TURN over TCP/TLS; libjuice relays over UDP only)');
+
+describe.skipIf(!labAvailable() || !nativeInstalled)('NAT lab subset on the native backend (node-datachannel)', () => {
+  let lab: Lab;
+  let tls: LabTls;
+  let stack: HomelinkStack | undefined;
+  let capture: RelayCapture;
+
+  beforeAll(async () => {
+    lab = await Lab.create();
+    tls = makeLabTls(lab.runId);
+    capture = await startRelayCapture(lab);
+    stack = await startHomelinkStack(lab, tls, { backend: 'node-datachannel' });
+  });
+
+  afterAll(async () => {
+    await capture?.stop().catch(() => undefined);
+    await stack?.stop().catch(() => undefined);
+    const runId = lab?.runId;
+    await lab?.destroy();
+    if (runId) expect(Lab.existingNamespaces(runId), 'namespaces left behind').toEqual([]);
+    tls?.dispose();
+    capture?.dispose();
+  });
+
+  it('each NAT behaviour and the relay cell connect on libdatachannel, direct when theory allows, relay sees only ciphertext', async () => {
+    const cells = matrixCells().filter((c) => NATIVE_CELLS.includes(c.id));
+    expect(cells.map((c) => c.id).sort()).toEqual([...NATIVE_CELLS].sort());
+    const t0 = performance.now();
+    const results: CellResult[] = await runCells(lab, stack!, cells, 1);
+    const durationS = (performance.now() - t0) / 1000;
+    await capture.sendControl();
+    await capture.stop();
+    const scan = capture.scan(results.map((r) => r.marker));
+    mkdirSync('test-output', { recursive: true });
+    writeFileSync(
+      'test-output/NATLAB.native.md',
+      renderReport({ stack: stack!.name, results, durationS, captureBytes: scan.bytes, controlMarkerFound: scan.controlFound, markersFound: scan.found }),
+    );
+    const table = results.map((r) => ({ cell: r.spec.id, expected: r.spec.expected, observed: r.kind, transfer: r.transferOk, error: r.error }));
+    expect(table.filter((c) => c.observed === 'none' || !c.transfer), 'cells that failed').toEqual([]);
+    expect(table.filter((c) => c.observed !== c.expected), 'cells whose path differs from theory').toEqual([]);
+    // The relay cell really went through our relay over UDP (the only relay transport libjuice has).
+    const relayed = results.find((r) => r.spec.id === 'symmetric--symmetric')!;
+    expect(relayed.dialer.path?.protocol ?? relayed.answerer.path?.protocol).toBe('udp');
+    const sameLan = results.filter((r) => r.spec.sameLan);
+    expect(sameLan.filter((r) => !r.dialer.path?.remoteAddress?.startsWith(`${r.answererAddress}:`)).map((r) => r.spec.id), 'same-LAN cells whose path leaves the LAN').toEqual([]);
+    expect(scan.controlFound, 'control marker visible in the relay capture').toBe(true);
+    expect(scan.found, 'plaintext markers seen by the relay').toEqual([]);
+  });
+});

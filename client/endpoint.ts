@@ -55,9 +55,9 @@ export interface EndpointOptions {
   readonly keepalive?: KeepaliveOptions;
   /**
    * Node: which WebRTC stack links run on: `werift` (pure JS) or `node-datachannel`
-   * (libdatachannel, faster; no ICE restart and TURN over UDP only, so no recovery from network
-   * change or relay-to-direct upgrade, and no relay for UDP-blocked networks). `auto` (the
-   * default, or `HOMELINK_BACKEND` when set) is werift until node-datachannel can restart ICE.
+   * (libdatachannel, faster; no ICE restart, so a lost path is recovered by rebuilding the
+   * connection, no relay-to-direct upgrade; relay-only links and TCP/TLS-only relays run on
+   * werift). `auto` (the default, or `HOMELINK_BACKEND` when set) is werift (see `chooseBackend`).
    * Browsers use their own.
    */
   readonly webrtcBackend?: BackendChoice;

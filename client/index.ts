@@ -16,9 +16,50 @@
  */
 import { EndpointCore, type EndpointOptions, type EndpointRuntime } from './endpoint.js';
 import { nodeWebSocket } from './node-websocket.js';
-import { chooseBackend, parseBackendChoice, type BackendChoice, type BackendFactory, type BackendName } from './webrtc/backend.js';
-import { createWeriftBackend } from './webrtc/werift.js';
-import { createNodeDatachannelBackend, loadNodeDatachannel } from './webrtc/node-datachannel.js';
+import { parseIceUrl } from '../protocol/ice-url.js';
+import { chooseBackend, parseBackendChoice, withNativeFallback, type BackendChoice, type BackendFactory, type BackendName, type DtlsCertificate, type PeerOptions } from './webrtc/backend.js';
+import { createWeriftBackend, newDtlsCertificate } from './webrtc/werift.js';
+import { createNodeDatachannelBackend, loadNodeDatachannel, type NodeDatachannelOptions } from './webrtc/node-datachannel.js';
+import { orderIceServers } from './webrtc/turn-probe.js';
+
+/**
+ * The relay transport that answered the Happy Eyeballs probe first (client/webrtc/turn-probe.ts),
+ * asked only when a TCP or TLS relay is offered (otherwise there is nothing werift could add, and
+ * no probe round trip is spent); null when none is offered or none answered.
+ */
+async function firstRelayTransport(opts: PeerOptions): Promise<'udp' | 'tcp' | 'tls' | null> {
+  const turns = opts.iceServers.flatMap((s) => s.urls.map((u) => parseIceUrl(u))).filter((u) => u?.kind === 'turn');
+  if (!turns.some((u) => u!.transport !== 'udp')) return null;
+  const ordered = await orderIceServers(opts.iceServers, opts.turnTlsOptions);
+  for (const s of ordered) {
+    for (const u of s.urls) {
+      const p = parseIceUrl(u);
+      if (p?.kind === 'turn') return p.transport;
+    }
+  }
+  return null;
+}
+
+/** The next link's certificate, made while the previous link connected (it costs about 4 ms). */
+let spareCertificate: Promise<DtlsCertificate> | null = null;
+
+function takeCertificate(): Promise<DtlsCertificate> {
+  const next = spareCertificate ?? newDtlsCertificate();
+  spareCertificate = newDtlsCertificate();
+  spareCertificate.catch(() => (spareCertificate = null));
+  return next;
+}
+
+/**
+ * node-datachannel with a certificate the link can give its rebuilt connections: libdatachannel
+ * cannot hand out the one it makes, so each link's first connection gets one made here.
+ */
+const nativeWithCertificate: BackendFactory = nativeBackendWith();
+
+/** @internal Tests and benches: node-datachannel as links get it, with this backend's own options. */
+export function nativeBackendWith(extra?: NodeDatachannelOptions): BackendFactory {
+  return async (opts) => createNodeDatachannelBackend(opts.certificate ? opts : { ...opts, certificate: await takeCertificate() }, extra);
+}
 
 /**
  * Resolves a backend choice to a factory on Node: an explicit choice, else `HOMELINK_BACKEND`,
@@ -29,7 +70,8 @@ import { createNodeDatachannelBackend, loadNodeDatachannel } from './webrtc/node
 export async function nodeBackend(choice?: BackendChoice): Promise<{ name: BackendName; factory: BackendFactory }> {
   const c = choice ?? parseBackendChoice(process.env['HOMELINK_BACKEND'], 'HOMELINK_BACKEND');
   const name = chooseBackend(c, c === 'node-datachannel' ? (await loadNodeDatachannel()) !== null : false);
-  return { name, factory: name === 'node-datachannel' ? createNodeDatachannelBackend : createWeriftBackend };
+  // node-datachannel carries what it can; relay-only links and relays reachable over TCP/TLS only go to werift.
+  return { name, factory: name === 'node-datachannel' ? withNativeFallback(nativeWithCertificate, createWeriftBackend, firstRelayTransport) : createWeriftBackend };
 }
 
 /** An endpoint on Node. */

@@ -3,7 +3,8 @@
  * backend, the timers and the liveness probe, carries out the session's actions, and turns its
  * outcome into the public API: `opened()`, channels, `path`, `stats()`, `close()`.
  */
-import { parseSignalData, type Role, type RoomServerMessage, type SignalData } from '../protocol/messages.js';
+import { parseSignalData, type IceServer, type Role, type RoomServerMessage, type SignalData } from '../protocol/messages.js';
+import { encodeResumeFrame, isResumeFrame, parseResumeFrame } from '../protocol/resume.js';
 import { Channel, type ChannelInit } from './channel.js';
 import { Emitter } from './emitter.js';
 import { PathClassifier, type LinkPath } from './path.js';
@@ -13,7 +14,7 @@ import type { KeepaliveOptions } from './keepalive.js';
 import { RoomLease } from './room-lease.js';
 import { Session, type SessionAction, type SessionEvent, type SessionOptions, type TimerName } from './session.js';
 import { RoomSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
-import type { BackendFactory, PeerBackend, RawChannel, SelectedPair } from './webrtc/backend.js';
+import type { BackendFactory, CandidateInit, DtlsCertificate, IceServerConfig, PeerBackend, RawChannel, SelectedPair, TransportState } from './webrtc/backend.js';
 
 /** How often the liveness probe pings over the control channel when the link is idle. */
 export const LIVENESS_INTERVAL_MS = 1_000;
@@ -31,6 +32,40 @@ const MAX_HELD_CHANNELS = 64;
 export const CONTROL_BYE_FLUSH_MS = 250;
 /** A control-channel frame longer than this is not a bye (a bye with the longest reason is < 300 bytes). */
 const MAX_CONTROL_FRAME = 1024;
+/** The initiator's first frame on a probe's control channel: it now runs on the probe (client/session.ts, "Direct probe"). */
+const SWITCH_FRAME = 'switch';
+/**
+ * After switching to a probe the initiator keeps the relayed connection this long (detached, it
+ * carries nothing) so the responder, which switches when the switch frame arrives, does not see
+ * it die first and take that for a lost path. A few round trips of a slow link.
+ */
+export const PROBE_LINGER_MS = 1_000;
+/** Control frames a probe's responder keeps until it switched (the initiator's resume frames, one per channel). */
+const MAX_PROBE_FRAMES = 256;
+
+/** A probe connection being built beside the current one (client/session.ts, "Direct probe"). */
+interface Probe {
+  readonly backend: PeerBackend;
+  readonly control: RawChannel;
+  /** Its description went to the peer; local candidates wait for that. */
+  described: boolean;
+  readonly early: (CandidateInit | null)[];
+  connected: boolean;
+  /** DTLS presented the certificate the peer's proof signed. */
+  verified: boolean;
+  /** Responder: the initiator switched (its switch frame arrived). */
+  switchAsked: boolean;
+  /** Responder: control frames after the switch frame, replayed once switched. */
+  readonly frames: string[];
+}
+
+/** The servers a probe may use: STUN only (no TURN, so every pair it finds is direct). */
+function stunOnly(servers: readonly IceServer[]): IceServerConfig[] {
+  return servers.flatMap((s) => {
+    const urls = s.urls.filter((u) => u.startsWith('stun:'));
+    return urls.length > 0 ? [{ urls }] : [];
+  });
+}
 
 export type { LinkPath };
 
@@ -39,8 +74,12 @@ export interface LinkStats {
   readonly bytesReceived: number;
   readonly rttMs?: number;
   readonly path: LinkPath | null;
-  /** ICE restarts done since the link opened. */
+  /** ICE restarts (and connection rebuilds, on a stack without ICE restart) done since the link opened. */
   readonly restarts: number;
+  /** Of those, rebuilds of the peer connection. */
+  readonly rebuilds: number;
+  /** Times the link moved from a relayed connection onto a direct probe connection (client/session.ts, "Direct probe"). */
+  readonly probeSwitches: number;
   /** Server frames that failed to parse (a hostile or buggy signaling service). */
   readonly badFrames: number;
   /** TURN credentials renewed through the room since the link started. */
@@ -137,6 +176,26 @@ export class Link extends Emitter<LinkEvents> {
   private readonly lease = new RoomLease();
   private leaseTimer: ReturnType<typeof setTimeout> | null = null;
   private roomRenewals = 0;
+  /** Every open application channel, so a rebuild can move it to the new connection. */
+  private readonly channels = new Set<Channel>();
+  /** The link rebuilds instead of restarting ICE (client/session.ts): channels hold and ack. */
+  private resumable = false;
+  private rebuildCount = 0;
+  /** Resume frames are due on the rebuilt connection's control channel once it opens. */
+  private resumeDue = false;
+  /** The first connection's certificate, given to every rebuilt one (the proof signed its fingerprint). */
+  private certificate: DtlsCertificate | null = null;
+  private iceServers: readonly IceServer[] = [];
+  private policy: 'all' | 'relay' = 'all';
+  /** Ack and resume frames that named no channel or a count that cannot be (a buggy or hostile peer). */
+  private badResumeFrames = 0;
+  /** The probe connection, once built; `probeGen` changes whenever one is dropped or taken over. */
+  private probe: Probe | null = null;
+  private probeGen = 0;
+  private probeChain: Promise<void> = Promise.resolve();
+  /** Relayed connections a switch left behind, closed after `PROBE_LINGER_MS` (or with the link). */
+  private readonly lingering = new Set<PeerBackend>();
+  private probeSwitches = 0;
 
   /** @internal */
   constructor(private readonly init: LinkInit) {
@@ -181,14 +240,28 @@ export class Link extends Emitter<LinkEvents> {
       ...(opts?.ordered !== undefined ? { ordered: opts.ordered } : {}),
       ...(opts?.maxRetransmits !== undefined ? { maxRetransmits: opts.maxRetransmits } : {}),
     });
-    const ch = new Channel(raw, opts);
+    const ch = this.adopt(new Channel(raw, opts));
     await ch.opened();
     return ch;
   }
 
+  /** Tracks a channel for rebuilds and, on a resumable link, turns on holding and acks. */
+  private adopt(ch: Channel): Channel {
+    this.channels.add(ch);
+    ch.once('close', () => this.channels.delete(ch));
+    if (this.resumable) this.makeResumable(ch);
+    return ch;
+  }
+
+  private makeResumable(ch: Channel): void {
+    ch.enableResume();
+    ch.ackOut = (stream, count) => this.sendControl(encodeResumeFrame({ kind: 'ack', stream, count }));
+    ch.closeOut = (stream, count) => this.sendControl(encodeResumeFrame({ kind: 'close', stream, count }));
+  }
+
   async stats(): Promise<LinkStats> {
     const s = this.backend ? await this.backend.stats() : { bytesSent: 0, bytesReceived: 0 };
-    return { ...s, path: this.currentPath, restarts: this.restarts, badFrames: this.room.badFrames, credentialRenewals: this.renewals };
+    return { ...s, path: this.currentPath, restarts: this.restarts, rebuilds: this.rebuildCount, probeSwitches: this.probeSwitches, badFrames: this.room.badFrames + this.badResumeFrames, credentialRenewals: this.renewals };
   }
 
   /**
@@ -295,27 +368,30 @@ export class Link extends Emitter<LinkEvents> {
     switch (a.type) {
       case 'create-backend':
         this.paths.setIceServers(a.iceServers);
+        this.iceServers = a.iceServers;
+        this.policy = a.policy;
+        this.chain = this.chain.then(() => this.buildBackend(false));
+        return;
+      case 'rebuild': {
+        // Break, then make: the old connection carries nothing any more (its path is lost, or
+        // the peer already dropped it), and the resume protocol covers what was in flight.
+        this.restarts++;
+        this.rebuildCount++;
+        const old = this.detachBackend();
+        this.resumeDue = false;
+        for (const ch of this.channels) ch.suspend();
         this.chain = this.chain.then(async () => {
-          try {
-            const b = await this.init.backend({
-              iceServers: a.iceServers,
-              iceTransportPolicy: a.policy,
-              ...(this.init.hostAddresses ? { hostAddresses: this.init.hostAddresses } : {}),
-              ...(this.init.turnTlsOptions ? { turnTlsOptions: this.init.turnTlsOptions } : {}),
-            });
-            if (this.state === 'closed') return await b.close();
-            this.backend = b;
-            b.onCandidate = (candidate) => this.feed({ type: 'local-candidate', candidate });
-            b.onState = (state) => this.feed({ type: 'transport', state });
-            b.onChannel = (ch) => this.onRemoteChannel(ch);
-            b.onNetworkChange = () => this.feed({ type: 'network-change' });
-            this.control = b.createChannel(CONTROL_LABEL, { negotiatedId: CONTROL_CHANNEL_ID });
-            this.control.onMessage = (m) => this.onControl(m);
-            this.feed({ type: 'backend-ready' });
-          } catch (e) {
-            this.feed({ type: 'backend-error', message: e instanceof Error ? e.message : 'backend failed' });
-          }
+          // A rebuild that began while the previous one was still building drops that one too.
+          const building = this.detachBackend();
+          await Promise.all([old, building].map((b) => b?.close().catch(() => undefined)));
+          await this.buildBackend(true);
         });
+        return;
+      }
+      case 'rebuilt':
+        this.resumeDue = true;
+        this.awaitingNomination = true;
+        this.sendResume();
         return;
       case 'create-offer':
         if (a.restart) this.restarts++;
@@ -324,7 +400,7 @@ export class Link extends Emitter<LinkEvents> {
           const avoidRelay = (p: SelectedPair): boolean => this.paths.classify(p).kind === 'relay';
           const sdp = await b.createOffer(a.restart ? { iceRestart: true, ...(a.directOnly ? { avoidRelay } : {}) } : undefined);
           if (a.restart) this.awaitingNomination = true;
-          this.feed({ type: 'local-description', kind: 'offer', sdp, fingerprint: await b.localFingerprint(), restart: a.restart });
+          this.feed({ type: 'local-description', kind: 'offer', sdp, fingerprint: await b.localFingerprint(), restart: a.restart, ...(a.rebuild ? { rebuild: true } : {}) });
         });
       case 'accept-offer':
         return this.serial(async (b) => {
@@ -374,6 +450,7 @@ export class Link extends Emitter<LinkEvents> {
         });
       case 'set-ice-servers':
         this.paths.setIceServers(a.iceServers);
+        this.iceServers = a.iceServers;
         this.backend?.setIceServers(a.iceServers, this.init.forceRelay ? 'relay' : 'all');
         return;
       case 'request-ice-servers':
@@ -397,7 +474,29 @@ export class Link extends Emitter<LinkEvents> {
         return;
       case 'read-path':
         return this.serial(async (b) => this.readPath(await b.selectedPair()));
+      case 'probe-start':
+        return this.onProbe(async (gen) => {
+          const p = await this.buildProbe(gen);
+          if (p) this.describeProbe(p, 'offer', await p.backend.createOffer());
+        });
+      case 'probe-accept':
+        this.dropProbe();
+        return this.onProbe(async (gen) => {
+          const p = await this.buildProbe(gen);
+          if (p) this.describeProbe(p, 'answer', await p.backend.acceptOffer(a.sdp));
+        });
+      case 'probe-answer':
+        return this.onProbe(async () => void (await this.probe?.backend.acceptAnswer(a.sdp)));
+      case 'probe-add-candidate':
+        return this.onProbe(async () => void (await this.probe?.backend.addCandidate(a.candidate).catch(() => undefined)));
+      case 'probe-stop':
+        this.dropProbe();
+        return;
       case 'opened':
+        if (a.resumable) {
+          this.resumable = true;
+          for (const ch of this.channels) this.makeResumable(ch);
+        }
         // The path is read before callers hear of the open link, so `link.path` is set for them.
         return this.serial(async (b) => {
           this.readPath(await b.selectedPair());
@@ -424,6 +523,242 @@ export class Link extends Emitter<LinkEvents> {
     }
   }
 
+  /**
+   * Builds a peer connection and wires it to the session. `rebuilt`: it replaces a dropped one;
+   * it gets the first connection's certificate and the link's channels, negotiated on the stream
+   * ids they had (both sides do the same, so they meet on those ids).
+   */
+  private async buildBackend(rebuilt: boolean): Promise<void> {
+    try {
+      const b = await this.init.backend({
+        iceServers: this.iceServers,
+        iceTransportPolicy: this.policy,
+        ...(this.init.hostAddresses ? { hostAddresses: this.init.hostAddresses } : {}),
+        ...(this.init.turnTlsOptions ? { turnTlsOptions: this.init.turnTlsOptions } : {}),
+        ...(rebuilt && this.certificate ? { certificate: this.certificate } : {}),
+      });
+      if (this.state === 'closed') return await b.close();
+      this.backend = b;
+      if (!rebuilt) this.certificate = b.certificate();
+      b.onCandidate = (candidate) => this.feed({ type: 'local-candidate', candidate });
+      b.onState = (state) => this.feed({ type: 'transport', state });
+      b.onChannel = (ch) => this.onRemoteChannel(ch);
+      b.onNetworkChange = () => this.feed({ type: 'network-change' });
+      const control = b.createChannel(CONTROL_LABEL, { negotiatedId: CONTROL_CHANNEL_ID });
+      this.control = control;
+      control.onMessage = (m) => this.onControl(m);
+      control.onOpen = () => this.sendResume();
+      if (rebuilt) this.attachChannels(b);
+      this.feed({ type: 'backend-ready', canRestartIce: b.canRestartIce, keepsCertificate: this.certificate !== null });
+    } catch (e) {
+      this.feed({ type: 'backend-error', message: e instanceof Error ? e.message : 'backend failed' });
+    }
+  }
+
+  /** The link's channels on connection `b`, negotiated on the stream ids they had (the peer does the same). */
+  private attachChannels(b: PeerBackend): void {
+    for (const ch of this.channels) {
+      const id = ch.id;
+      if (id === null || ch.state === 'closed') continue;
+      ch.attach(
+        b.createChannel(ch.label, {
+          ordered: ch.ordered,
+          ...(ch.maxRetransmits !== null ? { maxRetransmits: ch.maxRetransmits } : {}),
+          negotiatedId: id,
+        }),
+      );
+    }
+  }
+
+  /** Probe steps run one at a time; one that throws ends the probe (the current connection carries on). */
+  private onProbe(fn: (gen: number) => Promise<void>): void {
+    const gen = this.probeGen;
+    this.probeChain = this.probeChain.then(async () => {
+      if (this.state === 'closed' || gen !== this.probeGen) return;
+      try {
+        await fn(gen);
+      } catch {
+        if (gen === this.probeGen) this.feed({ type: 'probe-failed' });
+      }
+    });
+  }
+
+  /** Builds the probe connection: the link's certificate, STUN only, a control channel, no application channel yet. */
+  private async buildProbe(gen: number): Promise<Probe | null> {
+    const b = await this.init.backend({
+      iceServers: stunOnly(this.iceServers),
+      iceTransportPolicy: 'all',
+      ...(this.init.hostAddresses ? { hostAddresses: this.init.hostAddresses } : {}),
+      ...(this.certificate ? { certificate: this.certificate } : {}),
+    });
+    if (this.state === 'closed' || gen !== this.probeGen) {
+      await b.close().catch(() => undefined);
+      return null;
+    }
+    const control = b.createChannel(CONTROL_LABEL, { negotiatedId: CONTROL_CHANNEL_ID });
+    const p: Probe = { backend: b, control, described: false, early: [], connected: false, verified: false, switchAsked: false, frames: [] };
+    this.probe = p;
+    b.onCandidate = (c) => {
+      if (this.probe !== p) return;
+      if (p.described) this.feed({ type: 'probe-candidate', candidate: c });
+      else p.early.push(c);
+    };
+    b.onState = (st) => this.onProbeState(p, st);
+    // The peer opens nothing on a probe before the switch; application channels come negotiated.
+    b.onChannel = (ch) => ch.close();
+    control.onOpen = () => void this.maybeSwitch(p);
+    control.onMessage = (m) => this.onProbeControl(p, m);
+    return p;
+  }
+
+  private describeProbe(p: Probe, kind: 'offer' | 'answer', sdp: string): void {
+    if (this.probe !== p) return;
+    void p.backend.localFingerprint().then((fingerprint) => {
+      if (this.probe !== p) return;
+      this.feed({ type: 'probe-description', kind, sdp, fingerprint });
+      p.described = true;
+      for (const c of p.early.splice(0)) this.feed({ type: 'probe-candidate', candidate: c });
+    });
+  }
+
+  private onProbeState(p: Probe, st: TransportState): void {
+    if (this.probe !== p) return;
+    if (st === 'connected' && !p.connected) {
+      p.connected = true;
+      const signed = this.session.signedPeerFingerprint;
+      void p.backend.remoteCertificateFingerprint().then(
+        (presented) => {
+          if (this.probe !== p) return;
+          const verdict = signed === null ? null : checkPresentedFingerprint(signed, presented);
+          // A probe presenting another certificate is a MITM on the direct path: the link ends.
+          if (signed === null || verdict) return this.feed({ type: 'presented', verdict: verdict ?? { ok: false, code: 'IdentityMismatch', message: 'no signed fingerprint' } });
+          p.verified = true;
+          void this.maybeSwitch(p);
+        },
+        () => this.probe === p && this.feed({ type: 'probe-failed' }),
+      );
+    } else if (st === 'failed' || st === 'closed' || st === 'disconnected') {
+      this.feed({ type: 'probe-failed' });
+    }
+  }
+
+  private onProbeControl(p: Probe, m: Uint8Array | string): void {
+    if (this.probe !== p || typeof m !== 'string') return;
+    if (m === SWITCH_FRAME && this.init.role === 'responder') {
+      p.switchAsked = true;
+      void this.maybeSwitch(p);
+    } else if (p.switchAsked && p.frames.length < MAX_PROBE_FRAMES && m.length <= MAX_CONTROL_FRAME) p.frames.push(m);
+  }
+
+  /**
+   * Moves the link onto a connected, verified probe. The initiator decides (its probe must be
+   * direct) and says so first on the probe's control channel; the responder follows that frame.
+   */
+  private async maybeSwitch(p: Probe): Promise<void> {
+    if (this.probe !== p || !p.connected || !p.verified || p.control.state !== 'open') return;
+    if (this.init.role === 'responder') {
+      if (p.switchAsked) this.switchTo(p);
+      return;
+    }
+    const pair = await p.backend.selectedPair().catch(() => null);
+    if (this.probe !== p) return;
+    if (!pair || this.paths.classify(pair).kind === 'relay') return this.feed({ type: 'probe-failed' });
+    try {
+      p.control.send(SWITCH_FRAME);
+    } catch {
+      return this.feed({ type: 'probe-failed' });
+    }
+    this.switchTo(p);
+  }
+
+  private switchTo(p: Probe): void {
+    this.probe = null;
+    this.probeGen++;
+    this.probeSwitches++;
+    const old = this.detachBackend();
+    for (const ch of this.channels) ch.suspend();
+    const b = p.backend;
+    this.backend = b;
+    this.control = p.control;
+    b.onCandidate = (candidate) => this.feed({ type: 'local-candidate', candidate });
+    b.onState = (state) => this.feed({ type: 'transport', state });
+    b.onChannel = (ch) => this.onRemoteChannel(ch);
+    b.onNetworkChange = () => this.feed({ type: 'network-change' });
+    p.control.onMessage = (m) => this.onControl(m);
+    p.control.onOpen = () => this.sendResume();
+    this.attachChannels(b);
+    this.awaitingNomination = true;
+    this.resumeDue = true;
+    this.sendResume();
+    for (const f of p.frames.splice(0)) this.onControl(f);
+    this.feed({ type: 'probe-switched' });
+    if (!old) return;
+    // The initiator's old connection goes a moment later (see PROBE_LINGER_MS); the responder's at once.
+    this.lingering.add(old);
+    const t = setTimeout(() => {
+      if (this.lingering.delete(old)) void old.close().catch(() => undefined);
+    }, this.init.role === 'initiator' ? PROBE_LINGER_MS : 0);
+    t.unref?.();
+  }
+
+  /** Drops the probe connection, if any (stopped, or superseded by another probe or a rebuild); `keep`: the caller closes it. */
+  private dropProbe(keep = false): void {
+    this.probeGen++;
+    const p = this.probe;
+    this.probe = null;
+    if (!p) return;
+    p.backend.onCandidate = p.backend.onState = p.backend.onChannel = null;
+    p.control.onMessage = p.control.onOpen = null;
+    if (!keep) void p.backend.close().catch(() => undefined);
+  }
+
+  /** Takes the current backend out of the link: its events no longer reach the session. */
+  private detachBackend(): PeerBackend | null {
+    const b = this.backend;
+    const control = this.control;
+    this.backend = null;
+    this.control = null;
+    if (b) b.onCandidate = b.onState = b.onChannel = b.onNetworkChange = null;
+    if (control) control.onMessage = control.onOpen = null;
+    return b;
+  }
+
+  /** After a rebuild: tells the peer how many messages arrived on each channel (protocol/resume.ts). */
+  private sendResume(): void {
+    if (!this.resumeDue || this.control?.state !== 'open') return;
+    this.resumeDue = false;
+    for (const ch of this.channels) {
+      const id = ch.id;
+      if (id !== null && ch.state !== 'closed') this.sendControl(encodeResumeFrame({ kind: 'resume', stream: id, count: ch.receivedCount }));
+    }
+  }
+
+  private sendControl(frame: string): void {
+    if (this.control?.state !== 'open') return;
+    try {
+      this.control.send(frame);
+    } catch {
+      // the transport is going; a rebuild resends what the acks did not cover
+    }
+  }
+
+  private onResumeFrame(m: string): void {
+    const f = parseResumeFrame(m);
+    if (!f.ok) {
+      this.badResumeFrames++;
+      return;
+    }
+    let ch: Channel | undefined;
+    for (const c of this.channels) if (c.id === f.value.stream) ch = c;
+    if (ch === undefined) {
+      // A close frame can overtake nothing we know of once the channel is gone; anything else names a stream we never had.
+      if (f.value.kind !== 'close') this.badResumeFrames++;
+      return;
+    }
+    const fine = f.value.kind === 'ack' ? ch.acked(f.value.count) : f.value.kind === 'resume' ? ch.resume(f.value.count) : (ch.peerClosed(), true);
+    if (!fine) this.badResumeFrames++;
+  }
+
   private readPath(p: SelectedPair | null): void {
     if (!p || this.state === 'closed') return;
     const path = this.paths.classify(p);
@@ -443,7 +778,7 @@ export class Link extends Emitter<LinkEvents> {
    */
   private onRemoteChannel(ch: RawChannel): void {
     // Wrapped at once, so its first messages are kept until the application reads them.
-    const c = new Channel(ch);
+    const c = this.adopt(new Channel(ch));
     if (this.state === 'open' && this.held.length === 0 && this.listenerCount('channel') > 0) return this.emit('channel', c);
     if (this.held.length < MAX_HELD_CHANNELS) this.held.push(c);
     else c.close();
@@ -484,6 +819,8 @@ export class Link extends Emitter<LinkEvents> {
           }
           // Bytes arrive: the pair they arrive on may be new (an ICE restart selected it).
           this.apply([{ type: 'read-path' }]);
+          // Acks of messages that arrived since the last one (a sender that went quiet keeps copies).
+          if (this.resumable) for (const ch of this.channels) ch.flushAck();
         } else if (this.alive && now - this.lastProgress > LIVENESS_TIMEOUT_MS) {
           this.alive = false;
           this.feed({ type: 'liveness', alive: false });
@@ -498,7 +835,9 @@ export class Link extends Emitter<LinkEvents> {
    * signaling is slow or down. Anything else is ignored.
    */
   private onControl(m: Uint8Array | string): void {
-    if (typeof m !== 'string' || m.length > MAX_CONTROL_FRAME || m[0] !== '{') return;
+    if (typeof m !== 'string' || m.length > MAX_CONTROL_FRAME) return;
+    if (isResumeFrame(m)) return this.resumable ? this.onResumeFrame(m) : undefined;
+    if (m[0] !== '{') return;
     let v: unknown;
     try {
       v = JSON.parse(m);
@@ -532,6 +871,13 @@ export class Link extends Emitter<LinkEvents> {
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     for (const ch of this.held.splice(0)) ch.close();
+    // Channels end with the link (on a resumable link a closing stream alone would wait for a rebuild).
+    for (const ch of [...this.channels]) ch.end();
+    // A probe being built and a relayed connection a switch left behind go now, with the link.
+    const probe = this.probe?.backend ?? null;
+    this.dropProbe(true);
+    const others = [...this.lingering, ...(probe ? [probe] : [])];
+    this.lingering.clear();
     const room = this.room.close();
     const b = this.backend;
     const control = this.control;
@@ -542,6 +888,7 @@ export class Link extends Emitter<LinkEvents> {
         await flushed(control, CONTROL_BYE_FLUSH_MS);
         await b.close().catch(() => undefined);
       }
+      await Promise.all(others.map((o) => o.close().catch(() => undefined)));
       await room;
     })();
     this.emit('close', reason);

@@ -22,6 +22,27 @@
  *              to the old address) and the initiator restarts ICE as soon as it is back in the room
  *              (`joined`); a responder's reconnect reaches the initiator as `peer-joined`, which
  *              restarts ICE from its side. No waiting for the liveness probe to hear silence.
+ * Rebuild instead of restart: when either side's stack cannot restart ICE (libdatachannel,
+ *              `noRestart` in its identity message) and both speak the rebuild protocol
+ *              (`resume`), every restart above becomes a rebuild: the driver drops the peer
+ *              connection and builds a new one (`rebuild`), the initiator offers it with
+ *              `rebuild: true`, and the responder, on that offer, rebuilds too. Each connection
+ *              of a link presents the one DTLS certificate the identity proof signed at setup, so
+ *              the signed fingerprints stay valid: a rebuild offer or answer whose fingerprint
+ *              differs is an IdentityMismatch, and once the new transport is up the certificate
+ *              DTLS presented is checked again before the link resumes (`rebuilt`). Channels
+ *              carry on across it (protocol/resume.ts, client/channel.ts).
+ * Direct probe:  on such a link a direct retry cannot be an ICE restart, and a rebuild would
+ *              stop the data. So the initiator builds a second connection beside the current
+ *              one (`probe-start`), with the one certificate and no TURN server on either side,
+ *              so every pair it can find is direct, and offers it with `probe: true`; its answer
+ *              and candidates carry `probe` too. The relayed connection carries the data
+ *              meanwhile. Once the probe connects and presented the signed certificate, the link
+ *              moves its channels onto it (the initiator first, telling the responder on the
+ *              probe's control channel) and drops the relayed one (`probe-switched`); channels
+ *              resume as after a rebuild. No connection within `directAttemptMs`: the probe is
+ *              dropped (`probe-stop`) and the next retry comes `directRetryMs` later. Both sides
+ *              must say they take probes (`probe` in the identity message).
  */
 import type { IceServer, Role, SignalData } from '../protocol/messages.js';
 import { parseTurnUsername } from '../protocol/turn-credentials.js';
@@ -68,8 +89,13 @@ export type SessionEvent =
   | { readonly type: 'joined'; readonly peerPresent: boolean; readonly iceServers: readonly IceServer[] }
   | { readonly type: 'peer-joined' }
   | { readonly type: 'signal'; readonly data: SignalData }
-  | { readonly type: 'backend-ready' }
-  | { readonly type: 'local-description'; readonly kind: 'offer' | 'answer'; readonly sdp: string; readonly fingerprint: string; readonly restart: boolean }
+  /**
+   * `canRestartIce` (default true): the backend restarts ICE in place. `keepsCertificate`
+   * (default false): the driver can give a rebuilt connection this one's certificate, so this
+   * side can take part in rebuilds.
+   */
+  | { readonly type: 'backend-ready'; readonly canRestartIce?: boolean; readonly keepsCertificate?: boolean }
+  | { readonly type: 'local-description'; readonly kind: 'offer' | 'answer'; readonly sdp: string; readonly fingerprint: string; readonly restart: boolean; readonly rebuild?: boolean }
   | { readonly type: 'answer-applied' }
   | { readonly type: 'local-candidate'; readonly candidate: CandidateInit | null }
   | { readonly type: 'proof-signed'; readonly cert: string; readonly proof: string }
@@ -81,6 +107,13 @@ export type SessionEvent =
   | { readonly type: 'ice-servers'; readonly iceServers: readonly IceServer[] }
   /** The backend saw the local addresses change (Node backends poll the interfaces). */
   | { readonly type: 'network-change' }
+  /** The probe connection made its description (see "Direct probe" in the module header). */
+  | { readonly type: 'probe-description'; readonly kind: 'offer' | 'answer'; readonly sdp: string; readonly fingerprint: string }
+  | { readonly type: 'probe-candidate'; readonly candidate: CandidateInit | null }
+  /** The link now runs on the probe connection; the relayed one is dropped. */
+  | { readonly type: 'probe-switched' }
+  /** The probe connection failed or broke before the switch. */
+  | { readonly type: 'probe-failed' }
   | { readonly type: 'room-closed'; readonly reason: string }
   | { readonly type: 'backend-error'; readonly message: string }
   | { readonly type: 'timer'; readonly name: TimerName }
@@ -88,7 +121,11 @@ export type SessionEvent =
 
 export type SessionAction =
   | { readonly type: 'create-backend'; readonly iceServers: readonly IceServer[]; readonly policy: 'all' | 'relay' }
-  | { readonly type: 'create-offer'; readonly restart: boolean; readonly directOnly?: boolean }
+  | { readonly type: 'create-offer'; readonly restart: boolean; readonly directOnly?: boolean; readonly rebuild?: boolean }
+  /** Drop the peer connection (keeping the application's channels) and build a new one, then `backend-ready`. */
+  | { readonly type: 'rebuild' }
+  /** The rebuilt connection is verified: channels resume on it. */
+  | { readonly type: 'rebuilt' }
   | { readonly type: 'accept-offer'; readonly sdp: string }
   | { readonly type: 'accept-answer'; readonly sdp: string }
   | { readonly type: 'add-candidate'; readonly candidate: CandidateInit | null }
@@ -103,7 +140,16 @@ export type SessionAction =
   | { readonly type: 'set-timer'; readonly name: TimerName; readonly at: number }
   | { readonly type: 'clear-timer'; readonly name: TimerName }
   | { readonly type: 'read-path' }
-  | { readonly type: 'opened' }
+  /** Build the probe connection (direct candidates only) and offer it. */
+  | { readonly type: 'probe-start' }
+  /** Build the probe connection on the peer's probe offer and answer it. */
+  | { readonly type: 'probe-accept'; readonly sdp: string }
+  | { readonly type: 'probe-answer'; readonly sdp: string }
+  | { readonly type: 'probe-add-candidate'; readonly candidate: CandidateInit | null }
+  /** Drop the probe connection; the current one carries on. */
+  | { readonly type: 'probe-stop' }
+  /** `resumable`: the link rebuilds instead of restarting, so channels keep what they send until acked. */
+  | { readonly type: 'opened'; readonly resumable?: boolean }
   | { readonly type: 'path-lost' }
   | { readonly type: 'path-restored' }
   | { readonly type: 'failed'; readonly code: LinkErrorCode; readonly message: string }
@@ -147,9 +193,24 @@ export class Session {
   /** Candidate types the peer signaled: only `relay` means it is forced onto the relay. */
   private peerRelayed = false;
   private peerDirect = false;
+  /** What each side said of itself (see "Rebuild instead of restart" in the module header). */
+  private localNoRestart = false;
+  private localResume = false;
+  private peerNoRestart = false;
+  private peerResume = false;
+  /** A rebuild is under way: the new connection is not yet connected and verified. */
+  private rebuilding = false;
+  /** The peer takes probe offers; a probe connection is being built beside the current one. */
+  private peerProbe = false;
+  private probing = false;
 
   constructor(opts: SessionOptions) {
     this.o = { ...SESSION_DEFAULTS, forceRelay: false, ...opts } as typeof this.o;
+  }
+
+  /** The peer's fingerprint its identity proof signed, once verified: what every connection of the link must present. */
+  get signedPeerFingerprint(): string | null {
+    return this.verified;
   }
 
   /**
@@ -204,10 +265,14 @@ export class Session {
         break;
       case 'backend-ready': {
         this.backendReady = true;
+        if (!this.rebuilding) {
+          this.localNoRestart = ev.canRestartIce === false;
+          this.localResume = ev.keepsCertificate === true;
+        }
         out.push(...this.maybeOffer());
         const held = this.heldOffer;
         this.heldOffer = null;
-        if (held) out.push(...this.onSignal(held, now));
+        if (held) out.push(...(this.rebuilding && held.kind === 'offer' ? this.acceptOffer(held) : this.onSignal(held, now)));
         break;
       }
       case 'signal':
@@ -215,8 +280,18 @@ export class Session {
         break;
       case 'local-description': {
         if (this.localFp === null) this.localFp = ev.fingerprint;
+        // A rebuilt connection must present the certificate our proof signed.
+        else if (ev.fingerprint !== this.localFp) return this.fail('IdentityMismatch', 'our DTLS certificate changed mid-session');
         this.negotiating = ev.kind === 'offer';
-        out.push({ type: 'send', data: ev.kind === 'offer' && ev.restart ? { kind: 'offer', sdp: ev.sdp, restart: true } : { kind: ev.kind, sdp: ev.sdp } });
+        out.push({
+          type: 'send',
+          data:
+            ev.kind === 'offer' && ev.restart
+              ? { kind: 'offer', sdp: ev.sdp, restart: true }
+              : ev.kind === 'offer' && ev.rebuild
+                ? { kind: 'offer', sdp: ev.sdp, rebuild: true }
+                : { kind: ev.kind, sdp: ev.sdp },
+        });
         if (ev.kind === 'answer') out.push(...this.remoteDescriptionApplied());
         out.push(...this.maybeProve());
         break;
@@ -235,7 +310,11 @@ export class Session {
         });
         break;
       case 'proof-signed':
-        out.push({ type: 'send', data: { kind: 'identity', cert: ev.cert, proof: ev.proof } });
+        out.push({
+          type: 'send',
+          // A driver that keeps the certificate for rebuilds builds probes with it too.
+          data: { kind: 'identity', cert: ev.cert, proof: ev.proof, ...(this.localResume ? { resume: true, probe: true } : {}), ...(this.localNoRestart ? { noRestart: true } : {}) },
+        });
         break;
       case 'peer-verdict':
         if (!ev.verdict.ok) return this.fail(ev.verdict.code, ev.verdict.message);
@@ -245,16 +324,18 @@ export class Session {
       case 'presented':
         if (ev.verdict) return this.fail(ev.verdict.ok ? 'IdentityMismatch' : ev.verdict.code, ev.verdict.ok ? 'presented certificate check failed' : ev.verdict.message);
         this.presentedOk = true;
-        out.push(...this.maybeOpen());
+        out.push(...this.maybeOpen(), ...this.maybeRebuilt());
         break;
       case 'transport':
         out.push(...this.onTransport(ev.state, now));
         break;
       case 'liveness':
-        if (this.phase !== 'open') break;
+        // While rebuilding, the probe reads a connection that is still being set up.
+        if (this.phase !== 'open' || this.rebuilding) break;
         out.push(...this.onTransport(ev.alive ? 'connected' : 'disconnected', now));
         break;
       case 'path':
+        if (this.rebuilding) break;
         if (ev.kind === 'direct') this.endDirectAttempt(out);
         // A new pair selected while the path was lost: the restart found one and bytes flow on
         // it (the driver reads the path as they arrive). werift does not always report the
@@ -280,9 +361,43 @@ export class Session {
         if (ev.reason === 'bye') return this.finish('peer closed the link');
         break;
       case 'backend-error':
+        // A rebuilt connection that breaks (libdatachannel can refuse a well-formed answer when
+        // both ends handshake on a busy CPU) is a failed attempt: the initiator rebuilds again,
+        // within maxRestarts; a responder waits for that next offer.
+        if (this.rebuilding && this.phase === 'open') return this.o.role === 'initiator' ? this.restart(now) : [];
         return this.fail(this.phase === 'open' ? 'NoPath' : 'Protocol', ev.message);
       case 'timer':
         out.push(...this.onTimer(ev.name, now));
+        break;
+      case 'probe-description':
+        if (!this.probing) break;
+        // The probe presents the certificate our proof signed, like every connection of the link.
+        if (ev.fingerprint !== this.localFp) return this.fail('IdentityMismatch', 'our DTLS certificate changed mid-session');
+        out.push({ type: 'send', data: { kind: ev.kind, sdp: ev.sdp, probe: true } });
+        break;
+      case 'probe-candidate':
+        if (!this.probing) break;
+        out.push({ type: 'send', data: ev.candidate ? { kind: 'candidate', candidate: ev.candidate.candidate, sdpMid: ev.candidate.sdpMid ?? null, sdpMLineIndex: ev.candidate.sdpMLineIndex ?? null, probe: true } : { kind: 'candidate', candidate: '', probe: true } });
+        break;
+      case 'probe-switched': {
+        // The driver moved to the probe once it connected and presented the signed certificate.
+        this.probing = false;
+        this.connected = true;
+        this.remoteApplied = true;
+        this.negotiating = false;
+        this.pendingCandidates = [];
+        this.restarts = 0;
+        this.lastPath = null;
+        out.push({ type: 'clear-timer', name: 'direct-attempt' }, { type: 'clear-timer', name: 'grace' }, { type: 'clear-timer', name: 'restart' });
+        if (this.pathLost) {
+          this.pathLost = false;
+          out.push({ type: 'path-restored' });
+        }
+        out.push({ type: 'read-path' });
+        break;
+      }
+      case 'probe-failed':
+        if (this.probing) out.push(...this.stopProbe());
         break;
       case 'close':
         out.push({ type: 'send', data: ev.reason ? { kind: 'bye', reason: ev.reason } : { kind: 'bye' } });
@@ -294,27 +409,28 @@ export class Session {
 
   /** The room buffers signals for a side that has not joined yet, so the offer need not wait for the peer. */
   private maybeOffer(): SessionAction[] {
+    if (this.rebuilding && this.o.role === 'initiator' && this.backendReady && !this.negotiating && !this.remoteApplied) {
+      this.negotiating = true;
+      return [{ type: 'create-offer', restart: false, rebuild: true }];
+    }
     if (this.o.role !== 'initiator' || !this.backendReady || !this.joined || this.offerSent) return [];
     this.offerSent = true;
     return [{ type: 'create-offer', restart: false }];
   }
 
   private onSignal(d: SignalData, now: number): SessionAction[] {
+    if ((d.kind === 'offer' || d.kind === 'answer' || d.kind === 'candidate') && d.probe) return this.onProbeSignal(d, now);
     switch (d.kind) {
       case 'offer': {
         if (this.o.role !== 'responder') return this.fail('Protocol', 'unexpected offer');
+        if (d.rebuild) return this.onRebuildOffer(d, now);
         if (!this.backendReady) {
           // The initiator can be quicker than our relay probe: hold the offer until we are ready.
           if (this.heldOffer !== null) return this.fail('Protocol', 'second offer before the first was applied');
           this.heldOffer = d;
           return [];
         }
-        const fp = sdpFingerprints(d.sdp);
-        if (fp.length !== 1) return this.fail('IdentityMismatch', 'offer must carry exactly one sha-256 fingerprint');
-        if (this.remoteFp !== null && fp[0] !== this.remoteFp) return this.fail('IdentityMismatch', 'peer fingerprint changed mid-session');
-        this.remoteFp = fp[0]!;
-        this.remoteApplied = false;
-        return [{ type: 'accept-offer', sdp: d.sdp }];
+        return this.acceptOffer(d);
       }
       case 'answer': {
         if (this.o.role !== 'initiator' || !this.negotiating) return this.fail('Protocol', 'unexpected answer');
@@ -340,6 +456,9 @@ export class Session {
           return d.cert === this.peerIdentity.cert && d.proof === this.peerIdentity.proof ? [] : this.fail('IdentityMismatch', 'peer identity changed mid-session');
         }
         this.peerIdentity = { cert: d.cert, proof: d.proof };
+        this.peerResume = d.resume === true;
+        this.peerNoRestart = d.noRestart === true;
+        this.peerProbe = d.probe === true;
         return this.maybeVerify();
       }
       case 'bye':
@@ -348,6 +467,67 @@ export class Session {
         // sides keep to the one deadline the dialer set, so this side's outcome is the same one.
         return this.fail(d.reason === 'identity' ? 'IdentityMismatch' : d.reason === 'Timeout' || d.reason === 'NoPath' ? d.reason : 'Closed', d.reason ? `peer ended the session (${d.reason})` : 'peer ended the session');
     }
+  }
+
+  private acceptOffer(d: SignalData & { kind: 'offer' }): SessionAction[] {
+    const fp = sdpFingerprints(d.sdp);
+    if (fp.length !== 1) return this.fail('IdentityMismatch', 'offer must carry exactly one sha-256 fingerprint');
+    if (this.remoteFp !== null && fp[0] !== this.remoteFp) return this.fail('IdentityMismatch', 'peer fingerprint changed mid-session');
+    this.remoteFp = fp[0]!;
+    this.remoteApplied = false;
+    return [{ type: 'accept-offer', sdp: d.sdp }];
+  }
+
+  /** The link rebuilds: both sides said so in their identity messages. */
+  private rebuilds(): boolean {
+    return this.localResume && this.peerResume && (this.localNoRestart || this.peerNoRestart);
+  }
+
+  /**
+   * The initiator offers a rebuilt connection. Its fingerprint is checked now, before anything is
+   * torn down: a rebuild offer presenting another certificate (a MITM in the room) ends the link.
+   * A second rebuild offer (the initiator gave up on the first) starts over.
+   */
+  private onRebuildOffer(d: SignalData & { kind: 'offer' }, now: number): SessionAction[] {
+    if (this.phase !== 'open') return this.fail('Protocol', 'rebuild offer before the link opened');
+    if (!this.rebuilds()) return this.fail('Protocol', 'unexpected rebuild offer');
+    const fp = sdpFingerprints(d.sdp);
+    if (fp.length !== 1) return this.fail('IdentityMismatch', 'offer must carry exactly one sha-256 fingerprint');
+    if (fp[0] !== this.remoteFp) return this.fail('IdentityMismatch', 'peer fingerprint changed mid-session');
+    const out = this.beginRebuild(now);
+    this.heldOffer = d;
+    return out;
+  }
+
+  /** Drops this connection's negotiation state; the verified identity and fingerprints stay. */
+  private beginRebuild(now: number): SessionAction[] {
+    const out: SessionAction[] = [];
+    this.endDirectAttempt(out);
+    if (this.probing) out.push(...this.stopProbe());
+    this.rebuilding = true;
+    this.backendReady = false;
+    this.remoteApplied = false;
+    this.negotiating = false;
+    this.pendingCandidates = [];
+    this.heldOffer = null;
+    this.connected = false;
+    this.presentedOk = false;
+    if (!this.pathLost) {
+      this.pathLost = true;
+      out.push({ type: 'path-lost' });
+    }
+    out.push({ type: 'clear-timer', name: 'grace' }, { type: 'clear-timer', name: 'direct-retry' }, { type: 'rebuild' }, { type: 'set-timer', name: 'restart', at: now + this.o.restartTimeoutMs });
+    return out;
+  }
+
+  /** The rebuilt connection is up and presented the signed certificate: the link resumes on it. */
+  private maybeRebuilt(): SessionAction[] {
+    if (!this.rebuilding || !this.connected || !this.presentedOk || this.phase !== 'open') return [];
+    this.rebuilding = false;
+    this.pathLost = false;
+    this.restarts = 0;
+    this.lastPath = null;
+    return [{ type: 'clear-timer', name: 'grace' }, { type: 'clear-timer', name: 'restart' }, { type: 'rebuilt' }, { type: 'path-restored' }, { type: 'read-path' }];
   }
 
   private remoteDescriptionApplied(): SessionAction[] {
@@ -376,11 +556,19 @@ export class Session {
   private maybeOpen(): SessionAction[] {
     if (this.phase !== 'negotiating' || !this.verified || !this.connected || !this.presentedOk) return [];
     this.phase = 'open';
-    return [{ type: 'clear-timer', name: 'connect' }, { type: 'opened' }];
+    return [{ type: 'clear-timer', name: 'connect' }, { type: 'opened', ...(this.rebuilds() ? { resumable: true } : {}) }];
   }
 
   private onTransport(s: TransportState, now: number): SessionAction[] {
     const out: SessionAction[] = [];
+    if (this.rebuilding) {
+      // The new connection failing is a failed attempt (see `backend-error`); a responder's is
+      // left to the initiator, whose side fails too, and to the restart timer.
+      if (s === 'failed' && this.o.role === 'initiator' && this.phase === 'open') return this.restart(now);
+      if (s !== 'connected' || this.connected) return [];
+      this.connected = true;
+      return [...this.maybeCheckPresented(), ...this.maybeRebuilt()];
+    }
     if (s === 'connected') {
       const first = !this.connected;
       this.connected = true;
@@ -409,7 +597,38 @@ export class Session {
 
   /** Relayed, and a direct path could exist: we drive restarts, nothing forces the relay here or at the peer. */
   private directRetryUseful(): boolean {
-    return !this.o.forceRelay && this.o.role === 'initiator' && !(this.peerRelayed && !this.peerDirect);
+    return !this.o.forceRelay && this.o.role === 'initiator' && !(this.peerRelayed && !this.peerDirect) && (!this.rebuilds() || this.probes());
+  }
+
+  /** A rebuilding link looks for a direct path with probe connections: both sides take them. */
+  private probes(): boolean {
+    return this.rebuilds() && this.peerProbe;
+  }
+
+  private stopProbe(): SessionAction[] {
+    this.probing = false;
+    return [{ type: 'probe-stop' }, { type: 'clear-timer', name: 'direct-attempt' }];
+  }
+
+  /**
+   * A signal of the probe connection. The offer's and answer's fingerprint must be the signed
+   * one (a probe presenting another certificate is a MITM in the room); anything for a probe
+   * that is gone (stopped, or superseded by a rebuild) is stale and dropped.
+   */
+  private onProbeSignal(d: SignalData & { kind: 'offer' | 'answer' | 'candidate' }, now: number): SessionAction[] {
+    if (d.kind === 'candidate') {
+      if (!this.probing) return [];
+      return [{ type: 'probe-add-candidate', candidate: d.candidate === '' ? null : { candidate: d.candidate, sdpMid: d.sdpMid ?? null, sdpMLineIndex: d.sdpMLineIndex ?? null } }];
+    }
+    if ((d.kind === 'offer') !== (this.o.role === 'responder')) return this.fail('Protocol', `unexpected probe ${d.kind}`);
+    if (this.phase !== 'open' || !this.probes()) return this.fail('Protocol', `unexpected probe ${d.kind}`);
+    const fp = sdpFingerprints(d.sdp);
+    if (fp.length !== 1 || fp[0] !== this.remoteFp) return this.fail('IdentityMismatch', 'peer fingerprint changed mid-session');
+    if (d.kind === 'answer') return this.probing ? [{ type: 'probe-answer', sdp: d.sdp }] : [];
+    // A rebuild under way supersedes it (the initiator stops its probe when it rebuilds).
+    if (this.rebuilding) return [];
+    this.probing = true;
+    return [{ type: 'probe-accept', sdp: d.sdp }, { type: 'set-timer', name: 'direct-attempt', at: now + this.o.directAttemptMs }];
   }
 
   private endDirectAttempt(out: SessionAction[]): void {
@@ -432,6 +651,7 @@ export class Session {
     this.endDirectAttempt([]);
     if (this.restarts >= this.o.maxRestarts) return this.fail('NoPath', 'no path after ICE restarts');
     this.restarts++;
+    if (this.rebuilds()) return this.beginRebuild(now);
     this.remoteApplied = false;
     return [{ type: 'create-offer', restart: true }, { type: 'set-timer', name: 'restart', at: now + this.o.restartTimeoutMs }];
   }
@@ -453,6 +673,15 @@ export class Session {
         return this.restart(now);
       case 'direct-retry':
         if (this.phase !== 'open' || this.pathLost || this.lastPath !== 'relay' || !this.directRetryUseful()) return [];
+        if (this.rebuilds()) {
+          if (this.probing || this.rebuilding) return [{ type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs }];
+          this.probing = true;
+          return [
+            { type: 'probe-start' },
+            { type: 'set-timer', name: 'direct-attempt', at: now + this.o.directAttemptMs },
+            { type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs },
+          ];
+        }
         this.remoteApplied = false;
         this.directAttempt = true;
         return [
@@ -461,6 +690,7 @@ export class Session {
           { type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs },
         ];
       case 'direct-attempt':
+        if (this.probing) return this.stopProbe();
         return this.directAttempt && this.phase === 'open' ? this.fallBack(now) : [];
       case 'renew':
         return [{ type: 'request-ice-servers' }];

@@ -207,17 +207,33 @@ export type PresenceServerMessage =
 
 /** What one side sends the other through the room, opaque to the service beyond its shape. */
 export type SignalData =
-  | { readonly kind: 'offer'; readonly sdp: string; readonly restart?: boolean }
-  | { readonly kind: 'answer'; readonly sdp: string }
+  /**
+   * `restart`: an ICE restart on the existing connection (RFC 8445 §9). `rebuild`: the offer of
+   * a fresh peer connection that replaces the current one (a side whose stack cannot restart ICE,
+   * client/link.ts); the receiver builds a new connection too. The DTLS certificate, and so the
+   * fingerprint, stays the one signed at setup. `probe`: the offer of a second connection, built
+   * beside the current one with direct candidates only, which the link moves to once it connects
+   * (a relayed link looking for a direct path without an ICE restart; its answer and candidates
+   * carry `probe` too, so they never mix with the current connection's). At most one of the three.
+   */
+  | { readonly kind: 'offer'; readonly sdp: string; readonly restart?: boolean; readonly rebuild?: boolean; readonly probe?: boolean }
+  | { readonly kind: 'answer'; readonly sdp: string; readonly probe?: boolean }
   | {
       readonly kind: 'candidate';
+      /** Belongs to the probe connection (see `offer`). */
+      readonly probe?: boolean;
       /** '' marks end of candidates. */
       readonly candidate: string;
       readonly sdpMid?: string | null;
       readonly sdpMLineIndex?: number | null;
       readonly usernameFragment?: string | null;
     }
-  | { readonly kind: 'identity'; readonly cert: string; readonly proof: string }
+  /**
+   * `resume`: the sender speaks the rebuild protocol (rebuild offers, channel acks and resume
+   * frames, protocol/resume.ts). `noRestart`: its WebRTC stack cannot restart ICE, so the link
+   * recovers by rebuilding. `probe`: it answers probe offers. All absent from an older peer.
+   */
+  | { readonly kind: 'identity'; readonly cert: string; readonly proof: string; readonly resume?: boolean; readonly noRestart?: boolean; readonly probe?: boolean }
   | { readonly kind: 'bye'; readonly reason?: string };
 
 /**
@@ -331,9 +347,12 @@ export function parseSignalData(v: unknown): Parsed<SignalData> {
     case 'answer': {
       const sdp = str(o, 'sdp', undefined, MAX_SDP_BYTES);
       if (sdp === undefined || sdp.length === 0) return fail('invalid_field', 'sdp missing or too long');
-      if (o['kind'] === 'answer') return ok({ kind: 'answer', sdp });
+      if (o['probe'] !== undefined && typeof o['probe'] !== 'boolean') return fail('invalid_field', 'probe must be boolean');
+      if (o['kind'] === 'answer') return ok(o['probe'] ? { kind: 'answer', sdp, probe: true } : { kind: 'answer', sdp });
       if (o['restart'] !== undefined && typeof o['restart'] !== 'boolean') return fail('invalid_field', 'restart must be boolean');
-      return ok(o['restart'] ? { kind: 'offer', sdp, restart: true } : { kind: 'offer', sdp });
+      if (o['rebuild'] !== undefined && typeof o['rebuild'] !== 'boolean') return fail('invalid_field', 'rebuild must be boolean');
+      if ([o['restart'], o['rebuild'], o['probe']].filter(Boolean).length > 1) return fail('invalid_field', 'an offer is at most one of restart, rebuild and probe');
+      return ok(o['restart'] ? { kind: 'offer', sdp, restart: true } : o['rebuild'] ? { kind: 'offer', sdp, rebuild: true } : o['probe'] ? { kind: 'offer', sdp, probe: true } : { kind: 'offer', sdp });
     }
     case 'candidate': {
       const candidate = str(o, 'candidate', undefined, MAX_CANDIDATE_BYTES);
@@ -346,9 +365,11 @@ export function parseSignalData(v: unknown): Parsed<SignalData> {
         return fail('invalid_field', 'bad sdpMLineIndex');
       }
       if (uf !== undefined && uf !== null && (typeof uf !== 'string' || uf.length > 256)) return fail('invalid_field', 'bad usernameFragment');
+      if (o['probe'] !== undefined && typeof o['probe'] !== 'boolean') return fail('invalid_field', 'probe must be boolean');
       return ok({
         kind: 'candidate',
         candidate,
+        ...(o['probe'] ? { probe: true } : {}),
         ...(mid !== undefined ? { sdpMid: mid as string | null } : {}),
         ...(idx !== undefined ? { sdpMLineIndex: idx as number | null } : {}),
         ...(uf !== undefined ? { usernameFragment: uf as string | null } : {}),
@@ -358,7 +379,10 @@ export function parseSignalData(v: unknown): Parsed<SignalData> {
       const cert = str(o, 'cert', undefined, MAX_IDENTITY_BYTES);
       const proof = str(o, 'proof', undefined, MAX_IDENTITY_BYTES);
       if (!cert || !proof) return fail('invalid_field', 'identity needs cert and proof');
-      return ok({ kind: 'identity', cert, proof });
+      if (o['resume'] !== undefined && typeof o['resume'] !== 'boolean') return fail('invalid_field', 'resume must be boolean');
+      if (o['noRestart'] !== undefined && typeof o['noRestart'] !== 'boolean') return fail('invalid_field', 'noRestart must be boolean');
+      if (o['probe'] !== undefined && typeof o['probe'] !== 'boolean') return fail('invalid_field', 'probe must be boolean');
+      return ok({ kind: 'identity', cert, proof, ...(o['resume'] ? { resume: true } : {}), ...(o['noRestart'] ? { noRestart: true } : {}), ...(o['probe'] ? { probe: true } : {}) });
     }
     case 'bye': {
       const r = optReason(o);

@@ -409,15 +409,20 @@ export class Presence extends SocketObject {
 
   protected override async onFrame(ws: WebSocket, me: SocketAttachment, frame: string | ArrayBuffer, now: number): Promise<void> {
     // Heard from: the socket is live (pings are seen through the auto-response timestamp). The
-    // spread keeps the records it carries.
-    this.setAttachment(ws, { ...me, seenAt: now });
-    const parsed = parsePresenceClientMessage(frame);
-    if (this.refused(ws, parsed)) return;
+    // spread keeps the records it carries. Written once, after the event: a frame that changes
+    // the records (dial, answer, ringing) writes the attachment then anyway, with this in it.
+    this.touchAttachment(ws, { ...me, seenAt: now });
     try {
-      await this.apply(this.toEvent(meOf(me), parsed.value, now));
-    } catch (e) {
-      console.error('presence: handler failed', (e as Error).name);
-      safeSend(ws, { type: 'error', code: 'internal', message: 'internal error', reqId: parsed.value.reqId });
+      const parsed = parsePresenceClientMessage(frame);
+      if (this.refused(ws, parsed)) return;
+      try {
+        await this.apply(this.toEvent(meOf(me), parsed.value, now));
+      } catch (e) {
+        console.error('presence: handler failed', (e as Error).name);
+        safeSend(ws, { type: 'error', code: 'internal', message: 'internal error', reqId: parsed.value.reqId });
+      }
+    } finally {
+      this.flushAttachment(ws);
     }
   }
 

@@ -21,6 +21,33 @@ export const MAX_BUFFERED_SIGNALS = 256;
 /** Bytes of buffered signal JSON per recipient: several SDPs plus candidates, far below DO value limits. */
 export const MAX_BUFFERED_BYTES = 256 * 1024;
 
+/**
+ * Seq numbers a connected recipient's socket attachment reserves at a time. Writing the counter
+ * to the attachment is a structured-clone write in the runtime (0.5 ms of isolate CPU per
+ * exchange when done per relayed signal, docs/BENCHMARKS.md), so the attachment holds a lease:
+ * no seq at or above it has been handed out. A rebuilt instance (after hibernation or eviction)
+ * goes on from the lease, so numbers stay strictly increasing per recipient and are never
+ * reused; after a rebuild they skip ahead by at most `SEQ_LEASE - 1`. A join writes the exact
+ * counter (nothing reserved: a side that was sent nothing still starts at 1), the first signal
+ * after it reserves a block. 32 covers an exchange (offer, answer, identity and ~25 trickled
+ * candidates each way) with one attachment write per recipient instead of one per signal.
+ */
+export const SEQ_LEASE = 32;
+
+/**
+ * The lease to write on a recipient's socket after a signal, or null when the one it has still
+ * covers: `next` is the next seq to hand out (every seq below it may have been sent), `leased`
+ * the socket's lease.
+ *
+ * @example
+ * seqLease(2, 1); // 33: seq 1 went out, 1..32 are reserved
+ * seqLease(5, 33); // null: still covered
+ * seqLease(34, 33); // 65
+ */
+export function seqLease(next: number, leased: number | undefined): number | null {
+  return leased !== undefined && next <= leased ? null : next - 1 + SEQ_LEASE;
+}
+
 export type EndReason = 'deadline' | 'bye' | 'ended';
 
 /** What the room was created with. */
@@ -45,9 +72,18 @@ export interface RoomState {
   readonly nextSeq: Readonly<Record<string, number>>;
   /** Signals waiting for their recipient, per recipient, in order. */
   readonly buffer: Readonly<Record<string, readonly BufferedSignal[]>>;
+  /**
+   * Unix ms before which the room must not be deleted: one grace after it was created, became
+   * empty, or ended with a side away (that side learns `closed` on a rejoin within the grace).
+   * Null when nothing holds it (someone is present, or both sides were told of `bye`); undefined
+   * when unknown (in memory only: a rebuilt instance starts without it). The driver keeps one
+   * alarm and moves it only earlier (each move is a storage write), so an alarm may fire before
+   * this; the rules then wait (see `alarm`).
+   */
+  readonly hold?: number | null;
 }
 
-export const emptyRoom = (): RoomState => ({ meta: null, ended: null, nextSeq: {}, buffer: {} });
+export const emptyRoom = (): RoomState => ({ meta: null, ended: null, nextSeq: {}, buffer: {}, hold: null });
 
 export type RoomEvent =
   | { readonly type: 'init'; readonly meta: RoomMeta; readonly now: number }
@@ -139,6 +175,7 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
         ended: null,
         nextSeq: { [ev.meta.initiator]: 1, [ev.meta.responder]: 1 },
         buffer: { [ev.meta.initiator]: [], [ev.meta.responder]: [] },
+        hold: ev.now + graceMs,
       };
       return { state, actions: [{ type: 'persist' }, { type: 'set_alarm', at: Math.min(ev.meta.deadline, ev.now + graceMs) }] };
     }
@@ -166,7 +203,8 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
       const waiting = s.buffer[ev.endpoint] ?? [];
       for (const b of waiting) actions.push({ type: 'send', to: ev.endpoint, message: { type: 'signal', seq: b.seq, data: b.data } });
       if (peerPresent) actions.push({ type: 'send', to: peer, message: { type: 'peer_joined' } });
-      const state: RoomState = waiting.length > 0 ? { ...s, buffer: { ...s.buffer, [ev.endpoint]: [] } } : s;
+      // Someone is present: nothing holds the room back from deletion any more (see `hold`).
+      const state: RoomState = { ...s, hold: null, ...(waiting.length > 0 ? { buffer: { ...s.buffer, [ev.endpoint]: [] } } : {}) };
       if (waiting.length > 0) actions.push({ type: 'persist' });
       actions.push({ type: 'set_alarm', at: alarmAt(state, ev.present, ev.now, graceMs) });
       return { state, actions };
@@ -182,7 +220,9 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
       // The leaver's seq counter was on its socket: the driver keeps it if the room goes on.
       if (s.ended === null && !ev.present.includes(ev.endpoint)) actions.push({ type: 'persist' });
       actions.push({ type: 'set_alarm', at: alarmAt(s, ev.present, ev.now, graceMs) });
-      return { state: s, actions };
+      // The last one out starts the grace.
+      const state = s.ended === null && ev.present.length === 0 ? { ...s, hold: ev.now + graceMs } : s;
+      return { state, actions };
     }
     case 'message': {
       const m = s.meta;
@@ -222,6 +262,9 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
         // learns it on its rejoin, so then it is stored.
         const allTold = ev.present.includes(m.initiator) && ev.present.includes(m.responder);
         if (!allTold) actions.push({ type: 'persist' });
+        // Nobody needs an ended room all were told of: any alarm may delete it, so an earlier one
+        // serves (no alarm write). With a side away it waits one grace for that side's rejoin.
+        state = { ...state, hold: allTold ? null : ev.now + graceMs };
         actions.push({ type: 'set_alarm', at: ev.now + graceMs });
         return { state, actions };
       }
@@ -255,6 +298,13 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
     case 'alarm': {
       const m = s.meta;
       if (m === null) return { state: s, actions: [{ type: 'delete' }] };
+      if (ev.now < m.deadline && (s.ended !== null || ev.present.length === 0)) {
+        // The alarm may fire before the rules asked (the driver moves it only earlier): an empty
+        // room still gets its full grace from the last leave. After a rebuild that moment is
+        // unknown, so the grace starts now: a room deleted one grace late, never one too early.
+        const hold = s.hold === undefined ? ev.now + graceMs : s.hold;
+        if (hold !== null && ev.now < hold) return { state: { ...s, hold }, actions: [{ type: 'set_alarm', at: Math.min(hold, m.deadline) }] };
+      }
       if (ev.now >= m.deadline) {
         const actions: RoomAction[] = [];
         for (const e of ev.present) {

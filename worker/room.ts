@@ -10,10 +10,14 @@ import type { RoomServerMessage, SignalData } from '../protocol/messages.js';
 import type { Env } from './env.js';
 import { iceServersFor, type Location } from './ice.js';
 import { parseRoomFrame, spliceSeq } from './room-frame.js';
-import { emptyRoom, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
+import { emptyRoom, seqLease, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
 import { assertNever, CLOSE_NORMAL, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
 
-/** A room socket's attachment: the identity, and the next seq for signals to this side. */
+/**
+ * A room socket's attachment: the identity, and the seq lease for signals to this side (every
+ * seq below `next` may have been sent; see `SEQ_LEASE`). A counter written exactly, as earlier
+ * versions did, is a valid lease.
+ */
 interface RoomAttachment extends SocketAttachment {
   readonly next?: number;
 }
@@ -69,13 +73,25 @@ export class Room extends SocketObject {
   private rows = 0;
   /** The signal being handled and its checked text, while its event runs (see `parseRoomFrame`). */
   private relaying: { readonly data: SignalData; readonly raw: string } | null = null;
+  /** The alarm as last set by this instance; undefined until read back after a wake-up. */
+  private alarmAt: number | null | undefined;
+  /**
+   * The storage API object, fetched once: `ctx.storage.kv` crosses into the runtime on every
+   * access, and `persist` runs for every relayed signal.
+   */
+  private readonly kv: DurableObjectStorage['kv'];
+  /**
+   * The seq lease this instance last wrote on each member's sockets (see `keepCounter`), so a
+   * signal the lease still covers costs no socket lookup; empty after a rebuild.
+   */
+  private leased: Record<string, number> = {};
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.trace('wake');
     // Rebuild from storage (synchronous SQLite-backed KV) and the sockets' attachments: after
     // hibernation or eviction the constructor runs again and nothing needed lives only in memory.
-    const kv = ctx.storage.kv;
+    const kv = (this.kv = ctx.storage.kv);
     const row = kv.get<StoredRoom>('room') ?? null;
     this.meter('read');
     if (row !== null) {
@@ -88,25 +104,31 @@ export class Room extends SocketObject {
         if (q) this.rows++;
         this.stored[e] = q ?? EMPTY_QUEUE;
         buffer[e] = this.stored[e].items;
-        // A connected member's counter is on its socket; it is never behind the stored one.
+        // A connected member's lease is on its socket; it is never behind the stored counter.
+        // Going on from the lease skips the seqs this side may not have been sent (the previous
+        // instance's count is lost with it) but never reuses one.
         let next = this.stored[e].next;
         for (const ws of this.socketsOf(e)) next = Math.max(next, this.attachment<RoomAttachment>(ws)?.next ?? 0);
         nextSeq[e] = next;
       }
+      // `hold` is unknown after a rebuild (see RoomState).
       this.state = { meta: row.meta, ended: row.ended, nextSeq, buffer };
+    } else {
+      // No room row, no alarm: the row is written before the first alarm and `delete` removes
+      // the alarm before the rows. Saves reading the alarm back when the room is created.
+      this.alarmAt = null;
     }
   }
 
-  /** The alarm as last set by this instance; undefined until read back after a wake-up. */
-  private alarmAt: number | null | undefined;
-
+  /**
+   * Makes sure the alarm fires by `at`. Each move is a storage write, so an alarm already due
+   * sooner stays: the rules re-arm when it fires early (`RoomState.hold`). An exchange that ends
+   * with `bye` within the grace sets one alarm (at creation), not three (creation, first join to
+   * the deadline, bye back to the grace).
+   */
   private async setAlarm(at: number): Promise<void> {
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
-    if (this.alarmAt === at) return;
-    // An ended room only waits out its grace before deletion: an alarm already due sooner (set
-    // when it ended) serves as well as a later one, so the sides' leaving moves nothing (two
-    // alarm writes fewer per exchange ended with `bye`).
-    if (this.state.ended !== null && this.alarmAt !== null && this.alarmAt <= at) return;
+    if (this.alarmAt !== null && this.alarmAt <= at) return;
     this.alarmAt = at;
     this.meter('alarm_set');
     await this.ctx.storage.setAlarm(at);
@@ -175,9 +197,12 @@ export class Room extends SocketObject {
       // A second socket of the same side replaces the first (a reconnect after a network drop).
       for (const old of this.socketsOf(id.sub)) safeClose(old, CLOSE_NORMAL, 'replaced');
       this.ctx.acceptWebSocket(server, [id.sub]);
-      // The side's counter moves to the new socket (the old one is closing).
+      // The side's counter moves to the new socket (the old one is closing), exact: a lease with
+      // nothing reserved yet (see `SEQ_LEASE`).
       const next = this.state.nextSeq[id.sub];
       this.setAttachment(server, next !== undefined ? ({ ...attachment, next } satisfies RoomAttachment) : attachment);
+      if (next !== undefined) this.leased[id.sub] = next;
+      else delete this.leased[id.sub];
       await this.apply({ type: 'join', endpoint: id.sub, present: this.present(), now: Date.now() }, server);
     });
     return response ?? this.switching(client);
@@ -218,6 +243,7 @@ export class Room extends SocketObject {
   override async alarm(): Promise<void> {
     // The alarm that fired is spent.
     this.alarmAt = null;
+    this.trace('alarm');
     this.meter('request');
     await this.enqueue(() => this.apply({ type: 'alarm', present: this.present(), now: Date.now() }, null));
   }
@@ -293,6 +319,7 @@ export class Room extends SocketObject {
         this.meter('write', this.rows);
         this.rows = 0;
         this.stored = {};
+        this.leased = {};
         await this.ctx.storage.deleteAlarm();
         await this.ctx.storage.deleteAll();
         return;
@@ -309,7 +336,7 @@ export class Room extends SocketObject {
    */
   private persist(before: RoomState, present: readonly string[]): void {
     const s = this.state;
-    const kv = this.ctx.storage.kv;
+    const kv = this.kv;
     if (s.meta === null) return;
     if (s.meta !== before.meta || s.ended !== before.ended) {
       const row: StoredRoom = { meta: s.meta, ended: s.ended };
@@ -334,11 +361,20 @@ export class Room extends SocketObject {
     }
   }
 
-  /** Puts `e`'s next seq on its open sockets' attachments (free, unlike a storage row). */
+  /**
+   * Renews `e`'s seq lease on its open sockets' attachments when `next` has used it up (a storage
+   * write avoided, but a structured-clone write in the runtime: once per `SEQ_LEASE` signals).
+   */
   private keepCounter(e: string, next: number): void {
+    const known = this.leased[e];
+    if (known !== undefined && seqLease(next, known) === null) return;
     for (const ws of this.socketsOf(e)) {
       const a = this.attachment<RoomAttachment>(ws);
-      if (a) this.setAttachment(ws, { ...a, next } satisfies RoomAttachment);
+      const lease = a ? seqLease(next, a.next) : null;
+      if (a && lease !== null) {
+        this.setAttachment(ws, { ...a, next: lease } satisfies RoomAttachment);
+        this.leased[e] = lease;
+      } else if (a?.next !== undefined) this.leased[e] = a.next;
     }
   }
 }

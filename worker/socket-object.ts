@@ -101,6 +101,8 @@ export abstract class SocketObject extends DurableObject<Env> {
    * after hibernation starts empty, so the cache never disagrees with the runtime's copy.
    */
   private readonly attachments = new WeakMap<WebSocket, SocketAttachment | null>();
+  /** Sockets whose cached attachment is newer than the runtime's copy (see `touch`). */
+  private readonly unwritten = new Set<WebSocket>();
   /** For logs and traces. */
   protected abstract readonly kind: 'presence' | 'room';
 
@@ -194,6 +196,32 @@ export abstract class SocketObject extends DurableObject<Env> {
   protected setAttachment<A extends SocketAttachment>(ws: WebSocket, a: A): void {
     ws.serializeAttachment(a);
     this.attachments.set(ws, a);
+    this.unwritten.delete(ws);
+  }
+
+  /**
+   * Changes `ws`'s attachment in this instance only, until `setAttachment` or `flushAttachment`
+   * writes it: a frame's handler that writes the attachment anyway (records changed) then makes
+   * one structured-clone write instead of two. Only for what may be lost should the instance die
+   * before the flush (a liveness timestamp), since the flush comes after the handler's awaits.
+   */
+  protected touchAttachment<A extends SocketAttachment>(ws: WebSocket, a: A): void {
+    this.attachments.set(ws, a);
+    this.unwritten.add(ws);
+  }
+
+  /** Writes `ws`'s attachment if `touchAttachment` changed it since the last write. */
+  protected flushAttachment(ws: WebSocket): void {
+    if (!this.unwritten.has(ws)) return;
+    this.unwritten.delete(ws);
+    const a = this.attachments.get(ws);
+    if (a) {
+      try {
+        ws.serializeAttachment(a);
+      } catch {
+        // The socket closed meanwhile; its attachment is of no further use.
+      }
+    }
   }
 
   /** A frame that passed identity, expiry and rate checks. */

@@ -19,6 +19,7 @@ async function main(): Promise<void> {
   const rows: Array<{ name: string; ms: number[] }> = [];
   const naive: string[] = [];
   const phases: Array<{ mode: string; perPhase: Record<string, number[]> }> = [];
+  const kinds: Record<string, string[]> = {};
   const time = async (name: string, fn: () => Promise<() => Promise<void> | void>): Promise<void> => {
     const ms: number[] = [];
     for (let i = 0; i < N + 1; i++) {
@@ -64,6 +65,8 @@ async function main(): Promise<void> {
         t0 = performance.now();
         const { link } = await pair.dial();
         for (const [k, v] of Object.entries(current)) (perPhase[k] ??= []).push(v);
+        // The path each dial ended on: a relay case that ended direct is not a relayed figure.
+        (kinds[`${backend}, ${mode}`] ??= []).push(link.path?.kind ?? '?');
         return () => link.close();
       });
       pair.close();
@@ -81,6 +84,8 @@ async function main(): Promise<void> {
     console.log(`| ${r.name} | ${median(r.ms).toFixed(0)} | ${quantile(r.ms, 0.9).toFixed(0)} | ${(median(r.ms) / b).toFixed(2)}x |`);
   }
   console.log(`| bare werift, UDP to the relay blocked, service URL order as given | ${naive.join('; ')} | | |`);
+  console.log('\npath each homelink dial ended on (warm-up first):');
+  for (const [k, v] of Object.entries(kinds)) console.log(`- ${k}: ${v.join(', ')}`);
   console.log('\nphases of homelink dial, median ms since dial() (app = dialer, hub = acceptor):');
   for (const p of phases) {
     const list = Object.entries(p.perPhase)

@@ -4,12 +4,17 @@
  */
 import type { BackendName } from '../../client/index.js';
 import dgram from 'node:dgram';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { RelayEntry } from '../../worker/config.js';
 import { RTCPeerConnection, type RTCDataChannel } from 'werift';
 import { mintTurnCredential } from '../../protocol/turn-credentials.js';
 import { startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
 import { endpointFor, nextLink } from '../../test/client/helpers.js';
 import { TURN_SECRET, testRelay, type TestRelay } from '../../test/client/relay-helpers.js';
 import type { Endpoint } from '../../client/index.js';
+import type { EndpointOptions, EndpointRuntime } from '../../client/endpoint.js';
 import type { Link } from '../../client/link.js';
 
 export interface Stack {
@@ -56,11 +61,22 @@ export async function ourPair(
   trace?: (side: 'app' | 'hub', phase: string) => void,
   backend: BackendName = 'werift',
 ): Promise<OurPair> {
-  const sig = mode === 'relay-udp-blocked' ? stack.sigUdpBlocked : stack.sig;
+  const sigUrl = mode === 'relay-udp-blocked' ? stack.sigUdpBlocked : stack.sig;
+  const extra = { webrtcBackend: backend, ...(mode === 'direct' ? {} : { turnTlsOptions: { ca: stack.relay.ca } }) };
+  const side = (s: 'app' | 'hub') => ({ ...extra, ...(trace ? { trace: (p: string) => trace(s, p) } : {}) });
+  return ourPairWith({ ...stack, sig: sigUrl }, mode === 'direct' ? 'direct' : 'relay', { hub: side('hub'), app: side('app') });
+}
+
+/** A pair whose endpoints take options of the caller's (a wrapped backend factory, a trace hook). */
+export async function ourPairWith(
+  stack: Stack,
+  mode: 'direct' | 'relay',
+  opts: { hub: Partial<EndpointOptions & EndpointRuntime>; app: Partial<EndpointOptions & EndpointRuntime> },
+): Promise<OurPair> {
   const home = `bench-home-${n++}`;
-  const extra = { webrtcBackend: backend, ...(mode === 'direct' ? {} : { iceTransportPolicy: 'relay' as const, turnTlsOptions: { ca: stack.relay.ca } }) };
-  const hub = await endpointFor(sig, `bench-hub-${n}`, [home], { ...extra, ...(trace ? { trace: (p: string) => trace('hub', p) } : {}) });
-  const app = await endpointFor(sig, `bench-app-${n}`, [home], { ...extra, ...(trace ? { trace: (p: string) => trace('app', p) } : {}) });
+  const extra = mode === 'direct' ? {} : { iceTransportPolicy: 'relay' as const };
+  const hub = await endpointFor(stack.sig, `bench-hub-${n}`, [home], { ...extra, ...opts.hub });
+  const app = await endpointFor(stack.sig, `bench-app-${n}`, [home], { ...extra, ...opts.app });
   hub.on('request', (r) => void r.accept().catch(() => undefined));
   return {
     app,
@@ -144,3 +160,105 @@ export const quantile = (xs: number[], q: number): number => {
   const s = [...xs].sort((p, r) => p - r);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 };
+
+/** Our relay as operators run it: `relay/main.ts` in its own Node process, UDP and TCP on loopback. */
+export interface RelayProcess {
+  entry: RelayEntry;
+  pid: number;
+  /** utime+stime of the relay process in ms (/proc), for CPU per MiB. */
+  cpuMs(): number;
+  /** `dropped_packets_total` by reason, from the relay's metrics endpoint. */
+  drops(): Promise<Record<string, number>>;
+  close(): Promise<void>;
+}
+
+async function freeLoopbackPort(kind: 'udp' | 'tcp'): Promise<number> {
+  if (kind === 'udp') {
+    const s = dgram.createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+    const p = (s.address() as { port: number }).port;
+    await new Promise<void>((r) => s.close(r));
+    return p;
+  }
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const p = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return p;
+}
+
+/**
+ * Starts `relay/main.ts` in a child process. `bandwidth` is the per-allocation cap in bytes/s
+ * (the relay's default when undefined, 0 = off). The child is stopped with SIGTERM by `close()`.
+ */
+export async function startRelayProcess(opts: { bandwidth?: number; portMin: number; portMax: number }): Promise<RelayProcess> {
+  let port = 0;
+  for (let i = 0; i < 20 && !port; i++) {
+    const p = await freeLoopbackPort('udp');
+    const t = createServer();
+    const ok = await new Promise<boolean>((r) => {
+      t.once('error', () => r(false));
+      t.listen(p, '127.0.0.1', () => r(true));
+    });
+    if (ok) await new Promise<void>((r) => t.close(() => r()));
+    if (ok) port = p;
+  }
+  if (!port) throw new Error('no free UDP+TCP port for the relay');
+  const metricsPort = await freeLoopbackPort('tcp');
+  // HOMELINK_BENCH_RELAY_PROF=<dir>: V8 CPU profile of the relay process, written when it exits.
+  const prof = process.env.HOMELINK_BENCH_RELAY_PROF;
+  const args = ['--import', 'tsx', ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), 'relay/main.ts', '--secret', TURN_SECRET, '--listen-host', '127.0.0.1', '--relay-host', '127.0.0.1',
+    '--udp-port', String(port), '--tcp-port', String(port), '--relay-port-min', String(opts.portMin), '--relay-port-max', String(opts.portMax),
+    '--allow-loopback', '--metrics-port', String(metricsPort), '--log-level', 'warn', '--drain-ms', '0',
+    ...(opts.bandwidth !== undefined ? ['--bandwidth', String(opts.bandwidth)] : [])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4096)));
+  const metrics = async (): Promise<string> => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`relay exited: ${err}`);
+    try {
+      await metrics();
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`relay did not start: ${err}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const tickMs = 1000 / (Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100);
+  return {
+    entry: { id: 'rp', region: 'test', lat: 0, lon: 0, host: '127.0.0.1', udpPort: port, tcpPort: port, tlsPort: port, tlsHost: 'localhost' },
+    pid: child.pid!,
+    cpuMs() {
+      try {
+        const st = readFileSync(`/proc/${child.pid}/stat`, 'latin1');
+        const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+        return (Number(f[11]) + Number(f[12])) * tickMs;
+      } catch {
+        return 0;
+      }
+    },
+    async drops() {
+      const out: Record<string, number> = {};
+      for (const m of (await metrics()).matchAll(/^homelink_relay_dropped_packets_total\{reason="(\w+)"\} (\d+)/gm)) out[m[1]!] = Number(m[2]);
+      return out;
+    },
+    async close() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await done;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** A signaling service whose only relay is `relay` (e.g. a relay process). */
+export async function signalingFor(relay: RelayEntry): Promise<SignalingHandle> {
+  return startSignaling({ relays: [relay], turnSecret: TURN_SECRET });
+}

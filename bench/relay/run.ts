@@ -5,6 +5,8 @@
  *   - bare:     a bare Node dgram ChannelData forwarder (the ceiling for any dgram relay),
  *   - ours-1:   our relay (relay/main.ts), one worker process,
  *   - ours-2:   our relay, two worker processes,
+ *   - base-1/2: our relay as an earlier commit had it (`--baseline DIR`, a checkout), for
+ *               before/after figures interleaved in one run,
  *   - coturn:   Debian's turnserver, started here on loopback with REST auth,
  *
  * at 100-byte and 1,200-byte payloads, reporting the relay's CPU time per
@@ -16,6 +18,7 @@
  *
  *   node --import tsx bench/relay/run.ts [--relays bare,ours-1,ours-2,coturn] [--measure-ms 5000]
  *        [--generators 2] [--allocations 32] [--window 8] [--idle-allocations 10000] [--skip-memory] [--skip-load]
+ *        [--baseline DIR]
  *
  * The load comes from `--generators` processes (bench/relay/loadgen-proc.ts), the allocations
  * split between them. ours-2 serves every client on one advertised port (SO_REUSEPORT); the
@@ -38,7 +41,7 @@ import { allocateMany, closeAll, type LoadResult, type LoadTarget } from './load
 import type { GeneratorJob, GeneratorMessage } from './loadgen-proc.js';
 import { CLK_TCK, TICK_US, cpuTicksOf, processTree, rssBytes } from './proc.js';
 
-type RelayName = 'bare' | 'ours-1' | 'ours-2' | 'coturn';
+type RelayName = 'bare' | 'ours-1' | 'ours-2' | 'base-1' | 'base-2' | 'coturn';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -55,6 +58,12 @@ const GENERATORS = Number(arg('generators', '2'));
 const WINDOW = Number(arg('window', '8'));
 const IDLE_ALLOCATIONS = Number(arg('idle-allocations', '10000'));
 const SKIP_MEMORY = process.argv.includes('--skip-memory');
+/**
+ * A checkout of an earlier commit (with node_modules reachable from it): `base-1` / `base-2` run
+ * its relay/main.ts, so a change is measured before/after, interleaved, in one run on the same
+ * load. Make one with `git archive <commit> | tar -x -C DIR && ln -s $PWD/node_modules DIR/`.
+ */
+const BASELINE_DIR = arg('baseline', '');
 const SKIP_LOAD = process.argv.includes('--skip-load');
 const PAYLOADS = [100, 1200];
 const HOST = '127.0.0.1';
@@ -123,8 +132,8 @@ interface Child {
   output: () => string;
 }
 
-function start(cmd: string, args: string[]): Child {
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } });
+function start(cmd: string, args: string[], cwd?: string): Child {
+  const proc = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } });
   let out = '';
   const keep = (d: Buffer): void => {
     out = (out + d.toString()).slice(-8192);
@@ -190,7 +199,9 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     const m = await waitForLine(child, /port=(\d+)/);
     return { name, child, target: { host: HOST, port: Number(m[1]), mode: 'raw', peer } };
   }
-  const workers = name === 'ours-2' ? 2 : 1;
+  const workers = name === 'ours-2' || name === 'base-2' ? 2 : 1;
+  const baseline = name === 'base-1' || name === 'base-2';
+  if (baseline && !BASELINE_DIR) throw new Error(`${name} needs --baseline DIR`);
   // Every worker of ours shares the one port (SO_REUSEPORT).
   const port = await freeDualPort(1);
   if (name === 'coturn') {
@@ -249,7 +260,7 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     'warn',
     '--drain-ms',
     '0', // nothing to drain in a benchmark; lets --cpu-prof write its profile on SIGTERM
-  ]);
+  ], baseline ? BASELINE_DIR : undefined);
   await waitForStun(child, port);
   return { name, child, target: { host: HOST, port, mode: 'turn', secret: SECRET, peer } };
 }
@@ -423,6 +434,17 @@ async function main(): Promise<void> {
     const cpu2 = pick('ours-2', payload, (r) => r.cpuUsPerPacket);
     const cot = pick('coturn', payload, (r) => r.cpuUsPerPacket);
     const n = rows.filter((r) => r.relay === 'ours-2' && r.payload === payload).length;
+    const b1 = pick('base-1', payload, (r) => r.cpuUsPerPacket);
+    const b2 = pick('base-2', payload, (r) => r.cpuUsPerPacket);
+    if (Number.isFinite(b1) || Number.isFinite(b2)) {
+      const nb = rows.filter((r) => r.relay === 'base-1' && r.payload === payload).length;
+      console.log(
+        `\n${payload} B before/after (medians; ${nb} base-1 run(s)): CPU µs/packet` +
+          (Number.isFinite(b1) ? ` ours-1 ${fmt(cpu1, 2)} vs base-1 ${fmt(b1, 2)} (${fmt(cpu1 / b1, 3)}x)` : '') +
+          (Number.isFinite(b2) ? ` ours-2 ${fmt(cpu2, 2)} vs base-2 ${fmt(b2, 2)} (${fmt(cpu2 / b2, 3)}x)` : '') +
+          (Number.isFinite(cot) && Number.isFinite(b1) ? `; base-1 / coturn ${fmt(b1 / cot, 2)}x` : ''),
+      );
+    }
     if (Number.isFinite(cap1) && Number.isFinite(cap2)) {
       console.log(
         `\n${payload} B (medians of ${n} run(s)): ours-2 / ours-1 capacity ${fmt(cap2 / cap1, 2)}x, measured packets/s ${fmt(pps2 / pps1, 2)}x (generators share the cores); ` +

@@ -242,8 +242,12 @@ const pct = (xs: number[], q: number): number => {
 const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
 /** Session lifetime in the counting pass: short, so the session records' expiry is counted too. */
 const COUNT_SESSION_TTL_S = 2;
-/** Room grace in the counting pass: short, so the room's deletion is counted too. */
-const COUNT_ROOM_GRACE_MS = 200;
+/**
+ * Room grace in the counting pass: short, so the room's deletion is counted too, yet longer than
+ * an exchange (as the 15 s default is in a deployment), so the alarm writes counted are those of
+ * an exchange that ends within the grace.
+ */
+const COUNT_ROOM_GRACE_MS = 1500;
 
 /** Billable units per exchange, by `<object>.<unit>`, over `k` exchanges (10 at a time). */
 async function countUnits(k: number, v: Variant): Promise<Record<string, number>> {

@@ -6,17 +6,55 @@
  *
  * The homelink rows run on both Node backends (werift, node-datachannel) in the same run.
  *
- *   npx tsx bench/throughput/run.ts [MiB=32] [rounds=3]
+ *   npx tsx bench/throughput/run.ts [MiB=32] [rounds=3] [--backends werift,node-datachannel] [--no-bare]
+ *                                    [--relay-process] [--msg-kib 16]
+ *
+ * `--relay-process` adds relayed cases through our relay as operators run it: `relay/main.ts` in
+ * its own process (not on this process's event loop), once with its default per-allocation
+ * bandwidth cap and once with the cap off; their CPU column adds the relay process's CPU (/proc),
+ * and the relay's bandwidth drops are printed. `--msg-kib` sets the message size of the homelink
+ * cases (bare werift keeps 16 KiB). `--sctp recvBufferSize=N,sendBufferSize=N,...` hands
+ * node-datachannel's `setSctpSettings` those values before any connection exists (an experiment
+ * knob: the library itself does not set them).
+ *
+ * `--resume-ab` adds `homelink node-datachannel, direct, resume off`: the same pair with the
+ * backend's `certificate()` hidden, so the link cannot rebuild and its channels neither hold
+ * copies nor ack (the hot path as it was before rebuilds). Against `homelink node-datachannel,
+ * direct` in the same rounds it prices the resume protocol (client/channel.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { barePair, median, ourPair, startStack } from '../connect/stack.js';
+import { barePair, median, ourPair, ourPairWith, signalingFor, startRelayProcess, startStack, type RelayProcess, type Stack } from '../connect/stack.js';
+import { nodeBackend } from '../../client/index.js';
+import type { BackendFactory } from '../../client/webrtc/backend.js';
+import type { SignalingHandle } from '../../test/support/signaling.js';
+import { loadNodeDatachannel } from '../../client/webrtc/node-datachannel.js';
 import { DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK } from '../../client/channel.js';
 import type { RTCDataChannel } from 'werift';
 
-const MIB = Number(process.argv[2] ?? 32);
-const ROUNDS = Number(process.argv[3] ?? 3);
+const argv = process.argv.slice(2);
+const flag = (name: string): string | undefined => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1] : undefined);
+const positional = argv.filter((a, i) => /^\d+$/.test(a) && !(i > 0 && argv[i - 1]!.startsWith('--') && argv[i - 1] !== '--no-bare' && argv[i - 1] !== '--relay-process'));
+const MIB = Number(positional[0] ?? 32);
+const ROUNDS = Number(positional[1] ?? 3);
 const TOTAL = MIB * 1024 * 1024;
 const CHUNK = randomBytes(16 * 1024);
+const MSG = randomBytes(Number(flag('msg-kib') ?? 16) * 1024);
+const BACKENDS = (flag('backends') ?? 'werift,node-datachannel').split(',') as Array<'werift' | 'node-datachannel'>;
+const BARE = !argv.includes('--no-bare');
+const RELAY_PROCESS = argv.includes('--relay-process');
+const RESUME_AB = argv.includes('--resume-ab');
+
+/** node-datachannel whose certificate the link cannot see: no rebuilds, so no resume protocol. */
+async function withoutResume(): Promise<BackendFactory> {
+  const f = (await nodeBackend('node-datachannel')).factory;
+  return async (o) => {
+    const b = await f(o);
+    b.certificate = () => null;
+    return b;
+  };
+}
+/** The relay processes' relay port ranges: clear of the in-process relay (44000-44999) and the client tests. */
+const PROC_PORTS = [{ portMin: 48000, portMax: 48499 }, { portMin: 48500, portMax: 48999 }];
 
 /** Bare werift: send with bufferedAmount backpressure, resolve when the receiver has everything. */
 async function bareRun(tx: RTCDataChannel, rx: RTCDataChannel): Promise<{ mbps: number; cpu: number }> {
@@ -48,62 +86,110 @@ function cpuMsPerMiB(c0: NodeJS.CpuUsage): number {
 }
 
 async function main(): Promise<void> {
+  const sctp = flag('sctp');
+  if (sctp) {
+    const ndc = (await loadNodeDatachannel()) as unknown as { setSctpSettings(s: Record<string, number>): void } | null;
+    const settings = Object.fromEntries(sctp.split(',').map((kv) => [kv.split('=')[0]!, Number(kv.split('=')[1])]));
+    ndc?.setSctpSettings(settings);
+    process.stderr.write(`sctp settings: ${JSON.stringify(settings)}\n`);
+  }
   const stack = await startStack();
   const results: Record<string, number[]> = {};
   const cpu: Record<string, number[]> = {};
+  const drops: Record<string, string[]> = {};
+  const relayCpu: Record<string, number[]> = {};
+  const paths: Record<string, string[]> = {};
   const add = (k: string, v: { mbps: number; cpu: number }): void => {
     (results[k] ??= []).push(v.mbps);
     (cpu[k] ??= []).push(v.cpu);
     process.stderr.write(`${k}: ${v.mbps.toFixed(2)} MB/s, ${v.cpu.toFixed(0)} ms CPU/MiB\n`);
   };
+  // Relay processes (default cap, cap off), each with its own signaling service naming it.
+  const procs: Array<{ name: string; relay: RelayProcess; sig: SignalingHandle }> = [];
   try {
-    for (let r = 0; r < ROUNDS; r++) {
-      for (const mode of ['direct', 'relay'] as const) {
-        const bare = await barePair(stack, mode);
-        add(`bare werift, ${mode}`, await bareRun(bare.ca, bare.cb));
-        await bare.close();
-
-        for (const backend of ['werift', 'node-datachannel'] as const) {
-        const pair = await ourPair(stack, mode, undefined, backend);
-        const { link, peer } = await pair.dial();
-        const incoming = new Promise<import('../../client/channel.js').Channel>((res) => peer.once('channel', res));
-        const ch = await link.channel('bulk');
-        const rx = await incoming;
-        let got = 0;
-        const done = new Promise<void>((res) => {
-          const off = rx.on('message', (m) => {
-            got += typeof m === 'string' ? m.length : m.byteLength;
-            if (got >= TOTAL) {
-              off();
-              res();
-            }
-          });
-        });
-        const c0 = process.cpuUsage();
-        const t0 = performance.now();
-        for (let sent = 0; sent < TOTAL; sent += CHUNK.length) await ch.send(CHUNK);
-        await done;
-        add(`homelink ${backend}, ${mode}`, { mbps: TOTAL / 1e6 / ((performance.now() - t0) / 1000), cpu: cpuMsPerMiB(c0) });
-        pair.close();
+    if (RELAY_PROCESS) {
+      for (const [i, bw] of [undefined, 0].entries()) {
+        const relay = await startRelayProcess({ ...PROC_PORTS[i]!, ...(bw !== undefined ? { bandwidth: bw } : {}) });
+        try {
+          procs.push({ name: bw === undefined ? 'relay process, default cap' : 'relay process, cap off', relay, sig: await signalingFor(relay.entry) });
+        } catch (e) {
+          await relay.close(); // no signaling service for it: stop the child before giving up
+          throw e;
         }
       }
     }
+    const noResume = RESUME_AB ? await withoutResume() : null;
+    const homelinkRun = async (label: string, st: Stack, mode: 'direct' | 'relay', backend: 'werift' | 'node-datachannel', proc?: RelayProcess, factory?: BackendFactory): Promise<void> => {
+      const pair = factory ? await ourPairWith(st, mode, { hub: { backend: factory }, app: { backend: factory } }) : await ourPair(st, mode, undefined, backend);
+      const { link, peer } = await pair.dial();
+      const incoming = new Promise<import('../../client/channel.js').Channel>((res) => peer.once('channel', res));
+      const ch = await link.channel('bulk');
+      const rx = await incoming;
+      let got = 0;
+      const done = new Promise<void>((res) => {
+        const off = rx.on('message', (m) => {
+          got += typeof m === 'string' ? m.length : m.byteLength;
+          if (got >= TOTAL) {
+            off();
+            res();
+          }
+        });
+      });
+      const d0 = proc ? await proc.drops() : {};
+      const r0 = proc?.cpuMs() ?? 0;
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      for (let sent = 0; sent < TOTAL; sent += MSG.length) await ch.send(MSG);
+      await done;
+      const mbps = TOTAL / 1e6 / ((performance.now() - t0) / 1000);
+      const cpu = cpuMsPerMiB(c0) + (proc ? (proc.cpuMs() - r0) / MIB : 0);
+      add(label, { mbps, cpu });
+      // Which pair carried it: libjuice may leave the relay for a peer-reflexive host pair on
+      // loopback even under the relay policy, so every run names its ends (relay ports 44000-48999).
+      const p = link.path;
+      const end = (a: string | undefined): string => (a && Number(a.split(':').pop()) >= 44000 && Number(a.split(':').pop()) <= 48999 ? 'relay' : 'host');
+      // kind from client/path.ts (it knows the relayed candidates); ends by port are a hint only,
+      // as an ephemeral host port can fall in those ranges too.
+      (paths[label] ??= []).push(p ? (p.kind === 'direct' ? 'direct' : `relay (${end(p.local)}-${end(p.remote)})`) : '?');
+      if (proc) {
+        const d1 = await proc.drops();
+        const diff = Object.entries(d1).map(([k, v]) => [k, v - (d0[k] ?? 0)] as const).filter(([, v]) => v > 0);
+        (drops[label] ??= []).push(diff.map(([k, v]) => `${k} ${v}`).join(', ') || 'none');
+        (relayCpu[label] ??= []).push((proc.cpuMs() - r0) / MIB);
+      }
+      pair.close();
+    };
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const mode of ['direct', 'relay'] as const) {
+        if (BARE) {
+          const bare = await barePair(stack, mode);
+          add(`bare werift, ${mode}`, await bareRun(bare.ca, bare.cb));
+          await bare.close();
+        }
+        for (const backend of BACKENDS) await homelinkRun(`homelink ${backend}, ${mode}`, stack, mode, backend);
+        if (noResume && mode === 'direct') await homelinkRun('homelink node-datachannel, direct, resume off', stack, mode, 'node-datachannel', undefined, noResume);
+      }
+      for (const p of procs) {
+        for (const backend of BACKENDS) await homelinkRun(`homelink ${backend}, ${p.name}`, { ...stack, sig: p.sig }, 'relay', backend, p.relay);
+      }
+    }
   } finally {
+    for (const p of procs) {
+      await p.sig.close();
+      await p.relay.close();
+    }
     await stack.close();
   }
   const m = (k: string): number => median(results[k]!);
   const c = (k: string): number => median(cpu[k]!);
-  console.log(`throughput, ${MIB} MiB per run, median of ${ROUNDS} rounds (cases interleaved within each round)`);
-  console.log('| case | MB/s | MB/s ratio | CPU ms per MiB (this process) | CPU ratio |');
-  console.log('|---|---|---|---|---|');
-  const row = (k: string, base: string, note: string): void =>
-    console.log(`| ${k} | ${m(k).toFixed(2)} | ${(m(k) / m(base)).toFixed(2)} ${note} | ${c(k).toFixed(0)} | ${(c(k) / c(base)).toFixed(2)} |`);
-  row('bare werift, direct', 'bare werift, direct', '');
-  row('bare werift, relay', 'bare werift, direct', 'of bare direct');
-  for (const b of ['werift', 'node-datachannel']) {
-    row(`homelink ${b}, direct`, 'bare werift, direct', 'of bare direct');
-    row(`homelink ${b}, relay`, 'bare werift, relay', 'of bare relay');
-    console.log(`homelink ${b} relayed / direct: ${(m(`homelink ${b}, relay`) / m(`homelink ${b}, direct`)).toFixed(2)} (MB/s)`);
+  console.log(`throughput, ${MIB} MiB per run, median of ${ROUNDS} rounds (cases interleaved within each round), homelink messages ${MSG.length / 1024} KiB`);
+  console.log('| case | MB/s (each round) | relayed / direct (same backend) | CPU ms per MiB (this process + relay process) | relay process CPU ms per MiB | relay drops per run | path per run (relay: local-remote ends by port) |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const k of Object.keys(results)) {
+    const b = k.replace(/, (relay.*)$/, ', direct');
+    const ratio = k !== b && results[b] ? (m(k) / m(b)).toFixed(2) : '';
+    const rounds = results[k]!.map((x) => x.toFixed(1)).join(', ');
+    console.log(`| ${k} | ${m(k).toFixed(2)} (${rounds}) | ${ratio} | ${c(k).toFixed(0)} | ${relayCpu[k] ? median(relayCpu[k]).toFixed(0) : ''} | ${drops[k]?.join('; ') ?? ''} | ${paths[k]?.join(', ') ?? ''} |`);
   }
 }
 

@@ -20,8 +20,20 @@ export interface IceServerConfig {
   readonly credential?: string;
 }
 
+/**
+ * A DTLS certificate and its private key, PEM (ECDSA P-256). Given to every peer connection of
+ * one link, so a rebuilt connection presents the fingerprint the identity proof signed at setup
+ * (client/session.ts). Never logged; it lives as long as its link.
+ */
+export interface DtlsCertificate {
+  readonly certPem: string;
+  readonly keyPem: string;
+}
+
 /** Construction options common to every backend. */
 export interface PeerOptions {
+  /** Present this certificate instead of a fresh one (a rebuilt connection of the same link). */
+  readonly certificate?: DtlsCertificate;
   readonly iceServers: readonly IceServerConfig[];
   /** `'relay'` forces TURN (tests and privacy-sensitive deployments). */
   readonly iceTransportPolicy?: 'all' | 'relay';
@@ -78,6 +90,8 @@ export type ChannelState = 'connecting' | 'open' | 'closing' | 'closed';
 /** A data channel as the backend exposes it; `client/channel.ts` adds backpressure on top. */
 export interface RawChannel {
   readonly label: string;
+  /** SCTP stream id (RFC 8832 §6), the same at both ends; null until the stack assigned one. */
+  readonly id: number | null;
   readonly ordered: boolean;
   readonly maxRetransmits: number | null;
   readonly state: ChannelState;
@@ -112,6 +126,13 @@ export interface OfferOptions {
 
 /** One peer connection. Every method may be called once the previous promise settled. */
 export interface PeerBackend {
+  /**
+   * The stack restarts ICE on a live connection (`createOffer({ iceRestart })`, RFC 8445 §9).
+   * False for libdatachannel (its issue #545): such a link recovers by rebuilding the connection.
+   */
+  readonly canRestartIce: boolean;
+  /** The certificate this connection presents, when the backend can hand it to the next one; else null. */
+  certificate(): DtlsCertificate | null;
   /** Creates an offer, applies it locally and returns its SDP before gathering completes. */
   createOffer(opts?: OfferOptions): Promise<string>;
   /** Applies a remote offer, creates and applies the answer, returns its SDP. */
@@ -173,9 +194,22 @@ export function parseBackendChoice(v: string | undefined, source = 'backend'): B
 /**
  * The selection rule: an explicit name is taken as is (asking for node-datachannel where it is
  * missing is a configuration error, not a silent fallback). `auto` is werift even where
- * node-datachannel is installed: libdatachannel has no ICE restart (its issue #545) and relays
- * over UDP only, so a link on it cannot recover from a network change, upgrade from relay to
- * direct, or cross a UDP-blocking firewall. It becomes the automatic choice once it can.
+ * node-datachannel is installed. A link on libdatachannel now has every recovery feature a werift
+ * one has, by other means (client/session.ts): a lost path or a network change (the backend
+ * watches the interfaces) rebuilds the peer connection, a relayed link looks for a direct path
+ * with a probe connection, closing one deletes the TURN allocation libjuice leaves behind; the NAT
+ * lab runs relay-to-direct and roaming on it (test/natlab/upgrade.test.ts, roaming.test.ts).
+ * What keeps it from being the automatic choice is what libdatachannel itself does: above all,
+ * 0.24.5 (node-datachannel 0.33.4, the newest in the registry) can deadlock when a ClientHello
+ * waits for the DTLS transport over a relayed pair (upstream PR #1630, merged after that release):
+ * the process's main thread then blocks for good in the connection's close(); a CI run hung so.
+ * And under load in the last runs: a channel the peer opened arrived not open and delivered nothing (2 of 8 loaded
+ * NAT lab runs and one CI run; watched and recovered since, 0 of 16 loaded runs, cause inside
+ * libdatachannel not found), `setRemoteDescription` failing with "remote candidate without ICE
+ * transport" on a busy CPU (rare, test/client/backend-native.test.ts), and relayed dials that
+ * wait for a 1 s DTLS retransmission. werift stays the default until those have a record as clean
+ * as werift's. (Relay-only links and UDP-blocked relays run on werift under either choice,
+ * `withNativeFallback`.)
  * @example
  * chooseBackend('auto', true); // 'werift'
  */
@@ -183,6 +217,46 @@ export function chooseBackend(choice: BackendChoice, nativeAvailable: boolean): 
   if (choice === 'auto') return 'werift';
   if (choice === 'node-datachannel' && !nativeAvailable) throw new BackendChoiceError('backend node-datachannel was asked for but is not installed (optional dependency)');
   return choice;
+}
+
+/** Why a link that would run on node-datachannel is built on werift instead. */
+export type NativeFallbackReason = 'relay-only' | 'relay-over-tcp-only';
+
+/**
+ * The per-link rule of the node-datachannel choice: werift carries the links libjuice cannot
+ * carry as asked. `relay-only`: libjuice cannot keep a link relay-only (it checks peer-reflexive
+ * addresses from its host socket, client/webrtc/node-datachannel.ts). `relay-over-tcp-only`: the
+ * relay answered over TCP or TLS first (`firstRelayTransport`, from the Happy Eyeballs probe), so
+ * UDP to it is blocked or slower, and libjuice relays over UDP only. `null`: node-datachannel.
+ * @example
+ * nativeFallbackReason({ iceServers, iceTransportPolicy: 'relay' }, 'udp'); // 'relay-only'
+ */
+export function nativeFallbackReason(opts: PeerOptions, firstRelayTransport: 'udp' | 'tcp' | 'tls' | null): NativeFallbackReason | null {
+  if (opts.iceTransportPolicy === 'relay') return 'relay-only';
+  if (firstRelayTransport === 'tcp' || firstRelayTransport === 'tls') return 'relay-over-tcp-only';
+  return null;
+}
+
+/**
+ * A factory that builds each link on `native` unless `nativeFallbackReason` sends it to
+ * `fallback`. `firstRelayTransport` is asked only for links that are not relay-only; it returns
+ * the relay transport that answered first, or null (no TCP/TLS relay offered, none answered).
+ * `onFallback` hears which links went to the fallback and why (diagnostics, tests).
+ * @example
+ * const factory = withNativeFallback(createNodeDatachannelBackend, createWeriftBackend, probe);
+ */
+export function withNativeFallback(
+  native: BackendFactory,
+  fallback: BackendFactory,
+  firstRelayTransport: (opts: PeerOptions) => Promise<'udp' | 'tcp' | 'tls' | null>,
+  onFallback?: (reason: NativeFallbackReason) => void,
+): BackendFactory {
+  return async (opts) => {
+    const reason = nativeFallbackReason(opts, opts.iceTransportPolicy === 'relay' ? null : await firstRelayTransport(opts));
+    if (reason === null) return native(opts);
+    onFallback?.(reason);
+    return fallback(opts);
+  };
 }
 
 /** A data channel's init dictionary (W3C webrtc-pc RTCDataChannelInit), as both backends take it. */

@@ -49,6 +49,9 @@ class NativeChannel implements RawChannel {
   get label(): string {
     return this.dc.label;
   }
+  get id(): number | null {
+    return this.dc.id;
+  }
   get ordered(): boolean {
     return this.dc.ordered;
   }
@@ -120,6 +123,8 @@ export class NativeBackend implements PeerBackend {
   onCandidate: ((c: CandidateInit | null) => void) | null = null;
   onState: ((s: TransportState) => void) | null = null;
   onChannel: ((c: RawChannel) => void) | null = null;
+  /** Browsers restart ICE in place (W3C webrtc-pc `restartIce`). */
+  readonly canRestartIce = true;
   private readonly pc: RTCPeerConnection;
   private localFp: string | null = null;
   private servers: readonly IceServerConfig[];
@@ -167,6 +172,11 @@ export class NativeBackend implements PeerBackend {
 
   createChannel(label: string, opts?: ChannelOptions): RawChannel {
     return new NativeChannel(this.pc.createDataChannel(label, dataChannelInit(opts)));
+  }
+
+  /** A browser's certificate is an `RTCCertificate` with no PEM; ICE restarts, so no rebuild needs it. */
+  certificate(): null {
+    return null;
   }
 
   async localFingerprint(): Promise<string> {

@@ -32,14 +32,88 @@
  * Measured (docs/BENCHMARKS.md): werift -> node-datachannel went from about 1,030 ms to about
  * 140 ms (werift <-> werift takes the same), node-datachannel <-> node-datachannel 3-5 ms.
  *
- * Limits (reported by the session as a failed restart, recovered by dialing again):
+ * Why relayed connects stalled for about 1 s (bench/connect/native-relayed.ts,
+ * bench/connect/natlab-native.ts, docs/BENCHMARKS.md): the role order above assumes the answerer's
+ * ICE completes first, and on a relayed path it does not. A check relayed into the peer's
+ * allocation is dropped until that allocation has a permission for the sender's address (RFC 8656
+ * §9), and the peer installs that permission only when it sends its own first check there. So the
+ * first relayed check of whichever side checks first is lost and the side that checks second
+ * connects first; the answerer learns the offerer's relayed candidate first (the offerer allocated
+ * before it made the offer), so it checked first and the offerer, the DTLS client, connected first
+ * (34 of 34 relay-to-relay loopback dials; libjuice's triggered check back waits a 50 ms pacing
+ * slot). Its ClientHello then reaches an answerer whose DTLS transport does not exist yet.
+ * libdatachannel 0.24.5 buffers it (`Transport::recv`) and replays it when the transport starts,
+ * but `DtlsTransport::start` registers the receive callback before it enters its connecting state,
+ * and the receive worker that the replay wakes returns early when it runs in between, leaving the
+ * ClientHello unread until the next datagram: the client's retransmission, 1 s later (RFC 6347
+ * §4.2.4.1). Seen with libdatachannel's Verbose log ("Incoming size=232" right after "Starting
+ * DTLS transport", no answer, then "DTLS retransmit" at +1 s) and with the relay counting
+ * ClientHellos (2 in every slow dial, 1 in every fast one). How often the worker loses that race
+ * depends on load: 13 of 21 dials stalled at load 3-5, 1 of 33 on a quiet machine. The lab path is
+ * the same race with NATs: the answerer's check from its relay to the offerer's server-reflexive
+ * address opens its allocation to the offerer's NAT, and the offerer's host-socket check to the
+ * answerer's relayed address then passes first.
+ * The fix (our side; the race itself is libdatachannel's; since 2026-12-06 off by default, see
+ * `NodeDatachannelOptions.orderReflexiveChecks`: in the NAT lab it cost whole dials), for the relay-to-relay path: a
+ * node-datachannel offerer that is the DTLS client holds its relayed candidates (and its end of
+ * candidates) back until the answerer's relayed candidate or end of candidates arrived, plus one
+ * pacing slot per pair those form with our bases, so our relayed checks (which open our
+ * allocation to the relay's address) have left before the answerer can check us. The answerer's
+ * relayed check then passes first and it connects first, as on a direct path. Host and
+ * server-reflexive candidates are never held (direct paths are unchanged), a werift answerer (we
+ * are then the DTLS server) releases them at once, and a peer that sends neither still gets them
+ * 1 s after the answer. Cost: relayed dials wait those slots (loopback relay-to-relay p50 128 ->
+ * 238 ms on a quiet machine), for no retransmission.
+ * Not fixed: the NAT lab's relayed path (symmetric on both sides) is host-socket-to-relay
+ * (prflx -> relay), opened by the answerer's relay -> server-reflexive check. Holding our
+ * server-reflexive candidates too fixed that cell (0 of 10 stalls against 1-5 of 10) but made
+ * full-cone -> address-restricted dials stall (3 of 5 against 0 of 5): where the offerer's NAT
+ * admits unsolicited packets, the answerer's early check is what made it connect first. So that
+ * variant was withdrawn. Also not covered: an answerer that admits unsolicited packets while the
+ * offerer is behind a filtering NAT (the offerer's first check succeeds at once).
+ * test/client/native-relayed-order.test.ts holds the mechanism (server connected first, one
+ * ClientHello per dial). Seen on the way: libjuice does not release its TURN allocation when the
+ * agent is destroyed (no Refresh with lifetime 0), so every dial leaves one allocation per side for
+ * its lifetime and an endpoint hits the relay's 10 allocations per username after about ten dials
+ * (fixed: see below).
+ *
+ * TURN allocations: libjuice never deletes its allocation when a connection closes (each closed
+ * link held one per side on the relay for libjuice's 600 s lifetime, so about ten links in ten
+ * minutes reached the relay's per-user quota). `close()` deletes it from the same 5-tuple after
+ * libjuice let go of its socket (client/webrtc/turn-release.ts; test/client/native-turn-release.test.ts).
+ *
+ * Limits:
  * - no ICE restart (libdatachannel issue #545): `createOffer({ iceRestart: true })` and a
- *   restart offer from the peer reject with `BackendUnsupportedError`;
+ *   restart offer from the peer reject with `BackendUnsupportedError`. `canRestartIce` is false,
+ *   so the link rebuilds the connection instead (client/session.ts); for that it gives this
+ *   backend a certificate (`PeerOptions.certificate`: libdatachannel takes it as PEM files and
+ *   cannot hand out the one it makes), the same for every connection of the link;
  * - ICE servers cannot be replaced on a live connection: `setIceServers` keeps them for
  *   reporting only; libjuice refreshes an allocation with the credentials it started with;
  * - TURN over TCP and TLS: libjuice (the ICE agent in the prebuilt binaries) relays over UDP
- *   only, so `turn:...?transport=tcp` and `turns:` URLs are not used by this backend.
+ *   only, so `turn:...?transport=tcp` and `turns:` URLs are not used by this backend;
+ * - no relay-only policy: this backend refuses `iceTransportPolicy: 'relay'` (see below), and
+ *   `client/index.ts` builds relay-only links on werift.
+ *
+ * Why relay-only is refused (the leak it caused, found with test/client/path.test.ts): the
+ * policy reaches libdatachannel's own candidate signalling, but its libjuice ICE transport has no
+ * such setting. libjuice's one UDP socket is the host candidate and the TURN client alike, it
+ * pairs that socket with every remote candidate, and it learns a peer-reflexive candidate from
+ * every verified Binding request, including one that reached it through its own relay. A peer
+ * that is not relay-only sends checks from its host or server-reflexive address to our relayed
+ * candidate; libjuice then adds that address as peer-reflexive and checks it from the host
+ * socket, straight past the relay. Seen on loopback: the forced side's selected pair was host to
+ * the peer's host, and the relay carried 0 of the 2 MiB the forced side sent, so the peer (and
+ * anyone on the path) saw the address the application asked to hide. W3C webrtc-pc §4.2.1
+ * ('relay': use only relayed candidates) forbids exactly that. Filtering candidates in the SDP
+ * and trickle does not stop it (the peer-reflexive candidate comes from the check itself), so the
+ * policy is not offered on this stack at all.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NetworkWatch, type NetworkWatchOptions } from './network-watch.js';
+import { releaseAllocations, type HeldAllocation } from './turn-release.js';
 import {
   dataChannelInit,
   normaliseFingerprint,
@@ -49,6 +123,7 @@ import {
   type CandidateInit,
   type ChannelOptions,
   type ChannelState,
+  type DtlsCertificate,
   type IceServerConfig,
   type PeerBackend,
   type PeerOptions,
@@ -92,6 +167,8 @@ declare namespace Ndc {
     iceTransportPolicy?: 'all' | 'relay';
     disableAutoNegotiation?: boolean;
     bindAddress?: string;
+    certificatePemFile?: string;
+    keyPemFile?: string;
   }
   interface SelectedCandidateInfo {
     address: string;
@@ -102,6 +179,7 @@ declare namespace Ndc {
   }
   interface DataChannel {
     getLabel(): string;
+    getId(): number;
     close(): void;
     sendMessage(msg: string): boolean;
     sendMessageBinary(buffer: Uint8Array): boolean;
@@ -210,6 +288,23 @@ function iceUfrag(sdp: string): string | null {
   return /^a=ice-ufrag:(\S+)/m.exec(sdp)?.[1] ?? null;
 }
 
+/**
+ * A description without its candidate lines, and those lines (`candidate:...`). libdatachannel
+ * applies the candidates of a remote description inside `setRemoteDescription`, and on a busy
+ * CPU that has failed the whole description with "Got a remote candidate without ICE transport"
+ * (client suite, native run: one dial in about 130 lost that way). Added one by one afterwards,
+ * a candidate that fails is just one candidate (see `addCandidate`).
+ */
+function splitCandidates(sdp: string): { sdp: string; candidates: string[] } {
+  const candidates: string[] = [];
+  const lines = sdp.split(/\r?\n/).filter((l) => {
+    if (!l.startsWith('a=candidate:')) return l !== 'a=end-of-candidates';
+    candidates.push(l.slice(2));
+    return false;
+  });
+  return { sdp: lines.join('\r\n'), candidates };
+}
+
 /** The mid of the application m-section; libdatachannel needs it with every remote candidate. */
 function applicationMid(sdp: string): string | null {
   const m = /^m=application[^\n]*\n(?:(?!m=)[^\n]*\n)*?a=mid:(\S+)/m.exec(sdp);
@@ -220,6 +315,19 @@ function applicationMid(sdp: string): string | null {
  * Converts ICE servers to libdatachannel's structured form (hostname, port, credentials as
  * fields, never spliced into a URL). `stun:` and UDP `turn:` are kept; TCP and TLS relays are
  * left out because libjuice only relays over UDP (see the module header).
+ *
+ * A `stun:` server at the same host and port as a UDP `turn:` server given with credentials is
+ * left out too: the Allocate success response carries the server-reflexive address
+ * (XOR-MAPPED-ADDRESS, RFC 8656 §7.3) and libjuice gathers it from there, so the Binding request
+ * adds nothing but one more transaction. That transaction is what cost a homelink dial about
+ * 100 ms: libjuice paces every transaction it starts, gathering and connectivity checks alike, at
+ * least `Ta` = 50 ms apart (RFC 8445 §14.2), and places a new one in the first free 50 ms slot
+ * after those already armed. The offerer arms its server transactions when it makes the offer
+ * (STUN Binding, TURN Allocate, the Allocate again after the 401 challenge, RFC 8656 §7.2), so
+ * the check it arms on the answer, a few ms later, waited behind all three (bench/connect,
+ * docs/BENCHMARKS.md). Dropping the duplicate STUN entry removes one slot from that queue.
+ * The relay policy never reaches this backend (the constructor refuses it), so the list is the
+ * one for the `all` policy.
  */
 export function toNdcIceServers(servers: readonly IceServerConfig[]): Ndc.IceServer[] {
   const out: Ndc.IceServer[] = [];
@@ -234,7 +342,8 @@ export function toNdcIceServers(servers: readonly IceServerConfig[]): Ndc.IceSer
       }
     }
   }
-  return out;
+  const turnAt = new Set(out.filter((e) => e.relayType).map((e) => `${e.hostname.toLowerCase()}|${e.port}`));
+  return out.filter((e) => e.relayType !== undefined || !turnAt.has(`${e.hostname.toLowerCase()}|${e.port}`));
 }
 
 class NdcChannel implements RawChannel {
@@ -251,12 +360,10 @@ class NdcChannel implements RawChannel {
     readonly label: string,
     readonly ordered: boolean,
     readonly maxRetransmits: number | null,
+    remote = false,
   ) {
     this.st = dc.isOpen() ? 'open' : 'connecting';
-    dc.onOpen(() => {
-      this.st = 'open';
-      this.onOpen?.();
-    });
+    dc.onOpen(() => this.opened());
     dc.onClosed(() => {
       if (this.st === 'closed') return;
       this.st = 'closed';
@@ -264,11 +371,49 @@ class NdcChannel implements RawChannel {
     });
     dc.onError((e) => this.onError?.(new Error(`data channel error: ${e}`)));
     dc.onBufferedAmountLow(() => this.onBufferedAmountLow?.());
-    dc.onMessage((m) => {
+    this.listen();
+    if (remote && this.st === 'connecting') this.watchOpen();
+  }
+
+  private listen(): void {
+    this.dc.onMessage((m) => {
       if (typeof m === 'string') return this.onMessage?.(m);
       this.onMessage?.(m instanceof ArrayBuffer ? new Uint8Array(m) : new Uint8Array(m.buffer, m.byteOffset, m.byteLength));
     });
   }
+
+  private opened(): void {
+    if (this.st !== 'connecting') return;
+    this.st = 'open';
+    this.onOpen?.();
+  }
+
+  /**
+   * A channel the peer opened normally arrives open (libdatachannel hands it over from its open
+   * event). Under load it was seen arriving not yet open, and then neither its open event nor a
+   * message ever reached us while the peer's data filled the stream (NAT lab, 2 of 8 loaded runs;
+   * see docs/NATLAB.md). Watch it: once libdatachannel says it is open, take it as open and
+   * register the message callback again, which makes libdatachannel deliver what it queued.
+   */
+  private watchOpen(): void {
+    const until = Date.now() + REMOTE_OPEN_WATCH_MS;
+    const t = setInterval(() => {
+      if (this.st !== 'connecting' || Date.now() > until) return clearInterval(t);
+      if (!this.dc.isOpen()) return;
+      clearInterval(t);
+      this.listen();
+      this.opened();
+    }, REMOTE_OPEN_POLL_MS);
+    t.unref?.();
+  }
+  get id(): number | null {
+    if (this.st === 'closed') return this.streamId;
+    const id = this.dc.getId();
+    // libdatachannel reports 65535 (no id) until the association assigned one.
+    if (id >= 0 && id < 65535) this.streamId = id;
+    return this.streamId;
+  }
+  private streamId: number | null = null;
   get state(): ChannelState {
     return this.st;
   }
@@ -333,45 +478,145 @@ const CLOSE_FLUSH_MS = 500;
 /** At least this long even where the round trip reads 0 (loopback) or unknown: scheduling on a loaded machine. */
 const CLOSE_MIN_WAIT_MS = 20;
 
+/** A channel the peer opened that arrives not open is watched this long, this often (see `NdcChannel.watchOpen`). */
+const REMOTE_OPEN_WATCH_MS = 10_000;
+const REMOTE_OPEN_POLL_MS = 20;
+
+/** A remote candidate that finds libdatachannel's ICE transport not there yet is tried again this often, this many times (1 s). */
+const ICE_TRANSPORT_WAIT_MS = 20;
+const ICE_TRANSPORT_WAIT_TRIES = 50;
+
 /** Remote candidates held until their description arrives; a peer gathers a handful, this bounds a flood. */
 const MAX_EARLY_CANDIDATES = 64;
+
+/**
+ * libjuice's pacing interval `Ta` (its STUN_PACING_TIME, RFC 8445 §14.2): it starts one
+ * connectivity check per 50 ms, in pair priority order, so a pair with a relayed local candidate
+ * (the lowest priority) leaves last. See "Why relayed connects stalled" in the module header.
+ */
+const CHECK_PACING_MS = 50;
+/**
+ * Bound on holding our relayed candidates back after the answer: a peer
+ * that never trickles a relayed candidate nor its end of candidates still gets them.
+ */
+const REFLEXIVE_HOLD_MAX_MS = 1_000;
+
+/** Options of this backend that the `PeerBackend` contract does not have (benches and tests). */
+export interface NodeDatachannelOptions {
+  /**
+   * Offerer only: hold our relayed candidates back until our own checks
+   * towards the answerer's have left (module header, "Why relayed connects stalled"). Default
+   * false: it removes the 1 s DTLS stall on a relay-to-relay path, but in the NAT lab (two
+   * port-restricted homes whose direct UDP is blocked, test/natlab/upgrade.test.ts) 2 of 5 links
+   * held this way never connected, against 0 of 11 without it (2026-12-06). A stall is cheaper
+   * than a dial that fails. Turn it on for a relay-to-relay path (only on loopback: a deployed
+   * relay refuses peers at its own address): there an early ClientHello can deadlock
+   * libdatachannel 0.24.5 (upstream PR #1630; test/client/relay-helpers.ts RELAY_TO_RELAY_NATIVE).
+   */
+  readonly orderReflexiveChecks?: boolean;
+  /**
+   * Local address watch, as on werift (client/webrtc/network-watch.ts); `false` turns it off.
+   * With `hostAddresses` it watches those addresses only. A change reaches the link as
+   * `onNetworkChange`, which rebuilds the connection from the new address at once instead of
+   * waiting for the liveness probe to hear the silence.
+   */
+  readonly networkWatch?: NetworkWatchOptions | false;
+}
+
+/**
+ * Runs `fn` with the certificate written to two files only the owner can read, removed as soon
+ * as `fn` returns. libdatachannel takes a certificate by file name only (`certificatePemFile`,
+ * `keyPemFile`) and reads both in the PeerConnection constructor, before it returns.
+ */
+function withPemFiles<T>(cert: DtlsCertificate, fn: (files: { certificatePemFile: string; keyPemFile: string }) => T): T {
+  const dir = mkdtempSync(join(tmpdir(), 'homelink-dtls-'));
+  try {
+    const certificatePemFile = join(dir, 'cert.pem');
+    const keyPemFile = join(dir, 'key.pem');
+    writeFileSync(certificatePemFile, cert.certPem, { mode: 0o600 });
+    writeFileSync(keyPemFile, cert.keyPem, { mode: 0o600 });
+    return fn({ certificatePemFile, keyPemFile });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 /** A `PeerBackend` on libdatachannel. Construct with `createNodeDatachannelBackend`. */
 export class NodeDatachannelBackend implements PeerBackend {
   onCandidate: ((c: CandidateInit | null) => void) | null = null;
   onState: ((s: TransportState) => void) | null = null;
   onChannel: ((c: RawChannel) => void) | null = null;
+  onNetworkChange: (() => void) | null = null;
+  /** libdatachannel #545: a lost path is recovered by rebuilding the connection (client/session.ts). */
+  readonly canRestartIce = false;
 
   private readonly pc: Ndc.PeerConnection;
+  private readonly cert: DtlsCertificate | null;
   private servers: readonly IceServerConfig[];
   private readonly hosts: ReadonlySet<string> | null;
   private readonly channels = new Set<NdcChannel>();
   private remoteMid = '0';
   private remoteUfrag: string | null = null;
   private closed = false;
+  /** Offerer that orders reflexive checks: our relayed candidates and end of candidates wait here. */
+  private holding = false;
+  private readonly orderReflexive: boolean;
+  private readonly held: Array<CandidateInit | null> = [];
+  /** Local candidates with their own socket or allocation (host, relay): one check per remote candidate each. */
+  private localBases = 0;
+  /** Remote relayed candidates added since the answer. */
+  private remoteReflexive = 0;
+  private releaseTimer: ReturnType<typeof setTimeout> | null = null;
+  /** libjuice's one UDP socket (the port its host candidates announce) and what it is bound to. */
+  private juicePort: number | null = null;
+  private readonly juiceAddress: string;
+  /** The TURN servers libjuice was built with, and whether it got a relayed candidate. */
+  private readonly turnServers: HeldAllocation[];
+  private allocated = false;
+  private readonly watch: NetworkWatch | null;
 
-  constructor(ndc: NdcModule, opts: PeerOptions) {
+  constructor(ndc: NdcModule, opts: PeerOptions, extra: NodeDatachannelOptions = {}) {
+    this.orderReflexive = extra.orderReflexiveChecks ?? false;
+    if (opts.iceTransportPolicy === 'relay') throw new BackendUnsupportedError('node-datachannel cannot keep a link relay-only (libjuice checks peer-reflexive addresses from its host socket); use werift');
     this.servers = opts.iceServers;
     const host = opts.hostAddresses;
     this.hosts = host ? new Set(host) : null;
-    this.pc = new ndc.PeerConnection(`homelink-${nextPeerId++}`, {
-      iceServers: toNdcIceServers(opts.iceServers),
-      iceTransportPolicy: opts.iceTransportPolicy ?? 'all',
+    const ndcServers = toNdcIceServers(opts.iceServers);
+    this.turnServers = ndcServers.flatMap((e) => (e.relayType && e.username !== undefined && e.password !== undefined ? [{ host: e.hostname, port: e.port, username: e.username, password: e.password }] : []));
+    this.juiceAddress = host?.length === 1 && /^\d+\.\d+\.\d+\.\d+$/.test(host[0]!) ? host[0]! : '0.0.0.0';
+    this.cert = opts.certificate ?? null;
+    const config: Ndc.RtcConfig = {
+      iceServers: ndcServers,
+      iceTransportPolicy: 'all',
       // Descriptions are made when we ask (createOffer / acceptOffer), as the session expects.
       disableAutoNegotiation: true,
       // One IPv4 address given: every ICE socket binds there (tests, the loopback-only stack).
       ...(host?.length === 1 && /^\d+\.\d+\.\d+\.\d+$/.test(host[0]!) ? { bindAddress: host[0]! } : {}),
-    });
+    };
+    this.pc = this.cert ? withPemFiles(this.cert, (files) => new ndc.PeerConnection(`homelink-${nextPeerId++}`, { ...config, ...files })) : new ndc.PeerConnection(`homelink-${nextPeerId++}`, config);
+    // Made once the connection exists (a constructor that throws leaves no timer). libjuice gathers on what the interfaces held when the connection was made and never looks
+    // again, so a renumbered or moved host keeps checking from sockets whose address is gone.
+    this.watch =
+      extra.networkWatch === false
+        ? null
+        : new NetworkWatch(() => void (this.closed || this.onNetworkChange?.()), { ...(extra.networkWatch ?? {}), ...(host ? { pinned: host } : {}) });
     this.pc.onLocalCandidate((candidate, mid) => {
       if (this.closed) return;
       const line = candidate.replace(/^a=/, '');
       const info = parseCandidate(line);
+      if (info?.type === 'host' && info.protocol === 'udp') this.juicePort ??= info.port;
+      if (info?.type === 'relay') this.allocated = true;
       // With several host addresses given, announce host candidates on those only (as native.ts).
       if (this.hosts && info && info.type === 'host' && !this.hosts.has(info.address)) return;
-      this.onCandidate?.({ candidate: line, sdpMid: mid, sdpMLineIndex: 0 });
+      if (info?.type === 'host' || info?.type === 'relay') this.localBases++;
+      const c = { candidate: line, sdpMid: mid, sdpMLineIndex: 0 };
+      if (this.holding && info?.type === 'relay') this.held.push(c);
+      else this.onCandidate?.(c);
     });
     this.pc.onGatheringStateChange((s) => {
-      if (s === 'complete' && !this.closed) this.onCandidate?.(null);
+      if (s !== 'complete' || this.closed) return;
+      if (this.holding) this.held.push(null);
+      else this.onCandidate?.(null);
     });
     this.pc.onStateChange((s) => {
       const st = STATE_MAP[s];
@@ -384,9 +629,13 @@ export class NodeDatachannelBackend implements PeerBackend {
     });
     this.pc.onDataChannel((dc) => {
       // The peer's reliability parameters are not exposed by the bindings; report the defaults.
-      const ch = this.track(new NdcChannel(dc, dc.getLabel(), true, null));
+      const ch = this.track(new NdcChannel(dc, dc.getLabel(), true, null, true));
       this.onChannel?.(ch);
     });
+  }
+
+  certificate(): DtlsCertificate | null {
+    return this.cert;
   }
 
   private track(ch: NdcChannel): NdcChannel {
@@ -406,6 +655,7 @@ export class NodeDatachannelBackend implements PeerBackend {
       // An application m-section needs a channel before the first offer; id 0 is reserved for it.
       this.createChannel('homelink', { negotiatedId: 0 });
     }
+    this.holding = this.orderReflexive;
     this.pc.setLocalDescription('offer');
     // Offerer = DTLS client: see "Why connects stalled" in the module header.
     return fingerprintPerMedia(pinSetup(this.localSdp(), 'active'));
@@ -420,7 +670,9 @@ export class NodeDatachannelBackend implements PeerBackend {
     // RFC 8842 §5.3 only recommends `active`). libdatachannel picks the role itself from the
     // remote offer, so it is shown the offer with `actpass` read as `active` and then answers
     // `passive`; the peer, which offered `actpass`, becomes the DTLS client as the answer says.
-    this.pc.setRemoteDescription(pinSetup(sdp, 'active'), 'offer');
+    const { sdp: bare, candidates } = splitCandidates(pinSetup(sdp, 'active'));
+    this.pc.setRemoteDescription(bare, 'offer');
+    this.early.unshift(...candidates.map((candidate) => ({ candidate, sdpMid: this.remoteMid, sdpMLineIndex: 0 })));
     await this.flushEarly();
     this.pc.setLocalDescription('answer');
     return fingerprintPerMedia(this.localSdp());
@@ -429,14 +681,55 @@ export class NodeDatachannelBackend implements PeerBackend {
   async acceptAnswer(sdp: string): Promise<void> {
     this.checkRestart(sdp);
     this.remoteMid = applicationMid(sdp) ?? this.remoteMid;
-    this.pc.setRemoteDescription(sdp, 'answer');
+    const { sdp: bare, candidates } = splitCandidates(sdp);
+    this.pc.setRemoteDescription(bare, 'answer');
+    this.early.unshift(...candidates.map((candidate) => ({ candidate, sdpMid: this.remoteMid, sdpMLineIndex: 0 })));
+    // We are the DTLS client only when the answer says `passive`; as the server we have nothing to order.
+    if (!/^a=setup:passive\r?$/m.test(sdp)) this.releaseHeld();
+    else if (this.holding) this.scheduleRelease(REFLEXIVE_HOLD_MAX_MS);
     await this.flushEarly();
   }
 
-  private early: CandidateInit[] = [];
+  /** Releases held candidates after `ms`, or sooner if a release is already due sooner. */
+  private scheduleRelease(ms: number): void {
+    const at = performance.now() + ms;
+    if (this.releaseTimer !== null && this.releaseAt <= at) return;
+    if (this.releaseTimer !== null) clearTimeout(this.releaseTimer);
+    this.releaseAt = at;
+    this.releaseTimer = setTimeout(() => this.releaseHeld(), ms);
+  }
+  private releaseAt = 0;
 
+  /** Announces the held candidates (and the held end of candidates) in the order they were gathered. */
+  private releaseHeld(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    if (this.releaseTimer !== null) clearTimeout(this.releaseTimer);
+    this.releaseTimer = null;
+    if (this.closed) return;
+    for (const c of this.held.splice(0)) this.onCandidate?.(c);
+  }
+
+  /**
+   * Held candidates go once our checks towards the answerer's relayed candidates have left:
+   * when its relayed candidate or its end of candidates arrived, after one pacing slot per pair
+   * those candidates form with our bases (libjuice checks them in priority order, ours with a
+   * relayed local candidate last).
+   */
+  private noteRemote(c: CandidateInit | null): void {
+    if (!this.holding || !this.pc.remoteDescription()) return;
+    const type = c && c.candidate !== '' ? parseCandidate(c.candidate)?.type : null;
+    if (type === 'relay') this.remoteReflexive++;
+    if (type !== 'relay' && type !== null) return;
+    const pairs = Math.max(1, this.localBases) * Math.max(1, this.remoteReflexive);
+    this.scheduleRelease(Math.min(REFLEXIVE_HOLD_MAX_MS, pairs * CHECK_PACING_MS));
+  }
+
+  private early: Array<CandidateInit | null> = [];
+
+  /** Candidates that waited for the description; one that fails is one path less, not a failed description. */
   private async flushEarly(): Promise<void> {
-    for (const c of this.early.splice(0)) await this.addCandidate(c);
+    for (const c of this.early.splice(0)) await this.addCandidate(c).catch(() => undefined);
   }
 
   /** A second remote description with new ICE credentials is a restart, which libdatachannel cannot do. */
@@ -449,16 +742,28 @@ export class NodeDatachannelBackend implements PeerBackend {
   }
 
   async addCandidate(c: CandidateInit | null): Promise<void> {
-    // libdatachannel has no end-of-candidates call; its checks end by themselves.
-    if (c === null || c.candidate === '' || this.closed) return;
+    if (this.closed) return;
     // Trickled candidates can overtake the description they belong to (NATLAB.md); libdatachannel
     // then fails the description itself, so they wait here until it is applied.
     if (!this.pc.remoteDescription()) {
       if (this.early.length < MAX_EARLY_CANDIDATES) this.early.push(c);
       return;
     }
+    this.noteRemote(c);
+    // libdatachannel has no end-of-candidates call; its checks end by themselves.
+    if (c === null || c.candidate === '') return;
+    const line = c.candidate.startsWith('a=') ? c.candidate : `a=${c.candidate}`;
     try {
-      this.pc.addRemoteCandidate(c.candidate.startsWith('a=') ? c.candidate : `a=${c.candidate}`, c.sdpMid ?? this.remoteMid);
+      // libdatachannel's ICE transport can lag its description on a busy CPU (see `splitCandidates`): wait for it, bounded.
+      for (let i = 0; ; i++) {
+        try {
+          this.pc.addRemoteCandidate(line, c.sdpMid ?? this.remoteMid);
+          break;
+        } catch (e) {
+          if (i >= ICE_TRANSPORT_WAIT_TRIES || this.closed || !/without ICE transport/.test(String(e))) throw e;
+          await new Promise((r) => setTimeout(r, ICE_TRANSPORT_WAIT_MS));
+        }
+      }
     } catch (e) {
       // A candidate that trickles in after the peer ended the connection is moot (werift ignores
       // it too); the session hears of the end from the transport state and the room, with the
@@ -524,6 +829,8 @@ export class NodeDatachannelBackend implements PeerBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.watch?.stop();
+    if (this.releaseTimer !== null) clearTimeout(this.releaseTimer);
     // libdatachannel's close() tears the SCTP association down at once, and a message handed to
     // usrsctp a moment before (a bye on the control channel) can go with it: libdatachannel has
     // no "delivered" signal, and a closed channel reports closed before its stream reset is
@@ -540,6 +847,9 @@ export class NodeDatachannelBackend implements PeerBackend {
     for (const ch of this.channels) ch.close();
     this.channels.clear();
     this.pc.close();
+    // libjuice leaves its allocation on the relay for its whole lifetime (600 s): delete it from
+    // the same 5-tuple (client/webrtc/turn-release.ts), bounded by RELEASE_TIMEOUT_MS.
+    if (this.allocated && this.juicePort !== null) await releaseAllocations({ address: this.juiceAddress, port: this.juicePort }, this.turnServers);
   }
 }
 
@@ -552,8 +862,8 @@ export class NodeDatachannelBackend implements PeerBackend {
  * const pc = await createNodeDatachannelBackend({ iceServers, hostAddresses: ['127.0.0.1'] });
  * ```
  */
-export async function createNodeDatachannelBackend(opts: PeerOptions): Promise<PeerBackend> {
+export async function createNodeDatachannelBackend(opts: PeerOptions, extra?: NodeDatachannelOptions): Promise<PeerBackend> {
   const ndc = await loadNodeDatachannel();
   if (!ndc) throw new BackendUnsupportedError('node-datachannel is not installed (optional dependency)');
-  return new NodeDatachannelBackend(ndc, opts);
+  return new NodeDatachannelBackend(ndc, opts, extra);
 }

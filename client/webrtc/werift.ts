@@ -18,7 +18,7 @@
  *   allocation on the relay for the whole lifetime and keeps the process alive for minutes;
  *   `releaseTurnOnClose` below replaces both (see there).
  *
- * DTLS: every connection gets its own certificate (`newDtlsKeys`). werift itself refuses a peer whose certificate does not match the SDP fingerprint
+ * DTLS: every link gets its own certificate (`newDtlsKeys`; a rebuilt connection of the link is given the same one, `PeerOptions.certificate`). werift itself refuses a peer whose certificate does not match the SDP fingerprint
  * (`RTCDtlsTransport.verifyRemoteCertificateFingerprint`, checked in test/client/backend.test.ts);
  * we still compute the presented certificate's fingerprint ourselves from its DER bytes so the
  * identity check compares against what the handshake carried, not what SDP claimed.
@@ -45,6 +45,7 @@ import {
   type CandidateInit,
   type ChannelOptions,
   type ChannelState,
+  type DtlsCertificate,
   type IceServerConfig,
   type OfferOptions,
   type PeerBackend,
@@ -78,8 +79,8 @@ interface PairInternals {
   localCandidate: CandidateInternals;
   remoteCandidate: CandidateInternals;
   rtt?: number;
-  bytesSent: number;
-  bytesReceived: number;
+  state: number;
+  nominated: boolean;
   updateState(state: number): void;
 }
 /** werift's `RTCSctpTransport` fields `alignStreamParity` adjusts. */
@@ -95,15 +96,17 @@ interface IceConnectionInternals {
   generation: number;
   nominated?: PairInternals;
   options: { turnUsername?: string; turnPassword?: string };
-  candidatePairs: PairInternals[];
   protocols: ProtocolInternals[];
   send: (data: Buffer) => Promise<void>;
+  /** Every datagram of application data (DTLS) that reached any of the agent's sockets. */
+  onData: { subscribe(fn: (data: Buffer) => void): unknown };
   checkStart: (pair: PairInternals) => { awaitable: Promise<unknown>; resolve: () => void };
   checkComplete(pair: PairInternals): void;
   appendLocalCandidate(c: unknown): void;
 }
 
-/** werift's `CandidatePairState.FAILED` (ice/src/iceBase.ts). */
+/** werift's `CandidatePairState` values (ice/src/iceBase.ts). */
+const PAIR_SUCCEEDED = 3;
 const PAIR_FAILED = 4;
 /**
  * How long the pair in use before an ICE restart keeps carrying data while the restart finds a
@@ -142,6 +145,9 @@ class WeriftChannel implements RawChannel {
   get label(): string {
     return this.dc.label;
   }
+  get id(): number | null {
+    return this.dc.id ?? null;
+  }
   get ordered(): boolean {
     return this.dc.ordered;
   }
@@ -173,6 +179,16 @@ function toInfo(c: { type: string; host: string; port: number; transport: string
   return { type, address: c.host, port: c.port, protocol: c.transport.toLowerCase() === 'tcp' ? 'tcp' : 'udp' };
 }
 
+function isRelayedPair(p: PairInternals): boolean {
+  return p.localCandidate.type === 'relay' || p.remoteCandidate.type === 'relay';
+}
+
+/** Both ends host or server-reflexive (a peer-reflexive remote may be the peer's relay). */
+function isDirectPair(p: PairInternals): boolean {
+  const direct = (t: string): boolean => t === 'host' || t === 'srflx';
+  return direct(p.localCandidate.type) && direct(p.remoteCandidate.type);
+}
+
 /** A werift candidate pair as the portable `SelectedPair`. */
 function pairInfo(pair: PairInternals, servers: readonly IceServerConfig[]): SelectedPair {
   const local = toInfo(pair.localCandidate);
@@ -200,6 +216,7 @@ export class WeriftBackend implements PeerBackend {
   onState: ((s: TransportState) => void) | null = null;
   onChannel: ((c: RawChannel) => void) | null = null;
   onNetworkChange: (() => void) | null = null;
+  readonly canRestartIce = true;
 
   private readonly pc: RTCPeerConnection;
   private servers: readonly IceServerConfig[];
@@ -217,7 +234,7 @@ export class WeriftBackend implements PeerBackend {
   constructor(
     private readonly opts: PeerOptions,
     servers: readonly IceServerConfig[],
-    keys: DtlsKeys,
+    private readonly keys: DtlsKeys,
     nodeOpts: WeriftOptions = {},
   ) {
     this.servers = servers;
@@ -294,7 +311,7 @@ export class WeriftBackend implements PeerBackend {
 
   /**
    * Clears werift's built-in public STUN default when we configured none (no internet here, and
-   * no leak there), and wraps each ICE agent once (`carryOver`, `filterChecks`).
+   * no leak there), and wraps each ICE agent once (`countBytes`, `carryOver`, `filterChecks`).
    */
   private patchTransports(): void {
     this.alignStreamParity();
@@ -304,7 +321,33 @@ export class WeriftBackend implements PeerBackend {
       this.patched.add(conn);
       this.carryOver(conn);
       this.filterChecks(conn);
+      this.preferDirect(conn);
+      this.countBytes(conn);
     }
+  }
+
+  /**
+   * Transport byte counters for `stats()`, the link's liveness signal. werift 0.24.4 counts bytes
+   * only on its nominated pair, and only for data that arrives on that pair's socket. With
+   * aggressive nomination the two agents can nominate different pairs (seen in the NAT lab: the
+   * dialer sending from its relay allocation to the hub's server-reflexive address, the hub from
+   * its allocation to the dialer's), so every byte the peer sends arrives on a socket the
+   * receiver's nominated pair does not use: its counter stood still on a link carrying 800 KB/s,
+   * and the liveness probe called the path lost after 4 s and restarted ICE. So count what werift
+   * hands to DTLS from any socket, and what it sends, ourselves.
+   */
+  private bytesIn = 0;
+  private bytesOut = 0;
+
+  private countBytes(conn: IceConnectionInternals): void {
+    conn.onData.subscribe((data) => {
+      this.bytesIn += data.length;
+    });
+    const send = conn.send;
+    conn.send = (data) => {
+      this.bytesOut += data.length;
+      return send(data);
+    };
   }
 
   /**
@@ -351,6 +394,31 @@ export class WeriftBackend implements PeerBackend {
         return { awaitable: Promise.resolve(), resolve: () => undefined };
       }
       return start(pair);
+    };
+  }
+
+  /**
+   * werift keeps the first pair nominated in a generation (RFC 8445 §8.1.1: nominating concludes
+   * ICE for the component). With werift's aggressive nomination that is the first pair whose
+   * check succeeded, and on each side its own first: a relayed pair answers within one round trip
+   * to the relay while a direct pair between two restricted NATs needs both sides to have sent,
+   * so a link with a working direct path could start relayed, and the two agents could settle on
+   * different pairs (each sending through its own allocation). Here a direct pair (host or
+   * server-reflexive candidates on both ends, not peer-reflexive: those may be the peer's relay)
+   * that succeeds and is nominated later in the same generation replaces a relayed one, on both
+   * sides alike: the controlled side only marks pairs the controlling side nominated. Data moves
+   * to it as werift's selection moves; DTLS and SCTP do not notice. Relayed never replaces direct.
+   */
+  private preferDirect(conn: IceConnectionInternals): void {
+    const complete = conn.checkComplete.bind(conn);
+    conn.checkComplete = (pair) => {
+      const current = conn.nominated;
+      if (current && current !== pair && pair.state === PAIR_SUCCEEDED && pair.nominated && isRelayedPair(current) && isDirectPair(pair)) {
+        // werift nominates `pair` and restarts consent on it when nothing is nominated.
+        conn.nominated = undefined;
+      }
+      complete(pair);
+      if (!conn.nominated) conn.nominated = current;
     };
   }
 
@@ -510,6 +578,10 @@ export class WeriftBackend implements PeerBackend {
     return new WeriftChannel(this.pc.createDataChannel(label, dataChannelInit(opts)));
   }
 
+  certificate(): DtlsCertificate {
+    return { certPem: this.keys.certPem, keyPem: this.keys.keyPem };
+  }
+
   async localFingerprint(): Promise<string> {
     if (this.localFp) return this.localFp;
     const cert = this.pc.dtlsTransports[0]?.localCertificate;
@@ -557,20 +629,9 @@ export class WeriftBackend implements PeerBackend {
     }
   }
 
-  /** Last seen byte counters per candidate pair: werift counts per pair, and an ICE restart replaces pairs. */
-  private readonly pairBytes = new Map<string, { sent: number; received: number }>();
-
   async stats(): Promise<TransportStats> {
-    const conn = this.pc.iceTransports[0]?.connection as unknown as IceConnectionInternals | undefined;
-    for (const p of conn?.candidatePairs ?? []) this.pairBytes.set(p.id, { sent: p.bytesSent, received: p.bytesReceived });
-    let bytesSent = 0;
-    let bytesReceived = 0;
-    for (const v of this.pairBytes.values()) {
-      bytesSent += v.sent;
-      bytesReceived += v.received;
-    }
-    const pair = conn?.nominated;
-    return { bytesSent, bytesReceived, ...(pair?.rtt !== undefined ? { rttMs: pair.rtt * 1000 } : {}) };
+    const pair = (this.pc.iceTransports[0]?.connection as unknown as IceConnectionInternals | undefined)?.nominated;
+    return { bytesSent: this.bytesOut, bytesReceived: this.bytesIn, ...(pair?.rtt !== undefined ? { rttMs: pair.rtt * 1000 } : {}) };
   }
 
   async close(): Promise<void> {
@@ -677,10 +738,26 @@ releaseTurnOnClose();
  * identity check.
  */
 async function newDtlsKeys(): Promise<DtlsKeys> {
-  return CipherContext.createSelfSignedCertificateWithKey(
-    { signature: SignatureAlgorithm.ecdsa_3, hash: HashAlgorithm.sha256_4 },
-    NamedCurveAlgorithm.secp256r1_23,
-  );
+  return CipherContext.createSelfSignedCertificateWithKey(DTLS_SIGNATURE, NamedCurveAlgorithm.secp256r1_23);
+}
+
+const DTLS_SIGNATURE = { signature: SignatureAlgorithm.ecdsa_3, hash: HashAlgorithm.sha256_4 };
+
+/** A given certificate (a rebuilt connection of the same link) as werift's keys, else a fresh one. */
+function dtlsKeys(cert: DtlsCertificate | undefined): Promise<DtlsKeys> {
+  return cert ? Promise.resolve({ certPem: cert.certPem, keyPem: cert.keyPem, signatureHash: DTLS_SIGNATURE }) : newDtlsKeys();
+}
+
+/**
+ * A fresh ECDSA P-256 DTLS certificate as PEM, for backends that cannot export the one they make
+ * (node-datachannel): the link gives it to each connection it builds, so a rebuild keeps the
+ * fingerprint the identity proof signed. About 4 ms (after the first call).
+ * @example
+ * const cert = await newDtlsCertificate(); // { certPem, keyPem }
+ */
+export async function newDtlsCertificate(): Promise<DtlsCertificate> {
+  const k = await newDtlsKeys();
+  return { certPem: k.certPem, keyPem: k.keyPem };
 }
 
 /**
@@ -693,7 +770,7 @@ async function newDtlsKeys(): Promise<DtlsKeys> {
  * ```
  */
 export async function createWeriftBackend(opts: PeerOptions, nodeOpts: WeriftOptions = {}): Promise<PeerBackend> {
-  const [servers, keys] = await Promise.all([orderIceServers(opts.iceServers, opts.turnTlsOptions), newDtlsKeys()]);
+  const [servers, keys] = await Promise.all([orderIceServers(opts.iceServers, opts.turnTlsOptions), dtlsKeys(opts.certificate)]);
   return new WeriftBackend(opts, servers, keys, nodeOpts);
 }
 

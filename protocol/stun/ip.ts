@@ -18,7 +18,7 @@
  * so a formatted address equals the `rinfo.address` Node reports for the
  * same peer and can be used as a map key.
  *
- * Portable: no Node imports, no `Buffer`.
+ * Portable: no Node imports or Node-only globals (plain Uint8Array and DataView).
  */
 
 /** Longest IPv6 text: 6 groups of 4 hex digits and a dotted quad (45 chars); anything longer is refused unread. */

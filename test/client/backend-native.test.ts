@@ -7,10 +7,11 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createWeriftBackend } from '../../client/webrtc/werift.js';
-import { BackendChoiceError, chooseBackend, parseBackendChoice, sdpFingerprints, type BackendFactory, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
+import { BackendChoiceError, chooseBackend, nativeFallbackReason, parseBackendChoice, sdpFingerprints, type BackendFactory, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
 import { Channel } from '../../client/channel.js';
 import { BackendUnsupportedError, createNodeDatachannelBackend, loadNodeDatachannel, toNdcIceServers } from '../../client/webrtc/node-datachannel.js';
 import { sha256Of, transfer } from './helpers.js';
+import { nodeBackend } from '../../client/index.js';
 
 const LOOPBACK = { iceServers: [], hostAddresses: ['127.0.0.1'] } as const;
 const open: PeerBackend[] = [];
@@ -229,8 +230,8 @@ describe('node-datachannel backend', () => {
       { urls: ['turn:198.51.100.7:3478?transport=udp', 'turn:198.51.100.7:3478?transport=tcp', 'turns:relay.example:5349', 'bogus:x'], username: '1767225600:hub-1', credential: 'c:r/e+d=' },
       { urls: ['turn:[2001:db8::1]:3479'], username: 'u', credential: 'p' },
     ]);
+    // The stun: URL at the UDP turn: server's address is left out (native-pacing.test.ts says why).
     expect(out).toEqual([
-      { hostname: '198.51.100.7', port: 3478 },
       { hostname: '198.51.100.7', port: 3478, username: '1767225600:hub-1', password: 'c:r/e+d=', relayType: 'TurnUdp' },
       { hostname: '2001:db8::1', port: 3479, username: 'u', password: 'p', relayType: 'TurnUdp' },
     ]);
@@ -252,5 +253,22 @@ describe('backend selection', () => {
     expect(chooseBackend('auto', false)).toBe('werift');
     expect(chooseBackend('werift', true)).toBe('werift');
     expect(() => chooseBackend('node-datachannel', false)).toThrow(BackendChoiceError);
+  });
+
+  it('the node-datachannel choice sends relay-only links and TCP/TLS-only relays to werift; the native stack refuses relay-only', async () => {
+    expect(nativeFallbackReason({ iceServers: [], iceTransportPolicy: 'relay' }, 'udp')).toBe('relay-only');
+    expect(nativeFallbackReason({ iceServers: [] }, 'tcp')).toBe('relay-over-tcp-only');
+    expect(nativeFallbackReason({ iceServers: [] }, 'tls')).toBe('relay-over-tcp-only');
+    expect(nativeFallbackReason({ iceServers: [] }, 'udp')).toBeNull();
+    expect(nativeFallbackReason({ iceServers: [], iceTransportPolicy: 'all' }, null)).toBeNull();
+    // The real selection: a relay-only link asked of node-datachannel is a werift backend.
+    const chosen = await nodeBackend('node-datachannel');
+    const b = await chosen.factory({ iceServers: [], iceTransportPolicy: 'relay', hostAddresses: ['127.0.0.1'] });
+    try {
+      expect(b.constructor.name).toBe('WeriftBackend');
+    } finally {
+      await b.close();
+    }
+    await expect(createNodeDatachannelBackend({ iceServers: [], iceTransportPolicy: 'relay' })).rejects.toThrow(/relay-only/);
   });
 });

@@ -98,11 +98,12 @@ describe('endpoint over the real worker', () => {
     expect(app.links).toHaveLength(0);
   });
 
-  it.skipIf(needsWerift('ICE restart after the room comes back', 'signaling sockets dropped mid-session: the link carries on, presence comes back, dialing works again'))('signaling sockets dropped mid-session: the link carries on, presence comes back, dialing works again', async () => {
+  it('signaling sockets dropped mid-session: the link carries on, presence comes back, dialing works again', async () => {
     const home = randomId('home');
     const hub = track(await endpointFor(sig, randomId('hub'), [home]));
     const app = track(await endpointFor(sig, randomId('app'), [home]));
-    hub.on('request', (req) => void req.accept());
+    // The last dial's acceptor may still be verifying when the endpoints close (node-datachannel's dialer opens first).
+    hub.on('request', (req) => void req.accept().catch(() => undefined));
     const accepted = nextLink(hub);
     const link = await app.dial(hub.id);
     const peerLink = await accepted;

@@ -63,7 +63,9 @@ const pairs: Array<[BackendName, BackendName]> = [
 describe('werift <-> node-datachannel through the real worker and relay', () => {
   for (const [dialer, acceptor] of pairs) {
     for (const forced of [false, true]) {
-      const how = forced ? 'forced relay (TURN/UDP)' : 'direct';
+      // Relay-only links asked of node-datachannel are built on werift (privacy: libjuice cannot keep
+      // a link relay-only, client/webrtc/node-datachannel.ts), so the forced case is werift on both ends.
+      const how = forced ? 'forced relay (TURN/UDP; relay-only runs on werift)' : 'direct';
       it(`${dialer} dials ${acceptor}, ${how}: identity verified both ways, 4 MiB each way intact`, async () => {
         const home = randomId('home');
         const [a, h] = [await counted(dialer), await counted(acceptor)];

@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { Endpoint, LinkError, generateDeviceKey } from '../../client/index.js';
 import { endpointFor, nextLink, randomId } from './helpers.js';
-import { signalingProxy, type SignalingProxy } from './proxy.js';
+import { jsonRewritingProxy, signalingProxy, type SignalingProxy } from './proxy.js';
 
 let sig: SignalingHandle;
 const endpoints: Endpoint[] = [];
@@ -30,16 +30,7 @@ type Rewrite = (frame: Record<string, unknown>) => Record<string, unknown> | str
 
 /** A proxy to the worker that passes frames through `toClient` on their way to the client. */
 async function mitmProxy(toClient: Rewrite): Promise<string> {
-  const proxy = await signalingProxy(sig.url, (text, deliver) => {
-    let f: Record<string, unknown>;
-    try {
-      f = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      return deliver(text);
-    }
-    const out = toClient(f);
-    if (out !== null) deliver(typeof out === 'string' ? out : JSON.stringify(out));
-  });
+  const proxy = await jsonRewritingProxy(sig.url, toClient);
   proxies.push(proxy);
   return proxy.url;
 }

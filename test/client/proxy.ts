@@ -46,3 +46,25 @@ export async function signalingProxy(upstreamUrl: string, toClient: (text: strin
       }),
   };
 }
+
+/**
+ * A proxy whose client-bound JSON frames go through `rewrite` (which may change them in place);
+ * frames that are not JSON pass unchanged. Returns null from `rewrite` to drop a frame.
+ */
+export function jsonRewritingProxy(upstreamUrl: string, rewrite: (frame: Record<string, unknown>) => Record<string, unknown> | string | null): Promise<SignalingProxy> {
+  return signalingProxy(upstreamUrl, (text, deliver) => {
+    let f: Record<string, unknown>;
+    try {
+      f = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      return deliver(text);
+    }
+    const out = rewrite(f);
+    if (out !== null) deliver(typeof out === 'string' ? out : JSON.stringify(out));
+  });
+}
+
+/** `sdp` with its DTLS fingerprint replaced by one no certificate here has (a MITM swapping keys). */
+export function withForeignFingerprint(sdp: string): string {
+  return sdp.replace(/^a=fingerprint:sha-256 .*$/gm, `a=fingerprint:sha-256 ${Array.from({ length: 32 }, () => 'AB').join(':')}`);
+}

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { relayConfig, startRelay, type StartedRelay } from '../../relay/index.js';
 import type { RelayEntry } from '../../worker/config.js';
+import { parseCandidate, type BackendFactory, type CandidateInit } from '../../client/webrtc/backend.js';
 
 export const TURN_SECRET = 'client-suite-turn-secret-0123456789abcdef';
 
@@ -82,3 +83,53 @@ export async function testRelay(portMin: number, portMax: number, onRelayed: Tes
   await handle.start();
   return handle;
 }
+
+/**
+ * A relayed-only path on loopback, for a backend that cannot be told to relay (node-datachannel):
+ * give the two peers their own loopback addresses (`RELAYED_ONLY_HOSTS`, apart from the relay's
+ * 127.0.0.1) and wrap both factories with this. It drops every candidate but the relayed ones from
+ * what the peer announces, trickled or in its descriptions, so neither side ever learns a host or
+ * server-reflexive address of the other. A check sent from a host socket to the peer's relayed
+ * address then reaches the relay from 127.0.0.2 or .3, for which that allocation has no
+ * permission (the peer only installed one for the relayed candidates' 127.0.0.1; RFC 8656 §9:
+ * permissions are per IP address), and is dropped. Only the relay-to-relay pair can succeed, and
+ * no peer-reflexive candidate appears (every check arrives from a relayed address).
+ */
+export function relayedOnly(factory: BackendFactory): BackendFactory {
+  const relayed = (line: string): boolean => parseCandidate(line)?.type === 'relay';
+  const strip = (sdp: string): string => sdp.split('\r\n').filter((l) => !l.startsWith('a=candidate:') || relayed(l)).join('\r\n');
+  return async (opts) => {
+    const b = await factory(opts);
+    return new Proxy(b, {
+      get(target, prop, recv) {
+        const v = Reflect.get(target, prop, recv) as unknown;
+        if (typeof v !== 'function') return v;
+        if (prop === 'createOffer' || prop === 'acceptOffer') {
+          return async (...a: unknown[]) => strip(await (v as (...x: unknown[]) => Promise<string>).apply(target, a));
+        }
+        return (v as (...x: unknown[]) => unknown).bind(target);
+      },
+      set(target, prop, value: unknown) {
+        if (prop === 'onCandidate' && typeof value === 'function') {
+          const fn = value as (c: CandidateInit | null) => void;
+          return Reflect.set(target, prop, (c: CandidateInit | null) => (c === null || relayed(c.candidate) ? fn(c) : undefined));
+        }
+        return Reflect.set(target, prop, value);
+      },
+    });
+  };
+}
+
+/**
+ * node-datachannel options for a relay-to-relay path. That path exists only here on loopback (a
+ * deployed relay refuses peers at its own address), and on it the DTLS client connects first, so
+ * its ClientHello waits in the server's queue until the server's DTLS starts. libdatachannel
+ * 0.24.5 can deadlock exactly then over a relayed pair (the juice poll thread starts DTLS holding
+ * the agent lock while a worker replays the ClientHello and sends through the relay, which needs
+ * that lock; upstream PR #1630): seen as a CI run that hung in this suite. Holding the offerer's
+ * relayed candidates makes the server connect first, so nothing waits in its queue.
+ */
+export const RELAY_TO_RELAY_NATIVE = { orderReflexiveChecks: true } as const;
+
+/** The peers' own loopback addresses for `relayedOnly` (the relay listens on 127.0.0.1). */
+export const RELAYED_ONLY_HOSTS = { offerer: '127.0.0.2', answerer: '127.0.0.3' } as const;

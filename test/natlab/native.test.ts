@@ -6,8 +6,10 @@
  * for those cells: a checked transfer, the path theory predicts, two hosts of one home stay on the
  * LAN, and the relay only ever carried ciphertext. Results go to test-output/NATLAB.native.md.
  *
- * UDP-blocked cells are not run: libjuice (the ICE agent in node-datachannel's prebuilt binary)
- * relays over UDP only, and those networks need TURN over TCP or TLS.
+ * One UDP-blocked cell runs too: libjuice (the ICE agent in node-datachannel's prebuilt binary)
+ * relays over UDP only, so there the node-datachannel choice builds the link on werift (the relay
+ * answers the Happy Eyeballs probe over TCP/TLS first; `withNativeFallback`, client/index.ts) and
+ * the link must still relay, over TCP or TLS.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,10 +29,10 @@ const NATIVE_CELLS = [
   'symmetric--symmetric',
   'open--symmetric',
   'same-lan--port-restricted',
+  'udp-blocked--port-restricted',
 ];
 const nativeInstalled = (await loadNodeDatachannel()) !== null;
 if (labAvailable() && !nativeInstalled) console.log('skipped: needs node-datachannel (optional dependency) for the native NAT lab subset');
-if (labAvailable()) console.log('skipped: udp-blocked cells on node-datachannel: needs werift (TURN over TCP/TLS; libjuice relays over UDP only)');
 
 describe.skipIf(!labAvailable() || !nativeInstalled)('NAT lab subset on the native backend (node-datachannel)', () => {
   let lab: Lab;
@@ -55,7 +57,7 @@ describe.skipIf(!labAvailable() || !nativeInstalled)('NAT lab subset on the nati
     capture?.dispose();
   });
 
-  it('each NAT behaviour and the relay cell connect on libdatachannel, direct when theory allows, relay sees only ciphertext', async () => {
+  it('each NAT behaviour and the relay cell connect on libdatachannel (a UDP-blocked home on the werift fallback, TURN over TCP/TLS), direct when theory allows, relay sees only ciphertext', async () => {
     const cells = matrixCells().filter((c) => NATIVE_CELLS.includes(c.id));
     expect(cells.map((c) => c.id).sort()).toEqual([...NATIVE_CELLS].sort());
     const t0 = performance.now();
@@ -79,6 +81,9 @@ describe.skipIf(!labAvailable() || !nativeInstalled)('NAT lab subset on the nati
     // The relay cell really went through our relay over UDP (the only relay transport libjuice has).
     const relayed = results.find((r) => r.spec.id === 'symmetric--symmetric')!;
     expect(relayed.dialer.path?.protocol ?? relayed.answerer.path?.protocol).toBe('udp');
+    // UDP blocked: the link ran on the werift fallback and relayed over a stream transport.
+    const blocked = results.find((r) => r.spec.id === 'udp-blocked--port-restricted')!;
+    expect(['tcp', 'tls']).toContain(blocked.dialer.path?.protocol);
     const sameLan = results.filter((r) => r.spec.sameLan);
     expect(sameLan.filter((r) => !r.dialer.path?.remoteAddress?.startsWith(`${r.answererAddress}:`)).map((r) => r.spec.id), 'same-LAN cells whose path leaves the LAN').toEqual([]);
     expect(scan.controlFound, 'control marker visible in the relay capture').toBe(true);

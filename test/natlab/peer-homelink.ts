@@ -11,10 +11,12 @@
  * and sends the transfer. Each prints one `R <json>` result and idles until stopped.
  */
 import { createInterface } from 'node:readline';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { createDevIssuer } from '../../dev/issuer.js';
 import { Endpoint, generateDeviceKey, nodeBackend, type BackendName, type Channel, type Link } from '../../client/index.js';
 import type { PeerBackend, PeerOptions } from '../../client/webrtc/backend.js';
+import { createNodeDatachannelBackend, type NodeDatachannelOptions } from '../../client/webrtc/node-datachannel.js';
+import { nativeDebugLog } from './support.js';
 import { receiveTransfer, sendTransfer, type CandidateKind, type Pipe, type PeerResult } from './transfer.js';
 
 export interface HomelinkPeerConfig {
@@ -33,6 +35,12 @@ export interface HomelinkPeerConfig {
   readonly deadlineMs: number;
   /** The WebRTC stack (werift when absent), chosen as the library chooses it (`nodeBackend`). */
   readonly backend?: BackendName;
+  /**
+   * node-datachannel only: options of that backend (bench/connect/natlab-native.ts compares
+   * `orderReflexiveChecks` off and on). Given, links go straight to node-datachannel, without
+   * the werift fallback: for the UDP cells only.
+   */
+  readonly nativeOptions?: NodeDatachannelOptions;
 }
 
 /** dial() gives up this much before the process deadline, so its typed error is what gets reported. */
@@ -47,7 +55,20 @@ function finish(r: PeerResult): void {
   finished = true;
   out(`R ${JSON.stringify(r)}`);
 }
-const deadline = setTimeout(() => finish({ ok: false, error: `no verified link within ${cfg.deadlineMs} ms` }), cfg.deadlineMs);
+/** The link once open: the deadline's message says whether it opened, and debug dumps its state. */
+let opened: Link | null = null;
+let lastChannel: Channel | null = null;
+const deadline = setTimeout(() => {
+  const link = opened;
+  if (!link) return finish({ ok: false, error: `no verified link within ${cfg.deadlineMs} ms` });
+  if (debug) {
+    const control = (link as unknown as { control: { state: string } | null }).control;
+    const raw = (lastChannel as unknown as { raw?: { st?: string; dc?: { isOpen(): boolean; bufferedAmount(): number } } } | null)?.raw;
+    const native = raw?.dc ? `, channel raw ${raw.st} isOpen ${raw.dc.isOpen()} buffered ${raw.dc.bufferedAmount()}` : '';
+    void link.stats().then((st) => debug(`deadline: link ${link.isOpen ? 'open' : 'closed'}, control channel ${control?.state ?? 'none'}${native}, stats ${JSON.stringify(st)}`));
+  }
+  setTimeout(() => finish({ ok: false, error: `link open but the transfer not finished within ${cfg.deadlineMs} ms` }), debug ? 200 : 0);
+}, cfg.deadlineMs);
 deadline.unref();
 
 /** With NATLAB_DEBUG set, session phases and link events go to stderr with a timestamp (kept for failed cells). */
@@ -55,16 +76,41 @@ const debug = process.env['NATLAB_DEBUG'] ? (what: string): void => void process
 
 /** Wraps a client Channel (promise-based backpressure) as the transfer's Pipe. */
 function channelPipe(ch: Channel): Pipe {
-  return { send: (d) => ch.send(d), onMessage: (cb) => void ch.on('message', cb) };
+  if (!debug) return { send: (d) => ch.send(d), onMessage: (cb) => void ch.on('message', cb) };
+  // Debug: what moved on the channel, so a cell that opened but never finished shows where it stopped.
+  const n = { sent: 0, sentBytes: 0, recv: 0, recvBytes: 0 };
+  const every = 16;
+  lastChannel = ch;
+  debug(`channel ${ch.label} state ${ch.state}`);
+  if (process.env['NATLAB_STATES']) appendFileSync(process.env['NATLAB_STATES'], `${cfg.role} ${cfg.id} ${ch.label} ${ch.state}\n`);
+  ch.on('close', () => debug(`channel ${ch.label} closed`));
+  return {
+    send: async (d) => {
+      n.sent++;
+      n.sentBytes += typeof d === 'string' ? d.length : d.byteLength;
+      if (n.sent % every === 0 || typeof d === 'string') debug(`sent ${n.sent} (${n.sentBytes} B) buffered ${ch.bufferedAmount}${typeof d === 'string' ? ` text ${d.slice(0, 12)}` : ''}`);
+      await ch.send(d);
+    },
+    onMessage: (cb) =>
+      void ch.on('message', (d) => {
+        n.recv++;
+        n.recvBytes += typeof d === 'string' ? d.length : d.byteLength;
+        if (n.recv % every === 0 || typeof d === 'string') debug(`received ${n.recv} (${n.recvBytes} B)${typeof d === 'string' ? ` text ${d.slice(0, 12)}` : ''}`);
+        cb(d);
+      }),
+  };
 }
+
+if (cfg.backend === 'node-datachannel') await nativeDebugLog(`${cfg.id}.${cfg.role}`);
 
 // The real backend (werift or node-datachannel), kept so the selected pair's candidate types can
 // be read after the link opened (link.path has addresses and transport; the matrix also records
 // candidate types).
 const chosen = await nodeBackend(cfg.backend ?? 'werift');
+const nativeOptions = cfg.backend === 'node-datachannel' ? cfg.nativeOptions : undefined;
 const backends: PeerBackend[] = [];
 const backend = async (opts: PeerOptions): Promise<PeerBackend> => {
-  const b = await chosen.factory(opts);
+  const b = nativeOptions ? await createNodeDatachannelBackend(opts, nativeOptions) : await chosen.factory(opts);
   backends.push(b);
   return b;
 };
@@ -112,6 +158,8 @@ async function main(): Promise<void> {
         (link) => {
           const openMs = performance.now() - t0;
           const path = describePath(link);
+          opened = link;
+          debug?.('accepted');
           link.on('channel', (ch) => {
             void receiveTransfer(channelPipe(ch)).then(async (r) => finish({ ...r, openMs, path: await path, ...(await restarts(link)) }));
           });
@@ -131,6 +179,8 @@ async function main(): Promise<void> {
   const openMs = performance.now() - t0;
   // The path as it was when the link opened: the one the matrix is about.
   const path = await describePath(link);
+  opened = link;
+  debug?.('opening channel');
   const ch = await link.channel('natlab');
   const t1 = performance.now();
   const r = await sendTransfer(channelPipe(ch), cfg.bytes, cfg.marker);

@@ -17,7 +17,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { createDevIssuer } from '../../dev/issuer.js';
-import { Endpoint, generateDeviceKey, type Channel, type Link } from '../../client/index.js';
+import { Endpoint, generateDeviceKey, type BackendName, type Channel, type Link } from '../../client/index.js';
+import { nativeDebugLog } from './support.js';
 
 export interface StreamPeerConfig {
   readonly role: 'dialer' | 'answerer';
@@ -36,6 +37,8 @@ export interface StreamPeerConfig {
   readonly paceMs: number;
   readonly directRetryMs?: number;
   readonly deadlineMs: number;
+  /** The WebRTC stack (the library's automatic choice when absent). */
+  readonly backend?: BackendName;
 }
 
 /** Chunk size: the matrix's (test/natlab/transfer.ts), well under SCTP message limits. */
@@ -99,7 +102,7 @@ function receive(ch: Channel, link: Link): void {
       void ch.send(`ACK ${expected} ${digest}`).then(async () => {
         const st = await link.stats().catch(() => null);
         const ok = error === null && BigInt(m[1]!) === expected && m[2] === digest;
-        finish({ ok, error: error ?? (ok ? undefined : 'count or digest differs'), chunks: Number(expected), bytes, sha256: digest, longestGapMs: longestGap, gapAt, restarts: st?.restarts ?? 0, path: link.path });
+        finish({ ok, error: error ?? (ok ? undefined : 'count or digest differs'), chunks: Number(expected), bytes, sha256: digest, longestGapMs: longestGap, gapAt, restarts: st?.restarts ?? 0, probeSwitches: st?.probeSwitches ?? 0, path: link.path });
       });
       return;
     }
@@ -149,8 +152,10 @@ async function send(ch: Channel, link: Link): Promise<void> {
   const a = await ack;
   const st = await link.stats().catch(() => null);
   const ok = a === `ACK ${seq} ${digest}`;
-  finish({ ok, error: ok ? undefined : `receiver answered ${a}`, chunks: Number(seq), bytes, sha256: digest, sendMs: Date.now() - t0, restarts: st?.restarts ?? 0, path: link.path });
+  finish({ ok, error: ok ? undefined : `receiver answered ${a}`, chunks: Number(seq), bytes, sha256: digest, sendMs: Date.now() - t0, restarts: st?.restarts ?? 0, probeSwitches: st?.probeSwitches ?? 0, path: link.path });
 }
+
+if (cfg.backend === 'node-datachannel') await nativeDebugLog(`${cfg.id}.${cfg.role}`);
 
 async function main(): Promise<void> {
   const issuer = await createDevIssuer({ dir: cfg.issuerDir });
@@ -163,6 +168,7 @@ async function main(): Promise<void> {
     ...(cfg.hostAddress ? { hostAddresses: [cfg.hostAddress] } : {}),
     turnTlsOptions: { ca: readFileSync(cfg.caFile, 'utf8') },
     ...(cfg.directRetryMs !== undefined ? { session: { directRetryMs: cfg.directRetryMs } } : {}),
+    ...(cfg.backend ? { webrtcBackend: cfg.backend } : {}),
     ...(debug ? { trace: (phase: string) => debug(phase) } : {}),
   });
   if (cfg.role === 'answerer') {

@@ -49,6 +49,8 @@ export interface HomelinkStackOptions {
   readonly metricsPort?: number;
   /** The endpoints' WebRTC stack (default werift, the library's automatic choice). */
   readonly backend?: BackendName;
+  /** Per cell run (read when each pair starts): node-datachannel's own options, see peer-homelink.ts. */
+  nativeOptions?: HomelinkPeerConfig['nativeOptions'];
 }
 
 async function waitForPort(lab: Lab, proto: 'u' | 't', port: number, proc: LabProcess, what: string): Promise<void> {
@@ -128,6 +130,7 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls, opts: HomelinkSt
         peer: role === 'dialer' ? ids.answerer : ids.dialer,
         hostAddress: host.address,
         ...(opts.backend ? { backend: opts.backend } : {}),
+        ...(opts.nativeOptions ? { nativeOptions: opts.nativeOptions } : {}),
       });
       const a = l.spawn(answerer.ns, process.execPath, tsxArgs('test/natlab/peer-homelink.ts', JSON.stringify(cfgFor('answerer', answerer))));
       const d = l.spawn(dialer.ns, process.execPath, tsxArgs('test/natlab/peer-homelink.ts', JSON.stringify(cfgFor('dialer', dialer))));

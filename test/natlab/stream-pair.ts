@@ -32,6 +32,8 @@ export interface StreamResult {
   readonly longestGapMs?: number;
   readonly gapAt?: number;
   readonly restarts?: number;
+  /** Moves from a relayed connection onto a direct probe connection (node-datachannel links). */
+  readonly probeSwitches?: number;
   readonly path?: { kind: string; local: string; remote: string } | null;
 }
 
@@ -106,7 +108,7 @@ export async function startStreamPair(
   stack: HomelinkStack,
   caFile: string,
   hosts: { dialer: Host; answerer: Host },
-  opts: Pick<StreamPeerConfig, 'mode' | 'bytes' | 'paceMs' | 'deadlineMs'> & { pinDialer: boolean; pinAnswerer?: boolean; directRetryMs?: number },
+  opts: Pick<StreamPeerConfig, 'mode' | 'bytes' | 'paceMs' | 'deadlineMs' | 'backend'> & { pinDialer: boolean; pinAnswerer?: boolean; directRetryMs?: number },
 ): Promise<StreamPair> {
   const tag = randomBytes(3).toString('hex');
   const ids = { dialer: `sd-${tag}`, answerer: `sa-${tag}` };
@@ -124,6 +126,7 @@ export async function startStreamPair(
     paceMs: opts.paceMs,
     deadlineMs: opts.deadlineMs,
     ...(opts.directRetryMs !== undefined ? { directRetryMs: opts.directRetryMs } : {}),
+    ...(opts.backend ? { backend: opts.backend } : {}),
   });
   // NATLAB_WERIFT_DEBUG=<debug pattern> turns on werift's own logs (developer aid, with NATLAB_DEBUG).
   const env: Record<string, string> = process.env['NATLAB_WERIFT_DEBUG'] ? { DEBUG: process.env['NATLAB_WERIFT_DEBUG'] } : {};

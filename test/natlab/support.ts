@@ -3,7 +3,7 @@
  * output of lab processes.
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LabProcess } from './lab.js';
 
@@ -104,4 +104,16 @@ export function dumpOnFailure(cellId: string, procs: Record<string, LabProcess>,
   const dir = process.env['NATLAB_DEBUG'];
   if (!dir || !failed) return;
   for (const [name, p] of Object.entries(procs)) writeFileSync(join(dir, `${cellId}.${name}.log`), p.stderr() + '\n--- stdout\n' + p.stdout());
+}
+
+/**
+ * NATLAB_NDC_LOG=<dir> (developer aid, endpoint processes on node-datachannel): libdatachannel's
+ * own log at Debug level in `<dir>/<name>.log`. It slows libdatachannel's threads enough to hide
+ * some races, so a failure that vanishes with it on is worth noting.
+ */
+export async function nativeDebugLog(name: string): Promise<void> {
+  const dir = process.env['NATLAB_NDC_LOG'];
+  if (!dir) return;
+  const ndc = (await import('node-datachannel')) as unknown as { initLogger(level: string, cb: (level: string, message: string) => void): void };
+  ndc.initLogger('Debug', (level, message) => appendFileSync(join(dir, `${name}.log`), `${Date.now()} ${level} ${message}\n`));
 }

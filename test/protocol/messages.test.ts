@@ -99,10 +99,16 @@ describe('room client messages', () => {
     const kinds = [
       { kind: 'offer', sdp: 'v=0' },
       { kind: 'offer', sdp: 'v=0', restart: true },
+      { kind: 'offer', sdp: 'v=0', rebuild: true },
+      { kind: 'offer', sdp: 'v=0', probe: true },
       { kind: 'answer', sdp: 'v=0' },
+      { kind: 'answer', sdp: 'v=0', probe: true },
+      { kind: 'candidate', candidate: 'candidate:1 1 udp 1 198.18.0.1 5000 typ host', probe: true, sdpMid: '0', sdpMLineIndex: 0 },
       { kind: 'candidate', candidate: 'candidate:1 1 udp 1 127.0.0.1 5000 typ host', sdpMid: '0', sdpMLineIndex: 0 },
       { kind: 'candidate', candidate: '' },
       { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f' },
+      { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f', resume: true, noRestart: true },
+      { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f', resume: true, probe: true },
       { kind: 'bye' },
     ];
     for (const data of kinds) {
@@ -121,6 +127,15 @@ describe('room client messages', () => {
     ['unknown kind', '{"type":"signal","data":{"kind":"x"}}'],
     ['empty sdp', '{"type":"signal","data":{"kind":"offer","sdp":""}}'],
     ['restart not boolean', '{"type":"signal","data":{"kind":"offer","sdp":"v=0","restart":1}}'],
+    ['rebuild not boolean', '{"type":"signal","data":{"kind":"offer","sdp":"v=0","rebuild":"yes"}}'],
+    ['restart and rebuild at once', '{"type":"signal","data":{"kind":"offer","sdp":"v=0","restart":true,"rebuild":true}}'],
+    ['rebuild and probe at once', '{"type":"signal","data":{"kind":"offer","sdp":"v=0","rebuild":true,"probe":true}}'],
+    ['probe not boolean (offer)', '{"type":"signal","data":{"kind":"offer","sdp":"v=0","probe":"yes"}}'],
+    ['probe not boolean (answer)', '{"type":"signal","data":{"kind":"answer","sdp":"v=0","probe":1}}'],
+    ['probe not boolean (candidate)', '{"type":"signal","data":{"kind":"candidate","candidate":"","probe":{}}}'],
+    ['probe not boolean (identity)', '{"type":"signal","data":{"kind":"identity","cert":"a","proof":"b","probe":"true"}}'],
+    ['resume not boolean', '{"type":"signal","data":{"kind":"identity","cert":"a","proof":"b","resume":1}}'],
+    ['noRestart not boolean', '{"type":"signal","data":{"kind":"identity","cert":"a","proof":"b","noRestart":"true"}}'],
     ['bad mline', '{"type":"signal","data":{"kind":"candidate","candidate":"","sdpMLineIndex":-1}}'],
     ['identity without proof', '{"type":"signal","data":{"kind":"identity","cert":"a"}}'],
   ])('rejects %s', (_name, frame) => {

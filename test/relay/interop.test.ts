@@ -5,7 +5,8 @@
  * (ChannelBind + ChannelData) and with Send/Data indications (`-s`). The
  * client reports what it sent, received and lost; we assert it received
  * every message it sent, lost none, and that our relay refused none of its
- * requests. Neither tool was written here.
+ * requests, except a 437 on an Allocate that reuses a stale client port (see
+ * the case below). Neither tool was written here.
  *
  * Prints `skipped: needs coturn (turnutils_uclient)` and skips when the
  * binaries are missing (`.ci/run` installs them).
@@ -51,7 +52,12 @@ interface UclientReport {
   received: number;
   lost: number;
   sendDropped: number;
+  /** Error lines other than 437 (any of them fails a run). */
   errors: string[];
+  /** Allocates uclient retried after 437 Allocation Mismatch ("trying allocate again 437"). */
+  allocateRetries: number;
+  /** 437 lines uclient printed (it prints each one up to twice). */
+  mismatches: number;
 }
 
 /** Runs turnutils_uclient to completion (bounded) and parses its summary lines. */
@@ -74,7 +80,9 @@ function uclient(args: string[]): Promise<UclientReport> {
         received: totals ? Number(totals[2]) : -1,
         lost: lost ? Number(lost[1]) : -1,
         sendDropped: dropped ? Number(dropped[1]) : -1,
-        errors: output.split('\n').filter((l) => /error \d{3}/.test(l)),
+        errors: output.split('\n').filter((l) => /error \d{3}/.test(l) && !/error 437\b/.test(l)),
+        allocateRetries: output.split('\n').filter((l) => /trying allocate again 437/.test(l)).length,
+        mismatches: output.split('\n').filter((l) => /error 437\b/.test(l)).length,
       });
     });
   });
@@ -137,6 +145,18 @@ describe.skipIf(!hasCoturn)('coturn turnutils_uclient against our relay', () => 
       HOST,
     ]);
     const context = `uclient output:\n${r.output.slice(-3000)}`;
+    // 437 is tolerated only as an Allocate that uclient then retried on a new socket. Why it
+    // happens: uclient never deletes its allocations (its per-client probe socket is closed
+    // right after allocating), so a later uclient socket that the kernel gives one of those
+    // ephemeral ports sends a NEW transaction on a 5-tuple that still holds an allocation, and
+    // RFC 8656 §7.2 requires 437 (coturn answers the same). A capture of 1,807 uclient Allocates
+    // found every 437 answered a transaction id seen once, on a 5-tuple with an earlier success.
+    // A retransmission (same transaction id) must get the original answer instead: that is
+    // asserted in test/relay/loopback.test.ts, where a 437 here would have been a relay bug.
+    if (r.mismatches > 0) {
+      expect(r.allocateRetries, context).toBeGreaterThan(0);
+      console.log(`uclient ${transport}${flags.join('')}: ${r.allocateRetries} Allocate(s) met 437 on a reused client port and were retried`);
+    }
     expect(r.errors, context).toEqual([]);
     expect(r.sent, context).toBe(MESSAGES * CLIENTS);
     expect(r.received, context).toBe(r.sent);

@@ -86,6 +86,58 @@ describe('relay on loopback sockets', () => {
     }
   });
 
+  // RFC 8656 §7.2 (with RFC 8489 §6.3.1): a request sent again with the SAME transaction id is
+  // a retransmission and gets the original answer; the same 5-tuple with a NEW transaction id
+  // is a second Allocate and gets 437. turnutils_uclient does both: it re-sends the identical
+  // bytes after 500 ms without an answer, and it closes sockets without deleting their
+  // allocations, so a later socket the kernel gives the same ephemeral port sends a fresh
+  // Allocate on a 5-tuple that still holds one (the 437 of test/relay/interop.test.ts).
+  it('answers a retransmitted Allocate (same transaction id) as the original; a new transaction on that 5-tuple gets 437', async () => {
+    let ep = await UdpEndpoint.open();
+    const port = ep.port;
+    try {
+      const c = client('endpoint-retransmit');
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).code).toBe(401);
+      const req = c.request(StunMethod.Allocate, [A.transportUdp()]);
+      // Twice back to back: the copy arrives while the relay port is still being bound.
+      ep.send(req.bytes, relay.udp.port);
+      ep.send(req.bytes, relay.udp.port);
+      const first = c.read(await ep.next());
+      expect(first.cls, `code ${first.code}`).toBe(StunClass.SuccessResponse);
+      expect(Buffer.from(first.msg.transactionId)).toEqual(Buffer.from(req.tid));
+      const answers = [first];
+      for (let more = await ep.maybeNext(300); more !== null; more = await ep.maybeNext(300)) answers.push(c.read(more));
+      // Once the allocation is active, a late copy (as after uclient's 500 ms timer).
+      ep.send(req.bytes, relay.udp.port);
+      answers.push(c.read(await ep.next()));
+      for (const a of answers) {
+        expect(a.cls, `code ${a.code}`).toBe(StunClass.SuccessResponse);
+        expect(a.integrityOk).toBe(true);
+        expect(Buffer.from(a.msg.transactionId)).toEqual(Buffer.from(req.tid));
+        expect(a.relayed).toEqual(first.relayed);
+      }
+      // A new transaction on the same 5-tuple: a second allocation is refused.
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).code).toBe(437);
+      // A new socket on the same local port, as the kernel may hand a closed socket's port on.
+      await ep.close();
+      ep = await UdpEndpoint.open(port);
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).code).toBe(437);
+      // The allocation is still the first one: Refresh 0 from this 5-tuple deletes it, and then a new Allocate works.
+      ep.send(c.request(StunMethod.Refresh, [A.lifetime(0)]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).lifetime).toBe(0);
+      ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
+      const again = c.read(await ep.next());
+      expect(again.cls, `code ${again.code}`).toBe(StunClass.SuccessResponse);
+      ep.send(c.request(StunMethod.Refresh, [A.lifetime(0)]).bytes, relay.udp.port);
+      expect(c.read(await ep.next()).lifetime).toBe(0);
+    } finally {
+      await ep.close();
+    }
+  });
+
   it('refuses a loopback peer that is not allowed: the relay host itself via its own address', async () => {
     const ep = await UdpEndpoint.open();
     try {

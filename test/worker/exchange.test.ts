@@ -359,6 +359,43 @@ describe('room', () => {
       await brief.close();
     }
   });
+
+  it('an empty room keeps its full grace after the last leave, though its first alarm (from creation) fires sooner', { timeout: 60_000 }, async () => {
+    // The room's alarm is set at creation for one grace and never moved later (each move is a
+    // storage write): the sides leave half a grace after creation, so that alarm fires while
+    // the room has been empty for only half a grace, and must re-arm instead of deleting.
+    const GRACE_MS = 6000;
+    const lines: string[] = [];
+    const g = await startSignaling({ roomGraceMs: GRACE_MS, issuer: sig.issuer, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: (l) => lines.push(l) });
+    const roomAlarms = (): number => lines.filter((l) => l === 'homelink-trace room alarm').length;
+    try {
+      const i = ids();
+      const at = await token(i.app, [i.home]);
+      const ht = await token(i.hub, [i.home]);
+      const app = await online(g.url, at);
+      const hub = await online(g.url, ht);
+      app.send({ type: 'dial', reqId: 'g', to: i.hub });
+      const req = await hub.next('request');
+      hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+      const s = await app.next('session');
+      const ra = await connect(g.url, `/v1/rooms/${s.sessionId}`, at);
+      await ra.next('joined');
+      const rb = await connect(g.url, `/v1/rooms/${s.sessionId}`, ht);
+      await rb.next('joined');
+      await new Promise((r) => setTimeout(r, GRACE_MS / 3));
+      await ra.closeAndWait();
+      await rb.closeAndWait();
+      // The creation alarm fires (bounded wait), with the room empty for less than a grace.
+      const end = Date.now() + 2 * GRACE_MS;
+      while (roomAlarms() === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      expect(roomAlarms()).toBe(1);
+      const back = await connect(g.url, `/v1/rooms/${s.sessionId}`, at);
+      expect(await back.next('joined')).toMatchObject({ sessionId: s.sessionId, peerPresent: false });
+      close(back, app, hub);
+    } finally {
+      await g.close();
+    }
+  });
 });
 
 describe('state survives re-creation of the objects (workerd restarted, storage kept)', () => {

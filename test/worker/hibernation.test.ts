@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
+import { SEQ_LEASE } from '../../worker/room-rules.js';
 import { connect, online } from './helpers.js';
 
 /** workerd hibernates an object after 10 s without events; wait past that. */
@@ -39,14 +40,22 @@ describe('after hibernation', () => {
     await ra.next('peer_joined');
     ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
     expect(await rb.next('signal')).toMatchObject({ seq: 1 });
+    const roomWakes = wakes('room');
 
     await new Promise((r) => setTimeout(r, IDLE_MS));
 
-    // Room: the rebuilt instance knows both sockets, their sides and the numbering.
+    // Room: the rebuilt instance knows both sockets, their sides and the numbering. The hub was
+    // sent seq 1, which reserved 1..SEQ_LEASE on its socket; the rebuilt room goes on after the
+    // reservation (it cannot know how much of it was used): numbers skip ahead, never repeat.
     ra.send({ type: 'signal', data: { kind: 'candidate', candidate: 'c' } });
-    expect(await rb.next('signal')).toEqual({ type: 'signal', seq: 2, data: { kind: 'candidate', candidate: 'c' } });
+    ra.send({ type: 'signal', data: { kind: 'candidate', candidate: 'd' } });
+    expect(await rb.next('signal')).toEqual({ type: 'signal', seq: 1 + SEQ_LEASE, data: { kind: 'candidate', candidate: 'c' } });
+    expect(await rb.next('signal')).toEqual({ type: 'signal', seq: 2 + SEQ_LEASE, data: { kind: 'candidate', candidate: 'd' } });
+    // The app was sent nothing before: its numbering starts at 1.
     rb.send({ type: 'signal', data: { kind: 'answer', sdp: 'a' } });
     expect(await ra.next('signal')).toMatchObject({ seq: 1, data: { kind: 'answer' } });
+    // The numbering above came from a rebuilt room instance, not a live one.
+    expect(wakes('room')).toBeGreaterThan(roomWakes);
     // Presence: identities come back from the attachments; a second request goes through.
     app.send({ type: 'dial', reqId: 'two', to: 'h-hub' });
     const req2 = await hub.next('request');

@@ -23,7 +23,7 @@ import {
   type PresenceState,
 } from '../../worker/presence-rules.js';
 import { fullBucket, take } from '../../worker/rate-limit.js';
-import { emptyRoom, MAX_BUFFERED_SIGNALS, step, type RoomMeta, type RoomState } from '../../worker/room-rules.js';
+import { emptyRoom, MAX_BUFFERED_SIGNALS, SEQ_LEASE, seqLease, step, type RoomMeta, type RoomState } from '../../worker/room-rules.js';
 
 const GRACE = 15_000;
 const META: RoomMeta = { sessionId: 'S'.repeat(22), initiator: 'app', responder: 'hub', deadline: 600_000 };
@@ -158,6 +158,60 @@ describe('room rules', () => {
     expect(step(s, { type: 'leave', endpoint: 'hub', present: ['hub', 'app'], now: 50 }, GRACE).actions).toEqual([
       { type: 'set_alarm', at: META.deadline },
     ]);
+  });
+
+  it('an alarm that fires before the grace of the last leave re-arms instead of deleting (the driver moves alarms only earlier)', () => {
+    // Created at 0 (alarm at GRACE), both join, both leave at GRACE - 10: the driver keeps the
+    // earlier alarm, which must not delete a room that has been empty for 10 ms.
+    let s = init();
+    s = step(s, { type: 'join', endpoint: 'app', present: ['app'], now: 1 }, GRACE).state;
+    s = step(s, { type: 'join', endpoint: 'hub', present: ['app', 'hub'], now: 2 }, GRACE).state;
+    s = step(s, { type: 'leave', endpoint: 'hub', present: ['app'], now: GRACE - 20 }, GRACE).state;
+    const left = step(s, { type: 'leave', endpoint: 'app', present: [], now: GRACE - 10 }, GRACE);
+    expect(left.actions.at(-1)).toEqual({ type: 'set_alarm', at: 2 * GRACE - 10 });
+    const early = step(left.state, { type: 'alarm', present: [], now: GRACE }, GRACE);
+    expect(early.actions).toEqual([{ type: 'set_alarm', at: 2 * GRACE - 10 }]);
+    expect(early.state.meta).toEqual(META);
+    expect(step(early.state, { type: 'alarm', present: [], now: 2 * GRACE - 10 }, GRACE).actions).toEqual([{ type: 'delete' }]);
+    // A rebuilt instance does not know when the room emptied: it waits one grace from now.
+    const rebuilt: RoomState = { meta: META, ended: null, nextSeq: left.state.nextSeq, buffer: left.state.buffer };
+    const late = step(rebuilt, { type: 'alarm', present: [], now: GRACE }, GRACE);
+    expect(late.actions).toEqual([{ type: 'set_alarm', at: 2 * GRACE }]);
+    expect(step(late.state, { type: 'alarm', present: [], now: 2 * GRACE }, GRACE).actions).toEqual([{ type: 'delete' }]);
+    // Someone back in the room: the early alarm waits for the deadline.
+    const back = step(left.state, { type: 'join', endpoint: 'app', present: ['app'], now: GRACE - 5 }, GRACE).state;
+    expect(step(back, { type: 'alarm', present: ['app'], now: GRACE }, GRACE).actions).toEqual([{ type: 'set_alarm', at: META.deadline }]);
+  });
+
+  it('bye: with both sides told, any alarm deletes; with a side away, the room waits a grace for its rejoin', () => {
+    let s = init();
+    s = step(s, { type: 'join', endpoint: 'app', present: ['app'], now: 1 }, GRACE).state;
+    const both = step(step(s, { type: 'join', endpoint: 'hub', present: ['app', 'hub'], now: 2 }, GRACE).state, {
+      type: 'message', endpoint: 'app', message: { type: 'signal', data: { kind: 'bye' } }, present: ['app', 'hub'], now: GRACE - 10,
+    }, GRACE);
+    expect(step(both.state, { type: 'alarm', present: [], now: GRACE }, GRACE).actions).toEqual([{ type: 'delete' }]);
+    const away = step(s, { type: 'message', endpoint: 'app', message: { type: 'signal', data: { kind: 'bye' } }, present: ['app'], now: GRACE - 10 }, GRACE);
+    expect(away.actions).toContainEqual({ type: 'persist' });
+    expect(step(away.state, { type: 'alarm', present: [], now: GRACE }, GRACE).actions).toEqual([{ type: 'set_alarm', at: 2 * GRACE - 10 }]);
+    const rejoin = step(away.state, { type: 'join', endpoint: 'hub', present: ['hub'], now: GRACE + 1 }, GRACE);
+    expect(rejoin.actions[0]).toEqual({ type: 'send', to: 'hub', message: { type: 'closed', reason: 'bye' } });
+  });
+
+  it('seq lease: reserved a block at a time after the first signal; a counter at or below the lease needs no write', () => {
+    // A join writes the exact counter (nothing sent: 1); the first signal reserves a block.
+    expect(seqLease(2, 1)).toBe(1 + SEQ_LEASE);
+    for (let next = 2; next <= 1 + SEQ_LEASE; next++) expect(seqLease(next, 1 + SEQ_LEASE)).toBeNull();
+    expect(seqLease(2 + SEQ_LEASE, 1 + SEQ_LEASE)).toBe(1 + 2 * SEQ_LEASE);
+    // No lease yet (an attachment without one): write.
+    expect(seqLease(1, undefined)).toBe(SEQ_LEASE);
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 1_000_000 }), fc.integer({ min: 1, max: 1_000_000 }), (next, leased) => {
+        const l = seqLease(next, leased);
+        // Never lets a seq already handed out (below `next`) reach or pass the lease.
+        if (l === null) expect(next).toBeLessThanOrEqual(leased);
+        else expect(l).toBeGreaterThanOrEqual(next);
+      }),
+    );
   });
 
   it('property: whatever the interleaving, each side receives its signals once, in order, numbered 1..n', () => {

@@ -10,9 +10,10 @@ export class UdpEndpoint {
   private readonly queue: Buffer[] = [];
   private waiter: ((b: Buffer) => void) | null = null;
 
-  static async open(): Promise<UdpEndpoint> {
+  /** Binds 127.0.0.1 on `port` (0: an ephemeral one). */
+  static async open(port = 0): Promise<UdpEndpoint> {
     const e = new UdpEndpoint();
-    await new Promise<void>((r) => e.socket.bind(0, '127.0.0.1', r));
+    await new Promise<void>((r) => e.socket.bind(port, '127.0.0.1', r));
     e.socket.on('message', (m) => {
       if (e.waiter) {
         const w = e.waiter;
@@ -45,6 +46,15 @@ export class UdpEndpoint {
         resolve(b);
       };
     });
+  }
+
+  /** The next datagram, or null if none arrives within `ms`. */
+  async maybeNext(ms = 300): Promise<Buffer | null> {
+    try {
+      return await this.next(ms);
+    } catch {
+      return null;
+    }
   }
 
   /** Resolves true if nothing arrives within `ms`. */

@@ -21,6 +21,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { TurnServer } from '../../relay/turn/index.js';
+import { freePort } from '../../test/support/ports.js';
 import { TICK_US, cpuTicksOf } from './proc.js';
 
 function arg(name: string, def: string): string {
@@ -94,14 +95,6 @@ function core(): { dribbleUs: number; wholeUs: number } {
   const dribbleUs = (cpuUs() - t) / FRAMES;
   if (server.counters.dropNoAllocation !== WHOLE * 10 + 21 + FRAMES) throw new Error(`frames lost: ${server.counters.dropNoAllocation}`);
   return { dribbleUs, wholeUs };
-}
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, HOST, r));
-  const p = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return p;
 }
 
 function connect(port: number): Promise<net.Socket> {

@@ -7,10 +7,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import dgram from 'node:dgram';
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Stack } from '../../cli/stack.js';
+import { freePort } from '../support/ports.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** `npm start` is ready in a few seconds; the first run creates keys, a certificate and a worker bundle. */
@@ -19,29 +18,8 @@ export const STACK_READY_TIMEOUT_MS = 90_000;
 export const STACK_STOP_TIMEOUT_MS = 20_000;
 const READY_LINE = 'Ctrl-C stops everything.';
 
-/** A free TCP port on 127.0.0.1 that is also free for UDP (the relay uses both). */
-export async function freePort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => {
-        const p = (s.address() as net.AddressInfo).port;
-        s.close(() => resolve(p));
-      });
-    });
-    const udpFree = await new Promise<boolean>((resolve) => {
-      const u = dgram.createSocket('udp4');
-      u.once('error', () => {
-        u.close();
-        resolve(false);
-      });
-      u.bind(port, '127.0.0.1', () => u.close(() => resolve(true)));
-    });
-    if (udpFree) return port;
-  }
-  throw new Error('no free port found');
-}
+/** Ports outside the ephemeral range (test/support/ports.ts says why). */
+export { freePort } from '../support/ports.js';
 
 export interface StackPorts {
   readonly signaling: number;
@@ -80,7 +58,6 @@ const quietEnv = (): NodeJS.ProcessEnv => ({
   WRANGLER_HIDE_BANNER: 'true',
 });
 
-/** Runs `npm start` in a fresh folder (or `opts.dir`) on free ports and waits until it printed its ready line. */
 /** The last lines of each child's log, for a start-up failure's message. */
 async function childLogTails(logDir: string, lines = 30): Promise<string> {
   let names: string[];
@@ -97,7 +74,22 @@ async function childLogTails(logDir: string, lines = 30): Promise<string> {
   return text;
 }
 
+/** Runs `npm start` in a fresh folder (or `opts.dir`) on free ports and waits until it printed its ready line. */
 export async function startStack(opts: { dir?: string } = {}): Promise<RunningStack> {
+  try {
+    return await startStackOnce(opts);
+  } catch (e) {
+    // A port taken between the probe and npm start's own check (another test process chose it
+    // too): once more on fresh ports. Any other start-up failure stands.
+    if (opts.dir !== undefined || !PORT_CLASH.test((e as Error).message)) throw e;
+    return startStackOnce(opts);
+  }
+}
+
+/** What scripts/start.ts says when a port it was given is taken. */
+const PORT_CLASH = /is in use by another program|could not reserve a debugger port/;
+
+async function startStackOnce(opts: { dir?: string }): Promise<RunningStack> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'homelink-stack-')));
   const ports: StackPorts = { signaling: await freePort(), relay: await freePort(), relayTls: await freePort(), metrics: await freePort(), web: await freePort() };
   // Its own process group, like a terminal's foreground job, so SIGINT reaches npm, tsx and the script.

@@ -7,12 +7,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevIssuer, devWorkerVars, formatDevVars, type DevIssuer } from '../../dev/issuer.js';
+import { freePort } from '../support/ports.js';
 import { DEFAULT_TEST_TURN_SECRET } from '../support/signaling.js';
 import { connect, online } from './helpers.js';
 
@@ -21,17 +21,6 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const READY_MS = 45_000;
 /** Time for a late log line to show up after the last refusal. */
 const SETTLE_MS = 1500;
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 let dir: string;
 let child: ChildProcess | null = null;

@@ -570,9 +570,8 @@ export class NodeDatachannelBackend implements PeerBackend {
   /** libjuice's one UDP socket (the port its host candidates announce) and what it is bound to. */
   private juicePort: number | null = null;
   private readonly juiceAddress: string;
-  /** The TURN servers libjuice was built with, and whether it got a relayed candidate. */
+  /** The TURN servers libjuice was built with (it allocates on each as soon as it gathers). */
   private readonly turnServers: HeldAllocation[];
-  private allocated = false;
   private readonly watch: NetworkWatch | null;
 
   constructor(ndc: NdcModule, opts: PeerOptions, extra: NodeDatachannelOptions = {}) {
@@ -605,7 +604,6 @@ export class NodeDatachannelBackend implements PeerBackend {
       const line = candidate.replace(/^a=/, '');
       const info = parseCandidate(line);
       if (info?.type === 'host' && info.protocol === 'udp') this.juicePort ??= info.port;
-      if (info?.type === 'relay') this.allocated = true;
       // With several host addresses given, announce host candidates on those only (as native.ts).
       if (this.hosts && info && info.type === 'host' && !this.hosts.has(info.address)) return;
       if (info?.type === 'host' || info?.type === 'relay') this.localBases++;
@@ -848,8 +846,12 @@ export class NodeDatachannelBackend implements PeerBackend {
     this.channels.clear();
     this.pc.close();
     // libjuice leaves its allocation on the relay for its whole lifetime (600 s): delete it from
-    // the same 5-tuple (client/webrtc/turn-release.ts), bounded by RELEASE_TIMEOUT_MS.
-    if (this.allocated && this.juicePort !== null) await releaseAllocations({ address: this.juiceAddress, port: this.juicePort }, this.turnServers);
+    // the same 5-tuple (client/webrtc/turn-release.ts), bounded by RELEASE_TIMEOUT_MS. Gathering
+    // started once a host candidate named the socket, and libjuice asks for its allocations right
+    // then: a close before the relayed candidate came up (a link that failed or was cancelled
+    // early) can still leave one, so the release runs whether or not a relayed candidate was seen
+    // (a relay holding none answers 437).
+    if (this.juicePort !== null) await releaseAllocations({ address: this.juiceAddress, port: this.juicePort }, this.turnServers);
   }
 }
 

@@ -638,8 +638,31 @@ export class WeriftBackend implements PeerBackend {
     if (this.closed) return;
     this.closed = true;
     this.watch?.stop();
+    const connections = this.connections();
     await this.pc.close().catch(() => undefined);
+    for (const c of connections) closeLateProtocols(c);
   }
+}
+
+/**
+ * werift's gathering goes on after its connection closed: a host socket still binding, or a TURN
+ * allocation still in flight (one round trip plus the 401 challenge), is pushed onto the closed
+ * connection's `protocols` when it completes, and nothing ever closes it: its socket stays open,
+ * the relay keeps the allocation, and the refresh timer keeps the process alive. Measured: a link
+ * closed 0-2 ms after its offer left one allocation per close on the relay. So the closed
+ * connection's list closes what arrives late (the TURN client then deletes its allocation, see
+ * `releaseTurnOnClose`).
+ */
+function closeLateProtocols(connection: IceConnectionInternals): void {
+  const late = connection.protocols;
+  const closing: ProtocolInternals[] = [];
+  closing.push = (...ps: ProtocolInternals[]): number => {
+    for (const p of ps) void p.close().catch(() => undefined);
+    return 0;
+  };
+  connection.protocols = closing;
+  // Anything that arrived between the connection's own close and this point.
+  for (const p of late) void p.close().catch(() => undefined);
 }
 
 // ---- TURN allocation release -------------------------------------------------------------

@@ -21,6 +21,8 @@ export interface TestRelay {
   tap: (dir: 'to-peer' | 'to-client', payload: Uint8Array) => void;
   /** The relay's live-allocations gauge, read from its metrics endpoint (needs `{ metrics: true }`). */
   allocations(): Promise<number>;
+  /** The relay's count of allocations created so far (`allocations_created_total`; needs `{ metrics: true }`). */
+  allocationsCreated(): Promise<number>;
   stop(): Promise<void>;
   start(): Promise<void>;
   close(): Promise<void>;
@@ -36,6 +38,14 @@ export async function testRelay(portMin: number, portMax: number, onRelayed: Tes
   ], { stdio: 'ignore' });
   const ports = { udpPort: 0, tcpPort: 0, tlsPort: 0 };
   let relay: StartedRelay | null = null;
+  const metric = async (family: string): Promise<number> => {
+    const url = relay?.metricsUrl;
+    if (!url) throw new Error('test relay started without metrics');
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const m = new RegExp(`^homelink_relay_${family} (\\d+)$`, 'm').exec(text);
+    if (!m) throw new Error(`no ${family} series in the relay metrics`);
+    return Number(m[1]);
+  };
   const handle: TestRelay = {
     entry: { id: 'r1', region: 'test', lat: 0, lon: 0, host: '127.0.0.1', udpPort: 0, tcpPort: 0, tlsPort: 0, tlsHost: 'localhost' },
     ca: readFileSync(cert, 'utf8'),
@@ -63,14 +73,8 @@ export async function testRelay(portMin: number, portMax: number, onRelayed: Tes
       ports.tlsPort = relay.tls!.port;
       handle.entry = { ...handle.entry, ...ports };
     },
-    async allocations() {
-      const url = relay?.metricsUrl;
-      if (!url) throw new Error('test relay started without metrics');
-      const text = await (await fetch(`${url}/metrics`)).text();
-      const m = /^homelink_relay_allocations (\d+)$/m.exec(text);
-      if (!m) throw new Error('no allocations gauge in the relay metrics');
-      return Number(m[1]);
-    },
+    allocations: () => metric('allocations'),
+    allocationsCreated: () => metric('allocations_created_total'),
     async stop() {
       await relay?.close();
       relay = null;

@@ -206,7 +206,8 @@ export function parseBackendChoice(v: string | undefined, source = 'backend'): B
  * And under load in the last runs: a channel the peer opened arrived not open and delivered nothing (2 of 8 loaded
  * NAT lab runs and one CI run; watched and recovered since, 0 of 16 loaded runs, cause inside
  * libdatachannel not found), `setRemoteDescription` failing with "remote candidate without ICE
- * transport" on a busy CPU (rare, test/client/backend-native.test.ts), and relayed dials that
+ * transport" on a busy CPU (worked around since: descriptions go in without their candidates,
+ * which follow one by one and are retried), and relayed dials that
  * wait for a 1 s DTLS retransmission. werift stays the default until those have a record as clean
  * as werift's. (Relay-only links and UDP-blocked relays run on werift under either choice,
  * `withNativeFallback`.)

@@ -189,9 +189,11 @@ async function freeLoopbackPort(kind: 'udp' | 'tcp'): Promise<number> {
 
 /**
  * Starts `relay/main.ts` in a child process. `bandwidth` is the per-allocation cap in bytes/s
- * (the relay's default when undefined, 0 = off). The child is stopped with SIGTERM by `close()`.
+ * (the relay's default when undefined, 0 = off); `cwd` runs the relay of another checkout (an
+ * earlier commit's, for before/after in one run; it needs `node_modules`, e.g. a symlink). The
+ * child is stopped with SIGTERM by `close()`.
  */
-export async function startRelayProcess(opts: { bandwidth?: number; portMin: number; portMax: number }): Promise<RelayProcess> {
+export async function startRelayProcess(opts: { bandwidth?: number; portMin: number; portMax: number; cwd?: string }): Promise<RelayProcess> {
   let port = 0;
   for (let i = 0; i < 20 && !port; i++) {
     const p = await freeLoopbackPort('udp');
@@ -211,7 +213,11 @@ export async function startRelayProcess(opts: { bandwidth?: number; portMin: num
     '--udp-port', String(port), '--tcp-port', String(port), '--relay-port-min', String(opts.portMin), '--relay-port-max', String(opts.portMax),
     '--allow-loopback', '--metrics-port', String(metricsPort), '--log-level', 'warn', '--drain-ms', '0',
     ...(opts.bandwidth !== undefined ? ['--bandwidth', String(opts.bandwidth)] : [])];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } });
+  // HOMELINK_BENCH_RELAY_CPUS=<list>: the relay process runs on those CPUs only (taskset), e.g. a
+  // core of its own while the bench runs under `taskset -c 0`, as a relay on its own machine.
+  const cpus = process.env.HOMELINK_BENCH_RELAY_CPUS;
+  const [cmd, argv] = cpus ? ['taskset', ['-c', cpus, process.execPath, ...args]] : [process.execPath, args];
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production' }, ...(opts.cwd ? { cwd: opts.cwd } : {}) });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4096)));
   const metrics = async (): Promise<string> => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();

@@ -21,6 +21,14 @@
  * backend's `certificate()` hidden, so the link cannot rebuild and its channels neither hold
  * copies nor ack (the hot path as it was before rebuilds). Against `homelink node-datachannel,
  * direct` in the same rounds it prices the resume protocol (client/channel.ts).
+ *
+ * `--relay-relay` (with `--relay-process`) replaces the relay-process cases by node-datachannel
+ * links on a relay-to-relay path: each endpoint on its own loopback address, announcing relayed
+ * candidates only (`relayedOnly`, test/client/relay-helpers.ts), so only the pair between the two
+ * allocations can connect and every packet crosses the relay process twice, as between two
+ * endpoints that can each reach only the relay. `--baseline DIR` adds a relay process with its
+ * cap off run from another checkout (an earlier commit's relay, `node_modules` linked in), for
+ * before/after in one run.
  */
 import { randomBytes } from 'node:crypto';
 import { barePair, median, ourPair, ourPairWith, signalingFor, startRelayProcess, startStack, type RelayProcess, type Stack } from '../connect/stack.js';
@@ -30,10 +38,14 @@ import type { SignalingHandle } from '../../test/support/signaling.js';
 import { loadNodeDatachannel } from '../../client/webrtc/node-datachannel.js';
 import { DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK } from '../../client/channel.js';
 import type { RTCDataChannel } from 'werift';
+import { createNodeDatachannelBackend } from '../../client/webrtc/node-datachannel.js';
+import { RELAYED_ONLY_HOSTS, relayedOnly } from '../../test/client/relay-helpers.js';
 
 const argv = process.argv.slice(2);
 const flag = (name: string): string | undefined => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1] : undefined);
-const positional = argv.filter((a, i) => /^\d+$/.test(a) && !(i > 0 && argv[i - 1]!.startsWith('--') && argv[i - 1] !== '--no-bare' && argv[i - 1] !== '--relay-process'));
+/** Flags that take no value: a number after one of them is positional. */
+const BOOLEAN_FLAGS = new Set(['--no-bare', '--relay-process', '--resume-ab', '--relay-relay']);
+const positional = argv.filter((a, i) => /^\d+$/.test(a) && !(i > 0 && argv[i - 1]!.startsWith('--') && !BOOLEAN_FLAGS.has(argv[i - 1]!)));
 const MIB = Number(positional[0] ?? 32);
 const ROUNDS = Number(positional[1] ?? 3);
 const TOTAL = MIB * 1024 * 1024;
@@ -43,6 +55,8 @@ const BACKENDS = (flag('backends') ?? 'werift,node-datachannel').split(',') as A
 const BARE = !argv.includes('--no-bare');
 const RELAY_PROCESS = argv.includes('--relay-process');
 const RESUME_AB = argv.includes('--resume-ab');
+const RELAY_RELAY = argv.includes('--relay-relay');
+const BASELINE = flag('baseline');
 
 /** node-datachannel whose certificate the link cannot see: no rebuilds, so no resume protocol. */
 async function withoutResume(): Promise<BackendFactory> {
@@ -54,7 +68,7 @@ async function withoutResume(): Promise<BackendFactory> {
   };
 }
 /** The relay processes' relay port ranges: clear of the in-process relay (44000-44999) and the client tests. */
-const PROC_PORTS = [{ portMin: 48000, portMax: 48499 }, { portMin: 48500, portMax: 48999 }];
+const PROC_PORTS = [{ portMin: 48000, portMax: 48299 }, { portMin: 48300, portMax: 48599 }, { portMin: 48600, portMax: 48999 }];
 
 /** Bare werift: send with bufferedAmount backpressure, resolve when the receiver has everything. */
 async function bareRun(tx: RTCDataChannel, rx: RTCDataChannel): Promise<{ mbps: number; cpu: number }> {
@@ -99,6 +113,7 @@ async function main(): Promise<void> {
   const drops: Record<string, string[]> = {};
   const relayCpu: Record<string, number[]> = {};
   const paths: Record<string, string[]> = {};
+  const failures: Record<string, number> = {};
   const add = (k: string, v: { mbps: number; cpu: number }): void => {
     (results[k] ??= []).push(v.mbps);
     (cpu[k] ??= []).push(v.cpu);
@@ -108,10 +123,15 @@ async function main(): Promise<void> {
   const procs: Array<{ name: string; relay: RelayProcess; sig: SignalingHandle }> = [];
   try {
     if (RELAY_PROCESS) {
-      for (const [i, bw] of [undefined, 0].entries()) {
-        const relay = await startRelayProcess({ ...PROC_PORTS[i]!, ...(bw !== undefined ? { bandwidth: bw } : {}) });
+      const specs: Array<{ name: string; bw?: number; cwd?: string }> = [
+        { name: 'relay process, default cap' },
+        { name: 'relay process, cap off', bw: 0 },
+        ...(BASELINE ? [{ name: 'baseline relay process, cap off', bw: 0, cwd: BASELINE }] : []),
+      ];
+      for (const [i, spec] of specs.entries()) {
+        const relay = await startRelayProcess({ ...PROC_PORTS[i]!, ...(spec.bw !== undefined ? { bandwidth: spec.bw } : {}), ...(spec.cwd ? { cwd: spec.cwd } : {}) });
         try {
-          procs.push({ name: bw === undefined ? 'relay process, default cap' : 'relay process, cap off', relay, sig: await signalingFor(relay.entry) });
+          procs.push({ name: spec.name, relay, sig: await signalingFor(relay.entry) });
         } catch (e) {
           await relay.close(); // no signaling service for it: stop the child before giving up
           throw e;
@@ -119,45 +139,73 @@ async function main(): Promise<void> {
       }
     }
     const noResume = RESUME_AB ? await withoutResume() : null;
+    const relayRelay = RELAY_RELAY ? relayedOnly((o) => createNodeDatachannelBackend(o)) : null;
     const homelinkRun = async (label: string, st: Stack, mode: 'direct' | 'relay', backend: 'werift' | 'node-datachannel', proc?: RelayProcess, factory?: BackendFactory): Promise<void> => {
-      const pair = factory ? await ourPairWith(st, mode, { hub: { backend: factory }, app: { backend: factory } }) : await ourPair(st, mode, undefined, backend);
-      const { link, peer } = await pair.dial();
-      const incoming = new Promise<import('../../client/channel.js').Channel>((res) => peer.once('channel', res));
-      const ch = await link.channel('bulk');
-      const rx = await incoming;
-      let got = 0;
-      const done = new Promise<void>((res) => {
-        const off = rx.on('message', (m) => {
-          got += typeof m === 'string' ? m.length : m.byteLength;
-          if (got >= TOTAL) {
-            off();
-            res();
-          }
-        });
-      });
-      const d0 = proc ? await proc.drops() : {};
-      const r0 = proc?.cpuMs() ?? 0;
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      for (let sent = 0; sent < TOTAL; sent += MSG.length) await ch.send(MSG);
-      await done;
-      const mbps = TOTAL / 1e6 / ((performance.now() - t0) / 1000);
-      const cpu = cpuMsPerMiB(c0) + (proc ? (proc.cpuMs() - r0) / MIB : 0);
-      add(label, { mbps, cpu });
-      // Which pair carried it: libjuice may leave the relay for a peer-reflexive host pair on
-      // loopback even under the relay policy, so every run names its ends (relay ports 44000-48999).
-      const p = link.path;
-      const end = (a: string | undefined): string => (a && Number(a.split(':').pop()) >= 44000 && Number(a.split(':').pop()) <= 48999 ? 'relay' : 'host');
-      // kind from client/path.ts (it knows the relayed candidates); ends by port are a hint only,
-      // as an ephemeral host port can fall in those ranges too.
-      (paths[label] ??= []).push(p ? (p.kind === 'direct' ? 'direct' : `relay (${end(p.local)}-${end(p.remote)})`) : '?');
-      if (proc) {
-        const d1 = await proc.drops();
-        const diff = Object.entries(d1).map(([k, v]) => [k, v - (d0[k] ?? 0)] as const).filter(([, v]) => v > 0);
-        (drops[label] ??= []).push(diff.map(([k, v]) => `${k} ${v}`).join(', ') || 'none');
-        (relayCpu[label] ??= []).push((proc.cpuMs() - r0) / MIB);
+      // A run that fails (no link within the deadline, a link closed mid-run) is counted and
+      // printed, and the bench goes on: the table says how many of each case failed.
+      try {
+        await homelinkOnce(label, st, mode, backend, proc, factory);
+      } catch (e) {
+        failures[label] = (failures[label] ?? 0) + 1;
+        process.stderr.write(`${label}: run failed: ${(e as Error).message}\n`);
       }
-      pair.close();
+    };
+    const homelinkOnce = async (label: string, st: Stack, mode: 'direct' | 'relay', backend: 'werift' | 'node-datachannel', proc?: RelayProcess, factory?: BackendFactory): Promise<void> => {
+      const pair =
+        factory === relayRelay && relayRelay
+          ? await ourPairWith(st, 'direct', {
+              hub: { backend: relayRelay, hostAddresses: [RELAYED_ONLY_HOSTS.answerer] },
+              app: { backend: relayRelay, hostAddresses: [RELAYED_ONLY_HOSTS.offerer] },
+            })
+          : factory
+            ? await ourPairWith(st, mode, { hub: { backend: factory }, app: { backend: factory } })
+            : await ourPair(st, mode, undefined, backend);
+      try {
+        const { link, peer } = await pair.dial();
+        // A link that ends or stalls mid-run says why (the bench then fails on `send`).
+        let finished = false;
+        link.on('close', (reason) => finished || process.stderr.write(`${label}: link closed mid-run: ${JSON.stringify(reason)}\n`));
+        link.on('interrupted', () => process.stderr.write(`${label}: link interrupted\n`));
+        peer.on('close', (reason) => finished || process.stderr.write(`${label}: peer link closed mid-run: ${JSON.stringify(reason)}\n`));
+        const incoming = new Promise<import('../../client/channel.js').Channel>((res) => peer.once('channel', res));
+        const ch = await link.channel('bulk');
+        const rx = await incoming;
+        let got = 0;
+        const done = new Promise<void>((res) => {
+          const off = rx.on('message', (m) => {
+            got += typeof m === 'string' ? m.length : m.byteLength;
+            if (got >= TOTAL) {
+              off();
+              res();
+            }
+          });
+        });
+        const d0 = proc ? await proc.drops() : {};
+        const r0 = proc?.cpuMs() ?? 0;
+        const c0 = process.cpuUsage();
+        const t0 = performance.now();
+        for (let sent = 0; sent < TOTAL; sent += MSG.length) await ch.send(MSG);
+        await done;
+        const mbps = TOTAL / 1e6 / ((performance.now() - t0) / 1000);
+        const cpu = cpuMsPerMiB(c0) + (proc ? (proc.cpuMs() - r0) / MIB : 0);
+        add(label, { mbps, cpu });
+        // Which pair carried it: libjuice may leave the relay for a peer-reflexive host pair on
+        // loopback even under the relay policy, so every run names its ends (relay ports 44000-48999).
+        const p = link.path;
+        const end = (a: string | undefined): string => (a && Number(a.split(':').pop()) >= 44000 && Number(a.split(':').pop()) <= 48999 ? 'relay' : 'host');
+        // kind from client/path.ts (it knows the relayed candidates); ends by port are a hint only,
+        // as an ephemeral host port can fall in those ranges too.
+        (paths[label] ??= []).push(p ? (p.kind === 'direct' ? 'direct' : `relay (${end(p.local)}-${end(p.remote)})`) : '?');
+        if (proc) {
+          const d1 = await proc.drops();
+          const diff = Object.entries(d1).map(([k, v]) => [k, v - (d0[k] ?? 0)] as const).filter(([, v]) => v > 0);
+          (drops[label] ??= []).push(diff.map(([k, v]) => `${k} ${v}`).join(', ') || 'none');
+          (relayCpu[label] ??= []).push((proc.cpuMs() - r0) / MIB);
+        }
+        finished = true;
+      } finally {
+        pair.close();
+      }
     };
     for (let r = 0; r < ROUNDS; r++) {
       for (const mode of ['direct', 'relay'] as const) {
@@ -170,7 +218,8 @@ async function main(): Promise<void> {
         if (noResume && mode === 'direct') await homelinkRun('homelink node-datachannel, direct, resume off', stack, mode, 'node-datachannel', undefined, noResume);
       }
       for (const p of procs) {
-        for (const backend of BACKENDS) await homelinkRun(`homelink ${backend}, ${p.name}`, { ...stack, sig: p.sig }, 'relay', backend, p.relay);
+        if (relayRelay) await homelinkRun(`homelink node-datachannel, relay-to-relay, ${p.name}`, { ...stack, sig: p.sig }, 'relay', 'node-datachannel', p.relay, relayRelay);
+        else for (const backend of BACKENDS) await homelinkRun(`homelink ${backend}, ${p.name}`, { ...stack, sig: p.sig }, 'relay', backend, p.relay);
       }
     }
   } finally {
@@ -189,8 +238,10 @@ async function main(): Promise<void> {
     const b = k.replace(/, (relay.*)$/, ', direct');
     const ratio = k !== b && results[b] ? (m(k) / m(b)).toFixed(2) : '';
     const rounds = results[k]!.map((x) => x.toFixed(1)).join(', ');
-    console.log(`| ${k} | ${m(k).toFixed(2)} (${rounds}) | ${ratio} | ${c(k).toFixed(0)} | ${relayCpu[k] ? median(relayCpu[k]).toFixed(0) : ''} | ${drops[k]?.join('; ') ?? ''} | ${paths[k]?.join(', ') ?? ''} |`);
-  }
+    const failed = failures[k] ? `, ${failures[k]} failed` : '';
+    console.log(`| ${k} | ${m(k).toFixed(2)} (${rounds}${failed}) | ${ratio} | ${c(k).toFixed(0)} | ${relayCpu[k] ? median(relayCpu[k]).toFixed(0) : ''} | ${drops[k]?.join('; ') ?? ''} | ${paths[k]?.join(', ') ?? ''} |`);
+  }  for (const [k, n] of Object.entries(failures)) if (!results[k]) console.log(`| ${k} | all ${n} runs failed | | | | | |`);
+
 }
 
 void main().then(

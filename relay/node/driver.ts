@@ -8,6 +8,10 @@
  * FAST_TO_PEER with the target in `server.fast`; the driver sends the payload
  * slice from the received buffer. A peer datagram on a channel comes back as
  * FAST_TO_CLIENT and the driver writes one buffer (4-byte header + payload).
+ * Between two allocations of this process (two endpoints that both reach only
+ * this relay), handleUdp answers FAST_TO_CLIENT itself (hairpin): the client's
+ * datagram goes straight out to the other client, its channel number rewritten
+ * in place, with no relay socket in between.
  * No promise, closure or action object is made per packet.
  *
  * A failed send to a peer costs that packet only (counted), never the
@@ -254,6 +258,19 @@ export class NodeRelay {
         relay.send(msg, f.offset, f.length, f.peerPort, f.peerIp);
         if (this.onRelayed) this.onRelayed('to-peer', msg.subarray(f.offset, f.offset + f.length));
       }
+    } else if (r === FAST_TO_CLIENT) {
+      const f = server.fast;
+      const to = f.client!;
+      if (this.onRelayed) this.onRelayed('to-peer', msg.subarray(f.offset, f.offset + f.length));
+      if (to.kind === 'udp') {
+        // The datagram is ChannelData of the same length already: only the channel number changes.
+        msg[0] = f.channel >> 8;
+        msg[1] = f.channel & 0xff;
+        this.udp[to.listener]?.send(msg, 0, 4 + f.length, to.port, to.ip);
+        if (this.onRelayed) this.onRelayed('to-client', msg.subarray(4, 4 + f.length));
+      } else {
+        this.sendChannelData(to, f.channel, msg.subarray(f.offset, f.offset + f.length));
+      }
     }
     if (server.hasActions) this.flush();
     this.arm();
@@ -380,6 +397,9 @@ export class NodeRelay {
         else this.writeStream(a.to.connId, a.data);
         if (a.relayed && this.onRelayed) this.onRelayed('to-client', a.relayed);
         return;
+      case 'send-channel-data':
+        if (this.onRelayed) this.onRelayed('to-peer', a.data);
+        return this.sendChannelData(a.to, a.channel, Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength));
       case 'send-peer': {
         const relay = this.relays.get(a.relayId);
         if (relay) relay.send(a.data, a.port, a.ip);

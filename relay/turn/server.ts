@@ -47,6 +47,7 @@ import {
   encodeXorAddress,
   type TransportAddress,
 } from '../../protocol/stun/attributes.js';
+import { formatIp, parseIp } from '../../protocol/stun/ip.js';
 import { decodeStun, findAttr, StunWriter, verifyMessageIntegrity, type StunMessage } from '../../protocol/stun/message.js';
 import { StreamFramer } from '../../protocol/stun/stream.js';
 import { checkRestUsername, longTermKeys, NonceBook, type TurnCrypto } from './auth.js';
@@ -65,6 +66,8 @@ export type RelayAction =
   | { readonly type: 'send-client'; readonly to: ClientAddr; readonly data: Uint8Array; readonly relayed?: Uint8Array }
   /** Send a datagram from allocation `relayId`'s relayed port to a peer. */
   | { readonly type: 'send-peer'; readonly relayId: number; readonly ip: string; readonly port: number; readonly data: Uint8Array }
+  /** Send `data` to the client as ChannelData on `channel`: a packet relayed from another allocation of this process (hairpin). */
+  | { readonly type: 'send-channel-data'; readonly to: ClientAddr; readonly channel: number; readonly data: Uint8Array }
   /** Bind a UDP relay port of `family` (an even one if `even`) for `relayId`; answer with relayBound or relayFailed. */
   | { readonly type: 'bind-relay'; readonly relayId: number; readonly family: 4 | 6; readonly even: boolean }
   /** Close and return `relayId`'s relay port. */
@@ -118,8 +121,14 @@ export interface TurnServerOptions {
 export const FAST_NONE = 0;
 /** Send `fast.length` bytes at `fast.offset` of the input from `fast.relayId` to `fast.peerIp:peerPort`. */
 export const FAST_TO_PEER = 1;
-/** Send the whole input to `fast.client` as ChannelData on `fast.channel`. */
+/**
+ * Send `fast.length` bytes at `fast.offset` of the input to `fast.client` as ChannelData on
+ * `fast.channel`. From handlePeer that is the whole input; from handleUdp it is a hairpin: a
+ * client's ChannelData for another allocation of this process, delivered without the kernel.
+ */
 export const FAST_TO_CLIENT = 2;
+/** {@link TurnServer}'s internal answer: the port is no allocation of this process. */
+const NOT_LOCAL = -1;
 
 /** The reusable hot-path result; valid until the next call into the server. */
 export interface FastPath {
@@ -144,6 +153,8 @@ interface Channel extends Expiring {
   readonly number: number;
   readonly peerIp: string;
   readonly peerPort: number;
+  /** The peer is this relay's own address (another allocation, maybe of this process: hairpin). */
+  readonly toRelay: boolean;
   permission: Permission;
 }
 
@@ -293,6 +304,19 @@ export class TurnServer {
    * never its listening, metrics or any other port.
    */
   private readonly liveRelayPorts = new Map<number, number>();
+  /**
+   * Active allocations by relayed port, per family: the peers a packet can reach without
+   * leaving this process (hairpin). Between two allocations of one relay a packet would
+   * otherwise cross the kernel twice (a send from one relayed socket, a receive on the other);
+   * delivered here it takes the same checks (the target's permission, channel and bandwidth)
+   * and arrives from the sender's relayed address as the target's client expects. Allocations
+   * of another worker process are not here and go through the kernel as before.
+   */
+  private readonly localRelays4 = new Map<number, Allocation>();
+  private readonly localRelays6 = new Map<number, Allocation>();
+  /** The advertised relay addresses in the text form decoded peer addresses take (formatIp). */
+  private readonly relayIp4: string | null;
+  private readonly relayIp6: string | null;
   private readonly heap = new DeadlineHeap<Allocation | Permission | Channel | StreamConn>();
   private nextRelayId = 1;
   /** Heap entries whose entity is already gone; compacted when they dominate. */
@@ -307,6 +331,12 @@ export class TurnServer {
     this.secretKeys = opts.secrets.map((s) => enc.encode(s));
     this.nonces = new NonceBook(opts.crypto, this.secretKeys, opts.nonceLifetimeS);
     this.tidPrefix = opts.randomBytes(8);
+    const canonical = (ip: string | undefined): string | null => {
+      const bytes = ip === undefined ? null : parseIp(ip);
+      return bytes ? formatIp(bytes) : null;
+    };
+    this.relayIp4 = canonical(opts.relayAddressV4);
+    this.relayIp6 = canonical(opts.relayAddressV6);
   }
 
   /** Actions produced since the last call, in order. */
@@ -349,7 +379,7 @@ export class TurnServer {
         this.counters.dropNoAllocation++;
         return FAST_NONE;
       }
-      return this.channelDataFromClient(alloc, data, false, now) ? FAST_TO_PEER : FAST_NONE;
+      return this.channelDataFromClient(alloc, data, false, now);
     }
     if (data.length < 20 || (data[0]! & 0xc0) !== 0) {
       this.counters.dropMalformed++;
@@ -425,9 +455,12 @@ export class TurnServer {
           this.counters.dropNoAllocation++;
           continue;
         }
-        if (this.channelDataFromClient(alloc, frame.bytes, true, now)) {
-          const f = this.fast;
+        const r = this.channelDataFromClient(alloc, frame.bytes, true, now);
+        const f = this.fast;
+        if (r === FAST_TO_PEER) {
           this.actions.push({ type: 'send-peer', relayId: f.relayId, ip: f.peerIp, port: f.peerPort, data: frame.bytes.subarray(f.offset, f.offset + f.length) });
+        } else if (r === FAST_TO_CLIENT) {
+          this.actions.push({ type: 'send-channel-data', to: f.client!, channel: f.channel, data: frame.bytes.subarray(f.offset, f.offset + f.length) });
         }
       } else {
         this.handleStun(conn.client, frame.bytes, now, conn.alloc);
@@ -501,6 +534,7 @@ export class TurnServer {
     alloc.active = true;
     alloc.relayPort = port;
     this.liveRelayPorts.set(port, (this.liveRelayPorts.get(port) ?? 0) + 1);
+    (alloc.family === 4 ? this.localRelays4 : this.localRelays6).set(port, alloc);
     alloc.expiresAt = now + alloc.allocateLifetimeS * 1000;
     this.heap.schedule(alloc);
     this.actions.push({ type: 'send-client', to: alloc.client, data: this.allocateSuccess(alloc) });
@@ -584,24 +618,29 @@ export class TurnServer {
     return c.port === port && c.listener === listener ? cur : undefined;
   }
 
-  private channelDataFromClient(alloc: Allocation, data: Uint8Array, stream: boolean, now: number): boolean {
+  /**
+   * A client's ChannelData: FAST_TO_PEER (`fast` names the relay socket and peer), FAST_TO_CLIENT
+   * when the peer is another allocation of this process (hairpin; `fast` names that allocation's
+   * client, the payload at `fast.offset` of `data`), or FAST_NONE (dropped, or queued as actions).
+   */
+  private channelDataFromClient(alloc: Allocation, data: Uint8Array, stream: boolean, now: number): number {
     const number = (data[0]! << 8) | data[1]!;
     const length = (data[2]! << 8) | data[3]!;
     // RFC 8656 §12.5: drop when shorter than its length (UDP may carry padding past it).
     if (4 + length > data.length || (stream && ((4 + length + 3) & ~3) !== data.length)) {
       this.counters.dropMalformed++;
-      return false;
+      return FAST_NONE;
     }
     const ch = alloc.channels.get(number);
     if (ch === undefined || ch.expiresAt <= now) {
       this.counters.dropNoChannel++;
-      return false;
+      return FAST_NONE;
     }
     if (ch.permission.expiresAt <= now) {
       this.counters.dropNoPermission++;
-      return false;
+      return FAST_NONE;
     }
-    if (!this.takeTokens(alloc, length, now)) return false;
+    if (!this.takeTokens(alloc, length, now)) return FAST_NONE;
     const f = this.fast;
     f.relayId = alloc.id;
     f.peerIp = ch.peerIp;
@@ -610,7 +649,29 @@ export class TurnServer {
     f.length = length;
     this.counters.packetsToPeer++;
     this.counters.bytesToPeer += length;
-    return true;
+    if (ch.toRelay) {
+      const r = this.hairpin(alloc, ch.peerPort, data.subarray(4, 4 + length), now);
+      if (r === FAST_TO_CLIENT) f.offset = 4; // the payload's place in `data`
+      if (r !== NOT_LOCAL) return r;
+    }
+    return FAST_TO_PEER;
+  }
+
+  /**
+   * Delivers `payload`, sent by allocation `from` to this relay's own address at `port`, to the
+   * allocation of this process that owns that relayed port, as if it had arrived there from
+   * `from`'s relayed address (the target's permission, channel and bandwidth checks apply).
+   * NOT_LOCAL when no allocation here owns `port` (another worker's, or none): send as usual.
+   */
+  private hairpin(from: Allocation, port: number, payload: Uint8Array, now: number): number {
+    const target = (from.family === 4 ? this.localRelays4 : this.localRelays6).get(port);
+    if (target === undefined) return NOT_LOCAL;
+    this.counters.hairpinPackets++;
+    return this.handlePeer(target.id, this.relayIpOf(from.family)!, from.relayPort, payload, now);
+  }
+
+  private relayIpOf(family: 4 | 6): string | null {
+    return family === 4 ? this.relayIp4 : this.relayIp6;
   }
 
   /** Token bucket per allocation (both directions); drops what exceeds the cap. */
@@ -965,6 +1026,7 @@ export class TurnServer {
         number: cn.value,
         peerIp: peer.ip,
         peerPort: peer.port,
+        toRelay: peer.ip === this.relayIpOf(alloc.family),
         permission: perm,
         expiresAt: now + CHANNEL_LIFETIME_S * 1000,
         scheduled: false,
@@ -1010,6 +1072,11 @@ export class TurnServer {
     if (!this.takeTokens(alloc, dataA.value.length, now)) return;
     this.counters.packetsToPeer++;
     this.counters.bytesToPeer += dataA.value.length;
+    if (peer.value.ip === this.relayIpOf(alloc.family)) {
+      const r = this.hairpin(alloc, peer.value.port, dataA.value, now);
+      if (r === FAST_TO_CLIENT) this.actions.push({ type: 'send-channel-data', to: this.fast.client!, channel: this.fast.channel, data: dataA.value });
+      if (r !== NOT_LOCAL) return;
+    }
     this.actions.push({ type: 'send-peer', relayId: alloc.id, ip: peer.value.ip, port: peer.value.port, data: dataA.value });
   }
 
@@ -1072,6 +1139,8 @@ export class TurnServer {
       const n = (this.liveRelayPorts.get(alloc.relayPort) ?? 1) - 1;
       if (n <= 0) this.liveRelayPorts.delete(alloc.relayPort);
       else this.liveRelayPorts.set(alloc.relayPort, n);
+      const local = alloc.family === 4 ? this.localRelays4 : this.localRelays6;
+      if (local.get(alloc.relayPort) === alloc) local.delete(alloc.relayPort);
     }
     this.bury(alloc);
     for (const p of alloc.permissions.values()) this.removePermission(p);

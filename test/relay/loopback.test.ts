@@ -182,6 +182,53 @@ describe('relay on loopback sockets', () => {
   });
 });
 
+describe('allocation to allocation on this relay (hairpin)', () => {
+  it('a UDP client and a TCP client, each bound to the other\'s relayed address, reach each other; the packets never leave the relay process', async () => {
+    const ep = await UdpEndpoint.open();
+    const s = await StreamEndpoint.connect(relay.tcp.port);
+    const hairpins = async (): Promise<number> => Number(/^homelink_relay_hairpin_packets_total (\d+)/m.exec(await (await fetch(`${relay.metricsUrl}/metrics`)).text())?.[1]);
+    try {
+      const before = await hairpins();
+      const u = client('endpoint-hairpin-udp');
+      ep.send(u.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, relay.udp.port);
+      u.read(await ep.next());
+      ep.send(u.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
+      const uRelayed = u.read(await ep.next()).relayed!;
+      const t = client('endpoint-hairpin-tcp');
+      s.send(t.request(StunMethod.Allocate, [A.transportUdp()], false).bytes);
+      t.read(await s.next());
+      s.send(t.request(StunMethod.Allocate, [A.transportUdp()]).bytes);
+      const tRelayed = t.read(await s.next()).relayed!;
+      ep.send(u.request(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(tRelayed.ip, tRelayed.port)]).bytes, relay.udp.port);
+      expect(u.read(await ep.next()).cls).toBe(StunClass.SuccessResponse);
+      s.send(t.request(StunMethod.ChannelBind, [A.channel(0x4ffe), A.peer(uRelayed.ip, uRelayed.port)]).bytes);
+      expect(t.read(await s.next()).cls).toBe(StunClass.SuccessResponse);
+
+      relayed.length = 0;
+      const big = new Uint8Array(1200).map((_, i) => i & 0xff);
+      for (let i = 0; i < 3; i++) {
+        ep.send(encodeChannelData(0x4001, big, false), relay.udp.port);
+        const got = decodeChannelData(await s.next(), true);
+        expect(got.ok && got.value.channel).toBe(0x4ffe);
+        expect(got.ok && Buffer.from(got.value.data).equals(Buffer.from(big))).toBe(true);
+        s.send(encodeChannelData(0x4ffe, new Uint8Array([i, 1, 2]), true));
+        const back = decodeChannelData(await ep.next(), false);
+        expect(back.ok && back.value.channel).toBe(0x4001);
+        expect(back.ok && [...back.value.data]).toEqual([i, 1, 2]);
+      }
+      expect((await hairpins()) - before).toBe(6);
+      // The test hook still sees each payload once each way.
+      expect(relayed.filter((r) => r.dir === 'to-peer').length).toBe(6);
+      expect(relayed.filter((r) => r.dir === 'to-client').length).toBe(6);
+      ep.send(u.request(StunMethod.Refresh, [A.lifetime(0)]).bytes, relay.udp.port);
+      expect(u.read(await ep.next()).lifetime).toBe(0);
+    } finally {
+      s.close();
+      await ep.close();
+    }
+  });
+});
+
 describe('metrics and health', () => {
   it('serves Prometheus text with the core counters and a health report', async () => {
     expect(relay.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);

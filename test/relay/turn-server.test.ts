@@ -385,22 +385,27 @@ describe('peer policy: every denied form gets 403', () => {
     const bId = b.relayId();
     const aPort = h.bound.get(aId)!;
     const bPort = h.bound.get(bId)!;
-    // Both ends behind UDP-blocking firewalls: each names the other's relayed address.
+    // Both ends behind UDP-blocking firewalls: each names the other's relayed address. Both
+    // allocations live in this process, so the Send reaches b's client directly (hairpin), on
+    // b's channel for a's relayed address, and no relay socket sends anything.
     ok(a.call(StunMethod.CreatePermission, [A.peer(RELAY_V4, bPort)]));
     ok(b.call(StunMethod.ChannelBind, [A.channel(0x4000), A.peer(RELAY_V4, aPort)]));
     a.send(a.turn.indication(StunMethod.Send, [A.peer(RELAY_V4, bPort), A.data(new Uint8Array([1]))]));
-    expect(h.take(`peer:${aId}:${RELAY_V4}:${bPort}`)).toEqual([new Uint8Array([1])]);
+    expect(h.take(b.to)).toEqual([encodeChannelData(0x4000, new Uint8Array([1]), false)]);
+    expect(h.sent).toEqual([]);
+    expect(h.server.counters.hairpinPackets).toBe(1);
     // Any other port of the relay stays closed: listening ports, metrics, free relay ports.
     for (const port of [3478, 5349, 9100, bPort + 100]) {
       expect(a.call(StunMethod.CreatePermission, [A.peer(RELAY_V4, port)]).code, String(port)).toBe(403);
       expect(a.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V4, port)]).code, String(port)).toBe(403);
       a.send(a.turn.indication(StunMethod.Send, [A.peer(RELAY_V4, port), A.data(new Uint8Array([2]))]));
-      expect(h.take(`peer:${aId}:${RELAY_V4}:${port}`)).toEqual([]);
+      expect(h.sent, String(port)).toEqual([]);
     }
     // Once b's allocation is gone, its port is no longer a peer.
     ok(b.call(StunMethod.Refresh, [A.lifetime(0)]));
     a.send(a.turn.indication(StunMethod.Send, [A.peer(RELAY_V4, bPort), A.data(new Uint8Array([3]))]));
-    expect(h.take(`peer:${aId}:${RELAY_V4}:${bPort}`)).toEqual([]);
+    expect(h.sent).toEqual([]);
+    expect(h.server.counters.hairpinPackets).toBe(1);
   });
 
   it('allows global addresses and the allow-listed lab range; loopback only with the flag', () => {
@@ -466,6 +471,102 @@ describe('quotas', () => {
     h.server.startDrain();
     expect(new VClient(h, '198.51.100.7', 40001).allocate().code).toBe(508);
     ok(c.call(StunMethod.Refresh, []));
+  });
+});
+
+describe('hairpin: allocation to allocation inside one relay process', () => {
+  /** Two UDP clients whose allocations each bind a channel to the other's relayed address. */
+  function pair(h = new Harness()) {
+    const a = new VClient(h, '198.51.100.7', 40000, 'ep-a');
+    const b = new VClient(h, '198.51.100.8', 41000, 'ep-b');
+    ok(a.allocate());
+    const aPort = h.bound.get(a.relayId())!;
+    ok(b.allocate());
+    const bPort = h.bound.get(b.relayId())!;
+    return { h, a, b, aPort, bPort };
+  }
+
+  it('ChannelData goes from one client to the other on the receiver\'s channel number, both ways, with no relay socket in between', () => {
+    const { h, a, b, aPort, bPort } = pair();
+    ok(a.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V4, bPort)]));
+    ok(b.call(StunMethod.ChannelBind, [A.channel(0x4abc), A.peer(RELAY_V4, aPort)]));
+    // Padding after the length (allowed over UDP) is not forwarded.
+    const padded = new Uint8Array([...encodeChannelData(0x4001, new Uint8Array([1, 2, 3]), false), 0, 0, 0]);
+    a.send(padded);
+    expect(h.take(b.to)).toEqual([encodeChannelData(0x4abc, new Uint8Array([1, 2, 3]), false)]);
+    b.send(encodeChannelData(0x4abc, new Uint8Array(1200).fill(7), false));
+    expect(h.take(a.to)).toEqual([encodeChannelData(0x4001, new Uint8Array(1200).fill(7), false)]);
+    expect(h.sent).toEqual([]);
+    const c = h.server.counters;
+    expect([c.hairpinPackets, c.packetsToPeer, c.packetsToClient, c.bytesToPeer, c.bytesToClient]).toEqual([2, 2, 2, 1203, 1203]);
+  });
+
+  it('the receiving allocation\'s rules still apply: no permission drops, no channel gives a Data indication from the sender\'s relayed address', () => {
+    const { h, a, b, aPort, bPort } = pair();
+    ok(a.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V4, bPort)]));
+    // b has no permission for the relay's address yet: dropped there, as from the kernel.
+    a.send(encodeChannelData(0x4001, new Uint8Array([1]), false));
+    expect(h.sent).toEqual([]);
+    expect(h.server.counters.dropNoPermission).toBe(1);
+    // A permission without a channel: a Data indication naming a's relayed address.
+    ok(b.call(StunMethod.CreatePermission, [A.peer(RELAY_V4, aPort)]));
+    a.send(encodeChannelData(0x4001, new Uint8Array([2, 3]), false));
+    const [ind] = h.take(b.to);
+    const r = b.turn.read(ind!);
+    expect([r.method, r.cls]).toEqual([StunMethod.Data, StunClass.Indication]);
+    expect(r.peer).toEqual({ family: 4, ip: RELAY_V4, port: aPort });
+    expect([...r.data!]).toEqual([2, 3]);
+    expect(h.sent).toEqual([]);
+  });
+
+  it('a TCP client reaches a UDP client\'s allocation (padded in, unpadded out), and the reverse is padded', () => {
+    const h = new Harness();
+    const b = new VClient(h, '198.51.100.8', 41000, 'ep-b');
+    ok(b.allocate());
+    const bPort = h.bound.get(b.relayId())!;
+    h.server.openStream(7, 'tcp', '198.51.100.7', 50000, h.now);
+    const cred = restCredential(SECRET, 'ep-s', Math.floor(h.now / 1000) + 3600);
+    const t = new TestTurnClient(cred.username, cred.password);
+    h.stream(7, t.request(StunMethod.Allocate, [A.transportUdp()], false).bytes);
+    expect(t.read(h.take('conn:7')[0]!).code).toBe(401);
+    h.stream(7, t.request(StunMethod.Allocate, [A.transportUdp()]).bytes);
+    ok(t.read(h.take('conn:7')[0]!));
+    const tPort = h.bound.get([...h.bound.keys()].at(-1)!)!;
+    h.stream(7, t.request(StunMethod.ChannelBind, [A.channel(0x4002), A.peer(RELAY_V4, bPort)]).bytes);
+    ok(t.read(h.take('conn:7')[0]!));
+    ok(b.call(StunMethod.ChannelBind, [A.channel(0x4003), A.peer(RELAY_V4, tPort)]));
+    h.stream(7, encodeChannelData(0x4002, new Uint8Array([1, 2, 3]), true));
+    expect(h.take(b.to)).toEqual([encodeChannelData(0x4003, new Uint8Array([1, 2, 3]), false)]);
+    b.send(encodeChannelData(0x4003, new Uint8Array([4, 5]), false));
+    expect(h.take('conn:7')).toEqual([encodeChannelData(0x4002, new Uint8Array([4, 5]), true)]);
+    expect(h.sent).toEqual([]);
+    expect(h.server.counters.hairpinPackets).toBe(2);
+  });
+
+  it('IPv6 allocations hairpin by the canonical relay address; a port of the other family does not', () => {
+    const h = new Harness({ relayAddressV6: '2001:0db8:0:0::0010' }); // the same address as RELAY_V6, written long
+    const a = new VClient(h, '2001:db8:1::7', 40000, 'ep-a');
+    const b = new VClient(h, '2001:db8:1::8', 41000, 'ep-b');
+    const v4 = new VClient(h, '198.51.100.9', 42000, 'ep-c');
+    const six: AttrList = [A.transportUdp(), [Attr.RequestedAddressFamily, encodeRequestedAddressFamily(6)]];
+    ok(a.allocate(six));
+    const aId = a.relayId();
+    const aPort = h.bound.get(aId)!;
+    ok(b.allocate(six));
+    const bPort = h.bound.get(b.relayId())!;
+    ok(v4.allocate());
+    const v4Port = h.bound.get(v4.relayId())!;
+    ok(a.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V6, bPort)]));
+    ok(b.call(StunMethod.ChannelBind, [A.channel(0x4002), A.peer(RELAY_V6, aPort)]));
+    a.send(encodeChannelData(0x4001, new Uint8Array([9]), false));
+    expect(h.take(b.to)).toEqual([encodeChannelData(0x4002, new Uint8Array([9]), false)]);
+    // The v4 allocation's port named on the v6 relay address is no v6 allocation of this process:
+    // it goes out through a's relay socket like any peer (the policy's live-port rule is per port).
+    ok(a.call(StunMethod.ChannelBind, [A.channel(0x4003), A.peer(RELAY_V6, v4Port)]));
+    a.send(encodeChannelData(0x4003, new Uint8Array([8]), false));
+    expect(h.take(`peer:${aId}:${RELAY_V6}:${v4Port}`)).toEqual([new Uint8Array([8])]);
+    expect(h.take(v4.to)).toEqual([]);
+    expect(h.server.counters.hairpinPackets).toBe(1);
   });
 });
 

@@ -88,6 +88,8 @@ export class Harness {
     if (r === FAST_TO_PEER) {
       const f = this.server.fast;
       this.sent.push({ to: `peer:${f.relayId}:${f.peerIp}:${f.peerPort}`, data: data.slice(f.offset, f.offset + f.length) });
+    } else if (r === FAST_TO_CLIENT) {
+      this.sendChannelData(data.slice(this.server.fast.offset, this.server.fast.offset + this.server.fast.length));
     }
     this.flush();
   }
@@ -99,13 +101,14 @@ export class Harness {
 
   peer(relayId: number, ip: string, port: number, data: Uint8Array): void {
     const r = this.server.handlePeer(relayId, ip, port, data, this.now);
-    if (r === FAST_TO_CLIENT) {
-      const f = this.server.fast;
-      const c = f.client!;
-      const to = c.kind === 'udp' ? `udp:${c.ip}:${c.port}` : `conn:${c.connId}`;
-      this.sent.push({ to, data: encodeChannelData(f.channel, data, c.kind === 'stream') });
-    }
+    if (r === FAST_TO_CLIENT) this.sendChannelData(data);
     this.flush();
+  }
+
+  /** A FAST_TO_CLIENT answer: `payload` to `fast.client` as ChannelData on `fast.channel`. */
+  private sendChannelData(payload: Uint8Array, client = this.server.fast.client!, channel = this.server.fast.channel): void {
+    const to = client.kind === 'udp' ? `udp:${client.ip}:${client.port}` : `conn:${client.connId}`;
+    this.sent.push({ to, data: encodeChannelData(channel, payload, client.kind === 'stream') });
   }
 
   flush(): void {
@@ -119,6 +122,9 @@ export class Harness {
         return;
       case 'send-peer':
         this.sent.push({ to: `peer:${a.relayId}:${a.ip}:${a.port}`, data: a.data });
+        return;
+      case 'send-channel-data':
+        this.sendChannelData(a.data, a.to, a.channel);
         return;
       case 'bind-relay':
         if (this.failBinds) this.server.relayFailed(a.relayId, 'test');

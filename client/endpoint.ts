@@ -16,7 +16,7 @@ import { LinkError } from './errors.js';
 import type { DeviceIdentity, Trust } from './identity.js';
 import type { KeepaliveOptions } from './keepalive.js';
 import { Link, type LinkInit, type TraceFn } from './link.js';
-import type { SessionOptions } from './session.js';
+import { EARLY_FAILURE, type SessionOptions } from './session.js';
 import { PresenceSocket, type TokenSource, type WebSocketFactory } from './signaling.js';
 import type { BackendChoice, BackendFactory } from './webrtc/backend.js';
 
@@ -110,6 +110,9 @@ const newReqId = (): string => {
   return `r${(counter++).toString(36)}${Array.from(r, (b) => b.toString(16).padStart(2, '0')).join('')}`;
 };
 
+/** Fresh attempts of a dial whose connection failed before it opened (see `Endpoint.dial`). */
+const EARLY_FAILURE_RETRIES = 2;
+
 /**
  * An endpoint: present at the signaling service, able to dial and to accept.
  * Use `Endpoint.connect` from `client/index.ts` (Node) or `client/browser.ts`.
@@ -182,11 +185,25 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     if (!ENDPOINT_ID_RE.test(peerId)) throw new LinkError('PeerOffline', 'not a valid endpoint id');
     const timeoutMs = opts.timeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
     const deadline = Date.now() + timeoutMs;
+    // A connection that died before it opened (client/session.ts EARLY_FAILURE: a libdatachannel
+    // race on a busy CPU; such a failure comes within ~100 ms) is tried again, up to
+    // EARLY_FAILURE_RETRIES times within the same deadline; the peer sees a request per attempt.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.dialOnce(peerId, opts, timeoutMs, deadline);
+      } catch (e) {
+        const early = e instanceof LinkError && e.code === 'NoPath' && e.message === EARLY_FAILURE;
+        if (!early || attempt >= EARLY_FAILURE_RETRIES || this.closed || opts.signal?.aborted || deadline - Date.now() < MIN_DIAL_TIMEOUT_MS) throw e;
+      }
+    }
+  }
+
+  private async dialOnce(peerId: string, opts: DialOptions, timeoutMs: number, deadline: number): Promise<Link> {
     const reqId = newReqId();
     let link: Link | null = null;
     let cleanup = (): void => undefined;
     const stop = new Promise<never>((_, reject) => {
-      const t = setTimeout(() => reject(new LinkError('Timeout', `dial did not complete within ${timeoutMs} ms`)), timeoutMs);
+      const t = setTimeout(() => reject(new LinkError('Timeout', `dial did not complete within ${timeoutMs} ms`)), Math.max(0, deadline - Date.now()));
       const onAbort = (): void => reject(new LinkError('Aborted', 'dial aborted'));
       opts.signal?.addEventListener('abort', onAbort);
       if (opts.signal?.aborted) onAbort();

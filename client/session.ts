@@ -157,6 +157,9 @@ export type SessionAction =
 
 export type SessionPhase = 'joining' | 'negotiating' | 'open' | 'done';
 
+/** The message of a link whose libdatachannel connection failed before it opened (Endpoint.dial tries once more). */
+export const EARLY_FAILURE = 'the connection failed before it opened';
+
 /** Earliest expiry (unix ms) among the TURN REST usernames in a server list, or null. */
 export function credentialExpiry(servers: readonly IceServer[]): number | null {
   let min: number | null = null;
@@ -568,6 +571,13 @@ export class Session {
       if (s !== 'connected' || this.connected) return [];
       this.connected = true;
       return [...this.maybeCheckPresented(), ...this.maybeRebuilt()];
+    }
+    if (s === 'failed' && this.phase === 'negotiating' && this.localNoRestart) {
+      // A libdatachannel connection that failed never recovers (it closes itself), so waiting
+      // for the connect deadline only delays the error. Seen on one CPU core: libdatachannel
+      // 0.24.5 can start the offerer's DTLS before it has stored the answer's fingerprint and
+      // then refuses the peer's certificate ("unknown CA"; fixed upstream after 0.24.5).
+      return this.fail('NoPath', EARLY_FAILURE);
     }
     if (s === 'connected') {
       const first = !this.connected;

@@ -208,7 +208,9 @@ export function parseBackendChoice(v: string | undefined, source = 'backend'): B
  * libdatachannel not found), `setRemoteDescription` failing with "remote candidate without ICE
  * transport" on a busy CPU (worked around since: descriptions go in without their candidates,
  * which follow one by one and are retried), and relayed dials that
- * wait for a 1 s DTLS retransmission. werift stays the default until those have a record as clean
+ * wait for a 1 s DTLS retransmission, and on one CPU core about one dial in eight whose DTLS
+ * refuses the peer's certificate because the offerer checks it before storing the answer
+ * (upstream 93f4373a, unreleased; the dial retries since, client/endpoint.ts). werift stays the default until those have a record as clean
  * as werift's. (Relay-only links and UDP-blocked relays run on werift under either choice,
  * `withNativeFallback`.)
  * @example

@@ -57,6 +57,31 @@ function openResponder(c: Caps): { s: Session; t: number } {
 
 const feed = (s: Session, evs: SessionEvent[], t: number): SessionAction[] => evs.flatMap((e) => s.handle(e, t));
 
+describe('session: a native connection that fails before it opens', () => {
+  const negotiating = (local: typeof NATIVE): Session => {
+    const s = new Session({ sessionId: SID, role: 'initiator', peer: 'hub-1' });
+    s.start(1_000);
+    s.handle({ type: 'joined', peerPresent: true, iceServers: [] }, 1_000);
+    s.handle({ type: 'backend-ready', ...local }, 1_000);
+    s.handle({ type: 'local-description', kind: 'offer', sdp: sdp(FP_A), fingerprint: FP_A, restart: false }, 1_000);
+    s.handle({ type: 'signal', data: { kind: 'answer', sdp: sdp(FP_B) } }, 1_005);
+    return s;
+  };
+
+  it('fails the dial at once (NoPath): a failed libdatachannel connection is closed for good', () => {
+    const s = negotiating(NATIVE);
+    const out = s.handle({ type: 'transport', state: 'failed' }, 1_010);
+    expect(out).toContainEqual({ type: 'failed', code: 'NoPath', message: 'the connection failed before it opened' });
+    expect(s.phase).toBe('done');
+  });
+
+  it('werift keeps trying until the connect deadline (its ICE can still succeed)', () => {
+    const s = negotiating(WERIFT);
+    expect(types(s.handle({ type: 'transport', state: 'failed' }, 1_010))).not.toContain('failed');
+    expect(s.phase).toBe('negotiating');
+  });
+});
+
 describe('session: rebuild instead of ICE restart', () => {
   it('says what it can in its identity message and opens resumable only when the link will rebuild', () => {
     const native = openInitiator({ local: NATIVE, peer: { resume: true } });

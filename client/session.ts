@@ -198,6 +198,8 @@ export class Session {
   private peerDirect = false;
   /** What each side said of itself (see "Rebuild instead of restart" in the module header). */
   private localNoRestart = false;
+  /** Our libdatachannel connection failed before the link opened (see onTransport). */
+  private earlyFailed = false;
   private localResume = false;
   private peerNoRestart = false;
   private peerResume = false;
@@ -322,6 +324,8 @@ export class Session {
       case 'peer-verdict':
         if (!ev.verdict.ok) return this.fail(ev.verdict.code, ev.verdict.message);
         this.verified = ev.verdict.peerFingerprint;
+        // The connection already failed, and the peer is who it says: a plain early failure.
+        if (this.earlyFailed && this.phase === 'negotiating') return this.fail('NoPath', EARLY_FAILURE);
         out.push(...this.maybeCheckPresented(), ...this.maybeOpen());
         break;
       case 'presented':
@@ -572,12 +576,16 @@ export class Session {
       this.connected = true;
       return [...this.maybeCheckPresented(), ...this.maybeRebuilt()];
     }
-    if (s === 'failed' && this.phase === 'negotiating' && this.localNoRestart) {
+    if (s === 'failed' && this.phase === 'negotiating' && this.localNoRestart && !this.earlyFailed) {
       // A libdatachannel connection that failed never recovers (it closes itself), so waiting
       // for the connect deadline only delays the error. Seen on one CPU core: libdatachannel
       // 0.24.5 can start the offerer's DTLS before it has stored the answer's fingerprint and
-      // then refuses the peer's certificate ("unknown CA"; fixed upstream after 0.24.5).
-      return this.fail('NoPath', EARLY_FAILURE);
+      // then refuses the peer's certificate ("unknown CA"; fixed upstream after 0.24.5). A
+      // fingerprint a MITM rewrote fails DTLS the same way: the identity verdict decides which
+      // it was, so the link fails once the peer is verified (or with IdentityMismatch).
+      this.earlyFailed = true;
+      if (this.verified) return this.fail('NoPath', EARLY_FAILURE);
+      return [];
     }
     if (s === 'connected') {
       const first = !this.connected;

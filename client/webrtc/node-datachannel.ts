@@ -758,7 +758,9 @@ export class NodeDatachannelBackend implements PeerBackend {
           this.pc.addRemoteCandidate(line, c.sdpMid ?? this.remoteMid);
           break;
         } catch (e) {
-          if (i >= ICE_TRANSPORT_WAIT_TRIES || this.closed || !/without ICE transport/.test(String(e))) throw e;
+          // A failed or closed connection has no ICE transport any more and never gets one again.
+          const dead = this.pc.state() === 'closed' || this.pc.state() === 'failed';
+          if (i >= ICE_TRANSPORT_WAIT_TRIES || this.closed || dead || !/without ICE transport/.test(String(e))) throw e;
           await new Promise((r) => setTimeout(r, ICE_TRANSPORT_WAIT_MS));
         }
       }

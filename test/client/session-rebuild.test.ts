@@ -68,11 +68,23 @@ describe('session: a native connection that fails before it opens', () => {
     return s;
   };
 
-  it('fails the dial at once (NoPath): a failed libdatachannel connection is closed for good', () => {
+  it('fails the dial (NoPath) as soon as the peer is verified: a failed libdatachannel connection is closed for good', () => {
     const s = negotiating(NATIVE);
-    const out = s.handle({ type: 'transport', state: 'failed' }, 1_010);
+    expect(types(s.handle({ type: 'transport', state: 'failed' }, 1_010))).not.toContain('failed');
+    const out = s.handle({ type: 'peer-verdict', verdict: { ok: true, sub: 'hub-1', peerFingerprint: FP_B } }, 1_012);
     expect(out).toContainEqual({ type: 'failed', code: 'NoPath', message: 'the connection failed before it opened' });
     expect(s.phase).toBe('done');
+    // Verified first, failed after: at once.
+    const s2 = negotiating(NATIVE);
+    s2.handle({ type: 'peer-verdict', verdict: { ok: true, sub: 'hub-1', peerFingerprint: FP_B } }, 1_010);
+    expect(s2.handle({ type: 'transport', state: 'failed' }, 1_012)).toContainEqual({ type: 'failed', code: 'NoPath', message: 'the connection failed before it opened' });
+  });
+
+  it('a failure caused by a rewritten fingerprint is still IdentityMismatch (the verdict decides)', () => {
+    const s = negotiating(NATIVE);
+    s.handle({ type: 'transport', state: 'failed' }, 1_010);
+    const out = s.handle({ type: 'peer-verdict', verdict: { ok: false, code: 'IdentityMismatch', message: 'fingerprint not the signed one' } }, 1_012);
+    expect(out).toContainEqual({ type: 'failed', code: 'IdentityMismatch', message: 'fingerprint not the signed one' });
   });
 
   it('werift keeps trying until the connect deadline (its ICE can still succeed)', () => {

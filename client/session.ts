@@ -157,7 +157,7 @@ export type SessionAction =
 
 export type SessionPhase = 'joining' | 'negotiating' | 'open' | 'done';
 
-/** The message of a link whose libdatachannel connection failed before it opened (Endpoint.dial tries once more). */
+/** The message of a link whose libdatachannel connection failed before it opened (Endpoint.dial tries again, up to twice). */
 export const EARLY_FAILURE = 'the connection failed before it opened';
 
 /** Earliest expiry (unix ms) among the TURN REST usernames in a server list, or null. */

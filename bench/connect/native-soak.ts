@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { createNodeDatachannelBackend, loadNodeDatachannel } from '../../client/webrtc/node-datachannel.js';
 import type { Channel } from '../../client/channel.js';
-import { ourPairWith, startStack } from './stack.js';
+import { ourPairWith, received, startStack } from './stack.js';
 import { note, timeline, traced } from './traced.js';
 
 const N = Number(process.argv[2] ?? 100);
@@ -40,16 +40,7 @@ async function main(): Promise<void> {
         const incoming = new Promise<Channel>((res) => peer.once('channel', res));
         const ch = await link.channel('bulk');
         const rx = await incoming;
-        let got = 0;
-        const done = new Promise<void>((res) => {
-          const off = rx.on('message', (m) => {
-            got += typeof m === 'string' ? m.length : m.byteLength;
-            if (got >= MIB * 1048576) {
-              off();
-              res();
-            }
-          });
-        });
+        const done = received(rx, MIB * 1048576);
         for (let s = 0; s < MIB * 1048576; s += msg.length) await ch.send(msg);
         await done;
         const early = timeline.events.filter((e) => e.includes('app transport failed')).length;

@@ -268,3 +268,17 @@ export async function startRelayProcess(opts: { bandwidth?: number; portMin: num
 export async function signalingFor(relay: RelayEntry): Promise<SignalingHandle> {
   return startSignaling({ relays: [relay], turnSecret: TURN_SECRET });
 }
+
+/** Resolves once `rx` has received `total` bytes (the end of a bulk transfer). */
+export function received(rx: import('../../client/channel.js').Channel, total: number): Promise<void> {
+  let got = 0;
+  return new Promise<void>((res) => {
+    const off = rx.on('message', (m) => {
+      got += typeof m === 'string' ? m.length : m.byteLength;
+      if (got >= total) {
+        off();
+        res();
+      }
+    });
+  });
+}

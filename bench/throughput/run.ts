@@ -31,7 +31,7 @@
  * before/after in one run.
  */
 import { randomBytes } from 'node:crypto';
-import { barePair, median, ourPair, ourPairWith, signalingFor, startRelayProcess, startStack, type RelayProcess, type Stack } from '../connect/stack.js';
+import { barePair, median, ourPair, ourPairWith, received, signalingFor, startRelayProcess, startStack, type RelayProcess, type Stack } from '../connect/stack.js';
 import { nodeBackend } from '../../client/index.js';
 import type { BackendFactory } from '../../client/webrtc/backend.js';
 import type { SignalingHandle } from '../../test/support/signaling.js';
@@ -170,16 +170,7 @@ async function main(): Promise<void> {
         const incoming = new Promise<import('../../client/channel.js').Channel>((res) => peer.once('channel', res));
         const ch = await link.channel('bulk');
         const rx = await incoming;
-        let got = 0;
-        const done = new Promise<void>((res) => {
-          const off = rx.on('message', (m) => {
-            got += typeof m === 'string' ? m.length : m.byteLength;
-            if (got >= TOTAL) {
-              off();
-              res();
-            }
-          });
-        });
+        const done = received(rx, TOTAL);
         const d0 = proc ? await proc.drops() : {};
         const r0 = proc?.cpuMs() ?? 0;
         const c0 = process.cpuUsage();

@@ -298,19 +298,14 @@ export class TurnServer {
   private readonly streamsPerSource = new Map<string, number>();
   private readonly perUsername = new Map<string, number>();
   /**
-   * Relay ports of live allocations (port -> how many: a v4 and a v6 allocation may share one).
-   * Two endpoints that can reach only this relay (both behind UDP-blocking firewalls) talk
-   * allocation to allocation, so the relay's own address is a peer there, but only at these ports:
-   * never its listening, metrics or any other port.
-   */
-  private readonly liveRelayPorts = new Map<number, number>();
-  /**
-   * Active allocations by relayed port, per family: the peers a packet can reach without
-   * leaving this process (hairpin). Between two allocations of one relay a packet would
-   * otherwise cross the kernel twice (a send from one relayed socket, a receive on the other);
-   * delivered here it takes the same checks (the target's permission, channel and bandwidth)
-   * and arrives from the sender's relayed address as the target's client expects. Allocations
-   * of another worker process are not here and go through the kernel as before.
+   * Active allocations of this process by relayed port, per family. Two endpoints that can reach
+   * only this relay (both behind UDP-blocking firewalls) talk allocation to allocation, so the
+   * relay's own address is a peer there, but only at these ports (never its listening, metrics or
+   * any other port; `peerAllowed`). And their packets go from one allocation to the other inside
+   * the process (hairpin) instead of crossing the kernel twice (a send from one relayed socket, a
+   * receive on the other): delivered here they take the same checks (the target's permission,
+   * channel and bandwidth) and arrive from the sender's relayed address, as through the kernel.
+   * With several worker processes, each knows only its own allocations.
    */
   private readonly localRelays4 = new Map<number, Allocation>();
   private readonly localRelays6 = new Map<number, Allocation>();
@@ -533,7 +528,6 @@ export class TurnServer {
     }
     alloc.active = true;
     alloc.relayPort = port;
-    this.liveRelayPorts.set(port, (this.liveRelayPorts.get(port) ?? 0) + 1);
     (alloc.family === 4 ? this.localRelays4 : this.localRelays6).set(port, alloc);
     alloc.expiresAt = now + alloc.allocateLifetimeS * 1000;
     this.heap.schedule(alloc);
@@ -954,10 +948,10 @@ export class TurnServer {
       verdict = { allowed: false, reason: 'malformed', canonical: null };
     }
     if (verdict.allowed) return true;
-    // Allocation to allocation on this relay (see liveRelayPorts). Permissions are per IP
+    // Allocation to allocation on this relay (see localRelays4). Permissions are per IP
     // (RFC 8656 §9), so the port named in CreatePermission gates installing one, and every Send
     // and ChannelBind names a port again.
-    if (verdict.reason === 'relay_address' && this.liveRelayPorts.has(port)) return true;
+    if (verdict.reason === 'relay_address' && (ip.includes(':') ? this.localRelays6 : this.localRelays4).has(port)) return true;
     this.counters.peersDenied++;
     // Only the policy's fixed reasons are series; an unknown one counts in the total alone.
     const by = this.counters.peersDeniedByReason as Record<string, number>;
@@ -1136,9 +1130,6 @@ export class TurnServer {
   private removeAllocation(alloc: Allocation, why: string, release = true): void {
     if (alloc.dead) return;
     if (alloc.active) {
-      const n = (this.liveRelayPorts.get(alloc.relayPort) ?? 1) - 1;
-      if (n <= 0) this.liveRelayPorts.delete(alloc.relayPort);
-      else this.liveRelayPorts.set(alloc.relayPort, n);
       const local = alloc.family === 4 ? this.localRelays4 : this.localRelays6;
       if (local.get(alloc.relayPort) === alloc) local.delete(alloc.relayPort);
     }

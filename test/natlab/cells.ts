@@ -69,6 +69,14 @@ export interface Stack {
 }
 
 /** Waits for the `R <json>` result line of a peer process (bounded). */
+/** Cells with no link or a broken transfer, and an assertion message naming each with its error (CI logs keep only a tail). */
+export function failedCells(results: readonly CellResult[]): { failed: { cell: string; observed: CellResult['kind']; error?: string }[]; message: string } {
+  const failed = results
+    .filter((r) => r.kind === 'none' || !r.transferOk)
+    .map((r) => ({ cell: r.spec.id, observed: r.kind, ...(r.error !== undefined ? { error: r.error } : {}) }));
+  return { failed, message: `cells that failed: ${failed.map((c) => `${c.cell} (${c.observed}): ${(c.error ?? 'transfer differs').replace(/\s+/g, ' ').slice(0, 300)}`).join('; ')}` };
+}
+
 export function peerResult(proc: LabProcess, timeoutMs: number): Promise<PeerResult> {
   return new Promise((resolve) => {
     let done = false;

@@ -135,6 +135,8 @@ export class NodeRelay {
   private readonly onRelayed: RelayedHook | undefined;
   private readonly relayHost4: string | null;
   private readonly relayHost6: string | null;
+  /** The UDP listener's port once bound (the configured one before). */
+  private udpListenerPort: number;
 
   constructor(private readonly opts: NodeRelayOptions) {
     const c = opts.config;
@@ -143,6 +145,7 @@ export class NodeRelay {
     this.log = opts.log;
     this.onRelayed = opts.onRelayed;
     this.pool = new RelayPortPool(opts.relayPortMin, opts.relayPortMax);
+    this.udpListenerPort = opts.udpPort;
     // The config checked that every advertised family has a bind address, so a family the core
     // relays (it has an advertised address for it) always gets sockets on the address it was given.
     const binds = relayBindAddresses(c);
@@ -156,6 +159,13 @@ export class NodeRelay {
       // The relay's own addresses (advertised, relay sockets, listeners) are never peers: no loops through ourselves.
       relayAddresses: [...new Set([...c.advertisedAddresses, c.relayHost, c.relayHost6 ?? '::', c.listenHost].filter((a) => a !== '0.0.0.0' && a !== '::'))],
     });
+    // With several workers, the other workers' shares of the relay port range on our own
+    // address are peers too (allocation to allocation across workers), minus the UDP listener
+    // port should a port-0 listener have landed in the range.
+    const sibling =
+      c.workers > 1
+        ? (p: number): boolean => p >= c.relayPortMin && p <= c.relayPortMax && (p < opts.relayPortMin || p > opts.relayPortMax) && p !== this.udpListenerPort
+        : undefined;
     this.server = new TurnServer({
       realm: c.realm,
       secrets: c.secrets,
@@ -177,6 +187,7 @@ export class NodeRelay {
       maxStreamsPerIp: c.maxStreamsPerIp,
       crypto: nodeTurnCrypto,
       checkPeer: (ip) => checkPeer(policy, ip),
+      ...(sibling ? { siblingRelayPort: sibling } : {}),
       randomBytes: (n) => new Uint8Array(randomBytes(n)),
       ...(opts.metrics ? { counters: opts.metrics } : {}),
     });
@@ -212,6 +223,7 @@ export class NodeRelay {
     });
     sock.on('message', (msg, rinfo) => this.onClientDatagram(listener, msg, rinfo.address, rinfo.port));
     const udpAddr = sock.address();
+    this.udpListenerPort = udpAddr.port;
 
     // Each TCP/TLS allocation needs one connection; twice the allocation quota leaves room for
     // connections still authenticating, and bounds file descriptors a connection flood can take.

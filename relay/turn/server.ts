@@ -111,6 +111,13 @@ export interface TurnServerOptions {
   readonly crypto: TurnCrypto;
   /** Peer address policy, called before every permission, channel and Send. */
   readonly checkPeer: (ip: string) => PeerCheck;
+  /**
+   * Whether `port` is a relayed port of another process of this relay (a sibling worker's share
+   * of the relay port range; with one process, none). Such a port, on the relay's own address, is
+   * a peer as this process's own allocations are: two endpoints whose allocations landed on two
+   * workers talk through the kernel. Absent: no sibling ports.
+   */
+  readonly siblingRelayPort?: (port: number) => boolean;
   /** 12 random bytes for transaction ids of Data indications (seeded once). */
   readonly randomBytes: (n: number) => Uint8Array;
   /** Counters to increment (e.g. relay/metrics.ts `RelayMetrics`, which has the same fields); fresh ones if absent. */
@@ -305,7 +312,8 @@ export class TurnServer {
    * the process (hairpin) instead of crossing the kernel twice (a send from one relayed socket, a
    * receive on the other): delivered here they take the same checks (the target's permission,
    * channel and bandwidth) and arrive from the sender's relayed address, as through the kernel.
-   * With several worker processes, each knows only its own allocations.
+   * With several worker processes, each knows only its own allocations; a port in a sibling's
+   * share of the range is admitted by `siblingRelayPort` and reached through the kernel.
    */
   private readonly localRelays4 = new Map<number, Allocation>();
   private readonly localRelays6 = new Map<number, Allocation>();
@@ -948,10 +956,14 @@ export class TurnServer {
       verdict = { allowed: false, reason: 'malformed', canonical: null };
     }
     if (verdict.allowed) return true;
-    // Allocation to allocation on this relay (see localRelays4). Permissions are per IP
+    // Allocation to allocation on this relay (see localRelays4), or to one of a sibling worker
+    // (its ports are not in our table; the packets go through the kernel). Permissions are per IP
     // (RFC 8656 §9), so the port named in CreatePermission gates installing one, and every Send
     // and ChannelBind names a port again.
-    if (verdict.reason === 'relay_address' && (ip.includes(':') ? this.localRelays6 : this.localRelays4).has(port)) return true;
+    if (verdict.reason === 'relay_address') {
+      if ((ip.includes(':') ? this.localRelays6 : this.localRelays4).has(port)) return true;
+      if (this.opts.siblingRelayPort?.(port) === true) return true;
+    }
     this.counters.peersDenied++;
     // Only the policy's fixed reasons are series; an unknown one counts in the total alone.
     const by = this.counters.peersDeniedByReason as Record<string, number>;

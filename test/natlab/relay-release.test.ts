@@ -67,14 +67,7 @@ describe.skipIf(!labAvailable())('NAT lab: relay allocations released after a ne
 
   /** `homelink_relay_allocations` and `homelink_relay_allocations_created_total`. */
   async function metrics(): Promise<{ live: number; created: number }> {
-    const script = `fetch('http://127.0.0.1:${METRICS_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
-    const { stdout } = await lab.exec(lab.pub, process.execPath, ['-e', script]);
-    const read = (name: string): number => {
-      const m = new RegExp(`^homelink_relay_${name} (\\d+)$`, 'm').exec(stdout);
-      if (!m) throw new Error(`no ${name} in the relay metrics`);
-      return Number(m[1]);
-    };
-    return { live: read('allocations'), created: read('allocations_created_total') };
+    return { live: await stack.metric('allocations'), created: await stack.metric('allocations_created_total') };
   }
 
   /** Polls until `pred` holds (or the bound passes); returns the last reading. */

@@ -41,6 +41,8 @@ export interface HomelinkStack extends Stack {
   readonly issuerDir: string;
   /** The relay's live-allocations gauge (only with `metricsPort`). */
   allocations(): Promise<number>;
+  /** One unlabelled series of the relay's metrics, `homelink_relay_<name>` (only with `metricsPort`). */
+  metric(name: string): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -51,6 +53,8 @@ export interface HomelinkStackOptions {
   readonly backend?: BackendName;
   /** Per cell run (read when each pair starts): node-datachannel's own options, see peer-homelink.ts. */
   nativeOptions?: HomelinkPeerConfig['nativeOptions'];
+  /** Relay worker processes on the one advertised port (`--workers`; default 1). */
+  readonly relayWorkers?: number;
 }
 
 async function waitForPort(lab: Lab, proto: 'u' | 't', port: number, proc: LabProcess, what: string): Promise<void> {
@@ -75,6 +79,7 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls, opts: HomelinkSt
     '--udp-port', String(TURN_PORT), '--tcp-port', String(TURN_PORT),
     '--tls-port', String(FIREWALL_TCP_PORT), '--tls-cert', tls.cert, '--tls-key', tls.key,
     ...LAB_ALLOW.flatMap((a) => ['--allow', a]),
+    ...(opts.relayWorkers !== undefined ? ['--workers', String(opts.relayWorkers)] : []),
     '--metrics-port', opts.metricsPort !== undefined ? String(opts.metricsPort) : 'off', '--drain-ms', '0', '--log-level', process.env['NATLAB_DEBUG'] ? 'info' : 'warn',
   ));
   const sigCfg: LabSignalingConfig = {
@@ -103,6 +108,14 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls, opts: HomelinkSt
     throw e;
   }
   const signalingUrl = `http://${PUB.signaling}:${FIREWALL_TCP_PORT}`;
+  const metric = async (name: string): Promise<number> => {
+    if (opts.metricsPort === undefined) throw new Error('stack started without relay metrics');
+    const script = `fetch('http://127.0.0.1:${opts.metricsPort}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
+    const { stdout } = await lab.exec(lab.pub, process.execPath, ['-e', script]);
+    const m = new RegExp(`^homelink_relay_${name} (\\d+)$`, 'm').exec(stdout);
+    if (!m) throw new Error(`no ${name} in the relay metrics`);
+    return Number(m[1]);
+  };
 
   return {
     name: `homelink: client library (${opts.backend ?? 'werift'} backend) + our relay (relay/main.ts) + signaling worker in workerd (Miniflare)`,
@@ -110,14 +123,8 @@ export async function startHomelinkStack(lab: Lab, tls: LabTls, opts: HomelinkSt
     signaling,
     signalingUrl,
     issuerDir,
-    async allocations() {
-      if (opts.metricsPort === undefined) throw new Error('stack started without relay metrics');
-      const script = `fetch('http://127.0.0.1:${opts.metricsPort}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
-      const { stdout } = await lab.exec(lab.pub, process.execPath, ['-e', script]);
-      const m = /^homelink_relay_allocations (\d+)$/m.exec(stdout);
-      if (!m) throw new Error('no allocations gauge in the relay metrics');
-      return Number(m[1]);
-    },
+    allocations: () => metric('allocations'),
+    metric,
     stop,
     async runPair(l: Lab, dialer: Host, answerer: Host, cell: CellSpec, marker: string): Promise<[PeerResult, PeerResult]> {
       const tag = randomBytes(3).toString('hex');

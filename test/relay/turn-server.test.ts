@@ -408,6 +408,25 @@ describe('peer policy: every denied form gets 403', () => {
     expect(h.server.counters.hairpinPackets).toBe(1);
   });
 
+  it("a sibling worker's relayed port is a peer through the kernel; a port outside its share is not", () => {
+    // This process owns 50000-50099 (the harness binds from 50000); a sibling worker 50100-50199.
+    const h = new Harness({ siblingRelayPort: (p) => p >= 50100 && p <= 50199 });
+    const a = new VClient(h, '198.51.100.7', 40000, 'ep-a');
+    ok(a.allocate());
+    const aId = a.relayId();
+    ok(a.call(StunMethod.CreatePermission, [A.peer(RELAY_V4, 50150)]));
+    ok(a.call(StunMethod.ChannelBind, [A.channel(0x4000), A.peer(RELAY_V4, 50150)]));
+    a.send(encodeChannelData(0x4000, new Uint8Array([9]), false));
+    // Not in this process: sent from a's relay socket to the sibling's port, not hairpinned.
+    expect(h.sent).toEqual([{ to: `peer:${aId}:${RELAY_V4}:50150`, data: new Uint8Array([9]) }]);
+    expect(h.server.counters.hairpinPackets).toBe(0);
+    // And the sibling's packets from that port reach a's client on the channel.
+    h.sent.length = 0;
+    h.peer(aId, RELAY_V4, 50150, new Uint8Array([8]));
+    expect(h.take(a.to)).toEqual([encodeChannelData(0x4000, new Uint8Array([8]), false)]);
+    for (const port of [3478, 50099, 50200]) expect(a.call(StunMethod.CreatePermission, [A.peer(RELAY_V4, port)]).code, String(port)).toBe(403);
+  });
+
   it('allows global addresses and the allow-listed lab range; loopback only with the flag', () => {
     const h = new Harness();
     const c = new VClient(h, '198.51.100.7', 40000);

@@ -34,6 +34,16 @@ function client(id: string): TestTurnClient {
   return restClient(SECRET, id);
 }
 
+/** Allocates over UDP on the shared port (the 401 challenge, then with credentials); the relayed address. */
+async function allocateUdp(ep: UdpEndpoint, c: TestTurnClient): Promise<{ ip: string; port: number }> {
+  ep.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, relay.udp.port);
+  expect(c.read(await ep.next(10_000)).code).toBe(401);
+  ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
+  const r = c.read(await ep.next(10_000));
+  expect(r.cls).toBe(StunClass.SuccessResponse);
+  return { ip: r.relayed!.ip, port: r.relayed!.port };
+}
+
 describe('workers: 2', () => {
   it('splits relay ports into disjoint slices', () => {
     expect(portSlice(43000, 43099, 0, 2)).toEqual({ min: 43000, max: 43049 });
@@ -51,12 +61,7 @@ describe('workers: 2', () => {
           const ep = await UdpEndpoint.open();
           try {
             const c = client(`udp-client-${i}`);
-            ep.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, relay.udp.port);
-            expect(c.read(await ep.next(10_000)).code).toBe(401);
-            ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
-            const r = c.read(await ep.next(10_000));
-            expect(r.cls).toBe(StunClass.SuccessResponse);
-            const port = r.relayed!.port;
+            const port = (await allocateUdp(ep, c)).port;
             expect(port).toBeGreaterThanOrEqual(43000);
             expect(port).toBeLessThanOrEqual(43099);
             slices[port <= 43049 ? 0 : 1]!++;
@@ -131,6 +136,37 @@ describe('workers: 2', () => {
     expect(created).toBe(24 + 16);
     const health = await (await fetch(`${relay.metricsUrl}/health`)).json();
     expect(health).toMatchObject({ ok: true, workers: 2, alive: 2 });
+  });
+
+  it('two clients whose allocations landed on different workers talk allocation to allocation (through the kernel)', async () => {
+    // Both ends behind UDP-blocking firewalls each name the other's relayed address. Before, a
+    // worker admitted only its own allocations' ports as peers, so such a pair split over two
+    // workers (half of all pairs with 2 workers) got 403 and never connected.
+    const eps: UdpEndpoint[] = [];
+    const bySlice: ({ ep: UdpEndpoint; c: TestTurnClient; ip: string; port: number } | undefined)[] = [undefined, undefined];
+    try {
+      // The kernel hashes each client to a worker: 40 clients all on one worker by chance, 2^-39.
+      for (let i = 0; i < 40 && (!bySlice[0] || !bySlice[1]); i++) {
+        const ep = await UdpEndpoint.open();
+        eps.push(ep);
+        const c = client(`cross-worker-${i}`);
+        const relayed = await allocateUdp(ep, c);
+        bySlice[relayed.port <= 43049 ? 0 : 1] ??= { ep, c, ...relayed };
+      }
+      const [a, b] = [bySlice[0]!, bySlice[1]!];
+      a.ep.send(a.c.request(StunMethod.ChannelBind, [A.channel(0x4000), A.peer(b.ip, b.port)]).bytes, relay.udp.port);
+      expect(a.c.read(await a.ep.next(10_000)).cls).toBe(StunClass.SuccessResponse);
+      b.ep.send(b.c.request(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(a.ip, a.port)]).bytes, relay.udp.port);
+      expect(b.c.read(await b.ep.next(10_000)).cls).toBe(StunClass.SuccessResponse);
+      a.ep.send(encodeChannelData(0x4000, new Uint8Array([1, 2, 3]), false), relay.udp.port);
+      const atB = decodeChannelData(await b.ep.next(10_000), false);
+      expect(atB.ok && [atB.value.channel, ...atB.value.data]).toEqual([0x4001, 1, 2, 3]);
+      b.ep.send(encodeChannelData(0x4001, new Uint8Array([4, 5]), false), relay.udp.port);
+      const atA = decodeChannelData(await a.ep.next(10_000), false);
+      expect(atA.ok && [atA.value.channel, ...atA.value.data]).toEqual([0x4000, 4, 5]);
+    } finally {
+      await Promise.all(eps.map((e) => e.close()));
+    }
   });
 
   it('refuses to start a second relay on ports a relay already holds (SO_REUSEPORT would share them silently)', async () => {

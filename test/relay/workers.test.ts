@@ -139,9 +139,10 @@ describe('workers: 2', () => {
   });
 
   it('two clients whose allocations landed on different workers talk allocation to allocation (through the kernel)', async () => {
-    // Both ends behind UDP-blocking firewalls each name the other's relayed address. Before, a
-    // worker admitted only its own allocations' ports as peers, so such a pair split over two
-    // workers (half of all pairs with 2 workers) got 403 and never connected.
+    // Both ends behind UDP-blocking firewalls each name the other's relayed address; the packets
+    // go from one worker's relay socket to the other's. (On loopback this relay admits every
+    // loopback peer, as a lab relay does; the policy side, a sibling worker's port admitted on a
+    // public relay address, is test/natlab/relay-workers.test.ts's and turn-server.test.ts's.)
     const eps: UdpEndpoint[] = [];
     const bySlice: ({ ep: UdpEndpoint; c: TestTurnClient; ip: string; port: number } | undefined)[] = [undefined, undefined];
     try {

@@ -81,7 +81,11 @@ export interface IncomingRequest {
   /** The endpoint asking; its identity is proven again, cryptographically, before the link opens. */
   readonly peer: string;
   readonly sessionId: string;
-  /** Accepts: resolves with the open, verified link (it is also emitted as `link`). */
+  /**
+   * Accepts: resolves with the open, verified link (it is also emitted as `link`); rejects with a
+   * LinkError when it fails before it opens. Calling it without awaiting is fine: the rejection
+   * is then dropped, never an unhandled rejection.
+   */
   accept(): Promise<Link>;
   /** Refuses with a short reason the peer sees. */
   reject(reason?: string): void;
@@ -357,31 +361,39 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     const req: IncomingRequest = {
       peer: from,
       sessionId,
-      accept: async () => {
-        if (answered) throw new LinkError('Closed', 'request already answered');
-        answered = true;
-        const answer = new Promise<PresenceServerMessage>((resolve) => this.pending.set(reqId, { resolve }));
-        const budget = timeoutMs !== undefined ? Math.max(0, receivedAt + timeoutMs - Date.now()) : DEFAULT_ACCEPT_TIMEOUT_MS;
-        const deadline = Date.now() + budget;
-        const t = setTimeout(() => {
-          const p = this.pending.get(reqId);
-          this.pending.delete(reqId);
-          p?.resolve({ type: 'cancelled', reqId });
-        }, budget);
-        this.presence.post({ type: 'answer', reqId, accept: true });
-        const m = await answer.finally(() => clearTimeout(t));
-        if (m.type !== 'session') throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
-        if (m.peer !== from || m.sessionId !== sessionId || m.role !== 'responder') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
-        const link = this.newLink(sessionId, 'responder', from, deadline, m.iceServers);
-        await link.opened();
-        this.emit('link', link);
-        return link;
+      accept: () => {
+        const p = accept();
+        // A request listener usually calls accept() and takes links from `link` (README): an
+        // incoming link that fails before it opens must not then end the process with an
+        // unhandled rejection. Whoever awaits the promise still gets the LinkError.
+        p.catch(() => undefined);
+        return p;
       },
       reject: (reason?: string) => {
         if (answered) return;
         answered = true;
         this.presence.post({ type: 'answer', reqId, accept: false, ...(reason ? { reason: reason.slice(0, 200) } : {}) });
       },
+    };
+    const accept = async (): Promise<Link> => {
+      if (answered) throw new LinkError('Closed', 'request already answered');
+      answered = true;
+      const answer = new Promise<PresenceServerMessage>((resolve) => this.pending.set(reqId, { resolve }));
+      const budget = timeoutMs !== undefined ? Math.max(0, receivedAt + timeoutMs - Date.now()) : DEFAULT_ACCEPT_TIMEOUT_MS;
+      const deadline = Date.now() + budget;
+      const t = setTimeout(() => {
+        const p = this.pending.get(reqId);
+        this.pending.delete(reqId);
+        p?.resolve({ type: 'cancelled', reqId });
+      }, budget);
+      this.presence.post({ type: 'answer', reqId, accept: true });
+      const m = await answer.finally(() => clearTimeout(t));
+      if (m.type !== 'session') throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
+      if (m.peer !== from || m.sessionId !== sessionId || m.role !== 'responder') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
+      const link = this.newLink(sessionId, 'responder', from, deadline, m.iceServers);
+      await link.opened();
+      this.emit('link', link);
+      return link;
     };
     this.emit('request', req);
     // The receipt the service waits for: it takes a socket that stays silent after a request for

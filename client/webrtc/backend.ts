@@ -210,7 +210,10 @@ export function parseBackendChoice(v: string | undefined, source = 'backend'): B
  * which follow one by one and are retried), and relayed dials that
  * wait for a 1 s DTLS retransmission, and on one CPU core about one dial in eight whose DTLS
  * refuses the peer's certificate because the offerer checks it before storing the answer
- * (upstream 93f4373a, unreleased; the dial retries since, client/endpoint.ts). werift stays the default until those have a record as clean
+ * (upstream 93f4373a, unreleased; the dial retries since, client/endpoint.ts), and a channel made
+ * right at `connected` whose DCEP open libdatachannel sent twice, so the peer closed it and a
+ * relayed NAT lab link carried nothing (held off since: `connected` waits for libdatachannel's own
+ * open pass, client/webrtc/node-datachannel.ts `passDone`). werift stays the default until those have a record as clean
  * as werift's. (Relay-only links and UDP-blocked relays run on werift under either choice,
  * `withNativeFallback`.)
  * @example

@@ -348,6 +348,8 @@ export function toNdcIceServers(servers: readonly IceServerConfig[]): Ndc.IceSer
 
 class NdcChannel implements RawChannel {
   onOpen: (() => void) | null = null;
+  /** The backend's own hook, called before `onOpen` (see `NodeDatachannelBackend.passDone`). */
+  libOpen: (() => void) | null = null;
   onClose: (() => void) | null = null;
   onMessage: ((data: Uint8Array | string) => void) | null = null;
   onBufferedAmountLow: (() => void) | null = null;
@@ -362,7 +364,7 @@ class NdcChannel implements RawChannel {
     readonly maxRetransmits: number | null,
     remote = false,
   ) {
-    this.st = dc.isOpen() ? 'open' : 'connecting';
+    this.st = 'connecting';
     dc.onOpen(() => this.opened());
     dc.onClosed(() => {
       if (this.st === 'closed') return;
@@ -372,6 +374,9 @@ class NdcChannel implements RawChannel {
     dc.onError((e) => this.onError?.(new Error(`data channel error: ${e}`)));
     dc.onBufferedAmountLow(() => this.onBufferedAmountLow?.());
     this.listen();
+    // Read after the callbacks are in: an open that came before them was not delivered to us
+    // (on loopback the peer's acknowledgement can beat the registration).
+    if (dc.isOpen()) this.opened();
     if (remote && this.st === 'connecting') this.watchOpen();
   }
 
@@ -385,6 +390,7 @@ class NdcChannel implements RawChannel {
   private opened(): void {
     if (this.st !== 'connecting') return;
     this.st = 'open';
+    this.libOpen?.();
     this.onOpen?.();
   }
 
@@ -501,6 +507,12 @@ const CHECK_PACING_MS = 50;
  */
 const REFLEXIVE_HOLD_MAX_MS = 1_000;
 
+/**
+ * Bound on holding `connected` back until libdatachannel has opened the channels made before the
+ * offer or answer (`NodeDatachannelBackend.passDone`); that takes a thread hop, milliseconds.
+ */
+const CONNECTED_HOLD_MAX_MS = 1_000;
+
 /** Options of this backend that the `PeerBackend` contract does not have (benches and tests). */
 export interface NodeDatachannelOptions {
   /**
@@ -573,6 +585,13 @@ export class NodeDatachannelBackend implements PeerBackend {
   /** The TURN servers libjuice was built with (it allocates on each as soon as it gathers). */
   private readonly turnServers: HeldAllocation[];
   private readonly watch: NetworkWatch | null;
+  /** An offer or answer was made: channels made from now on are opened by libdatachannel at once. */
+  private sdpStarted = false;
+  /** A negotiated channel made before that exists (the link's control channel always is one). */
+  private preSdpChannel = false;
+  /** libdatachannel's open pass over those channels has run (`passDone`). */
+  private libOpened = false;
+  private connectedHold: ReturnType<typeof setTimeout> | null = null;
 
   constructor(ndc: NdcModule, opts: PeerOptions, extra: NodeDatachannelOptions = {}) {
     this.orderReflexive = extra.orderReflexiveChecks ?? false;
@@ -619,6 +638,14 @@ export class NodeDatachannelBackend implements PeerBackend {
     this.pc.onStateChange((s) => {
       const st = STATE_MAP[s];
       if (!st || this.closed) return;
+      if (st === 'connected' && this.preSdpChannel && !this.libOpened) {
+        this.connectedHold ??= setTimeout(() => this.passDone(), CONNECTED_HOLD_MAX_MS);
+        return;
+      }
+      if (this.connectedHold !== null) {
+        clearTimeout(this.connectedHold);
+        this.connectedHold = null;
+      }
       // libdatachannel says `closed` when the peer ended DTLS/SCTP too. W3C webrtc-pc keeps
       // `closed` for a local close(); a peer's close is a lost transport (`disconnected`), so the
       // session waits its grace for the peer's bye (room or control channel) instead of failing
@@ -653,6 +680,7 @@ export class NodeDatachannelBackend implements PeerBackend {
       // An application m-section needs a channel before the first offer; id 0 is reserved for it.
       this.createChannel('homelink', { negotiatedId: 0 });
     }
+    this.sdpStarted = true;
     this.holding = this.orderReflexive;
     this.pc.setLocalDescription('offer');
     // Offerer = DTLS client: see "Why connects stalled" in the module header.
@@ -669,6 +697,7 @@ export class NodeDatachannelBackend implements PeerBackend {
     // remote offer, so it is shown the offer with `actpass` read as `active` and then answers
     // `passive`; the peer, which offered `actpass`, becomes the DTLS client as the answer says.
     const { sdp: bare, candidates } = splitCandidates(pinSetup(sdp, 'active'));
+    this.sdpStarted = true;
     this.pc.setRemoteDescription(bare, 'offer');
     this.early.unshift(...candidates.map((candidate) => ({ candidate, sdpMid: this.remoteMid, sdpMLineIndex: 0 })));
     await this.flushEarly();
@@ -780,7 +809,32 @@ export class NodeDatachannelBackend implements PeerBackend {
       ...(init.maxRetransmits !== undefined ? { maxRetransmits: init.maxRetransmits } : {}),
       ...(init.negotiated ? { negotiated: true, id: init.id } : {}),
     });
-    return this.track(new NdcChannel(dc, label, init.ordered, init.maxRetransmits ?? null));
+    const ch = this.track(new NdcChannel(dc, label, init.ordered, init.maxRetransmits ?? null));
+    if (init.negotiated && !this.sdpStarted) {
+      this.preSdpChannel = true;
+      ch.libOpen = () => this.passDone();
+    }
+    return ch;
+  }
+
+  /**
+   * libdatachannel 0.24.5 sends a channel's DCEP open twice when the channel is created between
+   * SCTP connecting and its own pass that opens the channels it holds (PeerConnection's
+   * `openDataChannels`, queued to another thread at connect; it sends open again for every channel
+   * not yet acknowledged). The peer then sees an open on a stream already in use and closes the
+   * channel: it never delivers (the NAT lab's relayed native cell stalled so on a loaded machine,
+   * libdatachannel's log showing "Got open message on already used stream"). The link opens its
+   * channels right after `connected`, so `connected` is held until that pass has run: it opens
+   * the negotiated channels made before the offer or answer (there is always one, the control
+   * channel), whose open we hear. Bounded by CONNECTED_HOLD_MAX_MS.
+   */
+  private passDone(): void {
+    if (this.libOpened) return;
+    this.libOpened = true;
+    if (this.connectedHold === null) return;
+    clearTimeout(this.connectedHold);
+    this.connectedHold = null;
+    if (!this.closed && this.pc.state() === 'connected') this.onState?.('connected');
   }
 
   async localFingerprint(): Promise<string> {
@@ -831,6 +885,7 @@ export class NodeDatachannelBackend implements PeerBackend {
     this.closed = true;
     this.watch?.stop();
     if (this.releaseTimer !== null) clearTimeout(this.releaseTimer);
+    if (this.connectedHold !== null) clearTimeout(this.connectedHold);
     // libdatachannel's close() tears the SCTP association down at once, and a message handed to
     // usrsctp a moment before (a bye on the control channel) can go with it: libdatachannel has
     // no "delivered" signal, and a closed channel reports closed before its stream reset is

@@ -216,6 +216,40 @@ describe('node-datachannel backend', () => {
     expect(await msg).toBe('ping');
   });
 
+  it('reports connected only once libdatachannel has opened the channels made before the offer (so a channel made at connected is opened once)', async () => {
+    // libdatachannel 0.24.5 opens the channels it holds in a pass queued at SCTP connect, and sends
+    // a DCEP open again for every in-band channel not yet acknowledged then: one created between
+    // connect and that pass is opened twice and the peer closes it. The pass opens the negotiated
+    // control channel, so its open proves the pass ran; `connected` must not come before it.
+    for (let i = 0; i < 10; i++) {
+      const a = await ndc(LOOPBACK);
+      const b = await ndc(LOOPBACK);
+      open.push(a, b);
+      const ca = a.createChannel('control', { negotiatedId: 1 });
+      const cb = b.createChannel('control', { negotiatedId: 1 });
+      a.onCandidate = (c) => void b.addCandidate(c).catch(() => undefined);
+      b.onCandidate = (c) => void a.addCandidate(c).catch(() => undefined);
+      const seen: string[] = [];
+      const made: RawChannel[] = [];
+      const connected = (p: PeerBackend, control: RawChannel, name: string): Promise<void> =>
+        new Promise((resolve) => {
+          p.onState = (s) => {
+            if (s !== 'connected') return;
+            seen.push(`${name} control ${control.state}`);
+            // What the link does on open: an in-band channel right away.
+            made.push(p.createChannel(`${name}-app`));
+            resolve();
+          };
+        });
+      const both = Promise.all([connected(a, ca, 'a'), connected(b, cb, 'b')]);
+      await a.acceptAnswer(await b.acceptOffer(await a.createOffer()));
+      await both;
+      expect(seen.sort(), `round ${i}`).toEqual(['a control open', 'b control open']);
+      await Promise.all(made.map((ch) => new Channel(ch).opened()));
+      await Promise.all(open.splice(0).map((p) => p.close()));
+    }
+  });
+
   it('an ICE restart is refused with a typed error both ways (libdatachannel has none)', async () => {
     const { a, b } = await pair(werift, ndc);
     await state(b, 'connected');

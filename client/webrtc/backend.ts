@@ -204,8 +204,9 @@ export function parseBackendChoice(v: string | undefined, source = 'backend'): B
  * waits for the DTLS transport over a relayed pair (upstream PR #1630, merged after that release):
  * the process's main thread then blocks for good in the connection's close(); a CI run hung so.
  * And under load in the last runs: a channel the peer opened arrived not open and delivered nothing (2 of 8 loaded
- * NAT lab runs and one CI run; watched and recovered since, 0 of 16 loaded runs, cause inside
- * libdatachannel not found), `setRemoteDescription` failing with "remote candidate without ICE
+ * NAT lab runs and one CI run; watched and recovered since, 0 of 16 loaded runs; the likely cause
+ * is the double open below: bench/connect/channel-race.ts shows that symptom, 8 of 150 pairs,
+ * only without the `connected` hold), `setRemoteDescription` failing with "remote candidate without ICE
  * transport" on a busy CPU (worked around since: descriptions go in without their candidates,
  * which follow one by one and are retried), and relayed dials that
  * wait for a 1 s DTLS retransmission, and on one CPU core about one dial in eight whose DTLS

@@ -400,6 +400,8 @@ class NdcChannel implements RawChannel {
    * message ever reached us while the peer's data filled the stream (NAT lab, 2 of 8 loaded runs;
    * see docs/NATLAB.md). Watch it: once libdatachannel says it is open, take it as open and
    * register the message callback again, which makes libdatachannel deliver what it queued.
+   * (Likely cause, found later: the offerer's double open that `passDone` now prevents; with it,
+   * bench/connect/channel-race.ts sees no channel arrive not open. The watch stays as a guard.)
    */
   private watchOpen(): void {
     const until = Date.now() + REMOTE_OPEN_WATCH_MS;

@@ -285,8 +285,6 @@ function validate(c: RelayConfig): RelayConfig {
   port('relayPortMin', c.relayPortMin, false);
   port('relayPortMax', c.relayPortMax, false);
   if (c.relayPortMin > c.relayPortMax) fail('relayPortMin', 'must not exceed relayPortMax');
-  // Relayed ports on the relay's own address are peers of other allocations; its listener is not.
-  if (c.udpPort >= c.relayPortMin && c.udpPort <= c.relayPortMax) fail('udpPort', 'must lie outside the relay port range');
   positive('workers');
   if (c.workers > 64) fail('workers', 'at most 64');
   if (c.relayPortMax - c.relayPortMin + 1 < c.workers) fail('relayPortMax', 'the relay port range must give every worker at least one port');

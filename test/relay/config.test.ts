@@ -70,8 +70,6 @@ describe('relay configuration', () => {
     const base = { secrets: ['a-long-secret'], relayHost: '127.0.0.1' };
     expect(configError(() => relayConfig({ ...base, udpPort: 70000 })).field).toBe('udpPort');
     expect(configError(() => relayConfig({ ...base, relayPortMin: 5000, relayPortMax: 4000 })).field).toBe('relayPortMin');
-    // Relayed ports on the relay's own address are peers of other workers' allocations: never its listener.
-    expect(configError(() => relayConfig({ ...base, udpPort: 50000, relayPortMin: 49152, relayPortMax: 65535 })).field).toBe('udpPort');
     expect(configError(() => relayConfig({ ...base, listenHost: 'example.com' })).field).toBe('listenHost');
     expect(configError(() => relayConfig({ ...base, tlsCert: '/x.pem' })).field).toBe('tlsKey');
     expect(configError(() => relayConfig({ ...base, maxLifetimeS: 100, defaultLifetimeS: 600 })).field).toBe('maxLifetimeS');

@@ -81,6 +81,15 @@ export async function transfer(tx: Channel, rx: Channel, total: number, seed = 1
   return h.digest('hex');
 }
 
+/** `p`, or a rejection naming `what` after `ms`: a step that hangs says which one it was. */
+export function within<T>(what: string | (() => string), p: Promise<T>, ms: number): Promise<T> {
+  let t: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    t = setTimeout(() => reject(new Error(`${typeof what === 'string' ? what : what()}: not within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(t));
+}
+
 export const randomId = (p: string): string => `${p}-${randomBytes(4).toString('hex')}`;
 
 // ---- endpoints against the real worker ------------------------------------------------------

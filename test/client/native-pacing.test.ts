@@ -14,8 +14,11 @@ import { Channel } from '../../client/channel.js';
 import type { IceServerConfig, PeerBackend } from '../../client/webrtc/backend.js';
 import { createNodeDatachannelBackend, loadNodeDatachannel, toNdcIceServers } from '../../client/webrtc/node-datachannel.js';
 import { TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
+import { within } from './helpers.js';
 
 /** STUN message types (RFC 8489 §5, RFC 8656 §17): method and class bits of the first two bytes. */
+/** Bound on each step of the native pair below (each takes milliseconds). */
+const STEP_MS = 30_000;
 const BINDING_REQUEST = 0x0001;
 const ALLOCATE_REQUEST = 0x0003;
 
@@ -117,12 +120,13 @@ describe('node-datachannel: no redundant STUN transaction ahead of the checks', 
     const ca = new Channel(a.createChannel('probe'));
     const answer = await b.acceptOffer(await a.createOffer());
     await a.acceptAnswer(answer);
-    await Promise.all([doneA, doneB]);
-    await ca.opened();
-    const cb = await acc;
+    // Each step bounded: a hang (seen once in 11 CI runs, 120 s) names the step it stopped at.
+    await within(() => `gathering done (a gathered: ${types.a.join(' ')}; b: ${types.b.join(' ')}; Allocates seen: ${fwd.counts.get(ALLOCATE_REQUEST) ?? 0})`, Promise.all([doneA, doneB]), STEP_MS);
+    await within('channel open at the offerer', ca.opened(), STEP_MS);
+    const cb = await within('channel at the answerer', acc, STEP_MS);
     const got = new Promise<string>((r) => cb.once('message', (m) => r(typeof m === 'string' ? m : 'bytes')));
     ca.send('over the direct pair');
-    expect(await got).toBe('over the direct pair');
+    expect(await within('message at the answerer', got, STEP_MS)).toBe('over the direct pair');
     // Both gathered a server-reflexive candidate, learned from the allocation (no Binding was sent).
     expect(types.a).toContain('srflx');
     expect(types.b).toContain('srflx');

@@ -16,9 +16,9 @@ import { createNodeDatachannelBackend, loadNodeDatachannel, toNdcIceServers } fr
 import { TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
 import { within } from './helpers.js';
 
-/** STUN message types (RFC 8489 §5, RFC 8656 §17): method and class bits of the first two bytes. */
 /** Bound on each step of the native pair below (each takes milliseconds). */
 const STEP_MS = 30_000;
+/** STUN message types (RFC 8489 §5, RFC 8656 §17): method and class bits of the first two bytes. */
 const BINDING_REQUEST = 0x0001;
 const ALLOCATE_REQUEST = 0x0003;
 

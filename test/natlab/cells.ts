@@ -68,7 +68,6 @@ export interface Stack {
   runPair(lab: Lab, dialer: Host, answerer: Host, cell: CellSpec, marker: string): Promise<[PeerResult, PeerResult]>;
 }
 
-/** Waits for the `R <json>` result line of a peer process (bounded). */
 /** Cells with no link or a broken transfer, and an assertion message naming each with its error (CI logs keep only a tail). */
 export function failedCells(results: readonly CellResult[]): { failed: { cell: string; observed: CellResult['kind']; error?: string }[]; message: string } {
   const failed = results
@@ -77,6 +76,7 @@ export function failedCells(results: readonly CellResult[]): { failed: { cell: s
   return { failed, message: `cells that failed: ${failed.map((c) => `${c.cell} (${c.observed}): ${(c.error ?? 'transfer differs').replace(/\s+/g, ' ').slice(0, 300)}`).join('; ')}` };
 }
 
+/** Waits for the `R <json>` result line of a peer process (bounded). */
 export function peerResult(proc: LabProcess, timeoutMs: number): Promise<PeerResult> {
   return new Promise((resolve) => {
     let done = false;

@@ -26,6 +26,7 @@ const METRICS_PORT = 9478;
 const COUNTER_PUSH_MS = 1_500;
 const MAX_CELLS = 10;
 const SPLITS_WANTED = 2;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe.skipIf(!labAvailable())('NAT lab: relay-to-relay through a two-worker relay', () => {
   let lab: Lab;
@@ -53,11 +54,11 @@ describe.skipIf(!labAvailable())('NAT lab: relay-to-relay through a two-worker r
     const hairpinned: number[] = [];
     let splits = 0;
     while (results.length < MAX_CELLS && splits < SPLITS_WANTED) {
-      await new Promise((r) => setTimeout(r, COUNTER_PUSH_MS));
+      await sleep(COUNTER_PUSH_MS);
       const before = await stack.metric('hairpin_packets_total');
       const r = await runCell(lab, stack, spec);
       results.push(r);
-      await new Promise((r) => setTimeout(r, COUNTER_PUSH_MS));
+      await sleep(COUNTER_PUSH_MS);
       const n = (await stack.metric('hairpin_packets_total')) - before;
       hairpinned.push(n);
       if (r.kind !== 'none' && n === 0) splits++;

@@ -9,7 +9,8 @@
  * - per thread, from /proc/<pid>/task/<tid>/stat: which workerd threads spend the CPU the
  *   whole-process figure counts.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import WebSocket from 'ws';
 
 /**
@@ -142,6 +143,10 @@ export async function profileIsolates(base: URL, run: () => Promise<void>): Prom
     const out: IsolateCpu[] = [];
     for (const { id, s } of sessions) {
       const { profile } = await s.call<{ profile: Profile }>('Profiler.stop');
+      // HOMELINK_PROFILE_DUMP=<dir>: the raw profiles too (open in Chrome's DevTools), for
+      // inclusive times and callers that the self-time list does not show.
+      const dump = process.env['HOMELINK_PROFILE_DUMP'];
+      if (dump) writeFileSync(join(dump, `${id.replace(/[^\w.-]/g, '_')}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
       out.push(summarise(id, profile));
     }
     return out;
@@ -152,6 +157,27 @@ export async function profileIsolates(base: URL, run: () => Promise<void>): Prom
 
 /** Clock ticks per second in /proc stat files (USER_HZ, 100 on Linux). */
 const USER_HZ = 100;
+
+/** CPU time (ms) of this script's child processes named `name` (utime + stime from /proc/<pid>/stat; `pid` picks one process instead). */
+export function childCpuMs(name: string, pid?: number): number {
+  let ticks = 0;
+  for (const pidDir of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pidDir)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pidDir}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // Fields after the parenthesised command name: state ppid ... utime(14) stime(15).
+    const close = stat.lastIndexOf(')');
+    const comm = stat.slice(stat.indexOf('(') + 1, close);
+    const f = stat.slice(close + 2).split(' ');
+    if (comm !== name || (pid !== undefined ? Number(pidDir) !== pid : Number(f[1]) !== process.pid)) continue;
+    ticks += Number(f[11]) + Number(f[12]);
+  }
+  return (ticks * 1000) / USER_HZ;
+}
 
 /** CPU ms so far of each thread of the `workerd` children of this process, by thread name and tid. */
 export function workerdThreadsMs(): Map<string, number> {

@@ -28,7 +28,9 @@
  * Where the CPU goes (`--profile`): after each timed pass, a second pass of N exchanges with V8's
  * sampling profiler on every workerd isolate (bench/signaling/profile.ts): the Worker isolate's
  * CPU (what Cloudflare bills) apart from Miniflare's proxy and the runtime's I/O, and the hottest
- * functions. workerd's CPU per thread is read from /proc in both passes.
+ * functions. That pass covers each connection setup's whole life on the service: the exchange,
+ * `bye`, both room sockets closed, and the room deleted one grace later. workerd's CPU per thread
+ * is read from /proc in both passes. `HOMELINK_PROFILE_DUMP=<dir>` keeps the raw profiles.
  *
  * PeerJS (`--peerjs`): the `peer` package's server in its own process on loopback
  * (bench/signaling/peerjs-server.mjs), the same N pairs doing the same offer, answer and
@@ -36,7 +38,7 @@
  * CPU per exchange read from /proc like workerd's.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,7 +46,7 @@ import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { wsProtocols } from '../../protocol/messages.js';
 import { bundleWorkerAt, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
-import { profileIsolates, threadDelta, workerdThreadsMs, type IsolateCpu } from './profile.js';
+import { childCpuMs, profileIsolates, threadDelta, workerdThreadsMs, type IsolateCpu } from './profile.js';
 
 /** Candidates each side trickles, as the issue asks. */
 const CANDIDATES = 10;
@@ -201,36 +203,12 @@ async function baseline(pairs: Pair[]): Promise<number[]> {
   );
 }
 
-/** Clock ticks per second in /proc/<pid>/stat (USER_HZ, 100 on Linux). */
-const USER_HZ = 100;
-
 /**
  * CPU time (ms) used so far by the workerd processes this script started, from /proc. CPU per
  * exchange hardly depends on what else the shared machine runs, unlike wall-clock latency.
  */
 function workerdCpuMs(): number {
   return childCpuMs('workerd');
-}
-
-/** CPU time (ms) of this script's child processes named `name` (see workerdCpuMs). */
-function childCpuMs(name: string, pid?: number): number {
-  let ticks = 0;
-  for (const pidDir of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pidDir)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pidDir}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    // Fields after the parenthesised command name: state ppid ... utime(14) stime(15).
-    const close = stat.lastIndexOf(')');
-    const comm = stat.slice(stat.indexOf('(') + 1, close);
-    const f = stat.slice(close + 2).split(' ');
-    if (comm !== name || (pid !== undefined ? Number(pidDir) !== pid : Number(f[1]) !== process.pid)) continue;
-    ticks += Number(f[11]) + Number(f[12]);
-  }
-  return (ticks * 1000) / USER_HZ;
 }
 
 const pct = (xs: number[], q: number): number => {
@@ -248,6 +226,8 @@ const COUNT_SESSION_TTL_S = 2;
  * an exchange that ends within the grace.
  */
 const COUNT_ROOM_GRACE_MS = 1500;
+/** After the grace, time for the rooms' alarms to run before a profile stops. */
+const TEARDOWN_MARGIN_MS = 1500;
 
 /** Billable units per exchange, by `<object>.<unit>`, over `k` exchanges (10 at a time). */
 async function countUnits(k: number, v: Variant): Promise<Record<string, number>> {
@@ -469,7 +449,14 @@ interface RunFigures {
  * the sampled thread).
  */
 async function runVariant(v: Variant, n: number, tag: string, profile: boolean): Promise<RunFigures> {
-  const sig = await startSignaling({ offlineWaitMs: 3000, requestTimeoutMs: 60_000, ...(v.bundle !== undefined ? { bundle: v.bundle } : {}), inspector: profile });
+  const sig = await startSignaling({
+    offlineWaitMs: 3000,
+    requestTimeoutMs: 60_000,
+    ...(v.bundle !== undefined ? { bundle: v.bundle } : {}),
+    inspector: profile,
+    // The profiled pass waits for the rooms' deletion (see below); the timed pass ends before it.
+    roomGraceMs: COUNT_ROOM_GRACE_MS,
+  });
   try {
     // Warm-up (not reported): JIT, the bundle's first isolate, the first objects.
     const warm = await makePairs(sig, 10, `${tag}-warmup`);
@@ -501,10 +488,15 @@ async function runVariant(v: Variant, n: number, tag: string, profile: boolean):
     let isolates: IsolateCpu[] | null = null;
     let profiledThreads: Array<{ thread: string; ms: number }> = [];
     if (profile) {
+      // The timed pass's rooms are deleted one grace after its sockets closed: not in this profile.
+      await new Promise((r) => setTimeout(r, COUNT_ROOM_GRACE_MS + TEARDOWN_MARGIN_MS));
       const again = await makePairs(sig, n, `${tag}-prof`);
       const th0 = workerdThreadsMs();
+      // The whole life of a connection setup: the exchange, `bye`, both room sockets closed and
+      // the room's deletion one grace later (the timed pass stops at the last signal).
       isolates = await profileIsolates(await sig.inspectorUrl(), async () => {
-        await withTimeout(Promise.all(again.map((p, i) => exchange(sig, p, `q${i}`))), `profiled N=${n}`);
+        await withTimeout(Promise.all(again.map((p, i) => exchange(sig, p, `q${i}`, {}, true))), `profiled N=${n}`);
+        await new Promise((r) => setTimeout(r, COUNT_ROOM_GRACE_MS + TEARDOWN_MARGIN_MS));
       });
       profiledThreads = threadDelta(th0, workerdThreadsMs(), n);
       for (const p of again) {

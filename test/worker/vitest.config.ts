@@ -12,6 +12,11 @@ export default defineConfig({
     include: ['**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    fileParallelism: false,
+    // Each file starts workerd of its own (own port, own storage folder), and the suites mostly
+    // wait out real deadlines (ack, stale, grace): six files at a time take ~37 s instead of
+    // ~150 s one by one, on 2 cores. Group 0 runs before every other project (group 1 in
+    // ../../vitest.config.ts, one file at a time), so the NAT lab never shares the machine with it.
+    maxWorkers: 6,
+    sequence: { groupOrder: 0 },
   },
 });

@@ -238,7 +238,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       }
       this.opts.trace?.('session', m.sessionId);
       if (m.peer !== peerId || m.role !== 'initiator') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
-      link = this.newLink(m.sessionId, 'initiator', peerId, deadline, m.iceServers);
+      link = this.newLink(m.sessionId, 'initiator', peerId, deadline, m.iceServers, m.ticket);
       await Promise.race([link.opened(), stop]);
       return link;
     } catch (e) {
@@ -288,7 +288,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     return new Promise((resolve) => this.once('online', resolve));
   }
 
-  private newLink(sessionId: string, role: 'initiator' | 'responder', peer: string, deadline: number, iceServers: readonly IceServer[]): Link {
+  private newLink(sessionId: string, role: 'initiator' | 'responder', peer: string, deadline: number, iceServers: readonly IceServer[], ticket: string | undefined): Link {
     const connectTimeoutMs = Math.max(1, deadline - Date.now());
     const link = new Link({
       signalingUrl: this.opts.signalingUrl,
@@ -298,6 +298,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       identity: this.opts.identity,
       trust: this.opts.trust,
       sessionId,
+      ...(ticket !== undefined ? { ticket } : {}),
       role,
       peer,
       iceServers,
@@ -390,7 +391,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       const m = await answer.finally(() => clearTimeout(t));
       if (m.type !== 'session') throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
       if (m.peer !== from || m.sessionId !== sessionId || m.role !== 'responder') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
-      const link = this.newLink(sessionId, 'responder', from, deadline, m.iceServers);
+      const link = this.newLink(sessionId, 'responder', from, deadline, m.iceServers, m.ticket);
       await link.opened();
       this.emit('link', link);
       return link;

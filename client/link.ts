@@ -110,6 +110,8 @@ export interface LinkInit {
   readonly identity: DeviceIdentity;
   readonly trust: Trust;
   readonly sessionId: string;
+  /** The session's room ticket from `session`, when the service issued one: every room (re)join presents it. */
+  readonly ticket?: string;
   readonly role: Role;
   readonly peer: string;
   /** ICE servers from the presence `session` message: the backend is built before the room is joined. */
@@ -203,7 +205,7 @@ export class Link extends Emitter<LinkEvents> {
     this.peer = init.peer;
     this.sessionId = init.sessionId;
     this.session = new Session({ ...init.session, sessionId: init.sessionId, role: init.role, peer: init.peer, forceRelay: init.forceRelay ?? false });
-    this.room = new RoomSocket(init.signalingUrl, init.sessionId, init.token, init.webSocket, init.keepalive);
+    this.room = new RoomSocket(init.signalingUrl, init.sessionId, init.ticket, init.token, init.webSocket, init.keepalive);
     this.room.on('message', (m) => this.onRoom(m));
     if (init.iceServers) this.paths.setIceServers(init.iceServers);
   }

@@ -469,7 +469,11 @@ export class Session {
         return this.maybeVerify();
       }
       case 'bye':
-        if (this.phase === 'open') return this.finish(d.reason ? `peer closed: ${d.reason}` : 'peer closed the link');
+        // A bye back through the room: the peer's may come over the control channel first, and
+        // this side's room socket then closes before the room heard of the end; the room, seeing
+        // a side leave mid-session, would store what it keeps for a side's return. Now the room
+        // ends while both sides are in it, whichever bye it reads first (the other is refused).
+        if (this.phase === 'open') return [{ type: 'send', data: { kind: 'bye' } }, ...this.finish(d.reason ? `peer closed: ${d.reason}` : 'peer closed the link')];
         // A peer that gave up at the dial's deadline says why (its bye carries its code); both
         // sides keep to the one deadline the dialer set, so this side's outcome is the same one.
         return this.fail(d.reason === 'identity' ? 'IdentityMismatch' : d.reason === 'Timeout' || d.reason === 'NoPath' ? d.reason : 'Closed', d.reason ? `peer ended the session (${d.reason})` : 'peer ended the session');

@@ -25,6 +25,7 @@ import {
   PING_FRAME,
   PONG_FRAME,
   presenceQuery,
+  roomQuery,
   wsProtocols,
   type PresenceClientMessage,
   type PresenceServerMessage,
@@ -359,17 +360,17 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
  */
 export class PresenceSocket extends ReconnectingSocket<PresenceServerMessage> {
   constructor(signalingUrl: string, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions) {
-    super(joinUrl(signalingUrl, '/v1/presence') + presenceQuery({ deliveryAck: true }), token, factory, parsePresenceServerMessage, false, keepalive);
+    super(joinUrl(signalingUrl, '/v1/presence') + presenceQuery({ deliveryAck: true, roomTicket: true }), token, factory, parsePresenceServerMessage, false, keepalive);
   }
   post(m: PresenceClientMessage): boolean {
     return this.send(encode(m));
   }
 }
 
-/** A pair room socket: `GET /v1/rooms/:sessionId`. */
+/** A pair room socket: `GET /v1/rooms/:sessionId`, with `?ticket=` when the session has one. */
 export class RoomSocket extends ReconnectingSocket<RoomServerMessage> {
-  constructor(signalingUrl: string, sessionId: string, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions) {
-    super(joinUrl(signalingUrl, `/v1/rooms/${encodeURIComponent(sessionId)}`), token, factory, parseRoomServerMessage, true, keepalive);
+  constructor(signalingUrl: string, sessionId: string, ticket: string | undefined, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions) {
+    super(joinUrl(signalingUrl, `/v1/rooms/${encodeURIComponent(sessionId)}`) + roomQuery(ticket), token, factory, parseRoomServerMessage, true, keepalive);
   }
   post(m: RoomClientMessage): boolean {
     return this.send(encode(m));

@@ -145,12 +145,20 @@ export type PresenceClientMessage =
 export const CAPS_PARAM = 'caps';
 /** The client sends `ringing{reqId}` for every `request` it gets (see `PresenceClientMessage`). */
 export const CAP_DELIVERY_ACK = 'ack';
+/**
+ * The client joins rooms with the `ticket` its `session` carries (`?ticket=` on the room URL), so
+ * a session between two such clients needs no room storage on its common path (see
+ * {@link SessionInfo.ticket}).
+ */
+export const CAP_ROOM_TICKET = 'ticket';
 /** Longest `caps` value read: a handful of short names; anything longer is ignored whole. */
 export const MAX_CAPS_CHARS = 128;
 
 export interface PresenceCaps {
   /** The client acknowledges every delivered request (`ringing`). */
   readonly deliveryAck: boolean;
+  /** The client presents room tickets (`CAP_ROOM_TICKET`). Absent: false. */
+  readonly roomTicket?: boolean;
 }
 
 /**
@@ -161,22 +169,52 @@ export interface PresenceCaps {
  * parsePresenceCaps(new URL(req.url).search) // { deliveryAck: true } for '?caps=ack'
  */
 export function parsePresenceCaps(search: string): PresenceCaps {
-  const none: PresenceCaps = { deliveryAck: false };
-  if (search.length > 4 * MAX_CAPS_CHARS) return none;
+  const value = queryParam(search, CAPS_PARAM, MAX_CAPS_CHARS, 4 * MAX_CAPS_CHARS);
+  if (value === null) return { deliveryAck: false, roomTicket: false };
+  const caps = value.split(',');
+  return { deliveryAck: caps.includes(CAP_DELIVERY_ACK), roomTicket: caps.includes(CAP_ROOM_TICKET) };
+}
+
+/**
+ * The one value of `name` in a query string, or null when it is absent, repeated, longer than
+ * `max`, the query is longer than `maxQuery`, or the query does not decode. Never throws.
+ */
+function queryParam(search: string, name: string, max: number, maxQuery: number): string | null {
+  if (search.length > maxQuery) return null;
   let values: string[];
   try {
-    values = new URLSearchParams(search).getAll(CAPS_PARAM);
+    values = new URLSearchParams(search).getAll(name);
   } catch {
-    return none;
+    return null;
   }
-  if (values.length !== 1 || values[0]!.length > MAX_CAPS_CHARS) return none;
-  const caps = values[0]!.split(',');
-  return { deliveryAck: caps.includes(CAP_DELIVERY_ACK) };
+  return values.length === 1 && values[0]!.length <= max ? values[0]! : null;
 }
 
 /** The query string a client appends to the presence URL to declare `caps`. */
 export function presenceQuery(caps: PresenceCaps): string {
-  return caps.deliveryAck ? `?${CAPS_PARAM}=${CAP_DELIVERY_ACK}` : '';
+  const names = [...(caps.deliveryAck ? [CAP_DELIVERY_ACK] : []), ...(caps.roomTicket === true ? [CAP_ROOM_TICKET] : [])];
+  return names.length > 0 ? `?${CAPS_PARAM}=${names.join(',')}` : '';
+}
+
+/** The room URL's query parameter that carries the session's ticket. */
+export const TICKET_PARAM = 'ticket';
+/** Longest ticket accepted: two endpoint ids of up to 128 characters, a deadline and a MAC, encoded. */
+export const MAX_TICKET_CHARS = 512;
+/** A ticket's shape: base64url payload, a dot, base64url MAC (what the service issues). */
+export const TICKET_RE = /^[A-Za-z0-9_-]{1,460}\.[A-Za-z0-9_-]{43}$/;
+
+/** The query string of a room URL: the ticket when there is one. */
+export function roomQuery(ticket: string | undefined): string {
+  return ticket !== undefined ? `?${TICKET_PARAM}=${ticket}` : '';
+}
+
+/**
+ * Reads the ticket from a room URL's query string. Never throws: a missing, repeated, oversized or
+ * malformed value is no ticket (the room then needs its stored record, as before tickets).
+ */
+export function parseRoomTicket(search: string): string | null {
+  const value = queryParam(search, TICKET_PARAM, MAX_TICKET_CHARS, 2 * MAX_TICKET_CHARS);
+  return value !== null && TICKET_RE.test(value) ? value : null;
 }
 
 export interface SessionInfo {
@@ -187,6 +225,12 @@ export interface SessionInfo {
   readonly iceServers: IceServer[];
   /** Unix ms after which the room closes. */
   readonly deadline: number;
+  /**
+   * Present when both sides declared {@link CAP_ROOM_TICKET}: the session's members and deadline
+   * signed by the service. The client joins the room with it (`roomQuery`), and the room rebuilds
+   * itself from it when it has nothing else (no socket, no stored record). Opaque to the client.
+   */
+  readonly ticket?: string;
 }
 
 export type PresenceServerMessage =
@@ -483,7 +527,9 @@ export function parsePresenceServerMessage(frame: unknown): Parsed<PresenceServe
       const deadline = o['deadline'];
       if (!reqId || !isStr(sid, 64) || !SESSION_ID_RE.test(sid) || !isStr(peer, 128) || !ENDPOINT_ID_RE.test(peer)) return bad('session');
       if ((role !== 'initiator' && role !== 'responder') || !ice || typeof deadline !== 'number' || !Number.isFinite(deadline)) return bad('session');
-      return ok({ type: 'session', reqId, sessionId: sid, peer, role, iceServers: ice, deadline });
+      const ticket = o['ticket'];
+      if (ticket !== undefined && (!isStr(ticket, MAX_TICKET_CHARS) || !TICKET_RE.test(ticket))) return bad('session');
+      return ok({ type: 'session', reqId, sessionId: sid, peer, role, iceServers: ice, deadline, ...(ticket !== undefined ? { ticket } : {}) });
     }
     case 'rejected':
       if (!reqId) return bad('rejected');

@@ -88,6 +88,8 @@ export interface AnsweredCall {
   readonly responder: string;
   readonly accept: boolean;
   readonly reason?: string;
+  /** The responder declared the `ticket` capability (see `Me.tickets`). */
+  readonly tickets?: boolean;
 }
 
 /** The endpoint on the current presence socket, or null when none is connected. */
@@ -96,6 +98,12 @@ export interface Me {
   readonly homes: readonly string[];
   /** The socket declared the `ack` capability (protocol/messages.ts `CAP_DELIVERY_ACK`). */
   readonly acks?: boolean;
+  /**
+   * The socket declared the `ticket` capability (`CAP_ROOM_TICKET`): it joins rooms with the
+   * ticket its `session` carries. When both sides did, the room is not created ahead by `init`:
+   * the first join creates it from the ticket, and it needs no stored record.
+   */
+  readonly tickets?: boolean;
 }
 
 export interface PresenceState {
@@ -152,13 +160,15 @@ export type PresenceEvent =
       readonly accept: boolean;
       readonly ok: boolean;
       readonly deadline?: number;
+      /** The session is ticketed (both sides declared the capability). */
+      readonly tickets?: boolean;
     };
 
 export type PresenceAction =
   /** Send to the current presence socket, if any. */
   | { readonly type: 'send'; readonly message: PresenceServerMessage }
-  /** Send `session` with ICE servers freshly minted for this endpoint. */
-  | { readonly type: 'send_session'; readonly reqId: string; readonly sessionId: string; readonly peer: string; readonly role: Role; readonly deadline: number }
+  /** Send `session` with ICE servers freshly minted for this endpoint (and its room ticket when `ticket`). */
+  | { readonly type: 'send_session'; readonly reqId: string; readonly sessionId: string; readonly peer: string; readonly role: Role; readonly deadline: number; readonly ticket?: true }
   /** Call `incoming` on `to`'s object; feed the reply back as `incoming_result`. */
   | { readonly type: 'call_incoming'; readonly to: string; readonly call: IncomingCall }
   /** Call `delivered` on the initiator's object; feed the reply back as `delivered_result`. */
@@ -177,7 +187,7 @@ export type PresenceAction =
   /** Create the room (before anyone is told about the session). */
   | { readonly type: 'init_room'; readonly meta: RoomMeta };
 
-export type PresenceReply = { delivered: boolean } | { live: boolean } | { ok: boolean; deadline?: number } | null;
+export type PresenceReply = { delivered: boolean } | { live: boolean } | { ok: boolean; deadline?: number; tickets?: boolean } | null;
 
 export interface PresenceStep {
   readonly state: PresenceState;
@@ -353,6 +363,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         responder: ev.me.sub,
         accept: ev.accept,
         ...(ev.reason !== undefined ? { reason: ev.reason } : {}),
+        ...(ev.me.tickets === true ? { tickets: true } : {}),
       };
       // Gone from here at once, so a second answer is out of state.
       return result({ ...s, incoming: without(s.incoming, ev.reqId) }, [{ type: 'call_answered', to: r.from, call, reqId: ev.reqId }]);
@@ -360,7 +371,9 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
     case 'answered_result': {
       if (!ev.ok) return result(s, [{ type: 'send', message: { type: 'cancelled', reqId: ev.reqId } }]);
       if (!ev.accept || ev.deadline === undefined) return result(s);
-      return result(s, [{ type: 'send_session', reqId: ev.reqId, sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline }]);
+      return result(s, [
+        { type: 'send_session', reqId: ev.reqId, sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline, ...(ev.tickets === true ? { ticket: true as const } : {}) },
+      ]);
     }
     case 'cancel': {
       const d = s.dials[ev.reqId];
@@ -444,6 +457,14 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       // Nobody here to tell: the session would be half-open, so the target is told it was cancelled.
       if (ev.me === null) return result({ ...s, dials }, [], { ok: false });
       const deadline = ev.now + config.sessionTtlMs;
+      // Both sides join with the ticket: the first join creates the room, no `init` call.
+      if (ev.me.tickets === true && c.tickets === true) {
+        return result({ ...s, dials }, [{ type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline, ticket: true }], {
+          ok: true,
+          deadline,
+          tickets: true,
+        });
+      }
       return result(
         { ...s, dials },
         [

@@ -44,6 +44,7 @@ import {
   type PresenceState,
 } from './presence-rules.js';
 import { roomKey } from './room.js';
+import { signTicket } from './ticket.js';
 import {
   assertNever,
   CLOSE_GOING_AWAY,
@@ -58,7 +59,7 @@ export type { IncomingCall } from './presence-rules.js';
 
 const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
 
-const meOf = (a: PresenceAttachment): Me => ({ sub: a.sub, homes: a.homes, acks: a.acks === true });
+const meOf = (a: PresenceAttachment): Me => ({ sub: a.sub, homes: a.homes, acks: a.acks === true, tickets: a.tk === true });
 
 /** Storage key prefix of each record kind. */
 const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
@@ -80,6 +81,8 @@ const ATTACHMENT_BUDGET = ATTACHMENT_LIMIT_BYTES - 128;
 interface PresenceAttachment extends SocketAttachment {
   readonly rec?: PresenceState;
   readonly acks?: true;
+  /** The client declared `?caps=ticket` (it joins rooms with their ticket). */
+  readonly tk?: true;
 }
 
 /** The records of a presence attachment, checked when read back (absent or malformed: none). */
@@ -272,7 +275,18 @@ export class Presence extends SocketObject {
         const c = this.current();
         if (!c) return;
         const iceServers = await iceServersFor(this.config, c.id.sub, c.id.loc, Date.now());
-        return safeSend(c.ws, { type: 'session', reqId: act.reqId, sessionId: act.sessionId, peer: act.peer, role: act.role, iceServers, deadline: act.deadline });
+        const [initiator, responder] = act.role === 'initiator' ? [c.id.sub, act.peer] : [act.peer, c.id.sub];
+        const ticket = act.ticket ? await signTicket(this.config.turnSecrets, { sessionId: act.sessionId, initiator, responder, deadline: act.deadline }) : undefined;
+        return safeSend(c.ws, {
+          type: 'session',
+          reqId: act.reqId,
+          sessionId: act.sessionId,
+          peer: act.peer,
+          role: act.role,
+          iceServers,
+          deadline: act.deadline,
+          ...(ticket !== undefined ? { ticket } : {}),
+        });
       }
       case 'call_incoming': {
         let delivered = false;
@@ -298,7 +312,7 @@ export class Presence extends SocketObject {
           .answered(act.call)
           .catch((e: unknown) => {
             console.error('presence: answered() failed', (e as Error).name);
-            return { ok: false } as { ok: boolean; deadline?: number };
+            return { ok: false } as { ok: boolean; deadline?: number; tickets?: boolean };
           });
         await this.apply({
           type: 'answered_result',
@@ -308,6 +322,7 @@ export class Presence extends SocketObject {
           accept: act.call.accept,
           ok: res.ok,
           ...(res.deadline !== undefined ? { deadline: res.deadline } : {}),
+          ...(res.tickets === true ? { tickets: true } : {}),
         });
         return;
       }
@@ -391,8 +406,12 @@ export class Presence extends SocketObject {
     // The records on the old socket's attachment are read now; `connected` places them on the new one.
     this.load();
     this.ctx.acceptWebSocket(server);
-    const acks = parsePresenceCaps(new URL(req.url).search).deliveryAck;
-    const attachment: PresenceAttachment = { ...this.attachmentFor(id, Date.now()), ...(acks ? { acks: true as const } : {}) };
+    const caps = parsePresenceCaps(new URL(req.url).search);
+    const attachment: PresenceAttachment = {
+      ...this.attachmentFor(id, Date.now()),
+      ...(caps.deliveryAck ? { acks: true as const } : {}),
+      ...(caps.roomTicket === true ? { tk: true as const } : {}),
+    };
     this.setAttachment(server, attachment);
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
     for (const old of previous) {
@@ -476,9 +495,9 @@ export class Presence extends SocketObject {
   }
 
   /** Initiator side: the target answered. Creates the room on accept, before either side hears. */
-  async answered(call: AnsweredCall): Promise<{ ok: boolean; deadline?: number }> {
+  async answered(call: AnsweredCall): Promise<{ ok: boolean; deadline?: number; tickets?: boolean }> {
     this.meter('request');
-    return (await this.apply({ type: 'answered', me: this.me(), call, now: Date.now() })) as { ok: boolean; deadline?: number };
+    return (await this.apply({ type: 'answered', me: this.me(), call, now: Date.now() })) as { ok: boolean; deadline?: number; tickets?: boolean };
   }
 
   /** Initiator side: the target's socket died with the request on it; the dial fails `peer_offline` now. */

@@ -57,6 +57,12 @@ export interface RoomMeta {
   readonly responder: string;
   /** Unix ms. */
   readonly deadline: number;
+  /**
+   * Present when the room was created from a ticket (worker/ticket.ts): the deadline the members'
+   * tickets vouch for. Such a room stores its record only when it knows more than the tickets do
+   * (worker/room.ts `persist`); the rules themselves do not look at it.
+   */
+  readonly ticketDeadline?: number;
 }
 
 export interface BufferedSignal {

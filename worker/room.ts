@@ -3,15 +3,19 @@
  * WebSockets (one per side, tagged with the endpoint id, identity in the attachment), the storage
  * (meta, seq counters, buffered signals) and the alarm, and carries out the rules' actions.
  *
- * Named by the session id (`roomKey`); created by `init` when the target accepts. After hibernation or eviction the constructor reloads the state from storage and who is
- * present comes from `ctx.getWebSockets()`, so nothing needed after a wake-up lives only in memory.
+ * Named by the session id (`roomKey`); created by `init` when the target accepts, or, when both
+ * sides declared the `ticket` capability, by the first join from its ticket (worker/ticket.ts).
+ * After hibernation or eviction the constructor reloads the state from storage (and a ticketed
+ * room's meta from its sockets' attachments) and who is present comes from `ctx.getWebSockets()`,
+ * so nothing needed after a wake-up lives only in memory.
  */
-import type { RoomServerMessage, SignalData } from '../protocol/messages.js';
+import { parseRoomTicket, SESSION_ID_RE, type RoomServerMessage, type SignalData } from '../protocol/messages.js';
 import type { Env } from './env.js';
 import { iceServersFor, type Location } from './ice.js';
 import { parseRoomFrame, spliceSeq } from './room-frame.js';
 import { emptyRoom, seqLease, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
 import { assertNever, CLOSE_NORMAL, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
+import { readTicket } from './ticket.js';
 
 /**
  * A room socket's attachment: the identity, and the seq lease for signals to this side (every
@@ -20,6 +24,8 @@ import { assertNever, CLOSE_NORMAL, safeClose, safeSend, SocketObject, type Sock
  */
 interface RoomAttachment extends SocketAttachment {
   readonly next?: number;
+  /** A room created from a ticket: its meta, so a rebuilt instance without a stored record knows it. */
+  readonly meta?: RoomMeta;
 }
 
 /** The room row in storage. */
@@ -94,13 +100,17 @@ export class Room extends SocketObject {
     const kv = (this.kv = ctx.storage.kv);
     const row = kv.get<StoredRoom>('room') ?? null;
     this.meter('read');
-    if (row !== null) {
-      this.rows = 1;
+    // A room created from a ticket may have no record: its meta is on the members' sockets.
+    const meta = row?.meta ?? this.metaFromSockets();
+    if (meta !== null) {
+      if (row !== null) this.rows = 1;
+      this.roomRow = row !== null;
       const nextSeq: Record<string, number> = {};
       const buffer: Record<string, readonly BufferedSignal[]> = {};
-      for (const e of [row.meta.initiator, row.meta.responder]) {
-        const q = kv.get<StoredQueue>(`q:${e}`);
-        this.meter('read');
+      for (const e of [meta.initiator, meta.responder]) {
+        // Queue rows are written only with the room's record (see `persist`).
+        const q = row !== null ? kv.get<StoredQueue>(`q:${e}`) : undefined;
+        if (row !== null) this.meter('read');
         if (q) this.rows++;
         this.stored[e] = q ?? EMPTY_QUEUE;
         buffer[e] = this.stored[e].items;
@@ -112,12 +122,26 @@ export class Room extends SocketObject {
         nextSeq[e] = next;
       }
       // `hold` is unknown after a rebuild (see RoomState).
-      this.state = { meta: row.meta, ended: row.ended, nextSeq, buffer };
+      this.state = { meta, ended: row?.ended ?? null, nextSeq, buffer };
     } else {
-      // No room row, no alarm: the row is written before the first alarm and `delete` removes
-      // the alarm before the rows. Saves reading the alarm back when the room is created.
+      // No room: treated as no alarm, which saves reading it back when the room is created. An
+      // `init` room writes its row before its first alarm and `delete` removes both. A ticketed
+      // room that ended with nothing stored may still have its last alarm pending: a new room
+      // here sets its own over it, and if it fires first it finds no room and does nothing.
       this.alarmAt = null;
     }
+  }
+
+  /** Whether the room's record (`room`) is in storage. */
+  private roomRow = false;
+
+  /** The meta a ticketed room left on its members' sockets (see `RoomAttachment.meta`), if any. */
+  private metaFromSockets(): RoomMeta | null {
+    for (const ws of this.ctx.getWebSockets()) {
+      const m = this.attachment<RoomAttachment>(ws)?.meta;
+      if (m && typeof m.sessionId === 'string' && typeof m.initiator === 'string' && typeof m.responder === 'string' && typeof m.deadline === 'number') return m;
+    }
+    return null;
   }
 
   /**
@@ -172,6 +196,8 @@ export class Room extends SocketObject {
 
   /** Called by the presence object of the accepting side. Idempotent for the same session. */
   async init(meta: RoomMeta): Promise<{ ok: boolean }> {
+    // A billable Durable Object request like any other call (it went uncounted before tickets).
+    this.meter('request');
     let ok = true;
     await this.enqueue(async () => {
       const before = this.state.meta;
@@ -185,9 +211,16 @@ export class Room extends SocketObject {
     const up = this.upgrade(req);
     if (up instanceof Response) return up;
     const { id, client, server } = up;
-    const attachment = this.attachmentFor(id, Date.now());
+    // A room has no use for the member's homes (membership is its meta): kept off the attachment,
+    // which has 2 KiB for the identity, the seq lease and a ticketed room's meta.
+    const attachment: SocketAttachment = { ...this.attachmentFor(id, Date.now()), homes: [] };
+    const url = new URL(req.url);
+    const ticket = parseRoomTicket(url.search);
     let response: Response | null = null;
     await this.enqueue(async () => {
+      // A room that does not exist (yet, or any more in memory or storage) is created from the
+      // joiner's ticket: both members hold one, so either may come first.
+      if (this.state.meta === null && ticket !== null) await this.fromTicket(url, ticket, id.sub);
       const m = this.state.meta;
       if (m === null || (id.sub !== m.initiator && id.sub !== m.responder)) {
         // A stranger never gets a room socket (the Worker's routing makes this a second check).
@@ -200,12 +233,27 @@ export class Room extends SocketObject {
       // The side's counter moves to the new socket (the old one is closing), exact: a lease with
       // nothing reserved yet (see `SEQ_LEASE`).
       const next = this.state.nextSeq[id.sub];
-      this.setAttachment(server, next !== undefined ? ({ ...attachment, next } satisfies RoomAttachment) : attachment);
+      const carried: RoomAttachment = { ...attachment, ...(next !== undefined ? { next } : {}), ...(m.ticketDeadline !== undefined ? { meta: m } : {}) };
+      this.setAttachment(server, carried);
       if (next !== undefined) this.leased[id.sub] = next;
       else delete this.leased[id.sub];
       await this.apply({ type: 'join', endpoint: id.sub, present: this.present(), now: Date.now() }, server);
     });
     return response ?? this.switching(client);
+  }
+
+  /**
+   * Creates the room from `joiner`'s ticket for the session this object is named by. A ticket
+   * that is not genuine, names someone else, or is past its deadline creates nothing (the join is
+   * then refused like any stranger's: no state, no storage, no alarm).
+   */
+  private async fromTicket(url: URL, ticket: string, joiner: string): Promise<void> {
+    const sessionId = decodeURIComponent(url.pathname.slice(url.pathname.lastIndexOf('/') + 1));
+    if (!SESSION_ID_RE.test(sessionId) || (this.ctx.id.name !== undefined && this.ctx.id.name !== roomKey(sessionId))) return;
+    const meta = await readTicket(this.config.turnSecrets, sessionId, ticket);
+    if (meta === null || this.state.meta !== null || (joiner !== meta.initiator && joiner !== meta.responder) || Date.now() >= meta.deadline) return;
+    this.trace('ticket');
+    await this.apply({ type: 'init', meta: { ...meta, ticketDeadline: meta.deadline }, now: Date.now() }, null);
   }
 
   protected override async onFrame(ws: WebSocket, a: SocketAttachment, frame: string | ArrayBuffer): Promise<void> {
@@ -314,15 +362,22 @@ export class Room extends SocketObject {
         return this.persist(before, present);
       case 'set_alarm':
         return this.setAlarm(act.at);
-      case 'delete':
+      case 'delete': {
+        // Runs in the alarm that fired (room-rules.ts). A room that wrote nothing (made from a
+        // ticket, ended with both sides told) has nothing to delete, and that alarm is spent.
+        const stored = this.rows > 0 || this.roomRow;
         this.alarmAt = null;
         this.meter('write', this.rows);
         this.rows = 0;
+        this.roomRow = false;
         this.stored = {};
         this.leased = {};
-        await this.ctx.storage.deleteAlarm();
-        await this.ctx.storage.deleteAll();
+        if (stored) {
+          await this.ctx.storage.deleteAlarm();
+          await this.ctx.storage.deleteAll();
+        }
         return;
+      }
       default:
         return assertNever(act);
     }
@@ -338,12 +393,7 @@ export class Room extends SocketObject {
     const s = this.state;
     const kv = this.kv;
     if (s.meta === null) return;
-    if (s.meta !== before.meta || s.ended !== before.ended) {
-      const row: StoredRoom = { meta: s.meta, ended: s.ended };
-      kv.put('room', row);
-      this.meter('write');
-      if (before.meta === null) this.rows++;
-    }
+    let queued = false;
     for (const e of [s.meta.initiator, s.meta.responder]) {
       const next = s.nextSeq[e] ?? 1;
       const items = s.buffer[e] ?? [];
@@ -358,6 +408,19 @@ export class Room extends SocketObject {
       this.meter('write');
       if (this.stored[e] === undefined || this.stored[e] === EMPTY_QUEUE) this.rows++;
       this.stored[e] = q;
+      queued = true;
+    }
+    // The room's record. A room made by `init` has it from the start. A room made from a ticket
+    // writes it only once it knows something the tickets do not: a renewed deadline, a queue row
+    // (signals or a counter waiting for a member who is away), or an end a member has not heard.
+    const ticketed = s.meta.ticketDeadline !== undefined;
+    const needed = !ticketed || queued || this.rows > 0 || s.meta.deadline !== s.meta.ticketDeadline || (s.ended !== null && present.length < 2);
+    if (needed && (!this.roomRow || s.meta !== before.meta || s.ended !== before.ended)) {
+      const row: StoredRoom = { meta: s.meta, ended: s.ended };
+      kv.put('room', row);
+      this.meter('write');
+      if (!this.roomRow) this.rows++;
+      this.roomRow = true;
     }
   }
 

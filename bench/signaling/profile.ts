@@ -158,40 +158,43 @@ export async function profileIsolates(base: URL, run: () => Promise<void>): Prom
 /** Clock ticks per second in /proc stat files (USER_HZ, 100 on Linux). */
 const USER_HZ = 100;
 
-/** CPU time (ms) of this script's child processes named `name` (utime + stime from /proc/<pid>/stat; `pid` picks one process instead). */
-export function childCpuMs(name: string, pid?: number): number {
-  let ticks = 0;
-  for (const pidDir of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pidDir)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pidDir}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    // Fields after the parenthesised command name: state ppid ... utime(14) stime(15).
-    const close = stat.lastIndexOf(')');
-    const comm = stat.slice(stat.indexOf('(') + 1, close);
-    const f = stat.slice(close + 2).split(' ');
-    if (comm !== name || (pid !== undefined ? Number(pidDir) !== pid : Number(f[1]) !== process.pid)) continue;
-    ticks += Number(f[11]) + Number(f[12]);
+/** A /proc stat line's command name, and its fields after it (state ppid ... utime(14) stime(15) at [11], [12]). */
+function readStat(path: string): { comm: string; f: string[] } | null {
+  let stat: string;
+  try {
+    stat = readFileSync(path, 'utf8');
+  } catch {
+    return null; // the process or thread ended
   }
-  return (ticks * 1000) / USER_HZ;
+  const close = stat.lastIndexOf(')');
+  return { comm: stat.slice(stat.indexOf('(') + 1, close), f: stat.slice(close + 2).split(' ') };
+}
+
+const cpuMs = (f: string[]): number => ((Number(f[11]) + Number(f[12])) * 1000) / USER_HZ;
+
+/** Process ids of this script's children named `name`, or `pid` alone when given and so named. */
+function childPids(name: string, pid?: number): string[] {
+  return readdirSync('/proc').filter((p) => {
+    if (!/^\d+$/.test(p)) return false;
+    const st = readStat(`/proc/${p}/stat`);
+    return st !== null && st.comm === name && (pid !== undefined ? Number(p) === pid : Number(st.f[1]) === process.pid);
+  });
+}
+
+/** CPU time (ms) of this script's child processes named `name` (utime + stime; `pid` picks one process instead). */
+export function childCpuMs(name: string, pid?: number): number {
+  let ms = 0;
+  for (const p of childPids(name, pid)) {
+    const st = readStat(`/proc/${p}/stat`);
+    if (st) ms += cpuMs(st.f);
+  }
+  return ms;
 }
 
 /** CPU ms so far of each thread of the `workerd` children of this process, by thread name and tid. */
 export function workerdThreadsMs(): Map<string, number> {
   const out = new Map<string, number>();
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const close = stat.lastIndexOf(')');
-    if (stat.slice(stat.indexOf('(') + 1, close) !== 'workerd' || Number(stat.slice(close + 2).split(' ')[1]) !== process.pid) continue;
+  for (const pid of childPids('workerd')) {
     let tids: string[];
     try {
       tids = readdirSync(`/proc/${pid}/task`);
@@ -199,15 +202,8 @@ export function workerdThreadsMs(): Map<string, number> {
       continue;
     }
     for (const tid of tids) {
-      try {
-        const t = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-        const c = t.lastIndexOf(')');
-        const comm = t.slice(t.indexOf('(') + 1, c);
-        const f = t.slice(c + 2).split(' ');
-        out.set(`${comm}#${tid}`, ((Number(f[11]) + Number(f[12])) * 1000) / USER_HZ);
-      } catch {
-        // The thread ended.
-      }
+      const st = readStat(`/proc/${pid}/task/${tid}/stat`);
+      if (st) out.set(`${st.comm}#${tid}`, cpuMs(st.f));
     }
   }
   return out;

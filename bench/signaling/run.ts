@@ -44,7 +44,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
-import { wsProtocols } from '../../protocol/messages.js';
+import { presenceQuery, roomQuery, wsProtocols } from '../../protocol/messages.js';
 import { bundleWorkerAt, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
 import { childCpuMs, profileIsolates, threadDelta, workerdThreadsMs, type IsolateCpu } from './profile.js';
 
@@ -128,7 +128,9 @@ async function makePairs(sig: SignalingHandle, n: number, tag: string): Promise<
         const home = `home-${tag}-${j}`;
         const appToken = await sig.issuer.accessToken({ sub: app, homes: [home] });
         const hubToken = await sig.issuer.accessToken({ sub: hub, homes: [home] });
-        const [appSock, hubSock] = await Promise.all([Sock.open(`${ws}/v1/presence`, appToken), Sock.open(`${ws}/v1/presence`, hubToken)]);
+        // Both declare what the client library declares (a service that does not know a capability ignores it).
+        const presenceUrl = `${ws}/v1/presence${presenceQuery({ deliveryAck: false, roomTicket: true })}`;
+        const [appSock, hubSock] = await Promise.all([Sock.open(presenceUrl, appToken), Sock.open(presenceUrl, hubToken)]);
         await Promise.all([appSock.next('hello'), hubSock.next('hello')]);
         return { app, hub, appToken, hubToken, appSock, hubSock };
       }),
@@ -162,8 +164,8 @@ async function exchange(sig: SignalingHandle, p: Pair, reqId: string, marks: Mar
   p.hubSock.send({ type: 'answer', reqId: req.reqId, accept: true });
   const [sa, sb] = await Promise.all([p.appSock.next('session'), p.hubSock.next('session')]);
   marks.sessions = performance.now() - t0;
-  const side = async (token: string, sessionId: string, initiator: boolean): Promise<Sock> => {
-    const r = await Sock.open(`${ws}/v1/rooms/${sessionId}`, token);
+  const side = async (token: string, sessionId: string, ticket: string | undefined, initiator: boolean): Promise<Sock> => {
+    const r = await Sock.open(`${ws}/v1/rooms/${sessionId}${roomQuery(ticket)}`, token);
     await r.next('joined');
     marks.joined = Math.max(marks.joined ?? 0, performance.now() - t0);
     if (initiator) r.send({ type: 'signal', data: { kind: 'offer', sdp: SDP } });
@@ -179,7 +181,10 @@ async function exchange(sig: SignalingHandle, p: Pair, reqId: string, marks: Mar
     }
     return r;
   };
-  const rooms = await Promise.all([side(p.appToken, sa.sessionId as string, true), side(p.hubToken, sb.sessionId as string, false)]);
+  const rooms = await Promise.all([
+    side(p.appToken, sa.sessionId as string, sa.ticket as string | undefined, true),
+    side(p.hubToken, sb.sessionId as string, sb.ticket as string | undefined, false),
+  ]);
   const ms = performance.now() - t0;
   marks.done = ms;
   if (bye) {

@@ -90,6 +90,16 @@ describe('session state machine', () => {
     expect(outcome()).toMatchObject({ type: 'failed', code: 'Closed' });
   });
 
+  it("an open link that hears the peer's bye says bye back through the room, then closes", () => {
+    const { s, t } = openInitiator();
+    const out = s.handle({ type: 'signal', data: { kind: 'bye', reason: 'done' } }, t + 1);
+    // The room may not have heard the peer's bye yet (it came over the control channel): ending
+    // the room from here too keeps it from storing a counter for a side that merely left.
+    expect(out[0]).toEqual({ type: 'send', data: { kind: 'bye' } });
+    expect(out.at(-1)).toEqual({ type: 'closed', reason: 'peer closed: done' });
+    expect(s.handle({ type: 'signal', data: { kind: 'bye' } }, t + 2)).toEqual([]);
+  });
+
   it('an SDP whose fingerprint changes mid-session is an identity failure', () => {
     const { s, t } = openInitiator();
     s.handle({ type: 'path', kind: 'relay' }, t);

@@ -2,7 +2,11 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   CAP_DELIVERY_ACK,
+  CAP_ROOM_TICKET,
   MAX_CAPS_CHARS,
+  parsePresenceServerMessage,
+  parseRoomTicket,
+  roomQuery,
   MAX_FRAME_BYTES,
   parsePresenceCaps,
   parsePresenceClientMessage,
@@ -64,11 +68,18 @@ describe('presence client messages', () => {
 
 describe('presence capabilities in the URL query', () => {
   it('reads the delivery-ack capability, alone or among others', () => {
-    expect(parsePresenceCaps(`?caps=${CAP_DELIVERY_ACK}`)).toEqual({ deliveryAck: true });
-    expect(parsePresenceCaps('?caps=future,ack,other')).toEqual({ deliveryAck: true });
-    expect(parsePresenceCaps('caps=ack')).toEqual({ deliveryAck: true });
-    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true }))).toEqual({ deliveryAck: true });
+    expect(parsePresenceCaps(`?caps=${CAP_DELIVERY_ACK}`)).toEqual({ deliveryAck: true, roomTicket: false });
+    expect(parsePresenceCaps('?caps=future,ack,other')).toEqual({ deliveryAck: true, roomTicket: false });
+    expect(parsePresenceCaps('caps=ack')).toEqual({ deliveryAck: true, roomTicket: false });
+    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true }))).toEqual({ deliveryAck: true, roomTicket: false });
     expect(presenceQuery({ deliveryAck: false })).toBe('');
+  });
+
+  it('reads the room-ticket capability, and declares both together', () => {
+    expect(parsePresenceCaps(`?caps=${CAP_ROOM_TICKET}`)).toEqual({ deliveryAck: false, roomTicket: true });
+    expect(presenceQuery({ deliveryAck: true, roomTicket: true })).toBe('?caps=ack,ticket');
+    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true, roomTicket: true }))).toEqual({ deliveryAck: true, roomTicket: true });
+    expect(presenceQuery({ deliveryAck: false, roomTicket: true })).toBe('?caps=ticket');
   });
 
   it.each([
@@ -81,7 +92,7 @@ describe('presence capabilities in the URL query', () => {
     ['an oversized query', `?pad=${'x'.repeat(4 * MAX_CAPS_CHARS)}&caps=ack`],
     ['a garbled escape', '?caps=%E0%A4%A'],
   ])('declares nothing for %s', (_name, search) => {
-    expect(parsePresenceCaps(search)).toEqual({ deliveryAck: false });
+    expect(parsePresenceCaps(search)).toEqual({ deliveryAck: false, roomTicket: false });
   });
 
   it('never throws on arbitrary query strings', () => {
@@ -91,6 +102,27 @@ describe('presence capabilities in the URL query', () => {
         expect(typeof caps.deliveryAck).toBe('boolean');
       }),
     );
+  });
+});
+
+describe('room tickets on the wire', () => {
+  const ticket = `${'A'.repeat(100)}.${'b'.repeat(43)}`;
+  const session = { type: 'session', reqId: 'r1', sessionId: 'abcdefghijklmnopqrstuv', peer: 'hub-1', role: 'initiator', iceServers: [], deadline: 1 };
+
+  it('round-trips through the room URL query; anything else is no ticket', () => {
+    expect(roomQuery(undefined)).toBe('');
+    expect(parseRoomTicket(roomQuery(ticket))).toBe(ticket);
+    for (const q of ['', '?ticket=', `?ticket=${ticket}&ticket=${ticket}`, `?ticket=${ticket}x`, `?ticket=${'A'.repeat(600)}.${'b'.repeat(43)}`, '?ticket=a.b', '?ticket=%E0%A4%A', `?pad=${'x'.repeat(1100)}&ticket=${ticket}`]) {
+      expect(parseRoomTicket(q)).toBeNull();
+    }
+  });
+
+  it('a session carries a ticket of the right shape or none; any other ticket refuses the frame', () => {
+    expect(parsePresenceServerMessage(JSON.stringify(session))).toMatchObject({ ok: true, value: { type: 'session' } });
+    expect(parsePresenceServerMessage(JSON.stringify({ ...session, ticket }))).toMatchObject({ ok: true, value: { ticket } });
+    for (const bad of [42, '', 'a.b', `${ticket}!`, `${'A'.repeat(500)}.${'b'.repeat(43)}`]) {
+      expect(parsePresenceServerMessage(JSON.stringify({ ...session, ticket: bad })).ok).toBe(false);
+    }
   });
 });
 

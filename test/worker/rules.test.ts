@@ -393,6 +393,28 @@ describe('presence machine on virtual time', () => {
     expect(timedOut.actions[0]).toEqual({ type: 'send', message: { type: 'dial_failed', reqId: 'r1', code: 'timeout' } });
   });
 
+  it('both sides declared tickets: no init call, both sessions carry the ticket; one side without: init as before', () => {
+    const ringing = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: true });
+    const both = run(ringing.state, { type: 'answered', me: { ...app, tickets: true }, call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true, tickets: true }, now: 5000 });
+    expect(both.replies).toEqual([{ ok: true, deadline: 605_000, tickets: true }]);
+    expect(both.actions).toEqual([{ type: 'send_session', reqId: 'r1', sessionId: SID, peer: 'hub', role: 'initiator', deadline: 605_000, ticket: true }]);
+    // Either side without the capability: the room is created ahead and stored, no ticket.
+    for (const [meTickets, callTickets] of [[true, false], [false, true]] as const) {
+      const one = run(ringing.state, { type: 'answered', me: { ...app, tickets: meTickets }, call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true, tickets: callTickets }, now: 5000 });
+      expect(one.replies).toEqual([{ ok: true, deadline: 605_000 }]);
+      expect(one.actions.map((a) => a.type)).toEqual(['init_room', 'send_session']);
+      expect(one.actions[1]).not.toHaveProperty('ticket');
+    }
+    // The responder's side: its answer says whether it declared the capability; the reply says
+    // whether the session is ticketed, and its `session` carries the ticket then.
+    const incoming = (dialed.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
+    const rang = run(emptyPresence(), { type: 'incoming', me: { ...hub, tickets: true }, call: incoming, reqId: 't1', now: 0 }).state;
+    expect(run(rang, { type: 'answer', me: { ...hub, tickets: true }, reqId: 't1', accept: true, now: 10 }).actions[0]).toMatchObject({ type: 'call_answered', call: { tickets: true } });
+    expect(run(rang, { type: 'answered_result', reqId: 't1', from: 'app', sessionId: SID, accept: true, ok: true, deadline: 99, tickets: true }).actions).toEqual([
+      { type: 'send_session', reqId: 't1', sessionId: SID, peer: 'app', role: 'responder', deadline: 99, ticket: true },
+    ]);
+  });
+
   it('target answers: the record goes at once; a refused answer tells the target cancelled', () => {
     const call = (dialed.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
     const rang = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1', now: 0 }).state;

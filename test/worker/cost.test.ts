@@ -5,7 +5,9 @@
  * written in all (created, deleted), and the request costs none: while both sides are connected
  * it rides in their presence sockets' attachments. Storage is presence's overflow path: a request
  * held for an offline target, and records too large for an attachment, are written (and still
- * work). bench/signaling prices the same counts.
+ * work). bench/signaling prices the same counts. These clients declare no capability, so their
+ * rooms are made by `init` and stored; with room tickets a room stores nothing on this path
+ * (tickets.test.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';

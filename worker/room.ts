@@ -248,7 +248,8 @@ export class Room extends SocketObject {
    * then refused like any stranger's: no state, no storage, no alarm).
    */
   private async fromTicket(url: URL, ticket: string, joiner: string): Promise<void> {
-    const sessionId = decodeURIComponent(url.pathname.slice(url.pathname.lastIndexOf('/') + 1));
+    // Session ids are URL-safe as they are (SESSION_ID_RE): anything escaped is not one.
+    const sessionId = url.pathname.slice(url.pathname.lastIndexOf('/') + 1);
     if (!SESSION_ID_RE.test(sessionId) || (this.ctx.id.name !== undefined && this.ctx.id.name !== roomKey(sessionId))) return;
     const meta = await readTicket(this.config.turnSecrets, sessionId, ticket);
     if (meta === null || this.state.meta !== null || (joiner !== meta.initiator && joiner !== meta.responder) || Date.now() >= meta.deadline) return;

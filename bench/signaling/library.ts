@@ -1,0 +1,142 @@
+/**
+ * Signaling cost of a connection setup made by the client library itself (run by hand):
+ *
+ *   npx tsx bench/signaling/library.ts [--k 20] [--backend werift|node-datachannel]
+ *
+ * bench/signaling/run.ts measures a modelled exchange (offer, answer and 10 candidates plus
+ * end-of-candidates each way, N pairs at once). This runs what an application pays for: K setups
+ * by real `Endpoint`s, one after another, each `dial()` to an open, identity-verified link through
+ * our relay's URLs (so the candidates are whatever the backend gathers: host, server-reflexive and
+ * relayed), one message over a channel, then `link.close()`. Per setup, over its whole life on
+ * the service (the room's end one grace later included):
+ *
+ * - workerd's CPU from /proc (the whole process: our isolate, Miniflare's proxy isolate and the
+ *   runtime's I/O, so an upper bound on what Cloudflare would bill), on a service of its own;
+ * - the billable units the worker's own meters count (`DEBUG_TRACE_EVENTS`, on a second service so
+ *   the logging does not touch the first): requests, incoming WebSocket messages, rows, alarms.
+ *
+ * V8's sampling profiler (bench/signaling/run.ts `--profile`) is not used here: with setups one at
+ * a time the isolate is idle most of the time, and the estimate from its samples (not-idle samples
+ * x the median sample period) then runs far high (26 ms per setup in a trial run against ~5 ms of
+ * whole-process CPU).
+ *
+ * The endpoints connect (presence sockets) before either pass; only the setups are measured.
+ */
+import { parseArgs } from 'node:util';
+import type { BackendName, Endpoint } from '../../client/index.js';
+import { startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
+import { endpointFor, nextChannel, nextLink } from '../../test/client/helpers.js';
+import { TURN_SECRET, testRelay } from '../../test/client/relay-helpers.js';
+import { childCpuMs } from './profile.js';
+
+const GRACE_MS = 1500;
+/** After the last setup: the rooms' ends (one grace) and the meter lines' way out. */
+const SETTLE_MS = GRACE_MS + 1500;
+const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
+
+interface Pair {
+  readonly app: Endpoint;
+  readonly hub: Endpoint;
+}
+
+async function pairs(sig: SignalingHandle, k: number, tag: string, backend: BackendName): Promise<Pair[]> {
+  const out: Pair[] = [];
+  for (let i = 0; i < k; i++) {
+    const home = `lib-${tag}-home-${i}`;
+    const hub = await endpointFor(sig, `lib-${tag}-hub-${i}`, [home], { webrtcBackend: backend });
+    const app = await endpointFor(sig, `lib-${tag}-app-${i}`, [home], { webrtcBackend: backend });
+    hub.on('request', (r) => void r.accept().catch(() => undefined));
+    out.push({ app, hub });
+  }
+  return out;
+}
+
+/** One setup: dial, one message over a channel, close, and the peer hears the close. */
+async function setup(p: Pair): Promise<void> {
+  const accepted = nextLink(p.hub);
+  const link = await p.app.dial(p.hub.id, { timeoutMs: 20_000 });
+  const peer = await accepted;
+  const incoming = nextChannel(peer);
+  const ch = await link.channel('m');
+  const rx = await incoming;
+  const got = new Promise<void>((r) => rx.once('message', () => r()));
+  ch.send('x');
+  await got;
+  const closed = new Promise<void>((r) => peer.once('close', () => r()));
+  await link.close();
+  await closed;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { k: { type: 'string', default: '20' }, backend: { type: 'string', default: 'werift' } } });
+  const k = Number(values.k);
+  const backend = values.backend as BackendName;
+  if (!Number.isInteger(k) || k < 1 || k > 200) throw new Error('--k takes 1..200');
+  if (backend !== 'werift' && backend !== 'node-datachannel') throw new Error('--backend is werift or node-datachannel');
+  const relay = await testRelay(45000, 45999, () => undefined);
+  const counts: Record<string, number> = {};
+  const all: Pair[] = [];
+  let cpuPerSetup = 0;
+  try {
+    // Pass 1, CPU: a service of its own (the only workerd this script runs meanwhile).
+    const timed = await startSignaling({ relays: [relay.entry], turnSecret: TURN_SECRET, roomGraceMs: GRACE_MS });
+    try {
+      // Warm-up (not measured): JIT on both sides, the bundle's isolate.
+      const warm = await pairs(timed, 3, 'warm', backend);
+      all.push(...warm);
+      for (const p of warm) await setup(p);
+      const measured = await pairs(timed, k, 'timed', backend);
+      all.push(...measured);
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      const cpu0 = childCpuMs('workerd');
+      for (const p of measured) await setup(p);
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      cpuPerSetup = (childCpuMs('workerd') - cpu0) / k;
+      await Promise.all(all.splice(0).flatMap((p) => [p.app.close(), p.hub.close()]));
+    } finally {
+      await timed.close();
+    }
+    // Pass 2, units: the worker's meters on.
+    const counted = await startSignaling({
+      relays: [relay.entry],
+      turnSecret: TURN_SECRET,
+      roomGraceMs: GRACE_MS,
+      vars: { DEBUG_TRACE_EVENTS: '1' },
+      onOutput: (line) => {
+        const m = METER_RE.exec(line);
+        if (m) counts[`${m[1]}.${m[2]}`] = (counts[`${m[1]}.${m[2]}`] ?? 0) + Number(m[3]);
+      },
+    });
+    try {
+      const countPairs = await pairs(counted, k, 'count', backend);
+      all.push(...countPairs);
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      for (const key of Object.keys(counts)) delete counts[key];
+      for (const p of countPairs) await setup(p);
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      await Promise.all(all.splice(0).flatMap((p) => [p.app.close(), p.hub.close()]));
+    } finally {
+      await counted.close();
+    }
+
+    const per = (key: string): string => ((counts[key] ?? 0) / k).toFixed(2);
+    console.log(`${k} setups by the library (${backend}), one at a time, each: dial to an open link through the relay's URLs, one message, close\n`);
+    console.log(`workerd CPU per setup, its whole life on the service (whole process, /proc): ${cpuPerSetup.toFixed(2)} ms`);
+    console.log('\n| unit per setup | presence | room | worker |');
+    console.log('|---|---:|---:|---:|');
+    for (const [label, unit] of [
+      ['requests (upgrades, RPC calls, alarms)', 'request'],
+      ['incoming WebSocket messages', 'message'],
+      ['storage rows written', 'write'],
+      ['storage rows read', 'read'],
+      ['alarms set or moved', 'alarm_set'],
+    ] as const) {
+      console.log(`| ${label} | ${per(`presence.${unit}`)} | ${per(`room.${unit}`)} | ${per(`worker.${unit}`)} |`);
+    }
+  } finally {
+    await Promise.all(all.flatMap((p) => [p.app.close(), p.hub.close()]));
+    await relay.close();
+  }
+}
+
+await main();

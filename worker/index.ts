@@ -5,7 +5,8 @@
  *
  *   GET /v1/presence           -> Presence object named by the caller's endpoint id
  *   GET /v1/rooms/:sessionId   -> Room object named by the session id (132 random bits the service
- *                                 chose); the room admits only its two members
+ *                                 chose); the room admits only its two members (`?ticket=` when
+ *                                 the session has one: the room may be created from it)
  *   GET /healthz               -> 200
  */
 import { Hono, type Context } from 'hono';

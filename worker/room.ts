@@ -394,7 +394,6 @@ export class Room extends SocketObject {
     const s = this.state;
     const kv = this.kv;
     if (s.meta === null) return;
-    let queued = false;
     for (const e of [s.meta.initiator, s.meta.responder]) {
       const next = s.nextSeq[e] ?? 1;
       const items = s.buffer[e] ?? [];
@@ -409,13 +408,13 @@ export class Room extends SocketObject {
       this.meter('write');
       if (this.stored[e] === undefined || this.stored[e] === EMPTY_QUEUE) this.rows++;
       this.stored[e] = q;
-      queued = true;
     }
     // The room's record. A room made by `init` has it from the start. A room made from a ticket
-    // writes it only once it knows something the tickets do not: a renewed deadline, a queue row
-    // (signals or a counter waiting for a member who is away), or an end a member has not heard.
+    // writes it only once it knows something the tickets do not: a renewed deadline, a row in
+    // storage (a queue row: signals or a counter waiting for a member who is away; once written,
+    // the record is kept in step), or an end a member has not heard.
     const ticketed = s.meta.ticketDeadline !== undefined;
-    const needed = !ticketed || queued || this.rows > 0 || s.meta.deadline !== s.meta.ticketDeadline || (s.ended !== null && present.length < 2);
+    const needed = !ticketed || this.rows > 0 || s.meta.deadline !== s.meta.ticketDeadline || (s.ended !== null && present.length < 2);
     if (needed && (!this.roomRow || s.meta !== before.meta || s.ended !== before.ended)) {
       const row: StoredRoom = { meta: s.meta, ended: s.ended };
       kv.put('room', row);

@@ -24,7 +24,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { BackendName, Endpoint } from '../../client/index.js';
-import { startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
+import { Meters, METER_UNITS, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
 import { endpointFor, nextChannel, nextLink } from '../../test/client/helpers.js';
 import { TURN_SECRET, testRelay } from '../../test/client/relay-helpers.js';
 import { childCpuMs } from './profile.js';
@@ -32,7 +32,6 @@ import { childCpuMs } from './profile.js';
 const GRACE_MS = 1500;
 /** After the last setup: the rooms' ends (one grace) and the meter lines' way out. */
 const SETTLE_MS = GRACE_MS + 1500;
-const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
 
 interface Pair {
   readonly app: Endpoint;
@@ -74,7 +73,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(k) || k < 1 || k > 200) throw new Error('--k takes 1..200');
   if (backend !== 'werift' && backend !== 'node-datachannel') throw new Error('--backend is werift or node-datachannel');
   const relay = await testRelay(45000, 45999, () => undefined);
-  const counts: Record<string, number> = {};
+  const meters = new Meters();
   const all: Pair[] = [];
   let cpuPerSetup = 0;
   try {
@@ -102,16 +101,13 @@ async function main(): Promise<void> {
       turnSecret: TURN_SECRET,
       roomGraceMs: GRACE_MS,
       vars: { DEBUG_TRACE_EVENTS: '1' },
-      onOutput: (line) => {
-        const m = METER_RE.exec(line);
-        if (m) counts[`${m[1]}.${m[2]}`] = (counts[`${m[1]}.${m[2]}`] ?? 0) + Number(m[3]);
-      },
+      onOutput: meters.onOutput,
     });
     try {
       const countPairs = await pairs(counted, k, 'count', backend);
       all.push(...countPairs);
       await new Promise((r) => setTimeout(r, SETTLE_MS));
-      for (const key of Object.keys(counts)) delete counts[key];
+      meters.reset();
       for (const p of countPairs) await setup(p);
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       await Promise.all(all.splice(0).flatMap((p) => [p.app.close(), p.hub.close()]));
@@ -119,18 +115,12 @@ async function main(): Promise<void> {
       await counted.close();
     }
 
-    const per = (key: string): string => ((counts[key] ?? 0) / k).toFixed(2);
+    const per = (key: string): string => (meters.count(key) / k).toFixed(2);
     console.log(`${k} setups by the library (${backend}), one at a time, each: dial to an open link through the relay's URLs, one message, close\n`);
     console.log(`workerd CPU per setup, its whole life on the service (whole process, /proc): ${cpuPerSetup.toFixed(2)} ms`);
     console.log('\n| unit per setup | presence | room | worker |');
     console.log('|---|---:|---:|---:|');
-    for (const [label, unit] of [
-      ['requests (upgrades, RPC calls, alarms)', 'request'],
-      ['incoming WebSocket messages', 'message'],
-      ['storage rows written', 'write'],
-      ['storage rows read', 'read'],
-      ['alarms set or moved', 'alarm_set'],
-    ] as const) {
+    for (const [label, unit] of METER_UNITS) {
       console.log(`| ${label} | ${per(`presence.${unit}`)} | ${per(`room.${unit}`)} | ${per(`worker.${unit}`)} |`);
     }
   } finally {

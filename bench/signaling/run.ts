@@ -45,7 +45,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { presenceQuery, roomQuery, wsProtocols } from '../../protocol/messages.js';
-import { bundleWorkerAt, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
+import { bundleWorkerAt, Meters, METER_UNITS, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
 import { childCpuMs, profileIsolates, threadDelta, workerdThreadsMs, type IsolateCpu } from './profile.js';
 
 /** Candidates each side trickles, as the issue asks. */
@@ -221,8 +221,6 @@ const pct = (xs: number[], q: number): number => {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
 };
 
-/** Meters the worker prints with DEBUG_TRACE_EVENTS: `homelink-meter <object> <unit> <n>`. */
-const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
 /** Session lifetime in the counting pass: short, so the session records' expiry is counted too. */
 const COUNT_SESSION_TTL_S = 2;
 /**
@@ -236,7 +234,7 @@ const TEARDOWN_MARGIN_MS = 1500;
 
 /** Billable units per exchange, by `<object>.<unit>`, over `k` exchanges (10 at a time). */
 async function countUnits(k: number, v: Variant): Promise<Record<string, number>> {
-  const counts: Record<string, number> = {};
+  const meters = new Meters();
   const sig = await startSignaling({
     ...(v.bundle !== undefined ? { bundle: v.bundle } : {}),
     offlineWaitMs: 3000,
@@ -244,16 +242,13 @@ async function countUnits(k: number, v: Variant): Promise<Record<string, number>
     sessionTtlSeconds: COUNT_SESSION_TTL_S,
     roomGraceMs: COUNT_ROOM_GRACE_MS,
     vars: { DEBUG_TRACE_EVENTS: '1' },
-    onOutput: (line) => {
-      const m = METER_RE.exec(line);
-      if (m) counts[`${m[1]}.${m[2]}`] = (counts[`${m[1]}.${m[2]}`] ?? 0) + Number(m[3]);
-    },
+    onOutput: meters.onOutput,
   });
   try {
     const pairs = await makePairs(sig, k, 'count');
     // Presence sockets are per endpoint, not per exchange: count from here.
     await new Promise((r) => setTimeout(r, 500));
-    for (const key of Object.keys(counts)) delete counts[key];
+    meters.reset();
     for (let i = 0; i < k; i += 10) {
       await withTimeout(Promise.all(pairs.slice(i, i + 10).map((p, j) => exchange(sig, p, `c${i + j}`, {}, true))), 'count pass');
     }
@@ -267,7 +262,7 @@ async function countUnits(k: number, v: Variant): Promise<Record<string, number>
     await sig.close();
   }
   const per: Record<string, number> = {};
-  for (const [key, v] of Object.entries(counts)) per[key] = v / k;
+  for (const [key, v] of Object.entries(meters.counts)) per[key] = v / k;
   return per;
 }
 
@@ -303,13 +298,7 @@ function printUnits(per: Record<string, number>, cpuMsPerExchange: number, isola
   const alarms = get('presence.alarm_set') + get('room.alarm_set');
   console.log('\n| unit per exchange | presence | room | worker | total |');
   console.log('|---|---:|---:|---:|---:|');
-  for (const [label, unit] of [
-    ['requests (upgrades, RPC calls, alarms)', 'request'],
-    ['incoming WebSocket messages', 'message'],
-    ['storage rows written', 'write'],
-    ['storage rows read', 'read'],
-    ['alarms set or moved', 'alarm_set'],
-  ] as const) {
+  for (const [label, unit] of METER_UNITS) {
     const p = get(`presence.${unit}`);
     const r = get(`room.${unit}`);
     const w = get(`worker.${unit}`);

@@ -9,16 +9,14 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Endpoint } from '../../client/index.js';
-import { startSignaling, type SignalingHandle } from '../support/signaling.js';
+import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { endpointFor, nextChannel, nextLink, randomId } from './helpers.js';
 
-const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
 /** Short grace so the room's end falls within the test. */
 const GRACE_MS = 300;
 
 let sig: SignalingHandle;
-const counts: Record<string, number> = {};
-const lines: string[] = [];
+const meters = new Meters();
 const endpoints: Endpoint[] = [];
 const track = <T extends Endpoint>(e: T): T => (endpoints.push(e), e);
 
@@ -27,11 +25,7 @@ beforeAll(async () => {
     offlineWaitMs: 500,
     roomGraceMs: GRACE_MS,
     vars: { DEBUG_TRACE_EVENTS: '1' },
-    onOutput: (line) => {
-      lines.push(line);
-      const m = METER_RE.exec(line);
-      if (m) counts[`${m[1]}.${m[2]}`] = (counts[`${m[1]}.${m[2]}`] ?? 0) + Number(m[3]);
-    },
+    onOutput: meters.onOutput,
   });
 });
 afterAll(async () => sig?.close());
@@ -61,11 +55,10 @@ describe('room tickets from the library', () => {
     await new Promise((r) => setTimeout(r, GRACE_MS + 1500));
     // The room was created by the first join's ticket: it counts the two upgrades and its own
     // alarms, no `init` call; it stored nothing, and neither did presence.
-    const alarms = lines.filter((l) => l === 'homelink-trace room alarm').length;
-    expect((counts['room.request'] ?? 0) - alarms).toBe(2);
-    expect(counts['room.write'] ?? 0).toBe(0);
-    expect(counts['presence.write'] ?? 0).toBe(0);
+    expect(meters.count('room.request') - meters.traced('room.alarm')).toBe(2);
+    expect(meters.count('room.write')).toBe(0);
+    expect(meters.count('presence.write')).toBe(0);
     // What a ticketed room leaves in the log when it is made (the worker's trace).
-    expect(lines).toContain('homelink-trace room ticket');
+    expect(meters.traced('room.ticket')).toBe(1);
   });
 });

@@ -162,6 +162,61 @@ export function bundleWorkerAt(root: string): Promise<string> {
   }).then((r) => r.outputFiles[0]!.text);
 }
 
+/** What the worker prints per billable unit with `DEBUG_TRACE_EVENTS` (worker/socket-object.ts `meter`). */
+const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
+/** And per event of an object (`trace`): `wake`, `alarm`, `ticket`, ... */
+const TRACE_RE = /^homelink-trace (presence|room) (\w+)$/;
+
+/** The meters' units, with the names the benches print them under. */
+export const METER_UNITS = [
+  ['requests (upgrades, RPC calls, alarms)', 'request'],
+  ['incoming WebSocket messages', 'message'],
+  ['storage rows written', 'write'],
+  ['storage rows read', 'read'],
+  ['alarms set or moved', 'alarm_set'],
+] as const;
+
+/**
+ * Sums the worker's meter lines by `<object>.<unit>` (`room.write`, `presence.request`, ...) and
+ * counts its trace lines by `<object>.<event>` (`room.alarm`): give `onOutput` to
+ * `startSignaling` along with `vars: { DEBUG_TRACE_EVENTS: '1' }`.
+ *
+ * @example
+ * const meters = new Meters();
+ * const sig = await startSignaling({ vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: meters.onOutput });
+ * meters.count('room.write'); // rows the rooms wrote so far
+ */
+export class Meters {
+  readonly counts: Record<string, number> = {};
+  private readonly events: Record<string, number> = {};
+  readonly onOutput = (line: string): void => {
+    const m = METER_RE.exec(line);
+    if (m) this.counts[`${m[1]}.${m[2]}`] = this.count(`${m[1]}.${m[2]}`) + Number(m[3]);
+    const t = TRACE_RE.exec(line);
+    if (t) this.events[`${t[1]}.${t[2]}`] = this.traced(`${t[1]}.${t[2]}`) + 1;
+  };
+  count(key: string): number {
+    return this.counts[key] ?? 0;
+  }
+  /** Trace lines seen for `<object>.<event>`, e.g. `room.alarm` (each alarm invocation). */
+  traced(key: string): number {
+    return this.events[key] ?? 0;
+  }
+  /**
+   * The lines come through the runtime's output pipe: waits until `probe` holds (5 s at most),
+   * then `extraMs` more for lines still in flight.
+   */
+  async settle(probe: () => boolean, extraMs = 300): Promise<void> {
+    const end = Date.now() + 5000;
+    while (!probe() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, extraMs));
+  }
+  /** Forgets what was counted so far. */
+  reset(): void {
+    for (const o of [this.counts, this.events]) for (const key of Object.keys(o)) delete o[key];
+  }
+}
+
 /** Starts the worker in workerd; always `close()` it (in a `finally` or `afterAll`). */
 export async function startSignaling(opts: StartSignalingOptions = {}): Promise<SignalingHandle> {
   const issuer = opts.issuer ?? (await createDevIssuer());

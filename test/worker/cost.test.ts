@@ -10,18 +10,17 @@
  * (tickets.test.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startSignaling, type SignalingHandle } from '../support/signaling.js';
+import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { connect, online } from './helpers.js';
 
-const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
 /** Short grace so the room's deletion is counted within the test. */
 const GRACE_MS = 200;
 /** Far longer than the held-request test needs to bring its target online. */
 const OFFLINE_WAIT_MS = 15_000;
 
 let sig: SignalingHandle;
-const counts: Record<string, number> = {};
-const count = (key: string): number => counts[key] ?? 0;
+const meters = new Meters();
+const count = (key: string): number => meters.count(key);
 
 beforeAll(async () => {
   sig = await startSignaling({
@@ -30,21 +29,12 @@ beforeAll(async () => {
     // that into an offline verdict.
     offlineWaitMs: OFFLINE_WAIT_MS,
     vars: { DEBUG_TRACE_EVENTS: '1' },
-    onOutput: (line) => {
-      const m = METER_RE.exec(line);
-      if (m) counts[`${m[1]}.${m[2]}`] = count(`${m[1]}.${m[2]}`) + Number(m[3]);
-    },
+    onOutput: meters.onOutput,
   });
 });
 afterAll(async () => sig?.close());
 
-/** Meter lines arrive through the runtime's output pipe: wait until `probe` holds or a bound passes. */
-async function settle(probe: () => boolean): Promise<void> {
-  const end = Date.now() + 5000;
-  while (!probe() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-  // And a little more, for lines still in flight.
-  await new Promise((r) => setTimeout(r, 300));
-}
+const settle = (probe: () => boolean): Promise<void> => meters.settle(probe);
 
 describe('storage writes', () => {
   it('relayed signals write nothing; a room ended with bye writes two rows in all', async () => {
@@ -100,11 +90,8 @@ describe('storage writes', () => {
 
   it('an exchange that ends within the grace sets one room alarm (at creation); a second seq lease block writes no row', async () => {
     // The grace of a deployment (15 s), far longer than an exchange even on a loaded machine.
-    const longCounts: Record<string, number> = {};
-    const long = await startSignaling({ issuer: sig.issuer, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: (line) => {
-      const m = METER_RE.exec(line);
-      if (m) longCounts[`${m[1]}.${m[2]}`] = (longCounts[`${m[1]}.${m[2]}`] ?? 0) + Number(m[3]);
-    } });
+    const longMeters = new Meters();
+    const long = await startSignaling({ issuer: sig.issuer, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: longMeters.onOutput });
     try {
       const at = await sig.issuer.accessToken({ sub: 'l-app', homes: ['home-l'] });
       const ht = await sig.issuer.accessToken({ sub: 'l-hub', homes: ['home-l'] });
@@ -126,10 +113,10 @@ describe('storage writes', () => {
       ra.send({ type: 'signal', data: { kind: 'bye' } });
       await rb.next('closed');
       await ra.next('closed');
-      await settle(() => (longCounts['room.message'] ?? 0) >= 41);
+      await settle(() => longMeters.count('room.message') >= 41);
       // The join and bye no longer move the alarm set at creation (before: three writes).
-      expect(longCounts['room.alarm_set']).toBe(1);
-      expect(longCounts['room.write']).toBe(1);
+      expect(longMeters.count('room.alarm_set')).toBe(1);
+      expect(longMeters.count('room.write')).toBe(1);
       app.close();
       hub.close();
     } finally {

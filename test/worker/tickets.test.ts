@@ -6,44 +6,30 @@
  * room) behaves as before, storing what the tickets cannot say. Real workerd, real sockets.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CAP_ROOM_TICKET, TICKET_PARAM } from '../../protocol/messages.js';
+import { CAP_ROOM_TICKET, TICKET_PARAM, wsProtocols } from '../../protocol/messages.js';
 import { readTicket, signTicket } from '../../worker/ticket.js';
-import { DEFAULT_TEST_TURN_SECRET, startSignaling, type SignalingHandle } from '../support/signaling.js';
+import { DEFAULT_TEST_TURN_SECRET, Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { connect, connectRaw, type Frame, type TestSocket } from './helpers.js';
-import { wsProtocols } from '../../protocol/messages.js';
 
-const METER_RE = /^homelink-meter (worker|presence|room) (\w+) (\d+)$/;
 /** Short grace so the room's end is counted within a test. */
 const GRACE_MS = 200;
 /** workerd hibernates an object after 10 s without events; wait past that. */
 const IDLE_MS = 12_000;
 
 let sig: SignalingHandle;
-let counts: Record<string, number> = {};
-const lines: string[] = [];
-const count = (key: string): number => counts[key] ?? 0;
-/** Room alarm invocations so far (each is also a `room.request`). */
-const alarms = (): number => lines.filter((l) => l === 'homelink-trace room alarm').length;
+const meters = new Meters();
+const count = (key: string): number => meters.count(key);
 
 beforeAll(async () => {
   sig = await startSignaling({
     roomGraceMs: GRACE_MS,
     vars: { DEBUG_TRACE_EVENTS: '1' },
-    onOutput: (line) => {
-      lines.push(line);
-      const m = METER_RE.exec(line);
-      if (m) counts[`${m[1]}.${m[2]}`] = count(`${m[1]}.${m[2]}`) + Number(m[3]);
-    },
+    onOutput: meters.onOutput,
   });
 });
 afterAll(async () => sig?.close());
 
-/** Meter lines arrive through the runtime's output pipe: wait until `probe` holds or a bound passes. */
-async function settle(probe: () => boolean = () => false, ms = 600): Promise<void> {
-  const end = Date.now() + 5000;
-  while (!probe() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-  await new Promise((r) => setTimeout(r, ms));
-}
+const settle = (probe: () => boolean): Promise<void> => meters.settle(probe);
 
 /** A presence socket that declared `caps` (after its `hello`). */
 async function presence(token: string, caps: string): Promise<TestSocket> {
@@ -77,8 +63,7 @@ const roomPath = (s: Frame, ticket?: unknown): string => `/v1/rooms/${s.sessionI
 
 describe('room tickets', () => {
   it('both sides declared tickets: no init call, the first join creates the room, and a session ended with bye writes nothing', async () => {
-    counts = {};
-    const alarmsBefore = alarms();
+    meters.reset();
     const p = await sessionFor('t1');
     expect(typeof p.sa.ticket).toBe('string');
     // Both sides hold the same signed statement.
@@ -104,15 +89,14 @@ describe('room tickets', () => {
     await new Promise((r) => setTimeout(r, GRACE_MS + 1500));
     expect(count('room.write')).toBe(0);
     expect(count('presence.write')).toBe(0);
-    // The two upgrades and the room's alarms; no `init` call from presence.
-    expect(count('room.request') - (alarms() - alarmsBefore)).toBe(2);
+    // The two upgrades and the room's alarm invocations; no `init` call from presence.
+    expect(count('room.request') - meters.traced('room.alarm')).toBe(2);
     p.app.close();
     p.hub.close();
   });
 
   it('one side without the capability: no ticket, the room is made by init and stored as before', async () => {
-    counts = {};
-    const alarmsBefore = alarms();
+    meters.reset();
     const p = await sessionFor('t2', CAP_ROOM_TICKET, 'ack');
     expect(p.sa.ticket).toBeUndefined();
     expect(p.sb.ticket).toBeUndefined();
@@ -128,7 +112,7 @@ describe('room tickets', () => {
     // The room's row, written at init and deleted at its end.
     await settle(() => count('room.write') >= 2);
     expect(count('room.write')).toBe(2);
-    expect(count('room.request') - (alarms() - alarmsBefore)).toBe(3);
+    expect(count('room.request') - meters.traced('room.alarm')).toBe(3);
     p.app.close();
     p.hub.close();
   });
@@ -179,7 +163,7 @@ describe('room tickets', () => {
   });
 
   it('a ticketed room hibernates with both sides in it and carries on from its sockets; a side that left is stored for its return', { timeout: 60_000 }, async () => {
-    counts = {};
+    meters.reset();
     const p = await sessionFor('t5');
     const ra = await connect(sig.url, roomPath(p.sa, p.sa.ticket), p.at);
     await ra.next('joined');
@@ -187,12 +171,12 @@ describe('room tickets', () => {
     await rb.next('joined');
     ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
     expect(await rb.next('signal')).toMatchObject({ seq: 1 });
-    const wakes = lines.filter((l) => l === 'homelink-trace room wake').length;
+    const wakes = meters.traced('room.wake');
     await new Promise((r) => setTimeout(r, IDLE_MS));
     // A rebuilt instance with no stored record: meta from the attachments, still relaying.
     rb.send({ type: 'signal', data: { kind: 'answer', sdp: 'a' } });
     expect(await ra.next('signal')).toMatchObject({ seq: 1, data: { kind: 'answer' } });
-    expect(lines.filter((l) => l === 'homelink-trace room wake').length).toBeGreaterThan(wakes);
+    expect(meters.traced('room.wake')).toBeGreaterThan(wakes);
     expect(count('room.write')).toBe(0);
     // The hub's socket drops without bye: its counter must outlive the socket, so the room now
     // stores its record, and a signal sent meanwhile waits for the hub's return.

@@ -8,7 +8,8 @@
  * /proc, and Miniflare's entry isolate should show little. The same check at a 500 µs sampling
  * period found the estimate off by an order of magnitude for the idle isolate, hence 100 µs.
  */
-import { Miniflare } from 'miniflare';
+import { convertV4MiniflareOptions, Miniflare } from 'miniflare';
+import { COMPATIBILITY_DATE } from '../../test/support/signaling.js';
 import { profileIsolates, threadDelta, workerdThreadsMs } from './profile.js';
 
 /** Iterations per request: ~20 ms of JS on this machine. */
@@ -23,14 +24,16 @@ const code = `export default { fetch(req) {
   return new Response(String(x));
 } };`;
 
-const mf = new Miniflare({
-  modules: [{ type: 'ESModule', path: 'burn.mjs', contents: code }],
-  compatibilityDate: '2026-05-01',
-  host: '127.0.0.1',
-  port: 0,
-  cf: false,
-  inspectorPort: 0,
-});
+const mf = new Miniflare(
+  convertV4MiniflareOptions({
+    modules: [{ type: 'ESModule', path: 'burn.mjs', contents: code }],
+    compatibilityDate: COMPATIBILITY_DATE,
+    host: '127.0.0.1',
+    port: 0,
+    cf: false,
+    inspectorPort: 0,
+  }),
+);
 try {
   const url = await mf.ready;
   console.log(`load: ${(await import('node:fs')).readFileSync('/proc/loadavg', 'utf8').trim()}`);

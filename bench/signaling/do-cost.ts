@@ -24,7 +24,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Miniflare } from 'miniflare';
+import { convertV4MiniflareOptions, Miniflare } from 'miniflare';
 import { COMPATIBILITY_DATE } from '../../test/support/signaling.js';
 import { childCpuMs } from './profile.js';
 
@@ -76,12 +76,14 @@ export default {
 async function measure(mode: Mode, n: number): Promise<number> {
   // In memory where there is /dev/shm, as test/support/signaling.ts keeps the service's storage.
   const dir = await mkdtemp(join('/dev/shm', 'homelink-do-cost-')).catch(() => mkdtemp(join(tmpdir(), 'homelink-do-cost-')));
-  const mf = new Miniflare({
-    modules: [{ type: 'ESModule', path: 'index.mjs', contents: CODE }],
-    compatibilityDate: COMPATIBILITY_DATE,
-    durableObjects: { D: { className: 'D', useSQLite: true } },
-    durableObjectsPersist: dir,
-  });
+  const mf = new Miniflare(
+    convertV4MiniflareOptions({
+      modules: [{ type: 'ESModule', path: 'index.mjs', contents: CODE }],
+      compatibilityDate: COMPATIBILITY_DATE,
+      durableObjects: { D: { className: 'D', useSQLite: true } },
+      resourcePersistencePath: dir,
+    }),
+  );
   try {
     const url = await mf.ready;
     const call = async (k: number): Promise<void> => {

@@ -16,10 +16,9 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { Miniflare } from 'miniflare';
+import { convertV4MiniflareOptions, Miniflare } from 'miniflare';
 import { createDevIssuer, devWorkerVars, type DevIssuer } from '../../dev/issuer.js';
 import type { RelayEntry } from '../../worker/config.js';
 
@@ -29,8 +28,8 @@ process.env.CLOUDFLARE_CF_FETCH_ENABLED = 'false';
 process.env.WRANGLER_HIDE_BANNER = 'true';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-/** Same as wrangler.toml; workerd 1.20260426 accepts dates up to 2026-05-03. */
-export const COMPATIBILITY_DATE = '2026-05-01';
+/** Same as wrangler.toml (workerd 1.20261117 accepts dates up to 2026-11-24). */
+export const COMPATIBILITY_DATE = '2026-11-17';
 /** Tests need no relay to talk to; a placeholder secret of the required length. */
 export const DEFAULT_TEST_TURN_SECRET = 'homelink-test-turn-secret-0123456789';
 /** Suites want fast verdicts: an offline target is declared after 1 s instead of the 3 s default. */
@@ -105,33 +104,12 @@ function removeAtExit(dir: string): void {
   });
 }
 
-/** The text of one structured workerd log line (`{"level","message"}`), or the line as is. */
-function textOf(line: string): string {
-  try {
-    const v = JSON.parse(line) as { message?: unknown };
-    return typeof v.message === 'string' ? v.message : line;
-  } catch {
-    return line;
-  }
-}
-
 /**
- * Splits the runtime's output streams into lines for `onOutput`. workerd writes structured logs
- * (`structuredWorkerdLogs`), so uncaught errors are printed too, not only console output.
+ * Hands each line of one of the runtime's structured log records (console output and uncaught
+ * errors alike) to `onOutput`.
  */
-function forwardLines(streams: Readable[], onLine: (line: string) => void): void {
-  for (const st of streams) {
-    let rest = '';
-    st.setEncoding('utf8');
-    st.on('data', (chunk: string) => {
-      const lines = (rest + chunk).split('\n');
-      rest = lines.pop() ?? '';
-      for (const l of lines) onLine(textOf(l));
-    });
-    st.on('end', () => {
-      if (rest !== '') onLine(textOf(rest));
-    });
-  }
+function forwardLog(message: string, onLine: (line: string) => void): void {
+  for (const l of message.split('\n')) if (l !== '') onLine(l);
 }
 
 let bundle: Promise<string> | null = null;
@@ -237,23 +215,23 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
   };
   const host = opts.host ?? '127.0.0.1';
   const make = (port: number): Miniflare =>
-    new Miniflare({
-      modules: [{ type: 'ESModule', path: 'index.mjs', contents: code }],
-      compatibilityDate: COMPATIBILITY_DATE,
-      durableObjects: {
-        PRESENCE: { className: 'Presence', useSQLite: true },
-        ROOM: { className: 'Room', useSQLite: true },
-      },
-      durableObjectsPersist: persist,
-      bindings,
-      host,
-      port,
-      cf: opts.cf ?? {},
-      ...(opts.inspector ? { inspectorPort: 0 } : {}),
-      ...(opts.onOutput
-        ? { structuredWorkerdLogs: true, handleRuntimeStdio: (out: Readable, err: Readable) => forwardLines([out, err], opts.onOutput!) }
-        : {}),
-    });
+    new Miniflare(
+      convertV4MiniflareOptions({
+        modules: [{ type: 'ESModule', path: 'index.mjs', contents: code }],
+        compatibilityDate: COMPATIBILITY_DATE,
+        durableObjects: {
+          PRESENCE: { className: 'Presence', useSQLite: true },
+          ROOM: { className: 'Room', useSQLite: true },
+        },
+        resourcePersistencePath: persist,
+        bindings,
+        host,
+        port,
+        cf: opts.cf ?? {},
+        ...(opts.inspector ? { inspectorPort: 0 } : {}),
+        ...(opts.onOutput ? { handleStructuredLogs: (log: { message: string }) => forwardLog(log.message, opts.onOutput!) } : {}),
+      }),
+    );
   let mf = make(opts.port ?? 0);
   let url: URL;
   try {

@@ -56,8 +56,8 @@ export interface StartSignalingOptions {
   /** Extra or overriding worker vars (e.g. DEV_HS256_SECRET, PRESENCE_STALE_MS). */
   vars?: Record<string, string>;
   /**
-   * Receives every line workerd writes to stdout and stderr (the worker's console output and
-   * uncaught errors) instead of the terminal; for suites that assert on the service's logs.
+   * Receives each line of workerd's structured logs (the worker's console output and its uncaught
+   * exceptions) instead of the terminal; for suites that assert on the service's logs.
    */
   onOutput?: (line: string) => void;
   /** Worker code to run instead of this tree's bundle (bench/signaling: an earlier commit's). */
@@ -229,7 +229,8 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
         port,
         cf: opts.cf ?? {},
         ...(opts.inspector ? { inspectorPort: 0 } : {}),
-        ...(opts.onOutput ? { handleStructuredLogs: (log: { message: string }) => forwardLog(log.message, opts.onOutput!) } : {}),
+        // `verbose`: without it this workerd keeps uncaught exceptions out of the structured logs.
+        ...(opts.onOutput ? { verbose: true, handleStructuredLogs: (log: { message: string }) => forwardLog(log.message, opts.onOutput!) } : {}),
       }),
     );
   let mf = make(opts.port ?? 0);

@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { median } from '../connect/stack.js';
 
 type Werift = typeof import('werift');
 const [dirA, dirB] = [process.argv[2], process.argv[3]];
@@ -73,12 +74,6 @@ async function run(w: Werift): Promise<{ mbps: number; cpuPerMiB: number }> {
     await Promise.all([a.close(), b.close()]);
   }
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((x, y) => x - y);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 async function main(): Promise<void> {
   const A = await load(dirA!);

@@ -266,12 +266,12 @@ export class WeriftBackend implements PeerBackend {
     });
     this.pc.onIceCandidate.subscribe((c) => {
       if (this.closed) return;
-      if (!c) return this.onCandidate?.(null);
+      if (!c) return this.endOfCandidates();
       const j = c.toJSON();
       this.onCandidate?.({ candidate: j.candidate, sdpMid: j.sdpMid ?? null, sdpMLineIndex: j.sdpMLineIndex ?? null });
     });
     this.pc.iceGatheringStateChange.subscribe((s) => {
-      if (s === 'complete' && !this.closed) this.onCandidate?.(null);
+      if (s === 'complete' && !this.closed) this.endOfCandidates();
     });
     this.pc.connectionStateChange.subscribe((s) => {
       if (!this.closed) this.onState?.(s);
@@ -490,9 +490,23 @@ export class WeriftBackend implements PeerBackend {
   }
 
   private gathering: Promise<void> = Promise.resolve();
+  /** End of candidates was reported for the current gathering (see `endOfCandidates`). */
+  private gatheringEnded = false;
+
+  /**
+   * Reports the end of the current gathering once. werift signals it twice (a null candidate and
+   * the gathering state's `complete`), and each became a signal frame the service relayed and
+   * billed; either may come first, so the first one counts.
+   */
+  private endOfCandidates(): void {
+    if (this.gatheringEnded) return;
+    this.gatheringEnded = true;
+    this.onCandidate?.(null);
+  }
 
   private startGathering(desc: Parameters<RTCPeerConnection['setLocalDescription']>[0]): void {
     this.patchTransports();
+    this.gatheringEnded = false;
     // Gathering runs inside setLocalDescription; candidates trickle meanwhile.
     this.gathering = this.pc.setLocalDescription(desc).then(
       () => undefined,

@@ -53,6 +53,30 @@ describe('werift backend', () => {
     expect(sel?.remote.address).toBe('127.0.0.1');
   });
 
+  it('reports the end of candidates once per gathering, an ICE restart included (each report is a billed signal frame)', async () => {
+    const a = await createWeriftBackend(LOOPBACK);
+    const b = await createWeriftBackend(LOOPBACK);
+    open.push(a, b);
+    const ends = { a: 0, b: 0 };
+    const gathered = (side: 'a' | 'b', n: number): Promise<void> =>
+      new Promise((resolve) => {
+        const peer = side === 'a' ? b : a;
+        (side === 'a' ? a : b).onCandidate = (c) => {
+          if (c === null && ++ends[side] >= n) resolve();
+          void peer.addCandidate(c);
+        };
+      });
+    let done = Promise.all([gathered('a', 1), gathered('b', 1)]);
+    await b.acceptOffer(await a.createOffer()).then((answer) => a.acceptAnswer(answer));
+    await Promise.all([done, state(a, 'connected'), state(b, 'connected')]);
+    done = Promise.all([gathered('a', 2), gathered('b', 2)]);
+    await b.acceptOffer(await a.createOffer({ iceRestart: true })).then((answer) => a.acceptAnswer(answer));
+    await done;
+    // werift reports each end twice (a null candidate, then the gathering state); a second report would have come by now.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(ends).toEqual({ a: 2, b: 2 });
+  });
+
   it('werift refuses a DTLS peer whose certificate differs from the SDP fingerprint', async () => {
     const fake = 'AA:'.repeat(31) + 'AA';
     const { a, b } = await pair((sdp) => sdp.replace(/^a=fingerprint:sha-256 .*$/gm, `a=fingerprint:sha-256 ${fake}`));

@@ -581,6 +581,12 @@ export class WeriftBackend implements PeerBackend {
 
   async addCandidate(c: CandidateInit | null): Promise<void> {
     if (c === null || c.candidate === '') return; // werift ends checks on its own; we own the deadline
+    // werift pairs every candidate it is given and checks the pairs one per 20 ms, and reports ICE
+    // connected (so DTLS starts) only once none is left unchecked. A pair formed after one was
+    // nominated can never be selected (the nomination ends the component's checks, RFC 8445
+    // §8.1.2), so a candidate trickled in after it only held the link back, 20 ms per pair. An
+    // ICE restart clears the nomination; its generation's candidates are added as before.
+    if (this.connections().some((conn) => conn.nominated !== undefined)) return;
     await this.pc.addIceCandidate({
       candidate: c.candidate,
       sdpMid: c.sdpMid ?? undefined,

@@ -9,7 +9,7 @@
  * for, unless the answer went out at once) -> the app's `request` listener calls `accept()` ->
  * `answer{accept:true}` -> `session` -> a responder `Link`.
  */
-import { MAX_DIAL_TIMEOUT_MS, MIN_DIAL_TIMEOUT_MS, type IceServer, type PresenceServerMessage } from '../protocol/messages.js';
+import { MAX_DIAL_TIMEOUT_MS, MIN_DIAL_TIMEOUT_MS, type PresenceServerMessage, type SessionInfo } from '../protocol/messages.js';
 import { ENDPOINT_ID_RE } from '../protocol/turn-credentials.js';
 import { Emitter } from './emitter.js';
 import { LinkError } from './errors.js';
@@ -61,7 +61,18 @@ export interface EndpointOptions {
    * Browsers use their own.
    */
   readonly webrtcBackend?: BackendChoice;
+  /**
+   * Signals a link sends within this many milliseconds go to the peer in one signaling frame
+   * (default `SIGNAL_BATCH_MS`, 10), when the service and the peer read batches (older ones get
+   * each signal alone). Every frame is a billed message on the service; a setup sends about half
+   * as many this way, and no signal waits longer than this (an SDP leaves with its first
+   * candidate, an identity proof at once). 0 sends each signal alone. At most 1000.
+   */
+  readonly signalBatchMs?: number;
 }
+
+/** Default of `EndpointOptions.signalBatchMs`. */
+export const SIGNAL_BATCH_MS = 10;
 
 /** Everything `EndpointCore.open` needs beyond the public options. */
 export interface EndpointRuntime {
@@ -130,13 +141,18 @@ export class EndpointCore extends Emitter<EndpointEvents> {
   private closed = false;
   private closing: Promise<void> | null = null;
   private online = false;
+  /** `signalBatchMs`, checked. */
+  private readonly batchMs: number;
 
   protected constructor(
     private readonly opts: EndpointOptions,
     private readonly rt: EndpointRuntime,
   ) {
     super();
-    this.presence = new PresenceSocket(opts.signalingUrl, opts.token, rt.webSocket, opts.keepalive);
+    const batchMs = opts.signalBatchMs ?? SIGNAL_BATCH_MS;
+    if (typeof batchMs !== 'number' || !Number.isFinite(batchMs) || batchMs < 0 || batchMs > 1000) throw new RangeError('signalBatchMs must be a number of milliseconds from 0 to 1000');
+    this.batchMs = batchMs;
+    this.presence = new PresenceSocket(opts.signalingUrl, opts.token, rt.webSocket, opts.keepalive, batchMs > 0);
     this.presence.on('message', (m) => this.onPresence(m));
     this.presence.on('unauthorized', () => {
       if (!this.id) return; // the first connect reports it by rejecting
@@ -238,7 +254,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       }
       this.opts.trace?.('session', m.sessionId);
       if (m.peer !== peerId || m.role !== 'initiator') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
-      link = this.newLink(m.sessionId, 'initiator', peerId, deadline, m.iceServers, m.ticket);
+      link = this.newLink(m.sessionId, 'initiator', peerId, deadline, m);
       await Promise.race([link.opened(), stop]);
       return link;
     } catch (e) {
@@ -288,7 +304,9 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     return new Promise((resolve) => this.once('online', resolve));
   }
 
-  private newLink(sessionId: string, role: 'initiator' | 'responder', peer: string, deadline: number, iceServers: readonly IceServer[], ticket: string | undefined): Link {
+  /** A link for the session `m` announced (its ICE servers, ticket and whether signals may be batched). */
+  private newLink(sessionId: string, role: 'initiator' | 'responder', peer: string, deadline: number, m: Pick<SessionInfo, 'iceServers' | 'ticket' | 'batch'>): Link {
+    const { iceServers, ticket } = m;
     const connectTimeoutMs = Math.max(1, deadline - Date.now());
     const link = new Link({
       signalingUrl: this.opts.signalingUrl,
@@ -308,6 +326,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       session: { connectTimeoutMs, ...this.opts.session },
       ...(this.opts.trace ? { trace: this.opts.trace } : {}),
       ...(this.opts.keepalive ? { keepalive: this.opts.keepalive } : {}),
+      ...(m.batch === true ? { batchMs: this.batchMs } : {}),
     });
     this.linkSet.add(link);
     link.on('close', () => this.linkSet.delete(link));
@@ -391,7 +410,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       const m = await answer.finally(() => clearTimeout(t));
       if (m.type !== 'session') throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
       if (m.peer !== from || m.sessionId !== sessionId || m.role !== 'responder') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
-      const link = this.newLink(sessionId, 'responder', from, deadline, m.iceServers, m.ticket);
+      const link = this.newLink(sessionId, 'responder', from, deadline, m);
       await link.opened();
       this.emit('link', link);
       return link;

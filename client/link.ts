@@ -3,7 +3,7 @@
  * backend, the timers and the liveness probe, carries out the session's actions, and turns its
  * outcome into the public API: `opened()`, channels, `path`, `stats()`, `close()`.
  */
-import { parseSignalData, type IceServer, type Role, type RoomServerMessage, type SignalData } from '../protocol/messages.js';
+import { MAX_BATCH_ITEMS, parseSignalData, type IceServer, type Role, type RoomServerMessage, type SignalData, type SignalItem } from '../protocol/messages.js';
 import { encodeResumeFrame, isResumeFrame, parseResumeFrame } from '../protocol/resume.js';
 import { Channel, type ChannelInit } from './channel.js';
 import { Emitter } from './emitter.js';
@@ -123,6 +123,11 @@ export interface LinkInit {
   readonly trace?: TraceFn;
   /** Keepalive of the room socket (see `EndpointOptions.keepalive`). */
   readonly keepalive?: KeepaliveOptions;
+  /**
+   * The session said `batch` (both sides read signal batches): signals sent within this many ms
+   * go in one room frame (see `SignalOutbox`). Absent or 0: each signal alone.
+   */
+  readonly batchMs?: number;
 }
 
 /** Diagnostics hook: called with a phase name at each session step (benchmarks, debugging). Never given secrets. */
@@ -198,6 +203,8 @@ export class Link extends Emitter<LinkEvents> {
   /** Relayed connections a switch left behind, closed after `PROBE_LINGER_MS` (or with the link). */
   private readonly lingering = new Set<PeerBackend>();
   private probeSwitches = 0;
+  /** Signals on their way to the room, coalesced when the session allows batches. */
+  private readonly outbox: SignalOutbox;
 
   /** @internal */
   constructor(private readonly init: LinkInit) {
@@ -207,6 +214,7 @@ export class Link extends Emitter<LinkEvents> {
     this.session = new Session({ ...init.session, sessionId: init.sessionId, role: init.role, peer: init.peer, forceRelay: init.forceRelay ?? false });
     this.room = new RoomSocket(init.signalingUrl, init.sessionId, init.ticket, init.token, init.webSocket, init.keepalive);
     this.room.on('message', (m) => this.onRoom(m));
+    this.outbox = new SignalOutbox(init.batchMs ?? 0, (data) => void this.room.post({ type: 'signal', data }));
     if (init.iceServers) this.paths.setIceServers(init.iceServers);
   }
 
@@ -344,8 +352,8 @@ export class Link extends Emitter<LinkEvents> {
   private feed(ev: SessionEvent): void {
     if (this.init.trace && ev.type !== 'local-candidate' && ev.type !== 'signal' && ev.type !== 'timer') {
       this.init.trace(ev.type === 'transport' ? `transport-${ev.state}` : ev.type === 'local-description' ? `local-${ev.kind}` : ev.type, this.sessionId);
-    } else if (this.init.trace && ev.type === 'signal' && ev.data.kind !== 'candidate') {
-      this.init.trace(`peer-${ev.data.kind}`, this.sessionId);
+    } else if (this.init.trace && ev.type === 'signal') {
+      for (const d of ev.data.kind === 'batch' ? ev.data.items : [ev.data]) if (d.kind !== 'candidate') this.init.trace(`peer-${d.kind}`, this.sessionId);
     }
     this.apply(this.session.handle(ev, Date.now()));
   }
@@ -424,7 +432,7 @@ export class Link extends Emitter<LinkEvents> {
           if (this.currentPair?.remote.type === 'prflx') this.readPath(await b.selectedPair());
         });
       case 'send':
-        this.room.post({ type: 'signal', data: a.data });
+        this.outbox.send(a.data);
         if (a.data.kind === 'bye') this.sendControlBye(a.data);
         return;
       case 'sign-proof':
@@ -880,6 +888,8 @@ export class Link extends Emitter<LinkEvents> {
     this.dropProbe(true);
     const others = [...this.lingering, ...(probe ? [probe] : [])];
     this.lingering.clear();
+    // Nothing held back is lost: it leaves ahead of the room socket's close.
+    this.outbox.flush();
     const room = this.room.close();
     const b = this.backend;
     const control = this.control;
@@ -896,6 +906,57 @@ export class Link extends Emitter<LinkEvents> {
     this.emit('close', reason);
   }
 }
+
+/**
+ * Coalesces a link's outgoing signals into `batch` frames (protocol/messages.ts `SignalData`):
+ * every room frame is a billed WebSocket message and per-frame work on the service, and a setup's
+ * signals come in bursts (an SDP and its first candidate within a millisecond or two, the
+ * server-reflexive and relayed ones a round trip or two later, each trickled alone). The rules,
+ * which bound the delay any signal sees to `windowMs`:
+ *
+ * - a held signal leaves at most `windowMs` after the first of its group;
+ * - a description waits only for its first candidate: the two leave together at once (the
+ *   peer can do nothing with a candidate before its description, so this costs no time);
+ * - an identity proof leaves at once, with whatever is held (it gates the link's opening);
+ * - a `bye` leaves at once, after whatever is held and alone (the room must read it);
+ * - a full group (`MAX_BATCH_ITEMS`) leaves at once.
+ *
+ * A group of one leaves as a plain signal. With `windowMs` 0 every signal leaves alone, as
+ * before batches (a session without `batch`, or batching turned off).
+ */
+export class SignalOutbox {
+  private held: SignalItem[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(
+    private readonly windowMs: number,
+    private readonly post: (data: SignalData) => void,
+  ) {}
+
+  send(data: SignalData): void {
+    if (this.windowMs <= 0 || data.kind === 'batch') return this.post(data);
+    if (data.kind === 'bye') {
+      this.flush();
+      return this.post(data);
+    }
+    const follows = this.held.length > 0 && isDescription(this.held[this.held.length - 1]!) && data.kind === 'candidate';
+    this.held.push(data);
+    if (follows || data.kind === 'identity' || this.held.length >= MAX_BATCH_ITEMS) return this.flush();
+    this.timer ??= setTimeout(() => this.flush(), this.windowMs);
+  }
+
+  /** Sends what is held now. */
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const items = this.held;
+    if (items.length === 0) return;
+    this.held = [];
+    this.post(items.length === 1 ? items[0]! : { kind: 'batch', items });
+  }
+}
+
+const isDescription = (d: SignalItem): boolean => d.kind === 'offer' || d.kind === 'answer';
 
 /** Resolves when the channel has nothing left to send (or is not open), or after `maxMs`. */
 async function flushed(ch: RawChannel | null, maxMs: number): Promise<void> {

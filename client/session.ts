@@ -477,6 +477,15 @@ export class Session {
         // A peer that gave up at the dial's deadline says why (its bye carries its code); both
         // sides keep to the one deadline the dialer set, so this side's outcome is the same one.
         return this.fail(d.reason === 'identity' ? 'IdentityMismatch' : d.reason === 'Timeout' || d.reason === 'NoPath' ? d.reason : 'Closed', d.reason ? `peer ended the session (${d.reason})` : 'peer ended the session');
+      case 'batch': {
+        // Each as if it had come alone, in order; nothing after one that ended the session.
+        const out: SessionAction[] = [];
+        for (const item of d.items) {
+          if (this.phase === 'done') break;
+          out.push(...this.onSignal(item, now));
+        }
+        return out;
+      }
     }
   }
 

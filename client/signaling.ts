@@ -354,13 +354,14 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
 }
 
 /**
- * The presence socket: `GET /v1/presence?caps=ack`. It declares the delivery-ack capability: the
- * endpoint (client/endpoint.ts) answers every `request` with `ringing` at once, so the service
- * can tell a request lost on a dead socket from one the endpoint is deciding on.
+ * The presence socket: `GET /v1/presence?caps=ack,ticket,batch`. It declares the delivery-ack
+ * capability (the endpoint, client/endpoint.ts, answers every `request` with `ringing` at once, so
+ * the service can tell a request lost on a dead socket from one the endpoint is deciding on), room
+ * tickets, and signal batches unless the endpoint turned them off.
  */
 export class PresenceSocket extends ReconnectingSocket<PresenceServerMessage> {
-  constructor(signalingUrl: string, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions) {
-    super(joinUrl(signalingUrl, '/v1/presence') + presenceQuery({ deliveryAck: true, roomTicket: true }), token, factory, parsePresenceServerMessage, false, keepalive);
+  constructor(signalingUrl: string, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions, signalBatch = true) {
+    super(joinUrl(signalingUrl, '/v1/presence') + presenceQuery({ deliveryAck: true, roomTicket: true, signalBatch }), token, factory, parsePresenceServerMessage, false, keepalive);
   }
   post(m: PresenceClientMessage): boolean {
     return this.send(encode(m));

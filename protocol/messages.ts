@@ -77,6 +77,11 @@ export const MAX_CANDIDATE_BYTES = 1024;
 /** Identity certificate (a JWT) and proof (a JWS) together stay well under this. */
 export const MAX_IDENTITY_BYTES = 8 * 1024;
 export const MAX_REASON_LENGTH = 200;
+/**
+ * Most signals in one `batch`: a setup's burst is an SDP and a few candidates per interface; the
+ * frame limit bounds the bytes anyway.
+ */
+export const MAX_BATCH_ITEMS = 32;
 export const REQ_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 export const SESSION_ID_RE = /^[A-Za-z0-9_-]{16,64}$/;
 /**
@@ -151,6 +156,11 @@ export const CAP_DELIVERY_ACK = 'ack';
  * {@link SessionInfo.ticket}).
  */
 export const CAP_ROOM_TICKET = 'ticket';
+/**
+ * The client reads signal batches (`SignalData` kind `batch`) and sends them in a session whose
+ * `session` says `batch`, which the service says only when both sides declared this.
+ */
+export const CAP_SIGNAL_BATCH = 'batch';
 /** Longest `caps` value read: a handful of short names; anything longer is ignored whole. */
 export const MAX_CAPS_CHARS = 128;
 
@@ -159,6 +169,8 @@ export interface PresenceCaps {
   readonly deliveryAck: boolean;
   /** The client presents room tickets (`CAP_ROOM_TICKET`). Absent: false. */
   readonly roomTicket?: boolean;
+  /** The client reads and sends signal batches (`CAP_SIGNAL_BATCH`). Absent: false. */
+  readonly signalBatch?: boolean;
 }
 
 /**
@@ -170,9 +182,9 @@ export interface PresenceCaps {
  */
 export function parsePresenceCaps(search: string): PresenceCaps {
   const value = queryParam(search, CAPS_PARAM, MAX_CAPS_CHARS, 4 * MAX_CAPS_CHARS);
-  if (value === null) return { deliveryAck: false, roomTicket: false };
+  if (value === null) return { deliveryAck: false, roomTicket: false, signalBatch: false };
   const caps = value.split(',');
-  return { deliveryAck: caps.includes(CAP_DELIVERY_ACK), roomTicket: caps.includes(CAP_ROOM_TICKET) };
+  return { deliveryAck: caps.includes(CAP_DELIVERY_ACK), roomTicket: caps.includes(CAP_ROOM_TICKET), signalBatch: caps.includes(CAP_SIGNAL_BATCH) };
 }
 
 /**
@@ -192,7 +204,11 @@ function queryParam(search: string, name: string, max: number, maxQuery: number)
 
 /** The query string a client appends to the presence URL to declare `caps`. */
 export function presenceQuery(caps: PresenceCaps): string {
-  const names = [...(caps.deliveryAck ? [CAP_DELIVERY_ACK] : []), ...(caps.roomTicket === true ? [CAP_ROOM_TICKET] : [])];
+  const names = [
+    ...(caps.deliveryAck ? [CAP_DELIVERY_ACK] : []),
+    ...(caps.roomTicket === true ? [CAP_ROOM_TICKET] : []),
+    ...(caps.signalBatch === true ? [CAP_SIGNAL_BATCH] : []),
+  ];
   return names.length > 0 ? `?${CAPS_PARAM}=${names.join(',')}` : '';
 }
 
@@ -231,6 +247,11 @@ export interface SessionInfo {
    * itself from it when it has nothing else (no socket, no stored record). Opaque to the client.
    */
   readonly ticket?: string;
+  /**
+   * True when both sides declared {@link CAP_SIGNAL_BATCH}: each side may send its signals to the
+   * other in `batch`es. Absent from an older service, which does not relay them.
+   */
+  readonly batch?: boolean;
 }
 
 export type PresenceServerMessage =
@@ -249,8 +270,24 @@ export type PresenceServerMessage =
 
 // ---- Room socket --------------------------------------------------------------------------
 
-/** What one side sends the other through the room, opaque to the service beyond its shape. */
+/**
+ * What one side sends the other through the room, opaque to the service beyond its shape: one
+ * signal, a `batch` of them, or the `bye` that ends the room.
+ */
 export type SignalData =
+  | SignalItem
+  /**
+   * Several signals in one frame, handled by the peer in order as if each had come alone. Sent
+   * only in a session whose `session` said `batch` (both sides declared `CAP_SIGNAL_BATCH`, and
+   * the service relays batches): each frame is a billed WebSocket message and runtime work on the
+   * service, and a setup's trickled candidates come in bursts. Never holds a `bye` (the room
+   * must see it) or another batch.
+   */
+  | { readonly kind: 'batch'; readonly items: readonly SignalItem[] }
+  | { readonly kind: 'bye'; readonly reason?: string };
+
+/** One signal: a description, a candidate or the identity proof (what a `batch` may hold). */
+export type SignalItem =
   /**
    * `restart`: an ICE restart on the existing connection (RFC 8445 §9). `rebuild`: the offer of
    * a fresh peer connection that replaces the current one (a side whose stack cannot restart ICE,
@@ -277,8 +314,7 @@ export type SignalData =
    * frames, protocol/resume.ts). `noRestart`: its WebRTC stack cannot restart ICE, so the link
    * recovers by rebuilding. `probe`: it answers probe offers. All absent from an older peer.
    */
-  | { readonly kind: 'identity'; readonly cert: string; readonly proof: string; readonly resume?: boolean; readonly noRestart?: boolean; readonly probe?: boolean }
-  | { readonly kind: 'bye'; readonly reason?: string };
+  | { readonly kind: 'identity'; readonly cert: string; readonly proof: string; readonly resume?: boolean; readonly noRestart?: boolean; readonly probe?: boolean };
 
 /**
  * Room socket, client to server.
@@ -387,6 +423,32 @@ export function parseSignalData(v: unknown): Parsed<SignalData> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail('invalid_field', 'data must be an object');
   const o = v as Obj;
   switch (o['kind']) {
+    case 'batch': {
+      const items = o['items'];
+      if (!Array.isArray(items) || items.length === 0 || items.length > MAX_BATCH_ITEMS) return fail('invalid_field', `a batch holds 1 to ${MAX_BATCH_ITEMS} signals`);
+      const out: SignalItem[] = [];
+      for (const item of items) {
+        const d = parseSignalItem(item);
+        if (!d.ok) return d;
+        out.push(d.value);
+      }
+      return ok({ kind: 'batch', items: out });
+    }
+    case 'bye': {
+      const r = optReason(o);
+      if (!r.ok) return r;
+      return ok(r.value === undefined ? { kind: 'bye' } : { kind: 'bye', reason: r.value });
+    }
+    default:
+      return parseSignalItem(o);
+  }
+}
+
+/** One signal of `SignalData` (not a batch, not a bye): what a batch may hold. */
+export function parseSignalItem(v: unknown): Parsed<SignalItem> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail('invalid_field', 'a signal must be an object');
+  const o = v as Obj;
+  switch (o['kind']) {
     case 'offer':
     case 'answer': {
       const sdp = str(o, 'sdp', undefined, MAX_SDP_BYTES);
@@ -428,11 +490,9 @@ export function parseSignalData(v: unknown): Parsed<SignalData> {
       if (o['probe'] !== undefined && typeof o['probe'] !== 'boolean') return fail('invalid_field', 'probe must be boolean');
       return ok({ kind: 'identity', cert, proof, ...(o['resume'] ? { resume: true } : {}), ...(o['noRestart'] ? { noRestart: true } : {}), ...(o['probe'] ? { probe: true } : {}) });
     }
-    case 'bye': {
-      const r = optReason(o);
-      if (!r.ok) return r;
-      return ok(r.value === undefined ? { kind: 'bye' } : { kind: 'bye', reason: r.value });
-    }
+    case 'batch':
+    case 'bye':
+      return fail('invalid_field', `a batch cannot hold a ${o['kind']}`);
     default:
       return fail('unknown_type', 'unknown signal kind');
   }
@@ -529,7 +589,9 @@ export function parsePresenceServerMessage(frame: unknown): Parsed<PresenceServe
       if ((role !== 'initiator' && role !== 'responder') || !ice || typeof deadline !== 'number' || !Number.isFinite(deadline)) return bad('session');
       const ticket = o['ticket'];
       if (ticket !== undefined && (!isStr(ticket, MAX_TICKET_CHARS) || !TICKET_RE.test(ticket))) return bad('session');
-      return ok({ type: 'session', reqId, sessionId: sid, peer, role, iceServers: ice, deadline, ...(ticket !== undefined ? { ticket } : {}) });
+      const batch = o['batch'];
+      if (batch !== undefined && typeof batch !== 'boolean') return bad('session');
+      return ok({ type: 'session', reqId, sessionId: sid, peer, role, iceServers: ice, deadline, ...(ticket !== undefined ? { ticket } : {}), ...(batch === true ? { batch } : {}) });
     }
     case 'rejected':
       if (!reqId) return bad('rejected');

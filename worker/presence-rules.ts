@@ -90,6 +90,8 @@ export interface AnsweredCall {
   readonly reason?: string;
   /** The responder declared the `ticket` capability (see `Me.tickets`). */
   readonly tickets?: boolean;
+  /** The responder declared the `batch` capability (see `Me.batches`). */
+  readonly batches?: boolean;
 }
 
 /** The endpoint on the current presence socket, or null when none is connected. */
@@ -104,6 +106,11 @@ export interface Me {
    * the first join creates it from the ticket, and it needs no stored record.
    */
   readonly tickets?: boolean;
+  /**
+   * The socket declared the `batch` capability (`CAP_SIGNAL_BATCH`): it reads signal batches.
+   * When both sides did, both `session`s say `batch` and either side may send them.
+   */
+  readonly batches?: boolean;
 }
 
 export interface PresenceState {
@@ -162,13 +169,15 @@ export type PresenceEvent =
       readonly deadline?: number;
       /** The session is ticketed (both sides declared the capability). */
       readonly tickets?: boolean;
+      /** Both sides read signal batches. */
+      readonly batch?: boolean;
     };
 
 export type PresenceAction =
   /** Send to the current presence socket, if any. */
   | { readonly type: 'send'; readonly message: PresenceServerMessage }
   /** Send `session` with ICE servers freshly minted for this endpoint (and its room ticket when `ticket`). */
-  | { readonly type: 'send_session'; readonly reqId: string; readonly sessionId: string; readonly peer: string; readonly role: Role; readonly deadline: number; readonly ticket?: true }
+  | { readonly type: 'send_session'; readonly reqId: string; readonly sessionId: string; readonly peer: string; readonly role: Role; readonly deadline: number; readonly ticket?: true; readonly batch?: true }
   /** Call `incoming` on `to`'s object; feed the reply back as `incoming_result`. */
   | { readonly type: 'call_incoming'; readonly to: string; readonly call: IncomingCall }
   /** Call `delivered` on the initiator's object; feed the reply back as `delivered_result`. */
@@ -187,7 +196,15 @@ export type PresenceAction =
   /** Create the room (before anyone is told about the session). */
   | { readonly type: 'init_room'; readonly meta: RoomMeta };
 
-export type PresenceReply = { delivered: boolean } | { live: boolean } | { ok: boolean; deadline?: number; tickets?: boolean } | null;
+export type PresenceReply = { delivered: boolean } | { live: boolean } | AnsweredReply | null;
+
+/** The initiator's object's reply to `answered`: the session's deadline and what both sides declared. */
+export interface AnsweredReply {
+  readonly ok: boolean;
+  readonly deadline?: number;
+  readonly tickets?: boolean;
+  readonly batch?: boolean;
+}
 
 export interface PresenceStep {
   readonly state: PresenceState;
@@ -364,6 +381,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         accept: ev.accept,
         ...(ev.reason !== undefined ? { reason: ev.reason } : {}),
         ...(ev.me.tickets === true ? { tickets: true } : {}),
+        ...(ev.me.batches === true ? { batches: true } : {}),
       };
       // Gone from here at once, so a second answer is out of state.
       return result({ ...s, incoming: without(s.incoming, ev.reqId) }, [{ type: 'call_answered', to: r.from, call, reqId: ev.reqId }]);
@@ -372,7 +390,16 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       if (!ev.ok) return result(s, [{ type: 'send', message: { type: 'cancelled', reqId: ev.reqId } }]);
       if (!ev.accept || ev.deadline === undefined) return result(s);
       return result(s, [
-        { type: 'send_session', reqId: ev.reqId, sessionId: ev.sessionId, peer: ev.from, role: 'responder', deadline: ev.deadline, ...(ev.tickets === true ? { ticket: true as const } : {}) },
+        {
+          type: 'send_session',
+          reqId: ev.reqId,
+          sessionId: ev.sessionId,
+          peer: ev.from,
+          role: 'responder',
+          deadline: ev.deadline,
+          ...(ev.tickets === true ? { ticket: true as const } : {}),
+          ...(ev.batch === true ? { batch: true as const } : {}),
+        },
       ]);
     }
     case 'cancel': {
@@ -457,21 +484,24 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       // Nobody here to tell: the session would be half-open, so the target is told it was cancelled.
       if (ev.me === null) return result({ ...s, dials }, [], { ok: false });
       const deadline = ev.now + config.sessionTtlMs;
+      // Both sides read signal batches: both sessions say so.
+      const batch = ev.me.batches === true && c.batches === true ? { batch: true as const } : {};
       // Both sides join with the ticket: the first join creates the room, no `init` call.
       if (ev.me.tickets === true && c.tickets === true) {
-        return result({ ...s, dials }, [{ type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline, ticket: true }], {
+        return result({ ...s, dials }, [{ type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline, ticket: true, ...batch }], {
           ok: true,
           deadline,
           tickets: true,
+          ...batch,
         });
       }
       return result(
         { ...s, dials },
         [
           { type: 'init_room', meta: { sessionId: c.sessionId, initiator: ev.me.sub, responder: c.responder, deadline } },
-          { type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline },
+          { type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline, ...batch },
         ],
-        { ok: true, deadline },
+        { ok: true, deadline, ...batch },
       );
     }
     case 'unreachable': {

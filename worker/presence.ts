@@ -33,6 +33,7 @@ import {
   step,
   wakeOf,
   type AnsweredCall,
+  type AnsweredReply,
   type Dial,
   type Incoming,
   type IncomingCall,
@@ -59,7 +60,7 @@ export type { IncomingCall } from './presence-rules.js';
 
 const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
 
-const meOf = (a: PresenceAttachment): Me => ({ sub: a.sub, homes: a.homes, acks: a.acks === true, tickets: a.tk === true });
+const meOf = (a: PresenceAttachment): Me => ({ sub: a.sub, homes: a.homes, acks: a.acks === true, tickets: a.tk === true, batches: a.bt === true });
 
 /** Storage key prefix of each record kind. */
 const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
@@ -83,6 +84,8 @@ interface PresenceAttachment extends SocketAttachment {
   readonly acks?: true;
   /** The client declared `?caps=ticket` (it joins rooms with their ticket). */
   readonly tk?: true;
+  /** The client declared `?caps=batch` (it reads signal batches). */
+  readonly bt?: true;
 }
 
 /** The records of a presence attachment, checked when read back (absent or malformed: none). */
@@ -286,6 +289,7 @@ export class Presence extends SocketObject {
           iceServers,
           deadline: act.deadline,
           ...(ticket !== undefined ? { ticket } : {}),
+          ...(act.batch ? { batch: true } : {}),
         });
       }
       case 'call_incoming': {
@@ -312,7 +316,7 @@ export class Presence extends SocketObject {
           .answered(act.call)
           .catch((e: unknown) => {
             console.error('presence: answered() failed', (e as Error).name);
-            return { ok: false } as { ok: boolean; deadline?: number; tickets?: boolean };
+            return { ok: false } as AnsweredReply;
           });
         await this.apply({
           type: 'answered_result',
@@ -323,6 +327,7 @@ export class Presence extends SocketObject {
           ok: res.ok,
           ...(res.deadline !== undefined ? { deadline: res.deadline } : {}),
           ...(res.tickets === true ? { tickets: true } : {}),
+          ...(res.batch === true ? { batch: true } : {}),
         });
         return;
       }
@@ -411,6 +416,7 @@ export class Presence extends SocketObject {
       ...this.attachmentFor(id, Date.now()),
       ...(caps.deliveryAck ? { acks: true as const } : {}),
       ...(caps.roomTicket === true ? { tk: true as const } : {}),
+      ...(caps.signalBatch === true ? { bt: true as const } : {}),
     };
     this.setAttachment(server, attachment);
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
@@ -495,9 +501,9 @@ export class Presence extends SocketObject {
   }
 
   /** Initiator side: the target answered. Creates the room on accept, before either side hears. */
-  async answered(call: AnsweredCall): Promise<{ ok: boolean; deadline?: number; tickets?: boolean }> {
+  async answered(call: AnsweredCall): Promise<AnsweredReply> {
     this.meter('request');
-    return (await this.apply({ type: 'answered', me: this.me(), call, now: Date.now() })) as { ok: boolean; deadline?: number; tickets?: boolean };
+    return (await this.apply({ type: 'answered', me: this.me(), call, now: Date.now() })) as AnsweredReply;
   }
 
   /** Initiator side: the target's socket died with the request on it; the dial fails `peer_offline` now. */

@@ -5,7 +5,7 @@
  * re-serialized. Anything else takes the ordinary path (parse, then `JSON.stringify` on send).
  */
 import { ok, type Parsed } from '../protocol/errors.js';
-import { parseFrame, parseRoomClientMessage, parseSignalData, type RoomClientMessage } from '../protocol/messages.js';
+import { parseFrame, parseRoomClientMessage, parseSignalData, type RoomClientMessage, type SignalData } from '../protocol/messages.js';
 
 /** A parsed room frame; for a signal whose text holds nothing but what was checked, that text. */
 interface RoomFrame {
@@ -17,7 +17,8 @@ interface RoomFrame {
  * Parses a room frame like `parseRoomClientMessage`, parsing the JSON once, and tells whether a
  * signal's text can be relayed as it came (`spliceSeq`) instead of being re-serialized: only when
  * the frame has no key beyond `type` and `data` and `data` none beyond what `parseSignalData`
- * kept (an unknown key, a `restart: false` or a `__proto__` makes the counts differ). Values of
+ * kept, nor any item of a batch (an unknown key, a `restart: false` or a `__proto__` makes the
+ * counts differ). Values of
  * kept keys are the very strings and numbers checked, so the peer parses what was validated.
  * Duplicate keys resolve the same way (last wins) in our JSON.parse and the peer's.
  */
@@ -28,8 +29,16 @@ export function parseRoomFrame(frame: string | ArrayBuffer): RoomFrame {
   if (o['type'] !== 'signal') return { parsed: parseRoomClientMessage(frame), raw: null };
   const d = parseSignalData(o['data']);
   if (!d.ok) return { parsed: d, raw: null };
-  const canonical = Object.keys(o).length === 2 && Object.keys(o['data'] as object).length === Object.keys(d.value).length;
+  const canonical = Object.keys(o).length === 2 && sameKeys(o['data'] as object, d.value);
   return { parsed: ok({ type: 'signal', data: d.value }), raw: canonical && typeof frame === 'string' ? frame : null };
+}
+
+/** Whether `raw` has exactly the keys `parseSignalData` kept in `checked` (a batch's items, each). */
+function sameKeys(raw: object, checked: SignalData): boolean {
+  if (Object.keys(raw).length !== Object.keys(checked).length) return false;
+  if (checked.kind !== 'batch') return true;
+  const items = (raw as { readonly items: readonly object[] }).items;
+  return checked.items.every((item, i) => Object.keys(items[i]!).length === Object.keys(item).length);
 }
 
 /**

@@ -2,7 +2,7 @@
  * Signaling benchmark (run by hand, not by `npm test`):
  *
  *   npx tsx bench/signaling/run.ts [--n 10,100,500] [--rounds 1] [--count 20] [--peerjs]
- *                                  [--before <commit>] [--profile] [--phases]
+ *                                  [--before <commit>] [--batched] [--profile] [--phases]
  *
  * For each N, N endpoint pairs concurrently complete a whole exchange through the real Worker in
  * local workerd (Miniflare, test/support/signaling.ts): dial, request, accept, both `session`s,
@@ -24,6 +24,12 @@
  *
  * Before/after (`--before <commit>`): that commit's worker/ and protocol/ are bundled and run
  * against this tree's, alternating the order each round, each run on a fresh service.
+ *
+ * Batched (`--batched`): a further variant of this tree whose clients declare signal batches
+ * (`?caps=batch`) and send the same signals as the client library batches them: the initiator
+ * its offer with the first candidate, then the other candidates and their end in one frame; the
+ * responder its candidates and their end in two frames, and its answer alone (it answers after
+ * its candidates went out). 5 room frames per exchange instead of 25.
  *
  * Where the CPU goes (`--profile`): after each timed pass, a second pass of N exchanges with V8's
  * sampling profiler on every workerd isolate (bench/signaling/profile.ts): the Worker isolate's
@@ -107,6 +113,8 @@ const withTimeout = <T>(p: Promise<T>, what: string): Promise<T> =>
   });
 
 interface Pair {
+  /** The pair sends signals in batches (`--batched`). */
+  batched: boolean;
   app: string;
   hub: string;
   appToken: string;
@@ -115,7 +123,7 @@ interface Pair {
   hubSock: Sock;
 }
 
-async function makePairs(sig: SignalingHandle, n: number, tag: string): Promise<Pair[]> {
+async function makePairs(sig: SignalingHandle, n: number, tag: string, batched = false): Promise<Pair[]> {
   const ws = sig.url.replace(/^http/, 'ws');
   const pairs: Pair[] = [];
   // Connect in slices so the setup itself does not flood the machine.
@@ -129,10 +137,10 @@ async function makePairs(sig: SignalingHandle, n: number, tag: string): Promise<
         const appToken = await sig.issuer.accessToken({ sub: app, homes: [home] });
         const hubToken = await sig.issuer.accessToken({ sub: hub, homes: [home] });
         // Both declare what the client library declares (a service that does not know a capability ignores it).
-        const presenceUrl = `${ws}/v1/presence${presenceQuery({ deliveryAck: false, roomTicket: true })}`;
+        const presenceUrl = `${ws}/v1/presence${presenceQuery({ deliveryAck: false, roomTicket: true, signalBatch: batched })}`;
         const [appSock, hubSock] = await Promise.all([Sock.open(presenceUrl, appToken), Sock.open(presenceUrl, hubToken)]);
         await Promise.all([appSock.next('hello'), hubSock.next('hello')]);
-        return { app, hub, appToken, hubToken, appSock, hubSock };
+        return { batched, app, hub, appToken, hubToken, appSock, hubSock };
       }),
     );
     pairs.push(...slice);
@@ -168,16 +176,28 @@ async function exchange(sig: SignalingHandle, p: Pair, reqId: string, marks: Mar
     const r = await Sock.open(`${ws}/v1/rooms/${sessionId}${roomQuery(ticket)}`, token);
     await r.next('joined');
     marks.joined = Math.max(marks.joined ?? 0, performance.now() - t0);
-    if (initiator) r.send({ type: 'signal', data: { kind: 'offer', sdp: SDP } });
-    for (let i = 0; i < CANDIDATES; i++) r.send(candidate(i));
-    r.send({ type: 'signal', data: { kind: 'candidate', candidate: '' } });
+    const offer = { kind: 'offer', sdp: SDP };
+    const eoc = { kind: 'candidate', candidate: '' };
+    const cands = Array.from({ length: CANDIDATES }, (_, i) => candidate(i).data);
+    if (!p.batched || sa.batch !== true) {
+      if (initiator) r.send({ type: 'signal', data: offer });
+      for (const c of cands) r.send({ type: 'signal', data: c });
+      r.send({ type: 'signal', data: eoc });
+    } else {
+      // As the library's outbox sends them (client/link.ts `SignalOutbox`).
+      const first = initiator ? [offer, cands[0]!] : [cands[0]!];
+      r.send({ type: 'signal', data: { kind: 'batch', items: first } });
+      r.send({ type: 'signal', data: { kind: 'batch', items: [...cands.slice(1), eoc] } });
+    }
     // offer or answer, then the peer's candidates and end-of-candidates
     let got = 0;
     for (;;) {
       const f = await r.next('signal');
-      const data = f.data as { kind: string };
-      if (!initiator && data.kind === 'offer') r.send({ type: 'signal', data: { kind: 'answer', sdp: SDP } });
-      if (++got === CANDIDATES + 2) break;
+      const data = f.data as { kind: string; items?: Array<{ kind: string }> };
+      const items = data.kind === 'batch' ? data.items! : [data];
+      if (!initiator && items.some((d) => d.kind === 'offer')) r.send({ type: 'signal', data: { kind: 'answer', sdp: SDP } });
+      got += items.length;
+      if (got === CANDIDATES + 2) break;
     }
     return r;
   };
@@ -245,7 +265,7 @@ async function countUnits(k: number, v: Variant): Promise<Record<string, number>
     onOutput: meters.onOutput,
   });
   try {
-    const pairs = await makePairs(sig, k, 'count');
+    const pairs = await makePairs(sig, k, 'count', v.batched);
     // Presence sockets are per endpoint, not per exchange: count from here.
     await new Promise((r) => setTimeout(r, 500));
     meters.reset();
@@ -413,6 +433,8 @@ async function peerjsRound(port: number, pid: number, n: number, tag: string): P
 interface Variant {
   readonly label: string;
   readonly bundle?: string;
+  /** Clients send signal batches (`--batched`). */
+  readonly batched?: boolean;
 }
 
 /** Bundles the worker of commit `ref` (its worker/ and protocol/ folders) for a `--before` run. */
@@ -453,13 +475,13 @@ async function runVariant(v: Variant, n: number, tag: string, profile: boolean):
   });
   try {
     // Warm-up (not reported): JIT, the bundle's first isolate, the first objects.
-    const warm = await makePairs(sig, 10, `${tag}-warmup`);
+    const warm = await makePairs(sig, 10, `${tag}-warmup`, v.batched);
     await withTimeout(Promise.all(warm.map((p, i) => exchange(sig, p, `w${i}`))), 'warm-up');
     for (const p of warm) {
       p.appSock.close();
       p.hubSock.close();
     }
-    const pairs = await makePairs(sig, n, tag);
+    const pairs = await makePairs(sig, n, tag, v.batched);
     const base = await baseline(pairs);
     const cpu0 = workerdCpuMs();
     const threads0 = workerdThreadsMs();
@@ -484,7 +506,7 @@ async function runVariant(v: Variant, n: number, tag: string, profile: boolean):
     if (profile) {
       // The timed pass's rooms are deleted one grace after its sockets closed: not in this profile.
       await new Promise((r) => setTimeout(r, COUNT_ROOM_GRACE_MS + TEARDOWN_MARGIN_MS));
-      const again = await makePairs(sig, n, `${tag}-prof`);
+      const again = await makePairs(sig, n, `${tag}-prof`, v.batched);
       const th0 = workerdThreadsMs();
       // The whole life of a connection setup: the exchange, `bye`, both room sockets closed and
       // the room's deletion one grace later (the timed pass stops at the last signal).
@@ -536,6 +558,7 @@ async function main(): Promise<void> {
       before: { type: 'string' },
       profile: { type: 'boolean', default: false },
       top: { type: 'string', default: '25' },
+      batched: { type: 'boolean', default: false },
     },
   });
   const countK = Number(values.count);
@@ -546,6 +569,7 @@ async function main(): Promise<void> {
     throw new Error('--n takes integers 1..2000, --rounds 1..10');
   }
   const variants: Variant[] = [{ label: 'this tree' }];
+  if (values.batched) variants.push({ label: 'this tree, batched', batched: true });
   if (values.before !== undefined) {
     if (!/^[\w./-]{1,100}$/.test(values.before)) throw new Error('--before takes a commit or branch name');
     variants.unshift({ label: `before (${values.before})`, bundle: await bundleAt(values.before) });

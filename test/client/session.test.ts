@@ -50,6 +50,27 @@ describe('session state machine', () => {
     expect(added).toEqual(['candidate:1 1 udp 1 127.0.0.1 1 typ host', 'candidate:2 1 udp 1 127.0.0.1 2 typ host']);
   });
 
+  it('a batch is handled as its signals one after another; nothing after one that ends the session', () => {
+    const responder = (): Session => {
+      const s = new Session({ sessionId: 'session-0123456789abcdef', role: 'responder', peer: 'app-1' });
+      s.handle({ type: 'joined', peerPresent: true, iceServers: [] }, 0);
+      s.handle({ type: 'backend-ready' }, 0);
+      return s;
+    };
+    const c1 = { kind: 'candidate' as const, candidate: 'candidate:1 1 udp 1 127.0.0.1 1 typ host' };
+    const items = [{ kind: 'offer' as const, sdp: sdp(FP_A) }, c1, { kind: 'identity' as const, cert: 'c', proof: 'p' }];
+    const alone = responder();
+    const one = items.flatMap((d) => alone.handle({ type: 'signal', data: d }, 0));
+    const batched = responder().handle({ type: 'signal', data: { kind: 'batch', items } }, 0);
+    expect(batched).toEqual(one);
+    expect(types(batched)).toEqual(['accept-offer']);
+    // An answer to the responder is a protocol error: what follows it is not handled.
+    const s = responder();
+    const out = s.handle({ type: 'signal', data: { kind: 'batch', items: [items[0]!, { kind: 'answer', sdp: sdp(FP_B) }, items[2]!] } }, 0);
+    expect(out.at(-1)).toMatchObject({ type: 'failed', code: 'Protocol' });
+    expect(types(out)).not.toContain('verify-peer');
+  });
+
   it('holds an offer that arrives before the backend is ready', () => {
     const s = new Session({ sessionId: 'session-0123456789abcdef', role: 'responder', peer: 'app-1' });
     s.handle({ type: 'joined', peerPresent: true, iceServers: [] }, 0);

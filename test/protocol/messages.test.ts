@@ -8,6 +8,7 @@ import {
   parseRoomTicket,
   roomQuery,
   MAX_FRAME_BYTES,
+  CAP_SIGNAL_BATCH,
   parsePresenceCaps,
   parsePresenceClientMessage,
   presenceQuery,
@@ -68,18 +69,26 @@ describe('presence client messages', () => {
 
 describe('presence capabilities in the URL query', () => {
   it('reads the delivery-ack capability, alone or among others', () => {
-    expect(parsePresenceCaps(`?caps=${CAP_DELIVERY_ACK}`)).toEqual({ deliveryAck: true, roomTicket: false });
-    expect(parsePresenceCaps('?caps=future,ack,other')).toEqual({ deliveryAck: true, roomTicket: false });
-    expect(parsePresenceCaps('caps=ack')).toEqual({ deliveryAck: true, roomTicket: false });
-    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true }))).toEqual({ deliveryAck: true, roomTicket: false });
+    expect(parsePresenceCaps(`?caps=${CAP_DELIVERY_ACK}`)).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false });
+    expect(parsePresenceCaps('?caps=future,ack,other')).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false });
+    expect(parsePresenceCaps('caps=ack')).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false });
+    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true }))).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false });
     expect(presenceQuery({ deliveryAck: false })).toBe('');
   });
 
   it('reads the room-ticket capability, and declares both together', () => {
-    expect(parsePresenceCaps(`?caps=${CAP_ROOM_TICKET}`)).toEqual({ deliveryAck: false, roomTicket: true });
+    expect(parsePresenceCaps(`?caps=${CAP_ROOM_TICKET}`)).toEqual({ deliveryAck: false, roomTicket: true, signalBatch: false });
     expect(presenceQuery({ deliveryAck: true, roomTicket: true })).toBe('?caps=ack,ticket');
-    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true, roomTicket: true }))).toEqual({ deliveryAck: true, roomTicket: true });
+    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true, roomTicket: true }))).toEqual({ deliveryAck: true, roomTicket: true, signalBatch: false });
     expect(presenceQuery({ deliveryAck: false, roomTicket: true })).toBe('?caps=ticket');
+  });
+
+  it('reads the signal-batch capability, and declares all three together', () => {
+    expect(parsePresenceCaps(`?caps=${CAP_SIGNAL_BATCH}`)).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: true });
+    const all = { deliveryAck: true, roomTicket: true, signalBatch: true };
+    expect(presenceQuery(all)).toBe('?caps=ack,ticket,batch');
+    expect(parsePresenceCaps(presenceQuery(all))).toEqual(all);
+    expect(parsePresenceCaps('?caps=batches')).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: false });
   });
 
   it.each([
@@ -92,7 +101,7 @@ describe('presence capabilities in the URL query', () => {
     ['an oversized query', `?pad=${'x'.repeat(4 * MAX_CAPS_CHARS)}&caps=ack`],
     ['a garbled escape', '?caps=%E0%A4%A'],
   ])('declares nothing for %s', (_name, search) => {
-    expect(parsePresenceCaps(search)).toEqual({ deliveryAck: false, roomTicket: false });
+    expect(parsePresenceCaps(search)).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: false });
   });
 
   it('never throws on arbitrary query strings', () => {
@@ -124,6 +133,13 @@ describe('room tickets on the wire', () => {
       expect(parsePresenceServerMessage(JSON.stringify({ ...session, ticket: bad })).ok).toBe(false);
     }
   });
+
+  it('a session says batch: true, or nothing; false reads as absent, anything else refuses the frame', () => {
+    expect(parsePresenceServerMessage(JSON.stringify({ ...session, batch: true }))).toMatchObject({ ok: true, value: { batch: true } });
+    const off = parsePresenceServerMessage(JSON.stringify({ ...session, batch: false }));
+    expect(off.ok && 'batch' in off.value).toBe(false);
+    for (const bad of [1, 'true', null, {}]) expect(parsePresenceServerMessage(JSON.stringify({ ...session, batch: bad })).ok).toBe(false);
+  });
 });
 
 describe('room client messages', () => {
@@ -142,6 +158,8 @@ describe('room client messages', () => {
       { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f', resume: true, noRestart: true },
       { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f', resume: true, probe: true },
       { kind: 'bye' },
+      { kind: 'batch', items: [{ kind: 'offer', sdp: 'v=0' }, { kind: 'candidate', candidate: 'candidate:1 1 udp 1 127.0.0.1 5000 typ host', sdpMid: '0', sdpMLineIndex: 0 }, { kind: 'candidate', candidate: '' }] },
+      { kind: 'batch', items: [{ kind: 'identity', cert: 'a.b.c', proof: 'd.e.f', resume: true, probe: true }] },
     ];
     for (const data of kinds) {
       expect(parseRoomClientMessage(JSON.stringify({ type: 'signal', data }))).toEqual({ ok: true, value: { type: 'signal', data } });

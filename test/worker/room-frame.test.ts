@@ -6,12 +6,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { parseRoomClientMessage, parseRoomServerMessage, type SignalData } from '../../protocol/messages.js';
+import { MAX_BATCH_ITEMS, parseRoomClientMessage, parseRoomServerMessage, type SignalData, type SignalItem } from '../../protocol/messages.js';
 import { parseRoomFrame, spliceSeq } from '../../worker/room-frame.js';
 
 const ordinary = (data: SignalData, seq: number): string => JSON.stringify({ type: 'signal', seq, data });
 
-const signalData: fc.Arbitrary<SignalData> = fc.oneof(
+const signalItem: fc.Arbitrary<SignalItem> = fc.oneof(
   fc.record({ kind: fc.constant('offer' as const), sdp: fc.string({ minLength: 1, maxLength: 200 }) }),
   fc.record({ kind: fc.constant('offer' as const), sdp: fc.string({ minLength: 1, maxLength: 50 }), restart: fc.constant(true as const) }),
   fc.record({ kind: fc.constant('answer' as const), sdp: fc.string({ minLength: 1, maxLength: 200 }) }),
@@ -25,6 +25,12 @@ const signalData: fc.Arbitrary<SignalData> = fc.oneof(
     },
     { requiredKeys: ['kind', 'candidate'] },
   ),
+  fc.record({ kind: fc.constant('identity' as const), cert: fc.string({ minLength: 1, maxLength: 50 }), proof: fc.string({ minLength: 1, maxLength: 50 }) }),
+) as fc.Arbitrary<SignalItem>;
+
+const signalData: fc.Arbitrary<SignalData> = fc.oneof(
+  signalItem,
+  fc.record({ kind: fc.constant('batch' as const), items: fc.array(signalItem, { minLength: 1, maxLength: MAX_BATCH_ITEMS }) }),
   fc.record({ kind: fc.constant('bye' as const), reason: fc.string({ maxLength: 50 }) }, { requiredKeys: ['kind'] }),
 ) as fc.Arbitrary<SignalData>;
 
@@ -65,6 +71,11 @@ describe('parseRoomFrame', () => {
       '{"type":"signal","data":{"kind":"answer","sdp":"a","restart":true}}',
       '{"type":"signal","data":{"kind":"bye","__proto__":{"x":1}}}',
       '{"__proto__":{},"type":"signal","data":{"kind":"bye"}}',
+      // The same inside a batch: any item carrying more than was checked.
+      '{"type":"signal","data":{"kind":"batch","items":[{"kind":"candidate","candidate":"c"},{"kind":"candidate","candidate":"d","seq":1}]}}',
+      '{"type":"signal","data":{"kind":"batch","items":[{"kind":"offer","sdp":"o","restart":false}]}}',
+      '{"type":"signal","data":{"kind":"batch","items":[{"kind":"identity","cert":"c","proof":"p","__proto__":{"x":1}}]}}',
+      '{"type":"signal","data":{"kind":"batch","items":[{"kind":"candidate","candidate":"c"}],"extra":1}}',
     ];
     for (const f of frames) {
       const { parsed, raw } = parseRoomFrame(f);
@@ -75,6 +86,22 @@ describe('parseRoomFrame', () => {
     expect(parseRoomFrame('{"type":"renew"}').raw).toBeNull();
     expect(parseRoomFrame('{"type":"signal","data":{"kind":"nope"}}')).toMatchObject({ parsed: { ok: false }, raw: null });
     expect(parseRoomFrame(new ArrayBuffer(4))).toMatchObject({ parsed: { ok: false }, raw: null });
+    // A batch holds 1 to MAX_BATCH_ITEMS signals and never a bye or another batch.
+    const batch = (items: unknown): string => JSON.stringify({ type: 'signal', data: { kind: 'batch', items } });
+    const cand = { kind: 'candidate', candidate: 'c' };
+    for (const f of [
+      batch([]),
+      batch(Array.from({ length: MAX_BATCH_ITEMS + 1 }, () => cand)),
+      batch([cand, { kind: 'bye' }]),
+      batch([{ kind: 'batch', items: [cand] }]),
+      batch([cand, 'candidate']),
+      batch([cand, { kind: 'candidate' }]),
+      batch({ 0: cand, length: 1 }),
+      batch(null),
+    ]) {
+      expect(parseRoomFrame(f), f).toMatchObject({ parsed: { ok: false, error: { code: expect.stringMatching(/invalid_field|unknown_type/) } }, raw: null });
+      expect(parseRoomClientMessage(f).ok, f).toBe(false);
+    }
   });
 
   it('a duplicated key resolves to the value that was checked, for us and for the peer', () => {

@@ -1,7 +1,7 @@
 /**
  * Signaling cost of a connection setup made by the client library itself (run by hand):
  *
- *   npx tsx bench/signaling/library.ts [--k 20] [--backend werift|node-datachannel]
+ *   npx tsx bench/signaling/library.ts [--k 20] [--backend werift|node-datachannel] [--batch-ms 10]
  *
  * bench/signaling/run.ts measures a modelled exchange (offer, answer and 10 candidates plus
  * end-of-candidates each way, N pairs at once). This runs what an application pays for: K setups
@@ -21,11 +21,13 @@
  * whole-process CPU).
  *
  * The endpoints connect (presence sockets) before either pass; only the setups are measured.
+ * `--batch-ms` is the endpoints' `signalBatchMs` (default the library's; 0: each signal alone).
  */
 import { parseArgs } from 'node:util';
 import type { BackendName, Endpoint } from '../../client/index.js';
+import { SIGNAL_BATCH_MS } from '../../client/endpoint.js';
 import { Meters, METER_UNITS, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
-import { endpointFor, nextChannel, nextLink } from '../../test/client/helpers.js';
+import { dialUseClose, endpointFor } from '../../test/client/helpers.js';
 import { TURN_SECRET, testRelay } from '../../test/client/relay-helpers.js';
 import { childCpuMs } from './profile.js';
 
@@ -38,12 +40,12 @@ interface Pair {
   readonly hub: Endpoint;
 }
 
-async function pairs(sig: SignalingHandle, k: number, tag: string, backend: BackendName): Promise<Pair[]> {
+async function pairs(sig: SignalingHandle, k: number, tag: string, backend: BackendName, signalBatchMs: number): Promise<Pair[]> {
   const out: Pair[] = [];
   for (let i = 0; i < k; i++) {
     const home = `lib-${tag}-home-${i}`;
-    const hub = await endpointFor(sig, `lib-${tag}-hub-${i}`, [home], { webrtcBackend: backend });
-    const app = await endpointFor(sig, `lib-${tag}-app-${i}`, [home], { webrtcBackend: backend });
+    const hub = await endpointFor(sig, `lib-${tag}-hub-${i}`, [home], { webrtcBackend: backend, signalBatchMs });
+    const app = await endpointFor(sig, `lib-${tag}-app-${i}`, [home], { webrtcBackend: backend, signalBatchMs });
     hub.on('request', (r) => void r.accept().catch(() => undefined));
     out.push({ app, hub });
   }
@@ -51,24 +53,15 @@ async function pairs(sig: SignalingHandle, k: number, tag: string, backend: Back
 }
 
 /** One setup: dial, one message over a channel, close, and the peer hears the close. */
-async function setup(p: Pair): Promise<void> {
-  const accepted = nextLink(p.hub);
-  const link = await p.app.dial(p.hub.id, { timeoutMs: 20_000 });
-  const peer = await accepted;
-  const incoming = nextChannel(peer);
-  const ch = await link.channel('m');
-  const rx = await incoming;
-  const got = new Promise<void>((r) => rx.once('message', () => r()));
-  ch.send('x');
-  await got;
-  const closed = new Promise<void>((r) => peer.once('close', () => r()));
-  await link.close();
-  await closed;
-}
+const setup = (p: Pair): Promise<void> => dialUseClose(p.app, p.hub);
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { k: { type: 'string', default: '20' }, backend: { type: 'string', default: 'werift' } } });
+  const { values } = parseArgs({
+    options: { k: { type: 'string', default: '20' }, backend: { type: 'string', default: 'werift' }, 'batch-ms': { type: 'string', default: String(SIGNAL_BATCH_MS) } },
+  });
   const k = Number(values.k);
+  const batchMs = Number(values['batch-ms']);
+  if (!Number.isInteger(batchMs) || batchMs < 0 || batchMs > 1000) throw new Error('--batch-ms takes 0..1000');
   const backend = values.backend as BackendName;
   if (!Number.isInteger(k) || k < 1 || k > 200) throw new Error('--k takes 1..200');
   if (backend !== 'werift' && backend !== 'node-datachannel') throw new Error('--backend is werift or node-datachannel');
@@ -81,10 +74,10 @@ async function main(): Promise<void> {
     const timed = await startSignaling({ relays: [relay.entry], turnSecret: TURN_SECRET, roomGraceMs: GRACE_MS });
     try {
       // Warm-up (not measured): JIT on both sides, the bundle's isolate.
-      const warm = await pairs(timed, 3, 'warm', backend);
+      const warm = await pairs(timed, 3, 'warm', backend, batchMs);
       all.push(...warm);
       for (const p of warm) await setup(p);
-      const measured = await pairs(timed, k, 'timed', backend);
+      const measured = await pairs(timed, k, 'timed', backend, batchMs);
       all.push(...measured);
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       const cpu0 = childCpuMs('workerd');
@@ -104,7 +97,7 @@ async function main(): Promise<void> {
       onOutput: meters.onOutput,
     });
     try {
-      const countPairs = await pairs(counted, k, 'count', backend);
+      const countPairs = await pairs(counted, k, 'count', backend, batchMs);
       all.push(...countPairs);
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       meters.reset();
@@ -116,7 +109,7 @@ async function main(): Promise<void> {
     }
 
     const per = (key: string): string => (meters.count(key) / k).toFixed(2);
-    console.log(`${k} setups by the library (${backend}), one at a time, each: dial to an open link through the relay's URLs, one message, close\n`);
+    console.log(`${k} setups by the library (${backend}, signalBatchMs ${batchMs}), one at a time, each: dial to an open link through the relay's URLs, one message, close\n`);
     console.log(`workerd CPU per setup, its whole life on the service (whole process, /proc): ${cpuPerSetup.toFixed(2)} ms`);
     console.log('\n| unit per setup | presence | room | worker |');
     console.log('|---|---:|---:|---:|');

@@ -139,6 +139,25 @@ export function nextChannel(link: import('../../client/link.js').Link): Promise<
   return new Promise((resolve) => link.once('channel', resolve));
 }
 
+/**
+ * One connection's whole life as an application lives it: `app` dials `hub` (which must accept),
+ * one message over a channel, `link.close()`, and the peer hears the close.
+ */
+export async function dialUseClose(app: Endpoint, hub: Endpoint): Promise<void> {
+  const accepted = nextLink(hub);
+  const link = await app.dial(hub.id, { timeoutMs: 20_000 });
+  const peer = await accepted;
+  const incoming = nextChannel(peer);
+  const ch = await link.channel('m');
+  const rx = await incoming;
+  const got = new Promise<void>((r) => rx.once('message', () => r()));
+  ch.send('x');
+  await got;
+  const closed = new Promise<void>((r) => peer.once('close', () => r()));
+  await link.close();
+  await closed;
+}
+
 // ---- running the suite on the native backend ---------------------------------------------
 
 /** The suite runs on node-datachannel (`HOMELINK_BACKEND=node-datachannel`, `npm run test:client:native`). */

@@ -13,7 +13,7 @@ import type { WebSocketFactory } from '../../client/signaling.js';
 import { SignalOutbox } from '../../client/link.js';
 import { MAX_BATCH_ITEMS, type SignalData } from '../../protocol/messages.js';
 import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
-import { endpointFor, nextChannel, nextLink, randomId } from './helpers.js';
+import { dialUseClose, endpointFor, randomId } from './helpers.js';
 import { TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
 
 const offer: SignalData = { kind: 'offer', sdp: 'v=0' };
@@ -134,18 +134,7 @@ async function roomMessagesPerSetup(appBatchMs: number | undefined, hubBatchMs: 
   hub.on('request', (req) => void req.accept());
   await new Promise((r) => setTimeout(r, 300));
   meters.reset();
-  const accepted = nextLink(hub);
-  const link = await app.dial(hub.id, { timeoutMs: 20_000 });
-  const peer = await accepted;
-  const incoming = nextChannel(peer);
-  const ch = await link.channel('m');
-  const rx = await incoming;
-  const got = new Promise<void>((r) => rx.once('message', () => r()));
-  ch.send('x');
-  await got;
-  const closed = new Promise<void>((r) => peer.once('close', () => r()));
-  await link.close();
-  await closed;
+  await dialUseClose(app, hub);
   await new Promise((r) => setTimeout(r, GRACE_MS + 1500));
   const batches = frames.filter((f) => (JSON.parse(f) as { data?: { kind?: string } }).data?.kind === 'batch').length;
   return { messages: meters.count('room.message'), batches };

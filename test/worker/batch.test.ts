@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CAP_DELIVERY_ACK, CAP_ROOM_TICKET, CAP_SIGNAL_BATCH, MAX_BATCH_ITEMS, TICKET_PARAM } from '../../protocol/messages.js';
 import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
-import { connect, type Frame, type TestSocket } from './helpers.js';
+import { connect, sessionPair, type Frame, type SessionPair } from './helpers.js';
 
 let sig: SignalingHandle;
 const meters = new Meters();
@@ -17,28 +17,7 @@ beforeAll(async () => {
 });
 afterAll(async () => sig?.close());
 
-interface Pair {
-  readonly at: string;
-  readonly ht: string;
-  readonly app: TestSocket;
-  readonly hub: TestSocket;
-  readonly sa: Frame;
-  readonly sb: Frame;
-}
-
-/** `app-<tag>` (declaring `appCaps`) dials `hub-<tag>` (declaring `hubCaps`), which accepts. */
-async function sessionFor(tag: string, appCaps: string, hubCaps: string): Promise<Pair> {
-  const at = await sig.issuer.accessToken({ sub: `app-${tag}`, homes: [`home-${tag}`] });
-  const ht = await sig.issuer.accessToken({ sub: `hub-${tag}`, homes: [`home-${tag}`] });
-  const app = await connect(sig.url, `/v1/presence?caps=${appCaps}`, at);
-  const hub = await connect(sig.url, `/v1/presence?caps=${hubCaps}`, ht);
-  await app.next('hello');
-  await hub.next('hello');
-  app.send({ type: 'dial', reqId: tag, to: `hub-${tag}` });
-  const req = await hub.next('request');
-  hub.send({ type: 'answer', reqId: req.reqId, accept: true });
-  return { at, ht, app, hub, sa: await app.next('session'), sb: await hub.next('session') };
-}
+const sessionFor = (tag: string, appCaps: string, hubCaps: string): Promise<SessionPair> => sessionPair(sig, tag, appCaps, hubCaps);
 
 const room = (s: Frame): string => `/v1/rooms/${s.sessionId as string}${typeof s.ticket === 'string' ? `?${TICKET_PARAM}=${s.ticket}` : ''}`;
 const ALL = [CAP_DELIVERY_ACK, CAP_ROOM_TICKET, CAP_SIGNAL_BATCH].join(',');

@@ -145,9 +145,36 @@ export async function connect(base: string, path: string, token: string): Promis
   return r.socket;
 }
 
-/** A presence socket, after its `hello`. */
-export async function online(base: string, token: string): Promise<TestSocket> {
-  const s = await connect(base, '/v1/presence', token);
+/** A presence socket (declaring `caps`, comma-separated, when given), after its `hello`. */
+export async function online(base: string, token: string, caps = ''): Promise<TestSocket> {
+  const s = await connect(base, `/v1/presence${caps ? `?caps=${caps}` : ''}`, token);
   await s.next('hello');
   return s;
+}
+
+/** Both sides of an accepted session: tokens, presence sockets and `session` frames. */
+export interface SessionPair {
+  readonly at: string;
+  readonly ht: string;
+  readonly app: TestSocket;
+  readonly hub: TestSocket;
+  readonly sa: Frame;
+  readonly sb: Frame;
+}
+
+/** `app-<tag>` (declaring `appCaps`) dials `hub-<tag>` (declaring `hubCaps`), which accepts. */
+export async function sessionPair(
+  sig: { readonly url: string; readonly issuer: { accessToken(c: { sub: string; homes: string[] }): Promise<string> } },
+  tag: string,
+  appCaps: string,
+  hubCaps: string,
+): Promise<SessionPair> {
+  const at = await sig.issuer.accessToken({ sub: `app-${tag}`, homes: [`home-${tag}`] });
+  const ht = await sig.issuer.accessToken({ sub: `hub-${tag}`, homes: [`home-${tag}`] });
+  const app = await online(sig.url, at, appCaps);
+  const hub = await online(sig.url, ht, hubCaps);
+  app.send({ type: 'dial', reqId: tag, to: `hub-${tag}` });
+  const req = await hub.next('request');
+  hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+  return { at, ht, app, hub, sa: await app.next('session'), sb: await hub.next('session') };
 }

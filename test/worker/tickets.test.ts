@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CAP_ROOM_TICKET, TICKET_PARAM, wsProtocols } from '../../protocol/messages.js';
 import { readTicket, signTicket } from '../../worker/ticket.js';
 import { DEFAULT_TEST_TURN_SECRET, Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
-import { connect, connectRaw, type Frame, type TestSocket } from './helpers.js';
+import { connect, connectRaw, sessionPair, type Frame, type SessionPair } from './helpers.js';
 
 /** Short grace so the room's end is counted within a test. */
 const GRACE_MS = 200;
@@ -31,33 +31,8 @@ afterAll(async () => sig?.close());
 
 const settle = (probe: () => boolean): Promise<void> => meters.settle(probe);
 
-/** A presence socket that declared `caps` (after its `hello`). */
-async function presence(token: string, caps: string): Promise<TestSocket> {
-  const s = await connect(sig.url, `/v1/presence${caps ? `?caps=${caps}` : ''}`, token);
-  await s.next('hello');
-  return s;
-}
-
-interface Pair {
-  readonly at: string;
-  readonly ht: string;
-  readonly app: TestSocket;
-  readonly hub: TestSocket;
-  readonly sa: Frame;
-  readonly sb: Frame;
-}
-
 /** `app-<tag>` dials `hub-<tag>`, which accepts; both `session`s. */
-async function sessionFor(tag: string, appCaps = CAP_ROOM_TICKET, hubCaps = CAP_ROOM_TICKET): Promise<Pair> {
-  const at = await sig.issuer.accessToken({ sub: `app-${tag}`, homes: [`home-${tag}`] });
-  const ht = await sig.issuer.accessToken({ sub: `hub-${tag}`, homes: [`home-${tag}`] });
-  const app = await presence(at, appCaps);
-  const hub = await presence(ht, hubCaps);
-  app.send({ type: 'dial', reqId: tag, to: `hub-${tag}` });
-  const req = await hub.next('request');
-  hub.send({ type: 'answer', reqId: req.reqId, accept: true });
-  return { at, ht, app, hub, sa: await app.next('session'), sb: await hub.next('session') };
-}
+const sessionFor = (tag: string, appCaps = CAP_ROOM_TICKET, hubCaps = CAP_ROOM_TICKET): Promise<SessionPair> => sessionPair(sig, tag, appCaps, hubCaps);
 
 const roomPath = (s: Frame, ticket?: unknown): string => `/v1/rooms/${s.sessionId as string}${ticket !== undefined ? `?${TICKET_PARAM}=${ticket as string}` : ''}`;
 

@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { Endpoint, LinkError, nodeBackend, type BackendFactory, type BackendName } from '../../client/index.js';
 import { endpointFor, nextChannel, nextLink, randomId, sha256Of, transfer } from './helpers.js';
-import { signalingProxy, type SignalingProxy } from './proxy.js';
+import { signalingProxy, signalsOf, type SignalingProxy } from './proxy.js';
 import { TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
 
 let relay: TestRelay;
@@ -118,11 +118,10 @@ describe('werift <-> node-datachannel through the real worker and relay', () => 
       const fake = Array.from({ length: 32 }, () => 'CD').join(':');
       const proxy = await signalingProxy(sig.url, (text, deliver) => {
         try {
-          const f = JSON.parse(text) as { type?: string; data?: { kind?: string; sdp?: string } };
-          if (f.type === 'signal' && (f.data?.kind === 'offer' || f.data?.kind === 'answer')) {
-            f.data.sdp = String(f.data.sdp).replace(/^a=fingerprint:sha-256 .*$/gm, `a=fingerprint:sha-256 ${fake}`);
-            return deliver(JSON.stringify(f));
-          }
+          const f = JSON.parse(text) as Record<string, unknown>;
+          const sdps = signalsOf(f).filter((d) => d['kind'] === 'offer' || d['kind'] === 'answer');
+          for (const d of sdps) d['sdp'] = String(d['sdp']).replace(/^a=fingerprint:sha-256 .*$/gm, `a=fingerprint:sha-256 ${fake}`);
+          if (sdps.length > 0) return deliver(JSON.stringify(f));
         } catch {
           // not JSON: pass through
         }

@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { Endpoint, LinkError, generateDeviceKey } from '../../client/index.js';
 import { endpointFor, nextLink, randomId } from './helpers.js';
-import { jsonRewritingProxy, signalingProxy, type SignalingProxy } from './proxy.js';
+import { jsonRewritingProxy, signalingProxy, signalsOf, type SignalingProxy } from './proxy.js';
 
 let sig: SignalingHandle;
 const endpoints: Endpoint[] = [];
@@ -35,8 +35,6 @@ async function mitmProxy(toClient: Rewrite): Promise<string> {
   return proxy.url;
 }
 
-const signalOf = (f: Record<string, unknown>): Record<string, unknown> | null =>
-  f['type'] === 'signal' && typeof f['data'] === 'object' && f['data'] !== null ? (f['data'] as Record<string, unknown>) : null;
 
 function udpSockets(): number {
   return process.getActiveResourcesInfo().filter((r) => r === 'UDPWRAP' || r === 'UDPWrap').length;
@@ -75,9 +73,8 @@ describe('identity binding against a hostile signaling path', () => {
   it('a proxy that rewrites the DTLS fingerprint in the SDP -> IdentityMismatch, nothing left open', async () => {
     const fake = Array.from({ length: 32 }, () => 'AB').join(':');
     const url = await mitmProxy((f) => {
-      const d = signalOf(f);
-      if (d && (d['kind'] === 'answer' || d['kind'] === 'offer')) {
-        d['sdp'] = String(d['sdp']).replace(/^a=fingerprint:sha-256 .*$/gm, `a=fingerprint:sha-256 ${fake}`);
+      for (const d of signalsOf(f)) {
+        if (d['kind'] === 'answer' || d['kind'] === 'offer') d['sdp'] = String(d['sdp']).replace(/^a=fingerprint:sha-256 .*$/gm, `a=fingerprint:sha-256 ${fake}`);
       }
       return f;
     });
@@ -92,8 +89,7 @@ describe('identity binding against a hostile signaling path', () => {
     const k = await generateDeviceKey();
     const other = await sig.issuer.identityCertificate({ sub: 'mallory', publicJwk: k.publicJwk });
     const url = await mitmProxy((f) => {
-      const d = signalOf(f);
-      if (d && d['kind'] === 'identity') d['cert'] = other;
+      for (const d of signalsOf(f)) if (d['kind'] === 'identity') d['cert'] = other;
       return f;
     });
     const { err, app } = await dialThrough(url);
@@ -107,8 +103,7 @@ describe('identity binding against a hostile signaling path', () => {
     const k = await generateDeviceKey();
     const forged = await sig.issuer.identityCertificate({ sub: hubId, publicJwk: k.publicJwk });
     const url = await mitmProxy((f) => {
-      const d = signalOf(f);
-      if (d && d['kind'] === 'identity') d['cert'] = forged;
+      for (const d of signalsOf(f)) if (d['kind'] === 'identity') d['cert'] = forged;
       return f;
     });
     const hub = track(await endpointFor(sig, hubId, [home]));
@@ -158,6 +153,12 @@ describe('identity binding against a hostile signaling path', () => {
       JSON.stringify({ type: 'ice_servers', iceServers: [{ urls: ['http://evil.example'] }] }),
       JSON.stringify({ type: 'session', reqId: 'r1', sessionId: 'short' }),
       JSON.stringify({ type: 'joined', sessionId: 'x', role: 'god' }),
+      // Batches no service sends: empty, too long, holding a bye or another batch, not a list.
+      JSON.stringify({ type: 'signal', seq: 1, data: { kind: 'batch', items: [] } }),
+      JSON.stringify({ type: 'signal', seq: 1, data: { kind: 'batch', items: Array.from({ length: 33 }, () => ({ kind: 'candidate', candidate: '' })) } }),
+      JSON.stringify({ type: 'signal', seq: 1, data: { kind: 'batch', items: [{ kind: 'bye' }] } }),
+      JSON.stringify({ type: 'signal', seq: 1, data: { kind: 'batch', items: [{ kind: 'batch', items: [] }] } }),
+      JSON.stringify({ type: 'signal', seq: 1, data: { kind: 'batch', items: { 0: { kind: 'bye' }, length: 1 } } }),
     ];
     const hostile = await hostileProxy(junk);
     const app = track(await endpointFor({ ...sig, url: hostile }, randomId('app'), [home]));

@@ -9,7 +9,7 @@
  * side only after checks began. Both sides must end on `relay`.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { signalingProxy } from './proxy.js';
+import { signalingProxy, signalsOf } from './proxy.js';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import type { Channel, Endpoint, Link, LinkPath } from '../../client/index.js';
 import { MAX_REMOTE_CANDIDATES, PathClassifier } from '../../client/path.js';
@@ -112,10 +112,13 @@ async function delayingProxy(delayMs: number): Promise<{ url: string; candidates
   const proxy = await signalingProxy(sig.url, (text, deliver) => {
     let candidate = false;
     try {
-      const f = JSON.parse(text) as { type?: unknown; data?: { kind?: unknown; candidate?: unknown; sdp?: unknown } };
-      candidate = f.type === 'signal' && f.data?.kind === 'candidate';
-      if (candidate && typeof f.data?.candidate === 'string' && f.data.candidate !== '') candidates.push(f.data.candidate);
-      if (f.type === 'signal' && typeof f.data?.sdp === 'string') candidates.push(...f.data.sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')));
+      // A batch is delayed only when it holds nothing but candidates (the forced side does not batch: see below).
+      const signals = signalsOf(JSON.parse(text) as Record<string, unknown>);
+      candidate = signals.length > 0 && signals.every((d) => d['kind'] === 'candidate');
+      for (const d of signals) {
+        if (d['kind'] === 'candidate' && typeof d['candidate'] === 'string' && d['candidate'] !== '') candidates.push(d['candidate']);
+        if (typeof d['sdp'] === 'string') candidates.push(...d['sdp'].split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')));
+      }
     } catch {
       // not JSON: pass it on unchanged
     }
@@ -168,7 +171,8 @@ describe('one side forced through the relay, the other not (the suite\'s backend
     const title = `${forced} forced to relay, its candidates trickled late: both sides report relay, the forced side discloses relayed candidates only`;
     it(title, async () => {
       const home = randomId('home');
-      const relayOnly = { iceTransportPolicy: 'relay' as const, turnTlsOptions: { ca: relay.ca } };
+      // Its candidates trickle one per frame (no batches), so the proxy can hold them back alone.
+      const relayOnly = { iceTransportPolicy: 'relay' as const, turnTlsOptions: { ca: relay.ca }, signalBatchMs: 0 };
       // The side that is not forced hears the forced side's candidates late, through the proxy.
       const proxy = await delayingProxy(CANDIDATE_DELAY_MS);
       const late = { signalingUrl: proxy.url, turnTlsOptions: { ca: relay.ca } };

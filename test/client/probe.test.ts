@@ -22,7 +22,7 @@ import { createWeriftBackend } from '../../client/webrtc/werift.js';
 import { loadNodeDatachannel } from '../../client/webrtc/node-datachannel.js';
 import type { BackendFactory, CandidateInit } from '../../client/webrtc/backend.js';
 import { endpointFor, nextChannel, nextLink, payload, randomId, sha256Of } from './helpers.js';
-import { jsonRewritingProxy, withForeignFingerprint, type SignalingProxy } from './proxy.js';
+import { jsonRewritingProxy, signalsOf, withForeignFingerprint, type SignalingProxy } from './proxy.js';
 import { RELAYED_ONLY_HOSTS, RELAY_TO_RELAY_NATIVE, relayedOnly, TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
 
 const haveNative = (await loadNodeDatachannel()) !== null;
@@ -155,8 +155,7 @@ describe.skipIf(!haveNative)('direct probe on a relayed link that cannot restart
 
   it('a probe offer reaching the acceptor with a rewritten DTLS fingerprint -> IdentityMismatch, both links closed', async () => {
     const proxy = await jsonRewritingProxy(sig.url, (f) => {
-      const d = f['type'] === 'signal' ? (f['data'] as Record<string, unknown>) : null;
-      if (d && d['kind'] === 'offer' && d['probe'] === true) d['sdp'] = withForeignFingerprint(String(d['sdp']));
+      for (const d of signalsOf(f)) if (d['kind'] === 'offer' && d['probe'] === true) d['sdp'] = withForeignFingerprint(String(d['sdp']));
       return f;
     });
     proxies.push(proxy);

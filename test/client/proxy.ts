@@ -64,6 +64,17 @@ export function jsonRewritingProxy(upstreamUrl: string, rewrite: (frame: Record<
   });
 }
 
+/**
+ * The signals a room frame carries, as objects a rewrite may change in place: a `signal` frame's
+ * data, or each item of a batch (what two endpoints of this library send each other), so a MITM
+ * sees every offer, answer, candidate and identity however they were grouped.
+ */
+export function signalsOf(f: Record<string, unknown>): Array<Record<string, unknown>> {
+  const d = f['type'] === 'signal' && typeof f['data'] === 'object' && f['data'] !== null ? (f['data'] as Record<string, unknown>) : null;
+  if (d === null) return [];
+  return d['kind'] === 'batch' && Array.isArray(d['items']) ? (d['items'] as Array<Record<string, unknown>>) : [d];
+}
+
 /** `sdp` with its DTLS fingerprint replaced by one no certificate here has (a MITM swapping keys). */
 export function withForeignFingerprint(sdp: string): string {
   return sdp.replace(/^a=fingerprint:sha-256 .*$/gm, `a=fingerprint:sha-256 ${Array.from({ length: 32 }, () => 'AB').join(':')}`);

@@ -20,7 +20,7 @@ import { createWeriftBackend } from '../../client/webrtc/werift.js';
 import { loadNodeDatachannel } from '../../client/webrtc/node-datachannel.js';
 import type { BackendFactory } from '../../client/webrtc/backend.js';
 import { endpointFor, nextChannel, nextLink, payload, randomId, sha256Of } from './helpers.js';
-import { jsonRewritingProxy, withForeignFingerprint, type SignalingProxy } from './proxy.js';
+import { jsonRewritingProxy, signalsOf, withForeignFingerprint, type SignalingProxy } from './proxy.js';
 
 const haveNative = (await loadNodeDatachannel()) !== null;
 if (!haveNative) console.log('skipped: needs node-datachannel (optional dependency not installed): rebuild tests');
@@ -164,16 +164,15 @@ describe.skipIf(!haveNative)('rebuild instead of ICE restart (node-datachannel)'
   });
 });
 
-const signalOf = (f: Record<string, unknown>): Record<string, unknown> | null =>
-  f['type'] === 'signal' && typeof f['data'] === 'object' && f['data'] !== null ? (f['data'] as Record<string, unknown>) : null;
 
 /** A proxy that rewrites the DTLS fingerprint in rebuild offers, or in every answer after the first (the answers to rebuilds). */
 async function fingerprintSwapper(what: 'rebuild-offer' | 'later-answer'): Promise<string> {
   let answers = 0;
   const proxy = await jsonRewritingProxy(sig.url, (f) => {
-    const d = signalOf(f);
-    const hit = d !== null && (what === 'rebuild-offer' ? d['kind'] === 'offer' && d['rebuild'] === true : d['kind'] === 'answer' && ++answers > 1);
-    if (hit) d!['sdp'] = withForeignFingerprint(String(d!['sdp']));
+    for (const d of signalsOf(f)) {
+      const hit = what === 'rebuild-offer' ? d['kind'] === 'offer' && d['rebuild'] === true : d['kind'] === 'answer' && ++answers > 1;
+      if (hit) d['sdp'] = withForeignFingerprint(String(d['sdp']));
+    }
     return f;
   });
   proxies.push(proxy);

@@ -77,6 +77,19 @@ describe('werift backend', () => {
     expect(ends).toEqual({ a: 2, b: 2 });
   });
 
+  it('pairs no remote candidate handed over after the nomination (each such pair held "connected" back 20 ms)', async () => {
+    const { a, b } = await pair();
+    await Promise.all([state(a, 'connected'), state(b, 'connected')]);
+    type Conn = { nominated?: unknown; checkList: unknown[] };
+    const conn = (p: PeerBackend): Conn => (p as unknown as { pc: { iceTransports: Array<{ connection: Conn }> } }).pc.iceTransports[0]!.connection;
+    for (const p of [a, b]) {
+      expect(conn(p).nominated).toBeDefined();
+      const pairs = conn(p).checkList.length;
+      await p.addCandidate({ candidate: 'candidate:9 1 udp 2130706431 127.0.0.1 9 typ host', sdpMid: '0', sdpMLineIndex: 0 });
+      expect(conn(p).checkList.length).toBe(pairs);
+    }
+  });
+
   it('werift refuses a DTLS peer whose certificate differs from the SDP fingerprint', async () => {
     const fake = 'AA:'.repeat(31) + 'AA';
     const { a, b } = await pair((sdp) => sdp.replace(/^a=fingerprint:sha-256 .*$/gm, `a=fingerprint:sha-256 ${fake}`));

@@ -153,6 +153,8 @@ export class Link extends Emitter<LinkEvents> {
   private readonly session: Session;
   private readonly room: RoomSocket;
   private backend: PeerBackend | null = null;
+  /** The peer said it keeps early DTLS records (its identity's `earlyDtls`): told to every connection we build. */
+  private peerEarlyDtls = false;
   private control: RawChannel | null = null;
   private readonly timers = new Map<TimerName, ReturnType<typeof setTimeout>>();
   private liveness: ReturnType<typeof setInterval> | null = null;
@@ -398,6 +400,11 @@ export class Link extends Emitter<LinkEvents> {
         });
         return;
       }
+      case 'peer-early-dtls':
+        this.peerEarlyDtls = true;
+        this.backend?.peerHoldsEarlyDtls?.();
+        this.probe?.backend.peerHoldsEarlyDtls?.();
+        return;
       case 'rebuilt':
         this.resumeDue = true;
         this.awaitingNomination = true;
@@ -549,6 +556,7 @@ export class Link extends Emitter<LinkEvents> {
       });
       if (this.state === 'closed') return await b.close();
       this.backend = b;
+      if (this.peerEarlyDtls) b.peerHoldsEarlyDtls?.();
       if (!rebuilt) this.certificate = b.certificate();
       b.onCandidate = (candidate) => this.feed({ type: 'local-candidate', candidate });
       b.onState = (state) => this.feed({ type: 'transport', state });
@@ -559,7 +567,7 @@ export class Link extends Emitter<LinkEvents> {
       control.onMessage = (m) => this.onControl(m);
       control.onOpen = () => this.sendResume();
       if (rebuilt) this.attachChannels(b);
-      this.feed({ type: 'backend-ready', canRestartIce: b.canRestartIce, keepsCertificate: this.certificate !== null });
+      this.feed({ type: 'backend-ready', canRestartIce: b.canRestartIce, keepsCertificate: this.certificate !== null, holdsEarlyDtls: b.holdsEarlyDtls === true });
     } catch (e) {
       this.feed({ type: 'backend-error', message: e instanceof Error ? e.message : 'backend failed' });
     }
@@ -605,6 +613,7 @@ export class Link extends Emitter<LinkEvents> {
       await b.close().catch(() => undefined);
       return null;
     }
+    if (this.peerEarlyDtls) b.peerHoldsEarlyDtls?.();
     const control = b.createChannel(CONTROL_LABEL, { negotiatedId: CONTROL_CHANNEL_ID });
     const p: Probe = { backend: b, control, described: false, early: [], connected: false, verified: false, switchAsked: false, frames: [] };
     this.probe = p;

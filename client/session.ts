@@ -94,7 +94,7 @@ export type SessionEvent =
    * (default false): the driver can give a rebuilt connection this one's certificate, so this
    * side can take part in rebuilds.
    */
-  | { readonly type: 'backend-ready'; readonly canRestartIce?: boolean; readonly keepsCertificate?: boolean }
+  | { readonly type: 'backend-ready'; readonly canRestartIce?: boolean; readonly keepsCertificate?: boolean; readonly holdsEarlyDtls?: boolean }
   | { readonly type: 'local-description'; readonly kind: 'offer' | 'answer'; readonly sdp: string; readonly fingerprint: string; readonly restart: boolean; readonly rebuild?: boolean }
   | { readonly type: 'answer-applied' }
   | { readonly type: 'local-candidate'; readonly candidate: CandidateInit | null }
@@ -126,6 +126,8 @@ export type SessionAction =
   | { readonly type: 'rebuild' }
   /** The rebuilt connection is verified: channels resume on it. */
   | { readonly type: 'rebuilt' }
+  /** The peer keeps DTLS records that arrive early: our first flight may leave as soon as ICE connects. */
+  | { readonly type: 'peer-early-dtls' }
   | { readonly type: 'accept-offer'; readonly sdp: string }
   | { readonly type: 'accept-answer'; readonly sdp: string }
   | { readonly type: 'add-candidate'; readonly candidate: CandidateInit | null }
@@ -201,6 +203,8 @@ export class Session {
   /** Our libdatachannel connection failed before the link opened (see onTransport). */
   private earlyFailed = false;
   private localResume = false;
+  /** Our connection keeps DTLS records that arrive before its handshake (said in our identity). */
+  private localEarlyDtls = false;
   private peerNoRestart = false;
   private peerResume = false;
   /** A rebuild is under way: the new connection is not yet connected and verified. */
@@ -270,6 +274,7 @@ export class Session {
         break;
       case 'backend-ready': {
         this.backendReady = true;
+        this.localEarlyDtls = ev.holdsEarlyDtls === true;
         if (!this.rebuilding) {
           this.localNoRestart = ev.canRestartIce === false;
           this.localResume = ev.keepsCertificate === true;
@@ -318,7 +323,14 @@ export class Session {
         out.push({
           type: 'send',
           // A driver that keeps the certificate for rebuilds builds probes with it too.
-          data: { kind: 'identity', cert: ev.cert, proof: ev.proof, ...(this.localResume ? { resume: true, probe: true } : {}), ...(this.localNoRestart ? { noRestart: true } : {}) },
+          data: {
+            kind: 'identity',
+            cert: ev.cert,
+            proof: ev.proof,
+            ...(this.localResume ? { resume: true, probe: true } : {}),
+            ...(this.localNoRestart ? { noRestart: true } : {}),
+            ...(this.localEarlyDtls ? { earlyDtls: true } : {}),
+          },
         });
         break;
       case 'peer-verdict':
@@ -466,7 +478,7 @@ export class Session {
         this.peerResume = d.resume === true;
         this.peerNoRestart = d.noRestart === true;
         this.peerProbe = d.probe === true;
-        return this.maybeVerify();
+        return [...(d.earlyDtls === true ? [{ type: 'peer-early-dtls' } as const] : []), ...this.maybeVerify()];
       }
       case 'bye':
         // A bye back through the room: the peer's may come over the control channel first, and

@@ -312,9 +312,22 @@ export type SignalItem =
   /**
    * `resume`: the sender speaks the rebuild protocol (rebuild offers, channel acks and resume
    * frames, protocol/resume.ts). `noRestart`: its WebRTC stack cannot restart ICE, so the link
-   * recovers by rebuilding. `probe`: it answers probe offers. All absent from an older peer.
+   * recovers by rebuilding. `probe`: it answers probe offers. `earlyDtls`: its DTLS keeps records
+   * that arrive before its own handshake started, so the peer may send its first flight as soon
+   * as its ICE connects. All absent from an older peer.
    */
-  | { readonly kind: 'identity'; readonly cert: string; readonly proof: string; readonly resume?: boolean; readonly noRestart?: boolean; readonly probe?: boolean };
+  | {
+      readonly kind: 'identity';
+      readonly cert: string;
+      readonly proof: string;
+      readonly resume?: boolean;
+      readonly noRestart?: boolean;
+      readonly probe?: boolean;
+      readonly earlyDtls?: boolean;
+    };
+
+/** The identity signal's capability flags: each absent or a boolean, kept only when true. */
+const IDENTITY_FLAGS = ['resume', 'noRestart', 'probe', 'earlyDtls'] as const;
 
 /**
  * Room socket, client to server.
@@ -485,10 +498,12 @@ export function parseSignalItem(v: unknown): Parsed<SignalItem> {
       const cert = str(o, 'cert', undefined, MAX_IDENTITY_BYTES);
       const proof = str(o, 'proof', undefined, MAX_IDENTITY_BYTES);
       if (!cert || !proof) return fail('invalid_field', 'identity needs cert and proof');
-      if (o['resume'] !== undefined && typeof o['resume'] !== 'boolean') return fail('invalid_field', 'resume must be boolean');
-      if (o['noRestart'] !== undefined && typeof o['noRestart'] !== 'boolean') return fail('invalid_field', 'noRestart must be boolean');
-      if (o['probe'] !== undefined && typeof o['probe'] !== 'boolean') return fail('invalid_field', 'probe must be boolean');
-      return ok({ kind: 'identity', cert, proof, ...(o['resume'] ? { resume: true } : {}), ...(o['noRestart'] ? { noRestart: true } : {}), ...(o['probe'] ? { probe: true } : {}) });
+      const flags: { -readonly [F in (typeof IDENTITY_FLAGS)[number]]?: true } = {};
+      for (const f of IDENTITY_FLAGS) {
+        if (o[f] !== undefined && typeof o[f] !== 'boolean') return fail('invalid_field', `${f} must be boolean`);
+        if (o[f] === true) flags[f] = true;
+      }
+      return ok({ kind: 'identity', cert, proof, ...flags });
     }
     case 'batch':
     case 'bye':

@@ -131,6 +131,17 @@ export interface PeerBackend {
    * False for libdatachannel (its issue #545): such a link recovers by rebuilding the connection.
    */
   readonly canRestartIce: boolean;
+  /**
+   * DTLS records that reach this connection before its own handshake started are kept for it, so
+   * the peer may send its first flight as soon as its ICE connects (the identity signal says so,
+   * `earlyDtls`). Absent: not known to (browsers; older builds).
+   */
+  readonly holdsEarlyDtls?: boolean;
+  /**
+   * The peer keeps early DTLS records: a backend that holds its first flight back to give the peer
+   * time (werift waits 100 ms) may send it as soon as its ICE connects. Optional.
+   */
+  peerHoldsEarlyDtls?(): void;
   /** The certificate this connection presents, when the backend can hand it to the next one; else null. */
   certificate(): DtlsCertificate | null;
   /** Creates an offer, applies it locally and returns its SDP before gathering completes. */

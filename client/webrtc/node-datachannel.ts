@@ -563,6 +563,12 @@ export class NodeDatachannelBackend implements PeerBackend {
   onNetworkChange: (() => void) | null = null;
   /** libdatachannel #545: a lost path is recovered by rebuilding the connection (client/session.ts). */
   readonly canRestartIce = false;
+  /**
+   * libdatachannel 0.24.5 keeps up to 8 records that reach the ICE transport before the DTLS
+   * transport took them (`Transport::recv`, upstream PR #1554) and hands them over when it starts;
+   * its own client sends its first flight at once, so there is no `peerHoldsEarlyDtls` here.
+   */
+  readonly holdsEarlyDtls = true;
 
   private readonly pc: Ndc.PeerConnection;
   private readonly cert: DtlsCertificate | null;

@@ -90,6 +90,16 @@ interface SctpTransportInternals {
   readonly dtlsTransport: { readonly role: string };
 }
 
+/** werift's `RTCDtlsTransport` fields `earlyDtls` reads and wraps. */
+interface DtlsTransportInternals {
+  /** `auto` until `start()` resolves it from the ICE role, before the state turns `connecting`. */
+  readonly role: string;
+  /** The handshake object, built synchronously in `start()` right after the state turned `connecting`. */
+  readonly dtls?: { connect(): Promise<void>; readonly transport?: { readonly socket?: { onData?: (data: Buffer) => void } } };
+  readonly onStateChange: { subscribe(fn: (s: string) => void): unknown };
+  readonly iceTransport: { readonly connection: IceConnectionInternals };
+}
+
 interface IceConnectionInternals {
   stunServer?: [string, number] | undefined;
   turnServer?: [string, number] | undefined;
@@ -99,7 +109,7 @@ interface IceConnectionInternals {
   protocols: ProtocolInternals[];
   send: (data: Buffer) => Promise<void>;
   /** Every datagram of application data (DTLS) that reached any of the agent's sockets. */
-  onData: { subscribe(fn: (data: Buffer) => void): unknown };
+  onData: { subscribe(fn: (data: Buffer) => void): { unSubscribe(): void } };
   checkStart: (pair: PairInternals) => { awaitable: Promise<unknown>; resolve: () => void };
   checkComplete(pair: PairInternals): void;
   appendLocalCandidate(c: unknown): void;
@@ -113,6 +123,14 @@ const PAIR_FAILED = 4;
  * new one: RFC 7675 §5.1 lets an agent send for 30 s after its last consent response.
  */
 const CARRY_OVER_MS = 30_000;
+/**
+ * DTLS records kept for a handshake that has not started (`earlyDtls`): a first flight is one or
+ * two records, a retransmitted one as many again. libdatachannel keeps 8 (`Transport::recv`).
+ */
+const EARLY_DTLS_MAX_RECORDS = 8;
+
+/** RFC 7983 §7: a datagram whose first byte is 20-63 is DTLS. */
+const isDtlsRecord = (b: Buffer): boolean => b.length > 0 && b[0]! >= 20 && b[0]! <= 63;
 
 /** Node-only options of the werift backend (tests inject the interface reader). */
 export interface WeriftOptions {
@@ -217,6 +235,8 @@ export class WeriftBackend implements PeerBackend {
   onChannel: ((c: RawChannel) => void) | null = null;
   onNetworkChange: (() => void) | null = null;
   readonly canRestartIce = true;
+  /** DTLS records that arrive before our handshake starts are kept for it (`earlyDtls`). */
+  readonly holdsEarlyDtls = true;
 
   private readonly pc: RTCPeerConnection;
   private servers: readonly IceServerConfig[];
@@ -315,6 +335,11 @@ export class WeriftBackend implements PeerBackend {
    */
   private patchTransports(): void {
     this.alignStreamParity();
+    for (const t of this.pc.dtlsTransports as unknown as DtlsTransportInternals[]) {
+      if (this.patched.has(t)) continue;
+      this.patched.add(t);
+      this.earlyDtls(t);
+    }
     for (const conn of this.connections()) {
       if (!hasStun(this.servers)) conn.stunServer = undefined;
       if (this.patched.has(conn)) continue;
@@ -324,6 +349,70 @@ export class WeriftBackend implements PeerBackend {
       this.preferDirect(conn);
       this.countBytes(conn);
     }
+  }
+
+  /** The peer keeps DTLS records that arrive before its handshake starts (`peerHoldsEarlyDtls`). */
+  private peerHolds = false;
+  /** Our DTLS client's first flight, waiting for the peer to say it holds early records. */
+  private readonly waitingFlights: Array<() => void> = [];
+
+  /**
+   * The peer keeps DTLS records that reach it before its own handshake started, so ours may start
+   * as soon as our ICE connects, without werift's fixed 100 ms wait (`earlyDtls`). Called by the
+   * link when the peer's identity says so; a client waiting out that 100 ms starts at once.
+   */
+  peerHoldsEarlyDtls(): void {
+    this.peerHolds = true;
+    for (const start of this.waitingFlights.splice(0)) start();
+  }
+
+  /**
+   * The first DTLS flight without werift's fixed wait, and without losing it.
+   *
+   * werift's DTLS client (`RTCDtlsTransport.start`, the ICE-controlled side) sleeps 100 ms after
+   * its ICE connected before it sends its ClientHello, because werift's DTLS server drops every
+   * record that arrives before its own handshake object exists: the controlled side's ICE
+   * completes about one one-way delay before the controlling side's, so a ClientHello sent at
+   * once reaches a werift server that is not listening yet (measured on loopback: 15-19 of 20
+   * bare pairs then waited for werift's retransmission, 500 ms later). The 100 ms is most of what
+   * a werift dial spends after ICE (BENCHMARKS.md).
+   *
+   * Here, as the server, records that arrive before the handshake object exists are kept (at most
+   * `EARLY_DTLS_MAX_RECORDS`) and handed to it as soon as it exists, as libdatachannel and
+   * Chromium do; a peer's DTLS checks them like any other record (the certificate is still
+   * checked against the fingerprint). As the client, the first flight leaves as soon as ICE
+   * connected, once the peer said it keeps early records (`peerHoldsEarlyDtls`); a peer that did
+   * not say so (an older werift build drops them) gets werift's wait. werift's own call 100 ms
+   * later then returns the flight already under way.
+   */
+  private earlyDtls(t: DtlsTransportInternals): void {
+    const held: Buffer[] = [];
+    const hold = t.iceTransport.connection.onData.subscribe((data) => {
+      if (t.dtls === undefined && held.length < EARLY_DTLS_MAX_RECORDS && isDtlsRecord(data)) held.push(data);
+    });
+    t.onStateChange.subscribe((state) => {
+      if (state !== 'connecting') return;
+      // `start()` builds the handshake object synchronously right after this state change.
+      queueMicrotask(() => {
+        hold.unSubscribe();
+        const d = t.dtls;
+        const records = held.splice(0);
+        if (!d || this.closed) return;
+        if (t.role === 'server') {
+          for (const r of records) d.transport?.socket?.onData?.(r);
+          return;
+        }
+        if (t.role !== 'client') return;
+        const connect = d.connect.bind(d);
+        let flight: Promise<void> | undefined;
+        const once = (): Promise<void> => (flight ??= connect());
+        d.connect = once;
+        // werift's own call attaches its failure handling to the same promise.
+        const start = (): void => void (this.closed ? undefined : once().catch(() => undefined));
+        if (this.peerHolds) start();
+        else this.waitingFlights.push(start);
+      });
+    });
   }
 
   /**

@@ -10,7 +10,7 @@ import { createWeriftBackend } from '../../client/webrtc/werift.js';
 import { BackendChoiceError, chooseBackend, nativeFallbackReason, parseBackendChoice, sdpFingerprints, type BackendFactory, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
 import { Channel } from '../../client/channel.js';
 import { BackendUnsupportedError, createNodeDatachannelBackend, loadNodeDatachannel, toNdcIceServers } from '../../client/webrtc/node-datachannel.js';
-import { sha256Of, transfer } from './helpers.js';
+import { dtlsLog, sha256Of, transfer } from './helpers.js';
 import { nodeBackend } from '../../client/index.js';
 
 const LOOPBACK = { iceServers: [], hostAddresses: ['127.0.0.1'] } as const;
@@ -199,6 +199,32 @@ describe('node-datachannel backend', () => {
     }
     expect(peak).toBeLessThanOrEqual(64 * 1024 + 16 * 1024);
     await expect.poll(() => got, { timeout: 10_000 }).toBeGreaterThan(0);
+  });
+
+  it('early DTLS with werift: libdatachannel keeps a ClientHello sent as soon as ICE connects, and sends its own at once (no flight twice either way)', async () => {
+    expect((await ndc(LOOPBACK).then((p) => (open.push(p), p))).holdsEarlyDtls).toBe(true);
+    for (const weriftOffers of [true, false]) {
+      for (let i = 0; i < 3; i++) {
+        const a = await (weriftOffers ? werift : ndc)(LOOPBACK);
+        const b = await (weriftOffers ? ndc : werift)(LOOPBACK);
+        open.push(a, b);
+        const w = weriftOffers ? a : b;
+        a.onCandidate = (c) => void b.addCandidate(c).catch(() => undefined);
+        b.onCandidate = (c) => void a.addCandidate(c).catch(() => undefined);
+        const offer = await a.createOffer();
+        // werift is the DTLS client when it offers to libdatachannel (which answers passive), else the server.
+        const log = weriftOffers ? dtlsLog(w) : null;
+        if (weriftOffers) w.peerHoldsEarlyDtls?.();
+        const answer = await b.acceptOffer(offer);
+        const wlog = log ?? dtlsLog(w);
+        await a.acceptAnswer(answer);
+        await Promise.all([state(a, 'connected'), state(b, 'connected')]);
+        if (weriftOffers) expect(wlog.sent.find((r) => r.type === 1)!.at).toBeLessThan(wlog.weriftConnectAt() ?? Infinity);
+        expect(wlog.repeated()).toEqual([]);
+        expect(wlog.received.filter((r) => r.type === 1)).toHaveLength(new Set(wlog.received.filter((r) => r.type === 1).map((r) => r.seq)).size);
+        await Promise.all([a.close(), b.close()]);
+      }
+    }
   });
 
   it('negotiated channels (the control channel) open on both sides without an in-band open', async () => {

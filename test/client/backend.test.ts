@@ -8,7 +8,7 @@ import { createWeriftBackend } from '../../client/webrtc/werift.js';
 import { sdpFingerprints, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
 import { Channel } from '../../client/channel.js';
 import { checkPresentedFingerprint, signProof, verifyPeer } from '../../client/identity.js';
-import { sha256Of, testIssuer, transfer } from './helpers.js';
+import { dtlsLog, sha256Of, testIssuer, transfer } from './helpers.js';
 
 const LOOPBACK = { iceServers: [], hostAddresses: ['127.0.0.1'] } as const;
 const open: PeerBackend[] = [];
@@ -88,6 +88,55 @@ describe('werift backend', () => {
       await p.addCandidate({ candidate: 'candidate:9 1 udp 2130706431 127.0.0.1 9 typ host', sdpMid: '0', sdpMLineIndex: 0 });
       expect(conn(p).checkList.length).toBe(pairs);
     }
+  });
+
+  /**
+   * A pair whose DTLS server (the offerer, ICE-controlling) starts its handshake `serverLateMs`
+   * after its ICE connected, so a ClientHello sent at once reaches it before it listens; the
+   * answerer is the DTLS client. `early`: the client is told the server keeps early records.
+   */
+  async function dtlsPair(early: boolean, serverLateMs: number): Promise<{ server: ReturnType<typeof dtlsLog>; client: ReturnType<typeof dtlsLog> }> {
+    const a = await createWeriftBackend(LOOPBACK);
+    const b = await createWeriftBackend(LOOPBACK);
+    open.push(a, b);
+    a.onCandidate = (c) => void b.addCandidate(c);
+    b.onCandidate = (c) => void a.addCandidate(c);
+    const offer = await a.createOffer();
+    const t = (a as unknown as { pc: { dtlsTransports: Array<{ start(): Promise<void> }> } }).pc.dtlsTransports[0]!;
+    const start = t.start.bind(t);
+    t.start = async () => {
+      await new Promise((r) => setTimeout(r, serverLateMs));
+      return start();
+    };
+    const answer = await b.acceptOffer(offer);
+    const clock = { n: 0 };
+    const server = dtlsLog(a, clock);
+    const client = dtlsLog(b, clock);
+    if (early) b.peerHoldsEarlyDtls?.();
+    await a.acceptAnswer(answer);
+    await Promise.all([state(a, 'connected'), state(b, 'connected')]);
+    return { server, client };
+  }
+
+  it('with a peer that keeps early DTLS records, the client sends its first flight at once, and the server keeps one that came before it listened', async () => {
+    expect((await createWeriftBackend(LOOPBACK).then((p) => (open.push(p), p))).holdsEarlyDtls).toBe(true);
+    const { server, client } = await dtlsPair(true, 40);
+    const hello = client.sent.find((r) => r.type === 1)!;
+    expect(hello).toBeDefined();
+    // Before werift's own call (its 100 ms wait), and the server's handshake began 40 ms late.
+    expect(hello.at).toBeLessThan(client.weriftConnectAt() ?? Infinity);
+    expect(server.received.find((r) => r.type === 1)?.at).toBeLessThan(server.sent[0]!.at);
+    // Nothing was lost: no flight went twice (werift's retransmission comes 500 ms later).
+    expect(client.repeated()).toEqual([]);
+    expect(server.repeated()).toEqual([]);
+  });
+
+  it('without that word from the peer, the client keeps werift\'s wait before its first flight', async () => {
+    const { client } = await dtlsPair(false, 0);
+    const hello = client.sent.find((r) => r.type === 1)!;
+    expect(client.weriftConnectAt()).not.toBeNull();
+    expect(hello.at).toBeGreaterThan(client.weriftConnectAt()!);
+    expect(client.repeated()).toEqual([]);
   });
 
   it('werift refuses a DTLS peer whose certificate differs from the SDP fingerprint', async () => {

@@ -8,6 +8,7 @@ import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'j
 import { IDENTITY_CERT_TYP } from '../../protocol/tokens.js';
 import { IDENTITY_AUDIENCE, generateDeviceKey, type DeviceIdentity, type Trust } from '../../client/identity.js';
 import type { Channel } from '../../client/channel.js';
+import type { PeerBackend } from '../../client/webrtc/backend.js';
 
 export interface TestIssuer {
   readonly trust: Trust;
@@ -178,4 +179,67 @@ export function needsWerift(what: string, test: string): boolean {
 export function failsOnNative(why: string, test: string): boolean {
   if (ON_NATIVE_BACKEND) console.log(`skipped: fails on node-datachannel (${why}): ${test}`);
   return ON_NATIVE_BACKEND;
+}
+
+/** One DTLS handshake message seen on the wire (RFC 6347 §4.2.2: type and message_seq). */
+export interface HandshakeRecord {
+  readonly type: number;
+  readonly seq: number;
+}
+
+/** The plaintext handshake messages in one datagram (epoch 0 only; later ones are encrypted). */
+export function handshakeRecords(d: Buffer): HandshakeRecord[] {
+  const out: HandshakeRecord[] = [];
+  for (let at = 0; at + 13 <= d.length; at += 13 + d.readUInt16BE(at + 11)) {
+    if (d[at] === 22 && d.readUInt16BE(at + 3) === 0 && at + 19 <= d.length) out.push({ type: d[at + 13]!, seq: d.readUInt16BE(at + 17) });
+  }
+  return out;
+}
+
+/**
+ * What a werift backend's DTLS sends and receives during the handshake, read from werift's ICE
+ * agent (its internals, as the backend itself does): each plaintext handshake message with the
+ * order it went in (`at`, shared by every log made with the same `clock`). A flight sent twice
+ * (a retransmission: werift's first comes 500 ms later) shows as the same type and seq twice.
+ * `weriftConnectAt`: when werift itself called its DTLS client's `connect`, after its fixed
+ * 100 ms wait (the backend's early start goes around that call).
+ */
+export function dtlsLog(p: PeerBackend, clock = { n: 0 }): { sent: Array<HandshakeRecord & { at: number }>; received: Array<HandshakeRecord & { at: number }>; weriftConnectAt: () => number | null; repeated: () => HandshakeRecord[] } {
+  type Dtls = { role: string; dtls?: { connect(): Promise<void> }; onStateChange: { subscribe(f: (s: string) => void): unknown } };
+  type Conn = { send(d: Buffer): Promise<void>; onData: { subscribe(f: (d: Buffer) => void): unknown } };
+  const pc = (p as unknown as { pc: { iceTransports: Array<{ connection: Conn }>; dtlsTransports: Dtls[] } }).pc;
+  const conn = pc.iceTransports[0]!.connection;
+  const sent: Array<HandshakeRecord & { at: number }> = [];
+  const received: Array<HandshakeRecord & { at: number }> = [];
+  const send = conn.send;
+  conn.send = (d) => {
+    for (const r of handshakeRecords(d)) sent.push({ ...r, at: clock.n++ });
+    return send(d);
+  };
+  conn.onData.subscribe((d) => {
+    for (const r of handshakeRecords(d)) received.push({ ...r, at: clock.n++ });
+  });
+  let weriftAt: number | null = null;
+  const t = pc.dtlsTransports[0]!;
+  t.onStateChange.subscribe((s) => {
+    if (s !== 'connecting') return;
+    // After the backend's own wrapper (subscribed earlier): only werift's call comes through here.
+    queueMicrotask(() => {
+      const d = t.dtls;
+      if (!d || t.role !== 'client') return;
+      const inner = d.connect;
+      d.connect = () => {
+        weriftAt ??= clock.n++;
+        return inner.call(d);
+      };
+    });
+  });
+  const repeated = (): HandshakeRecord[] => {
+    const seen = new Set<string>();
+    return sent.filter((r) => {
+      const k = `${r.type}/${r.seq}`;
+      return seen.has(k) || (seen.add(k), false);
+    });
+  };
+  return { sent, received, weriftConnectAt: () => weriftAt, repeated };
 }

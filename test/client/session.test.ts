@@ -37,6 +37,21 @@ describe('session state machine', () => {
     expect(s.phase).toBe('open');
   });
 
+  it('early DTLS: says in its identity that its connection keeps early records, and passes the peer\'s word to the driver', () => {
+    const s = new Session({ sessionId: 'session-0123456789abcdef', role: 'initiator', peer: 'hub-1' });
+    s.start(1_000);
+    s.handle({ type: 'joined', peerPresent: true, iceServers: [] }, 1_000);
+    s.handle({ type: 'backend-ready', holdsEarlyDtls: true }, 1_000);
+    s.handle({ type: 'local-description', kind: 'offer', sdp: sdp(FP_A), fingerprint: FP_A, restart: false }, 1_000);
+    s.handle({ type: 'signal', data: { kind: 'answer', sdp: sdp(FP_B) } }, 1_005);
+    s.handle({ type: 'answer-applied' }, 1_005);
+    expect(s.handle({ type: 'proof-signed', cert: 'c', proof: 'p' }, 1_005)).toEqual([{ type: 'send', data: { kind: 'identity', cert: 'c', proof: 'p', earlyDtls: true } }]);
+    expect(types(s.handle({ type: 'signal', data: { kind: 'identity', cert: 'c2', proof: 'p2', earlyDtls: true } }, 1_006))).toEqual(['peer-early-dtls', 'verify-peer']);
+    // A peer that says nothing: only `verify-peer` (openInitiator asserts it), so werift keeps its wait.
+    const { s: plain } = openInitiator();
+    expect(plain.phase).toBe('open');
+  });
+
   it('buffers candidates that overtake their description and applies them in order afterwards', () => {
     const s = new Session({ sessionId: 'session-0123456789abcdef', role: 'responder', peer: 'app-1' });
     s.handle({ type: 'joined', peerPresent: true, iceServers: [] }, 0);

@@ -157,6 +157,7 @@ describe('room client messages', () => {
       { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f' },
       { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f', resume: true, noRestart: true },
       { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f', resume: true, probe: true },
+      { kind: 'identity', cert: 'a.b.c', proof: 'd.e.f', earlyDtls: true },
       { kind: 'bye' },
       { kind: 'batch', items: [{ kind: 'offer', sdp: 'v=0' }, { kind: 'candidate', candidate: 'candidate:1 1 udp 1 127.0.0.1 5000 typ host', sdpMid: '0', sdpMLineIndex: 0 }, { kind: 'candidate', candidate: '' }] },
       { kind: 'batch', items: [{ kind: 'identity', cert: 'a.b.c', proof: 'd.e.f', resume: true, probe: true }] },
@@ -170,6 +171,11 @@ describe('room client messages', () => {
   it('drops unknown fields instead of forwarding them', () => {
     const r = parseRoomClientMessage('{"type":"signal","data":{"kind":"bye","evil":"x"}}');
     expect(r).toEqual({ ok: true, value: { type: 'signal', data: { kind: 'bye' } } });
+  });
+
+  it('keeps identity flags only when true (false is the same as absent)', () => {
+    const r = parseRoomClientMessage('{"type":"signal","data":{"kind":"identity","cert":"a","proof":"b","earlyDtls":false,"resume":true,"probe":false}}');
+    expect(r).toEqual({ ok: true, value: { type: 'signal', data: { kind: 'identity', cert: 'a', proof: 'b', resume: true } } });
   });
 
   it.each([
@@ -186,6 +192,7 @@ describe('room client messages', () => {
     ['probe not boolean (identity)', '{"type":"signal","data":{"kind":"identity","cert":"a","proof":"b","probe":"true"}}'],
     ['resume not boolean', '{"type":"signal","data":{"kind":"identity","cert":"a","proof":"b","resume":1}}'],
     ['noRestart not boolean', '{"type":"signal","data":{"kind":"identity","cert":"a","proof":"b","noRestart":"true"}}'],
+    ['earlyDtls not boolean', '{"type":"signal","data":{"kind":"identity","cert":"a","proof":"b","earlyDtls":1}}'],
     ['bad mline', '{"type":"signal","data":{"kind":"candidate","candidate":"","sdpMLineIndex":-1}}'],
     ['identity without proof', '{"type":"signal","data":{"kind":"identity","cert":"a"}}'],
   ])('rejects %s', (_name, frame) => {

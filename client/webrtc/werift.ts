@@ -17,6 +17,9 @@
  *   sleeps between refreshes on a timer nothing can cancel, so a closed connection leaves its
  *   allocation on the relay for the whole lifetime and keeps the process alive for minutes;
  *   `releaseTurnOnClose` below replaces both (see there).
+ * - its DTLS client waits a fixed 100 ms after ICE connected before its first flight, because its
+ *   DTLS server drops records that arrive before the handshake started; `earlyDtls` below keeps
+ *   those records and lets the client go at once where the peer says it keeps them.
  *
  * DTLS: every link gets its own certificate (`newDtlsKeys`; a rebuilt connection of the link is given the same one, `PeerOptions.certificate`). werift itself refuses a peer whose certificate does not match the SDP fingerprint
  * (`RTCDtlsTransport.verifyRemoteCertificateFingerprint`, checked in test/client/backend.test.ts);
@@ -95,9 +98,23 @@ interface DtlsTransportInternals {
   /** `auto` until `start()` resolves it from the ICE role, before the state turns `connecting`. */
   readonly role: string;
   /** The handshake object, built synchronously in `start()` right after the state turned `connecting`. */
-  readonly dtls?: { connect(): Promise<void>; readonly transport?: { readonly socket?: { onData?: (data: Buffer) => void } } };
+  readonly dtls?: DtlsSocketInternals;
   readonly onStateChange: { subscribe(fn: (s: string) => void): unknown };
   readonly iceTransport: { readonly connection: IceConnectionInternals };
+  readonly state: string;
+  /** Where werift hands decrypted application data (SCTP); set by its SCTP transport. */
+  dataReceiver: (data: Buffer) => void;
+}
+
+/** werift's `DtlsSocket` (its `DtlsClient` or `DtlsServer`), as `earlyDtls` and `guardHandshakes` use it. */
+interface DtlsSocketInternals {
+  connect(): Promise<void>;
+  readonly connected: boolean;
+  /** The handshake's state: the flight it is at (1-6; 7 on a connected client), its last flight's datagrams. */
+  readonly dtls: { readonly flight: number; readonly lastMessage?: readonly Buffer[] };
+  readonly transport?: { send(b: Buffer): Promise<unknown>; readonly socket?: { onData?: (data: Buffer) => void } };
+  /** Every handshake message that arrived, reassembled, in one datagram's worth, ordered by type. */
+  onHandleHandshakes: (assembled: Array<{ readonly msg_type: number; readonly fragment: Buffer }>) => Promise<void>;
 }
 
 interface IceConnectionInternals {
@@ -128,6 +145,17 @@ const CARRY_OVER_MS = 30_000;
  * two records, a retransmitted one as many again. libdatachannel keeps 8 (`Transport::recv`).
  */
 const EARLY_DTLS_MAX_RECORDS = 8;
+
+/** DTLS 1.2 handshake message types (RFC 6347 §4.3.2; RFC 5246 §7.4) that `guardHandshakes` looks at. */
+const CLIENT_HELLO = 1;
+const HELLO_VERIFY_REQUEST = 3;
+const CLIENT_KEY_EXCHANGE = 16;
+
+/** A ClientHello without a cookie (the first of the two, RFC 6347 §4.2.1): version, random, session id, then the cookie's length. */
+const withoutCookie = (hello: Buffer): boolean => {
+  const at = 2 + 32 + 1 + (hello[34] ?? 0);
+  return at >= hello.length || hello[at] === 0;
+};
 
 /** RFC 7983 §7: a datagram whose first byte is 20-63 is DTLS. */
 const isDtlsRecord = (b: Buffer): boolean => b.length > 0 && b[0]! >= 20 && b[0]! <= 63;
@@ -339,6 +367,7 @@ export class WeriftBackend implements PeerBackend {
       if (this.patched.has(t)) continue;
       this.patched.add(t);
       this.earlyDtls(t);
+      dataOnceConnected(t);
     }
     for (const conn of this.connections()) {
       if (!hasStun(this.servers)) conn.stunServer = undefined;
@@ -398,6 +427,7 @@ export class WeriftBackend implements PeerBackend {
         const d = t.dtls;
         const records = held.splice(0);
         if (!d || this.closed) return;
+        guardHandshakes(d, t.role);
         if (t.role === 'server') {
           for (const r of records) d.transport?.socket?.onData?.(r);
           return;
@@ -751,6 +781,58 @@ export class WeriftBackend implements PeerBackend {
     await this.pc.close().catch(() => undefined);
     for (const c of connections) closeLateProtocols(c);
   }
+}
+
+/**
+ * SCTP starts on a DTLS transport that is connected, not before. werift's DTLS client can decrypt
+ * the server's data before it has the server's last flight (the keys come from its own flight),
+ * and hands it to an SCTP association its transport has not started: where the server's last
+ * flight was lost (its SCTP INIT came through), that association came up, the transport's own
+ * start a moment later reset it, and the link stayed dead with the server's side open (reproduced
+ * in test/client/backend.test.ts). Data before `connected` is dropped; SCTP retransmits, and the
+ * client's own INIT, sent as it connects, brings the association up.
+ */
+function dataOnceConnected(t: DtlsTransportInternals): void {
+  let receiver = t.dataReceiver;
+  const gated = (data: Buffer): void => {
+    if (t.state === 'connected') receiver(data);
+  };
+  Object.defineProperty(t, 'dataReceiver', {
+    configurable: true,
+    get: () => gated,
+    set: (f: (data: Buffer) => void) => void (receiver = f),
+  });
+}
+
+/**
+ * werift's DTLS handshake held to one handshake per transport, with its last flight delivered.
+ * Each fault below was reproduced on two werift peers (test/client/backend.test.ts) and the first
+ * was seen in the NAT lab's starvation round (a dial open on one side, dead on the other):
+ *
+ * - a server that already sent its second flight (ServerHello ...) answers a late copy of the
+ *   client's first ClientHello (no cookie) as a new handshake: a new server random and the flight
+ *   counter back at 2, so the two sides derive different keys. Late copies are what a starved
+ *   client sends: Node runs expired timers before it reads its sockets, so werift's retransmission
+ *   fires while the server's answer already waits in the socket. Dropped;
+ * - a connected server renegotiates on any ClientHello, throwing its keys away under a link in
+ *   use. A WebRTC peer never renegotiates DTLS; dropped;
+ * - a connected server ignores the client's retransmitted last flight, so where its own last
+ *   flight (ChangeCipherSpec, Finished) was lost the client waits for ever on a link the server
+ *   calls open. RFC 6347 §4.2.4: the server sends its last flight again, once for each
+ *   retransmission (each holds one ClientKeyExchange);
+ * - a client past its ClientHello with cookie answers a second HelloVerifyRequest (a duplicate)
+ *   by failing the transport, or, further on, by clearing its handshake transcript. Dropped.
+ */
+function guardHandshakes(d: DtlsSocketInternals, role: string): void {
+  const handle = d.onHandleHandshakes;
+  d.onHandleHandshakes = (assembled) => {
+    const keep = assembled.filter((h) => {
+      if (role === 'server' && h.msg_type === CLIENT_HELLO) return !d.connected && (d.dtls.flight < 4 || (d.dtls.flight === 4 && !withoutCookie(h.fragment)));
+      if (role === 'client' && h.msg_type === HELLO_VERIFY_REQUEST) return d.dtls.flight <= 1;
+      return true;
+    });
+    return keep.length > 0 ? handle(keep) : Promise.resolve();
+  };
 }
 
 /**

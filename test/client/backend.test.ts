@@ -8,7 +8,7 @@ import { createWeriftBackend } from '../../client/webrtc/werift.js';
 import { sdpFingerprints, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
 import { Channel } from '../../client/channel.js';
 import { checkPresentedFingerprint, signProof, verifyPeer } from '../../client/identity.js';
-import { dtlsLog, sha256Of, testIssuer, transfer } from './helpers.js';
+import { dtlsLog, handshakeRecords, sha256Of, testIssuer, transfer, within } from './helpers.js';
 
 const LOOPBACK = { iceServers: [], hostAddresses: ['127.0.0.1'] } as const;
 const open: PeerBackend[] = [];
@@ -137,6 +137,81 @@ describe('werift backend', () => {
     expect(client.weriftConnectAt()).not.toBeNull();
     expect(hello.at).toBeGreaterThan(client.weriftConnectAt()!);
     expect(client.repeated()).toEqual([]);
+  });
+
+  /**
+   * Faults of werift's DTLS that a slow or lossy path brings out, each made here on purpose on the
+   * wire between two werift peers (the offerer `a` is the DTLS server): a copy of a datagram sent
+   * again late, one sent twice, a flight dropped. Each pair must connect on both sides and carry
+   * a message on a new channel (SCTP over DTLS: both handshakes and both keys agree).
+   */
+  describe('DTLS on a path that repeats, delays and drops datagrams', () => {
+    type Wire = { send(d: Buffer): Promise<void>; onData: { subscribe(f: (d: Buffer) => void): unknown } };
+    const wire = (p: PeerBackend): Wire => (p as unknown as { pc: { iceTransports: Array<{ connection: Wire }> } }).pc.iceTransports[0]!.connection;
+    const carries = (type: number) => (d: Buffer) => handshakeRecords(d).some((r) => r.type === type);
+    const [CLIENT_HELLO, SERVER_HELLO, HELLO_VERIFY, CLIENT_KEY_EXCHANGE, CHANGE_CIPHER_SPEC] = [1, 2, 3, 16, 20];
+
+    /** `from` sends the first datagram `pick` matches once more, when `at` sees a datagram `trigger` matches. */
+    function sendAgainLater(from: Wire, pick: (d: Buffer) => boolean, at: Wire, trigger: (d: Buffer) => boolean): () => boolean {
+      const send = from.send.bind(from);
+      let kept: Buffer | undefined;
+      let sent = false;
+      from.send = (d) => {
+        if (!kept && pick(d)) kept = Buffer.from(d);
+        return send(d);
+      };
+      at.onData.subscribe((d) => {
+        if (!sent && kept && trigger(d)) {
+          sent = true;
+          void send(kept);
+        }
+      });
+      return () => sent;
+    }
+
+    async function connectsAndCarries(tamper: (server: Wire, client: Wire) => () => boolean): Promise<void> {
+      const a = await createWeriftBackend(LOOPBACK);
+      const b = await createWeriftBackend(LOOPBACK);
+      open.push(a, b);
+      a.onCandidate = (c) => void b.addCandidate(c);
+      b.onCandidate = (c) => void a.addCandidate(c);
+      const answer = await b.acceptOffer(await a.createOffer());
+      const happened = tamper(wire(a), wire(b));
+      const up = Promise.all([state(a, 'connected'), state(b, 'connected')]);
+      await a.acceptAnswer(answer);
+      await within('both ends connected', up, 10_000);
+      expect(happened()).toBe(true);
+      const acc = accepted(b);
+      const ca = new Channel(a.createChannel('after'));
+      const cb = new Channel(await within('channel at the other end', acc, 5_000));
+      const got = new Promise<unknown>((resolve) => cb.on('message', resolve));
+      await ca.send('through');
+      expect(await within('message', got, 5_000)).toBe('through');
+    }
+
+    it('a late copy of the first ClientHello, after the server answered the second, is not a new handshake (werift: new keys, neither side connected)', async () => {
+      await connectsAndCarries((_, c) => sendAgainLater(c, carries(CLIENT_HELLO), c, carries(SERVER_HELLO)));
+    });
+
+    it('a ClientHello after the server connected does not renegotiate (werift: keys thrown away under the link)', async () => {
+      await connectsAndCarries((_, c) => sendAgainLater(c, carries(CLIENT_HELLO), c, (d) => d[0] === CHANGE_CIPHER_SPEC));
+    });
+
+    it('a HelloVerifyRequest twice does not fail the client (werift: the transport failed)', async () => {
+      await connectsAndCarries((s) => sendAgainLater(s, carries(HELLO_VERIFY), s, carries(CLIENT_HELLO)));
+    });
+
+    it('with the server\'s last flight lost, SCTP waits for the client to connect (werift: association reset, the client\'s side dead)', async () => {
+      await connectsAndCarries((s) => {
+        const send = s.send.bind(s);
+        let dropped = 0;
+        // The last flight is two datagrams: ChangeCipherSpec, then the encrypted Finished.
+        s.send = (d) => ((d[0] === CHANGE_CIPHER_SPEC || dropped === 1) && dropped < 2 ? (dropped++, Promise.resolve()) : send(d));
+        let retransmitted = false;
+        s.onData.subscribe((d) => void (dropped === 2 && carries(CLIENT_KEY_EXCHANGE)(d) && (retransmitted = true)));
+        return () => dropped === 2 && retransmitted;
+      });
+    });
   });
 
   it('werift refuses a DTLS peer whose certificate differs from the SDP fingerprint', async () => {

@@ -16,12 +16,18 @@ afterEach(async () => {
   await Promise.all(open.splice(0).map((b) => b.close()));
 });
 
-async function pair(rewriteOffer?: (sdp: string) => string): Promise<{ a: PeerBackend; b: PeerBackend; offer: string; answer: string }> {
+/** Two werift backends on loopback, each handing its candidates to the other. */
+async function wired(): Promise<{ a: PeerBackend; b: PeerBackend }> {
   const a = await createWeriftBackend(LOOPBACK);
   const b = await createWeriftBackend(LOOPBACK);
   open.push(a, b);
   a.onCandidate = (c) => void b.addCandidate(c);
   b.onCandidate = (c) => void a.addCandidate(c);
+  return { a, b };
+}
+
+async function pair(rewriteOffer?: (sdp: string) => string): Promise<{ a: PeerBackend; b: PeerBackend; offer: string; answer: string }> {
+  const { a, b } = await wired();
   const offer = await a.createOffer();
   const answer = await b.acceptOffer(rewriteOffer ? rewriteOffer(offer) : offer);
   await a.acceptAnswer(answer);
@@ -96,11 +102,7 @@ describe('werift backend', () => {
    * answerer is the DTLS client. `early`: the client is told the server keeps early records.
    */
   async function dtlsPair(early: boolean, serverLateMs: number): Promise<{ server: ReturnType<typeof dtlsLog>; client: ReturnType<typeof dtlsLog> }> {
-    const a = await createWeriftBackend(LOOPBACK);
-    const b = await createWeriftBackend(LOOPBACK);
-    open.push(a, b);
-    a.onCandidate = (c) => void b.addCandidate(c);
-    b.onCandidate = (c) => void a.addCandidate(c);
+    const { a, b } = await wired();
     const offer = await a.createOffer();
     const t = (a as unknown as { pc: { dtlsTransports: Array<{ start(): Promise<void> }> } }).pc.dtlsTransports[0]!;
     const start = t.start.bind(t);
@@ -170,11 +172,7 @@ describe('werift backend', () => {
     }
 
     async function connectsAndCarries(tamper: (server: Wire, client: Wire) => () => boolean): Promise<void> {
-      const a = await createWeriftBackend(LOOPBACK);
-      const b = await createWeriftBackend(LOOPBACK);
-      open.push(a, b);
-      a.onCandidate = (c) => void b.addCandidate(c);
-      b.onCandidate = (c) => void a.addCandidate(c);
+      const { a, b } = await wired();
       const answer = await b.acceptOffer(await a.createOffer());
       const happened = tamper(wire(a), wire(b));
       const up = Promise.all([state(a, 'connected'), state(b, 'connected')]);

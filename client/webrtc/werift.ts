@@ -157,6 +157,9 @@ const withoutCookie = (hello: Buffer): boolean => {
   return at >= hello.length || hello[at] === 0;
 };
 
+/** Application data (SCTP) kept until its DTLS transport is connected (`dataOnceConnected`): an INIT, a DCEP or two. */
+const EARLY_DATA_MAX_RECORDS = 16;
+
 /** RFC 7983 §7: a datagram whose first byte is 20-63 is DTLS. */
 const isDtlsRecord = (b: Buffer): boolean => b.length > 0 && b[0]! >= 20 && b[0]! <= 63;
 
@@ -784,23 +787,35 @@ export class WeriftBackend implements PeerBackend {
 }
 
 /**
- * SCTP starts on a DTLS transport that is connected, not before. werift's DTLS client can decrypt
- * the server's data before it has the server's last flight (the keys come from its own flight),
- * and hands it to an SCTP association its transport has not started: where the server's last
- * flight was lost (its SCTP INIT came through), that association came up, the transport's own
- * start a moment later reset it, and the link stayed dead with the server's side open (reproduced
- * in test/client/backend.test.ts). Data before `connected` is dropped; SCTP retransmits, and the
- * client's own INIT, sent as it connects, brings the association up.
+ * Data reaches SCTP once its DTLS transport is connected, not before. werift's DTLS client can
+ * decrypt the server's data before it has the server's last flight (the keys come from its own
+ * flight), and its SCTP association takes it before the transport started SCTP: where the
+ * server's last flight was lost, the server's INIT came through, the association came up, and
+ * the transport's own SCTP start a moment later set it back to `connecting` for good: a link
+ * open on the server's side and dead on the client's (reproduced in test/client/backend.test.ts).
+ * Over TURN/TCP the same order is the rule, not a loss: the server's Finished and INIT arrive in
+ * one TCP read and are handed over in one go. So what arrives before `connected` is kept (at most
+ * `EARLY_DATA_MAX_RECORDS`) and handed over after the transport's start has run, in order.
  */
 function dataOnceConnected(t: DtlsTransportInternals): void {
   let receiver = t.dataReceiver;
+  const early: Buffer[] = [];
   const gated = (data: Buffer): void => {
-    if (t.state === 'connected') receiver(data);
+    if (t.state === 'connected' && early.length === 0) receiver(data);
+    else if ((t.state === 'new' || t.state === 'connecting' || t.state === 'connected') && early.length < EARLY_DATA_MAX_RECORDS) early.push(data);
   };
   Object.defineProperty(t, 'dataReceiver', {
     configurable: true,
     get: () => gated,
     set: (f: (data: Buffer) => void) => void (receiver = f),
+  });
+  t.onStateChange.subscribe((state) => {
+    if (state !== 'connected' || early.length === 0) return;
+    // After the microtasks in which werift's connect() starts SCTP on this transport.
+    setImmediate(() => {
+      while (early.length > 0 && t.state === 'connected') receiver(early.shift()!);
+      early.length = 0;
+    });
   });
 }
 

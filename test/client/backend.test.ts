@@ -148,10 +148,10 @@ describe('werift backend', () => {
    * a message on a new channel (SCTP over DTLS: both handshakes and both keys agree).
    */
   describe('DTLS on a path that repeats, delays and drops datagrams', () => {
-    type Wire = { send(d: Buffer): Promise<void>; onData: { subscribe(f: (d: Buffer) => void): unknown } };
+    type Wire = { send(d: Buffer): Promise<void>; onData: { subscribe(f: (d: Buffer) => void): unknown; execute(d: Buffer): void } };
     const wire = (p: PeerBackend): Wire => (p as unknown as { pc: { iceTransports: Array<{ connection: Wire }> } }).pc.iceTransports[0]!.connection;
     const carries = (type: number) => (d: Buffer) => handshakeRecords(d).some((r) => r.type === type);
-    const [CLIENT_HELLO, SERVER_HELLO, HELLO_VERIFY, CLIENT_KEY_EXCHANGE, CHANGE_CIPHER_SPEC] = [1, 2, 3, 16, 20];
+    const [CLIENT_HELLO, SERVER_HELLO, HELLO_VERIFY, CLIENT_KEY_EXCHANGE, CHANGE_CIPHER_SPEC, APPLICATION_DATA] = [1, 2, 3, 16, 20, 23];
 
     /** `from` sends the first datagram `pick` matches once more, when `at` sees a datagram `trigger` matches. */
     function sendAgainLater(from: Wire, pick: (d: Buffer) => boolean, at: Wire, trigger: (d: Buffer) => boolean): () => boolean {
@@ -197,6 +197,32 @@ describe('werift backend', () => {
 
     it('a HelloVerifyRequest twice does not fail the client (werift: the transport failed)', async () => {
       await connectsAndCarries((s) => sendAgainLater(s, carries(HELLO_VERIFY), s, carries(CLIENT_HELLO)));
+    });
+
+    it('the server\'s last flight and its first SCTP packet in one read (TURN/TCP) start SCTP at once (the INIT is kept, not sent again after SCTP\'s 3 s timeout)', async () => {
+      await connectsAndCarries((s, c) => {
+        // The client's agent hands over what one stream read held, one datagram after another.
+        const execute = c.onData.execute.bind(c.onData);
+        const held: Buffer[] = [];
+        let burst = false;
+        c.onData.execute = (d) => {
+          if (!burst && (held.length > 0 || d[0] === CHANGE_CIPHER_SPEC)) {
+            held.push(d);
+            if (d[0] !== APPLICATION_DATA) return;
+            burst = true;
+            for (const h of held.splice(0)) execute(h);
+            return;
+          }
+          execute(d);
+        };
+        // The server's INIT went once: the client answered the first.
+        let sentBeforeReply = 0;
+        let replied = false;
+        const send = s.send.bind(s);
+        s.send = (d) => ((d[0] === APPLICATION_DATA && !replied && sentBeforeReply++), send(d));
+        s.onData.subscribe((d) => void (d[0] === APPLICATION_DATA && (replied = true)));
+        return () => burst && replied && sentBeforeReply === 1;
+      });
     });
 
     it('with the server\'s last flight lost, SCTP waits for the client to connect (werift: association reset, the client\'s side dead)', async () => {

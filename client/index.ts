@@ -18,7 +18,7 @@ import { EndpointCore, type EndpointOptions, type EndpointRuntime } from './endp
 import { nodeWebSocket } from './node-websocket.js';
 import { parseIceUrl } from '../protocol/ice-url.js';
 import { chooseBackend, parseBackendChoice, withNativeFallback, type BackendChoice, type BackendFactory, type BackendName, type DtlsCertificate, type PeerOptions } from './webrtc/backend.js';
-import { createWeriftBackend, newDtlsCertificate } from './webrtc/werift.js';
+import { createWeriftBackend, newDtlsCertificate, prepareDtlsCertificate } from './webrtc/werift.js';
 import { createNodeDatachannelBackend, loadNodeDatachannel, type NodeDatachannelOptions } from './webrtc/node-datachannel.js';
 import { orderIceServers } from './webrtc/turn-probe.js';
 
@@ -40,16 +40,6 @@ async function firstRelayTransport(opts: PeerOptions): Promise<'udp' | 'tcp' | '
   return null;
 }
 
-/** The next link's certificate, made while the previous link connected (it costs about 4 ms). */
-let spareCertificate: Promise<DtlsCertificate> | null = null;
-
-function takeCertificate(): Promise<DtlsCertificate> {
-  const next = spareCertificate ?? newDtlsCertificate();
-  spareCertificate = newDtlsCertificate();
-  spareCertificate.catch(() => (spareCertificate = null));
-  return next;
-}
-
 /**
  * node-datachannel with a certificate the link can give its rebuilt connections: libdatachannel
  * cannot hand out the one it makes, so each link's first connection gets one made here.
@@ -58,7 +48,7 @@ const nativeWithCertificate: BackendFactory = nativeBackendWith();
 
 /** @internal Tests and benches: node-datachannel as links get it, with this backend's own options. */
 export function nativeBackendWith(extra?: NodeDatachannelOptions): BackendFactory {
-  return async (opts) => createNodeDatachannelBackend(opts.certificate ? opts : { ...opts, certificate: await takeCertificate() }, extra);
+  return async (opts) => createNodeDatachannelBackend(opts.certificate ? opts : { ...opts, certificate: await newDtlsCertificate() }, extra);
 }
 
 /**
@@ -82,6 +72,7 @@ export class Endpoint extends EndpointCore {
    */
   static async connect(opts: EndpointOptions & Partial<EndpointRuntime>): Promise<Endpoint> {
     const backend = opts.backend ?? (await nodeBackend(opts.webrtcBackend)).factory;
+    prepareDtlsCertificate();
     const rt: EndpointRuntime = { webSocket: opts.webSocket ?? nodeWebSocket, backend };
     return EndpointCore.openWith(new Endpoint(opts, rt));
   }

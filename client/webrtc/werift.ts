@@ -801,8 +801,10 @@ function dataOnceConnected(t: DtlsTransportInternals): void {
   let receiver = t.dataReceiver;
   const early: Buffer[] = [];
   const gated = (data: Buffer): void => {
-    if (t.state === 'connected' && early.length === 0) receiver(data);
-    else if ((t.state === 'new' || t.state === 'connecting' || t.state === 'connected') && early.length < EARLY_DATA_MAX_RECORDS) early.push(data);
+    if (t.state === 'connected') {
+      if (early.length === 0) receiver(data);
+      else early.push(data); // behind what waits for the hand-over below, within this turn
+    } else if ((t.state === 'new' || t.state === 'connecting') && early.length < EARLY_DATA_MAX_RECORDS) early.push(data);
   };
   Object.defineProperty(t, 'dataReceiver', {
     configurable: true,
@@ -813,8 +815,14 @@ function dataOnceConnected(t: DtlsTransportInternals): void {
     if (state !== 'connected' || early.length === 0) return;
     // After the microtasks in which werift's connect() starts SCTP on this transport.
     setImmediate(() => {
-      while (early.length > 0 && t.state === 'connected') receiver(early.shift()!);
-      early.length = 0;
+      for (const data of early.splice(0)) {
+        if (t.state !== 'connected') break;
+        try {
+          receiver(data);
+        } catch {
+          // As werift's own dispatch (`udpOnMessage`): a record SCTP cannot take is dropped.
+        }
+      }
     });
   });
 }
@@ -972,20 +980,50 @@ async function newDtlsKeys(): Promise<DtlsKeys> {
 
 const DTLS_SIGNATURE = { signature: SignatureAlgorithm.ecdsa_3, hash: HashAlgorithm.sha256_4 };
 
-/** A given certificate (a rebuilt connection of the same link) as werift's keys, else a fresh one. */
-function dtlsKeys(cert: DtlsCertificate | undefined): Promise<DtlsKeys> {
-  return cert ? Promise.resolve({ certPem: cert.certPem, keyPem: cert.keyPem, signatureHash: DTLS_SIGNATURE }) : newDtlsKeys();
+/**
+ * The next connection's certificate, made while the last one connects: making one (a P-256 key
+ * pair and a self-signed certificate, 4-16 ms here, the signing on libuv's pool) is then not on
+ * a dial's path. Each is handed out once; one spare for the whole process.
+ */
+let spareKeys: Promise<DtlsKeys> | null = null;
+
+function makeSpareKeys(): void {
+  const s = newDtlsKeys();
+  spareKeys = s;
+  s.catch(() => {
+    if (spareKeys === s) spareKeys = null;
+  });
+}
+
+/** A certificate no other connection had: the spare (a fresh one if making it failed), and the next spare started. */
+function takeDtlsKeys(): Promise<DtlsKeys> {
+  const next = spareKeys ? spareKeys.catch(() => newDtlsKeys()) : newDtlsKeys();
+  makeSpareKeys();
+  return next;
 }
 
 /**
- * A fresh ECDSA P-256 DTLS certificate as PEM, for backends that cannot export the one they make
- * (node-datachannel): the link gives it to each connection it builds, so a rebuild keeps the
- * fingerprint the identity proof signed. About 4 ms (after the first call).
+ * Starts the first spare certificate ahead of the first dial (`Endpoint.connect` calls it), so
+ * that dial does not make one either. Idempotent.
+ */
+export function prepareDtlsCertificate(): void {
+  if (!spareKeys) makeSpareKeys();
+}
+
+/** A given certificate (a rebuilt connection of the same link) as werift's keys, else one of its own. */
+function dtlsKeys(cert: DtlsCertificate | undefined): Promise<DtlsKeys> {
+  return cert ? Promise.resolve({ certPem: cert.certPem, keyPem: cert.keyPem, signatureHash: DTLS_SIGNATURE }) : takeDtlsKeys();
+}
+
+/**
+ * An ECDSA P-256 DTLS certificate as PEM that no other connection has, for backends that cannot
+ * export the one they make (node-datachannel): the link gives it to each connection it builds,
+ * so a rebuild keeps the fingerprint the identity proof signed. Taken from the spare.
  * @example
  * const cert = await newDtlsCertificate(); // { certPem, keyPem }
  */
 export async function newDtlsCertificate(): Promise<DtlsCertificate> {
-  const k = await newDtlsKeys();
+  const k = await takeDtlsKeys();
   return { certPem: k.certPem, keyPem: k.keyPem };
 }
 

@@ -4,7 +4,7 @@
  * backpressured channels both ways, reliable and unreliable.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { createWeriftBackend } from '../../client/webrtc/werift.js';
+import { createWeriftBackend, newDtlsCertificate, prepareDtlsCertificate } from '../../client/webrtc/werift.js';
 import { sdpFingerprints, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
 import { Channel } from '../../client/channel.js';
 import { checkPresentedFingerprint, signProof, verifyPeer } from '../../client/identity.js';
@@ -236,6 +236,17 @@ describe('werift backend', () => {
         return () => dropped === 2 && retransmitted;
       });
     });
+  });
+
+  it('gives every connection a certificate no other connection had (a spare is made ahead, and handed out once)', async () => {
+    prepareDtlsCertificate();
+    const made = await Promise.all([0, 1, 2].map(() => createWeriftBackend(LOOPBACK)));
+    open.push(...made);
+    made.push(await createWeriftBackend(LOOPBACK));
+    open.push(made[3]!);
+    const pems = [...made.map((p) => p.certificate()?.certPem), ...(await Promise.all([newDtlsCertificate(), newDtlsCertificate()])).map((c) => c.certPem)];
+    expect(pems.every((p) => p?.startsWith('-----BEGIN CERTIFICATE-----'))).toBe(true);
+    expect(new Set(pems).size).toBe(6);
   });
 
   it('werift refuses a DTLS peer whose certificate differs from the SDP fingerprint', async () => {

@@ -110,10 +110,10 @@ interface DtlsTransportInternals {
 interface DtlsSocketInternals {
   connect(): Promise<void>;
   readonly connected: boolean;
-  /** The handshake's state: the flight it is at (1-6; 7 on a connected client), its last flight's datagrams. */
-  readonly dtls: { readonly flight: number; readonly lastMessage?: readonly Buffer[] };
-  readonly transport?: { send(b: Buffer): Promise<unknown>; readonly socket?: { onData?: (data: Buffer) => void } };
-  /** Every handshake message that arrived, reassembled, in one datagram's worth, ordered by type. */
+  /** The handshake's state: the flight it is at (1-6; 7 on a connected client). */
+  readonly dtls: { readonly flight: number };
+  readonly transport?: { readonly socket?: { onData?: (data: Buffer) => void } };
+  /** The handshake messages of one arriving record, reassembled, ordered by type. */
   onHandleHandshakes: (assembled: Array<{ readonly msg_type: number; readonly fragment: Buffer }>) => Promise<void>;
 }
 
@@ -149,7 +149,6 @@ const EARLY_DTLS_MAX_RECORDS = 8;
 /** DTLS 1.2 handshake message types (RFC 6347 §4.3.2; RFC 5246 §7.4) that `guardHandshakes` looks at. */
 const CLIENT_HELLO = 1;
 const HELLO_VERIFY_REQUEST = 3;
-const CLIENT_KEY_EXCHANGE = 16;
 
 /** A ClientHello without a cookie (the first of the two, RFC 6347 §4.2.1): version, random, session id, then the cookie's length. */
 const withoutCookie = (hello: Buffer): boolean => {
@@ -828,9 +827,9 @@ function dataOnceConnected(t: DtlsTransportInternals): void {
 }
 
 /**
- * werift's DTLS handshake held to one handshake per transport, with its last flight delivered.
- * Each fault below was reproduced on two werift peers (test/client/backend.test.ts) and the first
- * was seen in the NAT lab's starvation round (a dial open on one side, dead on the other):
+ * werift's DTLS handshake held to one handshake per transport. Each fault below was reproduced on
+ * two werift peers (test/client/backend.test.ts); the first is what the NAT lab's starvation round
+ * showed (a dial open on one side, dead on the other):
  *
  * - a server that already sent its second flight (ServerHello ...) answers a late copy of the
  *   client's first ClientHello (no cookie) as a new handshake: a new server random and the flight
@@ -839,12 +838,11 @@ function dataOnceConnected(t: DtlsTransportInternals): void {
  *   fires while the server's answer already waits in the socket. Dropped;
  * - a connected server renegotiates on any ClientHello, throwing its keys away under a link in
  *   use. A WebRTC peer never renegotiates DTLS; dropped;
- * - a connected server ignores the client's retransmitted last flight, so where its own last
- *   flight (ChangeCipherSpec, Finished) was lost the client waits for ever on a link the server
- *   calls open. RFC 6347 §4.2.4: the server sends its last flight again, once for each
- *   retransmission (each holds one ClientKeyExchange);
  * - a client past its ClientHello with cookie answers a second HelloVerifyRequest (a duplicate)
  *   by failing the transport, or, further on, by clearing its handshake transcript. Dropped.
+ *
+ * A lost last server flight werift handles itself (it sends the flight again for the client's
+ * repeated Finished, a record of its own); what it got wrong there is `dataOnceConnected`'s.
  */
 function guardHandshakes(d: DtlsSocketInternals, role: string): void {
   const handle = d.onHandleHandshakes;

@@ -153,16 +153,16 @@ describe('werift backend', () => {
     const carries = (type: number) => (d: Buffer) => handshakeRecords(d).some((r) => r.type === type);
     const [CLIENT_HELLO, SERVER_HELLO, HELLO_VERIFY, CLIENT_KEY_EXCHANGE, CHANGE_CIPHER_SPEC, APPLICATION_DATA] = [1, 2, 3, 16, 20, 23];
 
-    /** `from` sends the first datagram `pick` matches once more, when `at` sees a datagram `trigger` matches. */
-    function sendAgainLater(from: Wire, pick: (d: Buffer) => boolean, at: Wire, trigger: (d: Buffer) => boolean): () => boolean {
-      const send = from.send.bind(from);
+    /** `w` sends the first datagram `pick` matches once more, when it receives one `trigger` matches. */
+    function sendAgainLater(w: Wire, pick: (d: Buffer) => boolean, trigger: (d: Buffer) => boolean): () => boolean {
+      const send = w.send.bind(w);
       let kept: Buffer | undefined;
       let sent = false;
-      from.send = (d) => {
+      w.send = (d) => {
         if (!kept && pick(d)) kept = Buffer.from(d);
         return send(d);
       };
-      at.onData.subscribe((d) => {
+      w.onData.subscribe((d) => {
         if (!sent && kept && trigger(d)) {
           sent = true;
           void send(kept);
@@ -188,15 +188,15 @@ describe('werift backend', () => {
     }
 
     it('a late copy of the first ClientHello, after the server answered the second, is not a new handshake (werift: new keys, neither side connected)', async () => {
-      await connectsAndCarries((_, c) => sendAgainLater(c, carries(CLIENT_HELLO), c, carries(SERVER_HELLO)));
+      await connectsAndCarries((_, c) => sendAgainLater(c, carries(CLIENT_HELLO), carries(SERVER_HELLO)));
     });
 
     it('a ClientHello after the server connected does not renegotiate (werift: keys thrown away under the link)', async () => {
-      await connectsAndCarries((_, c) => sendAgainLater(c, carries(CLIENT_HELLO), c, (d) => d[0] === CHANGE_CIPHER_SPEC));
+      await connectsAndCarries((_, c) => sendAgainLater(c, carries(CLIENT_HELLO), (d) => d[0] === CHANGE_CIPHER_SPEC));
     });
 
     it('a HelloVerifyRequest twice does not fail the client (werift: the transport failed)', async () => {
-      await connectsAndCarries((s) => sendAgainLater(s, carries(HELLO_VERIFY), s, carries(CLIENT_HELLO)));
+      await connectsAndCarries((s) => sendAgainLater(s, carries(HELLO_VERIFY), carries(CLIENT_HELLO)));
     });
 
     it('the server\'s last flight and its first SCTP packet in one read (TURN/TCP) start SCTP at once (the INIT is kept, not sent again after SCTP\'s 3 s timeout)', async () => {

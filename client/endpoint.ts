@@ -9,7 +9,7 @@
  * for, unless the answer went out at once) -> the app's `request` listener calls `accept()` ->
  * `answer{accept:true}` -> `session` -> a responder `Link`.
  */
-import { MAX_DIAL_TIMEOUT_MS, MIN_DIAL_TIMEOUT_MS, type PresenceServerMessage, type SessionInfo } from '../protocol/messages.js';
+import { MAX_DIAL_TIMEOUT_MS, MIN_DIAL_TIMEOUT_MS, type EarlyJoin, type PresenceServerMessage, type SessionInfo } from '../protocol/messages.js';
 import { ENDPOINT_ID_RE } from '../protocol/turn-credentials.js';
 import { Emitter } from './emitter.js';
 import { LinkError } from './errors.js';
@@ -69,6 +69,13 @@ export interface EndpointOptions {
    * candidate, an identity proof at once). 0 sends each signal alone. At most 1000.
    */
   readonly signalBatchMs?: number;
+  /**
+   * Join a session's room before the answer is confirmed, when the service and the peer support it
+   * (default true): a dialer joins and sends its offer while the peer decides, and an accepting
+   * side joins as it accepts. One signaling round trip fewer per dial. A rejected dial then has
+   * cost a room and, when the dialer gathers relay candidates, a TURN allocation (released at once).
+   */
+  readonly earlyJoin?: boolean;
 }
 
 /** Default of `EndpointOptions.signalBatchMs`. */
@@ -152,7 +159,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     const batchMs = opts.signalBatchMs ?? SIGNAL_BATCH_MS;
     if (typeof batchMs !== 'number' || !Number.isFinite(batchMs) || batchMs < 0 || batchMs > 1000) throw new RangeError('signalBatchMs must be a number of milliseconds from 0 to 1000');
     this.batchMs = batchMs;
-    this.presence = new PresenceSocket(opts.signalingUrl, opts.token, rt.webSocket, opts.keepalive, batchMs > 0);
+    this.presence = new PresenceSocket(opts.signalingUrl, opts.token, rt.webSocket, opts.keepalive, { signalBatch: batchMs > 0, earlyJoin: opts.earlyJoin !== false });
     this.presence.on('message', (m) => this.onPresence(m));
     this.presence.on('unauthorized', () => {
       if (!this.id) return; // the first connect reports it by rejecting
@@ -254,8 +261,25 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       }
       this.opts.trace?.('session', m.sessionId);
       if (m.peer !== peerId || m.role !== 'initiator') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
+      // An early session (protocol/messages.ts CAP_EARLY_JOIN) comes before the peer answered:
+      // the link starts now, and its offer waits in the room while the request stays pending.
+      const outcome = m.early === true ? new Promise<PresenceServerMessage>((resolve) => this.pending.set(reqId, { resolve })) : null;
       link = this.newLink(m.sessionId, 'initiator', peerId, deadline, m);
-      await Promise.race([link.opened(), stop]);
+      if (outcome === null) {
+        await Promise.race([link.opened(), stop]);
+        return link;
+      }
+      const ended = outcome.then((o): never => {
+        throw o.type === 'rejected'
+          ? new LinkError('Rejected', 'the peer rejected the request', { reason: o.reason })
+          : o.type === 'dial_failed'
+            ? o.code === 'peer_offline'
+              ? new LinkError('PeerOffline', 'the peer is offline or not reachable')
+              : new LinkError('Timeout', 'the peer did not answer in time')
+            : new LinkError(o.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended with ${o.type}`);
+      });
+      ended.catch(() => undefined);
+      await Promise.race([link.opened(), ended, stop]);
       return link;
     } catch (e) {
       if (this.pending.delete(reqId)) this.presence.post({ type: 'cancel', reqId });
@@ -297,6 +321,29 @@ export class EndpointCore extends Emitter<EndpointEvents> {
   /** Test and fault hook: drops the presence socket as a network failure would. */
   dropSignaling(): void {
     this.presence.drop();
+  }
+
+  /**
+   * The accepting side of an early join: the link starts with the answer, before the service
+   * confirms it. The request may still end (`cancelled`: the dialer gave up meanwhile), which
+   * closes the link.
+   */
+  private async acceptEarly(reqId: string, from: string, sessionId: string, deadline: number, early: EarlyJoin, outcome: Promise<PresenceServerMessage>): Promise<Link> {
+    const link = this.newLink(sessionId, 'responder', from, deadline, early);
+    const ended = outcome.then((m): never => {
+      throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before the link opened (${m.type})`);
+    });
+    ended.catch(() => undefined);
+    try {
+      await Promise.race([link.opened(), ended]);
+    } catch (e) {
+      link.close(e instanceof LinkError ? e.code : 'error');
+      throw e;
+    } finally {
+      this.pending.delete(reqId);
+    }
+    this.emit('link', link);
+    return link;
   }
 
   private waitOnline(): Promise<void> {
@@ -344,7 +391,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
         }
         return;
       case 'request':
-        return this.onRequest(m.reqId, m.from, m.sessionId, m.timeoutMs);
+        return this.onRequest(m.reqId, m.from, m.sessionId, m.timeoutMs, m.early);
       case 'session':
       case 'rejected':
       case 'dial_failed':
@@ -370,8 +417,11 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     }
   }
 
-  /** `timeoutMs`: what is left of the dialer's budget; the accepting side keeps to it. */
-  private onRequest(reqId: string, from: string, sessionId: string, timeoutMs?: number): void {
+  /**
+   * `timeoutMs`: what is left of the dialer's budget; the accepting side keeps to it. `early`: this
+   * side's half of the session, when both sides join early (the link starts as it accepts).
+   */
+  private onRequest(reqId: string, from: string, sessionId: string, timeoutMs?: number, early?: EarlyJoin): void {
     if (this.listenerCount('request') === 0 || this.pending.size >= MAX_PENDING_REQUESTS) {
       this.presence.post({ type: 'answer', reqId, accept: false, reason: 'not accepting connections' });
       return;
@@ -407,6 +457,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
         p?.resolve({ type: 'cancelled', reqId });
       }, budget);
       this.presence.post({ type: 'answer', reqId, accept: true });
+      if (early) return this.acceptEarly(reqId, from, sessionId, deadline, early, answer.finally(() => clearTimeout(t)));
       const m = await answer.finally(() => clearTimeout(t));
       if (m.type !== 'session') throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
       if (m.peer !== from || m.sessionId !== sessionId || m.role !== 'responder') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');

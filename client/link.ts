@@ -301,8 +301,11 @@ export class Link extends Emitter<LinkEvents> {
           return;
         }
         this.extendLease(m.deadline);
+        if (m.peerPresent) this.outbox.peerHere();
+        else this.outbox.peerAway();
         return this.feed({ type: 'joined', peerPresent: m.peerPresent, iceServers: m.iceServers });
       case 'peer_joined':
+        this.outbox.peerHere();
         return this.feed({ type: 'peer-joined' });
       case 'signal':
         return this.feed({ type: 'signal', data: m.data });
@@ -932,36 +935,69 @@ export class Link extends Emitter<LinkEvents> {
  *
  * A group of one leaves as a plain signal. With `windowMs` 0 every signal leaves alone, as
  * before batches (a session without `batch`, or batching turned off).
+ *
+ * While the peer is not in the room (`peerAway`: this side joined first, e.g. a dialer that joined
+ * early), everything is held, whatever `windowMs`: the room would store it for the peer (storage
+ * writes are the service's largest cost per setup), and the peer's join (`peer_joined`) reaches
+ * this side as soon as the room could hand it the stored copy. `peerHere` sends what is held,
+ * in groups of at most `MAX_BATCH_ITEMS` (each alone when batches are off). A `bye` while the peer
+ * is away drops what is held: the session is over before the peer saw any of it.
  */
 export class SignalOutbox {
   private held: SignalItem[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
+  private away = false;
 
   constructor(
     private readonly windowMs: number,
     private readonly post: (data: SignalData) => void,
   ) {}
 
+  /** The peer is not in the room: hold everything until `peerHere`. */
+  peerAway(): void {
+    this.away = true;
+  }
+
+  /** The peer is in the room: what is held leaves now. */
+  peerHere(): void {
+    if (!this.away) return;
+    this.away = false;
+    this.flush();
+  }
+
   send(data: SignalData): void {
-    if (this.windowMs <= 0 || data.kind === 'batch') return this.post(data);
     if (data.kind === 'bye') {
+      if (this.away) this.held = [];
       this.flush();
       return this.post(data);
     }
+    if (this.away) {
+      if (data.kind === 'batch') this.held.push(...data.items);
+      else this.held.push(data);
+      return;
+    }
+    if (this.windowMs <= 0 || data.kind === 'batch') return this.post(data);
     const follows = this.held.length > 0 && isDescription(this.held[this.held.length - 1]!) && data.kind === 'candidate';
     this.held.push(data);
     if (follows || data.kind === 'identity' || this.held.length >= MAX_BATCH_ITEMS) return this.flush();
     this.timer ??= setTimeout(() => this.flush(), this.windowMs);
   }
 
-  /** Sends what is held now. */
+  /** Sends what is held now (nothing while the peer is away). */
   flush(): void {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    if (this.away || this.held.length === 0) return;
     const items = this.held;
-    if (items.length === 0) return;
     this.held = [];
-    this.post(items.length === 1 ? items[0]! : { kind: 'batch', items });
+    if (this.windowMs <= 0) {
+      for (const d of items) this.post(d);
+      return;
+    }
+    for (let i = 0; i < items.length; i += MAX_BATCH_ITEMS) {
+      const group = items.slice(i, i + MAX_BATCH_ITEMS);
+      this.post(group.length === 1 ? group[0]! : { kind: 'batch', items: group });
+    }
   }
 }
 

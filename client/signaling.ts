@@ -354,14 +354,15 @@ class ReconnectingSocket<M extends { type: string }> extends Emitter<SocketEvent
 }
 
 /**
- * The presence socket: `GET /v1/presence?caps=ack,ticket,batch`. It declares the delivery-ack
- * capability (the endpoint, client/endpoint.ts, answers every `request` with `ringing` at once, so
- * the service can tell a request lost on a dead socket from one the endpoint is deciding on), room
- * tickets, and signal batches unless the endpoint turned them off.
+ * The presence socket: `GET /v1/presence?caps=ack,ticket,batch,early`. It declares the
+ * delivery-ack capability (the endpoint, client/endpoint.ts, answers every `request` with
+ * `ringing` at once, so the service can tell a request lost on a dead socket from one the endpoint
+ * is deciding on), room tickets, and signal batches and early join unless the endpoint turned
+ * them off.
  */
 export class PresenceSocket extends ReconnectingSocket<PresenceServerMessage> {
-  constructor(signalingUrl: string, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions, signalBatch = true) {
-    super(joinUrl(signalingUrl, '/v1/presence') + presenceQuery({ deliveryAck: true, roomTicket: true, signalBatch }), token, factory, parsePresenceServerMessage, false, keepalive);
+  constructor(signalingUrl: string, token: TokenSource, factory: WebSocketFactory, keepalive?: KeepaliveOptions, caps: { signalBatch: boolean; earlyJoin: boolean } = { signalBatch: true, earlyJoin: true }) {
+    super(joinUrl(signalingUrl, '/v1/presence') + presenceQuery({ deliveryAck: true, roomTicket: true, ...caps }), token, factory, parsePresenceServerMessage, false, keepalive);
   }
   post(m: PresenceClientMessage): boolean {
     return this.send(encode(m));

@@ -12,6 +12,9 @@
  * (and acknowledges it with `ringing{reqId}` when it declared `?caps=ack`) -> target
  * `answer{reqId,accept}` -> both get `session{...iceServers}` (or the initiator
  * gets `rejected` / `dial_failed{code:'peer_offline'|'timeout'}`) -> both open the room
+ * (with `?caps=early` on both sides, each gets its half of the session sooner: the dialer in an
+ * early `session` once the request is delivered, the target in the `request`; see
+ * `CAP_EARLY_JOIN`)
  * socket and exchange `signal{data}` frames; `renew` there extends a session both sides are
  * still using past its deadline.
  *
@@ -161,6 +164,16 @@ export const CAP_ROOM_TICKET = 'ticket';
  * `session` says `batch`, which the service says only when both sides declared this.
  */
 export const CAP_SIGNAL_BATCH = 'batch';
+/**
+ * Early join (issue 10 item 3: one signaling round trip fewer per dial). Both sides must also have
+ * declared {@link CAP_ROOM_TICKET}. A dialer whose target declared it too gets its room ticket and
+ * ICE servers in a `session` with `early: true` as soon as the request reaches the target, before
+ * the target answers: it joins the room and sends its offer, which waits there for the target. The
+ * target gets the same in its `request` (`early`), and joins the room as it accepts, without
+ * waiting for the service to confirm. Neither side then gets a later `session`; the dialer still
+ * gets `rejected`, `dial_failed` or `cancelled` if the request ends without an accept.
+ */
+export const CAP_EARLY_JOIN = 'early';
 /** Longest `caps` value read: a handful of short names; anything longer is ignored whole. */
 export const MAX_CAPS_CHARS = 128;
 
@@ -171,6 +184,8 @@ export interface PresenceCaps {
   readonly roomTicket?: boolean;
   /** The client reads and sends signal batches (`CAP_SIGNAL_BATCH`). Absent: false. */
   readonly signalBatch?: boolean;
+  /** The client joins rooms early (`CAP_EARLY_JOIN`). Absent: false. */
+  readonly earlyJoin?: boolean;
 }
 
 /**
@@ -182,9 +197,14 @@ export interface PresenceCaps {
  */
 export function parsePresenceCaps(search: string): PresenceCaps {
   const value = queryParam(search, CAPS_PARAM, MAX_CAPS_CHARS, 4 * MAX_CAPS_CHARS);
-  if (value === null) return { deliveryAck: false, roomTicket: false, signalBatch: false };
+  if (value === null) return { deliveryAck: false, roomTicket: false, signalBatch: false, earlyJoin: false };
   const caps = value.split(',');
-  return { deliveryAck: caps.includes(CAP_DELIVERY_ACK), roomTicket: caps.includes(CAP_ROOM_TICKET), signalBatch: caps.includes(CAP_SIGNAL_BATCH) };
+  return {
+    deliveryAck: caps.includes(CAP_DELIVERY_ACK),
+    roomTicket: caps.includes(CAP_ROOM_TICKET),
+    signalBatch: caps.includes(CAP_SIGNAL_BATCH),
+    earlyJoin: caps.includes(CAP_EARLY_JOIN),
+  };
 }
 
 /**
@@ -208,6 +228,7 @@ export function presenceQuery(caps: PresenceCaps): string {
     ...(caps.deliveryAck ? [CAP_DELIVERY_ACK] : []),
     ...(caps.roomTicket === true ? [CAP_ROOM_TICKET] : []),
     ...(caps.signalBatch === true ? [CAP_SIGNAL_BATCH] : []),
+    ...(caps.earlyJoin === true ? [CAP_EARLY_JOIN] : []),
   ];
   return names.length > 0 ? `?${CAPS_PARAM}=${names.join(',')}` : '';
 }
@@ -252,6 +273,19 @@ export interface SessionInfo {
    * other in `batch`es. Absent from an older service, which does not relay them.
    */
   readonly batch?: boolean;
+  /**
+   * True on the dialer's `session` sent before the target answered ({@link CAP_EARLY_JOIN}): join
+   * and send the offer now; the dial may still end in `rejected`, `dial_failed` or `cancelled`.
+   */
+  readonly early?: boolean;
+}
+
+/** What a `request` carries when both sides declared {@link CAP_EARLY_JOIN}: the target's half of a `session`. */
+export interface EarlyJoin {
+  readonly iceServers: IceServer[];
+  readonly deadline: number;
+  readonly ticket: string;
+  readonly batch?: boolean;
 }
 
 export type PresenceServerMessage =
@@ -260,7 +294,7 @@ export type PresenceServerMessage =
    * `timeoutMs`: what is left of the dialer's budget when the request is sent (ms, ≥ 0). This
    * service always sends it; optional for clients talking to an older one.
    */
-  | { readonly type: 'request'; readonly reqId: string; readonly from: string; readonly sessionId: string; readonly timeoutMs?: number }
+  | { readonly type: 'request'; readonly reqId: string; readonly from: string; readonly sessionId: string; readonly timeoutMs?: number; readonly early?: EarlyJoin }
   | ({ readonly type: 'session' } & SessionInfo)
   | { readonly type: 'rejected'; readonly reqId: string; readonly reason: string }
   | { readonly type: 'dial_failed'; readonly reqId: string; readonly code: DialFailure }
@@ -590,9 +624,21 @@ export function parsePresenceServerMessage(frame: unknown): Parsed<PresenceServe
       const sid = o['sessionId'];
       if (!reqId || !isStr(from, 128) || !ENDPOINT_ID_RE.test(from) || !isStr(sid, 64) || !SESSION_ID_RE.test(sid)) return bad('request');
       const t = o['timeoutMs'];
-      if (t === undefined) return ok({ type: 'request', reqId, from, sessionId: sid });
-      if (!Number.isSafeInteger(t) || (t as number) < 0 || (t as number) > MAX_DIAL_TIMEOUT_MS) return bad('request');
-      return ok({ type: 'request', reqId, from, sessionId: sid, timeoutMs: t as number });
+      if (t !== undefined && (!Number.isSafeInteger(t) || (t as number) < 0 || (t as number) > MAX_DIAL_TIMEOUT_MS)) return bad('request');
+      let early: EarlyJoin | undefined;
+      if (o['early'] !== undefined) {
+        const e = o['early'];
+        if (typeof e !== 'object' || e === null || Array.isArray(e)) return bad('request');
+        const x = e as Record<string, unknown>;
+        const ice = parseIceServers(x['iceServers']);
+        const deadline = x['deadline'];
+        const ticket = x['ticket'];
+        const batch = x['batch'];
+        if (!ice || typeof deadline !== 'number' || !Number.isFinite(deadline) || !isStr(ticket, MAX_TICKET_CHARS) || !TICKET_RE.test(ticket)) return bad('request');
+        if (batch !== undefined && typeof batch !== 'boolean') return bad('request');
+        early = { iceServers: ice, deadline, ticket, ...(batch === true ? { batch } : {}) };
+      }
+      return ok({ type: 'request', reqId, from, sessionId: sid, ...(t !== undefined ? { timeoutMs: t as number } : {}), ...(early ? { early } : {}) });
     }
     case 'session': {
       const sid = o['sessionId'];
@@ -606,7 +652,21 @@ export function parsePresenceServerMessage(frame: unknown): Parsed<PresenceServe
       if (ticket !== undefined && (!isStr(ticket, MAX_TICKET_CHARS) || !TICKET_RE.test(ticket))) return bad('session');
       const batch = o['batch'];
       if (batch !== undefined && typeof batch !== 'boolean') return bad('session');
-      return ok({ type: 'session', reqId, sessionId: sid, peer, role, iceServers: ice, deadline, ...(ticket !== undefined ? { ticket } : {}), ...(batch === true ? { batch } : {}) });
+      const early = o['early'];
+      // An early session is the dialer's, and its room admits it by ticket only.
+      if (early !== undefined && (typeof early !== 'boolean' || (early && (role !== 'initiator' || ticket === undefined)))) return bad('session');
+      return ok({
+        type: 'session',
+        reqId,
+        sessionId: sid,
+        peer,
+        role,
+        iceServers: ice,
+        deadline,
+        ...(ticket !== undefined ? { ticket } : {}),
+        ...(batch === true ? { batch } : {}),
+        ...(early === true ? { early } : {}),
+      });
     }
     case 'rejected':
       if (!reqId) return bad('rejected');

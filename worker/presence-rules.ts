@@ -51,6 +51,8 @@ export interface Dial {
   readonly offlineAt: number;
   /** Unix ms: if not answered by then, `dial_failed{timeout}`. */
   readonly timeoutAt: number;
+  /** The dialer got its early `session` (both sides declared early join): no `session` at the answer. */
+  readonly early?: true;
 }
 
 export interface Incoming {
@@ -69,6 +71,12 @@ export interface Incoming {
    * targets without the capability.
    */
   readonly awaitingAck?: { readonly sentAt: number; readonly by: number };
+  /** The initiator declared early join (copied from `IncomingCall.early`). */
+  readonly early?: true;
+  /** The initiator reads signal batches (copied from `IncomingCall.batches`). */
+  readonly batches?: true;
+  /** The target got its half of the session in the `request` (early join): no `session` at the answer. */
+  readonly sentEarly?: true;
 }
 
 /** What the initiator's object tells the target's. */
@@ -79,6 +87,19 @@ export interface IncomingCall {
   readonly sessionId: string;
   readonly offlineAt: number;
   readonly timeoutAt: number;
+  /** The initiator declared early join (`Me.early`). */
+  readonly early?: true;
+  /** The initiator reads signal batches (`Me.batches`). */
+  readonly batches?: true;
+}
+
+/** The target's object's reply to `incoming`. */
+export interface IncomingReply {
+  readonly delivered: boolean;
+  /** Delivered to a target that declared early join, and so did the initiator: the initiator may join now. */
+  readonly early?: true;
+  /** The target reads signal batches (sent with `early`). */
+  readonly batches?: true;
 }
 
 /** What the target's object tells the initiator's when its endpoint answers. */
@@ -92,6 +113,8 @@ export interface AnsweredCall {
   readonly tickets?: boolean;
   /** The responder declared the `batch` capability (see `Me.batches`). */
   readonly batches?: boolean;
+  /** The responder got its half of the session in the request (early join): it needs no `session`. */
+  readonly early?: boolean;
 }
 
 /** The endpoint on the current presence socket, or null when none is connected. */
@@ -111,6 +134,11 @@ export interface Me {
    * When both sides did, both `session`s say `batch` and either side may send them.
    */
   readonly batches?: boolean;
+  /**
+   * The socket declared early join (`CAP_EARLY_JOIN`) and the `ticket` capability it needs: when
+   * both sides did, each gets its half of the session before the answer (see protocol/messages.ts).
+   */
+  readonly early?: boolean;
 }
 
 export interface PresenceState {
@@ -157,7 +185,7 @@ export type PresenceEvent =
   /** Initiator side: the target's object lost the request with the target's socket. */
   | { readonly type: 'unreachable'; readonly reqId: string; readonly sessionId: string }
   // Results of this object's own calls, fed back by the driver
-  | { readonly type: 'incoming_result'; readonly reqId: string; readonly sessionId: string; readonly delivered: boolean }
+  | ({ readonly type: 'incoming_result'; readonly me: Me | null; readonly reqId: string; readonly sessionId: string; readonly now: number } & IncomingReply)
   | { readonly type: 'delivered_result'; readonly reqId: string; readonly live: boolean }
   | {
       readonly type: 'answered_result';
@@ -171,13 +199,23 @@ export type PresenceEvent =
       readonly tickets?: boolean;
       /** Both sides read signal batches. */
       readonly batch?: boolean;
+      /** This side got its half of the session in the request: it needs no `session`. */
+      readonly early?: boolean;
     };
 
 export type PresenceAction =
   /** Send to the current presence socket, if any. */
   | { readonly type: 'send'; readonly message: PresenceServerMessage }
-  /** Send `session` with ICE servers freshly minted for this endpoint (and its room ticket when `ticket`). */
-  | { readonly type: 'send_session'; readonly reqId: string; readonly sessionId: string; readonly peer: string; readonly role: Role; readonly deadline: number; readonly ticket?: true; readonly batch?: true }
+  /**
+   * Send `session` with ICE servers freshly minted for this endpoint (and its room ticket when
+   * `ticket`); `early`: the dialer's, before the answer (always with a ticket).
+   */
+  | { readonly type: 'send_session'; readonly reqId: string; readonly sessionId: string; readonly peer: string; readonly role: Role; readonly deadline: number; readonly ticket?: true; readonly batch?: true; readonly early?: true }
+  /**
+   * Send `request` (`message`) with this endpoint's half of the session (early join): ICE servers
+   * freshly minted for it and its room ticket for `deadline`.
+   */
+  | { readonly type: 'send_early_request'; readonly message: Extract<PresenceServerMessage, { type: 'request' }>; readonly deadline: number; readonly batch?: true }
   /** Call `incoming` on `to`'s object; feed the reply back as `incoming_result`. */
   | { readonly type: 'call_incoming'; readonly to: string; readonly call: IncomingCall }
   /** Call `delivered` on the initiator's object; feed the reply back as `delivered_result`. */
@@ -196,7 +234,7 @@ export type PresenceAction =
   /** Create the room (before anyone is told about the session). */
   | { readonly type: 'init_room'; readonly meta: RoomMeta };
 
-export type PresenceReply = { delivered: boolean } | { live: boolean } | AnsweredReply | null;
+export type PresenceReply = IncomingReply | { live: boolean } | AnsweredReply | null;
 
 /** The initiator's object's reply to `answered`: the session's deadline and what both sides declared. */
 export interface AnsweredReply {
@@ -274,13 +312,30 @@ export function randomId(random: (n: number) => Uint8Array): string {
 // ---- step ----------------------------------------------------------------------------------
 
 /** The `request` frame for `r` at `now`, with what is left of the dialer's budget. */
-const requestMessage = (r: Incoming, now: number): PresenceServerMessage => ({
+const requestMessage = (r: Incoming, now: number): Extract<PresenceServerMessage, { type: 'request' }> => ({
   type: 'request',
   reqId: r.reqId,
   from: r.from,
   sessionId: r.sessionId,
   timeoutMs: Math.max(0, r.timeoutAt - now),
 });
+
+/** Both sides of a request declared early join. */
+const bothEarly = (r: Incoming, me: Me): boolean => r.early === true && me.early === true;
+
+/**
+ * Sends `r` to the socket of `me` at `now`: with the target's half of the session when both
+ * sides declared early join. Returns the action and the record as sent (see `sentTo`).
+ */
+function deliver(r: Incoming, me: Me, now: number, config: PresenceConfig): { action: PresenceAction; record: Incoming } {
+  const sent = sentTo(r, me, now, config);
+  if (!bothEarly(r, me)) {
+    const { sentEarly: _no, ...rest } = sent;
+    return { action: { type: 'send', message: requestMessage(r, now) }, record: rest };
+  }
+  const batch = r.batches === true && me.batches === true ? { batch: true as const } : {};
+  return { action: { type: 'send_early_request', message: requestMessage(r, now), deadline: now + config.sessionTtlMs, ...batch }, record: { ...sent, sentEarly: true } };
+}
 
 /**
  * `r` as sent to the socket of `me` at `now`: waiting for a receipt when that socket acknowledges
@@ -323,13 +378,14 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
           if (expired || r.delivered) incoming = without(incoming, r.reqId);
           continue;
         }
-        actions.push({ type: 'send', message: requestMessage(r, ev.now) });
-        // Already delivered to an old socket: only the receipt starts over, on this socket.
+        const { action, record } = deliver(r, ev.me, ev.now, config);
+        actions.push(action);
+        // Already delivered to an old socket: only the receipt (and the early half) starts over, on this socket.
         if (r.delivered) {
-          if (r.awaitingAck || ev.me.acks) incoming = { ...incoming, [r.reqId]: sentTo(r, ev.me, ev.now, config) };
+          if (r.awaitingAck || ev.me.acks || r.sentEarly !== record.sentEarly) incoming = { ...incoming, [r.reqId]: record };
           continue;
         }
-        incoming = { ...incoming, [r.reqId]: sentTo(r, ev.me, ev.now, config) };
+        incoming = { ...incoming, [r.reqId]: record };
         actions.push({ type: 'call_delivered', to: r.from, initiatorReqId: r.initiatorReqId, sessionId: r.sessionId, reqId: r.reqId });
       }
       return result({ ...s, incoming }, actions);
@@ -354,17 +410,29 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         sessionId: ev.sessionId,
         offlineAt: dial.offlineAt,
         timeoutAt: dial.timeoutAt,
+        ...(ev.me.early === true ? { early: true as const } : {}),
+        ...(ev.me.batches === true ? { batches: true as const } : {}),
       };
       return result({ ...s, dials: { ...s.dials, [ev.reqId]: dial } }, [{ type: 'call_incoming', to: ev.to, call }]);
     }
-    case 'incoming_result':
+    case 'incoming_result': {
+      const d = s.dials[ev.reqId];
+      if (d === undefined || d.sessionId !== ev.sessionId || !ev.delivered) return result(s);
+      // Both sides declared early join: the dialer gets its half of the session now, and joins.
+      if (ev.early === true && ev.me?.early === true && d.early !== true) {
+        const batch = ev.batches === true && ev.me.batches === true ? { batch: true as const } : {};
+        return result({ ...s, dials: { ...s.dials, [ev.reqId]: { ...d, ringing: true, early: true } } }, [
+          { type: 'send_session', reqId: d.reqId, sessionId: d.sessionId, peer: d.to, role: 'initiator', deadline: ev.now + config.sessionTtlMs, ticket: true, early: true, ...batch },
+        ]);
+      }
+      if (d.ringing) return result(s);
+      return result({ ...s, dials: { ...s.dials, [ev.reqId]: { ...d, ringing: true } } });
+    }
     case 'delivered': {
-      const ringing = ev.type === 'delivered' || ev.delivered;
       const d = s.dials[ev.reqId];
       const live = d !== undefined && d.sessionId === ev.sessionId;
-      const reply = ev.type === 'delivered' ? { live } : null;
-      if (!live || !ringing || d.ringing) return result(s, [], reply);
-      return result({ ...s, dials: { ...s.dials, [ev.reqId]: { ...d, ringing: true } } }, [], reply);
+      if (!live || d.ringing) return result(s, [], { live });
+      return result({ ...s, dials: { ...s.dials, [ev.reqId]: { ...d, ringing: true } } }, [], { live });
     }
     case 'delivered_result': {
       const r = s.incoming[ev.reqId];
@@ -382,13 +450,15 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         ...(ev.reason !== undefined ? { reason: ev.reason } : {}),
         ...(ev.me.tickets === true ? { tickets: true } : {}),
         ...(ev.me.batches === true ? { batches: true } : {}),
+        ...(r.sentEarly === true ? { early: true } : {}),
       };
       // Gone from here at once, so a second answer is out of state.
       return result({ ...s, incoming: without(s.incoming, ev.reqId) }, [{ type: 'call_answered', to: r.from, call, reqId: ev.reqId }]);
     }
     case 'answered_result': {
       if (!ev.ok) return result(s, [{ type: 'send', message: { type: 'cancelled', reqId: ev.reqId } }]);
-      if (!ev.accept || ev.deadline === undefined) return result(s);
+      // An early target joined as it accepted: it needs no `session`.
+      if (!ev.accept || ev.deadline === undefined || ev.early === true) return result(s);
       return result(s, [
         {
           type: 'send_session',
@@ -469,9 +539,10 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       if (held.some((r) => r.sessionId === ev.call.sessionId)) return no;
       if (ev.me === null && held.length >= MAX_HELD_REQUESTS) return no;
       const record: Incoming = { reqId: ev.reqId, ...ev.call, delivered: false };
-      const r = ev.me !== null ? sentTo(record, ev.me, ev.now, config) : record;
-      const actions: PresenceAction[] = ev.me !== null ? [{ type: 'send', message: requestMessage(r, ev.now) }] : [];
-      return result({ ...s, incoming: { ...s.incoming, [r.reqId]: r } }, actions, { delivered: ev.me !== null });
+      if (ev.me === null) return result({ ...s, incoming: { ...s.incoming, [record.reqId]: record } }, [], { delivered: false });
+      const { action, record: r } = deliver(record, ev.me, ev.now, config);
+      const early: IncomingReply = r.sentEarly === true ? { delivered: true, early: true, ...(ev.me.batches === true ? { batches: true } : {}) } : { delivered: true };
+      return result({ ...s, incoming: { ...s.incoming, [r.reqId]: r } }, [action], early);
     }
     case 'answered': {
       const c = ev.call;
@@ -486,9 +557,11 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       const deadline = ev.now + config.sessionTtlMs;
       // Both sides read signal batches: both sessions say so.
       const batch = ev.me.batches === true && c.batches === true ? { batch: true as const } : {};
-      // Both sides join with the ticket: the first join creates the room, no `init` call.
+      // Both sides join with the ticket: the first join creates the room, no `init` call. A dialer
+      // that had its early `session` is in the room already and needs no other.
       if (ev.me.tickets === true && c.tickets === true) {
-        return result({ ...s, dials }, [{ type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline, ticket: true, ...batch }], {
+        const tell: PresenceAction[] = d.early === true ? [] : [{ type: 'send_session', reqId: c.reqId, sessionId: c.sessionId, peer: c.responder, role: 'initiator', deadline, ticket: true, ...batch }];
+        return result({ ...s, dials }, tell, {
           ok: true,
           deadline,
           tickets: true,

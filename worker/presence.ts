@@ -37,6 +37,7 @@ import {
   type Dial,
   type Incoming,
   type IncomingCall,
+  type IncomingReply,
   type Me,
   type PresenceAction,
   type PresenceConfig,
@@ -60,7 +61,15 @@ export type { IncomingCall } from './presence-rules.js';
 
 const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
 
-const meOf = (a: PresenceAttachment): Me => ({ sub: a.sub, homes: a.homes, acks: a.acks === true, tickets: a.tk === true, batches: a.bt === true });
+const meOf = (a: PresenceAttachment): Me => ({
+  sub: a.sub,
+  homes: a.homes,
+  acks: a.acks === true,
+  tickets: a.tk === true,
+  batches: a.bt === true,
+  // Early join needs the ticket: the room admits an early joiner by it alone.
+  early: a.ej === true && a.tk === true,
+});
 
 /** Storage key prefix of each record kind. */
 const PREFIX = { dials: 'out:', incoming: 'in:' } as const;
@@ -86,6 +95,8 @@ interface PresenceAttachment extends SocketAttachment {
   readonly tk?: true;
   /** The client declared `?caps=batch` (it reads signal batches). */
   readonly bt?: true;
+  /** The client declared `?caps=early` (it joins rooms early). */
+  readonly ej?: true;
 }
 
 /** The records of a presence attachment, checked when read back (absent or malformed: none). */
@@ -290,17 +301,25 @@ export class Presence extends SocketObject {
           deadline: act.deadline,
           ...(ticket !== undefined ? { ticket } : {}),
           ...(act.batch ? { batch: true } : {}),
+          ...(act.early ? { early: true } : {}),
         });
       }
+      case 'send_early_request': {
+        const c = this.current();
+        if (!c) return;
+        const iceServers = await iceServersFor(this.config, c.id.sub, c.id.loc, Date.now());
+        const ticket = await signTicket(this.config.turnSecrets, { sessionId: act.message.sessionId, initiator: act.message.from, responder: c.id.sub, deadline: act.deadline });
+        return safeSend(c.ws, { ...act.message, early: { iceServers, deadline: act.deadline, ticket, ...(act.batch ? { batch: true } : {}) } });
+      }
       case 'call_incoming': {
-        let delivered = false;
+        let reply: IncomingReply = { delivered: false };
         try {
-          ({ delivered } = await this.peer(act.to).incoming(act.call));
+          reply = await this.peer(act.to).incoming(act.call);
         } catch (e) {
           // Treated like an offline target: the alarm answers peer_offline at offlineAt.
           console.error('presence: incoming() failed', (e as Error).name);
         }
-        await this.apply({ type: 'incoming_result', reqId: act.call.initiatorReqId, sessionId: act.call.sessionId, delivered });
+        await this.apply({ type: 'incoming_result', me: this.me(), reqId: act.call.initiatorReqId, sessionId: act.call.sessionId, ...reply, now: Date.now() });
         return;
       }
       case 'call_delivered': {
@@ -328,6 +347,7 @@ export class Presence extends SocketObject {
           ...(res.deadline !== undefined ? { deadline: res.deadline } : {}),
           ...(res.tickets === true ? { tickets: true } : {}),
           ...(res.batch === true ? { batch: true } : {}),
+          ...(act.call.early === true ? { early: true } : {}),
         });
         return;
       }
@@ -417,6 +437,7 @@ export class Presence extends SocketObject {
       ...(caps.deliveryAck ? { acks: true as const } : {}),
       ...(caps.roomTicket === true ? { tk: true as const } : {}),
       ...(caps.signalBatch === true ? { bt: true as const } : {}),
+      ...(caps.earlyJoin === true ? { ej: true as const } : {}),
     };
     this.setAttachment(server, attachment);
     // One presence socket per endpoint: the newcomer wins, the old one is told and closed.
@@ -486,12 +507,12 @@ export class Presence extends SocketObject {
   // ---- RPC from other presence objects ---------------------------------------
 
   /** Target side: a request arrives. Returns whether it reached the target's socket now. */
-  async incoming(call: IncomingCall): Promise<{ delivered: boolean }> {
+  async incoming(call: IncomingCall): Promise<IncomingReply> {
     this.meter('request');
     // A silent socket is not a way to reach the endpoint: hold the request for its return.
     await this.dropStale(Date.now());
     const reply = await this.apply({ type: 'incoming', me: this.me(), call, reqId: randomId(random), now: Date.now() });
-    return reply as { delivered: boolean };
+    return reply as IncomingReply;
   }
 
   /** Initiator side: a held request reached the target. `live` false when the dial is gone. */

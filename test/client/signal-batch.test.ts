@@ -86,6 +86,51 @@ describe('SignalOutbox', () => {
     off.box.send(cand(1));
     expect(off.sent).toEqual([offer, cand(1)]);
   });
+
+  it('while the peer is away nothing leaves, not even after the window; its arrival sends all of it in full groups', () => {
+    vi.useFakeTimers();
+    const { box, sent } = outbox();
+    box.peerAway();
+    box.send(offer);
+    box.send(cand(0));
+    box.send(identity);
+    box.send({ kind: 'batch', items: [cand(1), cand(2)] });
+    for (let i = 3; i < MAX_BATCH_ITEMS + 2; i++) box.send(cand(i));
+    box.flush();
+    vi.advanceTimersByTime(1000);
+    expect(sent).toEqual([]);
+    box.peerHere();
+    const items = [offer, cand(0), identity, ...Array.from({ length: MAX_BATCH_ITEMS + 1 }, (_, i) => cand(i + 1))];
+    expect(sent).toEqual([{ kind: 'batch', items: items.slice(0, MAX_BATCH_ITEMS) }, { kind: 'batch', items: items.slice(MAX_BATCH_ITEMS) }]);
+    // Present again: the usual rules.
+    box.send(cand(99));
+    expect(sent).toHaveLength(2);
+    vi.advanceTimersByTime(10);
+    expect(sent[2]).toEqual(cand(99));
+    box.peerHere();
+    expect(sent).toHaveLength(3);
+  });
+
+  it('with batches off, what was held while the peer was away leaves signal by signal', () => {
+    const { box, sent } = outbox(0);
+    box.peerAway();
+    box.send(offer);
+    box.send(cand(1));
+    expect(sent).toEqual([]);
+    box.peerHere();
+    expect(sent).toEqual([offer, cand(1)]);
+  });
+
+  it('a bye while the peer is away drops what is held and leaves alone', () => {
+    const { box, sent } = outbox();
+    box.peerAway();
+    box.send(offer);
+    box.send(cand(1));
+    box.send({ kind: 'bye', reason: 'rejected' });
+    expect(sent).toEqual([{ kind: 'bye', reason: 'rejected' }]);
+    box.peerHere();
+    expect(sent).toHaveLength(1);
+  });
 });
 
 let sig: SignalingHandle;

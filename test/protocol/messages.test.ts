@@ -9,6 +9,7 @@ import {
   roomQuery,
   MAX_FRAME_BYTES,
   CAP_SIGNAL_BATCH,
+  CAP_EARLY_JOIN,
   parsePresenceCaps,
   parsePresenceClientMessage,
   presenceQuery,
@@ -69,26 +70,34 @@ describe('presence client messages', () => {
 
 describe('presence capabilities in the URL query', () => {
   it('reads the delivery-ack capability, alone or among others', () => {
-    expect(parsePresenceCaps(`?caps=${CAP_DELIVERY_ACK}`)).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false });
-    expect(parsePresenceCaps('?caps=future,ack,other')).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false });
-    expect(parsePresenceCaps('caps=ack')).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false });
-    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true }))).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false });
+    expect(parsePresenceCaps(`?caps=${CAP_DELIVERY_ACK}`)).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false, earlyJoin: false });
+    expect(parsePresenceCaps('?caps=future,ack,other')).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false, earlyJoin: false });
+    expect(parsePresenceCaps('caps=ack')).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false, earlyJoin: false });
+    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true }))).toEqual({ deliveryAck: true, roomTicket: false, signalBatch: false, earlyJoin: false });
     expect(presenceQuery({ deliveryAck: false })).toBe('');
   });
 
   it('reads the room-ticket capability, and declares both together', () => {
-    expect(parsePresenceCaps(`?caps=${CAP_ROOM_TICKET}`)).toEqual({ deliveryAck: false, roomTicket: true, signalBatch: false });
+    expect(parsePresenceCaps(`?caps=${CAP_ROOM_TICKET}`)).toEqual({ deliveryAck: false, roomTicket: true, signalBatch: false, earlyJoin: false });
     expect(presenceQuery({ deliveryAck: true, roomTicket: true })).toBe('?caps=ack,ticket');
-    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true, roomTicket: true }))).toEqual({ deliveryAck: true, roomTicket: true, signalBatch: false });
+    expect(parsePresenceCaps(presenceQuery({ deliveryAck: true, roomTicket: true }))).toEqual({ deliveryAck: true, roomTicket: true, signalBatch: false, earlyJoin: false });
     expect(presenceQuery({ deliveryAck: false, roomTicket: true })).toBe('?caps=ticket');
   });
 
   it('reads the signal-batch capability, and declares all three together', () => {
-    expect(parsePresenceCaps(`?caps=${CAP_SIGNAL_BATCH}`)).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: true });
-    const all = { deliveryAck: true, roomTicket: true, signalBatch: true };
-    expect(presenceQuery(all)).toBe('?caps=ack,ticket,batch');
+    expect(parsePresenceCaps(`?caps=${CAP_SIGNAL_BATCH}`)).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: true, earlyJoin: false });
+    const three = { deliveryAck: true, roomTicket: true, signalBatch: true };
+    expect(presenceQuery(three)).toBe('?caps=ack,ticket,batch');
+    expect(parsePresenceCaps(presenceQuery(three))).toEqual({ ...three, earlyJoin: false });
+    expect(parsePresenceCaps('?caps=batches')).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: false, earlyJoin: false });
+  });
+
+  it('reads the early-join capability, and declares all four together', () => {
+    expect(parsePresenceCaps(`?caps=${CAP_EARLY_JOIN}`)).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: false, earlyJoin: true });
+    const all = { deliveryAck: true, roomTicket: true, signalBatch: true, earlyJoin: true };
+    expect(presenceQuery(all)).toBe('?caps=ack,ticket,batch,early');
     expect(parsePresenceCaps(presenceQuery(all))).toEqual(all);
-    expect(parsePresenceCaps('?caps=batches')).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: false });
+    expect(parsePresenceCaps('?caps=earlyjoin')).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: false, earlyJoin: false });
   });
 
   it.each([
@@ -101,7 +110,7 @@ describe('presence capabilities in the URL query', () => {
     ['an oversized query', `?pad=${'x'.repeat(4 * MAX_CAPS_CHARS)}&caps=ack`],
     ['a garbled escape', '?caps=%E0%A4%A'],
   ])('declares nothing for %s', (_name, search) => {
-    expect(parsePresenceCaps(search)).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: false });
+    expect(parsePresenceCaps(search)).toEqual({ deliveryAck: false, roomTicket: false, signalBatch: false, earlyJoin: false });
   });
 
   it('never throws on arbitrary query strings', () => {
@@ -139,6 +148,39 @@ describe('room tickets on the wire', () => {
     const off = parsePresenceServerMessage(JSON.stringify({ ...session, batch: false }));
     expect(off.ok && 'batch' in off.value).toBe(false);
     for (const bad of [1, 'true', null, {}]) expect(parsePresenceServerMessage(JSON.stringify({ ...session, batch: bad })).ok).toBe(false);
+  });
+
+  it("an early session is the initiator's and carries a ticket; any other early session refuses the frame", () => {
+    expect(parsePresenceServerMessage(JSON.stringify({ ...session, ticket, early: true }))).toMatchObject({ ok: true, value: { early: true, ticket } });
+    const off = parsePresenceServerMessage(JSON.stringify({ ...session, early: false }));
+    expect(off.ok && 'early' in off.value).toBe(false);
+    expect(parsePresenceServerMessage(JSON.stringify({ ...session, early: true })).ok).toBe(false); // no ticket
+    expect(parsePresenceServerMessage(JSON.stringify({ ...session, ticket, role: 'responder', early: true })).ok).toBe(false);
+    for (const bad of [1, 'true', null, {}]) expect(parsePresenceServerMessage(JSON.stringify({ ...session, ticket, early: bad })).ok).toBe(false);
+  });
+
+  it("a request carries the target's early half whole, or nothing; a malformed one refuses the frame", () => {
+    const request = { type: 'request', reqId: 'r1', from: 'app-1', sessionId: 'abcdefghijklmnopqrstuv', timeoutMs: 1000 };
+    const early = { iceServers: [{ urls: ['stun:127.0.0.1:3478'] }], deadline: 5, ticket };
+    expect(parsePresenceServerMessage(JSON.stringify(request))).toEqual({ ok: true, value: request });
+    expect(parsePresenceServerMessage(JSON.stringify({ ...request, early }))).toEqual({ ok: true, value: { ...request, early } });
+    expect(parsePresenceServerMessage(JSON.stringify({ ...request, early: { ...early, batch: true } }))).toMatchObject({ ok: true, value: { early: { batch: true } } });
+    // Unknown fields inside are dropped, not passed on.
+    expect(parsePresenceServerMessage(JSON.stringify({ ...request, early: { ...early, evil: 'x' } }))).toEqual({ ok: true, value: { ...request, early } });
+    for (const bad of [
+      null,
+      [],
+      'x',
+      { ...early, ticket: undefined },
+      { ...early, ticket: 'a.b' },
+      { ...early, deadline: '5' },
+      { ...early, deadline: null },
+      { ...early, iceServers: 'stun:x' },
+      { ...early, iceServers: [{ urls: ['http://x'] }] },
+      { ...early, batch: 'yes' },
+    ]) {
+      expect(parsePresenceServerMessage(JSON.stringify({ ...request, early: bad })).ok).toBe(false);
+    }
   });
 });
 

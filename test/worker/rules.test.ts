@@ -326,7 +326,7 @@ describe('presence machine on virtual time', () => {
     const rang = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't2', now: 1500 });
     expect(rang.actions).toEqual([{ type: 'send', message: { type: 'request', reqId: 't2', from: 'app', sessionId: SID, timeoutMs: 7500 } }]);
     // Ringing but unanswered: the verdict comes when the dialer gives up, not 30 s later.
-    const ringing = run(short.state, { type: 'incoming_result', reqId: 'r2', sessionId: SID, delivered: true });
+    const ringing = run(short.state, { type: 'incoming_result', me: null, reqId: 'r2', sessionId: SID, delivered: true, now: 0 });
     expect(run(ringing.state, { type: 'alarm', now: 8999, heardAt: null }).actions).toEqual([]);
     expect(run(ringing.state, { type: 'alarm', now: 9000, heardAt: null }).actions[0]).toEqual({ type: 'send', message: { type: 'dial_failed', reqId: 'r2', code: 'timeout' } });
     expect(run(rang.state, { type: 'alarm', now: 9000, heardAt: null }).actions).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't2' } }]);
@@ -337,7 +337,7 @@ describe('presence machine on virtual time', () => {
 
   it('initiator side: unknown, offline and forbidden targets all end the same way at offlineAt', () => {
     // Whatever the target side did, the initiator hears no result but "not delivered".
-    const unknown = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: false }, { type: 'alarm', now: 2999, heardAt: null });
+    const unknown = run(dialed.state, { type: 'incoming_result', me: null, reqId: 'r1', sessionId: SID, delivered: false, now: 0 }, { type: 'alarm', now: 2999, heardAt: null });
     expect(unknown.actions).toEqual([]);
     const failed = run(unknown.state, { type: 'alarm', now: 3000, heardAt: null });
     expect(failed.actions).toEqual([
@@ -374,7 +374,7 @@ describe('presence machine on virtual time', () => {
   });
 
   it('ringing: no offline verdict; accept creates the room before anyone hears, once', () => {
-    const ringing = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: true }, { type: 'alarm', now: 3000, heardAt: null });
+    const ringing = run(dialed.state, { type: 'incoming_result', me: null, reqId: 'r1', sessionId: SID, delivered: true, now: 0 }, { type: 'alarm', now: 3000, heardAt: null });
     expect(ringing.actions).toEqual([]);
     const accept = { type: 'answered' as const, me: app, call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true }, now: 5000 };
     const ok = run(ringing.state, accept);
@@ -394,7 +394,7 @@ describe('presence machine on virtual time', () => {
   });
 
   it('both sides declared tickets: no init call, both sessions carry the ticket; one side without: init as before', () => {
-    const ringing = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: true });
+    const ringing = run(dialed.state, { type: 'incoming_result', me: null, reqId: 'r1', sessionId: SID, delivered: true, now: 0 });
     const both = run(ringing.state, { type: 'answered', me: { ...app, tickets: true }, call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true, tickets: true }, now: 5000 });
     expect(both.replies).toEqual([{ ok: true, deadline: 605_000, tickets: true }]);
     expect(both.actions).toEqual([{ type: 'send_session', reqId: 'r1', sessionId: SID, peer: 'hub', role: 'initiator', deadline: 605_000, ticket: true }]);
@@ -518,7 +518,7 @@ describe('presence machine on virtual time', () => {
     });
 
     it('initiator side: unreachable fails a live dial with peer_offline at once, and nothing else', () => {
-      const ringing = run(dialed.state, { type: 'incoming_result', reqId: 'r1', sessionId: SID, delivered: true });
+      const ringing = run(dialed.state, { type: 'incoming_result', me: null, reqId: 'r1', sessionId: SID, delivered: true, now: 0 });
       const failed = run(ringing.state, { type: 'unreachable', reqId: 'r1', sessionId: SID });
       expect(failed.replies).toEqual([{ live: true }]);
       expect(failed.actions).toEqual([{ type: 'send', message: { type: 'dial_failed', reqId: 'r1', code: 'peer_offline' } }]);

@@ -11,7 +11,7 @@ import type { Endpoint } from '../../client/index.js';
 import { nodeWebSocket } from '../../client/node-websocket.js';
 import type { WebSocketFactory } from '../../client/signaling.js';
 import { SignalOutbox } from '../../client/link.js';
-import { MAX_BATCH_ITEMS, type SignalData } from '../../protocol/messages.js';
+import { MAX_BATCH_ITEMS, type SignalData, type SignalItem } from '../../protocol/messages.js';
 import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { dialUseClose, endpointFor, randomId } from './helpers.js';
 import { TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
@@ -94,7 +94,7 @@ describe('SignalOutbox', () => {
     box.send(offer);
     box.send(cand(0));
     box.send(identity);
-    box.send({ kind: 'batch', items: [cand(1), cand(2)] });
+    box.send({ kind: 'batch', items: [cand(1) as SignalItem, cand(2) as SignalItem] });
     for (let i = 3; i < MAX_BATCH_ITEMS + 2; i++) box.send(cand(i));
     box.flush();
     vi.advanceTimersByTime(1000);

@@ -530,6 +530,76 @@ describe('presence machine on virtual time', () => {
       expect(other.state).toBe(ringing.state);
     });
   });
+
+  describe('early join (both sides declared it)', () => {
+    const eApp = { ...app, tickets: true, batches: true, early: true };
+    const eHub = { ...hub, tickets: true, batches: true, early: true };
+    const dial = run(emptyPresence(), { type: 'dial', me: eApp, reqId: 'r1', to: 'hub', sessionId: SID, now: 0 });
+    const call = (dial.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
+    const rang = run(emptyPresence(), { type: 'incoming', me: eHub, call, reqId: 't1', now: 100 });
+
+    it("the target's request carries its half, and the dialer gets its session once the request is delivered", () => {
+      expect(call).toMatchObject({ early: true, batches: true });
+      expect(rang.actions).toEqual([
+        { type: 'send_early_request', message: { type: 'request', reqId: 't1', from: 'app', sessionId: SID, timeoutMs: 29_900 }, deadline: 100 + CFG.sessionTtlMs, batch: true },
+      ]);
+      expect(rang.replies).toEqual([{ delivered: true, early: true, batches: true }]);
+      const told = run(dial.state, { type: 'incoming_result', me: eApp, reqId: 'r1', sessionId: SID, delivered: true, early: true, batches: true, now: 200 });
+      expect(told.actions).toEqual([
+        { type: 'send_session', reqId: 'r1', sessionId: SID, peer: 'hub', role: 'initiator', deadline: 200 + CFG.sessionTtlMs, ticket: true, early: true, batch: true },
+      ]);
+      expect(told.state.dials['r1']).toMatchObject({ ringing: true, early: true });
+    });
+
+    it('at the answer neither side gets a session; a reject still reaches the dialer', () => {
+      const told = run(dial.state, { type: 'incoming_result', me: eApp, reqId: 'r1', sessionId: SID, delivered: true, early: true, batches: true, now: 200 });
+      const answer = run(rang.state, { type: 'answer', me: eHub, reqId: 't1', accept: true, now: 300 });
+      const answered = answer.actions[0] as Extract<PresenceAction, { type: 'call_answered' }>;
+      expect(answered.call).toMatchObject({ early: true, tickets: true });
+      const atDialer = run(told.state, { type: 'answered', me: eApp, call: answered.call, now: 400 });
+      expect(atDialer.actions).toEqual([]);
+      expect(atDialer.replies).toEqual([{ ok: true, deadline: 400 + CFG.sessionTtlMs, tickets: true, batch: true }]);
+      expect(atDialer.state.dials).toEqual({});
+      const atTarget = run(answer.state, { type: 'answered_result', reqId: 't1', from: 'app', sessionId: SID, accept: true, ok: true, deadline: 1, tickets: true, batch: true, early: true });
+      expect(atTarget.actions).toEqual([]);
+      // The dialer gave up meanwhile: the target is told, so it closes the link it started.
+      const gone = run(answer.state, { type: 'answered_result', reqId: 't1', from: 'app', sessionId: SID, accept: true, ok: false, early: true });
+      expect(gone.actions).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't1' } }]);
+      const reject = run(told.state, { type: 'answered', me: eApp, call: { ...answered.call, accept: false, reason: 'busy' }, now: 400 });
+      expect(reject.actions).toEqual([{ type: 'send', message: { type: 'rejected', reqId: 'r1', reason: 'busy' } }]);
+    });
+
+    it('a side without the capability (or without tickets) keeps the old exchange', () => {
+      const classicHub = run(emptyPresence(), { type: 'incoming', me: { ...eHub, early: false }, call, reqId: 't1', now: 100 });
+      expect(classicHub.actions[0]?.type).toBe('send');
+      expect(classicHub.replies).toEqual([{ delivered: true }]);
+      const classicApp = run(emptyPresence(), { type: 'dial', me: { ...eApp, early: false }, reqId: 'r1', to: 'hub', sessionId: SID, now: 0 });
+      const c2 = (classicApp.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
+      expect(c2.early).toBeUndefined();
+      expect(run(emptyPresence(), { type: 'incoming', me: eHub, call: c2, reqId: 't1', now: 100 }).actions[0]?.type).toBe('send');
+      // The dialer without early join hears nothing before the answer, and its session after it.
+      const plain = run(dial.state, { type: 'incoming_result', me: { ...eApp, early: false }, reqId: 'r1', sessionId: SID, delivered: true, early: true, now: 200 });
+      expect(plain.actions).toEqual([]);
+      const answered = run(plain.state, { type: 'answered', me: eApp, call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true, tickets: true, batches: true, early: true }, now: 400 });
+      expect(answered.actions[0]).toMatchObject({ type: 'send_session', role: 'initiator', ticket: true });
+    });
+
+    it('a request held for an offline target goes out early on connect, and again to a new early socket; a legacy socket gets it plain', () => {
+      const held = run(emptyPresence(), { type: 'incoming', me: null, call, reqId: 't1', now: 0 });
+      expect(held.replies).toEqual([{ delivered: false }]);
+      const back = run(held.state, { type: 'connected', me: eHub, now: 500 });
+      expect(back.actions[0]).toMatchObject({ type: 'send_early_request', deadline: 500 + CFG.sessionTtlMs, batch: true });
+      expect(back.state.incoming['t1']).toMatchObject({ delivered: true, sentEarly: true });
+      const again = run(back.state, { type: 'connected', me: eHub, now: 900 });
+      expect(again.actions).toEqual([expect.objectContaining({ type: 'send_early_request', deadline: 900 + CFG.sessionTtlMs })]);
+      const legacy = run(back.state, { type: 'connected', me: { ...eHub, early: false }, now: 900 });
+      expect(legacy.actions[0]?.type).toBe('send');
+      expect(legacy.state.incoming['t1']?.sentEarly).toBeUndefined();
+      // Its answer then asks for a session as before.
+      const answer = run(legacy.state, { type: 'answer', me: eHub, reqId: 't1', accept: true, now: 1000 });
+      expect((answer.actions[0] as Extract<PresenceAction, { type: 'call_answered' }>).call.early).toBeUndefined();
+    });
+  });
 });
 
 describe('rate limiter', () => {

@@ -144,6 +144,8 @@ export class EndpointCore extends Emitter<EndpointEvents> {
   id = '';
   private readonly presence: PresenceSocket;
   private readonly pending = new Map<string, Pending>();
+  /** Requests withdrawn or timed out before this endpoint answered them (bounded), for a late accept(). */
+  private readonly endedRequests = new Map<string, PresenceServerMessage>();
   private readonly linkSet = new Set<Link>();
   private closed = false;
   private closing: Promise<void> | null = null;
@@ -282,7 +284,8 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       await Promise.race([link.opened(), ended, stop]);
       return link;
     } catch (e) {
-      if (this.pending.delete(reqId)) this.presence.post({ type: 'cancel', reqId });
+      // The target hears whether the dialer's time ran out or it gave up otherwise.
+      if (this.pending.delete(reqId)) this.presence.post({ type: 'cancel', reqId, ...(e instanceof LinkError && e.code === 'Timeout' ? { reason: 'timeout' as const } : {}) });
       link?.close(e instanceof LinkError ? e.code : 'error');
       throw e;
     } finally {
@@ -331,7 +334,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
   private async acceptEarly(reqId: string, from: string, sessionId: string, deadline: number, early: EarlyJoin, outcome: Promise<PresenceServerMessage>): Promise<Link> {
     const link = this.newLink(sessionId, 'responder', from, deadline, early);
     const ended = outcome.then((m): never => {
-      throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before the link opened (${m.type})`);
+      throw endedBeforeSession(m);
     });
     ended.catch(() => undefined);
     try {
@@ -400,6 +403,12 @@ export class EndpointCore extends Emitter<EndpointEvents> {
         if (p) {
           this.pending.delete(m.reqId);
           p.resolve(m);
+          return;
+        }
+        // A request not answered yet: a later accept() fails at once, saying why.
+        if (m.type === 'cancelled' && m.reqId) {
+          this.endedRequests.set(m.reqId, m);
+          if (this.endedRequests.size > MAX_PENDING_REQUESTS) this.endedRequests.delete(this.endedRequests.keys().next().value!);
         }
         return;
       }
@@ -448,18 +457,24 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     const accept = async (): Promise<Link> => {
       if (answered) throw new LinkError('Closed', 'request already answered');
       answered = true;
+      const ended = this.endedRequests.get(reqId);
+      if (ended) {
+        this.endedRequests.delete(reqId);
+        throw endedBeforeSession(ended);
+      }
       const answer = new Promise<PresenceServerMessage>((resolve) => this.pending.set(reqId, { resolve }));
       const budget = timeoutMs !== undefined ? Math.max(0, receivedAt + timeoutMs - Date.now()) : DEFAULT_ACCEPT_TIMEOUT_MS;
       const deadline = Date.now() + budget;
+      // The dialer's budget, as the request said: past it, the accept has timed out like the dial.
       const t = setTimeout(() => {
         const p = this.pending.get(reqId);
         this.pending.delete(reqId);
-        p?.resolve({ type: 'cancelled', reqId });
+        p?.resolve({ type: 'cancelled', reqId, reason: 'timeout' });
       }, budget);
       this.presence.post({ type: 'answer', reqId, accept: true });
       if (early) return this.acceptEarly(reqId, from, sessionId, deadline, early, answer.finally(() => clearTimeout(t)));
       const m = await answer.finally(() => clearTimeout(t));
-      if (m.type !== 'session') throw new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
+      if (m.type !== 'session') throw endedBeforeSession(m);
       if (m.peer !== from || m.sessionId !== sessionId || m.role !== 'responder') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
       const link = this.newLink(sessionId, 'responder', from, deadline, m);
       await link.opened();
@@ -472,4 +487,13 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     // reject() post synchronously) has proved delivery already: one frame fewer.
     if (!answered) this.presence.post({ type: 'ringing', reqId });
   }
+}
+
+/**
+ * Why an accepted request ended before its session: `Timeout` when the dialer's budget ran out
+ * (`cancelled{reason:'timeout'}`), `Closed` when it was withdrawn, else a protocol fault.
+ */
+function endedBeforeSession(m: PresenceServerMessage): LinkError {
+  if (m.type === 'cancelled' && m.reason === 'timeout') return new LinkError('Timeout', "the request ran out of the dialer's time before a session");
+  return new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
 }

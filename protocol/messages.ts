@@ -131,7 +131,8 @@ export type PresenceClientMessage =
    */
   | { readonly type: 'dial'; readonly reqId: string; readonly to: string; readonly timeoutMs?: number }
   | { readonly type: 'answer'; readonly reqId: string; readonly accept: boolean; readonly reason?: string }
-  | { readonly type: 'cancel'; readonly reqId: string }
+  /** `reason: 'timeout'`: the dialer gives up because its budget ran out (the target hears `cancelled{reason:'timeout'}`). */
+  | { readonly type: 'cancel'; readonly reqId: string; readonly reason?: 'timeout' }
   /**
    * Delivery receipt: the endpoint got `request{reqId}` and is deciding. Sent at once by a
    * client that declared {@link CAP_DELIVERY_ACK} when it connected (unless its answer goes out
@@ -298,7 +299,13 @@ export type PresenceServerMessage =
   | ({ readonly type: 'session' } & SessionInfo)
   | { readonly type: 'rejected'; readonly reqId: string; readonly reason: string }
   | { readonly type: 'dial_failed'; readonly reqId: string; readonly code: DialFailure }
-  | { readonly type: 'cancelled'; readonly reqId: string }
+  /**
+   * The request ended without a session. `reason: 'timeout'` when the dialer's budget ran out (its
+   * deadline passed before the answer reached the service): the target's `accept()` reports it as
+   * `Timeout`, like the dialer. Absent when it was withdrawn (`cancel`, the dialer left), and from
+   * an older service.
+   */
+  | { readonly type: 'cancelled'; readonly reqId: string; readonly reason?: 'timeout' }
   | { readonly type: 'replaced' }
   | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string; readonly reqId?: string };
 
@@ -455,9 +462,12 @@ export function parsePresenceClientMessage(frame: unknown): Parsed<PresenceClien
       if (!r.ok) return r;
       return ok(r.value === undefined ? { type: 'answer', reqId, accept: o['accept'] } : { type: 'answer', reqId, accept: o['accept'], reason: r.value });
     }
-    case 'cancel':
+    case 'cancel': {
       if (!reqId) return fail('invalid_field', 'cancel needs reqId');
-      return ok({ type: 'cancel', reqId });
+      const reason = o['reason'];
+      if (reason !== undefined && reason !== 'timeout') return fail('invalid_field', "cancel reason must be 'timeout' when present");
+      return ok({ type: 'cancel', reqId, ...(reason === 'timeout' ? { reason } : {}) });
+    }
     case 'ringing':
       if (!reqId) return fail('invalid_field', 'ringing needs reqId');
       return ok({ type: 'ringing', reqId });
@@ -674,8 +684,11 @@ export function parsePresenceServerMessage(frame: unknown): Parsed<PresenceServe
     case 'dial_failed':
       if (!reqId || (o['code'] !== 'peer_offline' && o['code'] !== 'timeout')) return bad('dial_failed');
       return ok({ type: 'dial_failed', reqId, code: o['code'] });
-    case 'cancelled':
-      return reqId ? ok({ type: 'cancelled', reqId }) : bad('cancelled');
+    case 'cancelled': {
+      const reason = o['reason'];
+      if (!reqId || (reason !== undefined && reason !== 'timeout')) return bad('cancelled');
+      return ok({ type: 'cancelled', reqId, ...(reason === 'timeout' ? { reason } : {}) });
+    }
     case 'replaced':
       return ok({ type: 'replaced' });
     case 'error':

@@ -170,7 +170,7 @@ export type PresenceEvent =
       readonly now: number;
     }
   | { readonly type: 'answer'; readonly me: Me; readonly reqId: string; readonly accept: boolean; readonly reason?: string; readonly now: number }
-  | { readonly type: 'cancel'; readonly reqId: string }
+  | { readonly type: 'cancel'; readonly reqId: string; readonly timeout?: true }
   /** The endpoint's receipt for a request it was sent. */
   | { readonly type: 'ringing'; readonly reqId: string }
   /** A socket closed; `me` is whoever is still connected. */
@@ -181,7 +181,8 @@ export type PresenceEvent =
   | { readonly type: 'incoming'; readonly me: Me | null; readonly call: IncomingCall; readonly reqId: string; readonly now: number }
   | { readonly type: 'delivered'; readonly reqId: string; readonly sessionId: string }
   | { readonly type: 'answered'; readonly me: Me | null; readonly call: AnsweredCall; readonly now: number }
-  | { readonly type: 'cancel_incoming'; readonly sessionId: string }
+  /** `timeout`: the dialer's deadline passed (else it was withdrawn). */
+  | { readonly type: 'cancel_incoming'; readonly sessionId: string; readonly timeout?: true }
   /** Initiator side: the target's object lost the request with the target's socket. */
   | { readonly type: 'unreachable'; readonly reqId: string; readonly sessionId: string }
   // Results of this object's own calls, fed back by the driver
@@ -201,6 +202,9 @@ export type PresenceEvent =
       readonly batch?: boolean;
       /** This side got its half of the session in the request: it needs no `session`. */
       readonly early?: boolean;
+      /** When the request timed out, and the time of the reply (a refused answer past it was late, not withdrawn). */
+      readonly timeoutAt?: number;
+      readonly now?: number;
     };
 
 export type PresenceAction =
@@ -220,10 +224,10 @@ export type PresenceAction =
   | { readonly type: 'call_incoming'; readonly to: string; readonly call: IncomingCall }
   /** Call `delivered` on the initiator's object; feed the reply back as `delivered_result`. */
   | { readonly type: 'call_delivered'; readonly to: string; readonly initiatorReqId: string; readonly sessionId: string; readonly reqId: string }
-  /** Call `answered` on the initiator's object; feed the reply back as `answered_result`. */
-  | { readonly type: 'call_answered'; readonly to: string; readonly call: AnsweredCall; readonly reqId: string }
+  /** Call `answered` on the initiator's object; feed the reply back as `answered_result` (with the request's `timeoutAt`). */
+  | { readonly type: 'call_answered'; readonly to: string; readonly call: AnsweredCall; readonly reqId: string; readonly timeoutAt: number }
   /** Tell the target's object the request is withdrawn (no reply needed). */
-  | { readonly type: 'call_cancel_incoming'; readonly to: string; readonly sessionId: string }
+  | { readonly type: 'call_cancel_incoming'; readonly to: string; readonly sessionId: string; readonly timeout?: true }
   /** Tell the initiator's object its request was lost with this endpoint's socket (no reply needed). */
   | { readonly type: 'call_unreachable'; readonly to: string; readonly initiatorReqId: string; readonly sessionId: string }
   /**
@@ -453,10 +457,14 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         ...(r.sentEarly === true ? { early: true } : {}),
       };
       // Gone from here at once, so a second answer is out of state.
-      return result({ ...s, incoming: without(s.incoming, ev.reqId) }, [{ type: 'call_answered', to: r.from, call, reqId: ev.reqId }]);
+      return result({ ...s, incoming: without(s.incoming, ev.reqId) }, [{ type: 'call_answered', to: r.from, call, reqId: ev.reqId, timeoutAt: r.timeoutAt }]);
     }
     case 'answered_result': {
-      if (!ev.ok) return result(s, [{ type: 'send', message: { type: 'cancelled', reqId: ev.reqId } }]);
+      if (!ev.ok) {
+        // Refused past the dialer's deadline: the answer came too late, which the target hears as such.
+        const late = ev.timeoutAt !== undefined && ev.now !== undefined && ev.now >= ev.timeoutAt;
+        return result(s, [{ type: 'send', message: { type: 'cancelled', reqId: ev.reqId, ...(late ? { reason: 'timeout' as const } : {}) } }]);
+      }
       // An early target joined as it accepted: it needs no `session`.
       if (!ev.accept || ev.deadline === undefined || ev.early === true) return result(s);
       return result(s, [
@@ -477,7 +485,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       if (!d) return result(s, [err('out_of_state', 'no such pending request', ev.reqId)]);
       return result({ ...s, dials: without(s.dials, ev.reqId) }, [
         { type: 'send', message: { type: 'cancelled', reqId: ev.reqId } },
-        { type: 'call_cancel_incoming', to: d.to, sessionId: d.sessionId },
+        { type: 'call_cancel_incoming', to: d.to, sessionId: d.sessionId, ...(ev.timeout ? { timeout: true as const } : {}) },
       ]);
     }
     case 'ringing': {
@@ -501,13 +509,14 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
         if (outcome === null) continue;
         dials = without(dials, d.reqId);
         actions.push({ type: 'send', message: { type: 'dial_failed', reqId: d.reqId, code: outcome } });
-        actions.push({ type: 'call_cancel_incoming', to: d.to, sessionId: d.sessionId });
+        actions.push({ type: 'call_cancel_incoming', to: d.to, sessionId: d.sessionId, ...(outcome === 'timeout' ? { timeout: true as const } : {}) });
       }
       const lost: Incoming[] = [];
       for (const r of Object.values(s.incoming)) {
         if (incomingExpired(r, ev.now)) {
           incoming = without(incoming, r.reqId);
-          if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId } });
+          // A delivered request expires only at the dialer's deadline: a timeout.
+          if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId, reason: 'timeout' } });
           continue;
         }
         const ack = r.awaitingAck;
@@ -589,7 +598,7 @@ export function step(s: PresenceState, ev: PresenceEvent, config: PresenceConfig
       for (const r of Object.values(s.incoming)) {
         if (r.sessionId !== ev.sessionId) continue;
         incoming = without(incoming, r.reqId);
-        if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId } });
+        if (r.delivered) actions.push({ type: 'send', message: { type: 'cancelled', reqId: r.reqId, ...(ev.timeout ? { reason: 'timeout' as const } : {}) } });
       }
       return result({ ...s, incoming }, actions);
     }

@@ -348,12 +348,14 @@ export class Presence extends SocketObject {
           ...(res.tickets === true ? { tickets: true } : {}),
           ...(res.batch === true ? { batch: true } : {}),
           ...(act.call.early === true ? { early: true } : {}),
+          timeoutAt: act.timeoutAt,
+          now: Date.now(),
         });
         return;
       }
       case 'call_cancel_incoming':
         await this.peer(act.to)
-          .cancelIncoming(act.sessionId)
+          .cancelIncoming(act.sessionId, act.timeout === true)
           .catch(() => undefined);
         return;
       case 'call_unreachable':
@@ -479,7 +481,7 @@ export class Presence extends SocketObject {
       case 'answer':
         return { type: 'answer', me, reqId: m.reqId, accept: m.accept, ...(m.reason !== undefined ? { reason: m.reason } : {}), now };
       case 'cancel':
-        return { type: 'cancel', reqId: m.reqId };
+        return { type: 'cancel', reqId: m.reqId, ...(m.reason === 'timeout' ? { timeout: true as const } : {}) };
       case 'ringing':
         return { type: 'ringing', reqId: m.reqId };
       default:
@@ -534,9 +536,9 @@ export class Presence extends SocketObject {
   }
 
   /** Target side: the initiator withdrew (cancel, timeout, offline verdict, or it left). */
-  async cancelIncoming(sessionId: string): Promise<void> {
+  async cancelIncoming(sessionId: string, timeout = false): Promise<void> {
     this.meter('request');
-    await this.apply({ type: 'cancel_incoming', sessionId });
+    await this.apply({ type: 'cancel_incoming', sessionId, ...(timeout ? { timeout: true as const } : {}) });
   }
 }
 

@@ -109,7 +109,7 @@
  * and trickle does not stop it (the peer-reflexive candidate comes from the check itself), so the
  * policy is not offered on this stack at all.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetworkWatch, type NetworkWatchOptions } from './network-watch.js';
@@ -538,20 +538,42 @@ export interface NodeDatachannelOptions {
 }
 
 /**
- * Runs `fn` with the certificate written to two files only the owner can read, removed as soon
- * as `fn` returns. libdatachannel takes a certificate by file name only (`certificatePemFile`,
- * `keyPemFile`) and reads both in the PeerConnection constructor, before it returns.
+ * The process's folder for certificate files (0700, made once, removed at exit): a folder per
+ * connection (mkdtemp, then a recursive remove) was 90 % of this backend's construction, about
+ * 2 ms per connection on a busy CPU (docs/BENCHMARKS.md).
+ */
+let pemDir: string | null = null;
+let pemSeq = 0;
+
+/** @internal The folder certificate files pass through (tests: it holds nothing between constructions). */
+export const dtlsFileFolder = (): string | null => pemDir;
+
+function pemFolder(): string {
+  if (pemDir !== null && existsSync(pemDir)) return pemDir;
+  const dir = mkdtempSync(join(tmpdir(), 'homelink-dtls-'));
+  if (pemDir === null) process.once('exit', () => pemDir !== null && rmSync(pemDir, { recursive: true, force: true }));
+  pemDir = dir;
+  return dir;
+}
+
+/**
+ * Runs `fn` with the certificate written to two files only the owner can read (in a folder only
+ * the owner can enter), removed as soon as `fn` returns. libdatachannel takes a certificate by
+ * file name only (`certificatePemFile`, `keyPemFile`) and reads both in the PeerConnection
+ * constructor, before it returns.
  */
 function withPemFiles<T>(cert: DtlsCertificate, fn: (files: { certificatePemFile: string; keyPemFile: string }) => T): T {
-  const dir = mkdtempSync(join(tmpdir(), 'homelink-dtls-'));
+  const dir = pemFolder();
+  const n = pemSeq++;
+  const certificatePemFile = join(dir, `${n}-cert.pem`);
+  const keyPemFile = join(dir, `${n}-key.pem`);
   try {
-    const certificatePemFile = join(dir, 'cert.pem');
-    const keyPemFile = join(dir, 'key.pem');
-    writeFileSync(certificatePemFile, cert.certPem, { mode: 0o600 });
-    writeFileSync(keyPemFile, cert.keyPem, { mode: 0o600 });
+    writeFileSync(keyPemFile, cert.keyPem, { mode: 0o600, flag: 'wx' });
+    writeFileSync(certificatePemFile, cert.certPem, { mode: 0o600, flag: 'wx' });
     return fn({ certificatePemFile, keyPemFile });
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(keyPemFile, { force: true });
+    rmSync(certificatePemFile, { force: true });
   }
 }
 

@@ -9,7 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createWeriftBackend } from '../../client/webrtc/werift.js';
 import { BackendChoiceError, chooseBackend, nativeFallbackReason, parseBackendChoice, sdpFingerprints, type BackendFactory, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
 import { Channel } from '../../client/channel.js';
-import { BackendUnsupportedError, createNodeDatachannelBackend, loadNodeDatachannel, toNdcIceServers } from '../../client/webrtc/node-datachannel.js';
+import { BackendUnsupportedError, createNodeDatachannelBackend, dtlsFileFolder, loadNodeDatachannel, toNdcIceServers } from '../../client/webrtc/node-datachannel.js';
+import { readdirSync, statSync } from 'node:fs';
 import { dtlsLog, sha256Of, transfer } from './helpers.js';
 import { nodeBackend } from '../../client/index.js';
 
@@ -167,6 +168,11 @@ describe('node-datachannel backend', () => {
     open.push(x, y);
     await Promise.all([x.createOffer(), y.createOffer()]);
     expect(await x.localFingerprint()).not.toBe(await y.localFingerprint());
+    // Their key files went through one folder only the owner can enter, and are gone from it.
+    const dir = dtlsFileFolder();
+    expect(dir).not.toBeNull();
+    expect(statSync(dir!).mode & 0o777).toBe(0o700);
+    expect(readdirSync(dir!)).toEqual([]);
   });
 
   it('refuses a DTLS peer whose certificate differs from the SDP fingerprint (as answerer and as offerer)', async () => {

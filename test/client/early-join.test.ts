@@ -129,6 +129,28 @@ describe('early join from the library', () => {
   });
 
   it.each([
+    ['early join', {}],
+    ['early join off', { appEarly: false, hubEarly: false }],
+  ])("%s: an accept that comes after the dialer's deadline fails Timeout, as the dial does", async (_how, opts) => {
+    const { app, hub } = await pair(opts);
+    let accepted: Promise<unknown> | null = null;
+    const asked = new Promise<void>((resolve) =>
+      hub.on('request', (req) => {
+        resolve();
+        setTimeout(() => (accepted = req.accept().catch((e: unknown) => e)), 2500);
+      }),
+    );
+    const dial = app.dial(hub.id, { timeoutMs: 1500 }).catch((e: unknown) => e);
+    await within('the request', asked, 10_000);
+    expect(((await dial) as LinkError).code).toBe('Timeout');
+    await new Promise((r) => setTimeout(r, 1500));
+    const late = (await within('the late accept', accepted!, 10_000)) as LinkError;
+    expect(late).toBeInstanceOf(LinkError);
+    expect(late.code).toBe('Timeout');
+    expect(hub.links).toHaveLength(0);
+  });
+
+  it.each([
     ['the dialer', { appEarly: false }],
     ['the accepting side', { hubEarly: false }],
   ])('%s with early join off (as an older release): the old exchange, and the link opens', async (_who, opts) => {

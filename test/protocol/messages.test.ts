@@ -184,6 +184,20 @@ describe('room tickets on the wire', () => {
   });
 });
 
+describe('cancelled', () => {
+  it("says reason 'timeout' or nothing; any other reason refuses the frame", () => {
+    expect(parsePresenceServerMessage('{"type":"cancelled","reqId":"r1"}')).toEqual({ ok: true, value: { type: 'cancelled', reqId: 'r1' } });
+    expect(parsePresenceServerMessage('{"type":"cancelled","reqId":"r1","reason":"timeout"}')).toEqual({ ok: true, value: { type: 'cancelled', reqId: 'r1', reason: 'timeout' } });
+    for (const bad of ['"withdrawn"', '1', 'null', '{}']) expect(parsePresenceServerMessage(`{"type":"cancelled","reqId":"r1","reason":${bad}}`).ok).toBe(false);
+  });
+
+  it("a dialer's cancel says reason 'timeout' or nothing; any other reason is refused", () => {
+    expect(parsePresenceClientMessage('{"type":"cancel","reqId":"r1"}')).toEqual({ ok: true, value: { type: 'cancel', reqId: 'r1' } });
+    expect(parsePresenceClientMessage('{"type":"cancel","reqId":"r1","reason":"timeout"}')).toEqual({ ok: true, value: { type: 'cancel', reqId: 'r1', reason: 'timeout' } });
+    for (const bad of ['"abort"', 'true', 'null']) expect(parsePresenceClientMessage(`{"type":"cancel","reqId":"r1","reason":${bad}}`)).toMatchObject({ ok: false, error: { code: 'invalid_field' } });
+  });
+});
+
 describe('room client messages', () => {
   it('parses each signal kind', () => {
     const kinds = [

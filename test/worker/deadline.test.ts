@@ -39,7 +39,7 @@ describe("the dialer's budget", () => {
     expect(await app.next('dial_failed')).toMatchObject({ reqId: 'short', code: 'timeout' });
     expect(Date.now() - sent).toBeGreaterThanOrEqual(4000);
     expect(Date.now() - sent).toBeLessThan(60_000);
-    expect(await hub.next('cancelled')).toMatchObject({ reqId: req.reqId });
+    expect(await hub.next('cancelled')).toEqual({ type: 'cancelled', reqId: req.reqId, reason: 'timeout' });
     // The answer comes too late.
     hub.send({ type: 'answer', reqId: req.reqId, accept: true });
     expect(await hub.next('error')).toMatchObject({ code: 'out_of_state' });

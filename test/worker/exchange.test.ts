@@ -168,7 +168,8 @@ describe('request and answer', () => {
       app.send({ type: 'dial', reqId: 't', to: i.hub });
       const req = await hub.next('request');
       expect(await app.next('dial_failed')).toEqual({ type: 'dial_failed', reqId: 't', code: 'timeout' });
-      expect(await hub.next('cancelled')).toEqual({ type: 'cancelled', reqId: req.reqId });
+      // Timed out, not withdrawn: the target's library reports it as Timeout.
+      expect(await hub.next('cancelled')).toEqual({ type: 'cancelled', reqId: req.reqId, reason: 'timeout' });
       hub.send({ type: 'answer', reqId: req.reqId, accept: true });
       expect(await hub.next('error')).toMatchObject({ code: 'out_of_state' });
       close(app, hub);

@@ -329,7 +329,8 @@ describe('presence machine on virtual time', () => {
     const ringing = run(short.state, { type: 'incoming_result', me: null, reqId: 'r2', sessionId: SID, delivered: true, now: 0 });
     expect(run(ringing.state, { type: 'alarm', now: 8999, heardAt: null }).actions).toEqual([]);
     expect(run(ringing.state, { type: 'alarm', now: 9000, heardAt: null }).actions[0]).toEqual({ type: 'send', message: { type: 'dial_failed', reqId: 'r2', code: 'timeout' } });
-    expect(run(rang.state, { type: 'alarm', now: 9000, heardAt: null }).actions).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't2' } }]);
+    // The target hears that the dialer's time ran out (its accept() then reports Timeout).
+    expect(run(rang.state, { type: 'alarm', now: 9000, heardAt: null }).actions).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't2', reason: 'timeout' } }]);
     // A budget beyond the service's own timeout is capped.
     const long = run(emptyPresence(), { type: 'dial', me: app, reqId: 'r3', to: 'hub', sessionId: SID, timeoutMs: 300_000, now: 0 });
     expect((long.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call.timeoutAt).toBe(30_000);
@@ -419,13 +420,17 @@ describe('presence machine on virtual time', () => {
     const call = (dialed.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
     const rang = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1', now: 0 }).state;
     const ans = run(rang, { type: 'answer', me: hub, reqId: 't1', accept: true, now: 10 });
-    expect(ans.actions).toEqual([{ type: 'call_answered', to: 'app', call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true }, reqId: 't1' }]);
+    expect(ans.actions).toEqual([{ type: 'call_answered', to: 'app', call: { reqId: 'r1', sessionId: SID, responder: 'hub', accept: true }, reqId: 't1', timeoutAt: 30_000 }]);
     expect(run(ans.state, { type: 'answer', me: hub, reqId: 't1', accept: true, now: 11 }).actions[0]).toMatchObject({
       message: { type: 'error', code: 'out_of_state', reqId: 't1' },
     });
     expect(run(ans.state, { type: 'answered_result', reqId: 't1', from: 'app', sessionId: SID, accept: true, ok: false }).actions).toEqual([
       { type: 'send', message: { type: 'cancelled', reqId: 't1' } },
     ]);
+    // Refused before the deadline (withdrawn) or after it (the answer was too late): only the latter says timeout.
+    const refused = (now: number) => run(ans.state, { type: 'answered_result', reqId: 't1', from: 'app', sessionId: SID, accept: true, ok: false, timeoutAt: 30_000, now }).actions;
+    expect(refused(29_999)).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't1' } }]);
+    expect(refused(30_000)).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't1', reason: 'timeout' } }]);
     const done = run(ans.state, { type: 'answered_result', reqId: 't1', from: 'app', sessionId: SID, accept: true, ok: true, deadline: 99 });
     expect(done.actions).toEqual([{ type: 'send_session', reqId: 't1', sessionId: SID, peer: 'app', role: 'responder', deadline: 99 }]);
   });
@@ -435,6 +440,12 @@ describe('presence machine on virtual time', () => {
       { type: 'send', message: { type: 'cancelled', reqId: 'r1' } },
       { type: 'call_cancel_incoming', to: 'hub', sessionId: SID },
     ]);
+    // A dialer whose budget ran out says so; the target hears it, and a plain cancel stays plain.
+    expect(run(dialed.state, { type: 'cancel', reqId: 'r1', timeout: true }).actions[1]).toEqual({ type: 'call_cancel_incoming', to: 'hub', sessionId: SID, timeout: true });
+    const call = (dialed.actions[0] as Extract<PresenceAction, { type: 'call_incoming' }>).call;
+    const rang = run(emptyPresence(), { type: 'incoming', me: hub, call, reqId: 't1', now: 0 }).state;
+    expect(run(rang, { type: 'cancel_incoming', sessionId: SID, timeout: true }).actions).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't1', reason: 'timeout' } }]);
+    expect(run(rang, { type: 'cancel_incoming', sessionId: SID }).actions).toEqual([{ type: 'send', message: { type: 'cancelled', reqId: 't1' } }]);
     expect(run(dialed.state, { type: 'gone', me: app }).actions).toEqual([]);
     const left = run(dialed.state, { type: 'gone', me: null });
     expect(left.actions).toEqual([{ type: 'call_cancel_incoming', to: 'hub', sessionId: SID }]);

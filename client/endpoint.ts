@@ -249,39 +249,15 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       const left = Math.min(MAX_DIAL_TIMEOUT_MS, Math.max(MIN_DIAL_TIMEOUT_MS, Math.round(deadline - Date.now())));
       this.presence.post({ type: 'dial', reqId, to: peerId, timeoutMs: left });
       const m = await Promise.race([answer, stop]);
-      switch (m.type) {
-        case 'session':
-          break;
-        case 'rejected':
-          throw new LinkError('Rejected', 'the peer rejected the request', { reason: m.reason });
-        case 'dial_failed':
-          throw m.code === 'peer_offline' ? new LinkError('PeerOffline', 'the peer is offline or not reachable') : new LinkError('Timeout', 'the peer did not answer in time');
-        case 'cancelled':
-          throw new LinkError('Closed', 'the request was cancelled');
-        default:
-          throw new LinkError('Protocol', `the service answered the dial with ${m.type}`);
-      }
+      if (m.type !== 'session') throw dialEnded(m);
       this.opts.trace?.('session', m.sessionId);
       if (m.peer !== peerId || m.role !== 'initiator') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
       // An early session (protocol/messages.ts CAP_EARLY_JOIN) comes before the peer answered:
-      // the link starts now, and its offer waits in the room while the request stays pending.
-      const outcome = m.early === true ? new Promise<PresenceServerMessage>((resolve) => this.pending.set(reqId, { resolve })) : null;
+      // the link starts now and joins the room while the request stays pending, and a `rejected`,
+      // `dial_failed` or `cancelled` that still comes ends the dial (a later `session` changes nothing).
+      const ended = m.early === true ? this.requestEnded(reqId) : null;
       link = this.newLink(m.sessionId, 'initiator', peerId, deadline, m);
-      if (outcome === null) {
-        await Promise.race([link.opened(), stop]);
-        return link;
-      }
-      const ended = outcome.then((o): never => {
-        throw o.type === 'rejected'
-          ? new LinkError('Rejected', 'the peer rejected the request', { reason: o.reason })
-          : o.type === 'dial_failed'
-            ? o.code === 'peer_offline'
-              ? new LinkError('PeerOffline', 'the peer is offline or not reachable')
-              : new LinkError('Timeout', 'the peer did not answer in time')
-            : new LinkError(o.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended with ${o.type}`);
-      });
-      ended.catch(() => undefined);
-      await Promise.race([link.opened(), ended, stop]);
+      await Promise.race([link.opened(), stop, ...(ended ? [ended] : [])]);
       return link;
     } catch (e) {
       // The target hears whether the dialer's time ran out or it gave up otherwise.
@@ -327,11 +303,25 @@ export class EndpointCore extends Emitter<EndpointEvents> {
   }
 
   /**
-   * The accepting side of an early join: the link starts with the answer, before the service
-   * confirms it. The request may still end (`cancelled`: the dialer gave up meanwhile), which
-   * closes the link.
+   * Rejects with the dial's `LinkError` when `reqId`'s request ends (`rejected`, `dial_failed`,
+   * `cancelled`, an error) while its early link connects; a `session` is no end. It waits in
+   * `pending`, so a dial that fails meanwhile still withdraws the request.
    */
-  private async acceptEarly(reqId: string, from: string, sessionId: string, deadline: number, early: EarlyJoin, outcome: Promise<PresenceServerMessage>): Promise<Link> {
+  private requestEnded(reqId: string): Promise<never> {
+    const p = new Promise<never>((_, reject) => {
+      const wait = (): void => void this.pending.set(reqId, { resolve: (o) => (o.type === 'session' ? wait() : reject(dialEnded(o))) });
+      wait();
+    });
+    p.catch(() => undefined);
+    return p;
+  }
+
+  /**
+   * The accepting side of an early join: the link starts with the answer, before the service
+   * confirms it. The request may still end (`cancelled`: the dialer gave up meanwhile, or its
+   * time ran out), which closes the link. `done` clears the accept's budget timer.
+   */
+  private async acceptEarly(reqId: string, from: string, sessionId: string, deadline: number, early: EarlyJoin, outcome: Promise<PresenceServerMessage>, done: () => void): Promise<Link> {
     const link = this.newLink(sessionId, 'responder', from, deadline, early);
     const ended = outcome.then((m): never => {
       throw endedBeforeSession(m);
@@ -344,6 +334,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
       throw e;
     } finally {
       this.pending.delete(reqId);
+      done();
     }
     this.emit('link', link);
     return link;
@@ -472,7 +463,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
         p?.resolve({ type: 'cancelled', reqId, reason: 'timeout' });
       }, budget);
       this.presence.post({ type: 'answer', reqId, accept: true });
-      if (early) return this.acceptEarly(reqId, from, sessionId, deadline, early, answer.finally(() => clearTimeout(t)));
+      if (early) return this.acceptEarly(reqId, from, sessionId, deadline, early, answer, () => clearTimeout(t));
       const m = await answer.finally(() => clearTimeout(t));
       if (m.type !== 'session') throw endedBeforeSession(m);
       if (m.peer !== from || m.sessionId !== sessionId || m.role !== 'responder') throw new LinkError('IdentityMismatch', 'the service set up a session with another peer');
@@ -496,4 +487,18 @@ export class EndpointCore extends Emitter<EndpointEvents> {
 function endedBeforeSession(m: PresenceServerMessage): LinkError {
   if (m.type === 'cancelled' && m.reason === 'timeout') return new LinkError('Timeout', "the request ran out of the dialer's time before a session");
   return new LinkError(m.type === 'cancelled' ? 'Closed' : 'Protocol', `the request ended before a session (${m.type})`);
+}
+
+/** How a dial ends when its request does: `rejected`, `dial_failed`, `cancelled`, or anything else. */
+function dialEnded(m: PresenceServerMessage): LinkError {
+  switch (m.type) {
+    case 'rejected':
+      return new LinkError('Rejected', 'the peer rejected the request', { reason: m.reason });
+    case 'dial_failed':
+      return m.code === 'peer_offline' ? new LinkError('PeerOffline', 'the peer is offline or not reachable') : new LinkError('Timeout', 'the peer did not answer in time');
+    case 'cancelled':
+      return new LinkError('Closed', 'the request was cancelled');
+    default:
+      return new LinkError('Protocol', `the service answered the dial with ${m.type}`);
+  }
 }

@@ -1,7 +1,7 @@
 /**
  * Signaling cost of a connection setup made by the client library itself (run by hand):
  *
- *   npx tsx bench/signaling/library.ts [--k 20] [--backend werift|node-datachannel] [--batch-ms 10]
+ *   npx tsx bench/signaling/library.ts [--k 20] [--backend werift|node-datachannel] [--batch-ms 10] [--early-join on|off]
  *
  * bench/signaling/run.ts measures a modelled exchange (offer, answer and 10 candidates plus
  * end-of-candidates each way, N pairs at once). This runs what an application pays for: K setups
@@ -22,6 +22,7 @@
  *
  * The endpoints connect (presence sockets) before either pass; only the setups are measured.
  * `--batch-ms` is the endpoints' `signalBatchMs` (default the library's; 0: each signal alone).
+ * `--early-join` is the endpoints' `earlyJoin` (default on, as in the library).
  */
 import { parseArgs } from 'node:util';
 import type { BackendName, Endpoint } from '../../client/index.js';
@@ -40,12 +41,12 @@ interface Pair {
   readonly hub: Endpoint;
 }
 
-async function pairs(sig: SignalingHandle, k: number, tag: string, backend: BackendName, signalBatchMs: number): Promise<Pair[]> {
+async function pairs(sig: SignalingHandle, k: number, tag: string, backend: BackendName, signalBatchMs: number, earlyJoin: boolean): Promise<Pair[]> {
   const out: Pair[] = [];
   for (let i = 0; i < k; i++) {
     const home = `lib-${tag}-home-${i}`;
-    const hub = await endpointFor(sig, `lib-${tag}-hub-${i}`, [home], { webrtcBackend: backend, signalBatchMs });
-    const app = await endpointFor(sig, `lib-${tag}-app-${i}`, [home], { webrtcBackend: backend, signalBatchMs });
+    const hub = await endpointFor(sig, `lib-${tag}-hub-${i}`, [home], { webrtcBackend: backend, signalBatchMs, earlyJoin });
+    const app = await endpointFor(sig, `lib-${tag}-app-${i}`, [home], { webrtcBackend: backend, signalBatchMs, earlyJoin });
     hub.on('request', (r) => void r.accept().catch(() => undefined));
     out.push({ app, hub });
   }
@@ -57,12 +58,14 @@ const setup = (p: Pair): Promise<void> => dialUseClose(p.app, p.hub);
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { k: { type: 'string', default: '20' }, backend: { type: 'string', default: 'werift' }, 'batch-ms': { type: 'string', default: String(SIGNAL_BATCH_MS) } },
+    options: { k: { type: 'string', default: '20' }, backend: { type: 'string', default: 'werift' }, 'batch-ms': { type: 'string', default: String(SIGNAL_BATCH_MS) }, 'early-join': { type: 'string', default: 'on' } },
   });
   const k = Number(values.k);
   const batchMs = Number(values['batch-ms']);
   if (!Number.isInteger(batchMs) || batchMs < 0 || batchMs > 1000) throw new Error('--batch-ms takes 0..1000');
   const backend = values.backend as BackendName;
+  if (values['early-join'] !== 'on' && values['early-join'] !== 'off') throw new Error('--early-join is on or off');
+  const earlyJoin = values['early-join'] === 'on';
   if (!Number.isInteger(k) || k < 1 || k > 200) throw new Error('--k takes 1..200');
   if (backend !== 'werift' && backend !== 'node-datachannel') throw new Error('--backend is werift or node-datachannel');
   const relay = await testRelay(45000, 45999, () => undefined);
@@ -74,10 +77,10 @@ async function main(): Promise<void> {
     const timed = await startSignaling({ relays: [relay.entry], turnSecret: TURN_SECRET, roomGraceMs: GRACE_MS });
     try {
       // Warm-up (not measured): JIT on both sides, the bundle's isolate.
-      const warm = await pairs(timed, 3, 'warm', backend, batchMs);
+      const warm = await pairs(timed, 3, 'warm', backend, batchMs, earlyJoin);
       all.push(...warm);
       for (const p of warm) await setup(p);
-      const measured = await pairs(timed, k, 'timed', backend, batchMs);
+      const measured = await pairs(timed, k, 'timed', backend, batchMs, earlyJoin);
       all.push(...measured);
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       const cpu0 = childCpuMs('workerd');
@@ -97,7 +100,7 @@ async function main(): Promise<void> {
       onOutput: meters.onOutput,
     });
     try {
-      const countPairs = await pairs(counted, k, 'count', backend, batchMs);
+      const countPairs = await pairs(counted, k, 'count', backend, batchMs, earlyJoin);
       all.push(...countPairs);
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       meters.reset();
@@ -109,7 +112,7 @@ async function main(): Promise<void> {
     }
 
     const per = (key: string): string => (meters.count(key) / k).toFixed(2);
-    console.log(`${k} setups by the library (${backend}, signalBatchMs ${batchMs}), one at a time, each: dial to an open link through the relay's URLs, one message, close\n`);
+    console.log(`${k} setups by the library (${backend}, signalBatchMs ${batchMs}, earlyJoin ${earlyJoin}), one at a time, each: dial to an open link through the relay's URLs, one message, close\n`);
     console.log(`workerd CPU per setup, its whole life on the service (whole process, /proc): ${cpuPerSetup.toFixed(2)} ms`);
     console.log('\n| unit per setup | presence | room | worker |');
     console.log('|---|---:|---:|---:|');

@@ -12,7 +12,7 @@ import { Channel } from '../../client/channel.js';
 import { BackendUnsupportedError, createNodeDatachannelBackend, dtlsFileFolder, loadNodeDatachannel, toNdcIceServers } from '../../client/webrtc/node-datachannel.js';
 import { readdirSync, statSync } from 'node:fs';
 import { dtlsLog, sha256Of, transfer } from './helpers.js';
-import { nodeBackend } from '../../client/index.js';
+import { nativeBackendWith, nodeBackend } from '../../client/index.js';
 
 const LOOPBACK = { iceServers: [], hostAddresses: ['127.0.0.1'] } as const;
 const open: PeerBackend[] = [];
@@ -168,7 +168,14 @@ describe('node-datachannel backend', () => {
     open.push(x, y);
     await Promise.all([x.createOffer(), y.createOffer()]);
     expect(await x.localFingerprint()).not.toBe(await y.localFingerprint());
-    // Their key files went through one folder only the owner can enter, and are gone from it.
+    // As links make them (a certificate of ours, given as PEM files): the key files went through
+    // one folder only the owner can enter, and are gone from it.
+    const withCert = nativeBackendWith();
+    const z = await withCert(LOOPBACK);
+    const w = await withCert(LOOPBACK);
+    open.push(z, w);
+    await Promise.all([z.createOffer(), w.createOffer()]);
+    expect(await z.localFingerprint()).not.toBe(await w.localFingerprint());
     const dir = dtlsFileFolder();
     expect(dir).not.toBeNull();
     expect(statSync(dir!).mode & 0o777).toBe(0o700);

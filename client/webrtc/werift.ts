@@ -979,33 +979,47 @@ async function newDtlsKeys(): Promise<DtlsKeys> {
 const DTLS_SIGNATURE = { signature: SignatureAlgorithm.ecdsa_3, hash: HashAlgorithm.sha256_4 };
 
 /**
- * The next connection's certificate, made while the last one connects: making one (a P-256 key
- * pair and a self-signed certificate, 4-16 ms here, the signing on libuv's pool) is then not on
- * a dial's path. Each is handed out once; one spare for the whole process.
+ * The next connections' certificates, made while earlier ones connect: making one (a P-256 key
+ * pair and a self-signed certificate, 4-16 ms here, the signing on libuv's pool) is then not on a
+ * dial's path. Each is handed out once. Two spares for the whole process: a dial needs one per
+ * side, and a hub that several phones dial at once, or a process that runs both sides (tests,
+ * benches), takes two in a row; with one, the second waited for the remade spare (the dialer's
+ * connection ready 10-13 ms after its early session on loopback, docs/BENCHMARKS.md).
  */
-let spareKeys: Promise<DtlsKeys> | null = null;
+export const SPARE_DTLS_CERTIFICATES = 2;
+const spareKeys: Array<Promise<DtlsKeys>> = [];
 
 function makeSpareKeys(): void {
-  const s = newDtlsKeys();
-  spareKeys = s;
-  s.catch(() => {
-    if (spareKeys === s) spareKeys = null;
-  });
+  while (spareKeys.length < SPARE_DTLS_CERTIFICATES) {
+    const s = newDtlsKeys();
+    spareKeys.push(s);
+    s.catch(() => {
+      const i = spareKeys.indexOf(s);
+      if (i >= 0) spareKeys.splice(i, 1);
+    });
+  }
 }
 
-/** A certificate no other connection had: the spare (a fresh one if making it failed), and the next spare started. */
+/** A certificate no other connection had: a spare (a fresh one if making it failed), and the spares topped up. */
 function takeDtlsKeys(): Promise<DtlsKeys> {
-  const next = spareKeys ? spareKeys.catch(() => newDtlsKeys()) : newDtlsKeys();
+  const spare = spareKeys.shift();
+  const next = spare ? spare.catch(() => newDtlsKeys()) : newDtlsKeys();
   makeSpareKeys();
   return next;
 }
 
+/** @internal Spares made and not yet handed out (tests). */
+export async function readySpareCertificates(): Promise<number> {
+  const done = await Promise.all(spareKeys.map((s) => s.then(() => true, () => false)));
+  return done.filter(Boolean).length;
+}
+
 /**
- * Starts the first spare certificate ahead of the first dial (`Endpoint.connect` calls it), so
- * that dial does not make one either. Idempotent.
+ * Starts the spare certificates ahead of the first dial (`Endpoint.connect` calls it), so that
+ * dial does not make one either. Idempotent.
  */
 export function prepareDtlsCertificate(): void {
-  if (!spareKeys) makeSpareKeys();
+  makeSpareKeys();
 }
 
 /** A given certificate (a rebuilt connection of the same link) as werift's keys, else one of its own. */

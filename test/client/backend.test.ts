@@ -4,7 +4,7 @@
  * backpressured channels both ways, reliable and unreliable.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { createWeriftBackend, newDtlsCertificate, prepareDtlsCertificate } from '../../client/webrtc/werift.js';
+import { createWeriftBackend, newDtlsCertificate, prepareDtlsCertificate, readySpareCertificates, SPARE_DTLS_CERTIFICATES } from '../../client/webrtc/werift.js';
 import { sdpFingerprints, type PeerBackend, type RawChannel } from '../../client/webrtc/backend.js';
 import { Channel } from '../../client/channel.js';
 import { checkPresentedFingerprint, signProof, verifyPeer } from '../../client/identity.js';
@@ -247,6 +247,14 @@ describe('werift backend', () => {
     const pems = [...made.map((p) => p.certificate()?.certPem), ...(await Promise.all([newDtlsCertificate(), newDtlsCertificate()])).map((c) => c.certPem)];
     expect(pems.every((p) => p?.startsWith('-----BEGIN CERTIFICATE-----'))).toBe(true);
     expect(new Set(pems).size).toBe(6);
+    // Two are kept ready (both sides of a dial in one process, or two dials at a hub), topped up after each take.
+    await within('the spares', (async () => {
+      while ((await readySpareCertificates()) < SPARE_DTLS_CERTIFICATES) await new Promise((r) => setTimeout(r, 20));
+    })(), 10_000);
+    expect(SPARE_DTLS_CERTIFICATES).toBe(2);
+    const spare = await Promise.all([newDtlsCertificate(), newDtlsCertificate()]);
+    expect(new Set(spare.map((c) => c.certPem)).size).toBe(2);
+    expect(await readySpareCertificates()).toBeLessThanOrEqual(SPARE_DTLS_CERTIFICATES);
   });
 
   it('werift refuses a DTLS peer whose certificate differs from the SDP fingerprint', async () => {

@@ -2,7 +2,7 @@
  * Signaling benchmark (run by hand, not by `npm test`):
  *
  *   npx tsx bench/signaling/run.ts [--n 10,100,500] [--rounds 1] [--count 20] [--peerjs]
- *                                  [--before <commit>] [--batched] [--profile] [--phases]
+ *                                  [--before <commit>] [--batched] [--early] [--profile] [--phases]
  *
  * For each N, N endpoint pairs concurrently complete a whole exchange through the real Worker in
  * local workerd (Miniflare, test/support/signaling.ts): dial, request, accept, both `session`s,
@@ -30,6 +30,11 @@
  * its offer with the first candidate, then the other candidates and their end in one frame; the
  * responder its candidates and their end in two frames, and its answer alone (it answers after
  * its candidates went out). 5 room frames per exchange instead of 25.
+ *
+ * Early join (`--early`, with `--batched`): a further variant whose clients also declare early
+ * join (`?caps=early`, protocol/messages.ts CAP_EARLY_JOIN), as the library does: the dialer's
+ * `session` comes before the answer and the target's half in the `request`, and each side holds
+ * its signals until the other is in the room (`peer_joined`), as the library's outbox does.
  *
  * Where the CPU goes (`--profile`): after each timed pass, a second pass of N exchanges with V8's
  * sampling profiler on every workerd isolate (bench/signaling/profile.ts): the Worker isolate's
@@ -115,6 +120,8 @@ const withTimeout = <T>(p: Promise<T>, what: string): Promise<T> =>
 interface Pair {
   /** The pair sends signals in batches (`--batched`). */
   batched: boolean;
+  /** The pair joins rooms early (`--early`). */
+  early: boolean;
   app: string;
   hub: string;
   appToken: string;
@@ -123,7 +130,7 @@ interface Pair {
   hubSock: Sock;
 }
 
-async function makePairs(sig: SignalingHandle, n: number, tag: string, batched = false): Promise<Pair[]> {
+async function makePairs(sig: SignalingHandle, n: number, tag: string, batched = false, early = false): Promise<Pair[]> {
   const ws = sig.url.replace(/^http/, 'ws');
   const pairs: Pair[] = [];
   // Connect in slices so the setup itself does not flood the machine.
@@ -137,10 +144,10 @@ async function makePairs(sig: SignalingHandle, n: number, tag: string, batched =
         const appToken = await sig.issuer.accessToken({ sub: app, homes: [home] });
         const hubToken = await sig.issuer.accessToken({ sub: hub, homes: [home] });
         // Both declare what the client library declares (a service that does not know a capability ignores it).
-        const presenceUrl = `${ws}/v1/presence${presenceQuery({ deliveryAck: false, roomTicket: true, signalBatch: batched })}`;
+        const presenceUrl = `${ws}/v1/presence${presenceQuery({ deliveryAck: false, roomTicket: true, signalBatch: batched, earlyJoin: early })}`;
         const [appSock, hubSock] = await Promise.all([Sock.open(presenceUrl, appToken), Sock.open(presenceUrl, hubToken)]);
         await Promise.all([appSock.next('hello'), hubSock.next('hello')]);
-        return { batched, app, hub, appToken, hubToken, appSock, hubSock };
+        return { batched, early, app, hub, appToken, hubToken, appSock, hubSock };
       }),
     );
     pairs.push(...slice);
@@ -170,11 +177,16 @@ async function exchange(sig: SignalingHandle, p: Pair, reqId: string, marks: Mar
   const req = await p.hubSock.next('request');
   marks.request = performance.now() - t0;
   p.hubSock.send({ type: 'answer', reqId: req.reqId, accept: true });
-  const [sa, sb] = await Promise.all([p.appSock.next('session'), p.hubSock.next('session')]);
+  // Early join: the dialer's session comes before the answer, the target's half with the request.
+  const early = p.early ? (req.early as { ticket: string; batch?: boolean } | undefined) : undefined;
+  if (p.early && early === undefined) throw new Error('the service did not join early');
+  const [sa, sb] = await Promise.all([p.appSock.next('session'), early ? { sessionId: req.sessionId, ticket: early.ticket, batch: early.batch } : p.hubSock.next('session')]);
   marks.sessions = performance.now() - t0;
   const side = async (token: string, sessionId: string, ticket: string | undefined, initiator: boolean): Promise<Sock> => {
     const r = await Sock.open(`${ws}/v1/rooms/${sessionId}${roomQuery(ticket)}`, token);
-    await r.next('joined');
+    const joined = await r.next('joined');
+    // As the library's outbox: nothing leaves while the peer is not in the room.
+    if (p.early && joined.peerPresent !== true) await r.next('peer_joined');
     marks.joined = Math.max(marks.joined ?? 0, performance.now() - t0);
     const offer = { kind: 'offer', sdp: SDP };
     const eoc = { kind: 'candidate', candidate: '' };
@@ -265,7 +277,7 @@ async function countUnits(k: number, v: Variant): Promise<Record<string, number>
     onOutput: meters.onOutput,
   });
   try {
-    const pairs = await makePairs(sig, k, 'count', v.batched);
+    const pairs = await makePairs(sig, k, 'count', v.batched, v.early);
     // Presence sockets are per endpoint, not per exchange: count from here.
     await new Promise((r) => setTimeout(r, 500));
     meters.reset();
@@ -435,6 +447,8 @@ interface Variant {
   readonly bundle?: string;
   /** Clients send signal batches (`--batched`). */
   readonly batched?: boolean;
+  /** Clients join rooms early (`--early`). */
+  readonly early?: boolean;
 }
 
 /** Bundles the worker of commit `ref` (its worker/ and protocol/ folders) for a `--before` run. */
@@ -475,13 +489,13 @@ async function runVariant(v: Variant, n: number, tag: string, profile: boolean):
   });
   try {
     // Warm-up (not reported): JIT, the bundle's first isolate, the first objects.
-    const warm = await makePairs(sig, 10, `${tag}-warmup`, v.batched);
+    const warm = await makePairs(sig, 10, `${tag}-warmup`, v.batched, v.early);
     await withTimeout(Promise.all(warm.map((p, i) => exchange(sig, p, `w${i}`))), 'warm-up');
     for (const p of warm) {
       p.appSock.close();
       p.hubSock.close();
     }
-    const pairs = await makePairs(sig, n, tag, v.batched);
+    const pairs = await makePairs(sig, n, tag, v.batched, v.early);
     const base = await baseline(pairs);
     const cpu0 = workerdCpuMs();
     const threads0 = workerdThreadsMs();
@@ -506,7 +520,7 @@ async function runVariant(v: Variant, n: number, tag: string, profile: boolean):
     if (profile) {
       // The timed pass's rooms are deleted one grace after its sockets closed: not in this profile.
       await new Promise((r) => setTimeout(r, COUNT_ROOM_GRACE_MS + TEARDOWN_MARGIN_MS));
-      const again = await makePairs(sig, n, `${tag}-prof`, v.batched);
+      const again = await makePairs(sig, n, `${tag}-prof`, v.batched, v.early);
       const th0 = workerdThreadsMs();
       // The whole life of a connection setup: the exchange, `bye`, both room sockets closed and
       // the room's deletion one grace later (the timed pass stops at the last signal).
@@ -559,6 +573,7 @@ async function main(): Promise<void> {
       profile: { type: 'boolean', default: false },
       top: { type: 'string', default: '25' },
       batched: { type: 'boolean', default: false },
+      early: { type: 'boolean', default: false },
     },
   });
   const countK = Number(values.count);
@@ -570,6 +585,10 @@ async function main(): Promise<void> {
   }
   const variants: Variant[] = [{ label: 'this tree' }];
   if (values.batched) variants.push({ label: 'this tree, batched', batched: true });
+  if (values.early) {
+    if (!values.batched) throw new Error('--early goes with --batched (the library declares both)');
+    variants.push({ label: 'this tree, batched, early join', batched: true, early: true });
+  }
   if (values.before !== undefined) {
     if (!/^[\w./-]{1,100}$/.test(values.before)) throw new Error('--before takes a commit or branch name');
     variants.unshift({ label: `before (${values.before})`, bundle: await bundleAt(values.before) });

@@ -161,6 +161,7 @@ export class EndpointCore extends Emitter<EndpointEvents> {
     const batchMs = opts.signalBatchMs ?? SIGNAL_BATCH_MS;
     if (typeof batchMs !== 'number' || !Number.isFinite(batchMs) || batchMs < 0 || batchMs > 1000) throw new RangeError('signalBatchMs must be a number of milliseconds from 0 to 1000');
     this.batchMs = batchMs;
+    if (opts.earlyJoin !== undefined && typeof opts.earlyJoin !== 'boolean') throw new TypeError('earlyJoin must be true or false');
     this.presence = new PresenceSocket(opts.signalingUrl, opts.token, rt.webSocket, opts.keepalive, { signalBatch: batchMs > 0, earlyJoin: opts.earlyJoin !== false });
     this.presence.on('message', (m) => this.onPresence(m));
     this.presence.on('unauthorized', () => {

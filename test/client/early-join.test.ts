@@ -123,6 +123,8 @@ describe('early join from the library', () => {
     await new Promise((r) => setTimeout(r, 1500));
     const late = await within('the late accept', accepted!, 10_000);
     expect(late).toBeInstanceOf(LinkError);
+    // Withdrawn (the dialer's abort), not timed out.
+    expect((late as LinkError).code).toBe('Closed');
     expect(app.links).toHaveLength(0);
     expect(hub.links).toHaveLength(0);
     await allocationsBackTo(before);
@@ -148,6 +150,12 @@ describe('early join from the library', () => {
     expect(late).toBeInstanceOf(LinkError);
     expect(late.code).toBe('Timeout');
     expect(hub.links).toHaveLength(0);
+  });
+
+  it('refuses an earlyJoin that is not true or false', async () => {
+    for (const bad of ['false', 0, null]) {
+      await expect(endpointFor(sig, randomId('bad'), ['h'], { earlyJoin: bad as unknown as boolean })).rejects.toThrow(TypeError);
+    }
   });
 
   it.each([

@@ -169,9 +169,10 @@ export const CAP_SIGNAL_BATCH = 'batch';
  * Early join (issue 10 item 3: one signaling round trip fewer per dial). Both sides must also have
  * declared {@link CAP_ROOM_TICKET}. A dialer whose target declared it too gets its room ticket and
  * ICE servers in a `session` with `early: true` as soon as the request reaches the target, before
- * the target answers: it joins the room and sends its offer, which waits there for the target. The
- * target gets the same in its `request` (`early`), and joins the room as it accepts, without
- * waiting for the service to confirm. Neither side then gets a later `session`; the dialer still
+ * the target answers: it joins the room and builds its offer while the target decides (the library
+ * sends it once the target is in the room, `peer_joined`, so the room stores nothing). The target
+ * gets the same in its `request` (`early`), and joins the room as it accepts, without waiting for
+ * the service to confirm. Neither side then gets a later `session`; the dialer still
  * gets `rejected`, `dial_failed` or `cancelled` if the request ends without an accept.
  */
 export const CAP_EARLY_JOIN = 'early';
@@ -276,7 +277,7 @@ export interface SessionInfo {
   readonly batch?: boolean;
   /**
    * True on the dialer's `session` sent before the target answered ({@link CAP_EARLY_JOIN}): join
-   * and send the offer now; the dial may still end in `rejected`, `dial_failed` or `cancelled`.
+   * now; the dial may still end in `rejected`, `dial_failed` or `cancelled`.
    */
   readonly early?: boolean;
 }

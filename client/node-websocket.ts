@@ -15,7 +15,7 @@ import { CLOSE_HANDSHAKE_MS, type WebSocketFactory, type WebSocketLike } from '.
 const MAX_PAYLOAD = 64 * 1024;
 
 export const nodeWebSocket: WebSocketFactory = (url, protocols) => {
-  const ws = new WebSocket(url, protocols, { maxPayload: MAX_PAYLOAD, handshakeTimeout: 10_000 });
+  const ws = new WebSocket(url, protocols, { maxPayload: MAX_PAYLOAD, handshakeTimeout: 10_000, perMessageDeflate: false });
   let status = 0;
   ws.on('unexpected-response', (_req, res) => {
     status = res.statusCode ?? 0;

@@ -28,10 +28,8 @@
  */
 import { createHash } from 'node:crypto';
 import {
-  CipherContext,
   HashAlgorithm,
   Message,
-  NamedCurveAlgorithm,
   RTCPeerConnection,
   serverReflexiveCandidate,
   SignatureAlgorithm,
@@ -61,6 +59,7 @@ import {
 import { parseIceUrl } from '../../protocol/ice-url.js';
 import { NetworkWatch, type NetworkWatchOptions } from './network-watch.js';
 import { orderIceServers } from './turn-probe.js';
+import { selfSignedP256 } from './certificate.js';
 
 /** Minimal view of werift internals we read (typed loosely: they are not public API). */
 interface CandidateInternals {
@@ -973,7 +972,7 @@ releaseTurnOnClose();
  * identity check.
  */
 async function newDtlsKeys(): Promise<DtlsKeys> {
-  return CipherContext.createSelfSignedCertificateWithKey(DTLS_SIGNATURE, NamedCurveAlgorithm.secp256r1_23);
+  return { ...(await selfSignedP256()), signatureHash: DTLS_SIGNATURE };
 }
 
 const DTLS_SIGNATURE = { signature: SignatureAlgorithm.ecdsa_3, hash: HashAlgorithm.sha256_4 };

@@ -49,7 +49,10 @@ export interface DeviceIdentity {
 export interface Trust {
   /** `iss` the certificates must carry. */
   readonly issuer: string;
-  /** The issuer's public keys (JWKS); `kid` only selects among these. */
+  /**
+   * The issuer's public keys (JWKS); `kid` only selects among these. Read once per object: to
+   * rotate, pass a new object rather than changing this one in place.
+   */
   readonly jwks: JSONWebKeySet;
   /** Defaults to `IDENTITY_AUDIENCE`. */
   readonly audience?: string;
@@ -115,6 +118,38 @@ export interface VerifyPeerInput {
 const mismatch = (message: string): PeerVerdict => ({ ok: false, code: 'IdentityMismatch', message });
 
 /**
+ * Imported keys, so a dial does not import the same issuer and peer keys again: jose's local JWKS
+ * keeps the issuer keys it imported, one per `trust.jwks` object (a rotated JWKS is a new object,
+ * and jose copies the set when it is made); peers' device keys are kept by their JWK (as the
+ * verified certificate carries it), the most recent `PEER_KEYS_KEPT`. Importing both took about a millisecond of the event loop per
+ * verification here (docs/BENCHMARKS.md, "DTLS certificates off the event loop").
+ */
+const issuerKeys = new WeakMap<JSONWebKeySet, ReturnType<typeof createLocalJWKSet>>();
+const PEER_KEYS_KEPT = 64;
+const peerKeys = new Map<string, Promise<CryptoKey | Uint8Array>>();
+
+function issuerKeySet(jwks: JSONWebKeySet): ReturnType<typeof createLocalJWKSet> {
+  let set = issuerKeys.get(jwks);
+  if (!set) issuerKeys.set(jwks, (set = createLocalJWKSet(jwks)));
+  return set;
+}
+
+function peerKey(jwk: JWK): Promise<CryptoKey | Uint8Array> {
+  const id = JSON.stringify(jwk);
+  const hit = peerKeys.get(id);
+  if (hit) {
+    peerKeys.delete(id);
+    peerKeys.set(id, hit);
+    return hit;
+  }
+  const key = importJWK(jwk, DEVICE_KEY_ALG);
+  peerKeys.set(id, key);
+  key.catch(() => peerKeys.delete(id));
+  if (peerKeys.size > PEER_KEYS_KEPT) peerKeys.delete(peerKeys.keys().next().value!);
+  return key;
+}
+
+/**
  * Checks a peer's `{cert, proof}` against our trust and what we see of the session.
  * Never throws: hostile input yields a verdict. The DTLS-presented certificate is compared
  * afterwards with `peerFingerprint` (see `checkPresentedFingerprint`).
@@ -122,7 +157,7 @@ const mismatch = (message: string): PeerVerdict => ({ ok: false, code: 'Identity
 export async function verifyPeer(input: VerifyPeerInput): Promise<PeerVerdict> {
   let claims: { sub: string; jwk: JWK };
   try {
-    claims = await verifyIdentityCertificate(input.cert, createLocalJWKSet(input.trust.jwks), {
+    claims = await verifyIdentityCertificate(input.cert, issuerKeySet(input.trust.jwks), {
       issuer: input.trust.issuer,
       audience: input.trust.audience ?? IDENTITY_AUDIENCE,
       algorithms: ['ES256', 'EdDSA'],
@@ -136,7 +171,7 @@ export async function verifyPeer(input: VerifyPeerInput): Promise<PeerVerdict> {
   let payload: Uint8Array;
   try {
     if (claims.jwk.kty !== 'EC' || claims.jwk.crv !== 'P-256') return mismatch('peer key is not a P-256 key');
-    const key = await importJWK(claims.jwk, DEVICE_KEY_ALG);
+    const key = await peerKey(claims.jwk);
     const r = await compactVerify(input.proof, key, { algorithms: [DEVICE_KEY_ALG] });
     if (r.protectedHeader.typ !== PROOF_TYP) return mismatch('proof has the wrong type');
     payload = r.payload;

@@ -8,11 +8,15 @@
  * TURN URL whose transport answered first. A `stun:` URL that stays silent for a grace period
  * after a relay answered is dropped: on a network that blocks UDP it would only cost seconds.
  * If nothing answers before the deadline, the servers are returned unchanged.
+ *
+ * Where UDP reached the relay first, the next dials on the same network reuse that verdict and
+ * probe again in the background instead of waiting a round trip to the relay (`PROBE_REUSE_MS`).
  */
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import tls from 'node:tls';
+import { networkInterfaces } from 'node:os';
 import { parseIceUrl, type IceTransport, type IceUrl } from '../../protocol/ice-url.js';
 import { encodeBindingRequest, readBindingResponse } from '../../protocol/stun/binding.js';
 import type { IceServerConfig } from './backend.js';
@@ -90,15 +94,58 @@ function probe(u: IceUrl, signal: AbortSignal, tlsOptions?: tls.ConnectionOption
   });
 }
 
+/** Where a probe sends its request: the URL without its credentials (one per relay transport). */
+type Entry = { url: string; parsed: IceUrl; server: IceServerConfig };
+const reachKey = (e: Entry): string => `${e.parsed.kind}:${e.parsed.transport}:${e.parsed.host}:${e.parsed.port}`;
+
+/** What a probe found: the TURN URL whose transport answered first, and the STUN URLs that answered (by `reachKey`). */
+interface Verdict {
+  readonly firstTurn: string | null;
+  readonly firstTransport: Transport | null;
+  readonly liveStun: ReadonlySet<string>;
+  readonly at: number;
+  readonly net: string;
+}
+
+/**
+ * How long a verdict that UDP reaches the relay first is used without waiting for a new probe.
+ * Each use still sends a probe in the background, whose verdict the next dial uses; so a
+ * network that stopped passing UDP costs at most one dial the UDP-first order, and none when the
+ * host's addresses changed (a new network) or the verdict is older than this.
+ */
+export const PROBE_REUSE_MS = 10 * 60_000;
+const verdicts = new Map<string, Verdict>();
+const refreshing = new Set<string>();
+
+/** The host's interface addresses, as a verdict's network: another set is another network. */
+function networkId(): string {
+  try {
+    return Object.values(networkInterfaces())
+      .flatMap((l) => (l ?? []).map((a) => a.address))
+      .sort()
+      .join(',');
+  } catch {
+    return '';
+  }
+}
+
+/** @internal Tests: forget every verdict. */
+export function forgetProbeVerdicts(): void {
+  verdicts.clear();
+}
+
 /**
  * Returns the ICE servers reordered for werift: a live `stun:` URL first (or none), then the
  * TURN URL that answered first, then the rest. Never throws.
+ *
+ * A verdict that UDP reached the relays first is reused for `PROBE_REUSE_MS` on the same network,
+ * without waiting: a dial on a network where UDP works then spends no round trip to the relay
+ * before its connection is built (docs/BENCHMARKS.md, "The relay probe off the dial's path").
  */
 export async function orderIceServers(
   servers: readonly IceServerConfig[],
   tlsOptions?: tls.ConnectionOptions | { readonly ca?: string | Uint8Array; readonly rejectUnauthorized?: boolean; readonly servername?: string },
 ): Promise<IceServerConfig[]> {
-  type Entry = { url: string; parsed: IceUrl; server: IceServerConfig };
   const entries: Entry[] = [];
   for (const server of servers) {
     for (const url of server.urls) {
@@ -110,10 +157,40 @@ export async function orderIceServers(
   const stuns = entries.filter((e) => e.parsed.kind === 'stun' && e.parsed.transport === 'udp');
   if (turns.length === 0 && stuns.length === 0) return [...servers];
 
+  const key = [...new Set([...stuns, ...turns].map(reachKey))].sort().join(' ');
+  const net = networkId();
+  const known = verdicts.get(key);
+  let verdict: Verdict;
+  if (known && known.firstTransport === 'udp' && known.net === net && Date.now() - known.at < PROBE_REUSE_MS) {
+    verdict = known;
+    if (!refreshing.has(key)) {
+      refreshing.add(key);
+      void probeAll(stuns, turns, tlsOptions, net)
+        .then((v) => verdicts.set(key, v))
+        .finally(() => refreshing.delete(key));
+    }
+  } else {
+    verdict = await probeAll(stuns, turns, tlsOptions, net);
+    verdicts.set(key, verdict);
+  }
+
+  if (!verdict.firstTurn && verdict.liveStun.size === 0) return [...servers];
+  const out: IceServerConfig[] = [];
+  for (const s of stuns) if (verdict.liveStun.has(reachKey(s))) out.push({ urls: [s.url] });
+  const chosen = turns.find((t) => reachKey(t) === verdict.firstTurn) ?? null;
+  const rest = turns.filter((t) => t !== chosen);
+  for (const t of chosen ? [chosen, ...rest] : rest) {
+    out.push({ urls: [t.url], ...(t.server.username ? { username: t.server.username } : {}), ...(t.server.credential ? { credential: t.server.credential } : {}) });
+  }
+  return out;
+}
+
+/** Probes every URL (UDP first, TCP and TLS staggered) until a TURN URL answered and the STUN URLs had their grace, or the deadline. */
+async function probeAll(stuns: readonly Entry[], turns: readonly Entry[], tlsOptions: unknown, net: string): Promise<Verdict> {
   const ac = new AbortController();
   const order: Record<Transport, number> = { udp: 0, tcp: 1, tls: 2 };
   let firstTurn: Entry | null = null;
-  const liveStun = new Set<Entry>();
+  const liveStun = new Set<string>();
   let graceTimer: ReturnType<typeof setTimeout> | undefined;
 
   const started = Date.now();
@@ -121,7 +198,7 @@ export async function orderIceServers(
     const deadline = setTimeout(() => ac.abort(), PROBE_DEADLINE_MS);
     let pending = 0;
     const settle = (): void => {
-      if (--pending === 0 || (firstTurn && stuns.every((s) => liveStun.has(s)))) ac.abort();
+      if (--pending === 0 || (firstTurn && stuns.every((s) => liveStun.has(reachKey(s))))) ac.abort();
     };
     ac.signal.addEventListener('abort', () => {
       clearTimeout(deadline);
@@ -132,7 +209,7 @@ export async function orderIceServers(
       pending++;
       const go = (): void => {
         void probe(e.parsed, ac.signal, tlsOptions as tls.ConnectionOptions).then((okay) => {
-          if (okay && e.parsed.kind === 'stun') liveStun.add(e);
+          if (okay && e.parsed.kind === 'stun') liveStun.add(reachKey(e));
           if (okay && e.parsed.kind === 'turn' && !firstTurn) {
             firstTurn = e;
             if (stuns.length === 0) ac.abort();
@@ -152,14 +229,6 @@ export async function orderIceServers(
       start(t, order[t.parsed.transport] * PROBE_STAGGER_MS);
     }
   });
-
-  if (!firstTurn && liveStun.size === 0) return [...servers];
-  const out: IceServerConfig[] = [];
-  for (const s of stuns) if (liveStun.has(s)) out.push({ urls: [s.url] });
-  const chosen = firstTurn as Entry | null;
-  const rest = turns.filter((t) => t !== chosen);
-  for (const t of chosen ? [chosen, ...rest] : rest) {
-    out.push({ urls: [t.url], ...(t.server.username ? { username: t.server.username } : {}), ...(t.server.credential ? { credential: t.server.credential } : {}) });
-  }
-  return out;
+  const first = firstTurn as Entry | null;
+  return { firstTurn: first ? reachKey(first) : null, firstTransport: first ? first.parsed.transport : null, liveStun, at: Date.now(), net };
 }

@@ -2,7 +2,7 @@
  * Signaling benchmark (run by hand, not by `npm test`):
  *
  *   npx tsx bench/signaling/run.ts [--n 10,100,500] [--rounds 1] [--count 20] [--peerjs]
- *                                  [--before <commit>] [--batched] [--early] [--profile] [--phases]
+ *                                  [--before <commit>] [--batched] [--early] [--deflate] [--profile] [--phases]
  *
  * For each N, N endpoint pairs concurrently complete a whole exchange through the real Worker in
  * local workerd (Miniflare, test/support/signaling.ts): dial, request, accept, both `session`s,
@@ -35,6 +35,11 @@
  * join (`?caps=early`, protocol/messages.ts CAP_EARLY_JOIN), as the library does: the dialer's
  * `session` comes before the answer and the target's half in the `request`, and each side holds
  * its signals until the other is in the room (`peer_joined`), as the library's outbox does.
+ *
+ * Compression (`--deflate`, with `--early`): a further variant whose clients offer permessage-deflate
+ * on every socket, as `ws` does by default and browsers always do. The other variants offer none,
+ * as the library's Node socket (client/node-websocket.ts) since 2026-12-07; before that they
+ * offered it too, so earlier runs' figures include the compression.
  *
  * Where the CPU goes (`--profile`): after each timed pass, a second pass of N exchanges with V8's
  * sampling profiler on every workerd isolate (bench/signaling/profile.ts): the Worker isolate's
@@ -81,9 +86,10 @@ class Sock {
       q.push(f);
     });
   }
-  static open(url: string, token: string): Promise<Sock> {
+  /** `deflate`: offer permessage-deflate, as `ws` does by default and browsers always do (the library does not). */
+  static open(url: string, token: string, deflate = false): Promise<Sock> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, wsProtocols(token));
+      const ws = new WebSocket(url, wsProtocols(token), { perMessageDeflate: deflate });
       const s = new Sock(ws);
       ws.once('open', () => resolve(s));
       ws.once('error', reject);
@@ -122,6 +128,8 @@ interface Pair {
   batched: boolean;
   /** The pair joins rooms early (`--early`). */
   early: boolean;
+  /** The pair's sockets offer permessage-deflate (`--deflate`). */
+  deflate: boolean;
   app: string;
   hub: string;
   appToken: string;
@@ -130,7 +138,7 @@ interface Pair {
   hubSock: Sock;
 }
 
-async function makePairs(sig: SignalingHandle, n: number, tag: string, batched = false, early = false): Promise<Pair[]> {
+async function makePairs(sig: SignalingHandle, n: number, tag: string, batched = false, early = false, deflate = false): Promise<Pair[]> {
   const ws = sig.url.replace(/^http/, 'ws');
   const pairs: Pair[] = [];
   // Connect in slices so the setup itself does not flood the machine.
@@ -145,9 +153,9 @@ async function makePairs(sig: SignalingHandle, n: number, tag: string, batched =
         const hubToken = await sig.issuer.accessToken({ sub: hub, homes: [home] });
         // Both declare what the client library declares (a service that does not know a capability ignores it).
         const presenceUrl = `${ws}/v1/presence${presenceQuery({ deliveryAck: false, roomTicket: true, signalBatch: batched, earlyJoin: early })}`;
-        const [appSock, hubSock] = await Promise.all([Sock.open(presenceUrl, appToken), Sock.open(presenceUrl, hubToken)]);
+        const [appSock, hubSock] = await Promise.all([Sock.open(presenceUrl, appToken, deflate), Sock.open(presenceUrl, hubToken, deflate)]);
         await Promise.all([appSock.next('hello'), hubSock.next('hello')]);
-        return { batched, early, app, hub, appToken, hubToken, appSock, hubSock };
+        return { batched, early, deflate, app, hub, appToken, hubToken, appSock, hubSock };
       }),
     );
     pairs.push(...slice);
@@ -183,7 +191,7 @@ async function exchange(sig: SignalingHandle, p: Pair, reqId: string, marks: Mar
   const [sa, sb] = await Promise.all([p.appSock.next('session'), early ? { sessionId: req.sessionId, ticket: early.ticket, batch: early.batch } : p.hubSock.next('session')]);
   marks.sessions = performance.now() - t0;
   const side = async (token: string, sessionId: string, ticket: string | undefined, initiator: boolean): Promise<Sock> => {
-    const r = await Sock.open(`${ws}/v1/rooms/${sessionId}${roomQuery(ticket)}`, token);
+    const r = await Sock.open(`${ws}/v1/rooms/${sessionId}${roomQuery(ticket)}`, token, p.deflate);
     const joined = await r.next('joined');
     // As the library's outbox: nothing leaves while the peer is not in the room.
     if (p.early && joined.peerPresent !== true) await r.next('peer_joined');
@@ -277,7 +285,7 @@ async function countUnits(k: number, v: Variant): Promise<Record<string, number>
     onOutput: meters.onOutput,
   });
   try {
-    const pairs = await makePairs(sig, k, 'count', v.batched, v.early);
+    const pairs = await makePairs(sig, k, 'count', v.batched, v.early, v.deflate);
     // Presence sockets are per endpoint, not per exchange: count from here.
     await new Promise((r) => setTimeout(r, 500));
     meters.reset();
@@ -449,6 +457,8 @@ interface Variant {
   readonly batched?: boolean;
   /** Clients join rooms early (`--early`). */
   readonly early?: boolean;
+  /** Clients offer permessage-deflate (`--deflate`). */
+  readonly deflate?: boolean;
 }
 
 /** Bundles the worker of commit `ref` (its worker/ and protocol/ folders) for a `--before` run. */
@@ -489,13 +499,13 @@ async function runVariant(v: Variant, n: number, tag: string, profile: boolean):
   });
   try {
     // Warm-up (not reported): JIT, the bundle's first isolate, the first objects.
-    const warm = await makePairs(sig, 10, `${tag}-warmup`, v.batched, v.early);
+    const warm = await makePairs(sig, 10, `${tag}-warmup`, v.batched, v.early, v.deflate);
     await withTimeout(Promise.all(warm.map((p, i) => exchange(sig, p, `w${i}`))), 'warm-up');
     for (const p of warm) {
       p.appSock.close();
       p.hubSock.close();
     }
-    const pairs = await makePairs(sig, n, tag, v.batched, v.early);
+    const pairs = await makePairs(sig, n, tag, v.batched, v.early, v.deflate);
     const base = await baseline(pairs);
     const cpu0 = workerdCpuMs();
     const threads0 = workerdThreadsMs();
@@ -520,7 +530,7 @@ async function runVariant(v: Variant, n: number, tag: string, profile: boolean):
     if (profile) {
       // The timed pass's rooms are deleted one grace after its sockets closed: not in this profile.
       await new Promise((r) => setTimeout(r, COUNT_ROOM_GRACE_MS + TEARDOWN_MARGIN_MS));
-      const again = await makePairs(sig, n, `${tag}-prof`, v.batched, v.early);
+      const again = await makePairs(sig, n, `${tag}-prof`, v.batched, v.early, v.deflate);
       const th0 = workerdThreadsMs();
       // The whole life of a connection setup: the exchange, `bye`, both room sockets closed and
       // the room's deletion one grace later (the timed pass stops at the last signal).
@@ -574,6 +584,7 @@ async function main(): Promise<void> {
       top: { type: 'string', default: '25' },
       batched: { type: 'boolean', default: false },
       early: { type: 'boolean', default: false },
+      deflate: { type: 'boolean', default: false },
     },
   });
   const countK = Number(values.count);
@@ -588,6 +599,10 @@ async function main(): Promise<void> {
   if (values.early) {
     if (!values.batched) throw new Error('--early goes with --batched (the library declares both)');
     variants.push({ label: 'this tree, batched, early join', batched: true, early: true });
+  }
+  if (values.deflate) {
+    if (!values.early) throw new Error('--deflate goes with --batched --early (the library\'s exchange, with compression offered)');
+    variants.push({ label: 'this tree, batched, early join, deflate offered', batched: true, early: true, deflate: true });
   }
   if (values.before !== undefined) {
     if (!/^[\w./-]{1,100}$/.test(values.before)) throw new Error('--before takes a commit or branch name');

@@ -30,6 +30,8 @@ process.env.WRANGLER_HIDE_BANNER = 'true';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 /** Same as wrangler.toml (workerd 1.20261117 accepts dates up to 2026-11-24). */
 export const COMPATIBILITY_DATE = '2026-11-17';
+/** Same as wrangler.toml (test/worker/compression.test.ts checks both). */
+export const COMPATIBILITY_FLAGS = ['no_web_socket_compression'];
 /** Tests need no relay to talk to; a placeholder secret of the required length. */
 export const DEFAULT_TEST_TURN_SECRET = 'homelink-test-turn-secret-0123456789';
 /** Suites want fast verdicts: an offline target is declared after 1 s instead of the 3 s default. */
@@ -219,6 +221,7 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
       convertV4MiniflareOptions({
         modules: [{ type: 'ESModule', path: 'index.mjs', contents: code }],
         compatibilityDate: COMPATIBILITY_DATE,
+        compatibilityFlags: COMPATIBILITY_FLAGS,
         durableObjects: {
           PRESENCE: { className: 'Presence', useSQLite: true },
           ROOM: { className: 'Room', useSQLite: true },

@@ -121,8 +121,8 @@ const mismatch = (message: string): PeerVerdict => ({ ok: false, code: 'Identity
  * Imported keys, so a dial does not import the same issuer and peer keys again: jose's local JWKS
  * keeps the issuer keys it imported, one per `trust.jwks` object (a rotated JWKS is a new object,
  * and jose copies the set when it is made); peers' device keys are kept by their JWK (as the
- * verified certificate carries it), the most recent `PEER_KEYS_KEPT`. Importing both took about a millisecond of the event loop per
- * verification here (docs/BENCHMARKS.md, "DTLS certificates off the event loop").
+ * verified certificate carries it), the most recent `PEER_KEYS_KEPT`. Importing both took about a
+ * millisecond of the event loop per dial here (docs/BENCHMARKS.md, "The native dial's event loop").
  */
 const issuerKeys = new WeakMap<JSONWebKeySet, ReturnType<typeof createLocalJWKSet>>();
 const PEER_KEYS_KEPT = 64;

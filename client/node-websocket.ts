@@ -7,6 +7,11 @@
  * if the server has not closed it by then: workerd keeps the connection of a closed hibernatable
  * socket until the object hibernates, and `ws` would hold it (and the process) for its 30 s
  * close timeout. RFC 6455 §7.1.1 lets the client close the TCP connection once it sent its close.
+ *
+ * No permessage-deflate (`ws` offers it by default): signaling frames are small JSON, and each
+ * compressed frame went through zlib on libuv's pool on both ends, with a compression context per
+ * socket (docs/BENCHMARKS.md, "The native dial's event loop"). The service declines it too, for
+ * clients that cannot stop offering it (browsers).
  */
 import WebSocket from 'ws';
 import { CLOSE_HANDSHAKE_MS, type WebSocketFactory, type WebSocketLike } from './signaling.js';

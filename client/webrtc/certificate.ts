@@ -3,7 +3,7 @@
  * pair and the signature on libuv's pool, and on the event loop only the few hundred bytes of DER
  * around them (under a millisecond). werift's own generator builds the same certificate through
  * @peculiar/x509's ASN.1 schema classes, which held the event loop 6-13 ms per certificate here,
- * inside the dial that took the spare (docs/BENCHMARKS.md, "DTLS certificates off the event loop").
+ * inside the dial that took the spare (docs/BENCHMARKS.md, "The native dial's event loop").
  *
  * WebRTC peers check a DTLS certificate against the fingerprint signed into the SDP (and here the
  * identity proof), never its name or chain; what the certificate carries is what RFC 5280 needs

@@ -140,7 +140,7 @@ export function forgetProbeVerdicts(): void {
  *
  * A verdict that UDP reached the relays first is reused for `PROBE_REUSE_MS` on the same network,
  * without waiting: a dial on a network where UDP works then spends no round trip to the relay
- * before its connection is built (docs/BENCHMARKS.md, "The relay probe off the dial's path").
+ * before its connection is built (docs/BENCHMARKS.md, "The native dial's event loop").
  */
 export async function orderIceServers(
   servers: readonly IceServerConfig[],

@@ -42,8 +42,11 @@ const MAX_STREAM_RESPONSE_BYTES = 1280;
 /** Any response (success or error class) to our transaction proves the transport reaches the relay. */
 const answers = (bytes: Uint8Array, tid: Uint8Array): boolean => readBindingResponse(bytes, tid) !== null;
 
-/** Sends one Binding request; resolves true when answered, false on error, abort or deadline. */
-function probe(u: IceUrl, signal: AbortSignal, tlsOptions?: tls.ConnectionOptions): Promise<boolean> {
+/**
+ * Sends one Binding request; resolves true when answered, false on error, abort or deadline.
+ * `background`: its socket and timer do not keep the process alive.
+ */
+function probe(u: IceUrl, signal: AbortSignal, tlsOptions: tls.ConnectionOptions | undefined, background: boolean): Promise<boolean> {
   return new Promise((resolve) => {
     const tid = new Uint8Array(randomBytes(12));
     const msg = encodeBindingRequest(tid);
@@ -61,11 +64,13 @@ function probe(u: IceUrl, signal: AbortSignal, tlsOptions?: tls.ConnectionOption
     if (signal.aborted) return finish(false);
     if (u.transport === 'udp') {
       const sock = dgram.createSocket(net.isIPv6(u.host) ? 'udp6' : 'udp4');
+      if (background) sock.unref();
       cleanup = () => sock.close();
       sock.on('error', () => finish(false));
       sock.on('message', (b) => answers(b, tid) && finish(true));
       // Retransmit once (RFC 8489 §6.2.1 uses an RTO; one resend covers a lost first packet).
       const resend = setTimeout(() => !done && sock.send(msg, u.port, u.host, () => undefined), 250);
+      if (background) resend.unref();
       const prev = cleanup;
       cleanup = () => {
         clearTimeout(resend);
@@ -78,6 +83,7 @@ function probe(u: IceUrl, signal: AbortSignal, tlsOptions?: tls.ConnectionOption
       u.transport === 'tls'
         ? tls.connect({ host: u.host, port: u.port, servername: net.isIP(u.host) ? undefined : u.host, ...tlsOptions })
         : net.connect({ host: u.host, port: u.port });
+    if (background) sock.unref();
     cleanup = () => sock.destroy();
     let acc = Buffer.alloc(0);
     sock.on('error', () => finish(false));
@@ -104,7 +110,7 @@ interface Verdict {
   readonly firstTransport: Transport | null;
   readonly liveStun: ReadonlySet<string>;
   readonly at: number;
-  readonly net: string;
+  readonly network: string;
 }
 
 /**
@@ -158,19 +164,19 @@ export async function orderIceServers(
   if (turns.length === 0 && stuns.length === 0) return [...servers];
 
   const key = [...new Set([...stuns, ...turns].map(reachKey))].sort().join(' ');
-  const net = networkId();
+  const network = networkId();
   const known = verdicts.get(key);
   let verdict: Verdict;
-  if (known && known.firstTransport === 'udp' && known.net === net && Date.now() - known.at < PROBE_REUSE_MS) {
+  if (known && known.firstTransport === 'udp' && known.network === network && Date.now() - known.at < PROBE_REUSE_MS) {
     verdict = known;
     if (!refreshing.has(key)) {
       refreshing.add(key);
-      void probeAll(stuns, turns, tlsOptions, net)
+      void probeAll(stuns, turns, tlsOptions, network, true)
         .then((v) => verdicts.set(key, v))
         .finally(() => refreshing.delete(key));
     }
   } else {
-    verdict = await probeAll(stuns, turns, tlsOptions, net);
+    verdict = await probeAll(stuns, turns, tlsOptions, network, false);
     verdicts.set(key, verdict);
   }
 
@@ -185,8 +191,13 @@ export async function orderIceServers(
   return out;
 }
 
-/** Probes every URL (UDP first, TCP and TLS staggered) until a TURN URL answered and the STUN URLs had their grace, or the deadline. */
-async function probeAll(stuns: readonly Entry[], turns: readonly Entry[], tlsOptions: unknown, net: string): Promise<Verdict> {
+/**
+ * Probes every URL (UDP first, TCP and TLS staggered) until a TURN URL answered and the STUN URLs
+ * had their grace, or the deadline. `background` (a reused verdict's refresh): nothing of it keeps
+ * the process alive, so an application that dials and exits is not held up to the deadline.
+ */
+async function probeAll(stuns: readonly Entry[], turns: readonly Entry[], tlsOptions: unknown, network: string, background: boolean): Promise<Verdict> {
+  const weak = <T extends { unref(): unknown }>(t: T): T => (background && t.unref(), t);
   const ac = new AbortController();
   const order: Record<Transport, number> = { udp: 0, tcp: 1, tls: 2 };
   let firstTurn: Entry | null = null;
@@ -195,7 +206,7 @@ async function probeAll(stuns: readonly Entry[], turns: readonly Entry[], tlsOpt
 
   const started = Date.now();
   await new Promise<void>((resolveAll) => {
-    const deadline = setTimeout(() => ac.abort(), PROBE_DEADLINE_MS);
+    const deadline = weak(setTimeout(() => ac.abort(), PROBE_DEADLINE_MS));
     let pending = 0;
     const settle = (): void => {
       if (--pending === 0 || (firstTurn && stuns.every((s) => liveStun.has(reachKey(s))))) ac.abort();
@@ -208,19 +219,19 @@ async function probeAll(stuns: readonly Entry[], turns: readonly Entry[], tlsOpt
     const start = (e: Entry, delay: number): void => {
       pending++;
       const go = (): void => {
-        void probe(e.parsed, ac.signal, tlsOptions as tls.ConnectionOptions).then((okay) => {
+        void probe(e.parsed, ac.signal, tlsOptions as tls.ConnectionOptions | undefined, background).then((okay) => {
           if (okay && e.parsed.kind === 'stun') liveStun.add(reachKey(e));
           if (okay && e.parsed.kind === 'turn' && !firstTurn) {
             firstTurn = e;
             if (stuns.length === 0) ac.abort();
-            else graceTimer = setTimeout(() => ac.abort(), Math.max(STUN_GRACE_MIN_MS, 2 * (Date.now() - started)));
+            else graceTimer = weak(setTimeout(() => ac.abort(), Math.max(STUN_GRACE_MIN_MS, 2 * (Date.now() - started))));
           }
           settle();
         });
       };
       if (delay === 0) go();
       else {
-        const t = setTimeout(go, delay);
+        const t = weak(setTimeout(go, delay));
         ac.signal.addEventListener('abort', () => clearTimeout(t));
       }
     };
@@ -230,5 +241,5 @@ async function probeAll(stuns: readonly Entry[], turns: readonly Entry[], tlsOpt
     }
   });
   const first = firstTurn as Entry | null;
-  return { firstTurn: first ? reachKey(first) : null, firstTransport: first ? first.parsed.transport : null, liveStun, at: Date.now(), net };
+  return { firstTurn: first ? reachKey(first) : null, firstTransport: first ? first.parsed.transport : null, liveStun, at: Date.now(), network };
 }

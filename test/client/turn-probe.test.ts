@@ -4,6 +4,7 @@
  * first is used by the next call without waiting, and that call probes again in the background;
  * so once UDP stops answering, one call gets the stale UDP-first order and the next one TURN over
  * TCP; a verdict that TCP answered first is never reused, so UDP coming back is seen at once.
+ * The background probe holds nothing that keeps the process alive.
  */
 import dgram from 'node:dgram';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -65,6 +66,21 @@ describe('orderIceServers verdict reuse', () => {
     // A TCP-first verdict is not reused: UDP answering again is seen by the very next call.
     silent = false;
     expect(firstTurn(await orderIceServers(servers))).toMatch(/transport=udp$/);
+  });
+
+  it('a reused verdict\'s background probe keeps nothing alive that would hold the process', async () => {
+    await orderIceServers(servers);
+    // UDP silent: the refresh stays in flight (TCP at +30 ms, then the STUN grace) after the call.
+    silent = true;
+    const alive = (): string[] => process.getActiveResourcesInfo().filter((r) => r === 'UDPSocketWrap' || r === 'UDPWrap' || r === 'TCPSocketWrap' || r === 'TCPWrap' || r === 'Timeout');
+    const before = alive().length;
+    expect(firstTurn(await orderIceServers(servers))).toMatch(/transport=udp$/);
+    expect(alive().length).toBe(before);
+    // A probe that is waited for holds the process as before: its answer is needed.
+    forgetProbeVerdicts();
+    const waited = orderIceServers(servers);
+    expect(alive().length).toBeGreaterThan(before);
+    await waited;
   });
 
   it('a reused verdict orders the caller\'s URLs with the caller\'s credentials', async () => {

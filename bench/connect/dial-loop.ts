@@ -15,7 +15,7 @@
 import { fork } from 'node:child_process';
 import type { BackendName } from '../../client/index.js';
 import type { Endpoint } from '../../client/index.js';
-import { endpointFor } from '../../test/client/helpers.js';
+import { endpointFor, nextLink } from '../../test/client/helpers.js';
 import { ourPair, signalingFor, startRelayProcess, startStack, type RelayProcess } from './stack.js';
 import type { SignalingHandle } from '../../test/support/signaling.js';
 
@@ -41,8 +41,10 @@ async function inProcess(): Promise<Shape> {
   return {
     async dial() {
       const t0 = performance.now();
-      let mine = 0;
-      const { link, peer } = await pair.dial().then((r) => ((mine = performance.now() - t0), r));
+      const accepted = nextLink(pair.hub);
+      const link = await pair.app.dial(pair.hub.id, { timeoutMs: 20_000 });
+      const mine = performance.now() - t0;
+      const peer = await accepted;
       const both = performance.now() - t0;
       await Promise.all([link.close(), peer.close()]);
       return [mine, both];

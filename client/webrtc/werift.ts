@@ -978,9 +978,9 @@ async function newDtlsKeys(): Promise<DtlsKeys> {
 const DTLS_SIGNATURE = { signature: SignatureAlgorithm.ecdsa_3, hash: HashAlgorithm.sha256_4 };
 
 /**
- * The next connections' certificates, made while earlier ones connect: making one (a P-256 key
- * pair and a self-signed certificate, `selfSignedP256`: a few ms on libuv's pool, well under one on
- * the event loop) is then not on a dial's path. Each is handed out once. Two spares for the whole process: a dial needs one per
+ * The next connections' certificates, made while earlier ones connect: making one
+ * (`selfSignedP256`: a few ms on libuv's pool, well under one on the event loop) is then not on a
+ * dial's path. Each is handed out once. Two spares for the whole process: a dial needs one per
  * side, and a hub that several phones dial at once, or a process that runs both sides (tests,
  * benches), takes two in a row; with one, the second waited for the remade spare (the dialer's
  * connection ready 10-13 ms after its early session on loopback, docs/BENCHMARKS.md).

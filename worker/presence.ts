@@ -29,6 +29,7 @@ import { iceServersFor } from './ice.js';
 import {
   DELIVERY_ACK_MS,
   randomId,
+  TIMER_HORIZON_MS,
   staleAt,
   step,
   wakeOf,
@@ -248,18 +249,65 @@ export class Presence extends SocketObject {
   }
 
   /**
-   * Points the alarm at the next moment anything needs attention (a record, or the current
-   * socket turning stale); touches it only when that moved.
+   * Makes sure something fires by the next moment anything needs attention (a record's deadline,
+   * or the current socket turning stale). The storage alarm is a write per move (issue 10 item 4),
+   * so it is moved as little as the rules allow:
+   *
+   * - never later: an alarm that fires early finds nothing due and is set again from there (so a
+   *   frame that makes the socket fresh, or a request that ends, writes nothing);
+   * - earlier only for a deadline still pending {@link TIMER_HORIZON_MS} after it appeared. Until
+   *   then an in-memory timer stands in for it. A request is usually answered (or acknowledged)
+   *   within that, so it never touches the alarm; one that waits longer (a person deciding, a
+   *   target found offline) gets its alarm written then, while the object is still awake (the
+   *   runtime hibernates an object only after about 10 s without events), so the request
+   *   outlives hibernation as before.
+   *
+   * The timer is lost only if the runtime evicts the object within those seconds (a deploy, a
+   * crash); the deadline is then served by the alarm that is set (the socket's staleness check,
+   * at most `presenceStaleMs` later), not missed. With no socket and no alarm set, the alarm is
+   * written at once.
    */
-  private async rearm(): Promise<void> {
+  private async rearm(flush = false): Promise<void> {
     const c = this.current();
     const at = wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs) : null);
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
-    if (at === this.alarmAt) return;
+    if (at === null || (this.alarmAt !== null && this.alarmAt <= at)) return this.setTimer(null);
+    const now = Date.now();
+    if (this.alarmAt !== null && !flush) return this.setTimer(Math.min(at, now + TIMER_HORIZON_MS));
+    this.setTimer(null);
     this.alarmAt = at;
     this.meter('alarm_set');
-    if (at === null) await this.ctx.storage.deleteAlarm();
-    else await this.ctx.storage.setAlarm(at);
+    await this.ctx.storage.setAlarm(at);
+  }
+
+  /** The in-memory timer that stands in for an earlier alarm (see `rearm`); null clears it. */
+  private timer: { at: number; handle: ReturnType<typeof setTimeout> } | null = null;
+
+  private setTimer(at: number | null): void {
+    if (this.timer !== null && this.timer.at === at) return;
+    if (this.timer !== null) clearTimeout(this.timer.handle);
+    this.timer = at === null ? null : { at, handle: setTimeout(() => void this.onTimer(), Math.max(0, at - Date.now())) };
+  }
+
+  private async onTimer(): Promise<void> {
+    this.timer = null;
+    try {
+      const now = Date.now();
+      const c = this.current();
+      const due = wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs) : null);
+      if (due !== null && due <= now) {
+        // A deadline, on time: what the alarm would have done.
+        this.trace('timer');
+        await this.dropStale(now);
+        const cur = this.current();
+        await this.apply({ type: 'alarm', now, heardAt: cur ? this.lastHeard(cur.ws, cur.id) : null });
+      } else {
+        // Still pending after the horizon: the alarm takes it over.
+        await this.rearm(true);
+      }
+    } catch (e) {
+      console.error('presence: timer failed', (e as Error).name);
+    }
   }
 
   /**

@@ -2,7 +2,8 @@
  * Signaling benchmark (run by hand, not by `npm test`):
  *
  *   npx tsx bench/signaling/run.ts [--n 10,100,500] [--rounds 1] [--count 20] [--peerjs]
- *                                  [--before <commit>] [--batched] [--early] [--deflate] [--profile] [--phases]
+ *                                  [--before <commit>] [--batched] [--early] [--deflate] [--library-only]
+ *                                  [--profile] [--phases]
  *
  * For each N, N endpoint pairs concurrently complete a whole exchange through the real Worker in
  * local workerd (Miniflare, test/support/signaling.ts): dial, request, accept, both `session`s,
@@ -23,7 +24,15 @@
  * docs/BENCHMARKS.md.
  *
  * Before/after (`--before <commit>`): that commit's worker/ and protocol/ are bundled and run
- * against this tree's, alternating the order each round, each run on a fresh service.
+ * against this tree's, alternating the order each round, each run on a fresh service. Its clients
+ * are those of this tree's last variant (with `--early`, the library's exchange).
+ *
+ * The library's exchange alone (`--library-only`, with `--batched --early`): only that variant of
+ * this tree (and `--before`'s).
+ *
+ * The service runs with a deployment's timings (offline wait, request timeout), so a request's
+ * deadlines fall where they do in production (before 2026-12-07 the bench used a 60 s request
+ * timeout, the same as the socket's staleness, which hid two presence alarm moves per exchange).
  *
  * Batched (`--batched`): a further variant of this tree whose clients declare signal batches
  * (`?caps=batch`) and send the same signals as the client library batches them: the initiator
@@ -61,6 +70,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { presenceQuery, roomQuery, wsProtocols } from '../../protocol/messages.js';
+import { DEFAULT_OFFLINE_WAIT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from '../../worker/config.js';
 import { bundleWorkerAt, Meters, METER_UNITS, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
 import { childCpuMs, profileIsolates, threadDelta, workerdThreadsMs, type IsolateCpu } from './profile.js';
 
@@ -277,8 +287,8 @@ async function countUnits(k: number, v: Variant): Promise<Record<string, number>
   const meters = new Meters();
   const sig = await startSignaling({
     ...(v.bundle !== undefined ? { bundle: v.bundle } : {}),
-    offlineWaitMs: 3000,
-    requestTimeoutMs: 60_000,
+    offlineWaitMs: DEFAULT_OFFLINE_WAIT_MS,
+    requestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS,
     sessionTtlSeconds: COUNT_SESSION_TTL_S,
     roomGraceMs: COUNT_ROOM_GRACE_MS,
     vars: { DEBUG_TRACE_EVENTS: '1' },
@@ -490,8 +500,9 @@ interface RunFigures {
  */
 async function runVariant(v: Variant, n: number, tag: string, profile: boolean): Promise<RunFigures> {
   const sig = await startSignaling({
-    offlineWaitMs: 3000,
-    requestTimeoutMs: 60_000,
+    // A deployment's timings: the request's deadlines fall where they do in production.
+    offlineWaitMs: DEFAULT_OFFLINE_WAIT_MS,
+    requestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS,
     ...(v.bundle !== undefined ? { bundle: v.bundle } : {}),
     inspector: profile,
     // The profiled pass waits for the rooms' deletion (see below); the timed pass ends before it.
@@ -585,6 +596,7 @@ async function main(): Promise<void> {
       batched: { type: 'boolean', default: false },
       early: { type: 'boolean', default: false },
       deflate: { type: 'boolean', default: false },
+      'library-only': { type: 'boolean', default: false },
     },
   });
   const countK = Number(values.count);
@@ -604,9 +616,15 @@ async function main(): Promise<void> {
     if (!values.early) throw new Error('--deflate goes with --batched --early (the library\'s exchange, with compression offered)');
     variants.push({ label: 'this tree, batched, early join, deflate offered', batched: true, early: true, deflate: true });
   }
+  if (values['library-only']) {
+    if (!values.early) throw new Error('--library-only goes with --batched --early');
+    variants.splice(0, variants.length, variants.find((v) => v.early === true && v.deflate !== true)!);
+  }
   if (values.before !== undefined) {
     if (!/^[\w./-]{1,100}$/.test(values.before)) throw new Error('--before takes a commit or branch name');
-    variants.unshift({ label: `before (${values.before})`, bundle: await bundleAt(values.before) });
+    // The same clients as this tree's last variant (a tree that does not know a capability ignores it).
+    const { label: _label, ...clients } = variants[variants.length - 1]!;
+    variants.unshift({ label: `before (${values.before})`, ...clients, bundle: await bundleAt(values.before) });
   }
   const cpuPerExchange: number[] = [];
   const results: Array<{ v: Variant; n: number; f: RunFigures }> = [];

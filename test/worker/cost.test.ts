@@ -11,7 +11,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
-import { connect, online } from './helpers.js';
+import { TIMER_HORIZON_MS } from '../../worker/presence-rules.js';
+import { connect, online, type TestSocket } from './helpers.js';
 
 /** Short grace so the room's deletion is counted within the test. */
 const GRACE_MS = 200;
@@ -188,6 +189,86 @@ describe('storage writes', () => {
     // The target's row, written and deleted; the dial rode in the initiator's attachment.
     await settle(() => count('presence.write') >= before + 2);
     expect(count('presence.write') - before).toBe(2);
+    app.close();
+    hub.close();
+  });
+});
+
+describe('presence alarms (each move is a storage write)', () => {
+  // A service of its own with the deployment's timings (30 s request timeout, 60 s staleness),
+  // so a request's deadline falls before the socket's staleness check, as in production.
+  let svc: SignalingHandle;
+  const m = new Meters();
+  beforeAll(async () => {
+    svc = await startSignaling({ issuer: sig.issuer, offlineWaitMs: 3000, requestTimeoutMs: 30_000, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: m.onOutput });
+  });
+  afterAll(async () => svc?.close());
+
+  /** Both presence sockets, online and settled: each wrote its staleness alarm once on connecting. */
+  async function pair(tag: string, caps = ''): Promise<{ app: TestSocket; hub: TestSocket }> {
+    const at = await sig.issuer.accessToken({ sub: `${tag}-app`, homes: [`home-${tag}`] });
+    const ht = await sig.issuer.accessToken({ sub: `${tag}-hub`, homes: [`home-${tag}`] });
+    const app = await online(svc.url, at, caps);
+    const hub = await online(svc.url, ht, caps);
+    await m.settle(() => m.count('presence.alarm_set') >= 2);
+    m.reset();
+    return { app, hub };
+  }
+
+  it('a request answered within the horizon moves no alarm, with and without delivery acks', async () => {
+    for (const caps of ['', 'ack']) {
+      const { app, hub } = await pair(`pa${caps}`, caps);
+      for (const n of [1, 2]) {
+        app.send({ type: 'dial', reqId: `d${n}`, to: `pa${caps}-hub` });
+        const req = await hub.next('request');
+        if (caps === 'ack') hub.send({ type: 'ringing', reqId: req.reqId });
+        hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+        await app.next('session');
+        await hub.next('session');
+      }
+      // Past the horizon: a timer left pending would have written by now.
+      await new Promise((r) => setTimeout(r, TIMER_HORIZON_MS + 500));
+      await m.settle(() => true);
+      expect(m.count('presence.request')).toBeGreaterThan(0);
+      expect(m.count('presence.alarm_set')).toBe(0);
+      app.close();
+      hub.close();
+    }
+  });
+
+  it('a request still pending after the horizon has its alarm written then, and answering it moves none', async () => {
+    const { app, hub } = await pair('pb');
+    app.send({ type: 'dial', reqId: 'b', to: 'pb-hub' });
+    const req = await hub.next('request');
+    await new Promise((r) => setTimeout(r, TIMER_HORIZON_MS / 2));
+    await m.settle(() => true, 0);
+    expect(m.count('presence.alarm_set')).toBe(0);
+    // The dialer's deadline and the target's record, each moved once: the objects may now
+    // hibernate with the request pending (hibernation.test.ts).
+    await m.settle(() => m.count('presence.alarm_set') >= 2, TIMER_HORIZON_MS);
+    expect(m.count('presence.alarm_set')).toBe(2);
+    hub.send({ type: 'answer', reqId: req.reqId, accept: true });
+    await app.next('session');
+    await hub.next('session');
+    await m.settle(() => true);
+    expect(m.count('presence.alarm_set')).toBe(2);
+    app.close();
+    hub.close();
+  });
+
+  it('a deadline inside the horizon is kept by the timer, on time, without an alarm', async () => {
+    const { app, hub } = await pair('pc');
+    const t0 = Date.now();
+    app.send({ type: 'dial', reqId: 'c', to: 'pc-hub', timeoutMs: 1000 });
+    const req = await hub.next('request');
+    expect(await app.next('dial_failed')).toMatchObject({ reqId: 'c', code: 'timeout' });
+    expect(await hub.next('cancelled')).toMatchObject({ reqId: req.reqId, reason: 'timeout' });
+    const took = Date.now() - t0;
+    // The budget, not the staleness check a minute later (the only alarm set).
+    expect(took).toBeGreaterThanOrEqual(1000);
+    expect(took).toBeLessThan(10_000);
+    await m.settle(() => true);
+    expect(m.count('presence.alarm_set')).toBe(0);
     app.close();
     hub.close();
   });

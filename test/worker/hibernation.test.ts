@@ -8,10 +8,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { SEQ_LEASE } from '../../worker/room-rules.js';
+import { TIMER_HORIZON_MS } from '../../worker/presence-rules.js';
 import { connect, online } from './helpers.js';
 
 /** workerd hibernates an object after 10 s without events; wait past that. */
 const IDLE_MS = 12_000;
+/**
+ * With a request pending, the object's last event before the pause is the timer that moves the
+ * alarm for it, TIMER_HORIZON_MS after the dial (worker/presence.ts `rearm`).
+ */
+const PENDING_IDLE_MS = IDLE_MS + TIMER_HORIZON_MS;
 
 let sig: SignalingHandle;
 /** The objects' trace lines (`DEBUG_TRACE_EVENTS`): `wake` proves an instance was built again. */
@@ -72,12 +78,12 @@ describe('a pending request across hibernation', () => {
     const [app, hub, app2, hub2] = await Promise.all([online(sig.url, await tok('p-app')), online(sig.url, await tok('p-hub')), online(sig.url, await tok('p-app2')), online(sig.url, await tok('p-hub2'))]);
     // Pair 1 rings and is answered after the pause; pair 2's budget ends after the objects hibernated.
     app.send({ type: 'dial', reqId: 'held', to: 'p-hub' });
-    app2.send({ type: 'dial', reqId: 'short', to: 'p-hub2', timeoutMs: IDLE_MS + 2000 });
+    app2.send({ type: 'dial', reqId: 'short', to: 'p-hub2', timeoutMs: PENDING_IDLE_MS + 2000 });
     const req = await hub.next('request');
     const req2 = await hub2.next('request');
     const wakesBefore = wakes('presence');
 
-    await new Promise((r) => setTimeout(r, IDLE_MS));
+    await new Promise((r) => setTimeout(r, PENDING_IDLE_MS));
 
     hub.send({ type: 'answer', reqId: req.reqId, accept: true });
     const sa = await app.next('session');

@@ -255,17 +255,17 @@ export class Presence extends SocketObject {
    *
    * - never later: an alarm that fires early finds nothing due and is set again from there (so a
    *   frame that makes the socket fresh, or a request that ends, writes nothing);
-   * - earlier only for a deadline still pending {@link TIMER_HORIZON_MS} after it appeared. Until
-   *   then an in-memory timer stands in for it. A request is usually answered (or acknowledged)
-   *   within that, so it never touches the alarm; one that waits longer (a person deciding, a
-   *   target found offline) gets its alarm written then, while the object is still awake (the
-   *   runtime hibernates an object only after about 10 s without events), so the request
-   *   outlives hibernation as before.
+   * - earlier only for a deadline still pending {@link TIMER_HORIZON_MS} after it appeared and
+   *   more than that away. Until then an in-memory timer stands in for it. A request is usually
+   *   answered (or acknowledged, or found offline: the default offline wait is 3 s) by then, so
+   *   it never touches the alarm; one that waits longer (a person deciding) gets its alarm
+   *   written then, while the object is still awake (the runtime hibernates an object only after
+   *   about 10 s without events), so the request outlives hibernation as before.
    *
    * The timer is lost only if the runtime evicts the object within those seconds (a deploy, a
    * crash); the deadline is then served by the alarm that is set (the socket's staleness check,
-   * at most `presenceStaleMs` later), not missed. With no socket and no alarm set, the alarm is
-   * written at once.
+   * at most `presenceStaleMs` later), not missed. When no alarm is set at all (a new object, or
+   * the alarm that just fired), it is written at once.
    */
   private async rearm(flush = false): Promise<void> {
     const c = this.current();
@@ -273,18 +273,25 @@ export class Presence extends SocketObject {
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (at === null || (this.alarmAt !== null && this.alarmAt <= at)) return this.setTimer(null);
     const now = Date.now();
-    if (this.alarmAt !== null && !flush) return this.setTimer(Math.min(at, now + TIMER_HORIZON_MS));
+    // A deadline within the horizon stays in memory: it comes before the object could hibernate.
+    const soon = at - now <= TIMER_HORIZON_MS;
+    if (this.alarmAt !== null && (soon || !flush)) return this.setTimer(soon ? at : now + TIMER_HORIZON_MS);
     this.setTimer(null);
     this.alarmAt = at;
     this.meter('alarm_set');
     await this.ctx.storage.setAlarm(at);
   }
 
-  /** The in-memory timer that stands in for an earlier alarm (see `rearm`); null clears it. */
+  /** The in-memory timer that stands in for an earlier alarm (see `rearm`). */
   private timer: { at: number; handle: ReturnType<typeof setTimeout> } | null = null;
 
+  /**
+   * Makes the timer fire by `at`, or clears it (null). A timer already due sooner stays: it finds
+   * the state as it is then (see `onTimer`), and the horizon counts from the deadline's first
+   * appearance, not from every event after it.
+   */
   private setTimer(at: number | null): void {
-    if (this.timer !== null && this.timer.at === at) return;
+    if (this.timer !== null && at !== null && this.timer.at <= at) return;
     if (this.timer !== null) clearTimeout(this.timer.handle);
     this.timer = at === null ? null : { at, handle: setTimeout(() => void this.onTimer(), Math.max(0, at - Date.now())) };
   }

@@ -256,6 +256,24 @@ describe('presence alarms (each move is a storage write)', () => {
     hub.close();
   });
 
+  it('an offline verdict (3 s, past the horizon but due soon after it) moves no alarm on the dialer\'s side', async () => {
+    const { app, hub } = await pair('pd');
+    hub.close();
+    await m.settle(() => true);
+    m.reset();
+    const t0 = Date.now();
+    app.send({ type: 'dial', reqId: 'd', to: 'pd-nobody' });
+    expect(await app.next('dial_failed')).toMatchObject({ reqId: 'd', code: 'peer_offline' });
+    const took = Date.now() - t0;
+    expect(took).toBeGreaterThanOrEqual(3000);
+    expect(took).toBeLessThan(10_000);
+    await m.settle(() => true);
+    // One: the never-connected target's new object, which holds the request with no socket and
+    // no alarm set, writes its alarm at once. The dialer's 3 s wait stayed in memory.
+    expect(m.count('presence.alarm_set')).toBe(1);
+    app.close();
+  });
+
   it('a deadline inside the horizon is kept by the timer, on time, without an alarm', async () => {
     const { app, hub } = await pair('pc');
     const t0 = Date.now();

@@ -41,14 +41,6 @@ export const MAX_HELD_REQUESTS = 64;
  */
 export const DELIVERY_ACK_MS = 5000;
 
-/**
- * How long a deadline waits in memory before the storage alarm is moved for it (see
- * `Presence.rearm`). Long enough for most requests to end first (a hub that accepts on its own
- * answers within a round trip or two); short, because an object with a timer pending stays awake
- * (billed duration) and the runtime's ~10 s idle time before hibernation counts from the timer.
- */
-export const TIMER_HORIZON_MS = 2000;
-
 export interface Dial {
   readonly reqId: string;
   readonly to: string;

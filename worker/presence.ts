@@ -24,12 +24,12 @@
  * ends as the initiator's `timeout`.
  */
 import { parsePresenceCaps, parsePresenceClientMessage, type PresenceClientMessage, type PresenceServerMessage } from '../protocol/messages.js';
+import { TIMER_HORIZON_MS } from './config.js';
 import type { Env } from './env.js';
 import { iceServersFor } from './ice.js';
 import {
   DELIVERY_ACK_MS,
   randomId,
-  TIMER_HORIZON_MS,
   staleAt,
   step,
   wakeOf,

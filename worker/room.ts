@@ -14,6 +14,7 @@ import type { Env } from './env.js';
 import { iceServersFor, type Location } from './ice.js';
 import { parseRoomFrame, spliceSeq } from './room-frame.js';
 import { emptyRoom, seqLease, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
+import { TIMER_HORIZON_MS } from './config.js';
 import { assertNever, CLOSE_NORMAL, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
 import { readTicket } from './ticket.js';
 
@@ -145,17 +146,82 @@ export class Room extends SocketObject {
   }
 
   /**
-   * Makes sure the alarm fires by `at`. Each move is a storage write, so an alarm already due
-   * sooner stays: the rules re-arm when it fires early (`RoomState.hold`). An exchange that ends
-   * with `bye` within the grace sets one alarm (at creation), not three (creation, first join to
-   * the deadline, bye back to the grace).
+   * Makes sure the room wakes by `at` (each `set_alarm` the rules emit is computed from the whole
+   * state, so the latest one is the room's next need). Each move of the storage alarm is a write
+   * (issue 10 item 4), so:
+   *
+   * - it is moved only earlier: an alarm already due sooner stays, and the rules re-arm when it
+   *   fires early (`RoomState.hold`). An exchange that ends with `bye` within the grace sets one
+   *   alarm (at creation), not three (creation, first join to the deadline, bye back to the grace);
+   * - a room with nothing in storage and no alarm set (one made from a ticket) keeps its need in
+   *   memory for {@link TIMER_HORIZON_MS} before writing it, as presence does: a room that ends
+   *   with both sides told within that needs no alarm at all (it holds nothing to delete), and a
+   *   link that stays up writes its deadline once instead of the creation grace and then the
+   *   deadline. A room that writes a row meanwhile writes its alarm with it, so no row is ever left
+   *   without an alarm to delete it. Should the runtime evict the object within those seconds, its
+   *   sockets and its memory go with it and nothing is left behind.
    */
   private async setAlarm(at: number): Promise<void> {
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (this.alarmAt !== null && this.alarmAt <= at) return;
+    if (this.alarmAt === null && !this.holdsStorage()) {
+      // Ended with both sides told: nothing to wake for (see `delete`; memory goes with eviction).
+      if (this.state.ended !== null && this.state.hold === null) return this.keepInMemory(null);
+      return this.keepInMemory(at);
+    }
+    await this.writeAlarm(at);
+  }
+
+  private async writeAlarm(at: number): Promise<void> {
+    this.keepInMemory(null);
     this.alarmAt = at;
     this.meter('alarm_set');
     await this.ctx.storage.setAlarm(at);
+  }
+
+  /** Rows in storage: the room's record or a queue. */
+  private holdsStorage(): boolean {
+    return this.rows > 0 || this.roomRow;
+  }
+
+  /** A wake-up kept in memory instead of the storage alarm (see `setAlarm`), and its timer. */
+  private wanted: { at: number; timerAt: number; handle: ReturnType<typeof setTimeout> } | null = null;
+
+  private keepInMemory(at: number | null): void {
+    if (at === null) {
+      if (this.wanted !== null) clearTimeout(this.wanted.handle);
+      this.wanted = null;
+      return;
+    }
+    const now = Date.now();
+    // Due within the horizon: the timer is the wake-up. Otherwise it checks again at the horizon
+    // (counted from the first need, not from every event after it).
+    const timerAt = at - now <= TIMER_HORIZON_MS ? at : Math.min(this.wanted?.timerAt ?? Infinity, now + TIMER_HORIZON_MS);
+    if (this.wanted !== null && this.wanted.timerAt === timerAt) {
+      this.wanted = { ...this.wanted, at };
+      return;
+    }
+    if (this.wanted !== null) clearTimeout(this.wanted.handle);
+    this.wanted = { at, timerAt, handle: setTimeout(() => void this.onTimer(), Math.max(0, timerAt - now)) };
+  }
+
+  private async onTimer(): Promise<void> {
+    const w = this.wanted;
+    this.wanted = null;
+    if (w === null) return;
+    try {
+      await this.enqueue(async () => {
+        if (Date.now() >= w.at) {
+          this.trace('timer');
+          await this.apply({ type: 'alarm', present: this.present(), now: Date.now() }, null);
+        } else if (this.alarmAt === null || this.alarmAt === undefined || this.alarmAt > w.at) {
+          // Still needed after the horizon: the storage alarm takes it over.
+          await this.writeAlarm(w.at);
+        }
+      });
+    } catch (e) {
+      console.error('room: timer failed', (e as Error).name);
+    }
   }
 
   private graceMs(): number {
@@ -360,14 +426,18 @@ export class Room extends SocketObject {
         for (const ws of this.socketsOf(act.to)) safeClose(ws, act.code, act.reason);
         return;
       case 'persist':
-        return this.persist(before, present);
+        this.persist(before, present);
+        // A row written while the room's wake-up was kept in memory: the alarm goes with it.
+        if (this.wanted !== null && this.holdsStorage()) await this.writeAlarm(this.wanted.at);
+        return;
       case 'set_alarm':
         return this.setAlarm(act.at);
       case 'delete': {
         // Runs in the alarm that fired (room-rules.ts). A room that wrote nothing (made from a
         // ticket, ended with both sides told) has nothing to delete, and that alarm is spent.
-        const stored = this.rows > 0 || this.roomRow;
+        const stored = this.holdsStorage();
         this.alarmAt = null;
+        this.keepInMemory(null);
         this.meter('write', this.rows);
         this.rows = 0;
         this.roomRow = false;

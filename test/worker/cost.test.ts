@@ -11,7 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
-import { TIMER_HORIZON_MS } from '../../worker/presence-rules.js';
+import { TIMER_HORIZON_MS } from '../../worker/config.js';
 import { connect, online, type TestSocket } from './helpers.js';
 
 /** Short grace so the room's deletion is counted within the test. */

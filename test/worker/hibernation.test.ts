@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { SEQ_LEASE } from '../../worker/room-rules.js';
-import { TIMER_HORIZON_MS } from '../../worker/presence-rules.js';
+import { TIMER_HORIZON_MS } from '../../worker/config.js';
 import { connect, online } from './helpers.js';
 
 /** workerd hibernates an object after 10 s without events; wait past that. */

@@ -10,11 +10,10 @@
  * so nothing needed after a wake-up lives only in memory.
  */
 import { parseRoomTicket, SESSION_ID_RE, type RoomServerMessage, type SignalData } from '../protocol/messages.js';
-import type { Env } from './env.js';
+import type { Env, Identity } from './env.js';
 import { iceServersFor, type Location } from './ice.js';
 import { parseRoomFrame, spliceSeq } from './room-frame.js';
 import { emptyRoom, seqLease, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
-import { TIMER_HORIZON_MS } from './config.js';
 import { assertNever, CLOSE_NORMAL, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
 import { readTicket } from './ticket.js';
 
@@ -146,83 +145,33 @@ export class Room extends SocketObject {
   }
 
   /**
-   * Makes sure the room wakes by `at` (each `set_alarm` the rules emit is computed from the whole
-   * state, so the latest one is the room's next need). Each move of the storage alarm is a write
-   * (issue 10 item 4), so:
+   * Makes sure the alarm fires by `at`. Each move is a storage write (billed as a row written), so:
    *
-   * - it is moved only earlier: an alarm already due sooner stays, and the rules re-arm when it
-   *   fires early (`RoomState.hold`). An exchange that ends with `bye` within the grace sets one
-   *   alarm (at creation), not three (creation, first join to the deadline, bye back to the grace);
-   * - a room with nothing in storage and no alarm set (one made from a ticket) keeps its need in
-   *   memory for {@link TIMER_HORIZON_MS} before writing it, as presence does: a room that ends
-   *   with both sides told within that needs no alarm at all (it holds nothing to delete), and a
-   *   link that stays up writes its deadline once instead of the creation grace and then the
-   *   deadline. A room that writes a row meanwhile writes its alarm with it, so no row is ever left
-   *   without an alarm to delete it. Should the runtime evict the object within those seconds, its
-   *   sockets and its memory go with it and nothing is left behind.
+   * - an alarm already due sooner stays: the rules re-arm when it fires early (`RoomState.hold`);
+   * - while a join creates the room from its ticket (`fetch`), the creation's need and the join's
+   *   are one write: each `set_alarm` the rules emit is computed from the whole state, so the
+   *   join's (the deadline: its joiner is present) replaces the creation's grace. A link that
+   *   stays up is not woken one grace after creation only to set its deadline (a write and an
+   *   alarm invocation per link);
+   * - a room that ended with both sides told, holding nothing in storage, leaves its alarm where
+   *   it is: that alarm deletes it (see `delete`), and moving it earlier would be a write for
+   *   nothing (nobody needs the room before then; a rejoin with the ticket builds it again).
    */
   private async setAlarm(at: number): Promise<void> {
+    if (this.coalescing !== null) {
+      this.coalescing.at = at;
+      return;
+    }
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (this.alarmAt !== null && this.alarmAt <= at) return;
-    if (this.alarmAt === null && !this.holdsStorage()) {
-      // Ended with both sides told: nothing to wake for (see `delete`; memory goes with eviction).
-      if (this.state.ended !== null && this.state.hold === null) return this.keepInMemory(null);
-      return this.keepInMemory(at);
-    }
-    await this.writeAlarm(at);
-  }
-
-  private async writeAlarm(at: number): Promise<void> {
-    this.keepInMemory(null);
+    if (this.alarmAt !== null && this.state.ended !== null && this.state.hold === null && this.rows === 0 && !this.roomRow) return;
     this.alarmAt = at;
     this.meter('alarm_set');
     await this.ctx.storage.setAlarm(at);
   }
 
-  /** Rows in storage: the room's record or a queue. */
-  private holdsStorage(): boolean {
-    return this.rows > 0 || this.roomRow;
-  }
-
-  /** A wake-up kept in memory instead of the storage alarm (see `setAlarm`), and its timer. */
-  private wanted: { at: number; timerAt: number; handle: ReturnType<typeof setTimeout> } | null = null;
-
-  private keepInMemory(at: number | null): void {
-    if (at === null) {
-      if (this.wanted !== null) clearTimeout(this.wanted.handle);
-      this.wanted = null;
-      return;
-    }
-    const now = Date.now();
-    // Due within the horizon: the timer is the wake-up. Otherwise it checks again at the horizon
-    // (counted from the first need, not from every event after it).
-    const timerAt = at - now <= TIMER_HORIZON_MS ? at : Math.min(this.wanted?.timerAt ?? Infinity, now + TIMER_HORIZON_MS);
-    if (this.wanted !== null && this.wanted.timerAt === timerAt) {
-      this.wanted = { ...this.wanted, at };
-      return;
-    }
-    if (this.wanted !== null) clearTimeout(this.wanted.handle);
-    this.wanted = { at, timerAt, handle: setTimeout(() => void this.onTimer(), Math.max(0, timerAt - now)) };
-  }
-
-  private async onTimer(): Promise<void> {
-    const w = this.wanted;
-    this.wanted = null;
-    if (w === null) return;
-    try {
-      await this.enqueue(async () => {
-        if (Date.now() >= w.at) {
-          this.trace('timer');
-          await this.apply({ type: 'alarm', present: this.present(), now: Date.now() }, null);
-        } else if (this.alarmAt === null || this.alarmAt === undefined || this.alarmAt > w.at) {
-          // Still needed after the horizon: the storage alarm takes it over.
-          await this.writeAlarm(w.at);
-        }
-      });
-    } catch (e) {
-      console.error('room: timer failed', (e as Error).name);
-    }
-  }
+  /** While set, `setAlarm` only notes the latest need (see `setAlarm`). */
+  private coalescing: { at: number | null } | null = null;
 
   private graceMs(): number {
     return this.config.roomGraceMs;
@@ -285,27 +234,44 @@ export class Room extends SocketObject {
     let response: Response | null = null;
     await this.enqueue(async () => {
       // A room that does not exist (yet, or any more in memory or storage) is created from the
-      // joiner's ticket: both members hold one, so either may come first.
-      if (this.state.meta === null && ticket !== null) await this.fromTicket(url, ticket, id.sub);
-      const m = this.state.meta;
-      if (m === null || (id.sub !== m.initiator && id.sub !== m.responder)) {
-        // A stranger never gets a room socket (the Worker's routing makes this a second check).
-        response = this.refuse(client, server, 'not a member of this session');
+      // joiner's ticket: both members hold one, so either may come first. Creation and join set
+      // one alarm between them (see `setAlarm`).
+      if (this.state.meta === null && ticket !== null) {
+        this.coalescing = { at: null };
+        try {
+          await this.fromTicket(url, ticket, id.sub);
+          await this.join(id, attachment, client, server, (r) => (response = r));
+        } finally {
+          const c = this.coalescing;
+          this.coalescing = null;
+          if (c !== null && c.at !== null) await this.setAlarm(c.at);
+        }
         return;
       }
-      // A second socket of the same side replaces the first (a reconnect after a network drop).
-      for (const old of this.socketsOf(id.sub)) safeClose(old, CLOSE_NORMAL, 'replaced');
-      this.ctx.acceptWebSocket(server, [id.sub]);
-      // The side's counter moves to the new socket (the old one is closing), exact: a lease with
-      // nothing reserved yet (see `SEQ_LEASE`).
-      const next = this.state.nextSeq[id.sub];
-      const carried: RoomAttachment = { ...attachment, ...(next !== undefined ? { next } : {}), ...(m.ticketDeadline !== undefined ? { meta: m } : {}) };
-      this.setAttachment(server, carried);
-      if (next !== undefined) this.leased[id.sub] = next;
-      else delete this.leased[id.sub];
-      await this.apply({ type: 'join', endpoint: id.sub, present: this.present(), now: Date.now() }, server);
+      await this.join(id, attachment, client, server, (r) => (response = r));
     });
     return response ?? this.switching(client);
+  }
+
+  /** Admits `id`'s new socket to the room, or refuses it (`refused` gets the response). */
+  private async join(id: Identity, attachment: SocketAttachment, client: WebSocket, server: WebSocket, refused: (r: Response) => void): Promise<void> {
+    const m = this.state.meta;
+    if (m === null || (id.sub !== m.initiator && id.sub !== m.responder)) {
+      // A stranger never gets a room socket (the Worker's routing makes this a second check).
+      refused(this.refuse(client, server, 'not a member of this session'));
+      return;
+    }
+    // A second socket of the same side replaces the first (a reconnect after a network drop).
+    for (const old of this.socketsOf(id.sub)) safeClose(old, CLOSE_NORMAL, 'replaced');
+    this.ctx.acceptWebSocket(server, [id.sub]);
+    // The side's counter moves to the new socket (the old one is closing), exact: a lease with
+    // nothing reserved yet (see `SEQ_LEASE`).
+    const next = this.state.nextSeq[id.sub];
+    const carried: RoomAttachment = { ...attachment, ...(next !== undefined ? { next } : {}), ...(m.ticketDeadline !== undefined ? { meta: m } : {}) };
+    this.setAttachment(server, carried);
+    if (next !== undefined) this.leased[id.sub] = next;
+    else delete this.leased[id.sub];
+    await this.apply({ type: 'join', endpoint: id.sub, present: this.present(), now: Date.now() }, server);
   }
 
   /**
@@ -426,27 +392,23 @@ export class Room extends SocketObject {
         for (const ws of this.socketsOf(act.to)) safeClose(ws, act.code, act.reason);
         return;
       case 'persist':
-        this.persist(before, present);
-        // A row written while the room's wake-up was kept in memory: the alarm goes with it.
-        if (this.wanted !== null && this.holdsStorage()) await this.writeAlarm(this.wanted.at);
-        return;
+        return this.persist(before, present);
       case 'set_alarm':
         return this.setAlarm(act.at);
       case 'delete': {
-        // Runs in the alarm that fired (room-rules.ts). A room that wrote nothing (made from a
-        // ticket, ended with both sides told) has nothing to delete, and that alarm is spent.
-        const stored = this.holdsStorage();
+        // Runs in the alarm that fired (room-rules.ts). Every room has set an alarm by now (at
+        // creation), and a Durable Object that ever wrote storage, an alarm included, exists
+        // (and is billed for its storage) until `deleteAll`: a room that stored no row deletes
+        // all the same.
         this.alarmAt = null;
-        this.keepInMemory(null);
         this.meter('write', this.rows);
         this.rows = 0;
         this.roomRow = false;
         this.stored = {};
         this.leased = {};
-        if (stored) {
-          await this.ctx.storage.deleteAlarm();
-          await this.ctx.storage.deleteAll();
-        }
+        this.trace('deleted');
+        await this.ctx.storage.deleteAlarm();
+        await this.ctx.storage.deleteAll();
         return;
       }
       default:

@@ -7,10 +7,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CAP_ROOM_TICKET, TICKET_PARAM, wsProtocols } from '../../protocol/messages.js';
-import { TIMER_HORIZON_MS } from '../../worker/config.js';
 import { readTicket, signTicket } from '../../worker/ticket.js';
 import { DEFAULT_TEST_TURN_SECRET, Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
-import { connect, connectRaw, sessionPair, type Frame, type SessionPair, type TestSocket } from './helpers.js';
+import { connect, connectRaw, sessionPair, type Frame, type SessionPair } from './helpers.js';
 
 /** Short grace so the room's end is counted within a test. */
 const GRACE_MS = 200;
@@ -61,7 +60,7 @@ describe('room tickets', () => {
     expect(await ra.next('closed')).toMatchObject({ reason: 'bye' });
     ra.close();
     rb.close();
-    // Past the grace: the room's end ran (its alarm), and it had nothing to delete.
+    // Past the grace: nothing was stored (the room's end runs at its deadline's alarm, below).
     await new Promise((r) => setTimeout(r, GRACE_MS + 1500));
     expect(count('room.write')).toBe(0);
     expect(count('presence.write')).toBe(0);
@@ -148,9 +147,7 @@ describe('room tickets', () => {
     ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
     expect(await rb.next('signal')).toMatchObject({ seq: 1 });
     const wakes = meters.traced('room.wake');
-    // The room's last event before the pause is its timer writing the deadline alarm, one
-    // horizon after creation (worker/room.ts `setAlarm`).
-    await new Promise((r) => setTimeout(r, IDLE_MS + TIMER_HORIZON_MS));
+    await new Promise((r) => setTimeout(r, IDLE_MS));
     // A rebuilt instance with no stored record: meta from the attachments, still relaying.
     rb.send({ type: 'signal', data: { kind: 'answer', sdp: 'a' } });
     expect(await ra.next('signal')).toMatchObject({ seq: 1, data: { kind: 'answer' } });
@@ -173,81 +170,57 @@ describe('room tickets', () => {
   });
 });
 
-describe('a ticketed room\'s alarm (each move is a storage write)', () => {
-  // The deployment's grace (15 s), and a 3 s one to see the creation grace pass.
-  let long: SignalingHandle;
-  let short: SignalingHandle;
-  const lm = new Meters();
-  const sm = new Meters();
-  const SHORT_GRACE_MS = 3000;
-  beforeAll(async () => {
-    [long, short] = await Promise.all([
-      startSignaling({ issuer: sig.issuer, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: lm.onOutput }),
-      startSignaling({ issuer: sig.issuer, roomGraceMs: SHORT_GRACE_MS, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: sm.onOutput }),
-    ]);
-  });
-  afterAll(async () => Promise.all([long?.close(), short?.close()]));
-
-  async function joined(svc: SignalingHandle, tag: string): Promise<{ p: SessionPair; ra: TestSocket; rb: TestSocket }> {
-    const p = await sessionPair(svc, tag, CAP_ROOM_TICKET, CAP_ROOM_TICKET);
-    const ra = await connect(svc.url, roomPath(p.sa, p.sa.ticket), p.at);
-    await ra.next('joined');
-    const rb = await connect(svc.url, roomPath(p.sb, p.sb.ticket), p.ht);
-    await rb.next('joined');
-    await ra.next('peer_joined');
-    return { p, ra, rb };
-  }
-
-  it('an exchange that ends with bye within the horizon sets none', async () => {
-    lm.reset();
-    const { p, ra, rb } = await joined(long, 'ta1');
-    ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
-    await rb.next('signal');
-    rb.send({ type: 'signal', data: { kind: 'bye' } });
-    await ra.next('closed');
-    await rb.next('closed');
-    await new Promise((r) => setTimeout(r, TIMER_HORIZON_MS + 500));
-    await lm.settle(() => true);
-    expect(lm.count('room.message')).toBeGreaterThanOrEqual(2);
-    expect(lm.count('room.alarm_set')).toBe(0);
-    expect(lm.count('room.write')).toBe(0);
-    expect(lm.traced('room.alarm')).toBe(0);
-    for (const x of [ra, rb, p.app, p.hub]) x.close();
+describe('a ticketed room\'s alarm (each move is a row written)', () => {
+  it('creation and first join set one alarm, for the deadline: nothing fires one grace later', async () => {
+    // A service of its own: the other tests' rooms would fire alarms into these meters.
+    const m = new Meters();
+    const svc = await startSignaling({ issuer: sig.issuer, roomGraceMs: GRACE_MS, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: m.onOutput });
+    try {
+      const p = await sessionPair(svc, 'ta1', CAP_ROOM_TICKET, CAP_ROOM_TICKET);
+      const ra = await connect(svc.url, roomPath(p.sa, p.sa.ticket), p.at);
+      await ra.next('joined');
+      const rb = await connect(svc.url, roomPath(p.sb, p.sb.ticket), p.ht);
+      await rb.next('joined');
+      // Well past the (200 ms) grace a creation alarm would have been set for.
+      await new Promise((r) => setTimeout(r, GRACE_MS + 1000));
+      await m.settle(() => true);
+      expect(m.count('room.alarm_set')).toBe(1);
+      expect(m.traced('room.alarm')).toBe(0);
+      ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
+      expect(await rb.next('signal')).toMatchObject({ seq: 1, data: { kind: 'offer' } });
+      for (const x of [ra, rb, p.app, p.hub]) x.close();
+    } finally {
+      await svc.close();
+    }
   });
 
-  it('a link that stays up writes its deadline once, after the horizon; nothing fires at the creation grace', { timeout: 30_000 }, async () => {
-    sm.reset();
-    const { p, ra, rb } = await joined(short, 'ta2');
-    await sm.settle(() => sm.count('room.alarm_set') >= 1, TIMER_HORIZON_MS);
-    expect(sm.count('room.alarm_set')).toBe(1);
-    // Past the creation grace (an alarm there used to fire and re-arm to the deadline).
-    await new Promise((r) => setTimeout(r, SHORT_GRACE_MS));
-    await sm.settle(() => true);
-    expect(sm.traced('room.alarm')).toBe(0);
-    expect(sm.traced('room.timer')).toBe(0);
-    expect(sm.count('room.alarm_set')).toBe(1);
-    // Still a working room.
-    ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
-    expect(await rb.next('signal')).toMatchObject({ data: { kind: 'offer' } });
-    for (const x of [ra, rb, p.app, p.hub]) x.close();
-  });
-
-  it('a signal buffered for a side that is away writes its row and the alarm with it, at once', async () => {
-    lm.reset();
-    const p = await sessionPair(long, 'ta3', CAP_ROOM_TICKET, CAP_ROOM_TICKET);
-    const ra = await connect(long.url, roomPath(p.sa, p.sa.ticket), p.at);
-    await ra.next('joined');
-    const t0 = Date.now();
-    ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
-    await lm.settle(() => lm.count('room.write') >= 1 && lm.count('room.alarm_set') >= 1, 200);
-    // The same event wrote both: no row is left without an alarm to delete it.
-    expect(lm.count('room.write')).toBeGreaterThanOrEqual(1);
-    expect(lm.count('room.alarm_set')).toBe(1);
-    expect(Date.now() - t0).toBeLessThan(TIMER_HORIZON_MS);
-    const rb = await connect(long.url, roomPath(p.sb, p.sb.ticket), p.ht);
-    await rb.next('joined');
-    expect(await rb.next('signal')).toMatchObject({ seq: 1, data: { kind: 'offer' } });
-    for (const x of [ra, rb, p.app, p.hub]) x.close();
+  it('a session ended with bye moves no alarm; the deadline\'s alarm deletes the room', { timeout: 30_000 }, async () => {
+    // Sessions of 3 s, so the deadline comes within the test; a grace far shorter than that.
+    const m = new Meters();
+    const svc = await startSignaling({ issuer: sig.issuer, sessionTtlSeconds: 3, roomGraceMs: GRACE_MS, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: m.onOutput });
+    try {
+      const p = await sessionPair(svc, 'ta2', CAP_ROOM_TICKET, CAP_ROOM_TICKET);
+      const ra = await connect(svc.url, roomPath(p.sa, p.sa.ticket), p.at);
+      await ra.next('joined');
+      const rb = await connect(svc.url, roomPath(p.sb, p.sb.ticket), p.ht);
+      await rb.next('joined');
+      rb.send({ type: 'signal', data: { kind: 'bye' } });
+      await ra.next('closed');
+      await rb.next('closed');
+      await m.settle(() => true);
+      expect(m.count('room.alarm_set')).toBe(1);
+      expect(m.traced('room.deleted')).toBe(0);
+      // The deadline: its alarm deletes the room (storage included), writing nothing else.
+      await new Promise((r) => setTimeout(r, Math.max(0, (p.sa.deadline as number) - Date.now())));
+      await m.settle(() => m.traced('room.deleted') >= 1);
+      expect(m.traced('room.alarm')).toBe(1);
+      expect(m.traced('room.deleted')).toBe(1);
+      expect(m.count('room.alarm_set')).toBe(1);
+      expect(m.count('room.write')).toBe(0);
+      for (const x of [ra, rb, p.app, p.hub]) x.close();
+    } finally {
+      await svc.close();
+    }
   });
 });
 

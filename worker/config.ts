@@ -58,12 +58,11 @@ export const DEFAULT_SESSION_TTL_SECONDS = 600;
 /** An empty or ended room waits this long before it is deleted: a side that dropped rejoins within seconds. */
 export const DEFAULT_ROOM_GRACE_MS = 15_000;
 /**
- * How long the objects keep a wake-up in an in-memory timer before they move the storage alarm
- * for it (each move is a write: worker/presence.ts `rearm`, worker/room.ts `setAlarm`). Long
- * enough for most requests and short exchanges to end first (a hub that accepts on its own
- * answers within a round trip or two); short, because an object with a timer pending stays awake
- * (billed duration), and well under the ~10 s without events after which the runtime may
- * hibernate an object (and drop its timers).
+ * How long a presence object keeps a request's deadline in an in-memory timer before it moves
+ * the storage alarm for it (each move is a row written: worker/presence.ts `rearm`). Long enough
+ * for most requests to end first (a hub that accepts on its own answers within a round trip or
+ * two); short, because a pending timer makes the object non-hibernatable (billed duration), and
+ * well under the ~10 s without events after which the runtime may hibernate an object.
  */
 export const TIMER_HORIZON_MS = 2000;
 /** An endpoint is handed at most this many relays, nearest first. */

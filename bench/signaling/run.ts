@@ -54,7 +54,9 @@
  * sampling profiler on every workerd isolate (bench/signaling/profile.ts): the Worker isolate's
  * CPU (what Cloudflare bills) apart from Miniflare's proxy and the runtime's I/O, and the hottest
  * functions. That pass covers each connection setup's whole life on the service: the exchange,
- * `bye`, both room sockets closed, and the room deleted one grace later. workerd's CPU per thread
+ * `bye`, both room sockets closed, and the room deleted one grace later or, for a ticketed room
+ * ended with both sides told, at its deadline (the profiled services' sessions last 5 s for that,
+ * so the timed pass's exchanges run with them too). workerd's CPU per thread
  * is read from /proc in both passes. `HOMELINK_PROFILE_DUMP=<dir>` keeps the raw profiles.
  *
  * PeerJS (`--peerjs`): the `peer` package's server in its own process on loopback
@@ -281,6 +283,13 @@ const COUNT_SESSION_TTL_S = 2;
 const COUNT_ROOM_GRACE_MS = 1500;
 /** After the grace, time for the rooms' alarms to run before a profile stops. */
 const TEARDOWN_MARGIN_MS = 1500;
+/**
+ * Session TTL of the profiled services: the deadline (answer + TTL) of every exchange falls within
+ * `TEARDOWN_MS` of its end, and is far past any exchange's length at the N the docs use (100).
+ */
+const PROFILE_SESSION_TTL_S = 5;
+/** What the profiled pass waits after its exchanges: the rooms' grace or deadline, and a margin. */
+const TEARDOWN_MS = Math.max(COUNT_ROOM_GRACE_MS, PROFILE_SESSION_TTL_S * 1000) + TEARDOWN_MARGIN_MS;
 
 /** Billable units per exchange, by `<object>.<unit>`, over `k` exchanges (10 at a time). */
 async function countUnits(k: number, v: Variant): Promise<Record<string, number>> {
@@ -361,7 +370,9 @@ function printUnits(per: Record<string, number>, cpuMsPerExchange: number, isola
     [`Worker CPU (${cpuLabel})`]: cpu * PRICE.workerCpuMsPerM,
     'DO requests incl. messages at 20:1': (doReq + msgs / PRICE.wsMessagesPerRequest) * PRICE.doRequestPerM,
     [`DO duration (${cpuLabel} x 128 MB, lower bound)`]: (cpu / 1000) * PRICE.doMemoryGb * PRICE.doGbSecondPerM,
-    'storage rows written': written * PRICE.rowsWrittenPerM,
+    // "Each setAlarm() is billed as a single row written" (Durable Objects pricing; workerd meters
+    // it as one storage write unit). Runs before 2026-12-07 (evening) priced rows only.
+    'storage rows written, alarms set included': (written + alarms) * PRICE.rowsWrittenPerM,
     'storage rows read': read * PRICE.rowsReadPerM,
   };
   console.log(`\n| cost per million connection setups (USD) | |\n|---|---:|`);
@@ -506,7 +517,10 @@ async function runVariant(v: Variant, n: number, tag: string, profile: boolean):
     ...(v.bundle !== undefined ? { bundle: v.bundle } : {}),
     inspector: profile,
     // The profiled pass waits for the rooms' deletion (see below); the timed pass ends before it.
+    // A ticketed room ended with `bye` is deleted by its deadline's alarm (worker/room.ts
+    // `setAlarm`): with --profile, sessions are short so that falls inside the profiled pass.
     roomGraceMs: COUNT_ROOM_GRACE_MS,
+    ...(profile ? { sessionTtlSeconds: PROFILE_SESSION_TTL_S } : {}),
   });
   try {
     // Warm-up (not reported): JIT, the bundle's first isolate, the first objects.
@@ -539,15 +553,16 @@ async function runVariant(v: Variant, n: number, tag: string, profile: boolean):
     let isolates: IsolateCpu[] | null = null;
     let profiledThreads: Array<{ thread: string; ms: number }> = [];
     if (profile) {
-      // The timed pass's rooms are deleted one grace after its sockets closed: not in this profile.
-      await new Promise((r) => setTimeout(r, COUNT_ROOM_GRACE_MS + TEARDOWN_MARGIN_MS));
+      // The timed pass's rooms are deleted one grace after its sockets closed, or at their
+      // deadline: not in this profile.
+      await new Promise((r) => setTimeout(r, TEARDOWN_MS));
       const again = await makePairs(sig, n, `${tag}-prof`, v.batched, v.early, v.deflate);
       const th0 = workerdThreadsMs();
       // The whole life of a connection setup: the exchange, `bye`, both room sockets closed and
-      // the room's deletion one grace later (the timed pass stops at the last signal).
+      // the room's deletion, one grace later or at its deadline (the timed pass stops at the last signal).
       isolates = await profileIsolates(await sig.inspectorUrl(), async () => {
         await withTimeout(Promise.all(again.map((p, i) => exchange(sig, p, `q${i}`, {}, true))), `profiled N=${n}`);
-        await new Promise((r) => setTimeout(r, COUNT_ROOM_GRACE_MS + TEARDOWN_MARGIN_MS));
+        await new Promise((r) => setTimeout(r, TEARDOWN_MS));
       });
       profiledThreads = threadDelta(th0, workerdThreadsMs(), n);
       for (const p of again) {

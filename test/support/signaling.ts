@@ -79,6 +79,8 @@ export interface SignalingHandle {
   restart(): Promise<void>;
   /** The runtime inspector's base URL (`ws://127.0.0.1:PORT`); only with `inspector: true`. */
   inspectorUrl(): Promise<URL>;
+  /** The folder of the Durable Objects' storage (one SQLite file per object under `do/`). */
+  readonly storagePath: string;
   close(): Promise<void>;
 }
 
@@ -251,6 +253,7 @@ export async function startSignaling(opts: StartSignalingOptions = {}): Promise<
   return {
     url: `http://${host}:${port}`,
     issuer,
+    storagePath: persist,
     async restart() {
       await mf.dispose();
       mf = make(port);

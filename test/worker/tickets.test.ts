@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CAP_ROOM_TICKET, TICKET_PARAM, wsProtocols } from '../../protocol/messages.js';
 import { readTicket, signTicket } from '../../worker/ticket.js';
 import { DEFAULT_TEST_TURN_SECRET, Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
-import { connect, connectRaw, sessionPair, type Frame, type SessionPair } from './helpers.js';
+import { connect, connectRaw, sessionPair, type Frame, type SessionPair, type TestSocket } from './helpers.js';
 
 /** Short grace so the room's end is counted within a test. */
 const GRACE_MS = 200;
@@ -171,16 +171,22 @@ describe('room tickets', () => {
 });
 
 describe('a ticketed room\'s alarm (each move is a row written)', () => {
+  /** A ticketed session on `svc` with both sides in its room. */
+  async function bothIn(svc: SignalingHandle, tag: string): Promise<{ p: SessionPair; ra: TestSocket; rb: TestSocket }> {
+    const p = await sessionPair(svc, tag, CAP_ROOM_TICKET, CAP_ROOM_TICKET);
+    const ra = await connect(svc.url, roomPath(p.sa, p.sa.ticket), p.at);
+    await ra.next('joined');
+    const rb = await connect(svc.url, roomPath(p.sb, p.sb.ticket), p.ht);
+    await rb.next('joined');
+    return { p, ra, rb };
+  }
+
   it('creation and first join set one alarm, for the deadline: nothing fires one grace later', async () => {
     // A service of its own: the other tests' rooms would fire alarms into these meters.
     const m = new Meters();
     const svc = await startSignaling({ issuer: sig.issuer, roomGraceMs: GRACE_MS, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: m.onOutput });
     try {
-      const p = await sessionPair(svc, 'ta1', CAP_ROOM_TICKET, CAP_ROOM_TICKET);
-      const ra = await connect(svc.url, roomPath(p.sa, p.sa.ticket), p.at);
-      await ra.next('joined');
-      const rb = await connect(svc.url, roomPath(p.sb, p.sb.ticket), p.ht);
-      await rb.next('joined');
+      const { p, ra, rb } = await bothIn(svc, 'ta1');
       // Well past the (200 ms) grace a creation alarm would have been set for.
       await new Promise((r) => setTimeout(r, GRACE_MS + 1000));
       await m.settle(() => true);
@@ -199,11 +205,7 @@ describe('a ticketed room\'s alarm (each move is a row written)', () => {
     const m = new Meters();
     const svc = await startSignaling({ issuer: sig.issuer, sessionTtlSeconds: 3, roomGraceMs: GRACE_MS, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: m.onOutput });
     try {
-      const p = await sessionPair(svc, 'ta2', CAP_ROOM_TICKET, CAP_ROOM_TICKET);
-      const ra = await connect(svc.url, roomPath(p.sa, p.sa.ticket), p.at);
-      await ra.next('joined');
-      const rb = await connect(svc.url, roomPath(p.sb, p.sb.ticket), p.ht);
-      await rb.next('joined');
+      const { p, ra, rb } = await bothIn(svc, 'ta2');
       rb.send({ type: 'signal', data: { kind: 'bye' } });
       await ra.next('closed');
       await rb.next('closed');

@@ -8,7 +8,7 @@
  * by real `Endpoint`s, one after another, each `dial()` to an open, identity-verified link through
  * our relay's URLs (so the candidates are whatever the backend gathers: host, server-reflexive and
  * relayed), one message over a channel, then `link.close()`. Per setup, over its whole life on
- * the service (the room's end one grace later included):
+ * the service (the room's end included: one grace later, or at the deadline, on 5 s sessions):
  *
  * - workerd's CPU from /proc (the whole process: our isolate, Miniflare's proxy isolate and the
  *   runtime's I/O, so an upper bound on what Cloudflare would bill), on a service of its own;
@@ -33,8 +33,14 @@ import { TURN_SECRET, testRelay } from '../../test/client/relay-helpers.js';
 import { childCpuMs } from './profile.js';
 
 const GRACE_MS = 1500;
-/** After the last setup: the rooms' ends (one grace) and the meter lines' way out. */
-const SETTLE_MS = GRACE_MS + 1500;
+/**
+ * Sessions of 5 s: a ticketed room ended with both sides told is deleted by its deadline's alarm
+ * (worker/room.ts `setAlarm`), which then falls inside the measured window. A setup here takes
+ * well under a second.
+ */
+const SESSION_TTL_S = 5;
+/** After the last setup: the rooms' ends (one grace, or the deadline) and the meter lines' way out. */
+const SETTLE_MS = Math.max(GRACE_MS, SESSION_TTL_S * 1000) + 1500;
 
 interface Pair {
   readonly app: Endpoint;
@@ -74,7 +80,7 @@ async function main(): Promise<void> {
   let cpuPerSetup = 0;
   try {
     // Pass 1, CPU: a service of its own (the only workerd this script runs meanwhile).
-    const timed = await startSignaling({ relays: [relay.entry], turnSecret: TURN_SECRET, roomGraceMs: GRACE_MS });
+    const timed = await startSignaling({ relays: [relay.entry], turnSecret: TURN_SECRET, roomGraceMs: GRACE_MS, sessionTtlSeconds: SESSION_TTL_S });
     try {
       // Warm-up (not measured): JIT on both sides, the bundle's isolate.
       const warm = await pairs(timed, 3, 'warm', backend, batchMs, earlyJoin);
@@ -96,6 +102,7 @@ async function main(): Promise<void> {
       relays: [relay.entry],
       turnSecret: TURN_SECRET,
       roomGraceMs: GRACE_MS,
+      sessionTtlSeconds: SESSION_TTL_S,
       vars: { DEBUG_TRACE_EVENTS: '1' },
       onOutput: meters.onOutput,
     });

@@ -407,7 +407,8 @@ export class Room extends SocketObject {
         this.stored = {};
         this.leased = {};
         this.trace('deleted');
-        await this.ctx.storage.deleteAlarm();
+        // No `deleteAlarm`: this runs in the alarm that fired (spent), and `deleteAll` empties the
+        // object, the alarm's record included (bench/signaling/room-leftovers.ts).
         await this.ctx.storage.deleteAll();
         return;
       }

@@ -3,8 +3,9 @@
  *
  *   npx tsx bench/signaling/room-leftovers.ts [--k 5] [--before <commit>]
  *
- * K sessions between endpoints that declare room tickets (as the library does) each join their
- * room, end it with `bye` and close, on a service with 3 s sessions and a 200 ms grace; past every
+ * K sessions, two in three between endpoints that declare room tickets (as the library does) and
+ * the rest without (a room made by `init`, which stores its record), each join their room, end it
+ * with `bye` and close, on a service with 3 s sessions and a 200 ms grace; past every
  * deadline and grace, each Room object's SQLite database (local workerd keeps one file per object)
  * is opened read-only and its rows counted. A Durable Object whose storage is not empty goes on
  * existing, and being billed for its storage, after its last event; Cloudflare's docs say that
@@ -51,8 +52,10 @@ async function run(label: string, k: number, bundle?: string): Promise<void> {
   const sig = await startSignaling({ sessionTtlSeconds: 3, roomGraceMs: 200, ...(bundle !== undefined ? { bundle } : {}) });
   try {
     for (let i = 0; i < k; i++) {
-      const p = await sessionPair(sig, `left${i}`, CAP_ROOM_TICKET, CAP_ROOM_TICKET);
-      const path = (s: Frame): string => `/v1/rooms/${s.sessionId as string}?${TICKET_PARAM}=${s.ticket as string}`;
+      // Every third session without tickets: its room is made by `init` and stores its record.
+      const caps = i % 3 === 2 ? '' : CAP_ROOM_TICKET;
+      const p = await sessionPair(sig, `left${i}`, caps, caps);
+      const path = (s: Frame): string => `/v1/rooms/${s.sessionId as string}${s.ticket !== undefined ? `?${TICKET_PARAM}=${s.ticket as string}` : ''}`;
       const ra = await connect(sig.url, path(p.sa), p.at);
       await ra.next('joined');
       const rb = await connect(sig.url, path(p.sb), p.ht);
@@ -65,7 +68,7 @@ async function run(label: string, k: number, bundle?: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 6000));
     const rows = await roomRows(sig.storagePath);
     const left = rows.filter((n) => n > 0);
-    console.log(`${label}: ${k} rooms ended with bye; ${rows.length} room databases, ${left.length} with rows left (${left.reduce((a, b) => a + b, 0)} rows)`);
+    console.log(`${label}: ${k} rooms ended with bye (${k - Math.floor(k / 3)} ticketed); ${rows.length} room databases, ${left.length} with rows left (${left.reduce((a, b) => a + b, 0)} rows)`);
   } finally {
     await sig.close();
   }

@@ -268,8 +268,7 @@ export class Presence extends SocketObject {
    * the alarm that just fired), it is written at once.
    */
   private async rearm(flush = false): Promise<void> {
-    const c = this.current();
-    const at = wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs) : null);
+    const at = this.nextWake();
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (at === null || (this.alarmAt !== null && this.alarmAt <= at)) return this.setTimer(null);
     const now = Date.now();
@@ -300,14 +299,11 @@ export class Presence extends SocketObject {
     this.timer = null;
     try {
       const now = Date.now();
-      const c = this.current();
-      const due = wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs) : null);
+      const due = this.nextWake();
       if (due !== null && due <= now) {
         // A deadline, on time: what the alarm would have done.
         this.trace('timer');
-        await this.dropStale(now);
-        const cur = this.current();
-        await this.apply({ type: 'alarm', now, heardAt: cur ? this.lastHeard(cur.ws, cur.id) : null });
+        await this.runDue(now);
       } else {
         // Still pending after the horizon: the alarm takes it over.
         await this.rearm(true);
@@ -556,9 +552,20 @@ export class Presence extends SocketObject {
     this.alarmAt = null;
     this.trace('alarm');
     this.meter('request');
-    await this.dropStale(Date.now());
+    await this.runDue(Date.now());
+  }
+
+  /** The next moment anything needs attention: a record's deadline, or the current socket turning stale. */
+  private nextWake(): number | null {
     const c = this.current();
-    await this.apply({ type: 'alarm', now: Date.now(), heardAt: c ? this.lastHeard(c.ws, c.id) : null });
+    return wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs) : null);
+  }
+
+  /** What is due at `now` (the alarm, or the timer standing in for it): a stale socket, expired records. */
+  private async runDue(now: number): Promise<void> {
+    await this.dropStale(now);
+    const c = this.current();
+    await this.apply({ type: 'alarm', now, heardAt: c ? this.lastHeard(c.ws, c.id) : null });
   }
 
   // ---- RPC from other presence objects ---------------------------------------

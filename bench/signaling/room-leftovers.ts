@@ -12,13 +12,12 @@
  * setting an alarm is a write like any other, so only `deleteAll` empties an object that set one.
  * With `--before`, that commit's worker runs too, on its own service.
  */
-import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CAP_ROOM_TICKET, TICKET_PARAM } from '../../protocol/messages.js';
-import { bundleWorkerAt, startSignaling } from '../../test/support/signaling.js';
+import { bundleWorkerAtCommit, startSignaling } from '../../test/support/signaling.js';
 import { connect, sessionPair, type Frame } from '../../test/worker/helpers.js';
 
 /** Rows in every table of each Room database under `storage` (read from a copy: workerd has them open). */
@@ -79,17 +78,7 @@ async function main(): Promise<void> {
   const k = Number(values.k);
   if (!Number.isInteger(k) || k < 1 || k > 100) throw new Error('--k takes 1..100');
   await run('this tree', k);
-  if (values.before !== undefined) {
-    if (!/^[\w./-]{1,100}$/.test(values.before)) throw new Error('--before takes a commit or branch name');
-    const dir = mkdtempSync(join(tmpdir(), 'homelink-before-'));
-    try {
-      execFileSync('sh', ['-c', `git archive "$1" | tar -x -C "$2"`, 'sh', values.before, dir]);
-      execFileSync('ln', ['-s', join(process.cwd(), 'node_modules'), join(dir, 'node_modules')]);
-      await run(`before (${values.before})`, k, await bundleWorkerAt(dir));
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }
+  if (values.before !== undefined) await run(`before (${values.before})`, k, await bundleWorkerAtCommit(values.before));
 }
 
 main().then(

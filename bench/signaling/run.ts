@@ -64,16 +64,13 @@
  * candidates exchange through it (it has no request/accept, rooms or authentication), with its
  * CPU per exchange read from /proc like workerd's.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { presenceQuery, roomQuery, wsProtocols } from '../../protocol/messages.js';
 import { DEFAULT_OFFLINE_WAIT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from '../../worker/config.js';
-import { bundleWorkerAt, Meters, METER_UNITS, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
+import { bundleWorkerAtCommit, Meters, METER_UNITS, startSignaling, type SignalingHandle } from '../../test/support/signaling.js';
 import { childCpuMs, profileIsolates, threadDelta, workerdThreadsMs, type IsolateCpu } from './profile.js';
 
 /** Candidates each side trickles, as the issue asks. */
@@ -482,17 +479,6 @@ interface Variant {
   readonly deflate?: boolean;
 }
 
-/** Bundles the worker of commit `ref` (its worker/ and protocol/ folders) for a `--before` run. */
-async function bundleAt(ref: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'homelink-bench-ref-'));
-  try {
-    const tar = execFileSync('git', ['archive', ref, 'worker', 'protocol'], { maxBuffer: 64 * 1024 * 1024 });
-    execFileSync('tar', ['-x', '-C', dir], { input: tar });
-    return await bundleWorkerAt(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
 interface RunFigures {
   readonly row: string;
@@ -639,7 +625,7 @@ async function main(): Promise<void> {
     if (!/^[\w./-]{1,100}$/.test(values.before)) throw new Error('--before takes a commit or branch name');
     // The same clients as this tree's last variant (a tree that does not know a capability ignores it).
     const { label: _label, ...clients } = variants[variants.length - 1]!;
-    variants.unshift({ label: `before (${values.before})`, ...clients, bundle: await bundleAt(values.before) });
+    variants.unshift({ label: `before (${values.before})`, ...clients, bundle: await bundleWorkerAtCommit(values.before) });
   }
   const cpuPerExchange: number[] = [];
   const results: Array<{ v: Variant; n: number; f: RunFigures }> = [];

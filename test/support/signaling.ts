@@ -12,6 +12,7 @@
  *   await sig.close();
  * }
  */
+import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -142,6 +143,22 @@ export function bundleWorkerAt(root: string): Promise<string> {
     write: false,
     logLevel: 'silent',
   }).then((r) => r.outputFiles[0]!.text);
+}
+
+/**
+ * The Worker as it was at git commit `ref` (its worker/ and protocol/), bundled like this tree's:
+ * what the benches' `--before` runs against.
+ */
+export async function bundleWorkerAtCommit(ref: string): Promise<string> {
+  if (!/^[\w./-]{1,100}$/.test(ref)) throw new Error('a commit or branch name, please');
+  const dir = await mkdtemp(join(tmpdir(), 'homelink-bench-ref-'));
+  try {
+    const tar = execFileSync('git', ['archive', ref, 'worker', 'protocol'], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
+    execFileSync('tar', ['-x', '-C', dir], { input: tar });
+    return await bundleWorkerAt(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** What the worker prints per billable unit with `DEBUG_TRACE_EVENTS` (worker/socket-object.ts `meter`). */

@@ -9,8 +9,11 @@
  *
  * Schedule: renew `RENEW_LEAD_MS` before the deadline, or at half the remaining time when less is
  * left. An unanswered renew is retried at half the time that remains, never sooner than
- * `MIN_RETRY_MS` after the previous try, until the deadline passes (a service that does not know
- * `renew` answers `error`: the room then closes at its deadline, as before).
+ * `MIN_RETRY_MS` after the previous try, and once more when the deadline has passed: a room that
+ * stores nothing has no alarm to close it at its deadline (worker/room.ts `setAlarm`), and that
+ * last `renew` is its first event after it, answered with `closed{deadline}`, so the room socket
+ * closes instead of pinging on for the link's life. (A service that does not know `renew` answers
+ * `error`; one whose room closed at its deadline has closed the socket already.)
  */
 
 /** Renew this long before the deadline: several round trips and retries fit before it passes. */
@@ -39,12 +42,12 @@ export class RoomLease {
     return this.renewAt;
   }
 
-  /** True when a `renew` should be sent now. */
+  /** True when a `renew` should be sent now: before the deadline, and one last time after it. */
   poll(now: number): boolean {
     if (this.renewAt === null || this.deadline === null || now < this.renewAt) return false;
     if (now >= this.deadline) {
       this.renewAt = null;
-      return false;
+      return true;
     }
     this.renewAt = now + Math.max(MIN_RETRY_MS, (this.deadline - now) / 2);
     return true;

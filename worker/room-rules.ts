@@ -8,7 +8,9 @@
  *   -> signal frames relayed to the other side in order, each with a per-recipient `seq`;
  *      while the other side is absent they are buffered (bounded) and delivered on its join
  *   -> `renew` while both sides are connected (and authenticated) moves the deadline on
- *   -> `bye` from either side, or the deadline, ends the room (`closed` to both)
+ *   -> `bye` from either side, or the deadline, ends the room (`closed` to both): the deadline
+ *      by the alarm, or by the first event after it where the room stores nothing and so
+ *      sets no alarm (worker/room.ts)
  *   -> when both sides have left, or it ended, the room is deleted after a short grace.
  *
  * Who is present is not part of the state: the driver derives it from the object's open
@@ -107,7 +109,14 @@ export type RoomEvent =
    * `renew` from `endpoint`. `fresh`: the members connected now whose tokens have not expired;
    * `ttlMs`: the session lifetime a renewal grants from `now`.
    */
-  | { readonly type: 'renew'; readonly endpoint: string; readonly fresh: readonly string[]; readonly ttlMs: number; readonly now: number };
+  | {
+      readonly type: 'renew';
+      readonly endpoint: string;
+      readonly fresh: readonly string[];
+      readonly present: readonly string[];
+      readonly ttlMs: number;
+      readonly now: number;
+    };
 
 export type RoomAction =
   /** Send a frame to every open socket of `to`. */
@@ -154,7 +163,7 @@ const roleOf = (m: RoomMeta, e: string): Role => (e === m.initiator ? 'initiator
 const isMember = (m: RoomMeta, e: string): boolean => e === m.initiator || e === m.responder;
 
 /** When to wake next: the deadline, or sooner when nobody is present (to delete after `graceMs`). */
-function alarmAt(s: RoomState, present: readonly string[], now: number, graceMs: number): number {
+export function alarmAt(s: RoomState, present: readonly string[], now: number, graceMs: number): number {
   const deadline = s.meta?.deadline ?? now;
   if (s.ended !== null || present.length === 0) return Math.min(deadline, now + graceMs);
   return deadline;
@@ -169,6 +178,11 @@ function alarmAt(s: RoomState, present: readonly string[], now: number, graceMs:
  * const { state, actions } = step(emptyRoom(), { type: 'init', meta, now: Date.now() }, 15_000);
  */
 export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
+  // Past the deadline every event ends the room as its alarm would: a room that stores nothing
+  // sets no alarm (worker/room.ts `setAlarm`), so its first event after the deadline closes it.
+  if (ev.type !== 'init' && ev.type !== 'alarm' && s.meta !== null && isMember(s.meta, ev.endpoint) && ev.now >= s.meta.deadline) {
+    return expire(s, s.meta, ev.present);
+  }
   switch (ev.type) {
     case 'init': {
       if (s.meta !== null) {
@@ -191,12 +205,11 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
         // A stranger, or a session that never existed or is gone: indistinguishable on purpose.
         return { state: s, actions: [{ type: 'close', to: null, code: CLOSE_POLICY, reason: 'not a member of this session' }] };
       }
-      if (s.ended !== null || ev.now >= m.deadline) {
-        const reason: EndReason = s.ended ?? 'deadline';
+      if (s.ended !== null) {
         return {
           state: s,
           actions: [
-            { type: 'send', to: ev.endpoint, message: { type: 'closed', reason } },
+            { type: 'send', to: ev.endpoint, message: { type: 'closed', reason: s.ended } },
             { type: 'close', to: ev.endpoint, code: CLOSE_NORMAL, reason: 'room closed' },
           ],
         };
@@ -282,7 +295,7 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
       if (m === null || !isMember(m, ev.endpoint)) {
         return { state: s, actions: [{ type: 'close', to: null, code: CLOSE_POLICY, reason: 'not a member of this session' }] };
       }
-      if (s.ended !== null || ev.now >= m.deadline) return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'room has closed' }] };
+      if (s.ended !== null) return { state: s, actions: [{ type: 'error', code: 'out_of_state', message: 'room has closed' }] };
       // Both sides, authenticated now: one side alone cannot keep a room (and its relay
       // credentials) alive for a peer that has gone.
       if (!ev.fresh.includes(m.initiator) || !ev.fresh.includes(m.responder)) {
@@ -311,16 +324,7 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
         const hold = s.hold === undefined ? ev.now + graceMs : s.hold;
         if (hold !== null && ev.now < hold) return { state: { ...s, hold }, actions: [{ type: 'set_alarm', at: Math.min(hold, m.deadline) }] };
       }
-      if (ev.now >= m.deadline) {
-        const actions: RoomAction[] = [];
-        for (const e of ev.present) {
-          if (!isMember(m, e)) continue;
-          actions.push({ type: 'send', to: e, message: { type: 'closed', reason: s.ended ?? 'deadline' } });
-          actions.push({ type: 'close', to: e, code: CLOSE_NORMAL, reason: 'deadline' });
-        }
-        actions.push({ type: 'delete' });
-        return { state: emptyRoom(), actions };
-      }
+      if (ev.now >= m.deadline) return expire(s, m, ev.present);
       if (s.ended !== null || ev.present.length === 0) {
         const actions: RoomAction[] = [];
         for (const e of ev.present) actions.push({ type: 'close', to: e, code: CLOSE_NORMAL, reason: 'room closed' });
@@ -330,4 +334,16 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
       return { state: s, actions: [{ type: 'set_alarm', at: m.deadline }] };
     }
   }
+}
+
+/** The deadline passed: `closed` to whoever is present, their sockets closed, the room deleted. */
+function expire(s: RoomState, m: RoomMeta, present: readonly string[]): Step {
+  const actions: RoomAction[] = [];
+  for (const e of present) {
+    if (!isMember(m, e)) continue;
+    actions.push({ type: 'send', to: e, message: { type: 'closed', reason: s.ended ?? 'deadline' } });
+    actions.push({ type: 'close', to: e, code: CLOSE_NORMAL, reason: 'deadline' });
+  }
+  actions.push({ type: 'delete' });
+  return { state: emptyRoom(), actions };
 }

@@ -13,7 +13,7 @@ import { parseRoomTicket, SESSION_ID_RE, type RoomServerMessage, type SignalData
 import type { Env, Identity } from './env.js';
 import { iceServersFor, type Location } from './ice.js';
 import { parseRoomFrame, spliceSeq } from './room-frame.js';
-import { emptyRoom, seqLease, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
+import { alarmAt, emptyRoom, seqLease, step, type BufferedSignal, type RoomAction, type RoomEvent, type RoomMeta, type RoomState } from './room-rules.js';
 import { assertNever, CLOSE_NORMAL, safeClose, safeSend, SocketObject, type SocketAttachment } from './socket-object.js';
 import { readTicket } from './ticket.js';
 
@@ -125,9 +125,9 @@ export class Room extends SocketObject {
       this.state = { meta, ended: row?.ended ?? null, nextSeq, buffer };
     } else {
       // No room: treated as no alarm, which saves reading it back when the room is created. An
-      // `init` room writes its row before its first alarm and `delete` removes both. A ticketed
-      // room that ended with nothing stored may still have its last alarm pending: a new room
-      // here sets its own over it, and if it fires first it finds no room and does nothing.
+      // `init` room writes its row before its first alarm and `delete` removes both; a ticketed
+      // room sets one only once it stores a row. An alarm an earlier release left pending fires
+      // into an empty room, which deletes it (`alarmed`).
       this.alarmAt = null;
     }
   }
@@ -148,30 +148,35 @@ export class Room extends SocketObject {
    * Makes sure the alarm fires by `at`. Each move is a storage write (billed as a row written), so:
    *
    * - an alarm already due sooner stays: the rules re-arm when it fires early (`RoomState.hold`);
-   * - while a join creates the room from its ticket (`fetch`), the creation's need and the join's
-   *   are one write: each `set_alarm` the rules emit is computed from the whole state, so the
-   *   join's (the deadline: its joiner is present) replaces the creation's grace. A link that
-   *   stays up is not woken one grace after creation only to set its deadline (a write and an
-   *   alarm invocation per link);
-   * - a room that ended with both sides told, holding nothing in storage, leaves its alarm where
-   *   it is: that alarm deletes it (see `delete`), and moving it earlier would be a write for
-   *   nothing (nobody needs the room before then; a rejoin with the ticket builds it again).
+   * - a room made from tickets that stores nothing (`storesNothing`) sets none. Its alarm would
+   *   delete nothing (no storage) and close nothing anyone could still use: past its deadline the
+   *   room refuses every frame, join and renewal, and its first event after the deadline closes
+   *   it (room-rules.ts `expire`). The one thing left undone is closing sockets that stay open
+   *   and silent past an unrenewed deadline; the library sends one last `renew` at the deadline
+   *   (client/room-lease.ts), which does it. Once such a room writes a row (a renewal, signals for
+   *   a side that is away, an end a side has not heard), `persist` sets the alarm the rules want.
    */
   private async setAlarm(at: number): Promise<void> {
-    if (this.coalescing !== null) {
-      this.coalescing.at = at;
-      return;
-    }
+    if (this.storesNothing()) return;
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (this.alarmAt !== null && this.alarmAt <= at) return;
-    if (this.alarmAt !== null && this.state.ended !== null && this.state.hold === null && this.rows === 0 && !this.roomRow) return;
     this.alarmAt = at;
+    this.alarmed = true;
     this.meter('alarm_set');
     await this.ctx.storage.setAlarm(at);
   }
 
-  /** While set, `setAlarm` only notes the latest need (see `setAlarm`). */
-  private coalescing: { at: number | null } | null = null;
+  /** A room made from tickets with nothing in storage: it needs no alarm (see `setAlarm`). */
+  private storesNothing(): boolean {
+    return this.state.meta?.ticketDeadline !== undefined && this.rows === 0 && !this.roomRow;
+  }
+
+  /**
+   * Whether this object may hold an alarm or its record: it set one, or one fired in it (a room
+   * that stored something, or one left by an earlier release). Such an object exists, and is
+   * billed for its storage, until `deleteAll`; one that never wrote needs none at its end.
+   */
+  private alarmed = false;
 
   private graceMs(): number {
     return this.config.roomGraceMs;
@@ -234,20 +239,9 @@ export class Room extends SocketObject {
     let response: Response | null = null;
     await this.enqueue(async () => {
       // A room that does not exist (yet, or any more in memory or storage) is created from the
-      // joiner's ticket: both members hold one, so either may come first. Creation and join set
-      // one alarm between them (see `setAlarm`).
-      if (this.state.meta === null && ticket !== null) {
-        this.coalescing = { at: null };
-        try {
-          await this.fromTicket(url, ticket, id.sub);
-          await this.join(id, attachment, client, server, (r) => (response = r));
-        } finally {
-          const c = this.coalescing;
-          this.coalescing = null;
-          if (c !== null && c.at !== null) await this.setAlarm(c.at);
-        }
-        return;
-      }
+      // joiner's ticket: both members hold one, so either may come first. It sets no alarm while
+      // it stores nothing (see `setAlarm`).
+      if (this.state.meta === null && ticket !== null) await this.fromTicket(url, ticket, id.sub);
       await this.join(id, attachment, client, server, (r) => (response = r));
     });
     return response ?? this.switching(client);
@@ -301,7 +295,7 @@ export class Room extends SocketObject {
         try {
           await this.apply(
             m.type === 'renew'
-              ? { type: 'renew', endpoint: a.sub, fresh: this.fresh(now), ttlMs: this.config.sessionTtlSeconds * 1000, now }
+              ? { type: 'renew', endpoint: a.sub, fresh: this.fresh(now), present: this.present(), ttlMs: this.config.sessionTtlSeconds * 1000, now }
               : { type: 'message', endpoint: a.sub, message: m, present: this.present(), now },
             ws,
           );
@@ -322,8 +316,9 @@ export class Room extends SocketObject {
   }
 
   override async alarm(): Promise<void> {
-    // The alarm that fired is spent.
+    // The alarm that fired is spent, and left this object with storage to delete at its end.
     this.alarmAt = null;
+    this.alarmed = true;
     this.trace('alarm');
     this.meter('request');
     await this.enqueue(() => this.apply({ type: 'alarm', present: this.present(), now: Date.now() }, null));
@@ -391,24 +386,31 @@ export class Room extends SocketObject {
         }
         for (const ws of this.socketsOf(act.to)) safeClose(ws, act.code, act.reason);
         return;
-      case 'persist':
-        return this.persist(before, present);
+      case 'persist': {
+        const lazy = this.storesNothing();
+        this.persist(before, present);
+        // The first row written: from now on the room keeps the alarm its rules want.
+        if (lazy && !this.storesNothing()) await this.setAlarm(alarmAt(this.state, present, Date.now(), this.graceMs()));
+        return;
+      }
       case 'set_alarm':
         return this.setAlarm(act.at);
       case 'delete': {
-        // Runs in the alarm that fired (room-rules.ts). Every room has set an alarm by now (at
-        // creation), and a Durable Object that ever wrote storage, an alarm included, exists
-        // (and is billed for its storage) until `deleteAll`: a room that stored no row deletes
-        // all the same.
-        this.alarmAt = null;
+        // At the deadline (by the alarm, or the first event after it) or in an alarm after the
+        // grace. A Durable Object that ever wrote storage, an alarm included, exists (and is billed
+        // for its storage) until `deleteAll`; one made from tickets that never wrote has nothing.
+        const wrote = this.rows > 0 || this.roomRow || this.alarmed;
         this.meter('write', this.rows);
         this.rows = 0;
         this.roomRow = false;
         this.stored = {};
         this.leased = {};
         this.trace('deleted');
-        // No `deleteAlarm`: this runs in the alarm that fired (spent), and `deleteAll` empties the
-        // object, the alarm's record included (bench/signaling/room-leftovers.ts).
+        if (!wrote) return;
+        // `deleteAll` empties the object, a pending alarm and the alarm's record included
+        // (bench/signaling/room-leftovers.ts): no `deleteAlarm`.
+        this.alarmAt = null;
+        this.alarmed = false;
         await this.ctx.storage.deleteAll();
         return;
       }

@@ -7,8 +7,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MIN_RETRY_MS, RENEW_LEAD_MS, RoomLease } from '../../client/room-lease.js';
-import type { Endpoint } from '../../client/index.js';
-import { startSignaling, type SignalingHandle } from '../support/signaling.js';
+import { Endpoint, generateDeviceKey } from '../../client/index.js';
+import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { endpointFor, nextChannel, nextLink, randomId, sha256Of, transfer, needsWerift } from './helpers.js';
 import { TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
 
@@ -24,7 +24,7 @@ describe('RoomLease (virtual time)', () => {
     expect(short.poll(2_000)).toBe(true);
   });
 
-  it('retries an unanswered renew at half the remaining time (at least MIN_RETRY_MS apart), stops at the deadline', () => {
+  it('retries an unanswered renew at half the remaining time (at least MIN_RETRY_MS apart), once more past the deadline, then stops', () => {
     const l = new RoomLease();
     l.update(10_000, 0);
     expect(l.poll(5_000)).toBe(true);
@@ -33,8 +33,10 @@ describe('RoomLease (virtual time)', () => {
     expect(l.nextAt()).toBe(8_750);
     expect(l.poll(8_750)).toBe(true);
     expect(l.nextAt()).toBe(8_750 + MIN_RETRY_MS);
-    expect(l.poll(10_000)).toBe(false);
+    // Past the deadline: one last renew (a room without an alarm closes on it), then nothing.
+    expect(l.poll(10_000)).toBe(true);
     expect(l.nextAt()).toBeNull();
+    expect(l.poll(20_000)).toBe(false);
   });
 
   it('a later deadline reschedules; an earlier or equal one is ignored; stop() ends it', () => {
@@ -100,5 +102,50 @@ describe('a link older than the session deadline', () => {
     await resumed;
     expect((await link.stats()).restarts).toBeGreaterThan(0);
     expect(link.isOpen).toBe(true);
+  });
+});
+
+describe('a link whose room cannot be renewed', () => {
+  it('its room closes at the deadline and the link lives on', { timeout: 40_000 }, async () => {
+    // Sessions of 8 s; the hub's access token expires after 3 s. The service refuses a renewal
+    // unless both sides' tokens are unexpired, and closes a socket whose token expired on its next
+    // frame (here the hub's renew): the hub's room socket is gone for good, the room keeps the
+    // hub's counter for its return (a row, so an alarm), and that alarm ends it at the deadline.
+    const m = new Meters();
+    const svc = await startSignaling({ offlineWaitMs: 500, sessionTtlSeconds: 8, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: m.onOutput });
+    try {
+      const home = randomId('home');
+      const hubId = randomId('hub');
+      const k = await generateDeviceKey();
+      const hub = track(
+        await Endpoint.connect({
+          signalingUrl: svc.url,
+          token: await svc.issuer.accessToken({ sub: hubId, homes: [home], ttlSeconds: 3 }),
+          identity: { certificate: await svc.issuer.identityCertificate({ sub: hubId, publicJwk: k.publicJwk }), privateKey: k.privateKey },
+          trust: { issuer: svc.issuer.issuer, jwks: svc.issuer.publicJwks },
+          hostAddresses: ['127.0.0.1'],
+        }),
+      );
+      const app = track(await endpointFor(svc, randomId('app'), [home]));
+      const accepted = nextLink(hub);
+      hub.on('request', (r) => void r.accept());
+      const link = await app.dial(hub.id, { timeoutMs: 20_000 });
+      const peerLink = await accepted;
+      const incoming = nextChannel(peerLink);
+      const ch = await link.channel('data');
+      const rx = await incoming;
+      const deadline = Date.now() + 8_000;
+      await new Promise((r) => setTimeout(r, deadline - Date.now() + 500));
+      await m.settle(() => m.traced('room.deleted') >= 1);
+      expect(m.traced('room.deleted')).toBe(1);
+      expect(link.roomRenewalCount + peerLink.roomRenewalCount).toBe(0);
+      // The link itself does not depend on its room.
+      expect(link.isOpen && peerLink.isOpen).toBe(true);
+      const total = 256 * 1024;
+      expect(await transfer(ch, rx, total, 5)).toBe(sha256Of(total, 5));
+    } finally {
+      await Promise.all(endpoints.splice(0).map((e) => e.close()));
+      await svc.close();
+    }
   });
 });

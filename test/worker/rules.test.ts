@@ -23,7 +23,7 @@ import {
   type PresenceState,
 } from '../../worker/presence-rules.js';
 import { fullBucket, take } from '../../worker/rate-limit.js';
-import { emptyRoom, MAX_BUFFERED_SIGNALS, SEQ_LEASE, seqLease, step, type RoomMeta, type RoomState } from '../../worker/room-rules.js';
+import { emptyRoom, MAX_BUFFERED_SIGNALS, SEQ_LEASE, seqLease, step, type RoomEvent, type RoomMeta, type RoomState } from '../../worker/room-rules.js';
 
 const GRACE = 15_000;
 const META: RoomMeta = { sessionId: 'S'.repeat(22), initiator: 'app', responder: 'hub', deadline: 600_000 };
@@ -108,7 +108,7 @@ describe('room rules', () => {
     const s = init();
     const TTL = 600_000;
     const renew = (over: Partial<{ endpoint: string; fresh: string[]; now: number }>, st: RoomState = s) =>
-      step(st, { type: 'renew', endpoint: 'app', fresh: ['app', 'hub'], ttlMs: TTL, now: 100_000, ...over }, GRACE);
+      step(st, { type: 'renew', endpoint: 'app', fresh: ['app', 'hub'], present: ['app', 'hub'], ttlMs: TTL, now: 100_000, ...over }, GRACE);
     const ok = renew({});
     expect(ok.state.meta?.deadline).toBe(700_000);
     expect(ok.actions).toEqual([
@@ -126,8 +126,8 @@ describe('room rules', () => {
       expect(r.state).toBe(s);
       expect(r.actions).toEqual([{ type: 'error', code: 'out_of_state', message: 'renewal needs both sides connected' }]);
     }
-    // At or past the deadline, or after bye: too late.
-    expect(renew({ now: META.deadline }).actions[0]).toMatchObject({ type: 'error', code: 'out_of_state' });
+    // At or past the deadline it ends the room (see 'past the deadline'); after bye: too late.
+    expect(renew({ now: META.deadline }).actions.at(-1)).toEqual({ type: 'delete' });
     const ended = step(s, { type: 'message', endpoint: 'hub', message: { type: 'signal', data: { kind: 'bye' } }, present: ['app', 'hub'], now: 10 }, GRACE).state;
     expect(renew({}, ended).actions).toEqual([{ type: 'error', code: 'out_of_state', message: 'room has closed' }]);
     const stranger = renew({ endpoint: 'eve', fresh: ['app', 'hub', 'eve'] });
@@ -158,6 +158,44 @@ describe('room rules', () => {
     expect(step(s, { type: 'leave', endpoint: 'hub', present: ['hub', 'app'], now: 50 }, GRACE).actions).toEqual([
       { type: 'set_alarm', at: META.deadline },
     ]);
+  });
+
+  it('past the deadline, any event of a member ends the room as the deadline alarm would (a room without an alarm)', () => {
+    let s = init();
+    s = step(s, { type: 'join', endpoint: 'app', present: ['app'], now: 1 }, GRACE).state;
+    s = step(s, { type: 'join', endpoint: 'hub', present: ['app', 'hub'], now: 2 }, GRACE).state;
+    const expired = [
+      { type: 'send', to: 'app', message: { type: 'closed', reason: 'deadline' } },
+      { type: 'close', to: 'app', code: 1000, reason: 'deadline' },
+      { type: 'send', to: 'hub', message: { type: 'closed', reason: 'deadline' } },
+      { type: 'close', to: 'hub', code: 1000, reason: 'deadline' },
+      { type: 'delete' },
+    ];
+    const now = META.deadline;
+    const events: RoomEvent[] = [
+      { type: 'message', endpoint: 'app', message: { type: 'signal', data: { kind: 'offer', sdp: 'o' } }, present: ['app', 'hub'], now },
+      { type: 'message', endpoint: 'hub', message: { type: 'ice_servers' }, present: ['app', 'hub'], now },
+      { type: 'renew', endpoint: 'app', fresh: ['app', 'hub'], present: ['app', 'hub'], ttlMs: 600_000, now },
+      // A side's new socket (it replaces the old one): everyone present hears it.
+      { type: 'join', endpoint: 'hub', present: ['app', 'hub'], now },
+    ];
+    for (const ev of events) {
+      const r = step(s, ev, GRACE);
+      // Nothing relayed, no credentials minted, no renewal: closed, and the room deleted.
+      expect(r.actions).toEqual(expired);
+      expect(r.state.meta).toBeNull();
+    }
+    // A leave tells whoever is still there.
+    expect(step(s, { type: 'leave', endpoint: 'hub', present: ['app'], now }, GRACE).actions).toEqual([...expired.slice(0, 2), { type: 'delete' }]);
+    // One moment before, the same signal is relayed.
+    expect(step(s, { ...events[0], now: now - 1 } as RoomEvent, GRACE).actions[0]).toMatchObject({ type: 'send', to: 'hub', message: { type: 'signal' } });
+    // A stranger's event changes nothing, past the deadline or not.
+    const stranger = step(s, { type: 'join', endpoint: 'eve', present: ['app', 'hub', 'eve'], now }, GRACE);
+    expect(stranger.state).toBe(s);
+    expect(stranger.actions).toEqual([{ type: 'close', to: null, code: 1008, reason: 'not a member of this session' }]);
+    // After bye, the end's reason stays the one they were told.
+    const ended = step(s, { type: 'message', endpoint: 'hub', message: { type: 'signal', data: { kind: 'bye' } }, present: ['app'], now: 10 }, GRACE).state;
+    expect(step(ended, { type: 'join', endpoint: 'hub', present: ['app', 'hub'], now }, GRACE).actions[0]).toEqual({ type: 'send', to: 'app', message: { type: 'closed', reason: 'bye' } });
   });
 
   it('an alarm that fires before the grace of the last leave re-arms instead of deleting (the driver moves alarms only earlier)', () => {

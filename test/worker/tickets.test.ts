@@ -60,12 +60,12 @@ describe('room tickets', () => {
     expect(await ra.next('closed')).toMatchObject({ reason: 'bye' });
     ra.close();
     rb.close();
-    // Past the grace: nothing was stored (the room's end runs at its deadline's alarm, below).
+    // Past the grace: nothing was stored, and no alarm was set (see below).
     await new Promise((r) => setTimeout(r, GRACE_MS + 1500));
     expect(count('room.write')).toBe(0);
     expect(count('presence.write')).toBe(0);
-    // The two upgrades and the room's alarm invocations; no `init` call from presence.
-    expect(count('room.request') - meters.traced('room.alarm')).toBe(2);
+    // The two upgrades; no `init` call from presence, no alarm.
+    expect(count('room.request')).toBe(2);
     p.app.close();
     p.hub.close();
   });
@@ -181,48 +181,91 @@ describe('a ticketed room\'s alarm (each move is a row written)', () => {
     return { p, ra, rb };
   }
 
-  it('creation and first join set one alarm, for the deadline: nothing fires one grace later', async () => {
-    // A service of its own: the other tests' rooms would fire alarms into these meters.
-    const m = new Meters();
-    const svc = await startSignaling({ issuer: sig.issuer, roomGraceMs: GRACE_MS, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: m.onOutput });
-    try {
-      const { p, ra, rb } = await bothIn(svc, 'ta1');
-      // Well past the (200 ms) grace a creation alarm would have been set for.
-      await new Promise((r) => setTimeout(r, GRACE_MS + 1000));
-      await m.settle(() => true);
-      expect(m.count('room.alarm_set')).toBe(1);
-      expect(m.traced('room.alarm')).toBe(0);
-      ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
-      expect(await rb.next('signal')).toMatchObject({ seq: 1, data: { kind: 'offer' } });
-      for (const x of [ra, rb, p.app, p.hub]) x.close();
-    } finally {
-      await svc.close();
-    }
-  });
-
-  it('a session ended with bye moves no alarm; the deadline\'s alarm deletes the room', { timeout: 30_000 }, async () => {
-    // Sessions of 3 s, so the deadline comes within the test; a grace far shorter than that.
+  /** A service of its own (other tests' rooms would fire alarms into its meters); 3 s sessions. */
+  async function withService(f: (svc: SignalingHandle, m: Meters) => Promise<void>): Promise<void> {
     const m = new Meters();
     const svc = await startSignaling({ issuer: sig.issuer, sessionTtlSeconds: 3, roomGraceMs: GRACE_MS, vars: { DEBUG_TRACE_EVENTS: '1' }, onOutput: m.onOutput });
     try {
-      const { p, ra, rb } = await bothIn(svc, 'ta2');
-      rb.send({ type: 'signal', data: { kind: 'bye' } });
-      await ra.next('closed');
-      await rb.next('closed');
-      await m.settle(() => true);
-      expect(m.count('room.alarm_set')).toBe(1);
-      expect(m.traced('room.deleted')).toBe(0);
-      // The deadline: its alarm deletes the room (storage included), writing nothing else.
-      await new Promise((r) => setTimeout(r, Math.max(0, (p.sa.deadline as number) - Date.now())));
-      await m.settle(() => m.traced('room.deleted') >= 1);
-      expect(m.traced('room.alarm')).toBe(1);
-      expect(m.traced('room.deleted')).toBe(1);
-      expect(m.count('room.alarm_set')).toBe(1);
-      expect(m.count('room.write')).toBe(0);
-      for (const x of [ra, rb, p.app, p.hub]) x.close();
+      await f(svc, m);
     } finally {
       await svc.close();
     }
+  }
+
+  const untilDeadline = (p: SessionPair): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, (p.sa.deadline as number) - Date.now()) + 50));
+
+  it('a room that stores nothing sets no alarm: joined, relayed, ended with bye, and nothing to delete', async () => {
+    await withService(async (svc, m) => {
+      const { p, ra, rb } = await bothIn(svc, 'ta1');
+      // Well past the (200 ms) grace a creation alarm would have been set for.
+      await new Promise((r) => setTimeout(r, GRACE_MS + 1000));
+      ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
+      expect(await rb.next('signal')).toMatchObject({ seq: 1, data: { kind: 'offer' } });
+      rb.send({ type: 'signal', data: { kind: 'bye' } });
+      await ra.next('closed');
+      await rb.next('closed');
+      // Past the deadline too: no alarm was set, so none fires, and nothing was written.
+      await untilDeadline(p);
+      await m.settle(() => true);
+      expect(m.count('room.alarm_set')).toBe(0);
+      expect(m.traced('room.alarm')).toBe(0);
+      expect(m.count('room.write')).toBe(0);
+      for (const x of [ra, rb, p.app, p.hub]) x.close();
+    });
+  });
+
+  it('past an unrenewed deadline, the first frame closes the room for both sides: nothing relayed, renewed or minted', { timeout: 30_000 }, async () => {
+    await withService(async (svc, m) => {
+      for (const [tag, frame] of [
+        ['ta2', { type: 'signal', data: { kind: 'offer', sdp: 'late' } }],
+        ['ta3', { type: 'renew' }],
+        ['ta4', { type: 'ice_servers' }],
+      ] as const) {
+        const { p, ra, rb } = await bothIn(svc, tag);
+        await untilDeadline(p);
+        ra.send(frame);
+        // Both hear the deadline, and both sockets are closed.
+        expect(await ra.next('closed')).toEqual({ type: 'closed', reason: 'deadline' });
+        expect(await rb.next('closed')).toEqual({ type: 'closed', reason: 'deadline' });
+        expect(await ra.closed()).toBe(1000);
+        expect(await rb.closed()).toBe(1000);
+        for (const x of [ra, rb]) expect(x.frames.map((f) => f.type)).not.toContain('signal');
+        expect(ra.frames.map((f) => f.type)).not.toContain('renewed');
+        expect(ra.frames.map((f) => f.type)).not.toContain('ice_servers');
+        // A rejoin with the ticket after its deadline creates nothing.
+        const again = await connectRaw(svc.url.replace(/^http/, 'ws') + roomPath(p.sa, p.sa.ticket), wsProtocols(p.at));
+        expect(again.ok).toBe(true);
+        if (again.ok) expect(await again.socket.closed()).toBe(1008);
+        p.app.close();
+        p.hub.close();
+      }
+      await m.settle(() => m.traced('room.deleted') >= 3);
+      expect(m.traced('room.deleted')).toBe(3);
+      expect(m.count('room.alarm_set')).toBe(0);
+      expect(m.count('room.write')).toBe(0);
+    });
+  });
+
+  it('a room that stores a row sets its alarm then, and that alarm closes it at the deadline', { timeout: 30_000 }, async () => {
+    await withService(async (svc, m) => {
+      const { p, ra, rb } = await bothIn(svc, 'ta5');
+      ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
+      await rb.next('signal');
+      // The hub's socket drops without bye: its counter must outlive the socket (a row), so the
+      // room keeps an alarm from now on.
+      await rb.closeAndWait();
+      await ra.next('peer_left');
+      await m.settle(() => m.count('room.alarm_set') >= 1);
+      expect(m.count('room.write')).toBeGreaterThanOrEqual(1);
+      expect(m.count('room.alarm_set')).toBe(1);
+      // The app says nothing more: the alarm closes its socket at the deadline, and deletes.
+      await untilDeadline(p);
+      expect(await ra.next('closed', 5_000)).toEqual({ type: 'closed', reason: 'deadline' });
+      await m.settle(() => m.traced('room.deleted') >= 1);
+      expect(m.traced('room.alarm')).toBeGreaterThanOrEqual(1);
+      expect(m.traced('room.deleted')).toBe(1);
+      for (const x of [ra, p.app, p.hub]) x.close();
+    });
   });
 });
 

@@ -79,15 +79,19 @@ export async function startStack(opts: { dir?: string } = {}): Promise<RunningSt
   try {
     return await startStackOnce(opts);
   } catch (e) {
-    // A port taken between the probe and npm start's own check (another test process chose it
-    // too): once more on fresh ports. Any other start-up failure stands.
+    // A port taken between the probe and npm start's own check, or between that check and
+    // workerd's bind (another test's socket took the number meanwhile): once more on fresh
+    // ports. Any other start-up failure stands.
     if (opts.dir !== undefined || !PORT_CLASH.test((e as Error).message)) throw e;
     return startStackOnce(opts);
   }
 }
 
-/** What scripts/start.ts says when a port it was given is taken. */
-const PORT_CLASH = /is in use by another program|could not reserve a debugger port/;
+/**
+ * What scripts/start.ts says when a port it was given is taken, and what wrangler logs when
+ * workerd then fails to bind one (the error message carries the children's log tails).
+ */
+const PORT_CLASH = /is in use by another program|could not reserve a debugger port|Address already in use/;
 
 async function startStackOnce(opts: { dir?: string }): Promise<RunningStack> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'homelink-stack-')));

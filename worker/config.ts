@@ -42,6 +42,7 @@ export interface WorkerVars {
   readonly SESSION_TTL_SECONDS?: string;
   readonly ROOM_GRACE_MS?: string;
   readonly PRESENCE_STALE_MS?: string;
+  readonly PRESENCE_SWEEP_MS?: string;
   readonly DEBUG_TRACE_EVENTS?: string;
 }
 
@@ -65,6 +66,15 @@ export const DEFAULT_ROOM_GRACE_MS = 15_000;
  * well under the ~10 s without events after which the runtime may hibernate an object.
  */
 export const TIMER_HORIZON_MS = 2000;
+/**
+ * How often a presence object with nothing else to do wakes to close its socket if it went
+ * silent (worker/presence.ts `nextWake`). Each wake is an alarm invocation and an alarm set (a
+ * row written), so this is what an online endpoint costs at rest: once a minute (the staleness
+ * bound, as before) that was about $0.60 per endpoint-year at list prices, once an hour it is
+ * about 1 cent. Nothing waits for the sweep: a request for the endpoint checks the socket's
+ * silence itself (`incoming`), and a client whose path died reconnects on its own keepalive.
+ */
+export const DEFAULT_PRESENCE_SWEEP_MS = 3_600_000;
 /** An endpoint is handed at most this many relays, nearest first. */
 export const MAX_RELAYS_PER_SESSION = 2;
 
@@ -76,6 +86,7 @@ const LIMITS = {
   roomGrace: [0, 600_000],
   // Below a second a loaded client's ping could be late; above an hour a dead hub lingers.
   presenceStale: [1000, 3_600_000],
+  presenceSweep: [1000, 86_400_000],
   relays: 32,
   secrets: 8,
 } as const;
@@ -99,6 +110,8 @@ export interface Config {
   readonly roomGraceMs: number;
   /** Presence silent (no frame, no ping) this long is dropped. */
   readonly presenceStaleMs: number;
+  /** A presence object with nothing else to do checks its socket this long after last hearing it (never sooner than `presenceStaleMs`). */
+  readonly presenceSweepMs: number;
   /** Log one line per object event (wake, message); for tests, never on in production. */
   readonly traceEvents: boolean;
 }
@@ -254,6 +267,7 @@ export function loadConfig(vars: WorkerVars): Config {
     sessionTtlSeconds: intField(vars, 'SESSION_TTL_SECONDS', DEFAULT_SESSION_TTL_SECONDS, LIMITS.sessionTtl),
     roomGraceMs: intField(vars, 'ROOM_GRACE_MS', DEFAULT_ROOM_GRACE_MS, LIMITS.roomGrace),
     presenceStaleMs: intField(vars, 'PRESENCE_STALE_MS', PRESENCE_STALE_MS, LIMITS.presenceStale),
+    presenceSweepMs: intField(vars, 'PRESENCE_SWEEP_MS', DEFAULT_PRESENCE_SWEEP_MS, LIMITS.presenceSweep),
     traceEvents: vars.DEBUG_TRACE_EVENTS === '1',
   };
 }

@@ -287,13 +287,13 @@ export function nextWake(dials: readonly Dial[], incoming: readonly Incoming[]):
 }
 
 /**
- * When the state next needs an alarm: the next record, or `socketStaleAt` (when the current
- * presence socket turns stale unless heard from again), whichever is first.
+ * When the state next needs an alarm: the next record, or `socketCheckAt` (when the current
+ * presence socket is next checked for silence: the driver's sweep), whichever is first.
  */
-export function wakeOf(s: PresenceState, socketStaleAt: number | null = null): number | null {
+export function wakeOf(s: PresenceState, socketCheckAt: number | null = null): number | null {
   const next = nextWake(Object.values(s.dials), Object.values(s.incoming));
-  if (socketStaleAt === null) return next;
-  return next === null ? socketStaleAt : Math.min(next, socketStaleAt);
+  if (socketCheckAt === null) return next;
+  return next === null ? socketCheckAt : Math.min(next, socketCheckAt);
 }
 
 /**

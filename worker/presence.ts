@@ -250,7 +250,7 @@ export class Presence extends SocketObject {
 
   /**
    * Makes sure something fires by the next moment anything needs attention (a record's deadline,
-   * or the current socket turning stale). The storage alarm is a write per move (issue 10 item 4),
+   * or the sweep of the current socket). The storage alarm is a write per move (issue 10 item 4),
    * so it is moved as little as the rules allow:
    *
    * - never later: an alarm that fires early finds nothing due and is set again from there (so a
@@ -263,8 +263,9 @@ export class Presence extends SocketObject {
    *   about 10 s without events), so the request outlives hibernation as before.
    *
    * The timer is lost only if the runtime evicts the object within those seconds (a deploy, a
-   * crash); the deadline is then served by the alarm that is set (the socket's staleness check,
-   * at most `presenceStaleMs` later), not missed. When no alarm is set at all (a new object, or
+   * crash); the deadline is then served on the object's next event (any event re-arms from the
+   * records, and an overdue deadline is due at once), or by the alarm that is set (the socket's
+   * sweep, at most `presenceSweepMs` later), not missed. When no alarm is set at all (a new object, or
    * the alarm that just fired), it is written at once.
    */
   private async rearm(flush = false): Promise<void> {
@@ -456,7 +457,8 @@ export class Presence extends SocketObject {
    * Drops the current socket when nothing was heard on it (no frame, no ping) for
    * `presenceStaleMs`: its NAT mapping or its host is gone, and a request sent there would be
    * lost while the initiator waits for a timeout. Closed with 1001; the endpoint counts as
-   * offline from here on (its own dials are withdrawn, new requests are held for it).
+   * offline from here on (its own dials are withdrawn, new requests are held for it). Checked
+   * when a request arrives for the endpoint and whenever the object wakes (a deadline, the sweep).
    */
   private async dropStale(now: number): Promise<void> {
     const c = this.current();
@@ -555,10 +557,16 @@ export class Presence extends SocketObject {
     await this.runDue(Date.now());
   }
 
-  /** The next moment anything needs attention: a record's deadline, or the current socket turning stale. */
+  /**
+   * The next moment anything needs attention: a record's deadline, or the sweep of the current
+   * socket (`presenceSweepMs` after it was last heard, never before it could be stale). At rest
+   * that sweep is the only wake-up, so it sets what an online endpoint costs (see
+   * `DEFAULT_PRESENCE_SWEEP_MS`); a request does not wait for it (`incoming` checks the socket).
+   */
   private nextWake(): number | null {
     const c = this.current();
-    return wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), this.config.presenceStaleMs) : null);
+    const sweepMs = Math.max(this.config.presenceStaleMs, this.config.presenceSweepMs);
+    return wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), sweepMs) : null);
   }
 
   /** What is due at `now` (the alarm, or the timer standing in for it): a stale socket, expired records. */

@@ -2,16 +2,19 @@
  * Keepalive and stale presence (issue 9 item 1), against the real Worker in workerd:
  * - the fixed ping frame is answered by the runtime (`setWebSocketAutoResponse`) on both objects,
  *   even while they are hibernated, without waking them (the objects' trace lines prove it);
- * - a presence socket that goes silent (no frames, no pings; TCP still open) is dropped once
- *   `PRESENCE_STALE_MS` passes, and a dial to that endpoint ends in `peer_offline`, not `timeout`;
+ * - a presence socket that goes silent (no frames, no pings; TCP still open) counts as gone once
+ *   `PRESENCE_STALE_MS` passes: a dial to that endpoint closes it with 1001 and ends in
+ *   `peer_offline`, not `timeout`; without a request, the sweep (`PRESENCE_SWEEP_MS`) closes it;
+ * - at rest, a presence object wakes once per sweep, not once per staleness bound (each wake is
+ *   an alarm set, billed as a row written);
  * - pings alone keep a presence live, and an endpoint that re-registers after a silent loss is
  *   reachable again.
- * Staleness is shortened with the PRESENCE_STALE_MS var so the suite is quick; production keeps
- * protocol/messages.ts PRESENCE_STALE_MS.
+ * Staleness and the sweep are shortened with their vars so the suite is quick; production keeps
+ * protocol/messages.ts PRESENCE_STALE_MS and worker/config.ts DEFAULT_PRESENCE_SWEEP_MS.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PING_FRAME, PONG_FRAME } from '../../protocol/messages.js';
-import { startSignaling, type SignalingHandle } from '../support/signaling.js';
+import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { connect, online, WAIT_MS, type TestSocket } from './helpers.js';
 
 /** workerd hibernates an object after about 10 s without events; wait past that. */
@@ -107,20 +110,22 @@ describe('stale presence', () => {
   };
   const token = (sub: string, home: string): Promise<string> => sig.issuer.accessToken({ sub, homes: [home] });
 
-  it('a silent socket is dropped with 1001 after the bound; a dial to it fails peer_offline, not timeout', async () => {
+  it('a silent socket counts as gone after the bound: a dial to it closes it with 1001 and fails peer_offline, not timeout', async () => {
     const i = ids();
     const hubToken = await token(i.hub, i.home);
-    const t0 = Date.now();
     const hub = await online(sig.url, hubToken);
     const app = await online(sig.url, await token(i.app, i.home));
     const appTimer = setInterval(() => app.ws.send(PING_FRAME), 1000);
     try {
-      // The hub sends nothing from here: its mapping is gone, TCP on this side stays open.
-      expect(await hub.closed(STALE_MS + WAIT_MS)).toBe(1001);
-      expect(Date.now() - t0).toBeGreaterThanOrEqual(STALE_MS);
-      expect(hub.closeReason).toBe('stale');
+      // The hub sends nothing from here: its mapping is gone, TCP on this side stays open. Nothing
+      // wakes its presence object for that alone (the sweep is an hour away here).
+      await new Promise((r) => setTimeout(r, STALE_MS + 500));
+      expect(hub.closeCode).toBeNull();
       const dialAt = Date.now();
       app.send({ type: 'dial', reqId: 'to-stale', to: i.hub });
+      expect(await hub.closed()).toBe(1001);
+      expect(hub.closeReason).toBe('stale');
+      expect(hub.frames.map((f) => f.type)).not.toContain('request');
       const f = await app.next('dial_failed');
       expect(f).toMatchObject({ reqId: 'to-stale', code: 'peer_offline' });
       // The offline verdict (OFFLINE_WAIT_MS), not the request timeout (30 s).
@@ -158,9 +163,10 @@ describe('stale presence', () => {
     const i = ids();
     const hubToken = await token(i.hub, i.home);
     const lost = await online(sig.url, hubToken);
-    expect(await lost.closed(STALE_MS + WAIT_MS)).toBe(1001);
+    await new Promise((r) => setTimeout(r, STALE_MS + 500));
     const app = await online(sig.url, await token(i.app, i.home));
     app.send({ type: 'dial', reqId: 'again', to: i.hub });
+    expect(await lost.closed()).toBe(1001);
     // The hub comes back (new mapping) within OFFLINE_WAIT_MS and gets the held request.
     const hub = await online(sig.url, hubToken);
     const req = await hub.next('request');
@@ -172,5 +178,46 @@ describe('stale presence', () => {
     expect(app.frames.filter((f) => f.type === 'dial_failed')).toEqual([]);
     app.close();
     hub.close();
+  });
+});
+
+describe('the presence sweep', () => {
+  /** Staleness 1 s, sweep 3 s: an object at rest wakes every 3 s, where it woke every second before the sweep. */
+  const SWEEP_MS = 3000;
+  const SHORT_STALE_MS = 1000;
+  let sig: SignalingHandle;
+  const m = new Meters();
+  beforeAll(async () => {
+    sig = await startSignaling({
+      vars: { PRESENCE_STALE_MS: String(SHORT_STALE_MS), PRESENCE_SWEEP_MS: String(SWEEP_MS), DEBUG_TRACE_EVENTS: '1' },
+      onOutput: m.onOutput,
+    });
+  });
+  afterAll(async () => sig?.close());
+
+  it('an online endpoint at rest wakes once per sweep; a silent one is closed by the sweep without any request', async () => {
+    const live = await online(sig.url, await sig.issuer.accessToken({ sub: 'sw-live', homes: ['home-sw'] }));
+    const timer = setInterval(() => live.ws.send(PING_FRAME), 300);
+    try {
+      await m.settle(() => m.count('presence.alarm_set') >= 1);
+      const before = { set: m.count('presence.alarm_set'), fired: m.traced('presence.alarm') };
+      // 7 staleness bounds at rest: a wake per bound would be 7 alarms set.
+      await new Promise((r) => setTimeout(r, 7 * SHORT_STALE_MS));
+      const set = m.count('presence.alarm_set') - before.set;
+      const fired = m.traced('presence.alarm') - before.fired;
+      expect(set).toBeLessThanOrEqual(Math.ceil((7 * SHORT_STALE_MS) / SWEEP_MS) + 1);
+      expect(fired).toBeLessThanOrEqual(Math.ceil((7 * SHORT_STALE_MS) / SWEEP_MS) + 1);
+      expect(live.closeCode).toBeNull();
+
+      // A socket that goes silent: the sweep finds it stale and closes it, with no request for it.
+      const silent = await online(sig.url, await sig.issuer.accessToken({ sub: 'sw-silent', homes: ['home-sw'] }));
+      const t0 = Date.now();
+      expect(await silent.closed(SWEEP_MS + WAIT_MS)).toBe(1001);
+      expect(silent.closeReason).toBe('stale');
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(SHORT_STALE_MS);
+    } finally {
+      clearInterval(timer);
+      live.close();
+    }
   });
 });

@@ -704,6 +704,8 @@ describe('configuration', () => {
     expect(c.offlineWaitMs).toBe(3000);
     expect(c.requestTimeoutMs).toBe(30_000);
     expect(c.sessionTtlSeconds).toBe(600);
+    expect(c.presenceStaleMs).toBe(60_000);
+    expect(c.presenceSweepMs).toBe(3_600_000);
     expect(c.devHs256Secret).toBeNull();
   });
 
@@ -722,6 +724,8 @@ describe('configuration', () => {
     ['OFFLINE_WAIT_MS', { OFFLINE_WAIT_MS: '1e3' }],
     ['REQUEST_TIMEOUT_MS', { REQUEST_TIMEOUT_MS: '10' }],
     ['SESSION_TTL_SECONDS', { SESSION_TTL_SECONDS: '999999999' }],
+    ['PRESENCE_SWEEP_MS', { PRESENCE_SWEEP_MS: '10' }],
+    ['PRESENCE_SWEEP_MS', { PRESENCE_SWEEP_MS: '86400001' }],
     ['RELAYS', { RELAYS: '{}' }],
     ['RELAYS', { RELAYS: '[{"id":"a"}]' }],
     ['RELAYS', { RELAYS: JSON.stringify([relay('a', 0, 0), relay('a', 1, 1)]) }],

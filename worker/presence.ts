@@ -265,8 +265,8 @@ export class Presence extends SocketObject {
    * The timer is lost only if the runtime evicts the object within those seconds (a deploy, a
    * crash); the deadline is then served on the object's next event (any event re-arms from the
    * records, and an overdue deadline is due at once), or by the alarm that is set (the socket's
-   * sweep, at most `presenceSweepMs` later), not missed. When no alarm is set at all (a new object, or
-   * the alarm that just fired), it is written at once.
+   * sweep, at most `presenceSweepMs` later), not missed. When no alarm is set at all (a new
+   * object, or the alarm that just fired), it is written at once.
    */
   private async rearm(flush = false): Promise<void> {
     const at = this.nextWake();
@@ -566,7 +566,7 @@ export class Presence extends SocketObject {
   private nextWake(): number | null {
     const c = this.current();
     const sweepMs = Math.max(this.config.presenceStaleMs, this.config.presenceSweepMs);
-    return wakeOf(this.state, c ? staleAt(this.lastHeard(c.ws, c.id), sweepMs) : null);
+    return wakeOf(this.state, c ? this.lastHeard(c.ws, c.id) + sweepMs : null);
   }
 
   /** What is due at `now` (the alarm, or the timer standing in for it): a stale socket, expired records. */

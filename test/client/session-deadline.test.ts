@@ -7,7 +7,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MIN_RETRY_MS, RENEW_LEAD_MS, RoomLease } from '../../client/room-lease.js';
-import { Endpoint, generateDeviceKey } from '../../client/index.js';
+import type { Endpoint } from '../../client/index.js';
 import { Meters, startSignaling, type SignalingHandle } from '../support/signaling.js';
 import { endpointFor, nextChannel, nextLink, randomId, sha256Of, transfer, needsWerift } from './helpers.js';
 import { TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
@@ -116,16 +116,7 @@ describe('a link whose room cannot be renewed', () => {
     try {
       const home = randomId('home');
       const hubId = randomId('hub');
-      const k = await generateDeviceKey();
-      const hub = track(
-        await Endpoint.connect({
-          signalingUrl: svc.url,
-          token: await svc.issuer.accessToken({ sub: hubId, homes: [home], ttlSeconds: 3 }),
-          identity: { certificate: await svc.issuer.identityCertificate({ sub: hubId, publicJwk: k.publicJwk }), privateKey: k.privateKey },
-          trust: { issuer: svc.issuer.issuer, jwks: svc.issuer.publicJwks },
-          hostAddresses: ['127.0.0.1'],
-        }),
-      );
+      const hub = track(await endpointFor(svc, hubId, [home], { token: await svc.issuer.accessToken({ sub: hubId, homes: [home], ttlSeconds: 3 }) }));
       const app = track(await endpointFor(svc, randomId('app'), [home]));
       const accepted = nextLink(hub);
       hub.on('request', (r) => void r.accept());

@@ -282,7 +282,7 @@ describe('presence alarms (each move is a storage write)', () => {
     expect(await app.next('dial_failed')).toMatchObject({ reqId: 'c', code: 'timeout' });
     expect(await hub.next('cancelled')).toMatchObject({ reqId: req.reqId, reason: 'timeout' });
     const took = Date.now() - t0;
-    // The budget, not the staleness check a minute later (the only alarm set).
+    // The budget, not the socket's sweep an hour later (the only alarm set).
     expect(took).toBeGreaterThanOrEqual(1000);
     expect(took).toBeLessThan(10_000);
     await m.settle(() => true);

@@ -246,6 +246,28 @@ describe('a ticketed room\'s alarm (each move is a row written)', () => {
     });
   });
 
+  it('signals buffered for a side that never joins are a row: the room sets its alarm with it, and that alarm deletes them', async () => {
+    await withService(async (svc, m) => {
+      const p = await sessionPair(svc, 'ta6', CAP_ROOM_TICKET, CAP_ROOM_TICKET);
+      const ra = await connect(svc.url, roomPath(p.sa, p.sa.ticket), p.at);
+      await ra.next('joined');
+      await m.settle(() => true);
+      expect(m.count('room.alarm_set')).toBe(0);
+      // The hub never comes: the offer waits in storage, which no rule's own alarm would cover.
+      ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'o' } });
+      await m.settle(() => m.count('room.alarm_set') >= 1);
+      expect(m.count('room.write')).toBeGreaterThanOrEqual(1);
+      expect(m.count('room.alarm_set')).toBe(1);
+      // The app leaves too: one grace later the alarm deletes the room and its rows.
+      await ra.closeAndWait();
+      await m.settle(() => m.traced('room.deleted') >= 1);
+      expect(m.traced('room.alarm')).toBeGreaterThanOrEqual(1);
+      expect(m.traced('room.deleted')).toBe(1);
+      p.app.close();
+      p.hub.close();
+    });
+  });
+
   it('a room that stores a row sets its alarm then, and that alarm closes it at the deadline', { timeout: 30_000 }, async () => {
     await withService(async (svc, m) => {
       const { p, ra, rb } = await bothIn(svc, 'ta5');

@@ -87,6 +87,12 @@ export interface RelayConfig {
   readonly shutdownDrainMs: number;
   /** Relay processes (one per core for throughput). */
   readonly workers: number;
+  /**
+   * UDP data path: 'native' forwards channel traffic in the native addon (relay/native/udp.c,
+   * Linux, built by npm install where a C compiler exists) and fails to start without it; 'node'
+   * uses node:dgram; 'auto' the addon when it loads, else node:dgram.
+   */
+  readonly dataPath: 'auto' | 'native' | 'node';
   /** Log lines at or above this level go to stdout as JSON. */
   readonly logLevel: 'info' | 'warn' | 'silent';
 }
@@ -138,6 +144,7 @@ export const OPTIONS: readonly Option[] = [
   { key: 'metricsPort', flag: 'metrics-port', env: 'RELAY_METRICS_PORT', kind: 'intOrNull', def: 9478, why: 'a fixed port for scrapers, next to 3478 in spirit and clear of Prometheus 9090' },
   { key: 'shutdownDrainMs', flag: 'drain-ms', env: 'RELAY_DRAIN_MS', kind: 'int', def: 25_000, why: 'under the 30 s most supervisors (systemd, Kubernetes) wait before SIGKILL' },
   { key: 'workers', flag: 'workers', env: 'RELAY_WORKERS', kind: 'int', def: 1, why: 'one process unless asked: the operator knows how many cores the relay may have' },
+  { key: 'dataPath', flag: 'data-path', env: 'RELAY_DATA_PATH', kind: 'string', def: 'auto', why: 'auto, native or node: the native addon forwards channel traffic at about a third of node:dgram\'s CPU per packet (docs/BENCHMARKS.md); node:dgram where it is not built' },
   { key: 'logLevel', flag: 'log-level', env: 'RELAY_LOG_LEVEL', kind: 'level', def: 'info', why: 'allocation events are few and useful; packets are never logged' },
 ];
 
@@ -286,6 +293,7 @@ function validate(c: RelayConfig): RelayConfig {
   port('relayPortMax', c.relayPortMax, false);
   if (c.relayPortMin > c.relayPortMax) fail('relayPortMin', 'must not exceed relayPortMax');
   positive('workers');
+  if (c.dataPath !== 'auto' && c.dataPath !== 'native' && c.dataPath !== 'node') fail('dataPath', 'expected auto, native or node');
   if (c.workers > 64) fail('workers', 'at most 64');
   if (c.relayPortMax - c.relayPortMin + 1 < c.workers) fail('relayPortMax', 'the relay port range must give every worker at least one port');
   let advertised = [...c.advertisedAddresses];

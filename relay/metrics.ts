@@ -56,8 +56,15 @@ export class RelayMetrics {
 
   /** A plain-object copy (structured-clone and JSON safe), e.g. to send to a primary process. */
   snapshot(): RelayMetricsSnapshot {
+    this.beforeRead?.();
     return snapshotCounters(this);
   }
+
+  /**
+   * Called before every read (snapshot, render): a driver that counts outside this object (the
+   * native data path) folds its counts in here, so a scrape is never behind.
+   */
+  beforeRead?: () => void;
 
   /**
    * Renders the Prometheus text exposition format (HELP and TYPE per family).
@@ -68,6 +75,7 @@ export class RelayMetrics {
    * m.render(); // "...homelink_relay_packets_total{direction=\"to_peer\"} 1\n..."
    */
   render(): string {
+    this.beforeRead?.();
     return renderMetrics(this);
   }
 }

@@ -12,6 +12,8 @@ import { createSocket, type Socket } from 'node:dgram';
 
 const peerPort = Number(process.argv[2]);
 const HOST = '127.0.0.1';
+/** Where the echo peer listens (bench/relay/run.ts: an address of its own, not the relay's). */
+const PEER_HOST = process.env.FORWARDER_PEER_HOST ?? '127.0.0.1';
 /** Same socket buffer sizes as every relay in the run gets from the kernel defaults' point of view: generous, to avoid drops. */
 const BUF = 4 << 20;
 /**
@@ -50,7 +52,7 @@ server.on('message', (msg, rinfo) => {
     relays.set(key, r);
     relay = r;
   }
-  relay.send(msg.subarray(4, 4 + len), peerPort, HOST);
+  relay.send(msg.subarray(4, 4 + len), peerPort, PEER_HOST);
 });
 server.on('error', () => {});
 server.bind(Number(process.argv[3] ?? 0), HOST, () => {

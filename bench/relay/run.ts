@@ -3,8 +3,10 @@
  * the same load generator (bench/relay/loadgen.ts) against
  *
  *   - bare:     a bare Node dgram ChannelData forwarder (the ceiling for any dgram relay),
- *   - ours-1:   our relay (relay/main.ts), one worker process,
- *   - ours-2:   our relay, two worker processes,
+ *   - ours-1:   our relay (relay/main.ts), one worker process, on the native data path
+ *               (`--data-path native`: relay/native/udp.c; build it first with npm install),
+ *   - ours-2:   our relay, two worker processes, native data path,
+ *   - dgram-1/2: our relay on node:dgram (`--data-path node`), one and two worker processes,
  *   - base-1/2: our relay as an earlier commit had it (`--baseline DIR`, a checkout), for
  *               before/after figures interleaved in one run,
  *   - coturn:   Debian's turnserver, started here on loopback with REST auth,
@@ -41,7 +43,7 @@ import { allocateMany, closeAll, type LoadResult, type LoadTarget } from './load
 import type { GeneratorJob, GeneratorMessage } from './loadgen-proc.js';
 import { CLK_TCK, TICK_US, cpuTicksOf, processTree, rssBytes } from './proc.js';
 
-type RelayName = 'bare' | 'ours-1' | 'ours-2' | 'base-1' | 'base-2' | 'coturn';
+type RelayName = 'bare' | 'ours-1' | 'ours-2' | 'dgram-1' | 'dgram-2' | 'base-1' | 'base-2' | 'coturn';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -67,6 +69,12 @@ const BASELINE_DIR = arg('baseline', '');
 const SKIP_LOAD = process.argv.includes('--skip-load');
 const PAYLOADS = [100, 1200];
 const HOST = '127.0.0.1';
+/**
+ * The echo peer's address: not the relay's own. A peer on the relay's address is what two
+ * allocations of one relay are to each other (hairpin), which relays treat apart (ours keeps those
+ * channels in its core), so a peer there would not measure the common case.
+ */
+const PEER_HOST = '127.0.0.3';
 const SECRET = randomBytes(24).toString('base64url');
 /** Relay port range: wide enough for 10,000 allocations plus slack (NATLAB: narrow ranges hit 508). */
 const RELAY_PORT_MIN = 40000;
@@ -132,8 +140,8 @@ interface Child {
   output: () => string;
 }
 
-function start(cmd: string, args: string[], cwd?: string): Child {
-  const proc = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } });
+function start(cmd: string, args: string[], cwd?: string, env: Record<string, string> = {}): Child {
+  const proc = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production', ...env } });
   let out = '';
   const keep = (d: Buffer): void => {
     out = (out + d.toString()).slice(-8192);
@@ -193,13 +201,13 @@ interface RunningRelay {
 }
 
 async function startRelay(name: RelayName, echoPort: number): Promise<RunningRelay> {
-  const peer = { host: HOST, port: echoPort };
+  const peer = { host: PEER_HOST, port: echoPort };
   if (name === 'bare') {
-    const child = start(process.execPath, ['--import', 'tsx', 'bench/relay/forwarder.ts', String(echoPort)]);
+    const child = start(process.execPath, ['--import', 'tsx', 'bench/relay/forwarder.ts', String(echoPort)], undefined, { FORWARDER_PEER_HOST: PEER_HOST });
     const m = await waitForLine(child, /port=(\d+)/);
     return { name, child, target: { host: HOST, port: Number(m[1]), mode: 'raw', peer } };
   }
-  const workers = name === 'ours-2' || name === 'base-2' ? 2 : 1;
+  const workers = name.endsWith('-2') ? 2 : 1;
   const baseline = name === 'base-1' || name === 'base-2';
   if (baseline && !BASELINE_DIR) throw new Error(`${name} needs --baseline DIR`);
   // Every worker of ours shares the one port (SO_REUSEPORT).
@@ -260,6 +268,8 @@ async function startRelay(name: RelayName, echoPort: number): Promise<RunningRel
     'warn',
     '--drain-ms',
     '0', // nothing to drain in a benchmark; lets --cpu-prof write its profile on SIGTERM
+    // A baseline checkout runs with its own defaults (older ones have no such option).
+    ...(baseline ? [] : ['--data-path', name.startsWith('dgram') ? 'node' : 'native']),
   ], baseline ? BASELINE_DIR : undefined);
   await waitForStun(child, port);
   return { name, child, target: { host: HOST, port, mode: 'turn', secret: SECRET, peer } };
@@ -380,7 +390,7 @@ async function idleMemory(r: RunningRelay): Promise<{ count: number; bytesPerAll
 const fmt = (n: number, d = 1): string => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 
 async function main(): Promise<void> {
-  const echo = start(process.execPath, ['--import', 'tsx', 'bench/relay/echo.ts']);
+  const echo = start(process.execPath, ['--import', 'tsx', 'bench/relay/echo.ts', '0', PEER_HOST]);
   const rows: Row[] = [];
   const memory: Record<string, unknown> = {};
   const errors: string[] = [];
@@ -434,6 +444,18 @@ async function main(): Promise<void> {
     const cpu2 = pick('ours-2', payload, (r) => r.cpuUsPerPacket);
     const cot = pick('coturn', payload, (r) => r.cpuUsPerPacket);
     const n = rows.filter((r) => r.relay === 'ours-2' && r.payload === payload).length;
+    const d1 = pick('dgram-1', payload, (r) => r.cpuUsPerPacket);
+    const d2 = pick('dgram-2', payload, (r) => r.cpuUsPerPacket);
+    const dcap1 = pick('dgram-1', payload, (r) => r.capacity);
+    if (Number.isFinite(d1) || Number.isFinite(d2)) {
+      const nd = rows.filter((r) => r.relay === 'dgram-1' && r.payload === payload).length;
+      console.log(
+        `\n${payload} B native vs node:dgram (medians; ${nd} dgram-1 run(s)): CPU µs/packet` +
+          (Number.isFinite(d1) ? ` ours-1 ${fmt(cpu1, 2)} vs dgram-1 ${fmt(d1, 2)} (${fmt(cpu1 / d1, 3)}x), capacity ${fmt(cap1 / dcap1, 2)}x` : '') +
+          (Number.isFinite(d2) ? `, ours-2 ${fmt(cpu2, 2)} vs dgram-2 ${fmt(d2, 2)} (${fmt(cpu2 / d2, 3)}x)` : '') +
+          (Number.isFinite(cot) && Number.isFinite(d1) ? `; dgram-1 / coturn ${fmt(d1 / cot, 2)}x` : ''),
+      );
+    }
     const b1 = pick('base-1', payload, (r) => r.cpuUsPerPacket);
     const b2 = pick('base-2', payload, (r) => r.cpuUsPerPacket);
     if (Number.isFinite(b1) || Number.isFinite(b2)) {

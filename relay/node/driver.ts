@@ -16,6 +16,13 @@
  *
  * A failed send to a peer costs that packet only (counted), never the
  * allocation.
+ *
+ * Native data path (config `dataPath`, relay/native/udp.c): the addon owns the UDP listener and
+ * the relay sockets and forwards channel traffic of UDP clients on its own thread, from routes
+ * the core emits (`route` / `unroute` actions); every other datagram reaches handleUdp and
+ * handlePeer here as with node:dgram, and the core's answers go out through the addon. The
+ * allocation's token bucket lives in the addon so both paths share one cap. TCP and TLS are
+ * node:net either way.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
@@ -30,6 +37,7 @@ import type { TurnCrypto } from '../turn/auth.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { LogFn } from './log.js';
 import { RelayPortPool } from './pool.js';
+import { errnoName, FROM_LISTENER, loadNativeUdp, NATIVE_STATS, type NativeEngine, type NativeUdpAddon } from './native-udp.js';
 
 /** Test hook: sees every relayed payload (to prove only ciphertext crosses the relay). */
 export type RelayedHook = (dir: 'to-peer' | 'to-client', payload: Uint8Array) => void;
@@ -111,6 +119,16 @@ const BIND_ATTEMPTS = 64;
 /** A relay socket carries its allocation id and port, so one shared listener serves them all. */
 type RelaySocket = dgram.Socket & { relayId: number; relayPort: number };
 
+/** The native data path of one relay process: the addon, its engine, and our slots in it. */
+interface NativePath {
+  readonly addon: NativeUdpAddon;
+  readonly engine: NativeEngine;
+  /** Listener index (as the core knows it) → the addon's socket slot. */
+  readonly listeners: number[];
+  /** Allocation id → its relay socket's slot and port. */
+  readonly relays: Map<number, { readonly slot: number; readonly port: number }>;
+}
+
 /** One relay process: listeners, relay sockets, timers, and the TURN core. */
 export class NodeRelay {
   readonly server: TurnServer;
@@ -137,6 +155,11 @@ export class NodeRelay {
   private readonly relayHost6: string | null;
   /** The UDP listener's port once bound (the configured one before). */
   private udpListenerPort: number;
+  /** The native data path, when the config and the machine give one; else node:dgram. */
+  private readonly native: NativePath | null;
+  private nativeClosed = false;
+  /** Rate limit of the log line for failed sends to clients. */
+  private lastSendErrorLog = 0;
 
   constructor(private readonly opts: NodeRelayOptions) {
     const c = opts.config;
@@ -148,6 +171,7 @@ export class NodeRelay {
     this.udpListenerPort = opts.udpPort;
     // The config checked that every advertised family has a bind address, so a family the core
     // relays (it has an advertised address for it) always gets sockets on the address it was given.
+    this.native = this.openNative(c);
     const binds = relayBindAddresses(c);
     this.relayHost4 = binds[4];
     this.relayHost6 = binds[6];
@@ -190,11 +214,84 @@ export class NodeRelay {
       ...(sibling ? { siblingRelayPort: sibling } : {}),
       randomBytes: (n) => new Uint8Array(randomBytes(n)),
       ...(opts.metrics ? { counters: opts.metrics } : {}),
+      ...(this.native ? this.nativeCoreOptions(this.native, c) : {}),
     });
+    if (this.native && opts.metrics) opts.metrics.beforeRead = () => this.syncCounters();
   }
+
+  /** The data path the config asks for: the addon's engine, or null for node:dgram. */
+  private openNative(c: RelayConfig): NativePath | null {
+    if (c.dataPath === 'node') return null;
+    const { addon, why } = loadNativeUdp();
+    if (!addon) {
+      if (c.dataPath === 'native') throw new Error(`data path native: the native addon is ${why}`);
+      this.log('info', 'relay_data_path', { path: 'node', why });
+      return null;
+    }
+    const engine = addon.create(this.onNativeDatagram, c.bandwidthBytesPerSecond, c.bandwidthBurstBytes);
+    this.log('info', 'relay_data_path', { path: 'native', forwarding: this.onRelayed ? 'off (relayed-payload hook set)' : 'on' });
+    return { addon, engine, listeners: [], relays: new Map() };
+  }
+
+  /**
+   * Core options for the native path: routes for the addon to forward on, unless a test hook must
+   * see every payload (then all traffic takes the core's path through the addon's sockets), and
+   * the token buckets kept in the addon.
+   */
+  private nativeCoreOptions(n: NativePath, c: RelayConfig): { fastRoutes: boolean; takeTokens?: (relayId: number, bytes: number, now: number) => boolean } {
+    if (c.bandwidthBytesPerSecond === 0) return { fastRoutes: !this.onRelayed };
+    return {
+      fastRoutes: !this.onRelayed,
+      takeTokens: (relayId, bytes, now) => {
+        const r = n.relays.get(relayId);
+        return r === undefined || n.addon.takeTokens(n.engine, r.slot, bytes, now);
+      },
+    };
+  }
+
+  /** Folds the addon's counts (packets it forwarded, its drops) into the core's counters. */
+  syncCounters(): void {
+    const n = this.native;
+    if (!n || this.nativeClosed) return;
+    const d = n.addon.stats(n.engine);
+    const counters = this.server.counters;
+    for (let i = 0; i < NATIVE_STATS.length; i++) counters[NATIVE_STATS[i]!] += d[i] ?? 0;
+    counters.nativeForwarded += (d[0] ?? 0) + (d[2] ?? 0);
+  }
+
+  /** A datagram the addon did not forward itself: the core's, as from node:dgram. */
+  private readonly onNativeDatagram = (kind: number, id: number, ip: string, port: number, data: Buffer): void => {
+    if (kind === FROM_LISTENER) {
+      const listener = this.native!.listeners.indexOf(id);
+      if (listener >= 0) this.onClientDatagram(listener, data, ip, port);
+    } else {
+      this.onPeerDatagram(id, data, ip, port);
+      this.arm();
+    }
+  };
 
   /** Binds the listeners; resolves with their addresses. */
   async listen(): Promise<{ udp: BoundAddress; tcp: BoundAddress | null; tls: BoundAddress | null }> {
+    const udpAddr = this.native ? this.listenNative(this.native) : await this.listenDgram();
+    this.udpListenerPort = udpAddr.port;
+    return this.listenStreams(udpAddr);
+  }
+
+  /** The UDP listener in the addon; its thread starts once it is bound. */
+  private listenNative(n: NativePath): BoundAddress {
+    const c = this.cfg;
+    const slot = n.addon.listen(n.engine, isIP(c.listenHost) === 6 ? 6 : 4, c.listenHost, this.opts.udpPort, this.opts.reusePort, LISTENER_SOCKET_BUFFER_BYTES);
+    if (slot < 0) {
+      const code = errnoName(slot);
+      throw Object.assign(new Error(`bind ${code} ${c.listenHost}:${this.opts.udpPort}`), { code });
+    }
+    n.listeners.push(slot);
+    n.addon.start(n.engine);
+    return { host: c.listenHost, port: n.addon.port(n.engine, slot) };
+  }
+
+  /** The UDP listener on node:dgram. */
+  private async listenDgram(): Promise<BoundAddress> {
     const c = this.cfg;
     const sock = dgram.createSocket({
       type: isIP(c.listenHost) === 6 ? 'udp6' : 'udp4',
@@ -213,17 +310,24 @@ export class NodeRelay {
       });
     });
     // Errors here are failed sends to clients (ENOBUFS, EPERM from a firewall, ...): count each, log a few.
-    let lastLog = 0;
-    sock.on('error', (err) => {
-      this.server.counters.dropSendFailed++;
-      const now = Date.now();
-      if (now - lastLog < ERROR_LOG_INTERVAL_MS) return;
-      lastLog = now;
-      this.log('warn', 'udp_listener_error', { code: (err as NodeJS.ErrnoException).code ?? 'unknown' });
-    });
+    sock.on('error', (err) => this.clientSendFailed((err as NodeJS.ErrnoException).code ?? 'unknown'));
     sock.on('message', (msg, rinfo) => this.onClientDatagram(listener, msg, rinfo.address, rinfo.port));
-    const udpAddr = sock.address();
-    this.udpListenerPort = udpAddr.port;
+    const a = sock.address();
+    return { host: a.address, port: a.port };
+  }
+
+  /** A send to a UDP client failed: counted, and logged at most once per interval. */
+  private clientSendFailed(code: string): void {
+    this.server.counters.dropSendFailed++;
+    const now = Date.now();
+    if (now - this.lastSendErrorLog < ERROR_LOG_INTERVAL_MS) return;
+    this.lastSendErrorLog = now;
+    this.log('warn', 'udp_listener_error', { code });
+  }
+
+  /** The TCP and TLS listeners (node:net on either data path). */
+  private async listenStreams(udpAddr: BoundAddress): Promise<{ udp: BoundAddress; tcp: BoundAddress | null; tls: BoundAddress | null }> {
+    const c = this.cfg;
 
     // Each TCP/TLS allocation needs one connection; twice the allocation quota leaves room for
     // connections still authenticating, and bounds file descriptors a connection flood can take.
@@ -249,12 +353,12 @@ export class NodeRelay {
       tlsAddr = await listen(this.opts.tlsPort, 'tls');
     }
     this.log('info', 'relay_listening', {
-      udp: `${udpAddr.address}:${udpAddr.port}`,
+      udp: `${udpAddr.host}:${udpAddr.port}`,
       tcp: tcp ? `${tcp.host}:${tcp.port}` : 'off',
       tls: tlsAddr ? `${tlsAddr.host}:${tlsAddr.port}` : 'off',
       relayPorts: `${this.opts.relayPortMin}-${this.opts.relayPortMax}`,
     });
-    return { udp: { host: udpAddr.address, port: udpAddr.port }, tcp, tls: tlsAddr };
+    return { udp: udpAddr, tcp, tls: tlsAddr };
   }
 
   // ---------------------------------------------------------------- inputs
@@ -265,11 +369,7 @@ export class NodeRelay {
     const r = server.handleUdp(listener, ip, port, msg, Date.now());
     if (r === FAST_TO_PEER) {
       const f = server.fast;
-      const relay = this.relays.get(f.relayId);
-      if (relay) {
-        relay.send(msg, f.offset, f.length, f.peerPort, f.peerIp);
-        if (this.onRelayed) this.onRelayed('to-peer', msg.subarray(f.offset, f.offset + f.length));
-      }
+      this.sendPeer(f.relayId, msg, f.offset, f.length, f.peerIp, f.peerPort);
     } else if (r === FAST_TO_CLIENT) {
       const f = server.fast;
       const to = f.client!;
@@ -278,7 +378,7 @@ export class NodeRelay {
         // The datagram is ChannelData of the same length already: only the channel number changes.
         msg[0] = f.channel >> 8;
         msg[1] = f.channel & 0xff;
-        this.udp[to.listener]?.send(msg, 0, 4 + f.length, to.port, to.ip);
+        this.sendClient(to.listener, msg, 0, 4 + f.length, to.ip, to.port);
         if (this.onRelayed) this.onRelayed('to-client', msg.subarray(4, 4 + f.length));
       } else {
         this.sendChannelData(to, f.channel, msg.subarray(f.offset, f.offset + f.length));
@@ -364,13 +464,24 @@ export class NodeRelay {
   private sendChannelData(to: ClientAddr, channel: number, payload: Buffer): void {
     const len = payload.length;
     if (to.kind === 'udp') {
-      // Gather send: a 4-byte header from Node's buffer pool and the received payload, no copy.
-      const header = Buffer.allocUnsafe(4);
-      header[0] = channel >> 8;
-      header[1] = channel & 0xff;
-      header[2] = len >> 8;
-      header[3] = len & 0xff;
-      this.udp[to.listener]?.send([header, payload], to.port, to.ip);
+      if (this.native) {
+        // One buffer: the addon sends from a single one (this is its slow path; its routes gather).
+        const out = Buffer.allocUnsafe(4 + len);
+        out[0] = channel >> 8;
+        out[1] = channel & 0xff;
+        out[2] = len >> 8;
+        out[3] = len & 0xff;
+        payload.copy(out, 4);
+        this.sendClient(to.listener, out, 0, out.length, to.ip, to.port);
+      } else {
+        // Gather send: a 4-byte header from Node's buffer pool and the received payload, no copy.
+        const header = Buffer.allocUnsafe(4);
+        header[0] = channel >> 8;
+        header[1] = channel & 0xff;
+        header[2] = len >> 8;
+        header[3] = len & 0xff;
+        this.udp[to.listener]?.send([header, payload], to.port, to.ip);
+      }
     } else {
       // RFC 8656 §12.5: over streams ChannelData is padded to a multiple of 4.
       const total = (4 + len + 3) & ~3;
@@ -383,6 +494,34 @@ export class NodeRelay {
       this.writeStream(to.connId, out);
     }
     if (this.onRelayed) this.onRelayed('to-client', payload);
+  }
+
+  /** A datagram from allocation `relayId`'s relay port to a peer (a failed send is counted, the allocation stays). */
+  private sendPeer(relayId: number, data: Buffer, offset: number, length: number, ip: string, port: number): void {
+    const n = this.native;
+    if (n) {
+      const r = n.relays.get(relayId);
+      if (r === undefined) return;
+      if (n.addon.send(n.engine, r.slot, data, offset, length, ip, port) < 0) this.server.peerSendFailed();
+    } else {
+      const relay = this.relays.get(relayId);
+      if (!relay) return;
+      relay.send(data, offset, length, port, ip);
+    }
+    if (this.onRelayed) this.onRelayed('to-peer', data.subarray(offset, offset + length));
+  }
+
+  /** A datagram from UDP listener `listener` to a client. */
+  private sendClient(listener: number, data: Buffer, offset: number, length: number, ip: string, port: number): void {
+    const n = this.native;
+    if (n) {
+      const slot = n.listeners[listener];
+      if (slot === undefined) return;
+      const rc = n.addon.send(n.engine, slot, data, offset, length, ip, port);
+      if (rc < 0) this.clientSendFailed(errnoName(rc));
+    } else {
+      this.udp[listener]?.send(data, offset, length, port, ip);
+    }
   }
 
   private writeStream(connId: number, data: Uint8Array): void {
@@ -398,29 +537,51 @@ export class NodeRelay {
 
   /** Carries out the core's actions, in order. */
   private flush(): void {
-    const actions = this.server.takeActions();
-    for (const a of actions) this.execute(a);
+    // Actions an action adds (a native relay bind answers at once) run after the ones before them.
+    while (this.server.hasActions) for (const a of this.server.takeActions()) this.execute(a);
   }
 
   private execute(a: RelayAction): void {
     switch (a.type) {
       case 'send-client':
-        if (a.to.kind === 'udp') this.udp[a.to.listener]?.send(a.data, a.to.port, a.to.ip);
+        if (a.to.kind === 'udp') this.sendClient(a.to.listener, asBuffer(a.data), 0, a.data.byteLength, a.to.ip, a.to.port);
         else this.writeStream(a.to.connId, a.data);
         if (a.relayed && this.onRelayed) this.onRelayed('to-client', a.relayed);
         return;
       case 'send-channel-data':
         if (this.onRelayed) this.onRelayed('to-peer', a.data);
         return this.sendChannelData(a.to, a.channel, Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength));
-      case 'send-peer': {
-        const relay = this.relays.get(a.relayId);
-        if (relay) relay.send(a.data, a.port, a.ip);
-        if (this.onRelayed) this.onRelayed('to-peer', a.data);
+      case 'send-peer':
+        return this.sendPeer(a.relayId, asBuffer(a.data), 0, a.data.byteLength, a.ip, a.port);
+      case 'bind-relay':
+        if (this.native) return this.bindRelayNative(this.native, a.relayId, a.family, a.even);
+        return this.bindRelay(a.relayId, a.family, a.even, BIND_ATTEMPTS);
+      case 'route': {
+        const n = this.native;
+        const r = n?.relays.get(a.relayId);
+        const listener = n?.listeners[a.client.listener];
+        // A route that cannot be installed (cannot happen with the core's addresses) only means
+        // that channel's traffic takes the core's path.
+        if (n && r && listener !== undefined) n.addon.route(n.engine, listener, a.client.ip, a.client.port, a.channel, r.slot, a.peerIp, a.peerPort, a.expiresAt);
         return;
       }
-      case 'bind-relay':
-        return this.bindRelay(a.relayId, a.family, a.even, BIND_ATTEMPTS);
+      case 'unroute': {
+        const n = this.native;
+        const r = n?.relays.get(a.relayId);
+        if (n && r) n.addon.unroute(n.engine, r.slot, a.channel);
+        return;
+      }
       case 'release-relay': {
+        const n = this.native;
+        if (n) {
+          const r = n.relays.get(a.relayId);
+          if (r) {
+            n.relays.delete(a.relayId);
+            n.addon.closeSocket(n.engine, r.slot);
+            this.pool.give(r.port);
+          }
+          return;
+        }
         const relay = this.relays.get(a.relayId);
         if (relay) {
           this.relays.delete(a.relayId);
@@ -437,6 +598,30 @@ export class NodeRelay {
         return;
       default:
         assertNever(a);
+    }
+  }
+
+  /** Binds a relay socket in the addon (synchronous; the core's answer to it runs in the same flush). */
+  private bindRelayNative(n: NativePath, relayId: number, family: 4 | 6, even: boolean): void {
+    const host = family === 4 ? this.relayHost4 : this.relayHost6;
+    for (let attempts = BIND_ATTEMPTS; ; ) {
+      const port = host === null ? undefined : this.pool.take(even);
+      if (port === undefined || host === null || this.closed) return this.server.relayFailed(relayId, 'no relay port available');
+      const slot = n.addon.bindRelay(n.engine, relayId, family, host, port);
+      if (slot >= 0) {
+        n.relays.set(relayId, { slot, port });
+        this.server.relayBound(relayId, port, Date.now());
+        this.arm();
+        return;
+      }
+      const code = errnoName(slot);
+      if (code === 'EADDRINUSE') {
+        this.pool.setAside(port);
+        if (--attempts > 0) continue;
+      } else {
+        this.pool.give(port);
+      }
+      return this.server.relayFailed(relayId, code);
     }
   }
 
@@ -543,8 +728,19 @@ export class NodeRelay {
     ]);
     for (const socket of this.relays.values()) socket.close();
     this.relays.clear();
+    if (this.native) {
+      this.syncCounters();
+      this.nativeClosed = true;
+      this.native.addon.close(this.native.engine);
+      this.native.relays.clear();
+    }
     this.log('info', 'relay_closed', {});
   }
+}
+
+/** A view of `data` as a Buffer (no copy): the addon sends from Buffers. */
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
 function listenServer(srv: net.Server, port: number, host: string, reusePort: boolean): Promise<BoundAddress> {

@@ -42,6 +42,7 @@ export const COUNTERS = [
   c('packetsToClient', 'packets_total', 'counter', 'direction="to_client"'),
   c('bytesToPeer', 'bytes_total', 'counter', 'direction="to_peer"', 'Application payload bytes relayed, by direction.'),
   c('bytesToClient', 'bytes_total', 'counter', 'direction="to_client"'),
+  c('nativeForwarded', 'native_forwarded_packets_total', 'counter', '', 'Packets the native data path forwarded on its own thread without the TURN core (each also counted in packets_total); 0 on node:dgram.'),
   c('hairpinPackets', 'hairpin_packets_total', 'counter', '', 'Packets from one allocation to another of the same relay process, delivered without leaving it (each also counted once per direction in packets_total).'),
   c('dropMalformed', 'dropped_packets_total', 'counter', 'reason="malformed"', 'Packets dropped, by reason.'),
   c('dropNoAllocation', 'dropped_packets_total', 'counter', 'reason="no_allocation"'),

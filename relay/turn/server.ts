@@ -72,6 +72,15 @@ export type RelayAction =
   | { readonly type: 'bind-relay'; readonly relayId: number; readonly family: 4 | 6; readonly even: boolean }
   /** Close and return `relayId`'s relay port. */
   | { readonly type: 'release-relay'; readonly relayId: number }
+  /**
+   * Only with `fastRoutes`: channel `channel` of allocation `relayId` (a UDP client's) is valid until
+   * `expiresAt` (the earlier of the channel's and its permission's expiry, ms). A driver that
+   * forwards channel traffic outside the core installs or refreshes its route; every later change
+   * comes as another `route` or an `unroute`, and `release-relay` ends them all.
+   */
+  | { readonly type: 'route'; readonly relayId: number; readonly channel: number; readonly client: ClientAddr & { kind: 'udp' }; readonly peerIp: string; readonly peerPort: number; readonly expiresAt: number }
+  /** Only with `fastRoutes`: channel `channel` of allocation `relayId` is gone. */
+  | { readonly type: 'unroute'; readonly relayId: number; readonly channel: number }
   /** Close a stream connection (framing error or buffer quota). */
   | { readonly type: 'close-client'; readonly connId: number; readonly reason: string }
   /** A structured log line (never contains secrets). */
@@ -122,6 +131,19 @@ export interface TurnServerOptions {
   readonly randomBytes: (n: number) => Uint8Array;
   /** Counters to increment (e.g. relay/metrics.ts `RelayMetrics`, which has the same fields); fresh ones if absent. */
   readonly counters?: TurnCounters;
+  /**
+   * Emit `route` / `unroute` actions for the channels of UDP clients, for a driver that forwards
+   * their channel traffic itself (relay/native). Channels to another allocation of this process
+   * (hairpin) get none: they stay with the core. Default false.
+   */
+  readonly fastRoutes?: boolean;
+  /**
+   * The per-allocation token bucket, when the driver keeps it (so that traffic it forwards itself
+   * and traffic through the core share one cap): takes `bytes` from allocation `relayId`'s bucket,
+   * false when it holds fewer. Absent: the core keeps the buckets. Only called when
+   * `bandwidthBytesPerSecond` > 0.
+   */
+  readonly takeTokens?: (relayId: number, bytes: number, now: number) => boolean;
 }
 
 /** Hot-path results of {@link TurnServer.handleUdp} and {@link TurnServer.handlePeer}. */
@@ -680,6 +702,11 @@ export class TurnServer {
   private takeTokens(alloc: Allocation, bytes: number, now: number): boolean {
     const rate = this.opts.bandwidthBytesPerSecond;
     if (rate === 0) return true;
+    if (this.opts.takeTokens) {
+      if (this.opts.takeTokens(alloc.id, bytes, now)) return true;
+      this.counters.dropBandwidth++;
+      return false;
+    }
     if (now > alloc.tokensAt) {
       alloc.tokens = Math.min(this.opts.bandwidthBurstBytes, alloc.tokens + ((now - alloc.tokensAt) * rate) / 1000);
       alloc.tokensAt = now;
@@ -1047,6 +1074,7 @@ export class TurnServer {
       this.counters.channels++;
       this.heap.schedule(ch);
     }
+    this.route(alloc.channels.get(cn.value)!);
     const w = this.writer(msg.method, StunClass.SuccessResponse, msg.transactionId);
     this.actions.push({ type: 'send-client', to: client, data: this.seal(w, auth.key, this.hasFingerprint(msg)) });
   }
@@ -1101,6 +1129,11 @@ export class TurnServer {
     }
     perm.expiresAt = now + PERMISSION_LIFETIME_S * 1000;
     this.heap.schedule(perm);
+    // A refreshed permission extends the routes of the channels to this peer.
+    if (this.opts.fastRoutes) {
+      const ports = alloc.channelsByPeer.get(ip);
+      if (ports) for (const ch of ports.values()) this.route(ch);
+    }
     return perm;
   }
 
@@ -1137,6 +1170,26 @@ export class TurnServer {
       ports.delete(ch.peerPort);
       if (ports.size === 0) a.channelsByPeer.delete(ch.peerIp);
     }
+    // An ending allocation's routes go with its relay socket (release-relay).
+    if (this.opts.fastRoutes && a.active && !a.dead && a.client.kind === 'udp') this.actions.push({ type: 'unroute', relayId: a.id, channel: ch.number });
+  }
+
+  /** With `fastRoutes`: (re)installs `ch`'s route, valid until its channel or its permission expires. */
+  private route(ch: Channel): void {
+    const a = ch.alloc;
+    if (!this.opts.fastRoutes || a.client.kind !== 'udp' || !a.active) return;
+    // To another allocation of this process: hairpin, in the core. (A sibling worker's port, or in a
+    // lab an allowed port on the relay's address, goes through the kernel as any peer does.)
+    if (ch.toRelay && (a.family === 4 ? this.localRelays4 : this.localRelays6).has(ch.peerPort)) return;
+    this.actions.push({
+      type: 'route',
+      relayId: a.id,
+      channel: ch.number,
+      client: a.client,
+      peerIp: ch.peerIp,
+      peerPort: ch.peerPort,
+      expiresAt: Math.min(ch.expiresAt, ch.permission.expiresAt),
+    });
   }
 
   private removeAllocation(alloc: Allocation, why: string, release = true): void {

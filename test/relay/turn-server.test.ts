@@ -628,3 +628,89 @@ describe('stream connections', () => {
     expect(h.server.counters.quotaStreamBuffer).toBe(1);
   });
 });
+
+describe('routes for a driver that forwards channel traffic itself (fastRoutes)', () => {
+  it('a channel gets a route valid until the earlier of its and its permission\'s expiry; refreshes move it; expiry removes it', () => {
+    const h = new Harness({ fastRoutes: true });
+    const c = new VClient(h, '198.51.100.7', 40000);
+    ok(c.allocate([A.transportUdp(), A.lifetime(3600)]));
+    const id = c.relayId();
+    ok(c.call(StunMethod.CreatePermission, [A.peer('198.18.1.2', 1)]));
+    expect(h.routes).toEqual([]); // a permission alone: Data indications, the core's path
+    const t0 = h.now;
+    ok(c.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer('198.18.1.2', 5000)]));
+    const client = { kind: 'udp', listener: 0, ip: '198.51.100.7', port: 40000 };
+    // The bind refreshes the permission (300 s), which bounds the channel's 600 s.
+    expect(h.routes.at(-1)).toEqual({ type: 'route', relayId: id, channel: 0x4001, client, peerIp: '198.18.1.2', peerPort: 5000, expiresAt: t0 + 300_000 });
+    h.routes.length = 0;
+    h.advance(200_000);
+    ok(c.call(StunMethod.CreatePermission, [A.peer('198.18.1.2', 1)]));
+    expect(h.routes).toEqual([{ type: 'route', relayId: id, channel: 0x4001, client, peerIp: '198.18.1.2', peerPort: 5000, expiresAt: t0 + 500_000 }]);
+    h.routes.length = 0;
+    h.advance(200_000);
+    ok(c.call(StunMethod.CreatePermission, [A.peer('198.18.1.2', 1)]));
+    // Now the channel's own 600 s come first.
+    expect(h.routes).toEqual([{ type: 'route', relayId: id, channel: 0x4001, client, peerIp: '198.18.1.2', peerPort: 5000, expiresAt: t0 + 600_000 }]);
+    h.routes.length = 0;
+    h.advance(200_001);
+    expect(h.routes).toEqual([{ type: 'unroute', relayId: id, channel: 0x4001 }]);
+    expect(h.server.counters.channels).toBe(0);
+  });
+
+  it('an ending allocation takes its routes with its relay socket (no unroute), and without fastRoutes there are none', () => {
+    const h = new Harness({ fastRoutes: true });
+    const c = new VClient(h, '198.51.100.7', 40000);
+    ok(c.allocate());
+    const id = c.relayId();
+    ok(c.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer('198.18.1.2', 5000)]));
+    ok(c.call(StunMethod.ChannelBind, [A.channel(0x4002), A.peer('198.18.1.3', 5000)]));
+    expect(h.routes.map((r) => r.type)).toEqual(['route', 'route']);
+    ok(c.call(StunMethod.Refresh, [A.lifetime(0)]));
+    expect(h.released).toEqual([id]);
+    expect(h.routes.map((r) => r.type)).toEqual(['route', 'route']);
+
+    const plain = new Harness();
+    const d = new VClient(plain, '198.51.100.7', 40000);
+    ok(d.allocate());
+    ok(d.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer('198.18.1.2', 5000)]));
+    expect(plain.routes).toEqual([]);
+  });
+
+  it('no route for a stream client or for a channel to another allocation of this process (hairpin stays in the core)', () => {
+    const h = new Harness({ fastRoutes: true });
+    const a = new VClient(h, '198.51.100.7', 40000, 'ep-a');
+    const b = new VClient(h, '198.51.100.8', 41000, 'ep-b');
+    ok(a.allocate());
+    ok(b.allocate());
+    const bPort = h.bound.get(b.relayId())!;
+    ok(a.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V4, bPort)]));
+    expect(h.routes).toEqual([]);
+    h.server.openStream(7, 'tcp', '198.51.100.9', 50000, h.now);
+    const cred = restCredential(SECRET, 'ep-s', Math.floor(h.now / 1000) + 3600);
+    const t = new TestTurnClient(cred.username, cred.password);
+    h.stream(7, t.request(StunMethod.Allocate, [A.transportUdp()], false).bytes);
+    expect(t.read(h.take('conn:7')[0]!).code).toBe(401);
+    h.stream(7, t.request(StunMethod.Allocate, [A.transportUdp()]).bytes);
+    ok(t.read(h.take('conn:7')[0]!));
+    h.stream(7, t.request(StunMethod.ChannelBind, [A.channel(0x4002), A.peer('198.18.1.2', 5000)]).bytes);
+    ok(t.read(h.take('conn:7')[0]!));
+    expect(h.routes).toEqual([]);
+  });
+
+  it('the driver\'s token bucket is the one the core takes from, and a refusal counts as a bandwidth drop', () => {
+    const asked: Array<[number, number]> = [];
+    let allow = true;
+    const h = new Harness({ bandwidthBytesPerSecond: 1000, takeTokens: (relayId, bytes) => (asked.push([relayId, bytes]), allow) });
+    const c = new VClient(h, '198.51.100.7', 40000);
+    ok(c.allocate());
+    const id = c.relayId();
+    ok(c.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer('198.18.1.2', 5000)]));
+    c.send(encodeChannelData(0x4001, new Uint8Array(100), false));
+    expect(h.take(`peer:${id}:198.18.1.2:5000`).length).toBe(1);
+    allow = false;
+    h.peer(id, '198.18.1.2', 5000, new Uint8Array(50));
+    expect(h.take(c.to)).toEqual([]);
+    expect(asked).toEqual([[id, 100], [id, 50]]);
+    expect(h.server.counters.dropBandwidth).toBe(1);
+  });
+});

@@ -30,6 +30,8 @@ export class Harness {
   readonly sent: Sent[] = [];
   readonly bound = new Map<number, number>();
   readonly released: number[] = [];
+  /** `route` / `unroute` actions (with `fastRoutes`), in order. */
+  readonly routes: Extract<RelayAction, { type: 'route' | 'unroute' }>[] = [];
   readonly closed: number[] = [];
   failBinds = false;
   private nextPort = 50000;
@@ -141,6 +143,10 @@ export class Harness {
         return;
       case 'close-client':
         this.closed.push(a.connId);
+        return;
+      case 'route':
+      case 'unroute':
+        this.routes.push(a);
         return;
       case 'log':
         return;

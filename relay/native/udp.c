@@ -65,6 +65,7 @@ enum {
   S_DROP_BANDWIDTH,
   S_DROP_SEND_FAILED,
   S_DROP_BACKLOG,
+  S_HAIRPIN,
   S_COUNT
 };
 
@@ -86,6 +87,13 @@ typedef struct Route {
   struct sockaddr_storage peer_sa;
   socklen_t peer_len;
   double expires_at; /* ms since the epoch, as Date.now() */
+  /*
+   * Hairpin: the peer is another allocation of this process (relay socket hp_slot, as it was at
+   * generation hp_gen), which sees this allocation's relayed address as hp_from. -1: none.
+   */
+  int64_t hp_slot;
+  uint32_t hp_gen;
+  Addr hp_from;
 } Route;
 
 typedef struct {
@@ -375,7 +383,29 @@ static void on_listener_datagram(Engine *e, uint32_t slot, const uint8_t *d, siz
       Addr a;
       sa_to_addr(from, &a);
       Route *r = find_client(e, slot, &a, channel);
-      if (r && r->expires_at > now) {
+      if (r && r->expires_at > now && r->hp_slot >= 0) {
+        /*
+         * To another allocation here: straight to its client as ChannelData on its channel for our
+         * relayed address, as the core's hairpin does, when that channel is live; else the core
+         * decides (a Data indication, a drop, or through the kernel if the target is gone).
+         */
+        Sock *ts = &e->socks[r->hp_slot];
+        Route *r2 = (ts->kind == K_RELAY && ts->gen == r->hp_gen) ? find_peer(e, (uint32_t)r->hp_slot, &r->hp_from) : NULL;
+        if (r2 && r2->expires_at > now) {
+          if (!take_tokens(e, &e->socks[r->relay], (double)len, now) || !take_tokens(e, ts, (double)len, now)) {
+            e->stats[S_DROP_BANDWIDTH]++;
+            return;
+          }
+          uint8_t hdr[4] = {(uint8_t)(r2->channel >> 8), (uint8_t)r2->channel, d[2], d[3]};
+          queue_send(e, e->socks[r2->listener].fd, hdr, d + 4, len, &r2->client_sa, r2->client_len);
+          e->stats[S_PACKETS_TO_PEER]++;
+          e->stats[S_BYTES_TO_PEER] += len;
+          e->stats[S_PACKETS_TO_CLIENT]++;
+          e->stats[S_BYTES_TO_CLIENT] += len;
+          e->stats[S_HAIRPIN]++;
+          return;
+        }
+      } else if (r && r->expires_at > now) {
         Sock *rs = &e->socks[r->relay];
         if (!take_tokens(e, rs, (double)len, now)) {
           e->stats[S_DROP_BANDWIDTH]++;
@@ -809,12 +839,14 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
 }
 
 /*
- * route(engine, listenerSlot, clientIp, clientPort, channel, relaySlot, peerIp, peerPort, expiresAt)
- * Installs or refreshes the route of `channel` on relay socket `relaySlot`. -> 0 | -errno
+ * route(engine, listenerSlot, clientIp, clientPort, channel, relaySlot, peerIp, peerPort, expiresAt,
+ *       hairpinSlot, fromIp, fromPort)
+ * Installs or refreshes the route of `channel` on relay socket `relaySlot`. With hairpinSlot >= 0
+ * the peer is that relay socket's allocation, which knows this one as fromIp:fromPort. -> 0 | -errno
  */
 static napi_value js_route(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
-  if (get_args(env, info, 9, argv)) return NULL;
+  napi_value argv[12];
+  if (get_args(env, info, 12, argv)) return NULL;
   Engine *e = engine_of(env, argv[0]);
   if (!e) return NULL;
   int64_t listener, cport, channel, relay, pport;
@@ -824,6 +856,9 @@ static napi_value js_route(napi_env env, napi_callback_info info) {
       get_int(env, argv[5], &relay) || get_str(env, argv[6], pip, sizeof(pip)) || get_int(env, argv[7], &pport))
     return NULL;
   CHECK(env, napi_get_value_double(env, argv[8], &expires_at));
+  int64_t hp_slot, from_port;
+  char from_ip[INET6_ADDRSTRLEN + 1];
+  if (get_int(env, argv[9], &hp_slot) || get_str(env, argv[10], from_ip, sizeof(from_ip)) || get_int(env, argv[11], &from_port)) return NULL;
   if (channel < 0x4000 || channel > 0x7fff) return num(env, -EINVAL);
   int rc = 0;
   pthread_mutex_lock(&e->mu);
@@ -844,6 +879,17 @@ static napi_value js_route(napi_env env, napi_callback_info info) {
       parse_addr(pip, (int)pport, rs->family, &fresh.peer, &fresh.peer_sa, &fresh.peer_len) != 0) {
     rc = -EINVAL;
     goto out;
+  }
+  fresh.hp_slot = -1;
+  if (hp_slot >= 0) {
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    if (hp_slot >= e->nsocks || e->socks[hp_slot].kind != K_RELAY || parse_addr(from_ip, (int)from_port, e->socks[hp_slot].family, &fresh.hp_from, &sa, &sl) != 0) {
+      rc = -EINVAL;
+      goto out;
+    }
+    fresh.hp_slot = hp_slot;
+    fresh.hp_gen = e->socks[hp_slot].gen;
   }
   if (r) {
     /* A refresh: same channel, maybe a new expiry (or, after a rebind, the same peer again). */

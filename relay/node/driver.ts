@@ -560,9 +560,11 @@ export class NodeRelay {
         const n = this.native;
         const r = n?.relays.get(a.relayId);
         const listener = n?.listeners[a.client.listener];
+        const hairpin = a.hairpin ? n?.relays.get(a.hairpin.relayId) : undefined;
         // A route that cannot be installed (cannot happen with the core's addresses) only means
         // that channel's traffic takes the core's path.
-        if (n && r && listener !== undefined) n.addon.route(n.engine, listener, a.client.ip, a.client.port, a.channel, r.slot, a.peerIp, a.peerPort, a.expiresAt);
+        if (!n || !r || listener === undefined || (a.hairpin && !hairpin)) return;
+        n.addon.route(n.engine, listener, a.client.ip, a.client.port, a.channel, r.slot, a.peerIp, a.peerPort, a.expiresAt, hairpin?.slot ?? -1, a.hairpin?.fromIp ?? '', a.hairpin?.fromPort ?? 0);
         return;
       }
       case 'unroute': {

@@ -14,7 +14,7 @@ export const FROM_LISTENER = 1;
 export const FROM_RELAY = 2;
 
 /** Order of the counters {@link NativeUdpAddon.stats} returns (deltas since the last call). */
-export const NATIVE_STATS = ['packetsToPeer', 'bytesToPeer', 'packetsToClient', 'bytesToClient', 'dropBandwidth', 'dropSendFailed', 'dropBackpressure'] as const;
+export const NATIVE_STATS = ['packetsToPeer', 'bytesToPeer', 'packetsToClient', 'bytesToClient', 'dropBandwidth', 'dropSendFailed', 'dropBackpressure', 'hairpinPackets'] as const;
 
 /** An engine handle: opaque to JavaScript. */
 export type NativeEngine = { readonly __nativeUdpEngine: unique symbol };
@@ -32,7 +32,25 @@ export interface NativeUdpAddon {
   port(e: NativeEngine, slot: number): number;
   closeSocket(e: NativeEngine, slot: number): void;
   send(e: NativeEngine, slot: number, data: Buffer, offset: number, length: number, ip: string, port: number): number;
-  route(e: NativeEngine, listenerSlot: number, clientIp: string, clientPort: number, channel: number, relaySlot: number, peerIp: string, peerPort: number, expiresAt: number): number;
+  /**
+   * Installs or refreshes `channel`'s route. With `hairpinSlot` ≥ 0 the peer is that relay socket's
+   * allocation (which knows this one as `fromIp:fromPort`): its packets go straight to that
+   * allocation's client while it has a live route for `fromIp:fromPort`, else to the core.
+   */
+  route(
+    e: NativeEngine,
+    listenerSlot: number,
+    clientIp: string,
+    clientPort: number,
+    channel: number,
+    relaySlot: number,
+    peerIp: string,
+    peerPort: number,
+    expiresAt: number,
+    hairpinSlot: number,
+    fromIp: string,
+    fromPort: number,
+  ): number;
   unroute(e: NativeEngine, relaySlot: number, channel: number): void;
   takeTokens(e: NativeEngine, relaySlot: number, bytes: number, now: number): boolean;
   stats(e: NativeEngine): number[];

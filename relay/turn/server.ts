@@ -78,7 +78,20 @@ export type RelayAction =
    * forwards channel traffic outside the core installs or refreshes its route; every later change
    * comes as another `route` or an `unroute`, and `release-relay` ends them all.
    */
-  | { readonly type: 'route'; readonly relayId: number; readonly channel: number; readonly client: ClientAddr & { kind: 'udp' }; readonly peerIp: string; readonly peerPort: number; readonly expiresAt: number }
+  | {
+      readonly type: 'route';
+      readonly relayId: number;
+      readonly channel: number;
+      readonly client: ClientAddr & { kind: 'udp' };
+      readonly peerIp: string;
+      readonly peerPort: number;
+      readonly expiresAt: number;
+      /**
+       * The peer is allocation `relayId` of this process, which sees this one as `fromIp:fromPort`
+       * (hairpin): deliver to its client on its channel for that address, while it has one.
+       */
+      readonly hairpin?: { readonly relayId: number; readonly fromIp: string; readonly fromPort: number };
+    }
   /** Only with `fastRoutes`: channel `channel` of allocation `relayId` is gone. */
   | { readonly type: 'unroute'; readonly relayId: number; readonly channel: number }
   /** Close a stream connection (framing error or buffer quota). */
@@ -133,8 +146,8 @@ export interface TurnServerOptions {
   readonly counters?: TurnCounters;
   /**
    * Emit `route` / `unroute` actions for the channels of UDP clients, for a driver that forwards
-   * their channel traffic itself (relay/native). Channels to another allocation of this process
-   * (hairpin) get none: they stay with the core. Default false.
+   * their channel traffic itself (relay/native). A channel to another allocation of this process
+   * names it (`hairpin`). Default false.
    */
   readonly fastRoutes?: boolean;
   /**
@@ -1178,9 +1191,9 @@ export class TurnServer {
   private route(ch: Channel): void {
     const a = ch.alloc;
     if (!this.opts.fastRoutes || a.client.kind !== 'udp' || !a.active) return;
-    // To another allocation of this process: hairpin, in the core. (A sibling worker's port, or in a
-    // lab an allowed port on the relay's address, goes through the kernel as any peer does.)
-    if (ch.toRelay && (a.family === 4 ? this.localRelays4 : this.localRelays6).has(ch.peerPort)) return;
+    // To another allocation of this process: a hairpin route. (A sibling worker's port, or in a lab
+    // an allowed port on the relay's address, goes through the kernel as any peer does.)
+    const target = ch.toRelay ? (a.family === 4 ? this.localRelays4 : this.localRelays6).get(ch.peerPort) : undefined;
     this.actions.push({
       type: 'route',
       relayId: a.id,
@@ -1189,6 +1202,7 @@ export class TurnServer {
       peerIp: ch.peerIp,
       peerPort: ch.peerPort,
       expiresAt: Math.min(ch.expiresAt, ch.permission.expiresAt),
+      ...(target ? { hairpin: { relayId: target.id, fromIp: ch.peerIp, fromPort: a.relayPort } } : {}),
     });
   }
 

@@ -85,7 +85,7 @@ suite('native data path: the addon on its own', () => {
     expect(handed.shift()).toMatchObject({ kind: FROM_LISTENER, id: listener, ip: '127.0.0.1', port: client.port });
     expect(await peer.silent(100)).toBe(true);
 
-    expect(n.route(engine, listener, '127.0.0.1', client.port, 0x4001, relaySlot, '127.0.0.1', peer.port, Date.now() + 400)).toBe(0);
+    expect(n.route(engine, listener, '127.0.0.1', client.port, 0x4001, relaySlot, '127.0.0.1', peer.port, Date.now() + 400, -1, '', 0)).toBe(0);
     client.send(encodeChannelData(0x4001, Buffer.from('to the peer'), false), listenPort);
     expect((await peer.next()).toString()).toBe('to the peer');
     peer.send(Buffer.from('to the client'), relayPort);
@@ -120,7 +120,7 @@ suite('native data path: the addon on its own', () => {
     expect(await peer.silent(50)).toBe(true);
 
     // Refreshed, it forwards again; removed, it does not.
-    expect(n.route(engine, listener, '127.0.0.1', client.port, 0x4001, relaySlot, '127.0.0.1', peer.port, Date.now() + 60_000)).toBe(0);
+    expect(n.route(engine, listener, '127.0.0.1', client.port, 0x4001, relaySlot, '127.0.0.1', peer.port, Date.now() + 60_000, -1, '', 0)).toBe(0);
     client.send(encodeChannelData(0x4001, Buffer.from('again'), false), listenPort);
     expect((await peer.next()).toString()).toBe('again');
     n.unroute(engine, relaySlot, 0x4001);
@@ -136,10 +136,12 @@ suite('native data path: the addon on its own', () => {
   });
 
   it('rejects bad arguments with an error or a negative errno, and changes nothing', () => {
-    expect(n.route(engine, listener, 'not-an-ip', 1, 0x4001, relaySlot, '127.0.0.1', 1, Date.now() + 1000)).toBeLessThan(0);
-    expect(n.route(engine, listener, '127.0.0.1', 1, 0x3fff, relaySlot, '127.0.0.1', 1, Date.now() + 1000)).toBeLessThan(0);
-    expect(n.route(engine, relaySlot, '127.0.0.1', 1, 0x4001, listener, '127.0.0.1', 1, Date.now() + 1000)).toBeLessThan(0); // slots swapped
-    expect(n.route(engine, 9999, '127.0.0.1', 1, 0x4001, relaySlot, '127.0.0.1', 1, Date.now() + 1000)).toBeLessThan(0);
+    expect(n.route(engine, listener, 'not-an-ip', 1, 0x4001, relaySlot, '127.0.0.1', 1, Date.now() + 1000, -1, '', 0)).toBeLessThan(0);
+    expect(n.route(engine, listener, '127.0.0.1', 1, 0x3fff, relaySlot, '127.0.0.1', 1, Date.now() + 1000, -1, '', 0)).toBeLessThan(0);
+    expect(n.route(engine, relaySlot, '127.0.0.1', 1, 0x4001, listener, '127.0.0.1', 1, Date.now() + 1000, -1, '', 0)).toBeLessThan(0); // slots swapped
+    expect(n.route(engine, 9999, '127.0.0.1', 1, 0x4001, relaySlot, '127.0.0.1', 1, Date.now() + 1000, -1, '', 0)).toBeLessThan(0);
+    expect(n.route(engine, listener, '127.0.0.1', 1, 0x4001, relaySlot, '127.0.0.1', 1, Date.now() + 1000, listener, '127.0.0.1', 1)).toBeLessThan(0); // hairpin to a listener
+    expect(n.route(engine, listener, '127.0.0.1', 1, 0x4001, relaySlot, '127.0.0.1', 1, Date.now() + 1000, relaySlot, '::zz', 1)).toBeLessThan(0);
     expect(n.send(engine, 9999, Buffer.from('x'), 0, 1, '127.0.0.1', 9)).toBeLessThan(0);
     expect(() => n.send(engine, listener, Buffer.from('x'), 0, 5, '127.0.0.1', 9)).toThrow(/out of range/);
     expect(() => n.send(engine, listener, 'x' as unknown as Buffer, 0, 1, '127.0.0.1', 9)).toThrow(/Buffer/);
@@ -253,6 +255,65 @@ suite('native data path: the relay on it', () => {
       expect(cd.ok && Buffer.from(cd.value.data).toString()).toBe('ok');
     } finally {
       await ep.close();
+    }
+  });
+});
+
+/** Allocates over UDP; returns the relayed port. */
+async function allocate(relay: StartedRelay, ep: UdpEndpoint, c: TestTurnClient): Promise<number> {
+  ep.send(c.request(StunMethod.Allocate, [A.transportUdp()], false).bytes, relay.udp.port);
+  expect(c.read(await ep.next()).code).toBe(401);
+  ep.send(c.request(StunMethod.Allocate, [A.transportUdp()]).bytes, relay.udp.port);
+  const r = c.read(await ep.next());
+  expect(r.cls).toBe(StunClass.SuccessResponse);
+  return r.relayed!.port;
+}
+
+suite('native data path: two allocations of one relay (hairpin)', () => {
+  let relay: StartedRelay;
+  beforeAll(async () => {
+    relay = await startLoopbackRelay({ secret: SECRET, relayPorts: [46500, 46999], config: { metricsPort: 0, dataPath: 'native' } });
+  });
+  afterAll(async () => {
+    await relay?.close();
+  });
+
+  it('goes client to client in the addon once both sides have a channel; before that the core sends a Data indication', async () => {
+    const a = await UdpEndpoint.open();
+    const b = await UdpEndpoint.open();
+    try {
+      const ca = restClient(SECRET, 'hairpin-a', 3600);
+      const cb = restClient(SECRET, 'hairpin-b', 3600);
+      const aPort = await allocate(relay, a, ca);
+      const bPort = await allocate(relay, b, cb);
+      const before = await metrics(relay);
+      b.send(cb.request(StunMethod.CreatePermission, [A.peer('127.0.0.1', aPort)]).bytes, relay.udp.port);
+      expect(cb.read(await b.next()).cls).toBe(StunClass.SuccessResponse);
+      a.send(ca.request(StunMethod.ChannelBind, [A.channel(0x4001), A.peer('127.0.0.1', bPort)]).bytes, relay.udp.port);
+      expect(ca.read(await a.next()).cls).toBe(StunClass.SuccessResponse);
+      // b has a permission, no channel: the core's Data indication, from a's relayed address.
+      a.send(encodeChannelData(0x4001, Buffer.from('one'), false), relay.udp.port);
+      const ind = cb.read(await b.next());
+      expect(ind.method).toBe(StunMethod.Data);
+      expect(ind.peer).toEqual({ family: 4, ip: '127.0.0.1', port: aPort });
+      expect(Buffer.from(ind.data!).toString()).toBe('one');
+      // Both with channels: ChannelData on the receiver's own channel number, both ways.
+      b.send(cb.request(StunMethod.ChannelBind, [A.channel(0x4002), A.peer('127.0.0.1', aPort)]).bytes, relay.udp.port);
+      expect(cb.read(await b.next()).cls).toBe(StunClass.SuccessResponse);
+      a.send(encodeChannelData(0x4001, Buffer.from('two'), false), relay.udp.port);
+      const two = decodeChannelData(await b.next(), false);
+      expect(two.ok && [two.value.channel, Buffer.from(two.value.data).toString()]).toEqual([0x4002, 'two']);
+      b.send(encodeChannelData(0x4002, Buffer.from('three'), false), relay.udp.port);
+      const three = decodeChannelData(await a.next(), false);
+      expect(three.ok && [three.value.channel, Buffer.from(three.value.data).toString()]).toEqual([0x4001, 'three']);
+      const after = await metrics(relay);
+      const d = (k: string): number => (after.get(k) ?? 0) - (before.get(k) ?? 0);
+      expect(d('hairpin_packets_total')).toBe(3);
+      expect(d('native_forwarded_packets_total')).toBe(4); // 'two' and 'three', each counted once per direction
+      expect(d('packets_total{direction="to_client"}')).toBe(3);
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 });

@@ -676,15 +676,25 @@ describe('routes for a driver that forwards channel traffic itself (fastRoutes)'
     expect(plain.routes).toEqual([]);
   });
 
-  it('no route for a stream client or for a channel to another allocation of this process (hairpin stays in the core)', () => {
+  it('a channel to another allocation of this process names it (hairpin); a stream client gets no route', () => {
     const h = new Harness({ fastRoutes: true });
     const a = new VClient(h, '198.51.100.7', 40000, 'ep-a');
     const b = new VClient(h, '198.51.100.8', 41000, 'ep-b');
     ok(a.allocate());
+    const aId = a.relayId();
     ok(b.allocate());
-    const bPort = h.bound.get(b.relayId())!;
+    const bId = b.relayId();
+    const aPort = h.bound.get(aId)!;
+    const bPort = h.bound.get(bId)!;
     ok(a.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V4, bPort)]));
-    expect(h.routes).toEqual([]);
+    expect(h.routes.at(-1)).toMatchObject({ type: 'route', relayId: aId, channel: 0x4001, peerIp: RELAY_V4, peerPort: bPort, hairpin: { relayId: bId, fromIp: RELAY_V4, fromPort: aPort } });
+    // A sibling worker's port on the relay's address: through the kernel, a plain route.
+    const lab = new Harness({ fastRoutes: true, siblingRelayPort: (p) => p === 9 });
+    const l = new VClient(lab, '198.51.100.7', 40000, 'ep-l');
+    ok(l.allocate());
+    ok(l.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V4, 9)]));
+    expect(lab.routes.at(-1)).not.toHaveProperty('hairpin');
+    h.routes.length = 0;
     h.server.openStream(7, 'tcp', '198.51.100.9', 50000, h.now);
     const cred = restCredential(SECRET, 'ep-s', Math.floor(h.now / 1000) + 3600);
     const t = new TestTurnClient(cred.username, cred.password);

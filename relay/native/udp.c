@@ -119,6 +119,7 @@ typedef struct {
   pthread_mutex_t mu;
   pthread_t thread;
   int started, closed;
+  int hooked; /* the env cleanup hook is registered */
   int ep, wake;
   volatile int stop;
   Sock *socks;
@@ -512,10 +513,18 @@ static napi_value num(napi_env env, double v) {
 }
 
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
-  Engine *e = context;
   Slow *s = data;
+  /*
+   * No env: the function is being torn down after close (its queue is emptied this way), and the
+   * engine may already be freed, so only the datagram is touched.
+   */
+  if (env == NULL) {
+    free(s);
+    return;
+  }
+  Engine *e = context;
   __atomic_sub_fetch(&e->slow_pending, 1, __ATOMIC_RELAXED);
-  if (env == NULL || e->closed) {
+  if (e->closed) {
     free(s);
     return;
   }
@@ -551,10 +560,13 @@ static void stop_engine(Engine *e) {
   e->tsfn = NULL;
 }
 
+static void cleanup_hook(void *arg);
+
 static void finalize_engine(napi_env env, void *data, void *hint) {
-  (void)env;
   (void)hint;
   Engine *e = data;
+  if (e->hooked && env) napi_remove_env_cleanup_hook(env, cleanup_hook, e);
+  e->hooked = 0;
   stop_engine(e);
   close(e->ep);
   close(e->wake);
@@ -566,7 +578,12 @@ static void finalize_engine(napi_env env, void *data, void *hint) {
   free(e);
 }
 
-static void cleanup_hook(void *arg) { stop_engine(arg); }
+/* The environment ends (process exit, a worker thread's end) with the engine still open. */
+static void cleanup_hook(void *arg) {
+  Engine *e = arg;
+  e->hooked = 0;
+  stop_engine(e);
+}
 
 static Engine *engine_of(napi_env env, napi_value v) {
   Engine *e = NULL;
@@ -727,10 +744,9 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   /* The engine does not keep the process alive; the relay's own handles do. */
   napi_unref_threadsafe_function(env, e->tsfn);
   napi_add_env_cleanup_hook(env, cleanup_hook, e);
+  e->hooked = 1;
   napi_value out;
   if (napi_create_external(env, e, finalize_engine, NULL, &out) != napi_ok) {
-    napi_remove_env_cleanup_hook(env, cleanup_hook, e);
-    stop_engine(e);
     finalize_engine(env, e, NULL);
     return throw_code(env, "ENOMEM", "native udp: could not wrap the engine");
   }
@@ -992,10 +1008,9 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 1, argv)) return NULL;
   Engine *e = NULL;
   if (napi_get_value_external(env, argv[0], (void **)&e) != napi_ok || !e) return NULL;
-  if (!e->closed) {
-    napi_remove_env_cleanup_hook(env, cleanup_hook, e);
-    stop_engine(e);
-  }
+  if (e->hooked) napi_remove_env_cleanup_hook(env, cleanup_hook, e);
+  e->hooked = 0;
+  stop_engine(e);
   return NULL;
 }
 

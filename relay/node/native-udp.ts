@@ -58,19 +58,23 @@ export interface NativeUdpAddon {
   close(e: NativeEngine): void;
 }
 
-/** Where the build puts the addon, seen from this file in the sources and in dist/js. */
+/**
+ * Where the addon is looked for, relative to this module: `relay/native/build` beside the relay's
+ * modules (the sources, where the build puts it; or a built tree that carries it, such as
+ * `dist/js/relay/native/build`), then the repository's `relay/native/build` seen from `dist/js`.
+ */
 const CANDIDATES = ['../native/build/homelink-udp.node', '../../../../relay/native/build/homelink-udp.node'];
 
-let cached: { addon: NativeUdpAddon | null; why: string } | undefined;
+let cached: { addon: NativeUdpAddon | null; why: string; path?: string } | undefined;
 
-/** The addon, or null with the reason it is not available (not Linux, not built, failed to load). */
-export function loadNativeUdp(): { addon: NativeUdpAddon | null; why: string } {
+/** The addon and the file it came from, or null with the reason it is not available (not Linux, not built, failed to load). */
+export function loadNativeUdp(): { addon: NativeUdpAddon | null; why: string; path?: string } {
   if (cached) return cached;
   if (process.platform !== 'linux') return (cached = { addon: null, why: `not Linux (${process.platform})` });
   const path = CANDIDATES.map((c) => fileURLToPath(new URL(c, import.meta.url))).find((p) => existsSync(p));
   if (path === undefined) return (cached = { addon: null, why: 'not built (npm install builds it where a C compiler exists; or node scripts/build-relay-native.mjs)' });
   try {
-    return (cached = { addon: createRequire(import.meta.url)(path) as NativeUdpAddon, why: path });
+    return (cached = { addon: createRequire(import.meta.url)(path) as NativeUdpAddon, why: 'loaded', path });
   } catch (e) {
     return (cached = { addon: null, why: `failed to load: ${(e as Error).message.split('\n')[0]}` });
   }

@@ -3,16 +3,19 @@
  * (issue 10 item 1): the relay's part of `npm run build:js` (tsconfig.build.json, narrowed to
  * the relay's entry points) is compiled into a temporary folder that holds no node_modules, so
  * nothing there could load tsx, and started with 2 workers; both workers report the same UDP
- * port, and a STUN Binding request on it is answered over UDP and TCP.
+ * port, and a STUN Binding request on it is answered over UDP and TCP. Where the native data path
+ * is built, its addon is put where the built relay looks for it beside itself
+ * (js/relay/native/build), and both workers must report that they run on it.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StreamEndpoint } from './helpers/sockets.js';
 import { restClient, StunClass, StunMethod } from './helpers/turn-client.js';
+import { loadNativeUdp } from '../../relay/node/native-udp.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const SECRET = 'built-relay-secret';
@@ -40,6 +43,11 @@ beforeAll(() => {
   execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(dir, 'tsconfig.json')], { stdio: 'pipe', timeout: BUILD_TIMEOUT_MS });
   // dist/js sits under the repository's package.json ("type": "module"); give the copy the same.
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
+  const native = loadNativeUdp();
+  if (native.addon) {
+    mkdirSync(join(dir, 'js/relay/native/build'), { recursive: true });
+    copyFileSync(native.path!, join(dir, 'js/relay/native/build/homelink-udp.node'));
+  }
 }, BUILD_TIMEOUT_MS + 10_000);
 
 afterAll(async () => {
@@ -116,6 +124,11 @@ describe('relay from built JavaScript', () => {
     relay.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     const workers = await listening(2);
     expect(workers.map((w) => w.worker).sort()).toEqual([0, 1]);
+    const paths = out
+      .split('\n')
+      .filter((l) => l.includes('"relay_data_path"'))
+      .map((l) => (JSON.parse(l) as { path: string }).path);
+    expect(paths).toEqual(loadNativeUdp().addon ? ['native', 'native'] : ['node', 'node']);
     // One advertised port: both workers listen on the same UDP and TCP ports.
     expect(workers[0]!.udp).toBe(workers[1]!.udp);
     expect(workers[0]!.tcp).toBe(workers[1]!.tcp);

@@ -405,7 +405,7 @@ async function main(): Promise<void> {
           rows.push(row);
           process.stderr.write(`${name} ${payload} B: ${fmt(row.cpuUsPerPacket, 2)} us/pkt, ${fmt(row.result.packetsPerSecond, 0)} pkt/s\n`);
         }
-        if (!SKIP_MEMORY && (name === 'ours-1' || name === 'coturn')) {
+        if (!SKIP_MEMORY && (name === 'ours-1' || name === 'dgram-1' || name === 'coturn')) {
           memory[name] = await idleMemory(r);
           process.stderr.write(`${name} memory: ${JSON.stringify(memory[name])}\n`);
         }

@@ -493,17 +493,18 @@ describe('quotas', () => {
   });
 });
 
+/** Two UDP clients with an allocation each (for channels to the other's relayed address). */
+function pair(h = new Harness()) {
+  const a = new VClient(h, '198.51.100.7', 40000, 'ep-a');
+  const b = new VClient(h, '198.51.100.8', 41000, 'ep-b');
+  ok(a.allocate());
+  const aId = a.relayId();
+  ok(b.allocate());
+  const bId = b.relayId();
+  return { h, a, b, aId, bId, aPort: h.bound.get(aId)!, bPort: h.bound.get(bId)! };
+}
+
 describe('hairpin: allocation to allocation inside one relay process', () => {
-  /** Two UDP clients whose allocations each bind a channel to the other's relayed address. */
-  function pair(h = new Harness()) {
-    const a = new VClient(h, '198.51.100.7', 40000, 'ep-a');
-    const b = new VClient(h, '198.51.100.8', 41000, 'ep-b');
-    ok(a.allocate());
-    const aPort = h.bound.get(a.relayId())!;
-    ok(b.allocate());
-    const bPort = h.bound.get(b.relayId())!;
-    return { h, a, b, aPort, bPort };
-  }
 
   it('ChannelData goes from one client to the other on the receiver\'s channel number, both ways, with no relay socket in between', () => {
     const { h, a, b, aPort, bPort } = pair();
@@ -677,15 +678,7 @@ describe('routes for a driver that forwards channel traffic itself (fastRoutes)'
   });
 
   it('a channel to another allocation of this process names it (hairpin); a stream client gets no route', () => {
-    const h = new Harness({ fastRoutes: true });
-    const a = new VClient(h, '198.51.100.7', 40000, 'ep-a');
-    const b = new VClient(h, '198.51.100.8', 41000, 'ep-b');
-    ok(a.allocate());
-    const aId = a.relayId();
-    ok(b.allocate());
-    const bId = b.relayId();
-    const aPort = h.bound.get(aId)!;
-    const bPort = h.bound.get(bId)!;
+    const { h, a, aId, bId, aPort, bPort } = pair(new Harness({ fastRoutes: true }));
     ok(a.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V4, bPort)]));
     expect(h.routes.at(-1)).toMatchObject({ type: 'route', relayId: aId, channel: 0x4001, peerIp: RELAY_V4, peerPort: bPort, hairpin: { relayId: bId, fromIp: RELAY_V4, fromPort: aPort } });
     // A sibling worker's port on the relay's address: through the kernel, a plain route.

@@ -19,7 +19,8 @@ import { labAvailable } from './support.js';
 import { DEFAULT_GUESSES } from './birthday.js';
 import { runBirthdayAttempts, type BirthdayReport } from './birthday-run.js';
 import { weriftStack } from './stack-werift.js';
-import { startHomelinkStack } from './stack-homelink.js';
+import { startHomelinkStack, type HomelinkStack } from './stack-homelink.js';
+import { loadNativeUdp } from '../../relay/node/native-udp.js';
 
 /**
  * Cells run at once (each on its own homes, so independent). One by default. Relayed cells
@@ -33,6 +34,8 @@ const CELL_CONCURRENCY = Number(process.env['NATLAB_CONCURRENCY'] ?? 1);
 const REPORT = 'docs/NATLAB.md';
 /** Port-prediction attempts, each on fresh homes: enough to see a share, about 2 s each. */
 const BIRTHDAY_ATTEMPTS = 10;
+/** The product relay's metrics, on loopback inside `pub`. */
+const METRICS_PORT = 9478;
 
 describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
   let lab: Lab;
@@ -40,6 +43,7 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
   let stack: Stack;
   let capture: RelayCapture;
   let stopStack: (() => Promise<void>) | undefined;
+  let product: HomelinkStack | undefined;
   let results: CellResult[] = [];
   let birthday: BirthdayReport | undefined;
   let durationS = 0;
@@ -52,7 +56,7 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
       const coturn = await startCoturn(lab, tls, `lab-secret-${lab.runId}`);
       stack = weriftStack(coturn, tls.cert);
     } else {
-      const product = await startHomelinkStack(lab, tls);
+      product = await startHomelinkStack(lab, tls, { metricsPort: METRICS_PORT });
       stopStack = product.stop;
       stack = product;
     }
@@ -119,5 +123,13 @@ describe.skipIf(!labAvailable())('NAT lab connectivity matrix', () => {
     ).toEqual([]);
     expect(scan.controlFound, 'control marker visible in the relay capture').toBe(true);
     expect(scan.found, 'plaintext markers seen by the relay').toEqual([]);
+    // The product relay carried its UDP cells' channel traffic on the native data path where it
+    // is built (relay/native/udp.c; RELAY_DATA_PATH=auto), through the NATs of every relayed cell.
+    if (product && results.some((r) => r.kind === 'relay')) {
+      const forwarded = await product.metric('native_forwarded_packets_total');
+      const toPeer = await product.metric('packets_total\\{direction="to_peer"\\}');
+      console.log(`relay: ${forwarded} packets forwarded by the native data path, ${toPeer} relayed to peers in all`);
+      if (loadNativeUdp().addon) expect(forwarded, 'packets the native data path forwarded').toBeGreaterThan(0);
+    }
   });
 });

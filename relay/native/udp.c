@@ -48,8 +48,12 @@
 #define BATCH 32
 #define MAX_DGRAM 65536
 #define MAX_EVENTS 64
-/* Datagrams waiting for JavaScript; past this they are dropped and counted. */
+/*
+ * Datagrams waiting for JavaScript, by count and by bytes; past either they are dropped and
+ * counted, so a flood of large datagrams while the event loop is busy holds at most 16 MiB.
+ */
 #define SLOW_QUEUE_MAX 8192
+#define SLOW_QUEUE_MAX_BYTES (16 * 1024 * 1024)
 /* recvmmsg calls per ready socket per wake-up, so one busy socket cannot starve the others. */
 #define ROUNDS_PER_WAKE 4
 #define WAKE_TAG UINT64_MAX
@@ -128,7 +132,8 @@ typedef struct {
   size_t nbuckets, nroutes;
   double rate, burst;
   napi_threadsafe_function tsfn;
-  int slow_pending; /* approximate: incremented by the thread, decremented in JavaScript */
+  int slow_pending;      /* incremented by the thread, decremented in JavaScript */
+  int64_t slow_bytes;    /* the same, in payload bytes */
   uint64_t stats[S_COUNT];
   /* thread-only buffers */
   uint8_t *rbuf;
@@ -346,7 +351,8 @@ static void queue_send(Engine *e, int fd, const uint8_t *hdr, const uint8_t *dat
 }
 
 static void to_js(Engine *e, int kind, double id, const struct sockaddr_storage *from, const uint8_t *data, size_t len) {
-  if (__atomic_load_n(&e->slow_pending, __ATOMIC_RELAXED) >= SLOW_QUEUE_MAX) {
+  if (__atomic_load_n(&e->slow_pending, __ATOMIC_RELAXED) >= SLOW_QUEUE_MAX ||
+      __atomic_load_n(&e->slow_bytes, __ATOMIC_RELAXED) + (int64_t)len > SLOW_QUEUE_MAX_BYTES) {
     e->stats[S_DROP_BACKLOG]++;
     return;
   }
@@ -369,8 +375,10 @@ static void to_js(Engine *e, int kind, double id, const struct sockaddr_storage 
     s->port = ntohs(a->sin6_port);
   }
   __atomic_add_fetch(&e->slow_pending, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&e->slow_bytes, (int64_t)len, __ATOMIC_RELAXED);
   if (napi_call_threadsafe_function(e->tsfn, s, napi_tsfn_nonblocking) != napi_ok) {
     __atomic_sub_fetch(&e->slow_pending, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&e->slow_bytes, (int64_t)len, __ATOMIC_RELAXED);
     free(s);
     e->stats[S_DROP_BACKLOG]++;
   }
@@ -524,6 +532,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   }
   Engine *e = context;
   __atomic_sub_fetch(&e->slow_pending, 1, __ATOMIC_RELAXED);
+  __atomic_sub_fetch(&e->slow_bytes, (int64_t)s->len, __ATOMIC_RELAXED);
   if (e->closed) {
     free(s);
     return;

@@ -150,35 +150,59 @@ suite('native data path: the addon on its own', () => {
     expect(() => n.create(42 as never, 0, 0)).toThrow();
   });
 
-  it('bounds what waits for JavaScript: a flood while the event loop is blocked is dropped and counted, and the engine goes on', async () => {
+  /** Sends `count` datagrams of `size` bytes to `port` from another thread while this one is blocked for `blockMs`. */
+  async function floodWhileBlocked(port: number, count: number, size: number, blockMs: number): Promise<number> {
+    const worker = new Worker(
+      `const d = require('node:dgram'); const { workerData: w, parentPort } = require('node:worker_threads');
+       const s = d.createSocket({ type: 'udp4', sendBufferSize: 4 << 20 }); const m = Buffer.alloc(w.size, 1); let sent = 0;
+       s.bind(0, '127.0.0.1', function go() { for (let i = 0; i < 200 && sent < w.count; i++, sent++) s.send(m, w.port, '127.0.0.1');
+         if (sent < w.count) setTimeout(go, 1); else s.close(() => parentPort.postMessage(sent)); });`,
+      { eval: true, workerData: { port, count, size } },
+    );
+    const started = Date.now();
+    while (Date.now() - started < blockMs); // the event loop blocked: nothing is handed over meanwhile
+    const sent = await new Promise<number>((resolve) => worker.once('message', resolve));
+    await worker.terminate();
+    await new Promise((r) => setTimeout(r, 300));
+    return sent;
+  }
+
+  it('bounds what waits for JavaScript by count: a flood while the event loop is blocked is dropped and counted, and the engine goes on', async () => {
     n.stats(engine);
     handed.length = 0;
     const port = n.port(engine, listener);
     const count = 30_000;
-    // A sender on another thread, while this one is busy and cannot take the hand-offs.
-    const worker = new Worker(
-      `const d = require('node:dgram'); const { workerData: w, parentPort } = require('node:worker_threads');
-       const s = d.createSocket('udp4'); const m = Buffer.alloc(40, 1); let sent = 0;
-       s.bind(0, '127.0.0.1', function go() { for (let i = 0; i < 500 && sent < w.count; i++, sent++) s.send(m, w.port, '127.0.0.1');
-         if (sent < w.count) setImmediate(go); else s.close(() => parentPort.postMessage(sent)); });`,
-      { eval: true, workerData: { port, count } },
-    );
-    const started = Date.now();
-    while (Date.now() - started < 1500); // the event loop blocked: nothing is handed over meanwhile
-    const sent = await new Promise<number>((resolve) => worker.once('message', resolve));
-    await worker.terminate();
-    await new Promise((r) => setTimeout(r, 300));
-    const stats = n.stats(engine);
-    const dropped = stats[NATIVE_STATS.indexOf('dropBackpressure')]!;
+    const sent = await floodWhileBlocked(port, count, 40, 1500);
+    const dropped = n.stats(engine)[NATIVE_STATS.indexOf('dropBackpressure')]!;
     expect(sent).toBe(count);
     expect(dropped).toBeGreaterThan(0);
-    // At most the queue's bound (8192) got through while blocked, plus what came after.
     expect(handed.length).toBeLessThan(count);
     expect(handed.length + dropped).toBeLessThanOrEqual(count);
     handed.length = 0;
     client.send(Buffer.from('still here'), port);
     await waitHanded(1);
     expect(handed[0]?.data.toString()).toBe('still here');
+  });
+
+  it('bounds it by bytes too: large datagrams while blocked hold at most 16 MiB', async () => {
+    // Its own engine with a large kernel buffer, so the addon (not the kernel) is what drops.
+    const got: number[] = [];
+    const e = n.create((_k, _i, _ip, _p, data) => got.push(data.length), 0, 0);
+    try {
+      const slot = n.listen(e, 4, '127.0.0.1', 0, false, 64 << 20);
+      n.start(e);
+      // All 1,500 x 60 KB are sent (in a few ms) while this thread is blocked for 2 s.
+      const sent = await floodWhileBlocked(n.port(e, slot), 1500, 60_000, 2000);
+      const dropped = n.stats(e)[NATIVE_STATS.indexOf('dropBackpressure')]!;
+      expect(sent).toBe(1500);
+      expect(dropped).toBeGreaterThan(0);
+      // Everything handed over was queued while blocked (and delivered once unblocked): within the bound.
+      expect(got.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(16 * 1024 * 1024);
+      expect(got.length).toBeGreaterThan(0);
+      expect(got.length + dropped).toBeLessThanOrEqual(1500);
+    } finally {
+      n.close(e);
+    }
   });
 
   it('close stops the thread and frees the ports; calls after it throw', async () => {

@@ -169,9 +169,9 @@ export class NodeRelay {
     this.onRelayed = opts.onRelayed;
     this.pool = new RelayPortPool(opts.relayPortMin, opts.relayPortMax);
     this.udpListenerPort = opts.udpPort;
+    this.native = this.openNative(c);
     // The config checked that every advertised family has a bind address, so a family the core
     // relays (it has an advertised address for it) always gets sockets on the address it was given.
-    this.native = this.openNative(c);
     const binds = relayBindAddresses(c);
     this.relayHost4 = binds[4];
     this.relayHost6 = binds[6];

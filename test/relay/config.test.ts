@@ -52,6 +52,16 @@ describe('relay configuration', () => {
     expect(c).toMatchObject({ streamHandshakeTimeoutMs: 10_000, streamIdleTimeoutMs: 5000, maxStreamsPerIp: 8 });
   });
 
+  it('picks the data path: auto by default, native or node by flag and env, nothing else', () => {
+    const base = ['--secret', 's3cret-value', '--relay-host', '127.0.0.1'];
+    expect(relayConfigFromArgs(base, {}).dataPath).toBe('auto');
+    expect(relayConfigFromArgs([...base, '--data-path', 'node'], {}).dataPath).toBe('node');
+    expect(relayConfigFromArgs(base, { RELAY_DATA_PATH: 'native' }).dataPath).toBe('native');
+    const e = configError(() => relayConfigFromArgs([...base, '--data-path', 'fast'], {}));
+    expect(e.field).toBe('dataPath');
+    expect(e.message).toContain('expected auto, native or node');
+  });
+
   it('binds relay sockets of a family only where told: a specific IPv4 relayHost gets IPv6 only with relayHost6', () => {
     const base = { secrets: ['a-long-secret'] };
     expect(relayBindAddresses(relayConfig({ ...base, relayHost: '0.0.0.0', advertisedAddresses: ['203.0.113.10', '2001:db8::10'] }))).toEqual({ 4: '0.0.0.0', 6: '::' });

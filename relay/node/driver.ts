@@ -256,7 +256,7 @@ export class NodeRelay {
     const d = n.addon.stats(n.engine);
     const counters = this.server.counters;
     for (let i = 0; i < NATIVE_STATS.length; i++) counters[NATIVE_STATS[i]!] += d[i] ?? 0;
-    counters.nativeForwarded += (d[0] ?? 0) + (d[2] ?? 0);
+    counters.nativeForwarded += (d[NATIVE_STATS.indexOf('packetsToPeer')] ?? 0) + (d[NATIVE_STATS.indexOf('packetsToClient')] ?? 0);
   }
 
   /** A datagram the addon did not forward itself: the core's, as from node:dgram. */

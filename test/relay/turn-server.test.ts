@@ -504,6 +504,18 @@ function pair(h = new Harness()) {
   return { h, a, b, aId, bId, aPort: h.bound.get(aId)!, bPort: h.bound.get(bId)! };
 }
 
+/** A TCP client on connection `connId` with an allocation (after the 401 round); its TURN client. */
+function streamAllocation(h: Harness, connId: number, ip: string, id: string): TestTurnClient {
+  h.server.openStream(connId, 'tcp', ip, 50000, h.now);
+  const cred = restCredential(SECRET, id, Math.floor(h.now / 1000) + 3600);
+  const t = new TestTurnClient(cred.username, cred.password);
+  h.stream(connId, t.request(StunMethod.Allocate, [A.transportUdp()], false).bytes);
+  expect(t.read(h.take(`conn:${connId}`)[0]!).code).toBe(401);
+  h.stream(connId, t.request(StunMethod.Allocate, [A.transportUdp()]).bytes);
+  ok(t.read(h.take(`conn:${connId}`)[0]!));
+  return t;
+}
+
 describe('hairpin: allocation to allocation inside one relay process', () => {
 
   it('ChannelData goes from one client to the other on the receiver\'s channel number, both ways, with no relay socket in between', () => {
@@ -544,13 +556,7 @@ describe('hairpin: allocation to allocation inside one relay process', () => {
     const b = new VClient(h, '198.51.100.8', 41000, 'ep-b');
     ok(b.allocate());
     const bPort = h.bound.get(b.relayId())!;
-    h.server.openStream(7, 'tcp', '198.51.100.7', 50000, h.now);
-    const cred = restCredential(SECRET, 'ep-s', Math.floor(h.now / 1000) + 3600);
-    const t = new TestTurnClient(cred.username, cred.password);
-    h.stream(7, t.request(StunMethod.Allocate, [A.transportUdp()], false).bytes);
-    expect(t.read(h.take('conn:7')[0]!).code).toBe(401);
-    h.stream(7, t.request(StunMethod.Allocate, [A.transportUdp()]).bytes);
-    ok(t.read(h.take('conn:7')[0]!));
+    const t = streamAllocation(h, 7, '198.51.100.7', 'ep-s');
     const tPort = h.bound.get([...h.bound.keys()].at(-1)!)!;
     h.stream(7, t.request(StunMethod.ChannelBind, [A.channel(0x4002), A.peer(RELAY_V4, bPort)]).bytes);
     ok(t.read(h.take('conn:7')[0]!));
@@ -688,13 +694,7 @@ describe('routes for a driver that forwards channel traffic itself (fastRoutes)'
     ok(l.call(StunMethod.ChannelBind, [A.channel(0x4001), A.peer(RELAY_V4, 9)]));
     expect(lab.routes.at(-1)).not.toHaveProperty('hairpin');
     h.routes.length = 0;
-    h.server.openStream(7, 'tcp', '198.51.100.9', 50000, h.now);
-    const cred = restCredential(SECRET, 'ep-s', Math.floor(h.now / 1000) + 3600);
-    const t = new TestTurnClient(cred.username, cred.password);
-    h.stream(7, t.request(StunMethod.Allocate, [A.transportUdp()], false).bytes);
-    expect(t.read(h.take('conn:7')[0]!).code).toBe(401);
-    h.stream(7, t.request(StunMethod.Allocate, [A.transportUdp()]).bytes);
-    ok(t.read(h.take('conn:7')[0]!));
+    const t = streamAllocation(h, 7, '198.51.100.9', 'ep-s');
     h.stream(7, t.request(StunMethod.ChannelBind, [A.channel(0x4002), A.peer('198.18.1.2', 5000)]).bytes);
     ok(t.read(h.take('conn:7')[0]!));
     expect(h.routes).toEqual([]);

@@ -565,6 +565,7 @@ export class Link extends Emitter<LinkEvents> {
       b.onState = (state) => this.feed({ type: 'transport', state });
       b.onChannel = (ch) => this.onRemoteChannel(ch);
       b.onNetworkChange = () => this.feed({ type: 'network-change' });
+      b.onSelectedPairChange = () => this.pairChanged();
       const control = b.createChannel(CONTROL_LABEL, { negotiatedId: CONTROL_CHANNEL_ID });
       this.control = control;
       control.onMessage = (m) => this.onControl(m);
@@ -706,6 +707,7 @@ export class Link extends Emitter<LinkEvents> {
     b.onState = (state) => this.feed({ type: 'transport', state });
     b.onChannel = (ch) => this.onRemoteChannel(ch);
     b.onNetworkChange = () => this.feed({ type: 'network-change' });
+    b.onSelectedPairChange = () => this.pairChanged();
     p.control.onMessage = (m) => this.onControl(m);
     p.control.onOpen = () => this.sendResume();
     this.attachChannels(b);
@@ -740,7 +742,7 @@ export class Link extends Emitter<LinkEvents> {
     const control = this.control;
     this.backend = null;
     this.control = null;
-    if (b) b.onCandidate = b.onState = b.onChannel = b.onNetworkChange = null;
+    if (b) b.onCandidate = b.onState = b.onChannel = b.onNetworkChange = b.onSelectedPairChange = null;
     if (control) control.onMessage = control.onOpen = null;
     return b;
   }
@@ -779,6 +781,11 @@ export class Link extends Emitter<LinkEvents> {
     }
     const fine = f.value.kind === 'ack' ? ch.acked(f.value.count) : f.value.kind === 'resume' ? ch.resume(f.value.count) : (ch.peerClosed(), true);
     if (!fine) this.badResumeFrames++;
+  }
+
+  /** The backend's selected pair may be another one: an open link re-reads its path (before open, `opened` reads it). */
+  private pairChanged(): void {
+    if (this.state === 'open') this.apply([{ type: 'read-path' }]);
   }
 
   private readPath(p: SelectedPair | null): void {

@@ -159,6 +159,13 @@ export interface PeerBackend {
    * ICE restart gathers from the new addresses on new sockets. Optional; never called elsewhere.
    */
   onNetworkChange?: (() => void) | null;
+  /**
+   * The selected candidate pair may have changed without the transport state changing: an agent
+   * that reports `connected` on its first working pair and moves to the nominated one later
+   * (libjuice as the controlled side; a browser's `selectedcandidatepairchange`). The link
+   * re-reads its path. Optional; backends without such a signal are re-read as bytes arrive.
+   */
+  onSelectedPairChange?: (() => void) | null;
   /** A channel the peer opened. */
   onChannel: ((c: RawChannel) => void) | null;
   createChannel(label: string, opts?: ChannelOptions): RawChannel;

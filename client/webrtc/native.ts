@@ -123,6 +123,7 @@ export class NativeBackend implements PeerBackend {
   onCandidate: ((c: CandidateInit | null) => void) | null = null;
   onState: ((s: TransportState) => void) | null = null;
   onChannel: ((c: RawChannel) => void) | null = null;
+  onSelectedPairChange: (() => void) | null = null;
   /** Browsers restart ICE in place (W3C webrtc-pc `restartIce`). */
   readonly canRestartIce = true;
   private readonly pc: RTCPeerConnection;
@@ -141,7 +142,10 @@ export class NativeBackend implements PeerBackend {
       if (hosts && (!info || (info.type !== 'relay' && !hosts.has(info.address)))) return;
       this.onCandidate?.({ candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex, usernameFragment: c.usernameFragment });
     };
-    this.pc.onconnectionstatechange = () => this.onState?.(this.pc.connectionState as TransportState);
+    this.pc.onconnectionstatechange = () => {
+      this.watchSelectedPair();
+      this.onState?.(this.pc.connectionState as TransportState);
+    };
     this.pc.ondatachannel = (ev) => this.onChannel?.(new NativeChannel(ev.channel));
   }
 
@@ -225,6 +229,19 @@ export class NativeBackend implements PeerBackend {
       if (s['type'] === 'transport') out = { bytesSent: Number(s['bytesSent'] ?? 0), bytesReceived: Number(s['bytesReceived'] ?? 0) };
     });
     return out;
+  }
+
+  /**
+   * Listens for the ICE transport's `selectedcandidatepairchange` (W3C webrtc-pc §5.6) once the
+   * SCTP transport exists: a controlling browser can select another pair after it reported
+   * connected. Browsers without the event are re-read as bytes arrive (client/link.ts).
+   */
+  private watchSelectedPair(): void {
+    const ice = this.pc.sctp?.transport.iceTransport;
+    if (!ice || ice.onselectedcandidatepairchange) return;
+    ice.onselectedcandidatepairchange = () => {
+      if (this.pc.connectionState !== 'closed') this.onSelectedPairChange?.();
+    };
   }
 
   async close(): Promise<void> {

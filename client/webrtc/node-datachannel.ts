@@ -204,6 +204,7 @@ declare namespace Ndc {
     state(): string;
     onLocalCandidate(cb: (candidate: string, mid: string) => void): void;
     onStateChange(cb: (state: string) => void): void;
+    onIceStateChange(cb: (state: string) => void): void;
     onGatheringStateChange(cb: (state: string) => void): void;
     onDataChannel(cb: (dc: DataChannel) => void): void;
     bytesSent(): number;
@@ -583,6 +584,7 @@ export class NodeDatachannelBackend implements PeerBackend {
   onState: ((s: TransportState) => void) | null = null;
   onChannel: ((c: RawChannel) => void) | null = null;
   onNetworkChange: (() => void) | null = null;
+  onSelectedPairChange: (() => void) | null = null;
   /** libdatachannel #545: a lost path is recovered by rebuilding the connection (client/session.ts). */
   readonly canRestartIce = false;
   /**
@@ -681,6 +683,14 @@ export class NodeDatachannelBackend implements PeerBackend {
       // session waits its grace for the peer's bye (room or control channel) instead of failing
       // the link with NoPath the moment the peer's close_notify arrives.
       this.onState?.(st === 'closed' ? 'disconnected' : st);
+    });
+    // libjuice, the controlled side, reports `connected` on the first pair whose check succeeded
+    // and takes the nominated one when the controlling peer's nomination completes (`completed`).
+    // A browser nominates its host pair a few tens of ms after libjuice's relayed pair answered
+    // first (seen on loopback: the link opened on the relay and stayed reported so). Each of
+    // those ICE states may name another selected pair.
+    this.pc.onIceStateChange((s) => {
+      if (!this.closed && (s === 'connected' || s === 'completed')) this.onSelectedPairChange?.();
     });
     this.pc.onDataChannel((dc) => {
       // The peer's reliability parameters are not exposed by the bindings; report the defaults.

@@ -137,6 +137,10 @@ describe.skipIf(!hasChromium)('demo page in Chromium against a CLI endpoint', ()
       expect(l.code, l.stderr).toBe(0);
       // The CLI side is never forced through the relay: it must still report the page's relayed
       // side as a relayed path (the page's relayed address may first reach it as peer-reflexive).
+      // Unforced, the last path it reported must be direct: libjuice (the node-datachannel CLI,
+      // the controlled side) can open on its relayed pair, whose check answered first, and move
+      // to Chromium's nominated host pair tens of ms later; the link reports that move (it failed
+      // here in about 4 of 10 runs while it did not).
       const cliPath = [...l.stderr.matchAll(/(?:open|path changed|connectivity back): (direct|via relay)/g)].at(-1)?.[1];
       expect(cliPath, l.stderr).toBe(relay ? 'via relay' : 'direct');
       return page;

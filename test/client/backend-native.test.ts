@@ -137,6 +137,37 @@ describe('node-datachannel backend', () => {
     });
   }
 
+  for (const [name, fa] of [combos[0]!, combos[2]!] as const) {
+    it(`${name}: the controlled libjuice side tells the link when its selected pair may change (connected, then the nomination), and not after close`, async () => {
+      const a = await fa(LOOPBACK);
+      const b = await ndc(LOOPBACK);
+      open.push(a, b);
+      const seen: string[] = [];
+      const nominated = new Promise<void>((resolve) => {
+        b.onSelectedPairChange = () => {
+          // What the link then reads: libjuice's pair at that moment.
+          void b.selectedPair().then((p) => {
+            seen.push(p ? `${p.local.type}->${p.remote.address}:${p.remote.port}` : 'none');
+            if (seen.length === 2) resolve();
+          });
+        };
+      });
+      a.onCandidate = (c) => void b.addCandidate(c).catch(() => undefined);
+      b.onCandidate = (c) => void a.addCandidate(c).catch(() => undefined);
+      await a.acceptAnswer(await b.acceptOffer(await a.createOffer()));
+      // libjuice reports connected on the first pair that answered, completed once the offerer
+      // (the controlling agent) nominated one: two signals, each with a pair in place.
+      await nominated;
+      const final = await b.selectedPair();
+      expect(seen).toHaveLength(2);
+      expect(seen.at(-1)).toBe(`${final!.local.type}->${final!.remote.address}:${final!.remote.port}`);
+      await b.close();
+      const after = seen.length;
+      await new Promise((r) => setTimeout(r, 200));
+      expect(seen).toHaveLength(after);
+    });
+  }
+
   for (const [name, fa, fb] of combos) {
     it(`${name}: both sides open channels in-band after the control channel (RFC 8832 §6 stream ids by DTLS role)`, async () => {
       const a = await fa(LOOPBACK);

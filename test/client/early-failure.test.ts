@@ -80,7 +80,9 @@ async function endpoints2(failures: number) {
 
 describe.skipIf(!haveNative)('native connection that fails before it opens', () => {
   it('the dial tries again and opens a working link; the peer saw one request per attempt', async () => {
-    const { hub, app, made, requests } = await endpoints2(2);
+    // One simulated failure, so the real race (above) still has a retry left if it strikes the
+    // second attempt: under CI's load it did, with two simulated failures and none left.
+    const { hub, app, made, requests } = await endpoints2(1);
     // The hub's end of a failed attempt may open before the dialer gives it up (the failure is
     // the dialer's): the peer of the returned link is the hub link of the same session.
     const hubLinks: Link[] = [];
@@ -92,8 +94,9 @@ describe.skipIf(!haveNative)('native connection that fails before it opens', () 
     while (!hubLinks.some((l) => l.sessionId === link.sessionId) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const peer = hubLinks.find((l) => l.sessionId === link.sessionId)!;
     expect(peer).toBeDefined();
-    expect(made()).toBe(3);
-    expect(requests()).toBe(3);
+    // 2 attempts; 3 when libdatachannel's own race failed the second one.
+    expect(made()).toBeGreaterThanOrEqual(2);
+    expect(requests()).toBe(made());
     expect(ms).toBeLessThan(10_000); // not the connect deadline (20 s by default)
     const incoming = nextChannel(peer);
     const ch = await link.channel('after-retry');

@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSignaling, type SignalingHandle } from '../support/signaling.js';
 import type { Endpoint } from '../../client/index.js';
-import { endpointFor, nextChannel, nextLink, randomId, sha256Of, transfer, needsWerift } from './helpers.js';
+import { endpointFor, nextChannel, nextLink, randomId, sha256Of, transfer, needsWerift, relayOnlyOnWerift } from './helpers.js';
 import { TURN_SECRET, testRelay, type TestRelay } from './relay-helpers.js';
 
 let relay: TestRelay;
@@ -44,7 +44,7 @@ async function relayedPair(s: SignalingHandle, extra = {}) {
 }
 
 describe('relayed links through our relay', () => {
-  it('forced relay: path is relay, 20 MiB passes, and the relay never sees the plaintext marker the peer receives', async () => {
+  it.skipIf(relayOnlyOnWerift('forced relay: path is relay, 20 MiB passes, and the relay never sees the plaintext marker the peer receives'))('forced relay: path is relay, 20 MiB passes, and the relay never sees the plaintext marker the peer receives', async () => {
     const { link, peerLink } = await relayedPair(sig);
     expect(link.path?.kind).toBe('relay');
     expect(peerLink.path?.kind).toBe('relay');
@@ -64,7 +64,7 @@ describe('relayed links through our relay', () => {
 
   // On the node-datachannel choice too: relay-only links, and links whose relay answers over TCP/TLS
   // first, are built on werift (client/index.ts, withNativeFallback).
-  it('UDP to the relay black-holed: the probe picks TURN over TCP and the link still connects', async () => {
+  it.skipIf(relayOnlyOnWerift('UDP to the relay black-holed: the probe picks TURN over TCP and the link still connects'))('UDP to the relay black-holed: the probe picks TURN over TCP and the link still connects', async () => {
     const hole = dgram.createSocket('udp4'); // swallows everything, answers nothing
     await new Promise<void>((r) => hole.bind(0, '127.0.0.1', r));
     const holed = await startSignaling({
@@ -83,7 +83,7 @@ describe('relayed links through our relay', () => {
     }
   });
 
-  it('relay killed and restarted mid-transfer: ICE restart through the room, SHA-256 matches', async () => {
+  it.skipIf(relayOnlyOnWerift('relay killed and restarted mid-transfer: ICE restart through the room, SHA-256 matches'))('relay killed and restarted mid-transfer: ICE restart through the room, SHA-256 matches', async () => {
     const { link, peerLink } = await relayedPair(sig);
     const incoming = nextChannel(peerLink);
     const ch = await link.channel('bulk');
@@ -112,7 +112,7 @@ describe('relayed links through our relay', () => {
     expect((await link.stats()).restarts).toBeGreaterThan(0);
   });
 
-  it('renews TURN credentials through the room before they expire (60 s TTL: renewal at half-life)', async () => {
+  it.skipIf(relayOnlyOnWerift('renews TURN credentials through the room before they expire (60 s TTL: renewal at half-life)'))('renews TURN credentials through the room before they expire (60 s TTL: renewal at half-life)', async () => {
     const shortTtl = await startSignaling({ relays: [relay.entry], turnSecret: TURN_SECRET, turnTtlSeconds: 60 });
     try {
       const { link, peerLink } = await relayedPair(shortTtl);

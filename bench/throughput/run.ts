@@ -29,7 +29,16 @@
  * endpoints that can each reach only the relay. `--baseline DIR` adds a relay process with its
  * cap off run from another checkout (an earlier commit's relay, `node_modules` linked in), for
  * before/after in one run.
+ *
+ * `--relay-one` (with `--relay-process`, root and iptables) adds node-datachannel links relayed on
+ * one side only, the pair ICE picks when one endpoint sits behind a NAT that only its relay gets
+ * through (and the NAT lab's symmetric-symmetric cells pick in most dials: prflx to relay): the
+ * acceptor on 127.0.0.3 announces relayed candidates only, the dialer on 127.0.0.2 announces all
+ * of its own, and two iptables rules drop loopback packets between those two addresses for the
+ * bench's life (removed on exit), so the one pair that connects is the dialer's host socket to
+ * the acceptor's allocation: every packet crosses the relay once, one TURN client on the way.
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { barePair, median, ourPair, ourPairWith, received, signalingFor, startRelayProcess, startStack, type RelayProcess, type Stack } from '../connect/stack.js';
 import { nodeBackend } from '../../client/index.js';
@@ -44,7 +53,7 @@ import { RELAYED_ONLY_HOSTS, relayedOnly } from '../../test/client/relay-helpers
 const argv = process.argv.slice(2);
 const flag = (name: string): string | undefined => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1] : undefined);
 /** Flags that take no value: a number after one of them is positional. */
-const BOOLEAN_FLAGS = new Set(['--no-bare', '--relay-process', '--resume-ab', '--relay-relay']);
+const BOOLEAN_FLAGS = new Set(['--no-bare', '--relay-process', '--resume-ab', '--relay-relay', '--relay-one']);
 const positional = argv.filter((a, i) => /^\d+$/.test(a) && !(i > 0 && argv[i - 1]!.startsWith('--') && !BOOLEAN_FLAGS.has(argv[i - 1]!)));
 const MIB = Number(positional[0] ?? 32);
 const ROUNDS = Number(positional[1] ?? 3);
@@ -56,6 +65,17 @@ const BARE = !argv.includes('--no-bare');
 const RELAY_PROCESS = argv.includes('--relay-process');
 const RESUME_AB = argv.includes('--resume-ab');
 const RELAY_RELAY = argv.includes('--relay-relay');
+const RELAY_ONE = argv.includes('--relay-one');
+
+/** The `--relay-one` rules: loopback packets between the two endpoints' addresses are dropped. */
+const ONE_SIDED_RULES = [
+  ['-s', RELAYED_ONLY_HOSTS.offerer, '-d', RELAYED_ONLY_HOSTS.answerer],
+  ['-s', RELAYED_ONLY_HOSTS.answerer, '-d', RELAYED_ONLY_HOSTS.offerer],
+].map((r) => ['OUTPUT', '-o', 'lo', ...r, '-m', 'comment', '--comment', `homelink-bench-${process.pid}`, '-j', 'DROP']);
+function iptables(op: '-I' | '-D', rule: string[]): void {
+  const r = spawnSync('iptables', ['-w', op, ...rule], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`iptables ${op} failed: ${(r.stderr || r.error?.message || '').trim()}`);
+}
 const BASELINE = flag('baseline');
 
 /** node-datachannel whose certificate the link cannot see: no rebuilds, so no resume protocol. */
@@ -121,6 +141,12 @@ async function main(): Promise<void> {
   };
   // Relay processes (default cap, cap off), each with its own signaling service naming it.
   const procs: Array<{ name: string; relay: RelayProcess; sig: SignalingHandle }> = [];
+  const rulesIn: string[][] = [];
+  // Ctrl-C: the finally below removes the iptables rules (the default would exit past it).
+  process.once('SIGINT', () => {
+    for (const rule of rulesIn.splice(0)) iptables('-D', rule);
+    process.exit(130);
+  });
   try {
     if (RELAY_PROCESS) {
       const specs: Array<{ name: string; bw?: number; cwd?: string }> = [
@@ -140,6 +166,14 @@ async function main(): Promise<void> {
     }
     const noResume = RESUME_AB ? await withoutResume() : null;
     const relayRelay = RELAY_RELAY ? relayedOnly((o) => createNodeDatachannelBackend(o)) : null;
+    const relayOne = RELAY_ONE ? relayedOnly((o) => createNodeDatachannelBackend(o)) : null;
+    if (relayOne) {
+      if (process.getuid?.() !== 0) throw new Error('--relay-one needs root (iptables rules on loopback)');
+      for (const rule of ONE_SIDED_RULES) {
+        iptables('-I', rule);
+        rulesIn.push(rule);
+      }
+    }
     const homelinkRun = async (label: string, st: Stack, mode: 'direct' | 'relay', backend: 'werift' | 'node-datachannel', proc?: RelayProcess, factory?: BackendFactory): Promise<void> => {
       // A run that fails (no link within the deadline, a link closed mid-run) is counted and
       // printed, and the bench goes on: the table says how many of each case failed.
@@ -152,7 +186,12 @@ async function main(): Promise<void> {
     };
     const homelinkOnce = async (label: string, st: Stack, mode: 'direct' | 'relay', backend: 'werift' | 'node-datachannel', proc?: RelayProcess, factory?: BackendFactory): Promise<void> => {
       const pair =
-        factory === relayRelay && relayRelay
+        factory === relayOne && relayOne
+          ? await ourPairWith(st, 'direct', {
+              hub: { backend: relayOne, hostAddresses: [RELAYED_ONLY_HOSTS.answerer] },
+              app: { backend: (o) => createNodeDatachannelBackend(o), hostAddresses: [RELAYED_ONLY_HOSTS.offerer] },
+            })
+          : factory === relayRelay && relayRelay
           ? await ourPairWith(st, 'direct', {
               hub: { backend: relayRelay, hostAddresses: [RELAYED_ONLY_HOSTS.answerer] },
               app: { backend: relayRelay, hostAddresses: [RELAYED_ONLY_HOSTS.offerer] },
@@ -209,11 +248,13 @@ async function main(): Promise<void> {
         if (noResume && mode === 'direct') await homelinkRun('homelink node-datachannel, direct, resume off', stack, mode, 'node-datachannel', undefined, noResume);
       }
       for (const p of procs) {
+        if (relayOne) await homelinkRun(`homelink node-datachannel, relay one side, ${p.name}`, { ...stack, sig: p.sig }, 'relay', 'node-datachannel', p.relay, relayOne);
         if (relayRelay) await homelinkRun(`homelink node-datachannel, relay-to-relay, ${p.name}`, { ...stack, sig: p.sig }, 'relay', 'node-datachannel', p.relay, relayRelay);
-        else for (const backend of BACKENDS) await homelinkRun(`homelink ${backend}, ${p.name}`, { ...stack, sig: p.sig }, 'relay', backend, p.relay);
+        else if (!relayOne) for (const backend of BACKENDS) await homelinkRun(`homelink ${backend}, ${p.name}`, { ...stack, sig: p.sig }, 'relay', backend, p.relay);
       }
     }
   } finally {
+    for (const rule of rulesIn.splice(0)) iptables('-D', rule);
     for (const p of procs) {
       await p.sig.close();
       await p.relay.close();

@@ -11,7 +11,8 @@
  *              once the transport is connected, check the fingerprint DTLS presented -> opened.
  * While open:  a lost path (transport disconnected/failed, or the liveness probe silent) starts an
  *              ICE restart through the room after a short grace, retried with a bound, then NoPath;
- *              a relayed path retries direct every `directRetryMs`; TURN credentials are renewed
+ *              a relayed path retries direct every `directRetryMs` (a link that probes: first
+ *              after `firstProbeMs`); TURN credentials are renewed
  *              through the room `ice_servers` message before they expire.
  * Direct retry: an ICE restart that checks direct pairs only (`create-offer` with `directOnly`;
  *              the relayed pair keeps carrying data meanwhile). A direct path selected ends it;
@@ -62,6 +63,16 @@ export const SESSION_DEFAULTS = {
   maxRestarts: 5,
   /** While relayed, try for a direct path this often (a restart costs a few packets and no data). */
   directRetryMs: 60_000,
+  /**
+   * The first direct retry of a link that looks for direct paths with probes (a backend without
+   * ICE restart: node-datachannel) comes this soon after it opened relayed. libjuice, as the
+   * controlling agent, keeps the first pair it nominated, and that is the relayed one whenever
+   * its direct checks needed a round trip more to open a NAT (NAT lab: full-cone to
+   * address-restricted); a probe costs two connections without TURN and disturbs nothing.
+   * werift replaces a relayed nomination by a later direct one itself (docs/NATLAB.md), so links
+   * that restart ICE keep `directRetryMs`.
+   */
+  firstProbeMs: 5_000,
   /**
    * A direct-only attempt gets this long to select a direct pair before the relay is allowed again.
    * Checks retransmit for about 8 s (RFC 8445 §14.3 pacing, werift's 4 retries), but two NATs
@@ -212,6 +223,8 @@ export class Session {
   /** The peer takes probe offers; a probe connection is being built beside the current one. */
   private peerProbe = false;
   private probing = false;
+  /** A probe was started on this link (later retries wait `directRetryMs`, the first `firstProbeMs`). */
+  private probed = false;
 
   constructor(opts: SessionOptions) {
     this.o = { ...SESSION_DEFAULTS, forceRelay: false, ...opts } as typeof this.o;
@@ -367,7 +380,8 @@ export class Session {
         if (ev.kind !== this.lastPath) {
           this.lastPath = ev.kind;
           if (ev.kind === 'relay' && this.directRetryUseful()) {
-            out.push({ type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs });
+            const soon = this.probes() && !this.probed;
+            out.push({ type: 'set-timer', name: 'direct-retry', at: now + (soon ? this.o.firstProbeMs : this.o.directRetryMs) });
           } else out.push({ type: 'clear-timer', name: 'direct-retry' });
         }
         break;
@@ -719,6 +733,7 @@ export class Session {
         if (this.rebuilds()) {
           if (this.probing || this.rebuilding) return [{ type: 'set-timer', name: 'direct-retry', at: now + this.o.directRetryMs }];
           this.probing = true;
+          this.probed = true;
           return [
             { type: 'probe-start' },
             { type: 'set-timer', name: 'direct-attempt', at: now + this.o.directAttemptMs },

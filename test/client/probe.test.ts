@@ -88,7 +88,7 @@ function relayedFirst(f: BackendFactory): BackendFactory {
 
 async function pair(app: Side, hub: Side, hubUrl?: string) {
   const home = randomId('home');
-  const common = { turnTlsOptions: { ca: relay.ca }, session: { directRetryMs: DIRECT_RETRY_MS } };
+  const common = { turnTlsOptions: { ca: relay.ca }, session: { directRetryMs: DIRECT_RETRY_MS, firstProbeMs: DIRECT_RETRY_MS } };
   const hubEp = track(await endpointFor(hubUrl ? { ...sig, url: hubUrl } : sig, randomId('hub'), [home], { ...common, hostAddresses: [RELAYED_ONLY_HOSTS.answerer], backend: relayedFirst(await factory(hub)) }));
   const appEp = track(await endpointFor(sig, randomId('app'), [home], { ...common, hostAddresses: [RELAYED_ONLY_HOSTS.offerer], backend: relayedFirst(await factory(app)) }));
   const accepted = nextLink(hubEp);

@@ -250,12 +250,16 @@ describe('session: a node-datachannel side with an older peer', () => {
 describe('session: direct probe on a relayed link that rebuilds', () => {
   const relayed = (s: Session, t: number): SessionAction[] => s.handle({ type: 'path', kind: 'relay' }, t);
 
-  it('initiator: relayed -> a probe every retry interval, its signals flagged; no connection within the attempt -> stopped, the relayed one untouched', () => {
+  it('initiator: relayed -> a probe soon (firstProbeMs), then every retry interval, its signals flagged; no connection within the attempt -> stopped, the relayed one untouched', () => {
     const { s, t, identity } = openInitiator({ local: NATIVE, peer: { resume: true, probe: true } });
     expect(identity).toMatchObject({ data: { kind: 'identity', resume: true, probe: true } });
-    expect(relayed(s, t)).toContainEqual({ type: 'set-timer', name: 'direct-retry', at: t + SESSION_DEFAULTS.directRetryMs });
-    let now = t + SESSION_DEFAULTS.directRetryMs;
-    expect(types(s.handle({ type: 'timer', name: 'direct-retry' }, now))).toEqual(['probe-start', 'set-timer', 'set-timer']);
+    expect(relayed(s, t)).toContainEqual({ type: 'set-timer', name: 'direct-retry', at: t + SESSION_DEFAULTS.firstProbeMs });
+    let now = t + SESSION_DEFAULTS.firstProbeMs;
+    expect(s.handle({ type: 'timer', name: 'direct-retry' }, now)).toEqual([
+      { type: 'probe-start' },
+      { type: 'set-timer', name: 'direct-attempt', at: now + SESSION_DEFAULTS.directAttemptMs },
+      { type: 'set-timer', name: 'direct-retry', at: now + SESSION_DEFAULTS.directRetryMs },
+    ]);
     expect(s.handle({ type: 'probe-description', kind: 'offer', sdp: sdp(FP_A), fingerprint: FP_A }, now)).toEqual([{ type: 'send', data: { kind: 'offer', sdp: sdp(FP_A), probe: true } }]);
     expect(s.handle({ type: 'probe-candidate', candidate: { candidate: 'candidate:1 1 udp 1 198.18.0.1 5000 typ host', sdpMid: '0', sdpMLineIndex: 0 } }, now)).toEqual([
       { type: 'send', data: { kind: 'candidate', candidate: 'candidate:1 1 udp 1 198.18.0.1 5000 typ host', sdpMid: '0', sdpMLineIndex: 0, probe: true } },
@@ -267,12 +271,20 @@ describe('session: direct probe on a relayed link that rebuilds', () => {
     expect(s.handle({ type: 'signal', data: { kind: 'candidate', candidate: '', probe: true } }, now)).toEqual([]);
     expect(s.handle({ type: 'signal', data: { kind: 'answer', sdp: sdp(FP_B), probe: true } }, now)).toEqual([]);
     expect(s.phase).toBe('open');
+    // Only the first probe comes soon: relayed again after a direct spell waits the full interval.
+    s.handle({ type: 'path', kind: 'direct' }, now);
+    expect(relayed(s, now)).toContainEqual({ type: 'set-timer', name: 'direct-retry', at: now + SESSION_DEFAULTS.directRetryMs });
+  });
+
+  it('a link that restarts ICE (werift) waits the full retry interval before its first direct retry', () => {
+    const { s, t } = openInitiator({ local: WERIFT, peer: {} });
+    expect(relayed(s, t)).toEqual([{ type: 'set-timer', name: 'direct-retry', at: t + SESSION_DEFAULTS.directRetryMs }]);
   });
 
   it('initiator: the switch to the probe restores nothing it did not lose and reads the new path; a direct path ends the retries', () => {
     const { s, t } = openInitiator({ local: NATIVE, peer: { resume: true, probe: true } });
     relayed(s, t);
-    const now = t + SESSION_DEFAULTS.directRetryMs;
+    const now = t + SESSION_DEFAULTS.firstProbeMs;
     s.handle({ type: 'timer', name: 'direct-retry' }, now);
     const out = s.handle({ type: 'probe-switched' }, now + 100);
     expect(types(out)).toEqual(['clear-timer', 'clear-timer', 'clear-timer', 'read-path']);
@@ -306,7 +318,7 @@ describe('session: direct probe on a relayed link that rebuilds', () => {
   it('a rebuild while a probe is being built stops the probe first', () => {
     const { s, t } = openInitiator({ local: NATIVE, peer: { resume: true, probe: true } });
     relayed(s, t);
-    let now = t + SESSION_DEFAULTS.directRetryMs;
+    let now = t + SESSION_DEFAULTS.firstProbeMs;
     s.handle({ type: 'timer', name: 'direct-retry' }, now);
     s.handle({ type: 'transport', state: 'disconnected' }, now);
     now += SESSION_DEFAULTS.disconnectGraceMs;

@@ -18,6 +18,7 @@ import { labAvailable } from './support.js';
 import { loadText, writeSection } from './report-section.js';
 import { loadNodeDatachannel } from '../../client/webrtc/node-datachannel.js';
 import type { BackendName } from '../../client/index.js';
+import { SESSION_DEFAULTS } from '../../client/session.js';
 
 const nativeInstalled = (await loadNodeDatachannel()) !== null;
 if (labAvailable() && !nativeInstalled) console.log('skipped: needs node-datachannel (optional dependency) for the native relay-to-direct case');
@@ -86,7 +87,7 @@ describe.skipIf(!labAvailable())('NAT lab: relay-to-direct upgrade', () => {
           ...(native
             ? [
                 '',
-                `On node-datachannel (third case; libdatachannel has no ICE restart): the same rule, lifted ${RELAYED_FOR_MS / 1000} s after open, retry interval ${DIRECT_RETRY_MS / 1000} s. The link went direct **${native.dialerMs} ms** (dialer) and **${native.hubMs} ms** (hub) after the lift, longest gap in the stream ${native.gapMs} ms, ${native.chunks} chunks, never interrupted. A retry there is a probe (client/session.ts, "Direct probe"): a second connection with the link's certificate and no TURN server on either side, offered through the room with \`probe: true\` while the relayed connection keeps carrying the stream; once it connects and presents the signed certificate, the dialer moves the channels onto it and tells the hub on the probe's control channel, both resume from their acked counts and the relayed connection (and its allocation) goes.`,
+                `On node-datachannel (third case; libdatachannel has no ICE restart): the same rule, lifted ${RELAYED_FOR_MS / 1000} s after open, retry interval ${DIRECT_RETRY_MS / 1000} s, the first probe ${SESSION_DEFAULTS.firstProbeMs / 1000} s after the link opened relayed (\`firstProbeMs\`, default; before it, the first probe came one retry interval after open: 7143 ms after the lift in the run of 2026-12-06). The link went direct **${native.dialerMs} ms** (dialer) and **${native.hubMs} ms** (hub) after the lift, longest gap in the stream ${native.gapMs} ms, ${native.chunks} chunks, never interrupted. A retry there is a probe (client/session.ts, "Direct probe"): a second connection with the link's certificate and no TURN server on either side, offered through the room with \`probe: true\` while the relayed connection keeps carrying the stream; once it connects and presents the signed certificate, the dialer moves the channels onto it and tells the hub on the probe's control channel, both resume from their acked counts and the relayed connection (and its allocation) goes.`,
               ]
             : []),
           '',

@@ -28,13 +28,20 @@
  * packets/s the relay would reach with a core of its own per worker ("capacity"), the figure
  * that shows scaling on a machine whose cores the generator shares.
  *
+ * `--worker-cpu F` (root, cgroup v1 `cpu` controller) caps each process of our relay (and of
+ * `bare`) at F of one core while it is measured: each gets a cgroup of its own with a CFS quota
+ * of F x 10 ms per 10 ms period. That stands in for "a core per worker" on a machine whose cores
+ * the generators need: at F = 0.25 two workers need half a core and leave the rest to the
+ * generators, so the measured packets/s of ours-2 against ours-1 is the scaling itself, not the
+ * generators' limit. coturn (threads of one process) is left uncapped.
+ *
  * Every child process is started here and stopped here (SIGTERM, then SIGKILL
  * after a bound); all traffic stays on 127.0.0.1.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,6 +74,41 @@ const SKIP_MEMORY = process.argv.includes('--skip-memory');
  */
 const BASELINE_DIR = arg('baseline', '');
 const SKIP_LOAD = process.argv.includes('--skip-load');
+/** A CPU quota per relay process, as a fraction of one core (0: none). */
+const WORKER_CPU = Number(arg('worker-cpu', '0'));
+const CGROUP_CPU = '/sys/fs/cgroup/cpu';
+const CFS_PERIOD_US = 10_000;
+
+/** Puts each pid in a cgroup of its own capped at WORKER_CPU of a core; returns the undo. */
+function capProcesses(pids: number[]): () => void {
+  const dirs: string[] = [];
+  const undo = (): void => {
+    for (const d of dirs.splice(0)) {
+      for (const pid of readFileSync(join(d, 'cgroup.procs'), 'latin1').split('\n').filter(Boolean)) {
+        try {
+          writeFileSync(join(CGROUP_CPU, 'cgroup.procs'), pid);
+        } catch {
+          // gone already
+        }
+      }
+      rmdirSync(d);
+    }
+  };
+  try {
+    for (const pid of pids) {
+      const d = join(CGROUP_CPU, `homelink-bench-${process.pid}-${pid}`);
+      mkdirSync(d);
+      dirs.push(d);
+      writeFileSync(join(d, 'cpu.cfs_period_us'), String(CFS_PERIOD_US));
+      writeFileSync(join(d, 'cpu.cfs_quota_us'), String(Math.round(WORKER_CPU * CFS_PERIOD_US)));
+      writeFileSync(join(d, 'cgroup.procs'), String(pid));
+    }
+  } catch (e) {
+    undo();
+    throw new Error(`--worker-cpu needs root and ${CGROUP_CPU} (cgroup v1 cpu controller): ${(e as Error).message}`);
+  }
+  return undo;
+}
 const PAYLOADS = [100, 1200];
 const HOST = '127.0.0.1';
 /**
@@ -336,8 +378,10 @@ async function measure(r: RunningRelay, payload: number): Promise<Row> {
         c.once('exit', () => reject(new Error('generator exited without a result')));
       }),
   );
+  let uncap = (): void => undefined;
   try {
     const pids = processTree(r.child.proc.pid!).sort((a, b) => a - b);
+    if (WORKER_CPU > 0 && r.name !== 'coturn') uncap = capProcesses(pids);
     for (const c of gens) c.send('go');
     await new Promise((res) => setTimeout(res, WARMUP_MS));
     const t0 = pids.map(cpuTicksOf);
@@ -369,6 +413,7 @@ async function measure(r: RunningRelay, payload: number): Promise<Row> {
       result,
     };
   } finally {
+    uncap();
     for (const c of gens) if (c.exitCode === null) c.kill('SIGKILL');
   }
 }
@@ -478,7 +523,7 @@ async function main(): Promise<void> {
     const v = m as { count: number; bytesPerAllocation: number; rssBefore: number; rssAfter: number };
     console.log(`\n${name}: ${v.count} idle allocations, RSS ${fmt(v.rssBefore / 2 ** 20)} -> ${fmt(v.rssAfter / 2 ** 20)} MiB, ${fmt(v.bytesPerAllocation, 0)} bytes per allocation`);
   }
-  console.log(`\nsettings: ${GENERATORS} generator processes, ${ALLOCATIONS} allocations x ${WINDOW} in flight, warm-up ${WARMUP_MS} ms, measured ${MEASURE_MS} ms, CLK_TCK ${CLK_TCK}, load ${readFileSync('/proc/loadavg', 'latin1').trim()}`);
+  console.log(`\nsettings: ${GENERATORS} generator processes, ${ALLOCATIONS} allocations x ${WINDOW} in flight, warm-up ${WARMUP_MS} ms, measured ${MEASURE_MS} ms, CLK_TCK ${CLK_TCK}, load ${readFileSync('/proc/loadavg', 'latin1').trim()}${WORKER_CPU > 0 ? `, each relay process capped at ${WORKER_CPU} of a core (coturn uncapped)` : ''}`);
   if (errors.length) {
     console.log(`\nerrors:\n${errors.join('\n')}`);
     process.exitCode = 1;

@@ -79,6 +79,20 @@ const WORKER_CPU = Number(arg('worker-cpu', '0'));
 const CGROUP_CPU = '/sys/fs/cgroup/cpu';
 const CFS_PERIOD_US = 10_000;
 
+/** The cgroups made by capProcesses, for Ctrl-C (the bench's children end on the same signal). */
+const capDirs = new Set<string>();
+process.once('SIGINT', () => {
+  for (const d of capDirs) {
+    try {
+      for (const pid of readFileSync(join(d, 'cgroup.procs'), 'latin1').split('\n').filter(Boolean)) writeFileSync(join(CGROUP_CPU, 'cgroup.procs'), pid);
+      rmdirSync(d);
+    } catch {
+      // left for the next run's operator: an empty homelink-bench-* cgroup
+    }
+  }
+  process.exit(130);
+});
+
 /** Puts each pid in a cgroup of its own capped at WORKER_CPU of a core; returns the undo. */
 function capProcesses(pids: number[]): () => void {
   const dirs: string[] = [];
@@ -92,6 +106,7 @@ function capProcesses(pids: number[]): () => void {
         }
       }
       rmdirSync(d);
+      capDirs.delete(d);
     }
   };
   try {
@@ -99,6 +114,7 @@ function capProcesses(pids: number[]): () => void {
       const d = join(CGROUP_CPU, `homelink-bench-${process.pid}-${pid}`);
       mkdirSync(d);
       dirs.push(d);
+      capDirs.add(d);
       writeFileSync(join(d, 'cpu.cfs_period_us'), String(CFS_PERIOD_US));
       writeFileSync(join(d, 'cpu.cfs_quota_us'), String(Math.round(WORKER_CPU * CFS_PERIOD_US)));
       writeFileSync(join(d, 'cgroup.procs'), String(pid));

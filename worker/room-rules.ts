@@ -206,9 +206,17 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
         return { state: s, actions: [{ type: 'close', to: null, code: CLOSE_POLICY, reason: 'not a member of this session' }] };
       }
       if (s.ended !== null) {
+        // A side that was away when the peer said bye hears that bye first: it carries the
+        // peer's reason (a dialer whose budget ran out says Timeout, and the answering side then
+        // fails the same way instead of with a bare "room closed"). The rest of what waited for
+        // it (offers, candidates) is of no use any more.
+        const waiting = s.buffer[ev.endpoint] ?? [];
+        let bye: BufferedSignal | undefined;
+        for (const b of waiting) if (b.data.kind === 'bye') bye = b;
         return {
           state: s,
           actions: [
+            ...(bye ? [{ type: 'send', to: ev.endpoint, message: { type: 'signal', seq: bye.seq, data: bye.data } } as const] : []),
             { type: 'send', to: ev.endpoint, message: { type: 'closed', reason: s.ended } },
             { type: 'close', to: ev.endpoint, code: CLOSE_NORMAL, reason: 'room closed' },
           ],

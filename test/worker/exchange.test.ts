@@ -282,6 +282,22 @@ describe('room', () => {
     close(ra, rb, p.app, p.hub);
   });
 
+  it('a side that joins after the peer said bye hears that bye (its reason) and then closed, not the offer before it', async () => {
+    const p = await pair();
+    const { a } = await accepted(p);
+    const ra = await connect(sig.url, `/v1/rooms/${a.sessionId}`, p.appToken);
+    await ra.next('joined');
+    ra.send({ type: 'signal', data: { kind: 'offer', sdp: 'early offer' } });
+    // The dialer's budget ran out before the answering side reached the room.
+    ra.send({ type: 'signal', data: { kind: 'bye', reason: 'Timeout' } });
+    expect(await ra.next('closed')).toEqual({ type: 'closed', reason: 'bye' });
+    const rb = await connect(sig.url, `/v1/rooms/${a.sessionId}`, p.hubToken);
+    expect(await rb.shift()).toEqual({ type: 'signal', seq: 2, data: { kind: 'bye', reason: 'Timeout' } });
+    expect(await rb.shift()).toEqual({ type: 'closed', reason: 'bye' });
+    expect(await rb.closed()).toBe(1000);
+    close(p.app, p.hub);
+  });
+
   it('ice_servers renews the credential for the asking side only', async () => {
     const p = await pair();
     const { a } = await accepted(p);

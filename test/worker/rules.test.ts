@@ -232,7 +232,27 @@ describe('room rules', () => {
     expect(away.actions).toContainEqual({ type: 'persist' });
     expect(step(away.state, { type: 'alarm', present: [], now: GRACE }, GRACE).actions).toEqual([{ type: 'set_alarm', at: 2 * GRACE - 10 }]);
     const rejoin = step(away.state, { type: 'join', endpoint: 'hub', present: ['hub'], now: GRACE + 1 }, GRACE);
-    expect(rejoin.actions[0]).toEqual({ type: 'send', to: 'hub', message: { type: 'closed', reason: 'bye' } });
+    // The bye it missed first (it says why), then the end.
+    expect(rejoin.actions.slice(0, 2)).toEqual([
+      { type: 'send', to: 'hub', message: { type: 'signal', seq: 1, data: { kind: 'bye' } } },
+      { type: 'send', to: 'hub', message: { type: 'closed', reason: 'bye' } },
+    ]);
+  });
+
+  it('a side that joins after the peer gave up hears the peer\'s bye and its reason, not the offer before it', () => {
+    let s = init();
+    s = step(s, { type: 'join', endpoint: 'app', present: ['app'], now: 1 }, GRACE).state;
+    const offer = { kind: 'offer', sdp: 'v=0' } as const;
+    s = step(s, { type: 'message', endpoint: 'app', message: { type: 'signal', data: offer }, present: ['app'], now: 2 }, GRACE).state;
+    const bye = { kind: 'bye', reason: 'Timeout' } as const;
+    s = step(s, { type: 'message', endpoint: 'app', message: { type: 'signal', data: bye }, present: ['app'], now: 3 }, GRACE).state;
+    const join = step(s, { type: 'join', endpoint: 'hub', present: ['app', 'hub'], now: 4 }, GRACE);
+    expect(join.state).toBe(s);
+    expect(join.actions).toEqual([
+      { type: 'send', to: 'hub', message: { type: 'signal', seq: 2, data: bye } },
+      { type: 'send', to: 'hub', message: { type: 'closed', reason: 'bye' } },
+      { type: 'close', to: 'hub', code: expect.any(Number), reason: 'room closed' },
+    ]);
   });
 
   it('seq lease: reserved a block at a time after the first signal; a counter at or below the lease needs no write', () => {

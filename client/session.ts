@@ -170,7 +170,7 @@ export type SessionAction =
 
 export type SessionPhase = 'joining' | 'negotiating' | 'open' | 'done';
 
-/** The message of a link whose libdatachannel connection failed before it opened (Endpoint.dial tries again, up to twice). */
+/** The message of a link whose libdatachannel connection failed before it opened (Endpoint.dial tries again, up to three times). */
 export const EARLY_FAILURE = 'the connection failed before it opened';
 
 /** Earliest expiry (unix ms) among the TURN REST usernames in a server list, or null. */

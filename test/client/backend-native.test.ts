@@ -57,7 +57,7 @@ const state = (p: PeerBackend, want: string): Promise<void> =>
 const accepted = (p: PeerBackend): Promise<RawChannel> => new Promise((resolve) => (p.onChannel = resolve));
 
 /** Attempts `openPair` makes: the library's dial makes as many (client/endpoint.ts `EARLY_FAILURE_RETRIES`). */
-const PAIR_ATTEMPTS = 3;
+const PAIR_ATTEMPTS = 4;
 /** A loopback pair opens in milliseconds; far past that, something is stuck. */
 const OPEN_BOUND_MS = 20_000;
 

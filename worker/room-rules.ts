@@ -210,9 +210,9 @@ export function step(s: RoomState, ev: RoomEvent, graceMs: number): Step {
         // peer's reason (a dialer whose budget ran out says Timeout, and the answering side then
         // fails the same way instead of with a bare "room closed"). The rest of what waited for
         // it (offers, candidates) is of no use any more.
-        const waiting = s.buffer[ev.endpoint] ?? [];
-        let bye: BufferedSignal | undefined;
-        for (const b of waiting) if (b.data.kind === 'bye') bye = b;
+        // Nothing is buffered after a bye (signals to an ended room are refused), so it is the last.
+        const last = s.buffer[ev.endpoint]?.at(-1);
+        const bye = last?.data.kind === 'bye' ? last : undefined;
         return {
           state: s,
           actions: [

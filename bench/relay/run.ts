@@ -79,13 +79,12 @@ const WORKER_CPU = Number(arg('worker-cpu', '0'));
 const CGROUP_CPU = '/sys/fs/cgroup/cpu';
 const CFS_PERIOD_US = 10_000;
 
-/** The cgroups made by capProcesses, for Ctrl-C (the bench's children end on the same signal). */
-const capDirs = new Set<string>();
+/** The undo of each capProcesses still in force, for Ctrl-C (the bench's children end on the same signal). */
+const capsInForce = new Set<() => void>();
 process.once('SIGINT', () => {
-  for (const d of capDirs) {
+  for (const undo of capsInForce) {
     try {
-      for (const pid of readFileSync(join(d, 'cgroup.procs'), 'latin1').split('\n').filter(Boolean)) writeFileSync(join(CGROUP_CPU, 'cgroup.procs'), pid);
-      rmdirSync(d);
+      undo();
     } catch {
       // left for the next run's operator: an empty homelink-bench-* cgroup
     }
@@ -106,15 +105,15 @@ function capProcesses(pids: number[]): () => void {
         }
       }
       rmdirSync(d);
-      capDirs.delete(d);
     }
+    capsInForce.delete(undo);
   };
+  capsInForce.add(undo);
   try {
     for (const pid of pids) {
       const d = join(CGROUP_CPU, `homelink-bench-${process.pid}-${pid}`);
       mkdirSync(d);
       dirs.push(d);
-      capDirs.add(d);
       writeFileSync(join(d, 'cpu.cfs_period_us'), String(CFS_PERIOD_US));
       writeFileSync(join(d, 'cpu.cfs_quota_us'), String(Math.round(WORKER_CPU * CFS_PERIOD_US)));
       writeFileSync(join(d, 'cgroup.procs'), String(pid));
